@@ -1,0 +1,2 @@
+// @medglm/bench public entry.
+export {};

@@ -1,0 +1,2 @@
+// @medglm/bot public entry.
+export {};

@@ -1,0 +1,2 @@
+// @medglm/core public entry.
+export {};

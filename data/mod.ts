@@ -1,0 +1,2 @@
+// @medglm/data public entry.
+export {};

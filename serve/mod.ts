@@ -1,0 +1,2 @@
+// @medglm/serve public entry.
+export {};

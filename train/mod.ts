@@ -1,0 +1,2 @@
+// @medglm/train public entry.
+export {};
