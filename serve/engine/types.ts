@@ -1,0 +1,81 @@
+/**
+ * The engine contract every front end (terminal, HTTP, Telegram) talks to. One generation loop
+ * implements it per backend (WebGPU, ONNX Runtime); front ends never see kernels or tensors.
+ */
+
+/** One chat turn in OpenAI's shape; `system` is folded into the prompt by the prompt builder. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+export interface SamplingOptions {
+  /** 0 means greedy. */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  /** ChatGLM-style repetition penalty (1 = off). */
+  repetitionPenalty?: number;
+  /** Seed for reproducible sampling. */
+  seed?: number;
+}
+
+export interface GenerationRequest extends SamplingOptions {
+  /** The conversation; the last message is the user's new question. */
+  messages: ChatMessage[];
+  maxNewTokens?: number;
+  /** Extra stop strings; `<eop>` always stops. */
+  stop?: string[];
+  /** Aborting frees the sequence at the next step and ends the iterator with finishReason "abort". */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+/**
+ * A piece of streamed output. `text` never splits a multi-byte character; concatenating every
+ * delta's text gives the whole (post-processed) answer. The last delta has `finishReason` and
+ * `usage` set.
+ */
+export interface GenerationDelta {
+  text: string;
+  finishReason?: FinishReason;
+  usage?: { promptTokens: number; completionTokens: number };
+}
+
+export interface EngineInfo {
+  /** Model name shown by /v1/models and the bot. */
+  model: string;
+  backend: "webgpu" | "onnx";
+  /** Why this backend was chosen (for `auto`). */
+  backendReason?: string;
+  /** Trained context length; prompts longer than this are refused. */
+  maxContext: number;
+  /** True for the embedded demo model. */
+  demo: boolean;
+}
+
+export interface EngineStats {
+  /** Sequences decoding right now. */
+  active: number;
+  /** Requests waiting for a slot. */
+  queued: number;
+  tokensGenerated: number;
+}
+
+export interface Engine {
+  readonly info: EngineInfo;
+  /** Streams the answer to the conversation. Throws `PromptTooLongError` before yielding. */
+  generate(request: GenerationRequest): AsyncIterable<GenerationDelta>;
+  /** Prompt tokens the conversation would take (for limits and usage). */
+  countPromptTokens(messages: ChatMessage[]): number;
+  stats(): EngineStats;
+  close(): Promise<void>;
+}
+
+export class PromptTooLongError extends Error {
+  constructor(public readonly tokens: number, public readonly limit: number) {
+    super(`prompt is ${tokens} tokens, over the model's context of ${limit}`);
+    this.name = "PromptTooLongError";
+  }
+}
