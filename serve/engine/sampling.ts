@@ -1,0 +1,123 @@
+/**
+ * Next-token choice from one row of logits, in the order HF `generate` applies ChatGLM's chat
+ * settings: non-text ids masked, repetition penalty, then temperature, top-k, top-p, and a draw
+ * from a seeded generator. Temperature 0 (or absent) is greedy: argmax, first index on ties.
+ */
+
+export interface SamplerSettings {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+}
+
+/** A small, fast, seedable PRNG (mulberry32); its state is one uint32 so it can be saved. */
+export interface Rng {
+  next(): number;
+  state(): number;
+}
+
+export function createRng(seed: number): Rng {
+  let s = (seed >>> 0) ^ 0x9e3779b9;
+  return {
+    next() {
+      s = (s + 0x6d2b79f5) >>> 0;
+      let t = s;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    },
+    state: () => s,
+  };
+}
+
+/** Index of the largest value; the first one on ties. Only `[0, limit)` is considered. */
+export function argmax(row: ArrayLike<number>, limit = row.length): number {
+  let best = 0;
+  let bestVal = -Infinity;
+  for (let i = 0; i < limit; i++) {
+    const v = row[i];
+    if (v > bestVal) {
+      bestVal = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+/**
+ * HF's repetition penalty, as ChatGLM's chat passes it through: every id seen so far (prompt and
+ * answer) has its logit divided by the penalty when positive and multiplied when negative.
+ */
+export function applyRepetitionPenalty(
+  row: Float32Array,
+  seen: Iterable<number>,
+  penalty: number,
+): void {
+  if (penalty === 1) return;
+  for (const id of new Set(seen)) {
+    if (id < 0 || id >= row.length) continue;
+    const v = row[id];
+    row[id] = v < 0 ? v * penalty : v / penalty;
+  }
+}
+
+/**
+ * Chooses the next id. `row` is one row of raw logits (it is modified); ids at or above
+ * `textVocab` are not tokens and can never be chosen; `seen` feeds the repetition penalty.
+ */
+export function chooseToken(
+  row: Float32Array,
+  textVocab: number,
+  settings: SamplerSettings,
+  seen: Iterable<number>,
+  rng: Rng,
+): number {
+  const n = Math.min(textVocab, row.length);
+  const penalty = settings.repetitionPenalty ?? 1;
+  if (!(penalty > 0)) throw new RangeError(`repetition penalty must be > 0, got ${penalty}`);
+  applyRepetitionPenalty(row, seen, penalty);
+  const temperature = settings.temperature ?? 0;
+  if (!(temperature > 0)) return argmax(row, n);
+
+  // Only ids within e^-40 of the best can carry any probability mass in f64; sorting just those
+  // keeps a step cheap on a 130k vocabulary. Ties keep the lower id first so draws are stable.
+  const best = row[argmax(row, n)];
+  const floor = best - 40 * temperature;
+  const order: number[] = [];
+  for (let i = 0; i < n; i++) if (row[i] >= floor) order.push(i);
+  order.sort((a, b) => row[b] - row[a] || a - b);
+  let keep = order.length;
+  const topK = settings.topK ?? 0;
+  if (topK > 0) keep = Math.min(keep, topK);
+  const max = row[order[0]] / temperature;
+  const probs = new Float64Array(keep);
+  let sum = 0;
+  for (let i = 0; i < keep; i++) {
+    const p = Math.exp(row[order[i]] / temperature - max);
+    probs[i] = p;
+    sum += p;
+  }
+  const topP = settings.topP ?? 1;
+  if (topP < 1) {
+    // HF keeps the smallest prefix whose mass reaches top_p (and always at least one token).
+    let cum = 0;
+    let cut = keep;
+    for (let i = 0; i < keep; i++) {
+      cum += probs[i] / sum;
+      if (cum >= topP) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    sum = 0;
+    for (let i = 0; i < keep; i++) sum += probs[i];
+  }
+  let u = rng.next() * sum;
+  for (let i = 0; i < keep; i++) {
+    u -= probs[i];
+    if (u < 0) return order[i];
+  }
+  return order[keep - 1];
+}
