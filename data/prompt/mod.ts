@@ -1,0 +1,19 @@
+// Prompt formats shared by training, the terminal, the HTTP API and the bot.
+export {
+  buildChatInput,
+  buildChatPrompt,
+  type ChatHistory,
+  type ChatInput,
+  chatPositionIds,
+} from "./chat.ts";
+export {
+  buildInstructionContext,
+  buildTrainExample,
+  IGNORE_INDEX,
+  type InstructionRecord,
+  type TrainExample,
+  type TrainExampleOptions,
+  type TrainRecord,
+} from "./instruction.ts";
+export { type ChatMessageLike, ChatMessagesError, messagesToChat } from "./messages.ts";
+export { processResponse } from "./response.ts";
