@@ -1,2 +1,6 @@
-// @medglm/data public entry.
-export {};
+// @medglm/data: the tokenizer, the prompt builder and the data set builder.
+export * from "./tokenizer/mod.ts";
+export * from "./prompt/mod.ts";
+export * from "./build/mod.ts";
+export * from "./sources/mod.ts";
+export * from "./clean/mod.ts";

@@ -1,0 +1,133 @@
+/**
+ * `deno task data`: builds a data set from a config, or prints the summary of an existing build.
+ *
+ *   deno task data [--config data/configs/default.json] [--out DIR] [--download] [--quiet]
+ *   deno task data --stats out/data/medical
+ */
+
+import { parseArgs } from "node:util";
+import { buildDataset } from "./build/pipeline.ts";
+import { loadConfig } from "./build/config.ts";
+import { formatSummary, readManifest } from "./build/manifest.ts";
+
+const HELP = `deno task data — build the instruction data set (JSONL + token shards + manifest)
+
+usage:
+  deno task data [options]
+  deno task data --stats DIR
+
+options:
+  -c, --config FILE     build config (JSON); default data/configs/default.json
+  -o, --out DIR         output folder; default out/data/<config name>
+      --download        fetch the sources' "download" URLs into the source root first
+      --strict          strict JSON: skip a file with a trailing comma instead of repairing it
+      --tokenizer DIR   override the config's tokenizer folder (relative to the current folder)
+      --no-tokens       skip the token stage (JSONL shards and manifest only)
+      --seed N          override the config's seed
+      --valid-ratio R   override the validation share (e.g. 0.02)
+      --warnings N      print at most N warnings per action (default 20; all are counted)
+      --no-progress     no progress bars
+  -q, --quiet           no progress bars, no warnings; only the summary
+      --stats DIR       print the summary of an existing build (its manifest.json) and exit
+  -h, --help            this help
+
+Paths inside the config are relative to the config file. Outputs: train-NNNNN.jsonl,
+valid-NNNNN.jsonl, train-NNNNN.bin / valid-NNNNN.bin (with "tokens" in the config), manifest.json.`;
+
+export async function main(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        config: { type: "string", short: "c" },
+        out: { type: "string", short: "o" },
+        download: { type: "boolean" },
+        strict: { type: "boolean" },
+        seed: { type: "string" },
+        tokenizer: { type: "string" },
+        "no-tokens": { type: "boolean" },
+        "valid-ratio": { type: "string" },
+        warnings: { type: "string" },
+        quiet: { type: "boolean", short: "q" },
+        "no-progress": { type: "boolean" },
+        stats: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(HELP);
+    return 0;
+  }
+  try {
+    if (v.stats !== undefined) {
+      console.log(formatSummary(await readManifest(v.stats)));
+      return 0;
+    }
+    const { config, resolved } = await loadConfig(v.config ?? "data/configs/default.json");
+    if (v.strict) config.trailingComma = "strict";
+    if (v.tokenizer !== undefined) {
+      const dir = v.tokenizer.startsWith("/") ? v.tokenizer : `${Deno.cwd()}/${v.tokenizer}`;
+      config.tokens = { ...(config.tokens ?? {}), tokenizer: dir };
+    }
+    if (v["no-tokens"]) config.tokens = null;
+    if (v.seed !== undefined) {
+      const n = Number(v.seed);
+      config.seed = Number.isInteger(n) && n >= 0 ? n : v.seed;
+    }
+    if (v["valid-ratio"] !== undefined) {
+      const r = Number(v["valid-ratio"]);
+      if (!(r >= 0 && r < 1)) {
+        throw new Error(`--valid-ratio: expected a number in [0, 1), got ${v["valid-ratio"]}`);
+      }
+      config.split = { ...config.split, validRatio: r };
+    }
+    let perAction = 20;
+    if (v.warnings !== undefined) {
+      perAction = Number(v.warnings);
+      if (!Number.isInteger(perAction) || perAction < 0) {
+        throw new Error(`--warnings: expected a count, got ${v.warnings}`);
+      }
+    }
+    const quiet = v.quiet ?? false;
+    const t0 = performance.now();
+    const res = await buildDataset(config, {
+      baseDir: resolved.baseDir,
+      ...(v.out ? { out: v.out } : {}),
+      download: v.download ?? false,
+      progress: !quiet && !v["no-progress"],
+      printWarnings: quiet ? 0 : perAction,
+      log: (
+        line,
+      ) => (line.startsWith("warning:")
+        ? (quiet ? undefined : console.error(line))
+        : console.log(line)),
+    });
+    const secs = (performance.now() - t0) / 1000;
+    const n = res.manifest.split.train + res.manifest.split.valid;
+    if (n === 0) {
+      console.error(
+        `error: no records were built (see the warnings above); wrote ${res.outDir}/manifest.json`,
+      );
+      return 1;
+    }
+    console.log(
+      `\nwrote ${res.outDir} in ${secs.toFixed(1)} s (${
+        Math.round(n / Math.max(secs, 1e-9))
+      } records/s)`,
+    );
+    return 0;
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,8 @@
+/** Source readers: files of the three data sets → normalized records with warnings. */
+export type { BuildWarning, FileKind, FileReadResult, ReadOptions, SourceRecord } from "./types.ts";
+export { DEFAULT_READ_OPTIONS, readSourceBytes, readSourceFile } from "./read_file.ts";
+export { DATA_EXTENSIONS, expandSourcePath, type MatchedFile } from "./glob.ts";
+export { decodeSource, utf8ErrorOffset } from "./decode.ts";
+export { parseDelimited } from "./csv.ts";
+export { evalLayout, medicalDialogueRow, unpackDialogue } from "./shapes.ts";
+export { downloadSources, type DownloadSpec } from "./download.ts";
