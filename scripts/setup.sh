@@ -92,7 +92,7 @@ if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   apt_install mesa-vulkan-drivers libvulkan1 ||
     say "could not install Mesa's Vulkan driver; WebGPU will use GL (no shader-f16) if available"
   if [ $WITH_BROWSER = 1 ]; then
-    apt_install chromium || say "could not install chromium; the browser test will skip"
+    apt_install chromium fonts-wqy-microhei || say "could not install chromium; the browser test will skip"
   fi
 else
   say "no apt-get here: install a Vulkan driver (Mesa lavapipe or your GPU's) yourself"

@@ -1,2 +1,4 @@
-// @medglm/serve public entry.
-export {};
+// @medglm/serve: the engine contract, the Hono app and the web chat page.
+export * from "./engine/types.ts";
+export * from "./http/mod.ts";
+export * from "./page/mod.ts";

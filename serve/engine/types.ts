@@ -46,7 +46,8 @@ export interface GenerationDelta {
 export interface EngineInfo {
   /** Model name shown by /v1/models and the bot. */
   model: string;
-  backend: "webgpu" | "onnx";
+  /** `remote`: an OpenAI-compatible endpoint answers (the bot's `--endpoint`). */
+  backend: "webgpu" | "onnx" | "remote";
   /** Why this backend was chosen (for `auto`). */
   backendReason?: string;
   /** Trained context length; prompts longer than this are refused. */

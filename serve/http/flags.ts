@@ -1,0 +1,123 @@
+/** The `deno task serve` flags, parsed with `node:util` parseArgs and checked with clear errors. */
+import { parseArgs } from "node:util";
+import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
+import { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
+
+export interface ServeFlags {
+  /** Model directory (HF layout); absent means the embedded demo model. */
+  model?: string;
+  /** PEFT adapter directory. */
+  adapter?: string;
+  backend: "webgpu" | "onnx" | "auto";
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxConcurrent: number;
+  maxQueue: number;
+  maxBodyBytes: number;
+  help: boolean;
+}
+
+export const SERVE_USAGE = `Usage: deno task serve [options]
+
+  --model DIR            model directory (config.json + weights); default: the demo model
+  --adapter DIR          PEFT adapter directory (adapter_config.json + weights)
+  --backend NAME         webgpu | onnx | auto (default auto)
+  --host HOST            interface to listen on (default 127.0.0.1)
+  --port N               port, 0 for any free one (default 8000)
+  --api-key KEY          require "Authorization: Bearer KEY" on /v1 routes
+  --max-concurrent N     sequences decoding together (default ${DEFAULT_MAX_CONCURRENT})
+  --max-queue N          requests waiting beyond those; more get 429 (default ${DEFAULT_MAX_QUEUE})
+  --max-body-bytes N     largest request body (default ${DEFAULT_MAX_BODY_BYTES})
+  -h, --help             show this help
+`;
+
+export class FlagError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FlagError";
+  }
+}
+
+const BACKENDS = ["webgpu", "onnx", "auto"] as const;
+
+export function parseServeFlags(args: string[]): ServeFlags {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        adapter: { type: "string" },
+        backend: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        "api-key": { type: "string" },
+        "max-concurrent": { type: "string" },
+        "max-queue": { type: "string" },
+        "max-body-bytes": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    throw new FlagError(`${(e as Error).message}\n\n${SERVE_USAGE}`);
+  }
+  const backend = values.backend ?? "auto";
+  if (!(BACKENDS as readonly string[]).includes(backend)) {
+    throw new FlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
+  }
+  const host = values.host ?? "127.0.0.1";
+  if (host.trim() === "" || /\s/.test(host)) {
+    throw new FlagError(`--host: expected a host name or address (got "${host}")`);
+  }
+  const apiKey = values["api-key"];
+  if (apiKey !== undefined && apiKey.trim() === "") {
+    throw new FlagError("--api-key: must not be empty (leave the flag out to turn keys off)");
+  }
+  for (const name of ["model", "adapter"] as const) {
+    if (values[name] !== undefined && values[name]!.trim() === "") {
+      throw new FlagError(`--${name}: expected a directory (got an empty value)`);
+    }
+  }
+  return {
+    model: values.model,
+    adapter: values.adapter,
+    backend: backend as ServeFlags["backend"],
+    host,
+    port: integerFlag("port", values.port, 8000, 0, 65535),
+    apiKey,
+    maxConcurrent: integerFlag(
+      "max-concurrent",
+      values["max-concurrent"],
+      DEFAULT_MAX_CONCURRENT,
+      1,
+      4096,
+    ),
+    maxQueue: integerFlag("max-queue", values["max-queue"], DEFAULT_MAX_QUEUE, 0, 1_000_000),
+    maxBodyBytes: integerFlag(
+      "max-body-bytes",
+      values["max-body-bytes"],
+      DEFAULT_MAX_BODY_BYTES,
+      1,
+      1 << 30,
+    ),
+    help: values.help ?? false,
+  };
+}
+
+function integerFlag(
+  name: string,
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (raw === undefined) return fallback;
+  const value = /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new FlagError(`--${name}: expected an integer from ${min} to ${max} (got "${raw}")`);
+  }
+  return value;
+}
