@@ -1,2 +1,2 @@
-// @medglm/bench public entry.
-export {};
+// @medglm/bench: the benchmark registry and runner behind `deno task bench`.
+export { BENCHES, runBenches } from "./main.ts";

@@ -1,2 +1,2 @@
-// @medglm/train public entry.
-export {};
+// @medglm/train: the LoRA and full fine-tuning trainer.
+export * from "./lib.ts";

@@ -170,7 +170,10 @@ function f16ToF32Table(): Uint32Array {
 }
 
 /** f16 bits → f32 values. */
-export function f16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function f16ToF32(
+  src: Uint16Array,
+  out: Float32Array = new Float32Array(src.length),
+): Float32Array {
   checkLength(src.length, out.length);
   const table = f16ToF32Table();
   const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
@@ -179,7 +182,10 @@ export function f16ToF32(src: Uint16Array, out = new Float32Array(src.length)): 
 }
 
 /** bf16 bits → f32 values (exact: bf16 is the top half of an f32). */
-export function bf16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function bf16ToF32(
+  src: Uint16Array,
+  out: Float32Array = new Float32Array(src.length),
+): Float32Array {
   checkLength(src.length, out.length);
   const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < src.length; i++) o[i] = src[i] << 16;
@@ -187,7 +193,10 @@ export function bf16ToF32(src: Uint16Array, out = new Float32Array(src.length)):
 }
 
 /** f32 values → f16 bits, round to nearest even. */
-export function f32ToF16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
+export function f32ToF16(
+  src: Float32Array,
+  out: Uint16Array = new Uint16Array(src.length),
+): Uint16Array {
   checkLength(src.length, out.length);
   const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < s.length; i++) {
@@ -203,7 +212,10 @@ export function f32ToF16(src: Float32Array, out = new Uint16Array(src.length)): 
 }
 
 /** f32 values → bf16 bits, round to nearest even. */
-export function f32ToBf16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
+export function f32ToBf16(
+  src: Float32Array,
+  out: Uint16Array = new Uint16Array(src.length),
+): Uint16Array {
   checkLength(src.length, out.length);
   const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < s.length; i++) {

@@ -60,7 +60,7 @@ export {
   iterateTensors,
   type LoadedTensor,
   openCheckpoint,
-  readTensor,
+  readTensor as readCheckpointTensor,
   readTensorAsF32,
   tensorBytesAs,
 } from "./checkpoint.ts";

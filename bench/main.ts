@@ -1,0 +1,46 @@
+/**
+ * `deno task bench [name ...]`: runs the benchmarks (all, or the named ones) one after another.
+ * Each prints its own table of ratios against a baseline measured in the same run.
+ */
+
+type BenchModule = { bench: () => Promise<void> };
+
+// Imported lazily so that one benchmark's dependencies (onnxruntime, a browser, …) load only
+// when it runs.
+export const BENCHES: Record<string, () => Promise<BenchModule>> = {
+  tokenizer: () => import("./tokenizer.ts"),
+  data: () => import("./data.ts"),
+  dispatch: () => import("./dispatch.ts"),
+  matmul: () => import("./matmul.ts"),
+  model: () => import("./model.ts"),
+  train: () => import("./train.ts"),
+  http: () => import("./http.ts"),
+  eval: () => import("./eval.ts"),
+};
+
+export async function runBenches(names: string[]): Promise<number> {
+  const unknown = names.filter((n) => !(n in BENCHES));
+  if (unknown.length > 0) {
+    console.error(
+      `bench: unknown benchmark ${unknown.join(", ")}; choose from ${
+        Object.keys(BENCHES).join(", ")
+      }`,
+    );
+    return 2;
+  }
+  for (const name of names.length > 0 ? names : Object.keys(BENCHES)) {
+    console.log(`\n=== ${name} ===`);
+    const started = performance.now();
+    await (await BENCHES[name]()).bench();
+    console.log(`(${name}: ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(`usage: deno task bench [${Object.keys(BENCHES).join("|")} ...]`);
+    Deno.exit(0);
+  }
+  Deno.exit(await runBenches(Deno.args));
+}

@@ -1,0 +1,200 @@
+/**
+ * Matmul throughput: our WGSL kernels (f32 weights and f16 weights) beside onnxruntime-node's CPU
+ * MatMul on the same shapes in the same run; the ratio column is the figure (DESIGN.md targets on
+ * software adapters: ≥ 0.10× large, ≥ 0.20× at M = 16, ≥ 0.45× at M = 1 with f16 weights).
+ *
+ * Shapes: square 256/1024/2048, and the ChatGLM-6B layer shapes K×N = 4096×12288 (qkv),
+ * 4096×16384 (h→4h), 16384×4096 (4h→h) at M = 1, 16, 512. Ours computes `x · Wᵀ` with W [N, K]
+ * (the layer form); ORT computes `A · B` with B [K, N] as a constant initializer: same FLOPs.
+ *
+ * `deno run --allow-all bench/matmul.ts [--quick]` (needs --allow-ffi for ORT; set
+ * ONNXRUNTIME_NODE_INSTALL=skip when installing offline).
+ */
+
+import { parseArgs } from "node:util";
+import { beginRecording, getGpu, type Gpu, submit, sync } from "../core/gpu/mod.ts";
+import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
+import { linear } from "../core/kernels/mod.ts";
+import { matmulModel } from "./onnx_matmul_model.ts";
+
+interface Shape {
+  label: string;
+  M: number;
+  K: number;
+  N: number;
+}
+
+function shapes(quick: boolean): Shape[] {
+  const out: Shape[] = [];
+  for (const n of quick ? [256, 1024] : [256, 1024, 2048]) {
+    out.push({ label: `${n}³`, M: n, K: n, N: n });
+  }
+  const layers: [string, number, number][] = [
+    ["qkv 4096x12288", 4096, 12288],
+    ["h→4h 4096x16384", 4096, 16384],
+    ["4h→h 16384x4096", 16384, 4096],
+  ];
+  for (const [name, K, N] of quick ? layers.slice(0, 1) : layers) {
+    for (const M of [1, 16, 512]) out.push({ label: `${name} M=${M}`, M, K, N });
+  }
+  return out;
+}
+
+/** Cheap deterministic fill (benchmarks only need non-trivial values). */
+function fillRandom(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = ((x & 0xffff) / 65536 - 0.5) * 0.1;
+  }
+  return out;
+}
+
+/** A timer for our kernel: the first call warms up (compile, weight packing) and sizes reps. */
+function ourTimer(gpu: Gpu, x: Tensor, w: Tensor, budget: number): () => Promise<number> {
+  const run = async (reps: number) => {
+    const rec = beginRecording(gpu);
+    const outs: Tensor[] = [];
+    for (let i = 0; i < reps; i++) outs.push(linear(rec, x, w));
+    const t0 = performance.now();
+    await submit(rec);
+    await sync(gpu);
+    const dt = (performance.now() - t0) / 1000;
+    await readTensor(outs[0]); // surfaces errors; values are checked by the tests
+    for (const o of outs) releaseTensor(o);
+    return dt;
+  };
+  let reps = 0;
+  return async () => {
+    if (reps === 0) {
+      await run(1); // warm-up: compile, weight packing
+      const once = await run(1);
+      reps = Math.max(1, Math.min(50, Math.round(budget / Math.max(once, 1e-4))));
+      return once;
+    }
+    return (await run(reps)) / reps;
+  };
+}
+
+// deno-lint-ignore no-explicit-any
+type Ort = any;
+
+async function loadOrt(): Promise<Ort | string> {
+  try {
+    return await import("npm:onnxruntime-node@1.30.0");
+  } catch (err) {
+    return `onnxruntime-node unavailable: ${(err as Error).message.split("\n")[0]}`;
+  }
+}
+
+/** A timer for ORT's MatMul on the same shape (B [K, N] as a constant initializer). */
+async function ortTimer(
+  ort: Ort,
+  s: Shape,
+  b: Float32Array,
+  budget: number,
+): Promise<{ time: () => Promise<number>; close: () => Promise<void> }> {
+  const session = await ort.InferenceSession.create(matmulModel(s.M, s.K, s.N, b), {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+  });
+  const a = new ort.Tensor("float32", fillRandom(s.M * s.K, 7), [s.M, s.K]);
+  const run = async (reps: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) await session.run({ A: a });
+    return (performance.now() - t0) / 1000;
+  };
+  let reps = 0;
+  return {
+    time: async () => {
+      if (reps === 0) {
+        await run(1);
+        const once = await run(1);
+        reps = Math.max(1, Math.min(200, Math.round(budget / Math.max(once, 1e-5))));
+        return once;
+      }
+      return (await run(reps)) / reps;
+    },
+    close: async () => await session.release?.(),
+  };
+}
+
+const ROUNDS = 2;
+const pad = (s: string, n: number) => s.padStart(n);
+const gf = (flop: number, sec: number) => (flop / sec / 1e9).toFixed(1);
+
+export async function bench(options: { quick?: boolean } = {}): Promise<void> {
+  const gpu = await getGpu();
+  const ort = await loadOrt();
+  console.log(
+    `matmul GFLOP/s — ${gpu.adapterInfo.description} (${gpu.backend}${
+      gpu.isSoftware ? ", software" : ""
+    }) vs onnxruntime-node CPU MatMul (f32)`,
+  );
+  if (typeof ort === "string") console.log(ort);
+  console.log(
+    `${"shape".padEnd(24)}${pad("ours f32", 10)}${pad("ours f16w", 11)}${pad("ORT", 9)}${
+      pad("f32/ORT", 9)
+    }${pad("f16w/ORT", 10)}`,
+  );
+  const all = shapes(options.quick ?? false);
+  const budget = options.quick ? 0.1 : 0.25;
+  let weightKey = "";
+  let w32: Tensor | null = null;
+  let w16: Tensor | null = null;
+  let wData: Float32Array | null = null;
+  let bData: Float32Array | null = null;
+  const dropWeights = () => {
+    if (w32) releaseTensor(w32);
+    if (w16) releaseTensor(w16);
+    w32 = w16 = null;
+  };
+  for (const s of all) {
+    const key = `${s.K}x${s.N}`;
+    if (key !== weightKey) {
+      dropWeights();
+      weightKey = key;
+      wData = fillRandom(s.N * s.K, 3);
+      w32 = uploadTensor(gpu, wData, [s.N, s.K], "f32", { label: "bench W f32" });
+      w16 = uploadTensor(gpu, wData, [s.N, s.K], "f16", { label: "bench W f16" });
+      // ORT's B [K, N]: the transpose of W (same values, same FLOPs).
+      bData = new Float32Array(s.K * s.N);
+      for (let n = 0; n < s.N; n++) {
+        for (let k = 0; k < s.K; k++) bData[k * s.N + n] = wData[n * s.K + k];
+      }
+    }
+    const x = uploadTensor(gpu, fillRandom(s.M * s.K, 5), [s.M, s.K]);
+    const flop = 2 * s.M * s.K * s.N;
+    // The machine may be shared: alternate the three contenders over a few rounds and keep
+    // each one's best time, so a burst of load hits them alike.
+    const ours32 = ourTimer(gpu, x, w32!, budget);
+    const ours16 = ourTimer(gpu, x, w16!, budget);
+    const theirs = typeof ort === "string" ? null : await ortTimer(ort, s, bData!, budget);
+    let [t32, t16, tOrt] = [Infinity, Infinity, theirs ? Infinity : NaN];
+    for (let round = 0; round < ROUNDS; round++) {
+      t32 = Math.min(t32, await ours32());
+      t16 = Math.min(t16, await ours16());
+      if (theirs) tOrt = Math.min(tOrt, await theirs.time());
+    }
+    await theirs?.close();
+    releaseTensor(x);
+    const ratio = (t: number) => Number.isNaN(tOrt) ? "-" : (tOrt / t).toFixed(3);
+    console.log(
+      `${s.label.padEnd(24)}${pad(gf(flop, t32), 10)}${pad(gf(flop, t16), 11)}${
+        pad(Number.isNaN(tOrt) ? "-" : gf(flop, tOrt), 9)
+      }${pad(ratio(t32), 9)}${pad(ratio(t16), 10)}`,
+    );
+  }
+  dropWeights();
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { quick: { type: "boolean", default: false } },
+  });
+  await bench({ quick: values.quick });
+}

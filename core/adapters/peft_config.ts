@@ -1,0 +1,180 @@
+/**
+ * PEFT LoRA adapter configuration (`adapter_config.json`, README §7): validation, the scaling,
+ * target matching, tensor key names, and the JSON peft writes.
+ */
+
+export interface LoraConfig {
+  r: number;
+  loraAlpha: number;
+  loraDropout: number;
+  targetModules: string[];
+  useRslora: boolean;
+  baseModelNameOrPath: string | null;
+  taskType: string | null;
+  /** The parsed JSON as read, so a save keeps keys we do not interpret. */
+  raw: Record<string, unknown>;
+}
+
+/** `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA. */
+export function loraScaling(config: Pick<LoraConfig, "r" | "loraAlpha" | "useRslora">): number {
+  return config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
+}
+
+/** Reads and validates `<dir>/adapter_config.json`. */
+export async function readLoraConfig(dir: string): Promise<LoraConfig> {
+  const path = `${dir.replace(/\/+$/, "")}/adapter_config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new Error(`${path}: not found (a PEFT adapter directory needs adapter_config.json)`);
+    }
+    throw err;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+  return parseLoraConfig(json, path);
+}
+
+const isEmpty = (v: unknown): boolean =>
+  v === undefined || v === null || (Array.isArray(v) && v.length === 0) ||
+  (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
+
+/** Validates a parsed adapter config; refuses what this project does not implement. */
+export function parseLoraConfig(json: unknown, source = "adapter_config.json"): LoraConfig {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new Error(`${source}: expected a JSON object`);
+  }
+  const c = json as Record<string, unknown>;
+  const fail = (msg: string): never => {
+    throw new Error(`${source}: ${msg}`);
+  };
+  if (c.peft_type !== "LORA") {
+    fail(`peft_type ${JSON.stringify(c.peft_type)} is not supported (only "LORA")`);
+  }
+  if (c.use_dora === true) fail("use_dora is true: DoRA adapters are not supported");
+  if (!isEmpty(c.rank_pattern)) fail("rank_pattern is set: per-module ranks are not supported");
+  if (!isEmpty(c.alpha_pattern)) fail("alpha_pattern is set: per-module alphas are not supported");
+  if (!isEmpty(c.layers_to_transform)) {
+    fail("layers_to_transform is set: adapters on a subset of layers are not supported");
+  }
+  if (!isEmpty(c.layers_pattern)) fail("layers_pattern is set: not supported");
+  if (c.bias !== undefined && c.bias !== "none") {
+    fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`);
+  }
+  if (!isEmpty(c.modules_to_save)) {
+    fail(`modules_to_save ${JSON.stringify(c.modules_to_save)} is not supported`);
+  }
+  if (c.fan_in_fan_out === true) {
+    fail("fan_in_fan_out is true: not supported (ChatGLM is [out, in])");
+  }
+  if (typeof c.target_modules === "string") {
+    fail(
+      `target_modules is the string ${JSON.stringify(c.target_modules)}, which peft treats as a ` +
+        "regular expression; give a list of module names",
+    );
+  }
+  if (
+    !Array.isArray(c.target_modules) || c.target_modules.length === 0 ||
+    !c.target_modules.every((t) => typeof t === "string" && t.length > 0)
+  ) {
+    fail(
+      `target_modules must be a non-empty list of module names (got ${
+        JSON.stringify(c.target_modules)
+      })`,
+    );
+  }
+  if (typeof c.r !== "number" || !Number.isInteger(c.r) || c.r < 1) {
+    fail(`r must be a positive integer (got ${JSON.stringify(c.r)})`);
+  }
+  const alpha = c.lora_alpha ?? 8;
+  if (typeof alpha !== "number" || !Number.isFinite(alpha)) {
+    fail(`lora_alpha must be a number (got ${JSON.stringify(c.lora_alpha)})`);
+  }
+  const dropout = c.lora_dropout ?? 0;
+  if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) {
+    fail(`lora_dropout must be a number in [0, 1) (got ${JSON.stringify(c.lora_dropout)})`);
+  }
+  if (c.use_rslora !== undefined && typeof c.use_rslora !== "boolean") {
+    fail(`use_rslora must be true or false (got ${JSON.stringify(c.use_rslora)})`);
+  }
+  return {
+    r: c.r as number,
+    loraAlpha: alpha as number,
+    loraDropout: dropout as number,
+    targetModules: [...c.target_modules as string[]],
+    useRslora: c.use_rslora === true,
+    baseModelNameOrPath: typeof c.base_model_name_or_path === "string"
+      ? c.base_model_name_or_path
+      : null,
+    taskType: typeof c.task_type === "string" ? c.task_type : null,
+    raw: { ...c },
+  };
+}
+
+/** peft's rule: the full module name equals an entry or ends with "." + entry. */
+export function isTargetModule(moduleName: string, targets: readonly string[]): boolean {
+  return targets.some((t) => moduleName === t || moduleName.endsWith("." + t));
+}
+
+/** File key of a LoRA matrix: `base_model.model.<module>.lora_A.weight`. */
+export function loraTensorKey(moduleName: string, which: "A" | "B"): string {
+  return `base_model.model.${moduleName}.lora_${which}.weight`;
+}
+
+/** Splits a file key back into module name and A/B; null if it is not a LoRA key. */
+export function parseLoraTensorKey(key: string): { module: string; which: "A" | "B" } | null {
+  const m = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(key);
+  return m ? { module: m[1], which: m[2] as "A" | "B" } : null;
+}
+
+/**
+ * The JSON of `adapter_config.json` as peft 0.3 writes it (`json.dumps(indent=2, sort_keys=True)`):
+ * the keys peft 0.3 writes, plus any extra keys the config was read with.
+ */
+export function loraConfigJson(config: LoraConfig): string {
+  const obj: Record<string, unknown> = {
+    base_model_name_or_path: config.baseModelNameOrPath,
+    bias: "none",
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    lora_alpha: config.loraAlpha,
+    lora_dropout: config.loraDropout,
+    modules_to_save: null,
+    peft_type: "LORA",
+    r: config.r,
+    target_modules: config.targetModules,
+    task_type: config.taskType ?? "CAUSAL_LM",
+  };
+  for (const [k, v] of Object.entries(config.raw)) if (!(k in obj)) obj[k] = v;
+  if (config.useRslora) obj.use_rslora = true;
+  return pythonJsonDumps(sortKeysDeep(obj), 2) + "\n";
+}
+
+function sortKeysDeep(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeysDeep);
+  if (v !== null && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return Object.fromEntries(Object.keys(o).sort().map((k) => [k, sortKeysDeep(o[k])]));
+  }
+  return v;
+}
+
+/**
+ * Python's `json.dumps(v, indent=n)`: JSON.stringify's layout matches it; in addition non-ASCII
+ * is escaped (ensure_ascii) and `lora_dropout`, a float in peft, keeps its decimal point (0.0).
+ */
+function pythonJsonDumps(v: unknown, indent: number): string {
+  const text = JSON.stringify(v, null, indent)
+    .replace(/("lora_dropout": )(-?\d+)(,?)$/m, "$1$2.0$3");
+  return text.replace(
+    /[\u007f-\uffff]/g,
+    (ch) => "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0"),
+  );
+}

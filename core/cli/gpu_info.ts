@@ -1,0 +1,93 @@
+/**
+ * `deno task gpu-info`: prints the WebGPU adapter the kernels run on — description, backend,
+ * software or not, granted features and the limits that matter to core. Exits 1 with the
+ * install hint when there is no adapter.
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu, type Gpu } from "../gpu/device.ts";
+
+const KEY_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxTextureDimension2D",
+  "minStorageBufferOffsetAlignment",
+  "minUniformBufferOffsetAlignment",
+] as const;
+
+/** The report as plain lines (or as an object for --json). */
+export function describeGpu(gpu: Gpu): Record<string, unknown> {
+  const limits: Record<string, number> = {};
+  for (const k of KEY_LIMITS) limits[k] = gpu.limits[k];
+  return {
+    adapter: gpu.adapterInfo.description || "(no description)",
+    vendor: gpu.adapterInfo.vendor,
+    architecture: gpu.adapterInfo.architecture,
+    backend: gpu.backend,
+    software: gpu.isSoftware,
+    features: [...gpu.features].sort(),
+    f16Compute: gpu.hasF16,
+    timestamps: gpu.hasTimestamps,
+    limits,
+  };
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(0)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(0)} KiB`;
+  return `${n} B`;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { json: { type: "boolean", default: false }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    console.log(
+      "usage: deno task gpu-info [--json]\nPrints the WebGPU adapter, backend, features and limits.",
+    );
+    return 0;
+  }
+  let gpu: Gpu;
+  try {
+    gpu = await getGpu();
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  }
+  const info = describeGpu(gpu);
+  if (values.json) {
+    console.log(JSON.stringify(info, null, 2));
+    return 0;
+  }
+  const lines = [
+    `adapter:   ${info.adapter}`,
+    `vendor:    ${info.vendor || "-"}${info.architecture ? ` (${info.architecture})` : ""}`,
+    `backend:   ${info.backend}`,
+    `software:  ${
+      info.software ? "yes (CPU rasterizer: kernels use the CPU-friendly designs)" : "no"
+    }`,
+    `features:  ${
+      (info.features as string[]).join(", ") || "(none of shader-f16, timestamp-query)"
+    }`,
+    `f16 math:  ${
+      gpu.hasF16 ? "yes (shader-f16)" : "no (f16 weights still work: unpacked to f32)"
+    }`,
+    "limits:",
+    ...KEY_LIMITS.map((k) => {
+      const v = gpu.limits[k];
+      const bytes = /Size|Alignment/.test(k) ? ` (${formatBytes(v)})` : "";
+      return `  ${k.padEnd(36)} ${v}${bytes}`;
+    }),
+  ];
+  console.log(lines.join("\n"));
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,287 @@
+/**
+ * Matrix multiply: `C[..., M, N] = op(A)[..., M, K] · op(B)[..., K, N] (+ bias[N])`, f32
+ * accumulation and output; B (and bias) may be stored in f16.
+ *
+ * - `linear(rec, x, w, bias)` is the layer form `x[..., M, K] · W[N, K]ᵀ + b` (transposeB).
+ * - B 2-D is shared by every batch of A; B with batch dims must match A's batch dims.
+ * - A chunked is not supported; B chunked (rows) is supported for `transposeB` (lm_head: split
+ *   over N); the output may be chunked along rows (large logits).
+ *
+ * Kernels: the generic tiled kernel here runs everywhere; on software adapters the texture design
+ * of `matmul_texture.ts` takes the layer shapes (chosen per call, see `MatmulOptions.kernel`).
+ */
+
+import { GpuError } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../gpu/recording.ts";
+import { bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { declareInput, declareOutput, expectDtype, outputTensor } from "./common.ts";
+import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
+import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
+
+export interface MatmulOptions {
+  /** Added to every row of the output; shape [N], f32 or f16. */
+  bias?: Tensor;
+  /** A is stored as [..., K, M] (for gradients `Aᵀ·B`). */
+  transposeA?: boolean;
+  /** B is stored as [..., N, K] (a linear layer's weight). */
+  transposeB?: boolean;
+  /** Write here instead of allocating; shape [..., M, N], f32. */
+  out?: Tensor;
+  /**
+   * Kernel choice: "auto" (default) takes the texture design on software adapters when the shape
+   * fits it and the weight has ≥ 2^20 elements (see matmul_texture.ts), the generic tiled kernel
+   * on software adapters otherwise, and the shared-memory tiled kernel on hardware adapters;
+   * "generic", "shared" and "texture" force one (tests, benchmarks; "texture" throws when the
+   * shape does not fit).
+   */
+  kernel?: "auto" | "generic" | "shared" | "texture";
+}
+
+/** Parsed problem: rows/cols per batch and strides in elements. */
+export interface MatmulProblem {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  transposeA: boolean;
+  transposeB: boolean;
+  /** B is shared by every batch (2-D). */
+  sharedB: boolean;
+  outShape: number[];
+}
+
+/** Checks shapes and computes the problem. */
+export function matmulProblem(a: Tensor, b: Tensor, options: MatmulOptions): MatmulProblem {
+  const transposeA = options.transposeA ?? false;
+  const transposeB = options.transposeB ?? false;
+  if (a.shape.length < 2 || b.shape.length < 2) {
+    throw new GpuError(
+      `matmul: operands need at least 2 dims, got [${a.shape.join(", ")}] and [${
+        b.shape.join(", ")
+      }]`,
+    );
+  }
+  const ar = a.shape.length;
+  const br = b.shape.length;
+  const M = transposeA ? a.shape[ar - 1] : a.shape[ar - 2];
+  const K = transposeA ? a.shape[ar - 2] : a.shape[ar - 1];
+  const Kb = transposeB ? b.shape[br - 1] : b.shape[br - 2];
+  const N = transposeB ? b.shape[br - 2] : b.shape[br - 1];
+  if (K !== Kb) {
+    throw new GpuError(
+      `matmul: inner dims differ: A [${a.shape.join(", ")}]${transposeA ? "ᵀ" : ""} · B [${
+        b.shape.join(", ")
+      }]${transposeB ? "ᵀ" : ""}`,
+    );
+  }
+  const batchDims = a.shape.slice(0, ar - 2);
+  const batch = numel(batchDims);
+  const sharedB = br === 2;
+  if (!sharedB) {
+    const bb = b.shape.slice(0, br - 2);
+    if (bb.length !== batchDims.length || bb.some((d, i) => d !== batchDims[i])) {
+      throw new GpuError(
+        `matmul: batch dims of B [${b.shape.join(", ")}] do not match A [${a.shape.join(", ")}]`,
+      );
+    }
+  }
+  if (options.bias) {
+    expectDtype(options.bias, "matmul", "bias", ["f32", "f16"]);
+    if (numel(options.bias.shape) !== N) {
+      throw new GpuError(`matmul: bias has ${numel(options.bias.shape)} elements, expected ${N}`);
+    }
+  }
+  return {
+    batch,
+    M,
+    N,
+    K,
+    transposeA,
+    transposeB,
+    sharedB,
+    outShape: [...batchDims, M, N],
+  };
+}
+
+/** `op(A) · op(B) (+ bias)`; see {@link MatmulOptions}. Returns the f32 output. */
+export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+  expectDtype(a, "matmul", "A", ["f32"]);
+  expectDtype(b, "matmul", "B", ["f32", "f16"]);
+  const p = matmulProblem(a, b, options);
+  const out = outputTensor(rec, "matmul", p.outShape, options.out);
+  if (numel(p.outShape) === 0) return out;
+  if (a.chunks.length > 1) throw new GpuError("matmul: A must not be chunked");
+  if (b.chunks.length > 1 && !(p.sharedB && p.transposeB)) {
+    throw new GpuError("matmul: a chunked B is supported only as a 2-D [N, K] weight (transposeB)");
+  }
+  const choice = options.kernel ?? "auto";
+  // Auto takes the texture design only for weights big enough to repay its cold compile
+  // (2–5 s per variant on llvmpipe) and the packed copy of the weight.
+  const big = p.K * p.N >= TEXTURE_MIN_WEIGHT;
+  if (choice === "texture" || (choice === "auto" && rec.gpu.isSoftware && big)) {
+    const kind = textureKernelFor(rec, a, b, p, out);
+    if (kind) {
+      recordTextureMatmul(rec, a, b, p, options.bias, out, kind);
+      return out;
+    }
+    if (choice === "texture") {
+      throw new GpuError(
+        "matmul: the texture kernel needs a 2-D [N, K] weight (transposeB), K % 4 == 0, " +
+          "N (per chunk) % 4 (f32) or 8 (f16) == 0 and unchunked A and output",
+      );
+    }
+  }
+  const shared = choice === "shared" || (choice === "auto" && !rec.gpu.isSoftware);
+  recordGenericMatmul(rec, a, b, p, options.bias, out, shared ? "shared" : "generic");
+  return out;
+}
+
+/** The layer form `x[..., M, K] · W[N, K]ᵀ (+ bias[N])`. */
+export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?: Tensor): Tensor {
+  return matmul(rec, x, w, { bias, transposeB: true, out });
+}
+
+/** Weights with at least this many elements (K·N) take the texture kernels on software adapters. */
+export const TEXTURE_MIN_WEIGHT = 1 << 20;
+
+const TILE = 4; // outputs per invocation in each direction
+const WG = 8; // invocations per workgroup in each direction
+
+function genericCode(
+  transposeA: boolean,
+  transposeB: boolean,
+  bDtype: string,
+  bias: string,
+): string {
+  const aIdx = transposeA ? "k * P.M + m" : "m * P.K + k";
+  const bIdx = transposeB ? "n * P.K + k" : "k * P.ldb + n";
+  const loadsA = [0, 1, 2, 3].map((i) =>
+    `let m${i} = min(row0 + ${i}u, P.M - 1u); av[${i}] = ld_A(aBase + ${
+      aIdx.replace(/\bm\b/, `m${i}`)
+    });`
+  ).join("\n      ");
+  const loadsB = [0, 1, 2, 3].map((j) =>
+    `bv[${j}] = ld_B(bBase + ${bIdx.replace(/\bn\b/, `n${j}`)});`
+  ).join("\n      ");
+  return `
+struct Params { M: u32, N: u32, K: u32, ldb: u32, ldc: u32, colOffset: u32, bRowOffset: u32,
+  aBatch: u32, bBatch: u32, cBatch: u32, rowOffset: u32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "A", "f32")}
+${declareInput(2, "B", bDtype as "f32")}
+${declareOutput(3, "C")}
+${bias ? declareInput(4, "bias", bias as "f32") : ""}
+@compute @workgroup_size(${WG}, ${WG}, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let col0 = (wid.x * ${WG}u + lid.x) * ${TILE}u;
+  let row0 = (wid.y * ${WG}u + lid.y) * ${TILE}u;
+  if (row0 >= P.M || col0 >= P.N) { return; }
+  let aBase = wid.z * P.aBatch + P.rowOffset * P.K;
+  let bBase = wid.z * P.bBatch;
+  ${
+    [0, 1, 2, 3].map((j) => `let n${j} = min(col0 + ${j}u, P.N - 1u) + P.bRowOffset;`).join(
+      "\n  ",
+    )
+  }
+  var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+  var av: vec4<f32>; var bv: vec4<f32>;
+  for (var k = 0u; k < P.K; k++) {
+      ${loadsA}
+      ${loadsB}
+      acc0 += av[0] * bv; acc1 += av[1] * bv; acc2 += av[2] * bv; acc3 += av[3] * bv;
+  }
+  var bvec = vec4<f32>(0.0);
+  ${
+    bias
+      ? [0, 1, 2, 3].map((j) => `bvec[${j}] = ld_bias(min(col0 + ${j}u, P.N - 1u) + P.colOffset);`)
+        .join("\n  ")
+      : ""
+  }
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  let cBase = wid.z * P.cBatch;
+  for (var i = 0u; i < 4u; i++) {
+    let m = row0 + i;
+    if (m >= P.M) { break; }
+    let v = accs[i] + bvec;
+    for (var j = 0u; j < 4u; j++) {
+      let n = col0 + j;
+      if (n < P.N) { C[cBase + m * P.ldc + P.colOffset + n] = v[j]; }
+    }
+  }
+}
+`;
+}
+
+/**
+ * Records the generic tiled kernel (4×4 outputs per invocation, 8×8 workgroups, no workgroup
+ * memory; correct everywhere) or the shared-memory one (matmul_shared.ts); both take the same
+ * parameters.
+ */
+export function recordGenericMatmul(
+  rec: Recording,
+  a: Tensor,
+  b: Tensor,
+  p: MatmulProblem,
+  bias: Tensor | undefined,
+  out: Tensor,
+  design: "generic" | "shared" = "generic",
+): void {
+  const key = `matmul-${design}:${p.transposeA ? "T" : "N"}${p.transposeB ? "T" : "N"}:${b.dtype}:${
+    bias?.dtype ?? "nobias"
+  }`;
+  const pipeline = getPipeline(
+    rec.gpu,
+    key,
+    () =>
+      design === "shared"
+        ? sharedCode(p.transposeA, p.transposeB, b.dtype, bias?.dtype ?? "")
+        : genericCode(p.transposeA, p.transposeB, b.dtype, bias?.dtype ?? ""),
+  );
+  // A shared B with an untransposed A: fold the batch into M (better tiles, one dispatch).
+  const fold = p.sharedB && !p.transposeA && p.batch > 1;
+  const batch = fold ? 1 : p.batch;
+  const totalRows = fold ? p.batch * p.M : p.M;
+  const tile = design === "shared" ? SHARED_TILE : TILE * WG;
+  for (let oc = 0; oc < out.chunks.length; oc++) {
+    const ochunk = out.chunks[oc];
+    if (out.chunks.length > 1 && (batch > 1 || p.transposeA)) {
+      throw new GpuError("matmul: a chunked output needs a 2-D-foldable problem");
+    }
+    const rowStart = out.chunks.length > 1 ? ochunk.rowStart : 0;
+    const rows = out.chunks.length > 1 ? ochunk.rows : totalRows;
+    for (let bc = 0; bc < b.chunks.length; bc++) {
+      const bchunk = b.chunks[bc];
+      const colOffset = b.chunks.length > 1 ? bchunk.rowStart : 0;
+      const cols = b.chunks.length > 1 ? bchunk.rows : p.N;
+      if (rows === 0 || cols === 0) continue;
+      const resources: GPUBindingResource[] = [
+        bindingOf(a),
+        bindingOf(b, bc),
+        bindingOf(out, oc),
+      ];
+      if (bias) resources.push(bindingOf(bias));
+      recordDispatch(
+        rec,
+        pipeline,
+        [
+          rows,
+          cols,
+          p.K,
+          p.N,
+          p.N,
+          colOffset,
+          0,
+          p.M * p.K,
+          p.sharedB ? 0 : p.K * p.N,
+          p.M * p.N,
+          rowStart,
+          0,
+        ],
+        resources,
+        [Math.ceil(cols / tile), Math.ceil(rows / tile), batch],
+      );
+    }
+  }
+}

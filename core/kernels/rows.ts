@@ -1,0 +1,215 @@
+/**
+ * Row-wise kernels over the last dimension, one workgroup per row with a tree reduction:
+ * LayerNorm, RMSNorm, softmax, and the reductions sum / max / sum of squares.
+ */
+
+import { GpuError } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  outputTensor,
+  rowsOf,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "./common.ts";
+
+const WG = 64;
+
+/** WGSL: workgroup reduction helpers over `red` (sum and max). */
+const REDUCE = `
+var<workgroup> red: array<f32, ${WG}>;
+fn wg_sum(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+fn wg_max(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] = max(red[t], red[t + s]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+`;
+
+function rowDispatch(
+  rec: Recording,
+  pipeline: GPUComputePipeline,
+  params: (number | { f: number })[],
+  resources: GPUBindingResource[],
+  rows: number,
+): void {
+  recordDispatch(rec, pipeline, params, resources, grid(rec.gpu, rows));
+}
+
+function checkVector(t: Tensor, kernel: string, name: string, n: number): void {
+  expectDtype(t, kernel, name, ["f32", "f16"]);
+  if (numel(t.shape) !== n) {
+    throw new GpuError(`${kernel}: ${name} has ${numel(t.shape)} elements, expected ${n}`);
+  }
+}
+
+/** LayerNorm over the last dim: `(x − mean) / sqrt(var + eps) · weight + bias` (biased variance). */
+export function layerNorm(
+  rec: Recording,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  return norm(rec, "layerNorm", x, weight, bias, eps, out);
+}
+
+/** RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) · weight`. */
+export function rmsNorm(
+  rec: Recording,
+  x: Tensor,
+  weight: Tensor,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  return norm(rec, "rmsNorm", x, weight, undefined, eps, out);
+}
+
+function norm(
+  rec: Recording,
+  kernel: "layerNorm" | "rmsNorm",
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  expectDtype(x, kernel, "x", ["f32"]);
+  assertUnchunked(x, kernel, "x");
+  const { rows, cols } = rowsOf(x);
+  checkVector(weight, kernel, "weight", cols);
+  if (bias) checkVector(bias, kernel, "bias", cols);
+  const y = outputTensor(rec, kernel, x.shape, out);
+  if (rows === 0) return y;
+  const layer = kernel === "layerNorm";
+  const key = `${kernel}:${weight.dtype}:${bias?.dtype ?? "-"}`;
+  const pipeline = getPipeline(rec.gpu, key, () => `
+struct Params { rows: u32, cols: u32, eps: f32, pad: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareInput(2, "W", weight.dtype)}
+${declareOutput(3, "Y")}
+${bias ? declareInput(4, "B", bias.dtype) : ""}
+${REDUCE}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};
+  if (row >= P.rows) { return; }
+  let t = lid.x;
+  let base = row * P.cols;
+  let n = f32(P.cols);
+  ${
+    layer
+      ? `var s = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { s += X[base + i]; }
+  let mean = wg_sum(s, t) / n;
+  var v = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i] - mean; v += d * d; }
+  let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
+  for (var i = t; i < P.cols; i += ${WG}u) {
+    Y[base + i] = (X[base + i] - mean) * inv * ld_W(i) + ld_B(i);
+  }`
+      : `var v = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i]; v += d * d; }
+  let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
+  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = X[base + i] * inv * ld_W(i); }`
+  }
+}
+`);
+  const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
+  if (bias) resources.push(bindingOf(bias));
+  rowDispatch(rec, pipeline, [rows, cols, { f: eps }, 0], resources, rows);
+  return y;
+}
+
+/** Softmax over the last dim (f32, max-subtracted). */
+export function softmax(rec: Recording, x: Tensor, out?: Tensor): Tensor {
+  expectDtype(x, "softmax", "x", ["f32"]);
+  assertUnchunked(x, "softmax", "x");
+  const { rows, cols } = rowsOf(x);
+  const y = outputTensor(rec, "softmax", x.shape, out);
+  if (rows === 0 || cols === 0) return y;
+  const pipeline = getPipeline(rec.gpu, "softmax", () => `
+struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareOutput(2, "Y")}
+${REDUCE}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};
+  if (row >= P.rows) { return; }
+  let t = lid.x;
+  let base = row * P.cols;
+  var m = -3.4028234e38;
+  for (var i = t; i < P.cols; i += ${WG}u) { m = max(m, X[base + i]); }
+  m = wg_max(m, t);
+  var s = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { let e = exp(X[base + i] - m); Y[base + i] = e; s += e; }
+  let inv = 1.0 / wg_sum(s, t);
+  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = Y[base + i] * inv; }
+}
+`);
+  rowDispatch(rec, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  return y;
+}
+
+export type ReduceOp = "sum" | "max" | "sumsq";
+
+/**
+ * Reduces the last dim: output shape is x's shape without the last dim (`[]` → `[1]` for a 1-D x
+ * gives shape [] — a scalar with one element). Reduce a whole tensor by reshaping it to [1, n].
+ * max of an empty row is -3.4028234e38; sums of empty rows are 0.
+ */
+export function reduce(rec: Recording, x: Tensor, op: ReduceOp, out?: Tensor): Tensor {
+  expectDtype(x, "reduce", "x", ["f32", "f16"]);
+  assertUnchunked(x, "reduce", "x");
+  const rows = x.shape.length === 0 ? 1 : numel(x.shape.slice(0, -1));
+  const cols = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1];
+  const y = outputTensor(rec, "reduce", x.shape.slice(0, -1), out);
+  if (rows === 0) return y;
+  const combine = op === "max" ? "wg_max(v, t)" : "wg_sum(v, t)";
+  const init = op === "max" ? "-3.4028234e38" : "0.0";
+  const step = op === "max" ? "v = max(v, e);" : op === "sum" ? "v += e;" : "v += e * e;";
+  const pipeline = getPipeline(rec.gpu, `reduce:${op}:${x.dtype}`, () => `
+struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", x.dtype)}
+${declareOutput(2, "Y")}
+${REDUCE}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};
+  if (row >= P.rows) { return; }
+  let t = lid.x;
+  let base = row * P.cols;
+  var v = ${init};
+  for (var i = t; i < P.cols; i += ${WG}u) { let e = ld_X(base + i); ${step} }
+  let r = ${combine};
+  if (t == 0u) { Y[row] = r; }
+}
+`);
+  rowDispatch(rec, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  return y;
+}

@@ -1,0 +1,232 @@
+/**
+ * `loadModel(dir, options)`: a ChatGLM-6B model from an HF model directory (config.json + weights
+ * in any layout core/io reads), optionally with a PEFT LoRA adapter; plus attaching, detaching and
+ * merging adapters on a loaded model.
+ */
+
+import { getGpu, type Gpu } from "../../gpu/device.ts";
+import { openCheckpoint } from "../../io/checkpoint.ts";
+import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
+import { createEmbedding } from "../../nn/embedding.ts";
+import { createLayerNorm } from "../../nn/layer_norm.ts";
+import { createLinear } from "../../nn/linear.ts";
+import { createLoraLinear, type LoraLinear } from "../../nn/lora_linear.ts";
+import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
+import { mergeLoraWeight } from "../../adapters/merge.ts";
+import { type ChatGLMConfig, readChatGLMConfig } from "./config.ts";
+import { assembleChatGLM, type ChatGLMBlock, type ChatGLMModel } from "./model.ts";
+import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
+import { linearModules } from "./params.ts";
+import { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
+
+export interface LoadModelOptions {
+  /** Storage dtype of the base weights (compute is always f32). Default: f16 when the adapter has shader-f16, else f32. */
+  dtype?: WeightDtype;
+  /** A PEFT adapter directory (or an adapter already loaded). */
+  adapter?: string | LoraAdapter;
+  /** Longest prompt + generation the model accepts (default: config max_sequence_length). */
+  maxContext?: number;
+  /** Batch rows the memory plan reserves KV cache for (default 1). */
+  maxBatch?: number;
+  /** Refuse to load when the plan's total exceeds this many bytes of GPU memory. */
+  memoryBudgetBytes?: number;
+  onProgress?: (p: LoadProgress) => void;
+  /** Progress bar on stderr (default: when stderr is a terminal). */
+  progressBar?: boolean;
+  /** Where the memory plan is printed (default: stderr). */
+  log?: (line: string) => void;
+  /** The device (default: the shared one). */
+  gpu?: Gpu;
+  /**
+   * Largest activation buffer of one pass (default: the device's binding limit); longer batched
+   * prefills run in groups of rows. Tests set it small.
+   */
+  maxActivationBytes?: number;
+}
+
+/** The largest number of keys the attention kernel handles per row. */
+const ATTENTION_MAX_KEYS = 4096;
+
+export async function loadModel(
+  dir: string,
+  options: LoadModelOptions = {},
+): Promise<ChatGLMModel> {
+  const root = dir.replace(/\/+$/, "") || dir;
+  const config = await readChatGLMConfig(root);
+  const gpu = options.gpu ?? await getGpu();
+  const dtype: WeightDtype = options.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
+  }
+  const maxContext = options.maxContext ?? config.maxSequenceLength;
+  if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > ATTENTION_MAX_KEYS) {
+    throw new Error(
+      `loadModel: maxContext ${maxContext} must be an integer in [1, ${ATTENTION_MAX_KEYS}]`,
+    );
+  }
+  // Read the adapter before any upload, so a wrong adapter fails fast.
+  const adapter = typeof options.adapter === "string"
+    ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
+    : options.adapter ?? null;
+  const plan = planMemory(config, {
+    dtype,
+    maxContext,
+    batch: options.maxBatch ?? 1,
+    adapter: adapter ?? undefined,
+  });
+  const log = options.log ?? ((line: string) => console.error(line));
+  log(formatMemoryPlan(plan));
+  assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
+
+  const ckpt = await openCheckpoint(root);
+  const weights = await uploadChatGLMWeights(gpu, ckpt, config, {
+    dtype,
+    onProgress: options.onProgress,
+    progressBar: options.progressBar,
+  });
+  const model = assembleChatGLM({
+    config,
+    dtype,
+    gpu,
+    maxContext,
+    source: root,
+    ...buildLayers(config, weights),
+    adapter: null,
+    maxActivationBytes: options.maxActivationBytes,
+  });
+  if (adapter) {
+    try {
+      attachAdapter(model, adapter);
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
+  }
+  return model;
+}
+
+function buildLayers(config: ChatGLMConfig, w: Map<string, Tensor>) {
+  const get = (name: string) => {
+    const t = w.get(name);
+    if (!t) throw new Error(`internal: weight ${name} was not loaded`);
+    return t;
+  };
+  const eps = config.layernormEpsilon;
+  const norm = (name: string) =>
+    createLayerNorm(name, get(`${name}.weight`), get(`${name}.bias`), eps);
+  const lin = (name: string) =>
+    createLoraLinear(createLinear(name, get(`${name}.weight`), get(`${name}.bias`)));
+  const layers: ChatGLMBlock[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const p = `transformer.layers.${l}`;
+    layers.push({
+      index: l,
+      inputLayerNorm: norm(`${p}.input_layernorm`),
+      queryKeyValue: lin(`${p}.attention.query_key_value`),
+      dense: lin(`${p}.attention.dense`),
+      postAttentionLayerNorm: norm(`${p}.post_attention_layernorm`),
+      denseHTo4h: lin(`${p}.mlp.dense_h_to_4h`),
+      dense4hToH: lin(`${p}.mlp.dense_4h_to_h`),
+    });
+  }
+  return {
+    embedding: createEmbedding(
+      "transformer.word_embeddings",
+      get("transformer.word_embeddings.weight"),
+    ),
+    layers,
+    finalLayerNorm: norm("transformer.final_layernorm"),
+    lmHead: createLinear("lm_head", get("lm_head.weight"), null),
+  };
+}
+
+/** The model's linear layers by full module name. */
+export function modelLinears(model: ChatGLMModel): Map<string, LoraLinear> {
+  const out = new Map<string, LoraLinear>();
+  for (const layer of model.layers) {
+    for (const lin of [layer.queryKeyValue, layer.dense, layer.denseHTo4h, layer.dense4hToH]) {
+      out.set(lin.name, lin);
+    }
+  }
+  return out;
+}
+
+/** Uploads an adapter's A, B (f32) into the targeted layers. One adapter at a time. */
+export function attachAdapter(model: ChatGLMModel, adapter: LoraAdapter): void {
+  if (model.adapter) {
+    throw new Error("attachAdapter: the model already has an adapter; detach it first");
+  }
+  const linears = modelLinears(model);
+  for (const [name, m] of adapter.modules) {
+    const lin = linears.get(name);
+    if (!lin) throw new Error(`attachAdapter: the model has no linear module ${name}`);
+    if (lin.inFeatures !== m.inFeatures || lin.outFeatures !== m.outFeatures) {
+      throw new Error(
+        `attachAdapter: ${name} is [${lin.outFeatures}, ${lin.inFeatures}], the adapter expects ` +
+          `[${m.outFeatures}, ${m.inFeatures}]`,
+      );
+    }
+  }
+  for (const [name, m] of adapter.modules) {
+    const lin = linears.get(name)!;
+    lin.lora = {
+      r: m.r,
+      scaling: adapter.scaling,
+      dropout: adapter.config.loraDropout,
+      a: uploadTensor(model.gpu, m.a, [m.r, m.inFeatures], "f32", { label: `${name}.lora_A` }),
+      b: uploadTensor(model.gpu, m.b, [m.outFeatures, m.r], "f32", { label: `${name}.lora_B` }),
+    };
+  }
+  model.adapter = adapter;
+}
+
+/** Removes the adapter's branches (their GPU memory goes back to the pool). */
+export function detachAdapter(model: ChatGLMModel): void {
+  for (const lin of modelLinears(model).values()) {
+    if (!lin.lora) continue;
+    releaseTensor(lin.lora.a);
+    releaseTensor(lin.lora.b);
+    lin.lora = null;
+  }
+  model.adapter = null;
+}
+
+/**
+ * The attached adapter with its A, B read back from the GPU (e.g. after training), ready for
+ * `saveLoraAdapter`.
+ */
+export async function adapterFromModel(model: ChatGLMModel): Promise<LoraAdapter> {
+  const adapter = model.adapter;
+  if (!adapter) throw new Error("adapterFromModel: the model has no adapter");
+  const linears = modelLinears(model);
+  const modules = new Map(adapter.modules);
+  for (const [name, m] of adapter.modules) {
+    const lora = linears.get(name)?.lora;
+    if (!lora) throw new Error(`adapterFromModel: ${name} has no LoRA branch`);
+    const a = await readTensor(lora.a) as Float32Array;
+    const b = await readTensor(lora.b) as Float32Array;
+    modules.set(name, { ...m, a, b });
+  }
+  return { ...adapter, modules };
+}
+
+/**
+ * Merge-and-unload on a loaded model: W' = W + scaling · (B · A) for every targeted weight (done on
+ * the CPU in f32, then stored back in the model's dtype), and the adapter is detached.
+ */
+export async function mergeAdapter(model: ChatGLMModel): Promise<void> {
+  const adapter = model.adapter;
+  if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
+  const linears = modelLinears(model);
+  for (const [name, m] of adapter.modules) {
+    const lin = linears.get(name)!;
+    const w = await readTensor(lin.weight) as Float32Array;
+    const merged = mergeLoraWeight(w, m, adapter.scaling);
+    const fresh = uploadTensor(model.gpu, merged, [m.outFeatures, m.inFeatures], lin.weight.dtype, {
+      label: `${name}.weight`,
+    });
+    releaseTensor(lin.weight);
+    lin.weight = fresh;
+  }
+  detachAdapter(model);
+}

@@ -1,0 +1,120 @@
+/**
+ * GPU memory planning before a load: what the weights, LoRA branches, KV cache and the largest
+ * step's activations take for a dtype and context, and whether each buffer fits the adapter's
+ * binding limits. WebGPU does not report free device memory, so the total is checked only
+ * against a budget the user gives.
+ */
+
+import type { GpuLimits } from "../../gpu/device.ts";
+import type { LoraAdapter } from "../../adapters/lora_weights.ts";
+import type { ChatGLMConfig } from "./config.ts";
+import { parameterTable } from "./params.ts";
+import type { WeightDtype } from "./weights.ts";
+
+export interface MemoryPlanOptions {
+  dtype: WeightDtype;
+  maxContext: number;
+  batch: number;
+  adapter?: Pick<LoraAdapter, "modules">;
+}
+
+/** One GPU buffer that must fit a single storage binding. */
+export interface PlannedBinding {
+  what: string;
+  bytes: number;
+  /** Split into row chunks by core/tensor when larger than one binding (embedding, lm_head). */
+  chunked: boolean;
+}
+
+export interface MemoryPlan {
+  dtype: WeightDtype;
+  maxContext: number;
+  batch: number;
+  weightsBytes: number;
+  loraBytes: number;
+  kvCacheBytes: number;
+  /** Peak transient tensors of a full-context prefill (last-position logits). */
+  activationBytes: number;
+  totalBytes: number;
+  /** The largest buffers, each of which must fit one binding (unless chunked). */
+  bindings: PlannedBinding[];
+}
+
+export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): MemoryPlan {
+  const { dtype, maxContext: T, batch: b } = options;
+  const el = dtype === "f16" ? 2 : 4;
+  const h = config.hiddenSize, inner = config.innerHiddenSize, V = config.vocabSize;
+  let weightsBytes = 0;
+  for (const p of parameterTable(config)) weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
+  let loraBytes = 0;
+  for (const m of options.adapter?.modules.values() ?? []) {
+    loraBytes += (m.r * m.inFeatures + m.outFeatures * m.r) * 4;
+  }
+  const kvLayer = b * T * h * 4; // one of k or v, one layer: [b, heads, T, d] f32
+  const kvCacheBytes = 2 * config.numLayers * kvLayer;
+  // Live at the peak of a layer: x, a, qkv, q, attention output, the two MLP tensors, logits.
+  const tokens = b * T;
+  const activationBytes = tokens * (3 * h + 3 * h + h + 2 * inner) * 4 + b * V * 4 + b * h * 4;
+  const bindings: PlannedBinding[] = [
+    { what: "word_embeddings", bytes: V * h * el, chunked: true },
+    { what: "lm_head", bytes: V * h * el, chunked: true },
+    { what: "mlp weights", bytes: inner * h * el, chunked: true },
+    { what: "query_key_value weight", bytes: 3 * h * h * el, chunked: true },
+    { what: "KV cache (one layer's k or v)", bytes: kvLayer, chunked: false },
+    // A long batched prefill runs row by row (model.ts), so one row must fit.
+    { what: "qkv activations of one row", bytes: T * 3 * h * 4, chunked: false },
+    { what: "MLP activations of one row", bytes: T * inner * 4, chunked: false },
+  ];
+  return {
+    dtype,
+    maxContext: T,
+    batch: b,
+    weightsBytes,
+    loraBytes,
+    kvCacheBytes,
+    activationBytes,
+    totalBytes: weightsBytes + loraBytes + kvCacheBytes + activationBytes,
+    bindings,
+  };
+}
+
+function gib(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  return `${(n / 2 ** 10).toFixed(1)} KiB`;
+}
+
+/** A few lines for the terminal. */
+export function formatMemoryPlan(plan: MemoryPlan): string {
+  return [
+    `GPU memory plan (${plan.dtype} weights, context ${plan.maxContext}, batch ${plan.batch}):`,
+    `  weights ${gib(plan.weightsBytes)}, LoRA ${gib(plan.loraBytes)}, KV cache ${
+      gib(plan.kvCacheBytes)
+    }, activations ${gib(plan.activationBytes)}; total ${gib(plan.totalBytes)}`,
+  ].join("\n");
+}
+
+/**
+ * Throws (with the plan in the message) when a buffer that cannot be chunked exceeds the binding
+ * limit, a chunked one cannot be split into buffers, or the total exceeds the given budget.
+ */
+export function assertPlanFits(plan: MemoryPlan, limits: GpuLimits, budgetBytes?: number): void {
+  const binding = limits.maxStorageBufferBindingSize;
+  const problems: string[] = [];
+  for (const p of plan.bindings) {
+    if (!p.chunked && p.bytes > binding) {
+      problems.push(`${p.what} needs ${gib(p.bytes)} in one binding (limit ${gib(binding)})`);
+    }
+  }
+  if (budgetBytes !== undefined && plan.totalBytes > budgetBytes) {
+    problems.push(
+      `total ${gib(plan.totalBytes)} exceeds the GPU memory budget of ${gib(budgetBytes)}`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new Error(
+      `the model does not fit this GPU: ${problems.join("; ")}.\n${formatMemoryPlan(plan)}\n` +
+        "Use a smaller maxContext or batch, or f16 weights.",
+    );
+  }
+}

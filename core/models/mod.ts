@@ -1,0 +1,3 @@
+/** `core/models`: model architectures. ChatGLM-6B (v1) first. @module */
+
+export * from "./chatglm/mod.ts";

@@ -1,0 +1,33 @@
+/**
+ * `core/nn`: the layers models are built from, each a plain record of GPU tensors named as in HF
+ * checkpoints plus a forward function that records kernels.
+ *
+ * @module
+ */
+
+export {
+  createLinear,
+  disposeLinear,
+  type Linear,
+  linearForward,
+  linearParameters,
+} from "./linear.ts";
+export {
+  createLoraLinear,
+  disposeLoraBranch,
+  type LoraBranch,
+  type LoraLinear,
+  loraLinearForward,
+} from "./lora_linear.ts";
+export {
+  createLayerNorm,
+  disposeLayerNorm,
+  type LayerNorm,
+  layerNormForward,
+} from "./layer_norm.ts";
+export {
+  createEmbedding,
+  disposeEmbedding,
+  type Embedding,
+  embeddingForward,
+} from "./embedding.ts";

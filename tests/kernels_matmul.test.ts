@@ -1,0 +1,265 @@
+// matmul / linear vs the f64 reference: batched, transposed variants, bias, f16 storage, chunked
+// weights and outputs, zero-length edges.
+import assert from "node:assert/strict";
+import { beginRecording, discardRecording, getGpu, submit } from "../core/gpu/mod.ts";
+import {
+  emptyTensor,
+  f16Round,
+  readTensor,
+  releaseTensor,
+  uploadTensor,
+  writeTensor,
+} from "../core/tensor/mod.ts";
+import { linear, matmul } from "../core/kernels/mod.ts";
+import { matmulRef, randomArray, relError } from "./reference/kernels.ts";
+
+const gpu = await getGpu();
+
+interface Case {
+  kernel?: "generic" | "shared";
+  batch: number[];
+  M: number;
+  N: number;
+  K: number;
+  transposeA?: boolean;
+  transposeB?: boolean;
+  sharedB?: boolean;
+  bias?: boolean;
+  f16?: boolean;
+}
+
+async function runCase(c: Case, seed: number): Promise<number> {
+  const batch = c.batch.reduce((a, b) => a * b, 1);
+  const a = randomArray(batch * c.M * c.K, seed);
+  const bCount = (c.sharedB ? 1 : batch) * c.K * c.N;
+  let b = randomArray(bCount, seed + 1);
+  let bias = c.bias ? randomArray(c.N, seed + 2) : undefined;
+  if (c.f16) {
+    b = b.map(f16Round);
+    if (bias) bias = bias.map(f16Round);
+  }
+  const aShape = [...c.batch, ...(c.transposeA ? [c.K, c.M] : [c.M, c.K])];
+  const bInner = c.transposeB ? [c.N, c.K] : [c.K, c.N];
+  const bShape = c.sharedB ? bInner : [...c.batch, ...bInner];
+  const ta = uploadTensor(gpu, a, aShape);
+  const tb = uploadTensor(gpu, b, bShape, c.f16 ? "f16" : "f32");
+  const tbias = bias ? uploadTensor(gpu, bias, [c.N], c.f16 ? "f16" : "f32") : undefined;
+  const rec = beginRecording(gpu);
+  const out = matmul(rec, ta, tb, {
+    bias: tbias,
+    transposeA: c.transposeA,
+    transposeB: c.transposeB,
+    kernel: c.kernel,
+  });
+  await submit(rec);
+  assert.deepEqual(out.shape, [...c.batch, c.M, c.N]);
+  const got = await readTensor(out);
+  const want = matmulRef(a, b, batch, c.M, c.N, c.K, {
+    transposeA: c.transposeA,
+    transposeB: c.transposeB,
+    sharedB: c.sharedB,
+    bias,
+  });
+  for (const t of [ta, tb, out, ...(tbias ? [tbias] : [])]) releaseTensor(t);
+  return relError(got, want);
+}
+
+Deno.test("matmul f32: odd shapes, all transpose variants, bias, batching", async () => {
+  const cases: Case[] = [
+    { batch: [], M: 1, N: 1, K: 1 },
+    { batch: [], M: 37, N: 29, K: 53 },
+    { batch: [], M: 70, N: 33, K: 5, transposeB: true, sharedB: true, bias: true },
+    { batch: [3], M: 17, N: 9, K: 31, transposeB: true, sharedB: true, bias: true },
+    { batch: [2, 3], M: 5, N: 7, K: 11, transposeB: true, sharedB: false },
+    { batch: [2], M: 13, N: 19, K: 23, transposeA: true, sharedB: false },
+    { batch: [], M: 41, N: 10, K: 35, transposeA: true, sharedB: true },
+    {
+      batch: [3],
+      M: 9,
+      N: 66,
+      K: 8,
+      transposeA: true,
+      transposeB: true,
+      sharedB: true,
+      bias: true,
+    },
+    { batch: [], M: 1, N: 257, K: 130, transposeB: true, sharedB: true, bias: true },
+    { batch: [], M: 16, N: 96, K: 64, transposeB: true, sharedB: true },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const err = await runCase({ sharedB: true, ...c }, 100 + i);
+    assert.ok(err < 1e-5, `case ${i} ${JSON.stringify(c)}: rel error ${err}`);
+  }
+});
+
+Deno.test("matmul shared-memory kernel (hardware-GPU design) on every variant", async () => {
+  const cases: Case[] = [
+    { batch: [], M: 1, N: 1, K: 1 },
+    { batch: [], M: 70, N: 65, K: 33, transposeB: true, bias: true },
+    { batch: [3], M: 17, N: 9, K: 31, transposeB: true, bias: true },
+    { batch: [2], M: 13, N: 19, K: 23, transposeA: true, sharedB: false },
+    { batch: [], M: 41, N: 130, K: 35, transposeA: true, transposeB: true },
+    { batch: [2], M: 66, N: 70, K: 17, sharedB: false },
+    { batch: [], M: 9, N: 80, K: 40, transposeB: true, bias: true, f16: true },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const err = await runCase({ sharedB: true, ...c, kernel: "shared" }, 600 + i);
+    assert.ok(err < 1e-5, `case ${i} ${JSON.stringify(c)}: rel error ${err}`);
+  }
+});
+
+Deno.test("matmul f16 storage of B and bias, f32 accumulation", async () => {
+  // f16 storage is unpacked with unpack2x16float (core WGSL), so it runs on every adapter; the
+  // reference rounds the same inputs to f16, so the only difference is f32 accumulation.
+  const cases: Case[] = [
+    { batch: [], M: 1, N: 77, K: 64, transposeB: true, sharedB: true, bias: true },
+    { batch: [2], M: 19, N: 45, K: 33, transposeB: true, sharedB: true, bias: true },
+    { batch: [], M: 8, N: 31, K: 17, sharedB: true },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const err = await runCase({ ...c, f16: true }, 200 + i);
+    assert.ok(err < 1e-5, `case ${i}: rel error ${err}`);
+  }
+  if (!gpu.hasF16) console.log("note: adapter lacks shader-f16; packed f16 storage still tested");
+});
+
+Deno.test("matmul zero-length edges: M = 0, N = 0, K = 0 (bias only)", async () => {
+  const bias = new Float32Array([1, 2, 3]);
+  const a = uploadTensor(gpu, new Float32Array(0), [2, 0]);
+  const w = uploadTensor(gpu, new Float32Array(0), [3, 0]);
+  const tb = uploadTensor(gpu, bias, [3]);
+  const rec = beginRecording(gpu);
+  const y = linear(rec, a, w, tb);
+  const empty = linear(
+    rec,
+    uploadTensor(gpu, new Float32Array(0), [0, 4]),
+    uploadTensor(gpu, new Float32Array(12), [3, 4]),
+  );
+  const noCols = linear(
+    rec,
+    uploadTensor(gpu, new Float32Array(8), [2, 4]),
+    uploadTensor(gpu, new Float32Array(0), [0, 4]),
+  );
+  await submit(rec);
+  assert.deepEqual([...await readTensor(y)], [1, 2, 3, 1, 2, 3]);
+  assert.deepEqual(empty.shape, [0, 3]);
+  assert.equal((await readTensor(empty)).length, 0);
+  assert.deepEqual(noCols.shape, [2, 0]);
+});
+
+Deno.test("matmul: chunked weight (split over N) and chunked output rows", async () => {
+  const M = 21, K = 24, N = 53;
+  const x = randomArray(M * K, 7);
+  const w = randomArray(N * K, 8);
+  const bias = randomArray(N, 9);
+  // 10 rows of K f32 per chunk -> 6 chunks of the weight; 4 output rows (of N) per chunk.
+  const tw = uploadTensor(gpu, w, [N, K], "f32", { chunkBytes: 10 * K * 4 });
+  assert.equal(tw.chunks.length, 6);
+  const tx = uploadTensor(gpu, x, [M, K]);
+  const tbias = uploadTensor(gpu, bias, [N]);
+  const out = emptyTensor(gpu, [M, N], "f32", { chunkBytes: 4 * N * 4 });
+  assert.equal(out.chunks.length, 6);
+  const want = matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true, bias });
+  for (const kernel of ["generic", "shared"] as const) {
+    const rec = beginRecording(gpu);
+    matmul(rec, tx, tw, { bias: tbias, transposeB: true, out, kernel });
+    await submit(rec);
+    const err = relError(await readTensor(out), want);
+    assert.ok(err < 1e-5, `${kernel}: rel error ${err}`);
+  }
+  // The same with an f16 chunked weight (odd row count per chunk is avoided for 4-byte alignment).
+  const w16 = w.map(f16Round);
+  const tw16 = uploadTensor(gpu, w16, [N, K], "f16", { chunkBytes: 7 * K * 2 });
+  const rec2 = beginRecording(gpu);
+  const y16 = linear(rec2, tx, tw16);
+  await submit(rec2);
+  const want16 = matmulRef(x, w16, 1, M, N, K, { transposeB: true, sharedB: true });
+  assert.ok(relError(await readTensor(y16), want16) < 1e-5);
+});
+
+Deno.test("matmul: clear errors for mismatched shapes and dtypes", () => {
+  const a = uploadTensor(gpu, new Float32Array(6), [2, 3]);
+  const b = uploadTensor(gpu, new Float32Array(8), [4, 2]);
+  const ids = uploadTensor(gpu, new Int32Array(6), [2, 3]);
+  const rec = beginRecording(gpu);
+  assert.throws(() => matmul(rec, a, b), /inner dims differ/);
+  assert.throws(() => matmul(rec, ids, b), /dtype i32/);
+  assert.throws(() => linear(rec, a, b, uploadTensor(gpu, new Float32Array(3), [3])), /inner dims/);
+  discardRecording(rec);
+});
+
+Deno.test("matmul texture kernels (software-adapter design): tile and rows variants, f32 and f16", async () => {
+  const shapes: [number, number, number][] = [
+    [1, 40, 12],
+    [2, 24, 64],
+    [3, 96, 8],
+    [16, 48, 20],
+    [17, 8, 4],
+    [40, 72, 36],
+  ];
+  for (const [i, [M, N, K]] of shapes.entries()) {
+    for (const dtype of ["f32", "f16"] as const) {
+      if (dtype === "f16" && N % 8 !== 0) continue;
+      const x = randomArray(M * K, 300 + i);
+      let w = randomArray(N * K, 400 + i);
+      let bias = randomArray(N, 500 + i);
+      if (dtype === "f16") {
+        w = w.map(f16Round);
+        bias = bias.map(f16Round);
+      }
+      const tx = uploadTensor(gpu, x, [M, K]);
+      const tw = uploadTensor(gpu, w, [N, K], dtype);
+      const tb = uploadTensor(gpu, bias, [N], dtype);
+      const rec = beginRecording(gpu);
+      const y = matmul(rec, tx, tw, { transposeB: true, bias: tb, kernel: "texture" });
+      const y2 = matmul(rec, tx, tw, { transposeB: true, kernel: "texture" });
+      await submit(rec);
+      const want = matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true, bias });
+      const want2 = matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true });
+      const e1 = relError(await readTensor(y), want);
+      const e2 = relError(await readTensor(y2), want2);
+      assert.ok(e1 < 1e-5 && e2 < 1e-5, `[${M}, ${N}, ${K}] ${dtype}: ${e1} ${e2}`);
+    }
+  }
+});
+
+Deno.test("matmul texture kernel: chunked weight, batched x, repack after the weight changes", async () => {
+  const [B, M, N, K] = [2, 5, 48, 16];
+  const x = randomArray(B * M * K, 11);
+  const w = randomArray(N * K, 12);
+  const tx = uploadTensor(gpu, x, [B, M, K]);
+  const tw = uploadTensor(gpu, w, [N, K], "f32", { rowsPerChunk: 16 });
+  assert.equal(tw.chunks.length, 3);
+  const rec = beginRecording(gpu);
+  const y = linear(rec, tx, tw);
+  await submit(rec);
+  const want = matmulRef(x, w, B, M, N, K, { transposeB: true, sharedB: true });
+  assert.ok(relError(await readTensor(y), want) < 1e-5);
+  // The packed texture is cached on the weight; writing the weight must invalidate it.
+  const w2 = randomArray(N * K, 13);
+  writeTensor(tw, w2);
+  const rec2 = beginRecording(gpu);
+  const y2 = matmul(rec2, tx, tw, { transposeB: true, kernel: "texture" });
+  await submit(rec2);
+  const want2 = matmulRef(x, w2, B, M, N, K, { transposeB: true, sharedB: true });
+  assert.ok(relError(await readTensor(y2), want2) < 1e-5);
+  // A recording that packed a weight and was discarded leaves nothing half-made behind.
+  const tw3 = uploadTensor(gpu, w, [N, K]);
+  const rec3 = beginRecording(gpu);
+  matmul(rec3, tx, tw3, { transposeB: true, kernel: "texture" });
+  discardRecording(rec3);
+  const rec4 = beginRecording(gpu);
+  const y4 = matmul(rec4, tx, tw3, { transposeB: true, kernel: "texture" });
+  await submit(rec4);
+  assert.ok(relError(await readTensor(y4), want) < 1e-5);
+  const rec5 = beginRecording(gpu);
+  assert.throws(
+    () =>
+      matmul(rec5, tx, uploadTensor(gpu, randomArray(6 * K, 1), [6, K]), {
+        transposeB: true,
+        kernel: "texture",
+      }),
+    /texture kernel needs/,
+  );
+  discardRecording(rec5);
+});

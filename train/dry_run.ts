@@ -1,0 +1,103 @@
+/**
+ * `deno task train --dry-run`: prints the memory plan for the chosen model and batch, and for the
+ * real ChatGLM-6B config (bundled as train/configs/chatglm-6b.config.json, so no checkpoint is
+ * needed), and checks the largest buffers against the WebGPU adapter's limits when one exists.
+ */
+
+import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
+import type { TrainConfig } from "./config.ts";
+import { formatMemoryPlan, limitWarnings, memoryPlan } from "./memory_plan.ts";
+
+export const CHATGLM_6B_CONFIG_URL = new URL("./configs/chatglm-6b.config.json", import.meta.url);
+
+async function readJson(url: URL | string, label: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = typeof url === "string" ? await Deno.readTextFile(url) : await (await fetch(url)).text();
+  } catch (err) {
+    throw new Error(`${label}: cannot read it (${(err as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${label}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** The model config of `--model`: a model directory (its config.json) or a config JSON file. */
+export async function readModelConfig(
+  model: string | null,
+): Promise<{ config: ChatGLMConfig; label: string }> {
+  if (model === null) {
+    const label = "ChatGLM-6B (bundled config)";
+    return {
+      config: parseChatGLMConfig(await readJson(CHATGLM_6B_CONFIG_URL, label), label),
+      label,
+    };
+  }
+  let path = model;
+  try {
+    if ((await Deno.stat(model)).isDirectory) path = `${model.replace(/\/+$/, "")}/config.json`;
+  } catch {
+    throw new Error(`--model ${model}: no such directory or file`);
+  }
+  return { config: parseChatGLMConfig(await readJson(path, path), path), label: path };
+}
+
+export interface AdapterLimits {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  description?: string;
+}
+
+/** The dry-run report as text. `limits` null: no adapter (the check is skipped and said so). */
+export async function dryRunReport(
+  config: TrainConfig,
+  limits: AdapterLimits | null,
+): Promise<string> {
+  const chosen = await readModelConfig(config.model);
+  const models = [chosen];
+  if (config.model !== null) models.push(await readModelConfig(null));
+  const parts: string[] = [];
+  for (const m of models) {
+    const plan = memoryPlan({
+      model: m.config,
+      weightDtype: config.dtype,
+      full: config.full,
+      loraR: config.loraR,
+      targetModules: config.targetModules,
+      batchSize: config.batchSize,
+      seqLen: config.maxLength,
+    });
+    parts.push(formatMemoryPlan(plan, m.label));
+    if (limits) {
+      const warnings = limitWarnings(plan, limits);
+      parts.push(
+        `  adapter ${limits.description ?? ""}: maxBufferSize ${limits.maxBufferSize}, ` +
+          `maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}`,
+      );
+      parts.push(
+        warnings.length
+          ? warnings.map((w) => `  note: ${w}`).join("\n")
+          : "  every buffer fits the adapter's limits",
+      );
+    } else parts.push("  (no WebGPU adapter here: limits not checked)");
+    parts.push("");
+  }
+  return parts.join("\n");
+}
+
+/** Limits of the shared device, or null when there is no adapter. */
+export async function adapterLimits(): Promise<AdapterLimits | null> {
+  try {
+    const { getGpu } = await import("../core/gpu/device.ts");
+    const gpu = await getGpu();
+    return {
+      maxBufferSize: gpu.limits.maxBufferSize,
+      maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
+      description: gpu.adapterInfo.description,
+    };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * The dry-run memory plan: how much GPU memory a training run needs, from the model's HF config
+ * and the run's batch, before anything is loaded.
+ *
+ * Accounting (bytes):
+ * - base weights in the storage dtype (f16 where supported, else f32); with full fine-tuning the
+ *   weights are trainable and kept in f32;
+ * - trainable parameters: f32 weights, f32 gradients, AdamW's m and v in f32 (16 bytes each);
+ * - activations kept for the backward pass, f32 (our path keeps activations and gradients in f32,
+ *   see optim/accumulate.ts). Per layer and token, what the backward of each op needs:
+ *     LayerNorm 1: its input x (h) and mean/rstd (2)          — for the LN gradient
+ *     a = LN1(x) (h)                                         — LoRA A / qkv weight grads
+ *     q, k (after rotary) and v (3h)                         — attention backward
+ *     softmax probabilities p (heads · seq per token)        — softmax backward, the big one
+ *     ctx (h)          only if attention.dense is trainable  — its weight / LoRA grads
+ *     LayerNorm 2: input hmid (h) and mean/rstd (2)
+ *     m = LN2(hmid) (h) only if dense_h_to_4h is trainable
+ *     z = h→4h pre-activation (inner)                        — GeLU backward
+ *     gelu(z) (inner) only if dense_4h_to_h is trainable
+ *     LoRA: x·Aᵀ (r) per targeted module                      — lora_B grads
+ *   (the residual branches add LN outputs times a constant, which needs nothing stored; dropout
+ *   masks are regenerated from the RNG seed instead of stored).
+ *   With recompute only each layer's input (h per token) is kept, plus one layer's full set while
+ *   that layer runs its backward.
+ * - logits and their gradient (f32, batch · seq · vocab each) and the loss's per-row statistics;
+ * - the backward's working gradients: about one layer's activations at a time;
+ * - for reference, the KV cache an inference run of the same batch and length would hold.
+ */
+
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
+import {
+  LINEAR_MODULES,
+  linearModuleName,
+  linearShape,
+  parameterTable,
+} from "../core/models/chatglm/params.ts";
+import { isTargetModule } from "../core/adapters/peft_config.ts";
+
+export interface MemoryPlanInput {
+  model: ChatGLMConfig;
+  /** Storage dtype of the frozen base weights. */
+  weightDtype: "f16" | "f32";
+  full: boolean;
+  loraR: number;
+  targetModules: readonly string[];
+  batchSize: number;
+  seqLen: number;
+}
+
+export interface MemoryPlanRow {
+  name: string;
+  bytes: number;
+  detail: string;
+}
+
+export interface MemoryPlan {
+  input: MemoryPlanInput;
+  baseParams: number;
+  trainableParams: number;
+  /** Targeted linear modules (LoRA) — empty with full fine-tuning. */
+  targetedModules: string[];
+  weights: MemoryPlanRow;
+  trainable: MemoryPlanRow;
+  optimizer: MemoryPlanRow;
+  activations: MemoryPlanRow;
+  activationsRecompute: MemoryPlanRow;
+  logits: MemoryPlanRow;
+  workspace: MemoryPlanRow;
+  kvCache: MemoryPlanRow;
+  totalWithoutRecompute: number;
+  totalWithRecompute: number;
+  /** Largest single buffers (for the adapter's limits). */
+  largest: { name: string; bytes: number }[];
+}
+
+const F32 = 4;
+
+export function memoryPlan(input: MemoryPlanInput): MemoryPlan {
+  const c = input.model;
+  const { batchSize: b, seqLen: s } = input;
+  if (!(Number.isInteger(b) && b >= 1)) throw new RangeError(`batch size must be >= 1 (got ${b})`);
+  if (!(Number.isInteger(s) && s >= 1)) {
+    throw new RangeError(`sequence length must be >= 1 (got ${s})`);
+  }
+  const h = c.hiddenSize, inner = c.innerHiddenSize, heads = c.numHeads, L = c.numLayers;
+  const table = parameterTable(c);
+  const numel = (shape: number[]) => shape.reduce((x, y) => x * y, 1);
+  const baseParams = table.reduce((n, p) => n + numel(p.shape), 0);
+  const wBytes = input.full ? F32 : input.weightDtype === "f16" ? 2 : 4;
+
+  // which linear modules train (LoRA targets, or all with --full)
+  const targeted: string[] = [];
+  let loraParams = 0;
+  const trainsModule = new Set<string>();
+  for (let l = 0; l < L; l++) {
+    for (const m of LINEAR_MODULES) {
+      const name = linearModuleName(l, m);
+      if (input.full || isTargetModule(name, input.targetModules)) trainsModule.add(m);
+      if (input.full || !isTargetModule(name, input.targetModules)) continue;
+      targeted.push(name);
+      const [out, inF] = linearShape(c, m);
+      loraParams += input.loraR * (inF + out);
+    }
+  }
+  if (!input.full && targeted.length === 0) {
+    throw new Error(
+      `target modules ${JSON.stringify(input.targetModules)} match no linear module of the model`,
+    );
+  }
+  const trainableParams = input.full ? baseParams : loraParams;
+  const loraPerLayerR = input.full ? 0 : targeted.length / L * input.loraR;
+
+  // activations kept per layer per token (f32 values), see the module comment
+  const tokens = b * s;
+  let perToken = h + 2 + h + 3 * h + h + 2 + inner + loraPerLayerR;
+  if (trainsModule.has("attention.dense")) perToken += h;
+  if (trainsModule.has("mlp.dense_h_to_4h")) perToken += h;
+  if (trainsModule.has("mlp.dense_4h_to_h")) perToken += inner;
+  const probsPerLayer = b * heads * s * s * F32;
+  const perLayer = tokens * perToken * F32 + probsPerLayer;
+  const layerInputs = L * tokens * h * F32;
+  const logitsBytes = tokens * c.vocabSize * F32;
+
+  const row = (name: string, bytes: number, detail: string): MemoryPlanRow => ({
+    name,
+    bytes,
+    detail,
+  });
+  const weights = row(
+    "base weights",
+    baseParams * wBytes,
+    `${fmtCount(baseParams)} params × ${wBytes} B (${
+      input.full ? "f32, trainable" : input.weightDtype
+    })`,
+  );
+  const trainable = row(
+    input.full ? "trainable: grads" : "LoRA weights + grads",
+    input.full ? trainableParams * F32 : trainableParams * 2 * F32,
+    input.full
+      ? `${fmtCount(trainableParams)} f32 gradients (weights counted above)`
+      : `${
+        fmtCount(trainableParams)
+      } params in ${targeted.length} modules (r ${input.loraR}), f32 weight + grad`,
+  );
+  const optimizer = row(
+    "AdamW m + v",
+    trainableParams * 2 * F32,
+    `${fmtCount(trainableParams)} × 2 × f32`,
+  );
+  const activations = row(
+    "activations (no recompute)",
+    L * perLayer,
+    `${L} layers × ${fmtBytes(perLayer)} (${perToken} f32/token + attention probs ${
+      fmtBytes(probsPerLayer)
+    })`,
+  );
+  const activationsRecompute = row(
+    "activations (recompute)",
+    layerInputs + perLayer,
+    `${L} layer inputs ${fmtBytes(layerInputs)} + one layer's set ${fmtBytes(perLayer)}`,
+  );
+  const logits = row(
+    "logits + grad + loss",
+    2 * logitsBytes + tokens * 2 * F32,
+    `2 × ${b}·${s}·${c.vocabSize} f32 + row max/sum`,
+  );
+  const workspace = row("backward workspace", perLayer, "about one layer's activation gradients");
+  const kvCache = row(
+    "KV cache (inference, ref.)",
+    2 * L * tokens * h * (input.weightDtype === "f16" ? 2 : 4),
+    `2 × ${L} layers × ${b}·${s}·${h} (${input.weightDtype})`,
+  );
+  const common = weights.bytes + trainable.bytes + optimizer.bytes + logits.bytes + workspace.bytes;
+
+  const largest = [
+    { name: "transformer.word_embeddings.weight", bytes: c.vocabSize * h * wBytes },
+    { name: "lm_head.weight", bytes: c.vocabSize * h * wBytes },
+    { name: "logits (f32)", bytes: logitsBytes },
+    { name: "attention probs of one layer (f32)", bytes: probsPerLayer },
+    { name: "mlp.dense_h_to_4h.weight", bytes: inner * h * wBytes },
+  ].sort((x, y) => y.bytes - x.bytes);
+
+  return {
+    input,
+    baseParams,
+    trainableParams,
+    targetedModules: targeted,
+    weights,
+    trainable,
+    optimizer,
+    activations,
+    activationsRecompute,
+    logits,
+    workspace,
+    kvCache,
+    totalWithoutRecompute: common + activations.bytes,
+    totalWithRecompute: common + activationsRecompute.bytes,
+    largest,
+  };
+}
+
+export function fmtBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(n >= 100 ? 0 : n >= 10 ? 1 : 2)} ${units[i]}`;
+}
+
+function fmtCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
+
+/** Warnings for buffers the adapter cannot hold in one binding or one buffer. */
+export function limitWarnings(
+  plan: MemoryPlan,
+  limits: { maxBufferSize: number; maxStorageBufferBindingSize: number },
+): string[] {
+  const out: string[] = [];
+  for (const t of plan.largest) {
+    if (t.bytes > limits.maxBufferSize) {
+      out.push(
+        `${t.name}: ${fmtBytes(t.bytes)} exceeds maxBufferSize ${fmtBytes(limits.maxBufferSize)} ` +
+          `— split into ${Math.ceil(t.bytes / limits.maxBufferSize)} buffers (or lower the batch)`,
+      );
+    } else if (t.bytes > limits.maxStorageBufferBindingSize) {
+      out.push(
+        `${t.name}: ${fmtBytes(t.bytes)} exceeds maxStorageBufferBindingSize ` +
+          `${fmtBytes(limits.maxStorageBufferBindingSize)} — bound in ` +
+          `${Math.ceil(t.bytes / limits.maxStorageBufferBindingSize)} chunks`,
+      );
+    }
+  }
+  return out;
+}
+
+/** The plan as a plain-text table. */
+export function formatMemoryPlan(plan: MemoryPlan, title: string): string {
+  const rows = [
+    plan.weights,
+    plan.trainable,
+    plan.optimizer,
+    plan.activations,
+    plan.activationsRecompute,
+    plan.logits,
+    plan.workspace,
+  ];
+  const i = plan.input;
+  const lines = [
+    `memory plan: ${title}`,
+    `  batch ${i.batchSize} × seq ${i.seqLen}, ${
+      i.full ? "full fine-tuning" : `LoRA r ${i.loraR} on ${JSON.stringify(i.targetModules)}`
+    }, weights ${i.full ? "f32" : i.weightDtype}`,
+    "",
+    `  ${"part".padEnd(28)} ${"bytes".padStart(11)}  detail`,
+  ];
+  for (const r of rows) {
+    lines.push(`  ${r.name.padEnd(28)} ${fmtBytes(r.bytes).padStart(11)}  ${r.detail}`);
+  }
+  lines.push(`  ${"-".repeat(28)} ${"-".repeat(11)}`);
+  lines.push(
+    `  ${"total without recompute".padEnd(28)} ${
+      fmtBytes(plan.totalWithoutRecompute).padStart(11)
+    }`,
+  );
+  lines.push(
+    `  ${"total with recompute".padEnd(28)} ${fmtBytes(plan.totalWithRecompute).padStart(11)}`,
+  );
+  lines.push(
+    `  ${plan.kvCache.name.padEnd(28)} ${
+      fmtBytes(plan.kvCache.bytes).padStart(11)
+    }  ${plan.kvCache.detail}`,
+  );
+  return lines.join("\n");
+}
