@@ -14,6 +14,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   matmul: () => import("./matmul.ts"),
   model: () => import("./model.ts"),
   train: () => import("./train.ts"),
+  onnx: () => import("./onnx.ts"),
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
 };

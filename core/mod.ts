@@ -7,3 +7,4 @@ export * from "./io/mod.ts";
 export * from "./nn/mod.ts";
 export * from "./models/mod.ts";
 export * from "./adapters/mod.ts";
+export * from "./onnx/mod.ts";

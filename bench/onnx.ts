@@ -1,0 +1,502 @@
+/**
+ * ONNX Runtime decode throughput: the exported ChatGLM graph (core/onnx) run by onnxruntime-node
+ * in a bare loop (feeds built by hand, `present_*` fed back as `past_*`) beside the same session
+ * driven through our runner (serve/onnx/runner.ts: masks/positions from row layouts, cache
+ * bookkeeping). The ratio column is the runner's overhead figure (DESIGN.md target ≥ 0.9×).
+ * Models: the tiny fixture, and a "small" random config (hidden 1024, 8 layers, 16 heads,
+ * vocab 32000) exported in memory, f32 weights and f16-stored weights (Cast to f32 in the graph).
+ *
+ * `deno run --allow-all bench/onnx.ts [--quick]` (needs --allow-ffi for onnxruntime-node).
+ */
+
+import { parseArgs } from "node:util";
+import { openCheckpoint, readTensorAsF32 } from "../core/io/checkpoint.ts";
+import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
+import { parameterTable } from "../core/models/chatglm/params.ts";
+import { loadModel } from "../core/models/chatglm/load.ts";
+import { getGpu } from "../core/gpu/device.ts";
+import { writeSafetensors } from "../core/io/safetensors.ts";
+import {
+  buildChatGLMGraph,
+  cacheNames,
+  EXPORTER_VERSION,
+  ONNX_OPSET,
+  type OnnxWeightDtype,
+  type WeightReader,
+} from "../core/onnx/export_chatglm.ts";
+import { encodeOnnxModel } from "../core/onnx/onnx_model.ts";
+import type { OnnxExportInfo } from "../core/onnx/export_dir.ts";
+import { createOnnxModel } from "../serve/onnx/runner.ts";
+import { onnxDecoder } from "../serve/onnx/decoder.ts";
+import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from "../serve/onnx/ort.ts";
+
+const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
+
+interface BenchModel {
+  label: string;
+  config: ChatGLMConfig;
+  json: Record<string, unknown>;
+  read: WeightReader;
+}
+
+function smallModel(): BenchModel {
+  const json = {
+    model_type: "chatglm",
+    hidden_size: 1024,
+    num_attention_heads: 16,
+    num_layers: 8,
+    inner_hidden_size: 4096,
+    vocab_size: 32000,
+    layernorm_epsilon: 1e-5,
+    max_sequence_length: 2048,
+    position_encoding_2d: true,
+    bos_token_id: 31004,
+    eos_token_id: 31005,
+    mask_token_id: 31000,
+    gmask_token_id: 31001,
+    pad_token_id: 3,
+  };
+  const config = parseChatGLMConfig(json, "small bench config");
+  const shapes = new Map(parameterTable(config).map((p) => [p.name, p.shape]));
+  let seed = 12345;
+  const read: WeightReader = (name) => {
+    const shape = shapes.get(name)!;
+    const n = shape.reduce((a, b) => a * b, 1);
+    const out = new Float32Array(n);
+    if (name.endsWith("layernorm.weight")) return Promise.resolve(out.fill(1));
+    if (shape.length === 1) return Promise.resolve(out);
+    let x = (seed += 7919) | 1;
+    for (let i = 0; i < n; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      out[i] = ((x & 0xffff) / 65536 - 0.5) * 0.08;
+    }
+    return Promise.resolve(out);
+  };
+  return { label: "small h1024 L8", config, json, read };
+}
+
+async function tinyModel(): Promise<BenchModel> {
+  const json = JSON.parse(await Deno.readTextFile(`${TINY_DIR}/config.json`));
+  const config = parseChatGLMConfig(json, `${TINY_DIR}/config.json`);
+  const ckpt = await openCheckpoint(TINY_DIR);
+  return { label: "tiny fixture", config, json, read: (name) => readTensorAsF32(ckpt, name) };
+}
+
+async function session(ort: OrtModule, m: BenchModel, dtype: OnnxWeightDtype) {
+  const graph = buildChatGLMGraph(m.config, m.read, { dtype });
+  const bytes = await encodeOnnxModel(graph, { opset: ONNX_OPSET });
+  return await ort.InferenceSession.create(bytes, {
+    executionProviders: ["cpu"],
+    graphOptimizationLevel: "all",
+  });
+}
+
+/** Unpadded prompts of one length: [text…, [gMASK], <sop>]. */
+function prompts(config: ChatGLMConfig, batch: number, len: number): number[][] {
+  return Array.from({ length: batch }, (_, b) => [
+    ...Array.from({ length: len - 2 }, (_, i) => 100 + ((b * 31 + i * 7) % 1000)),
+    config.gmaskTokenId,
+    config.bosTokenId,
+  ]);
+}
+
+function argmaxRows(logits: Float32Array, b: number, V: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < b; r++) {
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[r * V + v] > logits[r * V + best]) best = v;
+    out.push(best);
+  }
+  return out;
+}
+
+interface DecodeRate {
+  /** Tokens per second over the timed steps. */
+  rate: number;
+  /** Time per step spent outside `session.run` (feeds, masks, bookkeeping), microseconds. */
+  overheadUs: number;
+  /** Time per step inside `session.run`, microseconds. */
+  ortUs: number;
+}
+
+/** The session with `run` timed, so the JS work around ORT can be told apart from ORT's own. */
+function timedSession(sess: OrtSession) {
+  let ms = 0;
+  const session = Object.create(sess) as OrtSession;
+  Object.defineProperty(session, "run", {
+    value: async (...args: Parameters<OrtSession["run"]>) => {
+      const t0 = performance.now();
+      try {
+        return await sess.run(...args);
+      } finally {
+        ms += performance.now() - t0;
+      }
+    },
+  });
+  let started = 0;
+  return {
+    session,
+    start() {
+      ms = 0;
+      started = performance.now();
+    },
+    finish(tokens: number, steps: number): DecodeRate {
+      const total = performance.now() - started;
+      return {
+        rate: tokens / (total / 1000),
+        overheadUs: ((total - ms) / steps) * 1000,
+        ortUs: (ms / steps) * 1000,
+      };
+    },
+  };
+}
+
+/** ORT by itself: feeds built by hand (all rows the same length, so no mask is ever set). */
+async function decodeRaw(
+  ort: OrtModule,
+  sess: OrtSession,
+  config: ChatGLMConfig,
+  rows: number[][],
+  steps: number,
+): Promise<DecodeRate> {
+  const timer = timedSession(sess);
+  sess = timer.session;
+  const b = rows.length, s = rows[0].length, L = config.numLayers, V = config.vocabSize;
+  const ctx = s - 1, mpos = s - 2;
+  const feeds: Record<string, OrtTensor> = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(rows.flat(), BigInt), [b, s]),
+    position_ids: new ort.Tensor(
+      "int64",
+      BigInt64Array.from(
+        rows.flatMap(() => [
+          ...Array.from({ length: s }, (_, i) => (i < ctx ? i : mpos)),
+          ...Array.from({ length: s }, (_, i) => (i < ctx ? 0 : i - ctx + 1)),
+        ]),
+        BigInt,
+      ),
+      [b, 2, s],
+    ),
+    attention_mask: new ort.Tensor(
+      "bool",
+      Uint8Array.from({ length: b * s * s }, (_, k) => {
+        const i = Math.floor(k / s) % s, j = k % s;
+        return j < ctx || j <= i ? 0 : 1;
+      }),
+      [b, s, s],
+    ),
+  };
+  for (let l = 0; l < L; l++) {
+    const n = cacheNames(l);
+    feeds[n.pastKey] = new ort.Tensor("float32", new Float32Array(0), [
+      b,
+      config.numHeads,
+      0,
+      config.headDim,
+    ]);
+    feeds[n.pastValue] = new ort.Tensor("float32", new Float32Array(0), [
+      b,
+      config.numHeads,
+      0,
+      config.headDim,
+    ]);
+  }
+  let out = await sess.run(feeds);
+  const prefill = out.logits.data as Float32Array;
+  const last = new Float32Array(b * V);
+  for (let r = 0; r < b; r++) {
+    last.set(prefill.subarray(((r + 1) * s - 1) * V, (r + 1) * s * V), r * V);
+  }
+  let next = argmaxRows(last, b, V);
+  timer.start();
+  for (let t = s; t < s + steps; t++) {
+    const step: Record<string, OrtTensor> = {
+      input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [b, 1]),
+      position_ids: new ort.Tensor(
+        "int64",
+        BigInt64Array.from(next.flatMap(() => [mpos, t - ctx + 1]), BigInt),
+        [b, 2, 1],
+      ),
+      attention_mask: new ort.Tensor("bool", new Uint8Array(b * (t + 1)), [b, 1, t + 1]),
+    };
+    for (let l = 0; l < L; l++) {
+      const n = cacheNames(l);
+      step[n.pastKey] = out[n.presentKey];
+      step[n.pastValue] = out[n.presentValue];
+    }
+    out = await sess.run(step);
+    next = argmaxRows(out.logits.data as Float32Array, b, V);
+  }
+  return timer.finish(b * steps, steps);
+}
+
+function benchModel(ort: OrtModule, sess: OrtSession, m: BenchModel, dtype: OnnxWeightDtype) {
+  const info: OnnxExportInfo = {
+    exporter: EXPORTER_VERSION,
+    opset: ONNX_OPSET,
+    dtype,
+    configHash: "",
+    config: m.json,
+    maxPositions: m.config.maxSequenceLength,
+    externalData: null,
+    source: { model: m.label, adapter: null },
+    createdAt: new Date().toISOString(),
+  };
+  return createOnnxModel(ort, sess, m.config, info, m.label, ["cpu"]);
+}
+
+/** The same session through the runner's lockstep cache (prefill / decodeStep). */
+async function decodeRunner(
+  ort: OrtModule,
+  sess: OrtSession,
+  m: BenchModel,
+  dtype: OnnxWeightDtype,
+  rows: number[][],
+  steps: number,
+): Promise<DecodeRate> {
+  const timer = timedSession(sess);
+  const model = benchModel(ort, timer.session, m, dtype);
+  const b = rows.length, V = m.config.vocabSize;
+  const cache = model.createCache(b, rows[0].length + steps + 1);
+  let logits = await model.prefill(rows, cache);
+  timer.start();
+  for (let i = 0; i < steps; i++) logits = await model.decodeStep(argmaxRows(logits, b, V), cache);
+  const rate = timer.finish(b * steps, steps);
+  cache.free();
+  return rate;
+}
+
+/** The same session through the engine's slot decoder (steady state: one group, no repacking). */
+async function decodeDecoder(
+  ort: OrtModule,
+  sess: OrtSession,
+  m: BenchModel,
+  rows: number[][],
+  steps: number,
+): Promise<DecodeRate> {
+  const timer = timedSession(sess);
+  const dec = onnxDecoder(benchModel(ort, timer.session, m, "f32"), {
+    slots: rows.length,
+    ownsModel: false,
+  });
+  const V = m.config.vocabSize;
+  let next: number[] = [];
+  for (const [slot, ids] of rows.entries()) {
+    next.push(argmaxRows(await dec.prefill(slot, ids), 1, V)[0]);
+  }
+  // The first step packs the slots into one group; time the steady state after it.
+  next = argmaxRows(await dec.decode(next.map((id, slot) => ({ slot, id }))), rows.length, V);
+  timer.start();
+  for (let i = 0; i < steps; i++) {
+    const logits = await dec.decode(next.map((id, slot) => ({ slot, id })));
+    next = argmaxRows(logits, rows.length, V);
+  }
+  const rate = timer.finish(rows.length * steps, steps);
+  dec.close();
+  return rate;
+}
+
+/** Writes a bench model as an HF directory (config.json + model.safetensors) in a temp dir. */
+async function writeModelDir(m: BenchModel): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "medglm-bench-onnx-" });
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(m.json));
+  await writeSafetensors(
+    `${dir}/model.safetensors`,
+    parameterTable(m.config).map((p) => ({
+      name: p.name,
+      dtype: "F32" as const,
+      shape: p.shape,
+      data: () => m.read(p.name),
+    })),
+    { format: "pt" },
+  );
+  return dir;
+}
+
+/** Lockstep decode on our WebGPU model (the same prompts as the ORT runs). */
+async function decodeWebGpu(
+  dir: string,
+  dtype: "f32" | "f16",
+  rows: number[][],
+  steps: number,
+): Promise<number> {
+  const model = await loadModel(dir, {
+    dtype,
+    log: () => {},
+    progressBar: false,
+    maxContext: rows[0].length + steps + 4,
+    maxBatch: rows.length,
+  });
+  try {
+    const V = model.config.vocabSize, b = rows.length;
+    const cache = model.createCache(b, rows[0].length + steps + 2);
+    try {
+      let logits = await model.prefill(rows, cache);
+      logits = await model.decodeStep(argmaxRows(logits, b, V), cache); // warm-up: pipelines
+      const started = performance.now();
+      for (let i = 0; i < steps; i++) {
+        logits = await model.decodeStep(argmaxRows(logits, b, V), cache);
+      }
+      return (b * steps) / ((performance.now() - started) / 1000);
+    } finally {
+      cache.free();
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * WebGPU (our kernels, on whatever adapter this machine has) beside the ONNX Runtime backend on
+ * the same model and prompts, in the same run.
+ */
+async function webgpuVsOnnx(
+  plans: { model: BenchModel; dir: string | null }[],
+  onnxRates: Map<string, number>,
+  batches: number[],
+  steps: (m: BenchModel) => number,
+): Promise<void> {
+  let gpu;
+  try {
+    gpu = await getGpu();
+  } catch (err) {
+    console.log(`\nWebGPU vs ONNX Runtime: skipped (no WebGPU adapter: ${(err as Error).message})`);
+    return;
+  }
+  const adapter = gpu.adapterInfo.description || gpu.adapterInfo.device || "unknown adapter";
+  console.log(
+    `\nWebGPU (${adapter}${gpu.isSoftware ? ", software" : ""}) vs ONNX Runtime CPU, same ` +
+      "model and prompts, decode tokens/s; onnx = the engine decoder's rate from the table above",
+  );
+  const dtypes: ("f32" | "f16")[] = gpu.hasF16 ? ["f32", "f16"] : ["f32"];
+  console.log(
+    ["model", "batch", ...dtypes.map((d) => `webgpu ${d}`), "onnx", "onnx/webgpu best"].join(" | "),
+  );
+  for (const { model: m, dir: given } of plans) {
+    const dir = given ?? await writeModelDir(m);
+    try {
+      for (const b of batches) {
+        const rows = prompts(m.config, b, 32);
+        const rates: number[] = [];
+        for (const dtype of dtypes) rates.push(await decodeWebGpu(dir, dtype, rows, steps(m)));
+        const onnx = onnxRates.get(`${m.label}/${b}`) ?? NaN;
+        console.log(
+          [m.label, b, ...rates.map(fmt), fmt(onnx), (onnx / Math.max(...rates)).toFixed(2)].join(
+            " | ",
+          ),
+        );
+      }
+    } finally {
+      if (!given) await Deno.remove(dir, { recursive: true });
+    }
+  }
+}
+
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+
+export async function bench(options: { quick?: boolean } = {}): Promise<void> {
+  let ort: OrtModule;
+  try {
+    ort = await loadOrt();
+  } catch (err) {
+    console.log(`onnx: skipped (${(err as Error).message})`);
+    return;
+  }
+  const promptLen = 32;
+  const plans: { model: BenchModel; steps: number; batches: number[]; f16: boolean }[] = [
+    { model: await tinyModel(), steps: options.quick ? 32 : 128, batches: [1, 4, 16], f16: false },
+    {
+      model: smallModel(),
+      steps: options.quick ? 8 : 24,
+      batches: options.quick ? [1, 4] : [1, 4, 16],
+      f16: true,
+    },
+  ];
+  console.log(
+    "decode tokens/s, ORT CPU (f32 compute), prompt 32 tokens. raw = ORT alone on the exported " +
+      "graph (feeds built by hand); runner = the same session through serve/onnx/runner.ts " +
+      "(lockstep cache); decoder = the engine's slot decoder (serve/onnx/decoder.ts), the path " +
+      "`serve --backend onnx` uses; f16 = f16-stored weights through the runner. Rates: best of " +
+      "2 alternating runs. µs/step columns split each step into time inside session.run (ORT) " +
+      "and the JS work around it; `est` = (ORT + raw's JS) / (ORT + decoder's JS), the ratio " +
+      "with machine-load noise taken out.",
+  );
+  const header = [
+    "model",
+    "batch",
+    "raw",
+    "runner",
+    "runner/raw",
+    "decoder",
+    "decoder/raw",
+    "ORT µs",
+    "JS µs raw/runner/decoder",
+    "est",
+    "f16",
+    "f16/f32",
+  ];
+  console.log(header.join(" | "));
+  const onnxRates = new Map<string, number>();
+  for (const plan of plans) {
+    const m = plan.model;
+    const s32 = await session(ort, m, "f32");
+    const s16 = plan.f16 ? await session(ort, m, "f16") : null;
+    for (const b of plan.batches) {
+      const rows = prompts(m.config, b, promptLen);
+      // Warm-up, then alternate so drift on a shared machine hits every side alike.
+      await decodeRunner(ort, s32, m, "f32", rows, 2);
+      const raw: DecodeRate[] = [], run: DecodeRate[] = [], dec: DecodeRate[] = [];
+      for (let rep = 0; rep < 2; rep++) {
+        raw.push(await decodeRaw(ort, s32, m.config, rows, plan.steps));
+        run.push(await decodeRunner(ort, s32, m, "f32", rows, plan.steps));
+        dec.push(await decodeDecoder(ort, s32, m, rows, plan.steps));
+      }
+      const best = (xs: DecodeRate[]) => Math.max(...xs.map((x) => x.rate));
+      const js = (xs: DecodeRate[]) => Math.min(...xs.map((x) => x.overheadUs));
+      const r = best(raw), u = best(run), d = best(dec);
+      onnxRates.set(`${m.label}/${b}`, d);
+      const ortUs = Math.min(...[...raw, ...run, ...dec].map((x) => x.ortUs));
+      const est = (ortUs + js(raw)) / (ortUs + js(dec));
+      let f16 = "-", f16ratio = "-";
+      if (s16) {
+        await decodeRunner(ort, s16, m, "f16", rows, 2);
+        const r16 = (await decodeRunner(ort, s16, m, "f16", rows, plan.steps)).rate;
+        f16 = fmt(r16);
+        f16ratio = (r16 / u).toFixed(2);
+      }
+      console.log(
+        [
+          m.label,
+          b,
+          fmt(r),
+          fmt(u),
+          (u / r).toFixed(2),
+          fmt(d),
+          (d / r).toFixed(2),
+          ortUs.toFixed(0),
+          [js(raw), js(run), js(dec)].map((x) => x.toFixed(0)).join("/"),
+          est.toFixed(2),
+          f16,
+          f16ratio,
+        ].join(" | "),
+      );
+    }
+    await s32.release();
+    await s16?.release();
+  }
+  await webgpuVsOnnx(
+    [{ model: plans[0].model, dir: TINY_DIR }, { model: plans[1].model, dir: null }],
+    onnxRates,
+    [1, 4],
+    (m) => (m === plans[0].model ? 16 : 4),
+  );
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { quick: { type: "boolean", default: false } },
+  });
+  await bench({ quick: values.quick });
+}

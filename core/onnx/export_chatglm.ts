@@ -1,0 +1,302 @@
+/**
+ * The ChatGLM-6B (v1) forward pass (README §3) as an ONNX opset-17 graph with the KV cache as
+ * inputs and outputs, so one graph serves prefill (P = 0) and incremental decoding (s = 1).
+ *
+ * Inputs:  input_ids [b, s] int64; position_ids [b, 2, s] int64 (§4); attention_mask [b, s, S]
+ *          bool, true = may NOT attend (S = P + s); past_key_<l>, past_value_<l> [b, heads, P, d]
+ *          f32 (keys after rotary).
+ * Outputs: logits [b, s, V] f32; present_key_<l>, present_value_<l> [b, heads, S, d] f32.
+ *
+ * Weights are stored f32, or f16 ("f16" export: every weight, biases and LayerNorm included, is
+ * stored f16 and Cast to f32 in the graph, so compute stays f32 as in the `weights_rounded.f16`
+ * goldens). Measured with onnxruntime-node 1.30 on x64 CPU: ORT constant-folds Cast(initializer)
+ * at session creation, so an f16 export runs at f32 speed and holds f32 weights in RAM; it only
+ * halves the files. An f16 MatMul (activations cast to f16) has no x64 CPU kernel: ORT inserts
+ * casts back to f32, and with optimizations off it ran 2–4× slower. So f32 is the CPU default.
+ * Linear weights are stored transposed ([in, out]) so MatMul consumes them directly. A LoRA
+ * adapter is merged into its targets (W' = W + scaling·B·A) before writing. Rotary angles come
+ * from cos/sin tables (θ = f32(p · f16(inv_freq)), §3.2) gathered by position.
+ */
+
+import { f32ToF16 } from "../io/dtype.ts";
+import { mergeLoraWeight } from "../adapters/merge.ts";
+import type { LoraAdapter } from "../adapters/lora_weights.ts";
+import { type ChatGLMConfig, RESIDUAL_ALPHA } from "../models/chatglm/config.ts";
+import { rotaryInvFreq } from "../models/chatglm/rotary.ts";
+import { linearModuleName } from "../models/chatglm/params.ts";
+import { createGraphBuilder } from "./graph_builder.ts";
+import { attr, type OnnxDtype, type OnnxGraph, type OnnxValueInfo } from "./onnx_model.ts";
+
+/** Bumped whenever the graph's inputs, outputs or numerics change. */
+export const EXPORTER_VERSION = "medglm-chatglm-onnx/1";
+export const ONNX_OPSET = 17;
+
+export type OnnxWeightDtype = "f32" | "f16";
+
+/** Reads one checkpoint tensor as f32 values (shape per README §2). */
+export type WeightReader = (name: string) => Promise<Float32Array>;
+
+export interface ChatGLMGraphOptions {
+  dtype?: OnnxWeightDtype;
+  /** Merged into the weights as they are read. */
+  adapter?: LoraAdapter | null;
+  /** Rows of the rotary tables: positions 0 .. maxPositions−1 (default max_sequence_length). */
+  maxPositions?: number;
+}
+
+/** Names of the graph's cache inputs and outputs for layer `l`. */
+export const cacheNames = (l: number) => ({
+  pastKey: `past_key_${l}`,
+  pastValue: `past_value_${l}`,
+  presentKey: `present_key_${l}`,
+  presentValue: `present_value_${l}`,
+});
+
+function f32Bytes(v: Float32Array): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+function toF16Bytes(v: Float32Array): Uint8Array {
+  return new Uint8Array(f32ToF16(v).buffer);
+}
+
+/** [rows, cols] → [cols, rows]. */
+function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length);
+  const B = 32;
+  for (let r0 = 0; r0 < rows; r0 += B) {
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      const r1 = Math.min(rows, r0 + B), c1 = Math.min(cols, c0 + B);
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) out[c * rows + r] = w[r * cols + c];
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * cos and sin tables [maxPositions, r]: row p = concat(t, t) with t[i] = cos/sin(f32(p·inv_freq[i])),
+ * the "rotate half" angle layout of §3.2.
+ */
+export function rotaryTables(headDim: number, maxPositions: number) {
+  const r = headDim / 2;
+  const invFreq = rotaryInvFreq(r);
+  const cos = new Float32Array(maxPositions * r);
+  const sin = new Float32Array(maxPositions * r);
+  for (let p = 0; p < maxPositions; p++) {
+    for (let i = 0; i < r / 2; i++) {
+      const theta = Math.fround(p * invFreq[i]);
+      const c = Math.cos(theta), s = Math.sin(theta);
+      cos[p * r + i] = cos[p * r + i + r / 2] = c;
+      sin[p * r + i] = sin[p * r + i + r / 2] = s;
+    }
+  }
+  return { cos, sin };
+}
+
+/**
+ * Builds the graph. Weight data is read lazily through `read` when the model is encoded or
+ * written, one tensor at a time in graph order.
+ */
+export function buildChatGLMGraph(
+  config: ChatGLMConfig,
+  read: WeightReader,
+  options: ChatGLMGraphOptions = {},
+): OnnxGraph {
+  const dtype = options.dtype ?? "f32";
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new Error(`ONNX export: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
+  }
+  const maxPositions = options.maxPositions ?? config.maxSequenceLength;
+  if (!Number.isInteger(maxPositions) || maxPositions < 1) {
+    throw new Error(`ONNX export: maxPositions ${maxPositions} must be a positive integer`);
+  }
+  const adapter = options.adapter ?? null;
+  const { hiddenSize: h, numHeads: heads, headDim: d, innerHiddenSize: inner, vocabSize: V } =
+    config;
+  const r = d / 2;
+  const g = createGraphBuilder();
+  const wdtype: OnnxDtype = dtype === "f16" ? "float16" : "float32";
+  const store = (v: Float32Array) => (dtype === "f16" ? toF16Bytes(v) : f32Bytes(v));
+
+  const checked = async (name: string, numel: number) => {
+    const v = await read(name);
+    if (v.length !== numel) {
+      throw new Error(`ONNX export: ${name} has ${v.length} values, expected ${numel}`);
+    }
+    return v;
+  };
+  /** A stored weight read as f32 in the graph (a Cast for f16 storage). */
+  const asF32 = (name: string) => (dtype === "f16"
+    ? g.op("Cast", [name], {
+      attributes: { to: attr.int(1) },
+      name: `${name}.f32`,
+    })
+    : name);
+  /** Biases and LayerNorm parameters, stored in the export's dtype like every other weight. */
+  const vector = (name: string, n: number) =>
+    asF32(g.initializer({
+      name,
+      dtype: wdtype,
+      dims: [n],
+      data: async () => store(await checked(name, n)),
+    }));
+  /** A linear layer's weight, adapter merged, stored as [in, out]. */
+  const linearWeight = (module: string, out: number, inF: number) => {
+    const name = `${module}.weight`;
+    const stored = g.initializer({
+      name,
+      dtype: wdtype,
+      dims: [inF, out],
+      data: async () => {
+        let w = await checked(name, out * inF);
+        const lora = adapter?.modules.get(module);
+        if (lora) w = mergeLoraWeight(w, lora, adapter!.scaling);
+        return store(transpose(w, out, inF));
+      },
+    });
+    return asF32(stored);
+  };
+  const linear = (x: string, module: string, out: number, inF: number, bias = true) => {
+    const y = g.op("MatMul", [x, linearWeight(module, out, inF)], { name: `${module}.mm` });
+    return bias ? g.op("Add", [y, vector(`${module}.bias`, out)], { name: `${module}.out` }) : y;
+  };
+  const layerNorm = (x: string, prefix: string) =>
+    g.op("LayerNormalization", [x, vector(`${prefix}.weight`, h), vector(`${prefix}.bias`, h)], {
+      attributes: { axis: attr.int(-1), epsilon: attr.float(config.layernormEpsilon) },
+      name: prefix,
+    });
+
+  // Embedding.
+  const embName = "transformer.word_embeddings.weight";
+  const emb = g.initializer({
+    name: embName,
+    dtype: wdtype,
+    dims: [V, h],
+    data: async () => store(await checked(embName, V * h)),
+  });
+  let x = g.op("Gather", [emb, "input_ids"], { attributes: { axis: attr.int(0) }, name: "embed" });
+  if (dtype === "f16") {
+    x = g.op("Cast", [x], { attributes: { to: attr.int(1) }, name: "embed.f32" });
+  }
+
+  // Rotary cos/sin per (row, position), laid out [b, s, 1, d] to broadcast over heads: the first
+  // half of each head uses position_ids[:, 0], the second half position_ids[:, 1].
+  const tables = rotaryTables(d, maxPositions);
+  const rotary = (which: "cos" | "sin") => {
+    const table = g.constant(
+      `rotary_${which}`,
+      "float32",
+      [maxPositions, r],
+      f32Bytes(tables[which]),
+    );
+    const gathered = g.op("Gather", [table, "position_ids"], {
+      attributes: { axis: attr.int(0) },
+      name: `rotary_${which}.gather`,
+    }); // [b, 2, s, r]
+    const t = g.op("Transpose", [gathered], { attributes: { perm: attr.ints([0, 2, 1, 3]) } });
+    return g.op("Reshape", [t, g.int64s("shape_rot", [0, 0, 1, d])], { name: `rotary_${which}` });
+  };
+  const cos = rotary("cos"), sin = rotary("sin");
+  const rotate = (t: string, what: string) => {
+    // [b, s, heads, d] → [b, s, heads, 2 halves, 2 parts, r/2]; rotate_half swaps the parts
+    // within each half with a sign: (x1, x2) → (−x2, x1).
+    const split = g.op("Reshape", [t, g.int64s("shape_halves", [0, 0, heads, 2, 2, r / 2])]);
+    const [x1, x2] = g.node("Split", [split], { attributes: { axis: attr.int(4) }, count: 2 });
+    const swapped = g.op("Concat", [g.op("Neg", [x2]), x1], { attributes: { axis: attr.int(4) } });
+    const rot = g.op("Reshape", [swapped, g.int64s("shape_heads", [0, 0, heads, d])]);
+    return g.op("Add", [g.op("Mul", [t, cos]), g.op("Mul", [rot, sin])], { name: `${what}.rot` });
+  };
+
+  // The mask broadcast over heads: [b, 1, s, S].
+  const mask = g.op("Unsqueeze", ["attention_mask", g.int64s("axis1", [1])], { name: "mask4" });
+  const alpha = g.scalar("alpha", RESIDUAL_ALPHA);
+  const maskedValue = g.scalar("masked_score", -10000);
+  const toHeads = (t: string) =>
+    g.op("Transpose", [t], { attributes: { perm: attr.ints([0, 2, 1, 3]) } }); // [b, heads, s, d]
+
+  for (let l = 0; l < config.numLayers; l++) {
+    const p = `transformer.layers.${l}`;
+    const c = l + 1;
+    const names = cacheNames(l);
+    const a = layerNorm(x, `${p}.input_layernorm`);
+    const qkvModule = linearModuleName(l, "attention.query_key_value");
+    const qkv = linear(a, qkvModule, 3 * h, h);
+    // Per-head interleaved layout (§3.1): [b, s, heads, 3d] → q, k, v of d each.
+    const perHead = g.op("Reshape", [qkv, g.int64s("shape_qkv", [0, 0, heads, 3 * d])]);
+    const [q, k, v] = g.node("Split", [perHead], {
+      attributes: { axis: attr.int(3) },
+      count: 3,
+      name: `${p}.qkv`,
+    });
+    const qh = toHeads(rotate(q, `${p}.q`));
+    const kh = toHeads(rotate(k, `${p}.k`));
+    const vh = toHeads(v);
+    const keys = g.op("Concat", [names.pastKey, kh], {
+      attributes: { axis: attr.int(2) },
+      outputs: [names.presentKey],
+    });
+    const values = g.op("Concat", [names.pastValue, vh], {
+      attributes: { axis: attr.int(2) },
+      outputs: [names.presentValue],
+    });
+    // §3.3: q / (sqrt(d)·c) · kᵀ, masked to −10000, then ×c, softmax in f32.
+    const qs = g.op("Div", [qh, g.scalar(`qk_scale_${l}`, Math.sqrt(d) * c)]);
+    const kt = g.op("Transpose", [keys], { attributes: { perm: attr.ints([0, 1, 3, 2]) } });
+    let scores = g.op("MatMul", [qs, kt], { name: `${p}.scores` });
+    scores = g.op("Where", [mask, maskedValue, scores]);
+    if (c !== 1) scores = g.op("Mul", [scores, g.scalar(`layer_coeff_${l}`, c)]);
+    const probs = g.op("Softmax", [scores], { attributes: { axis: attr.int(-1) } });
+    const ctx = g.op("MatMul", [probs, values], { name: `${p}.ctx` }); // [b, heads, s, d]
+    const ctxFlat = g.op("Reshape", [toHeads(ctx), g.int64s("shape_hidden", [0, 0, h])]);
+    const o = linear(ctxFlat, linearModuleName(l, "attention.dense"), h, h);
+    const hmid = g.op("Add", [g.op("Mul", [a, alpha]), o], { name: `${p}.attn_residual` });
+    const m = layerNorm(hmid, `${p}.post_attention_layernorm`);
+    const up = linear(m, linearModuleName(l, "mlp.dense_h_to_4h"), inner, h);
+    const act = gelu(g, up, `${p}.gelu`);
+    const f = linear(act, linearModuleName(l, "mlp.dense_4h_to_h"), h, inner);
+    x = g.op("Add", [g.op("Mul", [m, alpha]), f], { name: `${p}.out` });
+  }
+  const y = layerNorm(x, "transformer.final_layernorm");
+  const headName = "lm_head.weight";
+  const head = g.initializer({
+    name: headName,
+    dtype: wdtype,
+    dims: [h, V],
+    data: async () => store(transpose(await checked(headName, V * h), V, h)),
+  });
+  g.node("MatMul", [y, asF32(head)], { outputs: ["logits"], name: "lm_head" });
+
+  const inputs: OnnxValueInfo[] = [
+    { name: "input_ids", dtype: "int64", shape: ["batch", "seq"] },
+    { name: "position_ids", dtype: "int64", shape: ["batch", 2, "seq"] },
+    { name: "attention_mask", dtype: "bool", shape: ["batch", "seq", "total"] },
+  ];
+  const outputs: OnnxValueInfo[] = [{
+    name: "logits",
+    dtype: "float32",
+    shape: ["batch", "seq", V],
+  }];
+  for (let l = 0; l < config.numLayers; l++) {
+    const n = cacheNames(l);
+    inputs.push({ name: n.pastKey, dtype: "float32", shape: ["batch", heads, "past", d] });
+    inputs.push({ name: n.pastValue, dtype: "float32", shape: ["batch", heads, "past", d] });
+    outputs.push({ name: n.presentKey, dtype: "float32", shape: ["batch", heads, "total", d] });
+    outputs.push({ name: n.presentValue, dtype: "float32", shape: ["batch", heads, "total", d] });
+  }
+  return g.build("chatglm", inputs, outputs);
+}
+
+/** tanh GeLU (§3.5), in the original's operation order. */
+function gelu(g: ReturnType<typeof createGraphBuilder>, x: string, name: string): string {
+  const inner = g.op("Mul", [
+    g.op("Mul", [g.scalar("gelu_k", 0.7978845608028654), x]),
+    g.op("Add", [
+      g.scalar("one", 1),
+      g.op("Mul", [g.op("Mul", [g.scalar("gelu_c", 0.044715), x]), x]),
+    ]),
+  ]);
+  const t = g.op("Add", [g.scalar("one", 1), g.op("Tanh", [inner])]);
+  return g.op("Mul", [g.op("Mul", [g.scalar("half", 0.5), x]), t], { name });
+}

@@ -1,0 +1,47 @@
+/**
+ * `core/onnx`: our own ONNX protobuf writer and the ChatGLM-6B graph exporter (KV cache as
+ * inputs/outputs, f32 or f16-stored weights, adapters merged, external data for large models).
+ *
+ * @module
+ */
+
+export { encodeVarint, type ProtoMessage, protoMessage } from "./protobuf.ts";
+export {
+  attr,
+  encodeOnnxModel,
+  initializerByteLength,
+  ONNX_DTYPES,
+  type OnnxAttribute,
+  type OnnxDtype,
+  onnxDtypeSize,
+  type OnnxGraph,
+  type OnnxInitializer,
+  type OnnxModelOptions,
+  type OnnxNode,
+  type OnnxValueInfo,
+  writeOnnxModel,
+  type WriteOnnxOptions,
+} from "./onnx_model.ts";
+export { createGraphBuilder, type GraphBuilder, type NodeOptions } from "./graph_builder.ts";
+export {
+  buildChatGLMGraph,
+  cacheNames,
+  type ChatGLMGraphOptions,
+  EXPORTER_VERSION,
+  ONNX_OPSET,
+  type OnnxWeightDtype,
+  rotaryTables,
+  type WeightReader,
+} from "./export_chatglm.ts";
+export {
+  adapterHash,
+  checkExportMatchesModel,
+  configHash,
+  exportChatGLMToOnnx,
+  type ExportOnnxOptions,
+  ONNX_DATA_FILE,
+  ONNX_EXPORT_INFO,
+  ONNX_MODEL_FILE,
+  type OnnxExportInfo,
+  readOnnxExportInfo,
+} from "./export_dir.ts";

@@ -1,0 +1,448 @@
+/**
+ * The ONNX Runtime model runner: an exported ChatGLM graph (core/onnx) in an onnxruntime-node
+ * InferenceSession, with the same prefill / decodeStep / cache API as the WebGPU model
+ * (core/models/chatglm/model.ts), so one generation loop drives either backend.
+ *
+ * The KV cache stays as the ORT tensors the previous step returned (`present_*` fed back as
+ * `past_*`), never copied or converted in JS; masks and positions come from the rows' layouts
+ * (README §4.2, §5), the same helpers the WebGPU model uses.
+ */
+
+import {
+  buildMask,
+  buildPositions,
+  layoutRows,
+  type RowLayout,
+} from "../../core/models/chatglm/inputs.ts";
+import type { ChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { cacheNames } from "../../core/onnx/export_chatglm.ts";
+import {
+  checkExportMatchesModel,
+  ONNX_MODEL_FILE,
+  type OnnxExportInfo,
+  readOnnxExportInfo,
+} from "../../core/onnx/export_dir.ts";
+import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from "./ort.ts";
+
+export type OnnxDevice = "cpu" | "cuda" | "auto";
+
+export interface LoadOnnxModelOptions {
+  /** Refuse the export unless it was made from this model directory's config.json. */
+  modelDir?: string;
+  /** With `modelDir`: the adapter the export must have merged (none when not given). */
+  adapterDir?: string | null;
+  /** "cpu" (default), "cuda" (fails when this onnxruntime build has no CUDA), "auto". */
+  device?: OnnxDevice;
+  /** Longest prompt + generation accepted (default and maximum: the export's maxPositions). */
+  maxContext?: number;
+  /** ORT intra-op threads (default: ORT's choice, one per physical core). */
+  threads?: number;
+}
+
+/** A KV cache: the ORT tensors of every layer's keys and values so far, plus row layouts. */
+export interface OnnxCache {
+  readonly batch: number;
+  readonly capacity: number;
+  /** Positions filled so far (rows advance in lockstep). */
+  length: number;
+  rows: RowLayout[];
+  freed: boolean;
+  free(): void;
+}
+
+interface CacheState extends OnnxCache {
+  /** past_key_0, past_value_0, past_key_1, … as ORT tensors [b, heads, length, d]. */
+  past: OrtTensor[];
+}
+
+/** Explicit inputs for one forward pass (the graph's own contract, README §3). */
+export interface OnnxForwardInputs {
+  batch: number;
+  seq: number;
+  /** [b, s] */
+  inputIds: ArrayLike<number>;
+  /** [b, 2, s] */
+  positionIds: ArrayLike<number>;
+  /** [b, s, s], 1/true = may NOT attend */
+  attentionMask: ArrayLike<number | boolean>;
+}
+
+export interface OnnxStepInputs {
+  batch: number;
+  seq: number;
+  inputIds: ArrayLike<number>;
+  positionIds: ArrayLike<number>;
+  attentionMask: Uint8Array;
+  past: OrtTensor[] | null;
+}
+
+export interface OnnxModel {
+  readonly config: ChatGLMConfig;
+  readonly backend: "onnx";
+  readonly info: OnnxExportInfo;
+  readonly dir: string;
+  /** Execution providers the session was created with. */
+  readonly providers: string[];
+  /** Why these providers (e.g. "CPU: CUDA unavailable (…)" under device "auto"). */
+  readonly providerNote?: string;
+  readonly maxContext: number;
+  /** Logits [b, s, V] for left-padded ChatGLM inputs; masks and positions derived from the ids. */
+  forward(inputIds: number[][]): Promise<Float32Array>;
+  /** Logits [b, s, V] for explicit masks and positions (no cache). */
+  forwardWithInputs(inputs: OnnxForwardInputs): Promise<Float32Array>;
+  createCache(batch: number, maxLen?: number): OnnxCache;
+  /**
+   * Low level: one graph run with explicit inputs and a past cache (ORT tensors [b, heads, P, d]
+   * per layer: k0, v0, k1, …; null = empty). The mask is [b, s, P + s], 1 = may NOT attend.
+   * Returns logits [b, s, V] and the present tensors (same order), which the caller owns.
+   */
+  runStep(x: OnnxStepInputs): Promise<{ logits: Float32Array; present: OrtTensor[] }>;
+  /** Wraps f32 values as an ORT tensor (e.g. a repacked cache). */
+  tensor(data: Float32Array, dims: number[]): OrtTensor;
+  /** Runs the prompts (left-padded rows) into an empty cache; logits of the last position [b, V]. */
+  prefill(
+    inputIds: number[][],
+    cache: OnnxCache,
+    options?: { allLogits?: boolean },
+  ): Promise<Float32Array>;
+  /** Appends one token per row (finished rows feed the pad id); logits [b, V]. */
+  decodeStep(nextIds: number[], cache: OnnxCache): Promise<Float32Array>;
+  dispose(): Promise<void>;
+  disposed: boolean;
+}
+
+/** Opens an export directory written by `exportChatGLMToOnnx` / `deno task export-onnx`. */
+export async function loadOnnxModel(
+  dir: string,
+  options: LoadOnnxModelOptions = {},
+): Promise<OnnxModel> {
+  const root = dir.replace(/\/+$/, "") || dir;
+  const { info, config } = await readOnnxExportInfo(root);
+  if (options.modelDir) {
+    await checkExportMatchesModel(root, info, options.modelDir, options.adapterDir);
+  }
+  const ort = await loadOrt();
+  const device = options.device ?? "cpu";
+  if (device !== "cpu" && device !== "cuda" && device !== "auto") {
+    throw new Error(`device ${JSON.stringify(device)}: expected cpu, cuda or auto`);
+  }
+  const path = `${root}/${ONNX_MODEL_FILE}`;
+  const create = (providers: string[], quiet: boolean) =>
+    ort.InferenceSession.create(path, {
+      executionProviders: providers,
+      graphOptimizationLevel: "all",
+      // A failed CUDA attempt under "auto" is expected on CPU-only installs: keep ORT quiet.
+      ...(quiet ? { logSeverityLevel: 4 as const } : {}),
+      ...(options.threads ? { intraOpNumThreads: options.threads } : {}),
+    });
+  let providers = device === "cpu" ? ["cpu"] : ["cuda", "cpu"];
+  let note = device === "cpu" ? "CPU requested" : "CUDA";
+  // Under "auto", a machine without the NVIDIA driver goes straight to the CPU (ORT would log a
+  // loud library-load error for the CUDA attempt).
+  if (device === "auto" && !(await hasNvidiaDriver())) {
+    providers = ["cpu"];
+    note = "CPU: no NVIDIA driver on this machine";
+  }
+  let session: OrtSession;
+  try {
+    session = await create(providers, device === "auto");
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (providers[0] === "cpu") throw new Error(`${path}: onnxruntime could not load it: ${msg}`);
+    if (device === "cuda") {
+      throw new Error(
+        `${path}: onnxruntime could not use CUDA (${msg}); install onnxruntime-node with its CUDA ` +
+          "binaries (an install without ONNXRUNTIME_NODE_INSTALL=skip, CUDA 12 and cuDNN " +
+          "present), or run on the CPU",
+      );
+    }
+    providers = ["cpu"];
+    note = `CPU: CUDA unavailable (${msg.split("\n")[0]})`;
+    try {
+      session = await create(providers, false);
+    } catch (err2) {
+      throw new Error(`${path}: onnxruntime could not load it: ${(err2 as Error).message}`);
+    }
+  }
+  return createOnnxModel(ort, session, config, info, root, providers, options.maxContext, note);
+}
+
+async function hasNvidiaDriver(): Promise<boolean> {
+  try {
+    await Deno.stat("/proc/driver/nvidia/version");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Wraps a session that runs an exported ChatGLM graph (also used by the benchmark). */
+export function createOnnxModel(
+  ort: OrtModule,
+  session: OrtSession,
+  config: ChatGLMConfig,
+  info: OnnxExportInfo,
+  dir: string,
+  providers: string[],
+  maxContext?: number,
+  providerNote?: string,
+): OnnxModel {
+  const L = config.numLayers, heads = config.numHeads, d = config.headDim, V = config.vocabSize;
+  const limit = Math.min(maxContext ?? info.maxPositions, info.maxPositions);
+  const missing = [...Array(L).keys()].flatMap((l) => Object.values(cacheNames(l)))
+    .concat(["input_ids", "position_ids", "attention_mask", "logits"])
+    .filter((n) => !session.inputNames.includes(n) && !session.outputNames.includes(n));
+  if (missing.length) {
+    throw new Error(
+      `${dir}: the ONNX graph lacks ${missing.slice(0, 4).join(", ")} (config mismatch?)`,
+    );
+  }
+  const fetchNames = ["logits"];
+  for (let l = 0; l < L; l++) fetchNames.push(cacheNames(l).presentKey, cacheNames(l).presentValue);
+
+  const int64 = (v: ArrayLike<number>, dims: number[]) => {
+    const out = new BigInt64Array(v.length);
+    for (let i = 0; i < v.length; i++) out[i] = BigInt(v[i]);
+    return new ort.Tensor("int64", out, dims);
+  };
+  const boolTensor = (v: ArrayLike<number | boolean>, dims: number[]) => {
+    const out = v instanceof Uint8Array
+      ? v
+      : Uint8Array.from(v as ArrayLike<number>, (x) => (x ? 1 : 0));
+    return new ort.Tensor("bool", out, dims);
+  };
+  const emptyPast = (b: number) => {
+    const t: OrtTensor[] = [];
+    for (let i = 0; i < 2 * L; i++) {
+      t.push(new ort.Tensor("float32", new Float32Array(0), [b, heads, 0, d]));
+    }
+    return t;
+  };
+  let disposed = false;
+  const checkAlive = (what: string) => {
+    if (disposed) throw new Error(`${what}: the ONNX model was disposed`);
+  };
+
+  /** One session run; returns logits [b, s, V] and the present tensors. */
+  const run = async (
+    b: number,
+    s: number,
+    ids: ArrayLike<number>,
+    pos: ArrayLike<number>,
+    mask: ArrayLike<number | boolean>,
+    total: number,
+    past: OrtTensor[],
+  ) => {
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: int64(ids, [b, s]),
+      position_ids: int64(pos, [b, 2, s]),
+      attention_mask: boolTensor(mask, [b, s, total]),
+    };
+    for (let l = 0; l < L; l++) {
+      const n = cacheNames(l);
+      feeds[n.pastKey] = past[2 * l];
+      feeds[n.pastValue] = past[2 * l + 1];
+    }
+    const out = await session.run(feeds, fetchNames);
+    const present: OrtTensor[] = [];
+    for (let l = 0; l < L; l++) {
+      const n = cacheNames(l);
+      present.push(out[n.presentKey], out[n.presentValue]);
+    }
+    return { logits: out.logits.data as Float32Array, present };
+  };
+  const checkLength = (n: number, what: string) => {
+    if (n > limit) {
+      throw new Error(`${what}: ${n} positions exceed the model's context of ${limit}`);
+    }
+  };
+  const state = (cache: OnnxCache, what: string): CacheState => {
+    const c = cache as CacheState;
+    if (!Array.isArray(c.past)) throw new Error(`${what}: not a cache of this ONNX model`);
+    if (c.freed) throw new Error(`${what}: the cache was freed`);
+    return c;
+  };
+  const lastRows = (logits: Float32Array, b: number, s: number) => {
+    if (s === 1) return logits;
+    const out = new Float32Array(b * V);
+    for (let r = 0; r < b; r++) {
+      out.set(logits.subarray(((r + 1) * s - 1) * V, (r + 1) * s * V), r * V);
+    }
+    return out;
+  };
+
+  const model: OnnxModel = {
+    config,
+    backend: "onnx",
+    info,
+    dir,
+    providers,
+    providerNote,
+    maxContext: limit,
+    disposed: false,
+    async forward(inputIds) {
+      checkAlive("forward");
+      const rows = layoutRows(inputIds, config);
+      const b = rows.length, s = inputIds[0].length;
+      checkLength(s, "forward");
+      const out = await run(
+        b,
+        s,
+        inputIds.flat(),
+        buildPositions(rows, 0, s),
+        buildMask(rows, 0, s, s),
+        s,
+        emptyPast(b),
+      );
+      return out.logits;
+    },
+    async forwardWithInputs(x) {
+      checkAlive("forwardWithInputs");
+      const { batch: b, seq: s } = x;
+      const sizes: [string, number, number][] = [
+        ["inputIds", x.inputIds.length, b * s],
+        ["positionIds", x.positionIds.length, b * 2 * s],
+        ["attentionMask", x.attentionMask.length, b * s * s],
+      ];
+      for (const [name, got, want] of sizes) {
+        if (got !== want) {
+          throw new Error(`forwardWithInputs: ${name} has ${got} values, expected ${want}`);
+        }
+      }
+      checkLength(s, "forwardWithInputs");
+      for (let i = 0; i < x.inputIds.length; i++) {
+        const id = x.inputIds[i];
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new Error(
+            `forwardWithInputs: inputIds[${i}] = ${id} is not a token id (vocab_size ${V})`,
+          );
+        }
+      }
+      for (let i = 0; i < x.positionIds.length; i++) {
+        const p = x.positionIds[i];
+        if (!Number.isInteger(p) || p < 0 || p >= info.maxPositions) {
+          throw new Error(
+            `forwardWithInputs: positionIds[${i}] = ${p} is outside 0..${info.maxPositions - 1}`,
+          );
+        }
+      }
+      const out = await run(b, s, x.inputIds, x.positionIds, x.attentionMask, s, emptyPast(b));
+      return out.logits;
+    },
+    async runStep(x) {
+      checkAlive("runStep");
+      const P = x.past ? x.past[0].dims[2] : 0;
+      if (x.past && x.past.length !== 2 * L) {
+        throw new Error(`runStep: past has ${x.past.length} tensors, expected ${2 * L}`);
+      }
+      if (x.attentionMask.length !== x.batch * x.seq * (P + x.seq)) {
+        throw new Error(
+          `runStep: attentionMask has ${x.attentionMask.length} values, expected ${
+            x.batch * x.seq * (P + x.seq)
+          }`,
+        );
+      }
+      return await run(
+        x.batch,
+        x.seq,
+        x.inputIds,
+        x.positionIds,
+        x.attentionMask,
+        P + x.seq,
+        x.past ?? emptyPast(x.batch),
+      );
+    },
+    tensor(data, dims) {
+      return new ort.Tensor("float32", data, dims);
+    },
+    createCache(batch, maxLen = limit) {
+      checkAlive("createCache");
+      if (!Number.isInteger(batch) || batch < 1) {
+        throw new Error(`createCache: batch ${batch} must be >= 1`);
+      }
+      if (!Number.isInteger(maxLen) || maxLen < 1 || maxLen > limit) {
+        throw new Error(`createCache: maxLen ${maxLen} must be in 1..${limit}`);
+      }
+      const cache: CacheState = {
+        batch,
+        capacity: maxLen,
+        length: 0,
+        rows: [],
+        freed: false,
+        past: [],
+        free() {
+          if (cache.freed) return;
+          cache.freed = true;
+          for (const t of cache.past) t.dispose();
+          cache.past = [];
+        },
+      };
+      return cache;
+    },
+    async prefill(inputIds, cache, options = {}) {
+      checkAlive("prefill");
+      const c = state(cache, "prefill");
+      const rows = layoutRows(inputIds, config);
+      const s = inputIds[0].length;
+      if (rows.length !== c.batch) {
+        throw new Error(`prefill: ${rows.length} rows for a cache of batch ${c.batch}`);
+      }
+      if (s > c.capacity) {
+        throw new Error(`prefill: ${s} tokens exceed the cache capacity ${c.capacity}`);
+      }
+      const out = await run(
+        c.batch,
+        s,
+        inputIds.flat(),
+        buildPositions(rows, 0, s),
+        buildMask(rows, 0, s, s),
+        s,
+        emptyPast(c.batch),
+      );
+      for (const t of c.past) t.dispose();
+      c.past = out.present;
+      c.rows = rows;
+      c.length = s;
+      return options.allLogits ? out.logits : lastRows(out.logits, c.batch, s);
+    },
+    async decodeStep(nextIds, cache) {
+      checkAlive("decodeStep");
+      const c = state(cache, "decodeStep");
+      if (c.length === 0) throw new Error("decodeStep: run prefill on the cache first");
+      if (!Array.isArray(nextIds) || nextIds.length !== c.batch) {
+        throw new Error(
+          `decodeStep: expected ${c.batch} ids (one per row), got ${nextIds?.length}`,
+        );
+      }
+      for (const id of nextIds) {
+        if (!Number.isInteger(id) || id < 0 || id >= V) {
+          throw new Error(`decodeStep: ${id} is not a token id (vocab_size ${V})`);
+        }
+      }
+      const t = c.length;
+      if (t + 1 > c.capacity) {
+        throw new Error(`decodeStep: the cache is full (${c.capacity} positions)`);
+      }
+      const out = await run(
+        c.batch,
+        1,
+        nextIds,
+        buildPositions(c.rows, t, 1),
+        buildMask(c.rows, t, 1, t + 1),
+        t + 1,
+        c.past,
+      );
+      for (const old of c.past) old.dispose();
+      c.past = out.present;
+      c.length = t + 1;
+      return out.logits;
+    },
+    async dispose() {
+      if (disposed) return;
+      disposed = true;
+      model.disposed = true;
+      await session.release();
+    },
+  };
+  return model;
+}
