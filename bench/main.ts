@@ -15,6 +15,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   model: () => import("./model.ts"),
   train: () => import("./train.ts"),
   onnx: () => import("./onnx.ts"),
+  engine: () => import("./engine.ts"),
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
 };

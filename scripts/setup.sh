@@ -3,21 +3,22 @@
 #   - Deno 2.9.6 from the npm registry, installed outside the repo (a root package.json or
 #     node_modules would be taken by Deno as project config) and linked onto PATH;
 #   - Mesa's Vulkan driver (lavapipe), so that WebGPU runs with shader-f16 on a machine without a GPU;
-#   - with --with-browser: Debian's chromium, for the web page's browser test.
+#   - with --for-tests: what the test suite drives as a person would: Debian's chromium (and a
+#     CJK font) for the web page's browser test, tmux for the terminal chat's test.
 # Each step says what it did; steps already done are skipped.
 set -euo pipefail
 
 DENO_VERSION=2.9.6
 PREFIX="${MEDGLM_DENO_PREFIX:-$HOME/.cache/medglm-deno}"
 DENO_BIN="$PREFIX/node_modules/.bin/deno"
-WITH_BROWSER=0
+FOR_TESTS=0
 for arg in "$@"; do
   case "$arg" in
-    --with-browser) WITH_BROWSER=1 ;;
+    --for-tests) FOR_TESTS=1 ;;
     -h | --help)
-      echo "usage: bash scripts/setup.sh [--with-browser]"
+      echo "usage: bash scripts/setup.sh [--for-tests]"
       echo "  installs Deno $DENO_VERSION (npm) into $PREFIX, links it onto PATH,"
-      echo "  and Mesa's Vulkan driver (apt) when missing; --with-browser adds chromium."
+      echo "  and Mesa's Vulkan driver (apt) when missing; --for-tests adds chromium and tmux."
       exit 0
       ;;
     *)
@@ -91,8 +92,9 @@ apt_install() {
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   apt_install mesa-vulkan-drivers libvulkan1 ||
     say "could not install Mesa's Vulkan driver; WebGPU will use GL (no shader-f16) if available"
-  if [ $WITH_BROWSER = 1 ]; then
-    apt_install chromium fonts-wqy-microhei || say "could not install chromium; the browser test will skip"
+  if [ $FOR_TESTS = 1 ]; then
+    apt_install chromium fonts-wqy-microhei tmux ||
+      say "could not install chromium/tmux; the browser and terminal tests will skip"
   fi
 else
   say "no apt-get here: install a Vulkan driver (Mesa lavapipe or your GPU's) yourself"

@@ -2,3 +2,5 @@
 export * from "./engine/types.ts";
 export * from "./http/mod.ts";
 export * from "./page/mod.ts";
+export * from "./engine/mod.ts";
+export * from "./onnx/mod.ts";

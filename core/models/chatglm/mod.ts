@@ -41,6 +41,7 @@ export {
   type ChatGLMParts,
   type ForwardOptions,
   type PrefillOptions,
+  type SlotPrompt,
   type SlotStep,
   type StepProfile,
 } from "./model.ts";

@@ -15,7 +15,7 @@ import {
   submit,
 } from "../../gpu/recording.ts";
 import { attention } from "../../kernels/attention.ts";
-import { attentionSlots, qkvRotarySlots } from "../../kernels/attention_slots.ts";
+import { attentionSlots, copyRowsToSlots, qkvRotarySlots } from "../../kernels/attention_slots.ts";
 import { addScaled, gelu } from "../../kernels/elementwise.ts";
 import { qkvRotary } from "../../kernels/rotary.ts";
 import {
@@ -75,6 +75,12 @@ export interface CacheSlot {
   /** Positions filled in this row. */
   length: number;
   layout: RowLayout | null;
+}
+
+/** One prompt for a batched slot prefill. */
+export interface SlotPrompt {
+  slot: number;
+  ids: number[];
 }
 
 /** One sequence's token for a slot decode step. */
@@ -141,6 +147,12 @@ export interface ChatGLMModel {
    * untouched and may be mid-generation); returns the logits of its last position [V].
    */
   prefillSlot(ids: number[], cache: ChatGLMCache, slot: number): Promise<Float32Array>;
+  /**
+   * Continuous batching: runs several unpadded prompts into their slots in one batched
+   * (left-padded) prefill, then moves each row's keys and values to its slot; logits of each
+   * prompt's last position [entries.length, V] in order.
+   */
+  prefillSlots(entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array>;
   /**
    * Continuous batching: appends one token to each listed slot (any subset of prefilled slots,
    * each with its own length) in one batched step; returns logits [steps.length, V] in order.
@@ -638,6 +650,67 @@ export function assembleChatGLM(parts: ChatGLMParts): ChatGLMModel {
       } catch (err) {
         state.layout = null;
         throw err;
+      }
+    },
+
+    async prefillSlots(entries, cache) {
+      checkCache(cache, "prefillSlots");
+      if (!Array.isArray(entries) || entries.length === 0) {
+        throw new Error("prefillSlots: expected at least one { slot, ids }");
+      }
+      if (entries.length === 1) {
+        return await model.prefillSlot(entries[0].ids, cache, entries[0].slot);
+      }
+      const seen = new Set<number>();
+      const layouts = entries.map(({ slot, ids }, i) => {
+        checkSlot(cache, slot, "prefillSlots");
+        if (seen.has(slot)) throw new Error(`prefillSlots: slot ${slot} appears twice`);
+        seen.add(slot);
+        const [row] = layoutRows([ids], config);
+        if (row.pads !== 0) {
+          throw new Error(`prefillSlots: prompt ${i} starts with pad ids; give it unpadded`);
+        }
+        if (ids.length > cache.capacity) {
+          throw new Error(
+            `prefillSlots: prompt ${i} has ${ids.length} tokens, over the cache capacity ` +
+              `${cache.capacity}`,
+          );
+        }
+        return row;
+      });
+      const width = Math.max(...entries.map((e) => e.ids.length));
+      const pad = config.padTokenId;
+      const rows = entries.map(({ ids }) => [...new Array(width - ids.length).fill(pad), ...ids]);
+      for (const { slot } of entries) cache.slots[slot] = { length: 0, layout: null };
+      // A left-padded batch gives each row the numbers it gets alone (README §4.2); its keys and
+      // values then move to the slots, real positions only (one dispatch per layer and k/v).
+      const temp = createCache(entries.length, width);
+      try {
+        const logits = await model.prefill(rows, temp);
+        const info = new Int32Array(entries.length * 3);
+        entries.forEach(({ slot, ids }, i) =>
+          info.set([slot, width - ids.length, ids.length], i * 3)
+        );
+        const infoT = uploadTensor(gpu, info, [entries.length, 3], "i32", { label: "slot rows" });
+        const rec = beginRecording(gpu);
+        try {
+          for (let l = 0; l < config.numLayers; l++) {
+            copyRowsToSlots(rec, temp.k[l], cache.k[l], infoT, width);
+            copyRowsToSlots(rec, temp.v[l], cache.v[l], infoT, width);
+          }
+          await submit(rec);
+        } catch (err) {
+          discardRecording(rec);
+          throw err;
+        } finally {
+          releaseTensor(infoT);
+        }
+        entries.forEach(({ slot, ids }, i) => {
+          cache.slots[slot] = { length: ids.length, layout: layouts[i] };
+        });
+        return logits;
+      } finally {
+        temp.free();
       }
     },
 

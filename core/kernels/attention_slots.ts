@@ -1,0 +1,348 @@
+/**
+ * Decode-step kernels over a slot KV cache, for continuous batching: every batch row is one
+ * sequence living in its own cache slot with its own length, so sequences that started at
+ * different times decode together in one step.
+ *
+ * `slotInfo` i32 [b, 2] = (slot, length) per batch row: the row's keys and values are in cache
+ * row `slot`, positions [0, length) are filled, and this step's token goes to position `length`.
+ *
+ * - {@link qkvRotarySlots}: splits the fused qkv of one new token per row, rotates q and k, writes
+ *   k, v into the row's slot at `length`, returns q [b, heads, 1, d].
+ * - {@link attentionSlots}: attention of that query over keys [0, length] of its slot. A decode
+ *   token comes after its prompt's `<sop>`, so it sees every earlier position of an unpadded slot
+ *   (README §5): no mask is needed. The arithmetic follows `attention.ts` step for step
+ *   (q / (sqrt(d)·c), ×c, f32 softmax), so a sequence decodes to the same numbers in a slot as in
+ *   a lockstep cache.
+ */
+
+import { GpuError } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { assertUnchunked, bindingOf, type Tensor } from "../tensor/tensor.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  expectShape,
+  outputTensor,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "./common.ts";
+import { rotaryTable } from "./rotary.ts";
+
+const MAX_D = 256;
+
+function checkSlotCache(
+  kernel: string,
+  kCache: Tensor,
+  vCache: Tensor,
+  heads: number,
+  d: number,
+): void {
+  expectDtype(kCache, kernel, "kCache", ["f32"]);
+  expectDtype(vCache, kernel, "vCache", ["f32"]);
+  assertUnchunked(kCache, kernel, "kCache");
+  assertUnchunked(vCache, kernel, "vCache");
+  if (kCache.shape.length !== 4 || kCache.shape[1] !== heads || kCache.shape[3] !== d) {
+    throw new GpuError(
+      `${kernel}: kCache [${kCache.shape.join(", ")}] is not [slots, ${heads}, capacity, ${d}]`,
+    );
+  }
+  expectShape(vCache, kernel, "vCache", kCache.shape);
+}
+
+export interface QkvRotarySlotsOptions {
+  heads: number;
+  /** "interleaved" (ChatGLM: per head [q | k | v]) or "blocked" (all q, all k, all v). */
+  layout?: "interleaved" | "blocked";
+  /** Rotary base (default 10000); ChatGLM's 2-D rotary with f16-rounded inv_freq. */
+  base?: number;
+  /** Positions covered by the angle table (default 8192). */
+  maxPosition?: number;
+}
+
+/**
+ * `qkv` [b, 1, heads·3d] f32, `pos` i32 [b, 2, 1] (ChatGLM 2-D positions), `slotInfo` i32 [b, 2].
+ * Writes k, v to `kCache`/`vCache` [slots, heads, capacity, d] and returns q [b, heads, 1, d].
+ * The caller guarantees `length < capacity` and distinct slots per row (checked on the host side
+ * by the model, which knows the values).
+ */
+export function qkvRotarySlots(
+  rec: Recording,
+  qkv: Tensor,
+  pos: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  slotInfo: Tensor,
+  options: QkvRotarySlotsOptions,
+): Tensor {
+  const kernel = "qkvRotarySlots";
+  expectDtype(qkv, kernel, "qkv", ["f32"]);
+  assertUnchunked(qkv, kernel, "qkv");
+  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
+    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
+  }
+  const [b, , h3] = qkv.shape;
+  const heads = options.heads;
+  if (h3 % (3 * heads) !== 0) {
+    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
+  }
+  const d = h3 / (3 * heads);
+  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
+  checkSlotCache(kernel, kCache, vCache, heads, d);
+  expectDtype(pos, kernel, "pos", ["i32"]);
+  expectShape(pos, kernel, "pos", [b, 2, 1]);
+  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
+  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  const q = outputTensor(rec, kernel, [b, heads, 1, d]);
+  if (b === 0) return q;
+  const maxPos = options.maxPosition ?? 8192;
+  const r = d / 2;
+  const table = rotaryTable(rec, r, options.base ?? 10000, true, maxPos);
+  const layout = options.layout ?? "interleaved";
+  const col = (j: string) =>
+    layout === "interleaved"
+      ? `n * 3u * P.d + which * P.d + ${j}`
+      : `which * P.heads * P.d + n * P.d + ${j}`;
+  const pipeline = getPipeline(rec.gpu, `qkvRotarySlots:${layout}`, () => `
+struct Params { b: u32, heads: u32, d: u32, cap: u32, maxPos: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "QKV", "f32")}
+${declareInput(2, "POS", "i32")}
+${declareInput(3, "SI", "i32")}
+${declareInput(4, "TAB", "f32")}
+${declareOutput(5, "Q")}
+${declareOutput(6, "KC")}
+${declareOutput(7, "VC")}
+fn cs(p: i32, i: u32, half: u32) -> vec2<f32> {
+  if (p < 0 || u32(p) >= P.maxPos) { return vec2<f32>(bitcast<f32>(0x7fc00000u)); }
+  let t = (u32(p) * half + i) * 2u;
+  return vec2<f32>(TAB[t], TAB[t + 1u]);
+}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  // One invocation per (row, head, dim) and per q/k/v.
+  let e = ${WG_INDEX} * 64u + lid.x;
+  let total = P.b * P.heads * P.d;
+  if (e >= 3u * total) { return; }
+  let which = e / total;
+  let r0 = e - which * total;
+  let j = r0 % P.d;
+  let t1 = r0 / P.d;
+  let n = t1 % P.heads;
+  let bi = t1 / P.heads;
+  let rowBase = bi * 3u * P.heads * P.d;
+  var v = QKV[rowBase + ${col("j")}];
+  if (which < 2u) {
+    // 2-D rotary: the first half of the head by pos[0], the second by pos[1]; rotate half.
+    let half = P.d / 2u;
+    let span = j / half;
+    let jj = j - span * half;
+    let quarter = half / 2u;
+    let i = select(jj - quarter, jj, jj < quarter);
+    let partner = select(j - quarter, j + quarter, jj < quarter);
+    let pv = QKV[rowBase + ${col("partner")}];
+    let c = cs(POS[bi * 2u + span], i, quarter);
+    v = select(v * c.x + pv * c.y, v * c.x - pv * c.y, jj < quarter);
+  }
+  if (which == 0u) {
+    Q[(bi * P.heads + n) * P.d + j] = v;
+  } else {
+    let slot = u32(SI[bi * 2u]);
+    let at = u32(SI[bi * 2u + 1u]);
+    let ci = ((slot * P.heads + n) * P.cap + at) * P.d + j;
+    if (which == 1u) { KC[ci] = v; } else { VC[ci] = v; }
+  }
+}
+`);
+  recordDispatch(
+    rec,
+    pipeline,
+    [b, heads, d, kCache.shape[2], maxPos, 0, 0, 0],
+    [
+      bindingOf(qkv),
+      bindingOf(pos),
+      bindingOf(slotInfo),
+      bindingOf(table),
+      bindingOf(q),
+      bindingOf(kCache),
+      bindingOf(vCache),
+    ],
+    grid(rec.gpu, Math.ceil((3 * b * heads * d) / 64)),
+  );
+  return q;
+}
+
+export interface AttentionSlotsOptions {
+  /** Largest `length + 1` of any row (sizes the score buffer; at most 4096). */
+  maxKeys: number;
+  /** ChatGLM's c = layer + 1 (default 1). */
+  layerScale?: number;
+}
+
+const WG = 64;
+
+/**
+ * `q` [b, heads, 1, d] f32 over the slot cache `kCache`, `vCache` [slots, heads, capacity, d] with
+ * `slotInfo` i32 [b, 2]: row bi attends to keys [0, length] of its slot. Returns ctx
+ * [b, 1, heads·d].
+ */
+export function attentionSlots(
+  rec: Recording,
+  q: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  slotInfo: Tensor,
+  options: AttentionSlotsOptions,
+): Tensor {
+  const kernel = "attentionSlots";
+  expectDtype(q, kernel, "q", ["f32"]);
+  assertUnchunked(q, kernel, "q");
+  if (q.shape.length !== 4 || q.shape[2] !== 1) {
+    throw new GpuError(`${kernel}: q must be [b, heads, 1, d], got [${q.shape.join(", ")}]`);
+  }
+  const [b, heads, , d] = q.shape;
+  if (d > MAX_D) throw new GpuError(`${kernel}: head dim ${d} exceeds ${MAX_D}`);
+  checkSlotCache(kernel, kCache, vCache, heads, d);
+  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
+  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  const cap = kCache.shape[2];
+  if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > cap) {
+    throw new GpuError(`${kernel}: maxKeys ${options.maxKeys} must be in [1, ${cap}]`);
+  }
+  const maxS = [256, 1024, 4096].find((m) => options.maxKeys <= m);
+  if (!maxS) throw new GpuError(`${kernel}: ${options.maxKeys} keys exceed the 4096 supported`);
+  const out = outputTensor(rec, kernel, [b, 1, heads * d]);
+  if (b === 0) return out;
+  const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}`, () => `
+struct Params { b: u32, heads: u32, d: u32, cap: u32, c: f32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "Q", "f32")}
+${declareInput(2, "K", "f32")}
+${declareInput(3, "V", "f32")}
+${declareInput(4, "SI", "i32")}
+${declareOutput(5, "O")}
+var<workgroup> sc: array<f32, ${maxS}>;
+var<workgroup> qv: array<f32, ${MAX_D}>;
+var<workgroup> red: array<f32, ${WG}>;
+fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {
+    if (t < st) { red[t] = select(red[t] + red[t + st], max(red[t], red[t + st]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};                 // bi * heads + n
+  if (row >= P.b * P.heads) { return; }
+  let t = lid.x;
+  let bi = row / P.heads;
+  let n = row % P.heads;
+  let slot = u32(SI[bi * 2u]);
+  let S = min(u32(SI[bi * 2u + 1u]) + 1u, min(P.cap, ${maxS}u));
+  let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
+  for (var k = t; k < P.d; k += ${WG}u) { qv[k] = Q[row * P.d + k] * inv; }
+  workgroupBarrier();
+  let kvBase = (slot * P.heads + n) * P.cap * P.d;
+  var m = -3.4028234e38;
+  for (var j = t; j < S; j += ${WG}u) {
+    var dot = 0.0;
+    let kb = kvBase + j * P.d;
+    for (var k = 0u; k < P.d; k++) { dot += qv[k] * K[kb + k]; }
+    let sv = dot * P.c;
+    sc[j] = sv;
+    m = max(m, sv);
+  }
+  m = wg_reduce(m, t, true);
+  var sum = 0.0;
+  for (var j = t; j < S; j += ${WG}u) { let e = exp(sc[j] - m); sc[j] = e; sum += e; }
+  let total = wg_reduce(sum, t, false);
+  let norm = 1.0 / total;
+  let outBase = row * P.d;
+  for (var k = t; k < P.d; k += ${WG}u) {
+    var acc = 0.0;
+    for (var j = 0u; j < S; j++) { acc += sc[j] * V[kvBase + j * P.d + k]; }
+    O[outBase + k] = acc * norm;
+  }
+}
+`);
+  recordDispatch(
+    rec,
+    pipeline,
+    [b, heads, d, cap, { f: options.layerScale ?? 1 }, 0, 0, 0],
+    [bindingOf(q), bindingOf(kCache), bindingOf(vCache), bindingOf(slotInfo), bindingOf(out)],
+    grid(rec.gpu, b * heads),
+  );
+  return out;
+}
+
+/**
+ * Moves rows of a lockstep cache into slots: for each source row i with `info` i32 [n, 3] =
+ * (slot, pads, length), positions [pads, pads + length) of `src` [n, heads, srcCap, d] go to
+ * positions [0, length) of row `slot` of `dst` [slots, heads, dstCap, d]. One dispatch instead of
+ * a buffer copy per row and head (a batched prefill lands in its slots this way).
+ */
+export function copyRowsToSlots(
+  rec: Recording,
+  src: Tensor,
+  dst: Tensor,
+  info: Tensor,
+  maxLength: number,
+): void {
+  const kernel = "copyRowsToSlots";
+  expectDtype(src, kernel, "src", ["f32"]);
+  expectDtype(dst, kernel, "dst", ["f32"]);
+  assertUnchunked(src, kernel, "src");
+  assertUnchunked(dst, kernel, "dst");
+  if (src.shape.length !== 4 || dst.shape.length !== 4) {
+    throw new GpuError(`${kernel}: src and dst must be [rows, heads, capacity, d]`);
+  }
+  const [n, heads, srcCap, d] = src.shape;
+  if (dst.shape[1] !== heads || dst.shape[3] !== d) {
+    throw new GpuError(
+      `${kernel}: dst [${dst.shape.join(", ")}] does not match src [${src.shape.join(", ")}]`,
+    );
+  }
+  expectDtype(info, kernel, "info", ["i32"]);
+  expectShape(info, kernel, "info", [n, 3]);
+  if (!Number.isInteger(maxLength) || maxLength < 0 || maxLength > Math.min(srcCap, dst.shape[2])) {
+    throw new GpuError(`${kernel}: maxLength ${maxLength} exceeds a capacity`);
+  }
+  const total = n * heads * maxLength * d;
+  if (total === 0) return;
+  const pipeline = getPipeline(rec.gpu, kernel, () => `
+struct Params { n: u32, heads: u32, d: u32, maxLen: u32, srcCap: u32, dstCap: u32, p0: u32, p1: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "S", "f32")}
+${declareInput(2, "INFO", "i32")}
+${declareOutput(3, "D")}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.n * P.heads * P.maxLen * P.d) { return; }
+  let j = e % P.d;
+  let t1 = e / P.d;
+  let p = t1 % P.maxLen;
+  let t2 = t1 / P.maxLen;
+  let h = t2 % P.heads;
+  let i = t2 / P.heads;
+  let len = u32(INFO[i * 3u + 2u]);
+  if (p >= len) { return; }
+  let slot = u32(INFO[i * 3u]);
+  let pads = u32(INFO[i * 3u + 1u]);
+  D[((slot * P.heads + h) * P.dstCap + p) * P.d + j] = S[((i * P.heads + h) * P.srcCap + pads + p) * P.d + j];
+}
+`);
+  recordDispatch(
+    rec,
+    pipeline,
+    [n, heads, d, maxLength, srcCap, dst.shape[2], 0, 0],
+    [bindingOf(src), bindingOf(info), bindingOf(dst)],
+    grid(rec.gpu, Math.ceil(total / 64)),
+  );
+}

@@ -1,0 +1,253 @@
+/**
+ * `loadEngine({ model: dir, adapter?, merged?, backend?, dtype? })`: model and tokenizer from
+ * directories, the backend chosen, the engine built. Every way this commonly goes wrong (missing
+ * directory, unknown architecture, a tokenizer of another model, an adapter for another base, no
+ * demo model yet) ends in an error that says what to do.
+ */
+
+import { getGpu, type Gpu } from "../../core/gpu/device.ts";
+import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
+import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
+import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
+import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
+import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
+import { lockstepDecoder } from "./decoder.ts";
+import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
+
+/** The demo model shipped with the project (built by `deno task demo`). */
+export const DEMO_MODEL_DIR = new URL("../../models/demo", import.meta.url).pathname;
+
+export type BackendName = "webgpu" | "onnx" | "auto";
+
+export interface LoadEngineOptions {
+  /** Model directory; absent: the demo model. */
+  model?: string;
+  /** PEFT adapter directory. */
+  adapter?: string;
+  /** Fold the adapter into the base weights at load (faster steps, adapter no longer separate). */
+  merged?: boolean;
+  backend?: BackendName | string;
+  /** Base weight storage (default f16 where the adapter has shader-f16). */
+  dtype?: WeightDtype;
+  /** ONNX export directory for the onnx backend (default: DIR/onnx of the model). */
+  onnx?: string;
+  /** Sequences decoding together (default 8). */
+  maxBatch?: number;
+  /** Longest prompt + answer (default the config's max_sequence_length). */
+  maxContext?: number;
+  /** Progress and memory plan lines (default stderr). */
+  log?: (line: string) => void;
+  progressBar?: boolean;
+}
+
+/** An error whose message already says how to fix it (front ends print it as is). */
+export class EngineLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "EngineLoadError";
+  }
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** Where an ONNX export of a model directory is looked for when none is named. */
+export function defaultOnnxDir(modelDir: string): string {
+  return `${modelDir.replace(/\/+$/, "")}/onnx`;
+}
+
+async function hasOnnxExport(dir: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(`${dir}/onnx_export.json`)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+export interface BackendChoice {
+  backend: "webgpu" | "onnx";
+  reason: string;
+}
+
+/**
+ * Which backend serves, and why. `auto`: WebGPU on a hardware adapter; on a software one (or
+ * none) ONNX Runtime when an export of the model exists, since ORT's CPU kernels are several
+ * times faster than WGSL on llvmpipe; otherwise WebGPU on the software adapter.
+ */
+export async function chooseBackend(
+  requested: string,
+  gpu: () => Promise<Gpu>,
+  onnxDir: string,
+  modelDir = "DIR",
+): Promise<BackendChoice> {
+  if (requested !== "webgpu" && requested !== "onnx" && requested !== "auto") {
+    throw new EngineLoadError(`--backend: expected webgpu, onnx or auto (got "${requested}")`);
+  }
+  const exported = await hasOnnxExport(onnxDir);
+  const howToExport = `deno task export-onnx --model ${modelDir} --out ${onnxDir}`;
+  if (requested === "onnx") {
+    if (!exported) {
+      throw new EngineLoadError(
+        `--backend onnx: no ONNX export in ${onnxDir} (no onnx_export.json).\nfix: make one with ` +
+          `\`${howToExport}\`, or use --backend webgpu`,
+      );
+    }
+    return { backend: "onnx", reason: `requested (export in ${onnxDir})` };
+  }
+  let g: Gpu;
+  try {
+    g = await gpu();
+  } catch (err) {
+    if (requested === "auto" && exported) {
+      return { backend: "onnx", reason: `no WebGPU adapter; ONNX export in ${onnxDir}` };
+    }
+    throw err;
+  }
+  const name = g.adapterInfo.description || g.adapterInfo.device || g.adapterInfo.vendor ||
+    "unknown adapter";
+  if (requested === "webgpu") return { backend: "webgpu", reason: `requested (${name})` };
+  if (!g.isSoftware) return { backend: "webgpu", reason: `hardware adapter ${name}` };
+  if (exported) {
+    return {
+      backend: "onnx",
+      reason: `software adapter ${name}: ONNX Runtime's CPU kernels run the export in ${onnxDir}`,
+    };
+  }
+  return {
+    backend: "webgpu",
+    reason: `software adapter ${name} and no ONNX export in ${onnxDir}, so WebGPU runs on the ` +
+      `CPU (slow; \`${howToExport}\` makes the faster ONNX backend available)`,
+  };
+}
+
+/** Loads the tokenizer of `dir` and checks it belongs to the model of `config.json`. */
+async function tokenizerFor(
+  dir: string,
+  vocabSize: number,
+  ids: { eos: number; bos: number; gmask: number },
+): Promise<ChatGLMTokenizer> {
+  let tok: ChatGLMTokenizer;
+  try {
+    tok = await loadTokenizer(dir);
+  } catch (err) {
+    throw new EngineLoadError(
+      `${(err as Error).message}\nfix: a model directory needs the tokenizer files of its model ` +
+        `(ice_text.model, tokenizer_config.json); copy them from the checkpoint into ${dir}`,
+    );
+  }
+  if (tok.textVocabSize > vocabSize) {
+    throw new EngineLoadError(
+      `${tok.source}: the tokenizer has ${tok.textVocabSize} tokens but the model's embedding ` +
+        `has only ${vocabSize} rows (vocab_size in config.json): the tokenizer belongs to another ` +
+        `model.\nfix: use the ice_text.model that came with this checkpoint`,
+    );
+  }
+  if (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask) {
+    throw new EngineLoadError(
+      `${tok.source}: the tokenizer's <sop>/<eop>/[gMASK] ids (${tok.sopId}/${tok.eopId}/` +
+        `${tok.gmaskId}) differ from config.json's bos/eos/gmask_token_id (${ids.bos}/${ids.eos}/` +
+        `${ids.gmask}): the tokenizer belongs to another model.\nfix: use the ice_text.model ` +
+        "that came with this checkpoint",
+    );
+  }
+  return tok;
+}
+
+export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEngine> {
+  const demo = opts.model === undefined;
+  const dir = (opts.model ?? DEMO_MODEL_DIR).replace(/\/+$/, "") || "/";
+  const demoMissing = demo &&
+    !(await Deno.stat(`${dir}/config.json`).then(() => true, () => false));
+  if (demoMissing || !(await isDir(dir))) {
+    throw new EngineLoadError(
+      demo
+        ? `the demo model is missing (no ${dir}/config.json).\nfix: build it with \`deno task demo\`, or pass ` +
+          "--model DIR with a ChatGLM-6B model directory"
+        : `--model ${dir}: no such directory.\nfix: pass the directory of an HF ChatGLM-6B ` +
+          "checkpoint (config.json, weights, ice_text.model)",
+    );
+  }
+  if (opts.adapter !== undefined && !(await isDir(opts.adapter))) {
+    throw new EngineLoadError(
+      `--adapter ${opts.adapter}: no such directory.\nfix: pass a PEFT adapter directory ` +
+        "(adapter_config.json + adapter_model.safetensors or .bin), e.g. one written by " +
+        "`deno task train`",
+    );
+  }
+  if (opts.merged && opts.adapter === undefined) {
+    throw new EngineLoadError("--merged needs --adapter DIR (the adapter to fold into the model)");
+  }
+  let config;
+  try {
+    config = await readChatGLMConfig(dir);
+  } catch (err) {
+    throw new EngineLoadError(
+      `${(err as Error).message}\nfix: point --model at a ChatGLM-6B (v1) model directory; ` +
+        "other architectures are not implemented yet",
+    );
+  }
+  const tokenizer = await tokenizerFor(dir, config.vocabSize, {
+    eos: config.eosTokenId,
+    bos: config.bosTokenId,
+    gmask: config.gmaskTokenId,
+  });
+  const onnxDir = opts.onnx ?? defaultOnnxDir(dir);
+  const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir);
+  const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
+  const name = dir.split("/").filter(Boolean).pop() ?? dir;
+  const adapterName = opts.adapter?.split("/").filter(Boolean).pop();
+  const info = {
+    model: demo ? "medglm-demo" : adapterName ? `${name}+${adapterName}` : name,
+    backend: choice.backend,
+    backendReason: choice.reason,
+    demo,
+  };
+  if (choice.backend === "onnx") {
+    // Loaded on demand: only this backend needs onnxruntime-node and --allow-ffi.
+    const { loadOnnxModel } = await import("../onnx/runner.ts");
+    const onnx = await loadOnnxModel(onnxDir, {
+      modelDir: dir,
+      adapterDir: opts.adapter ?? null,
+      maxContext: opts.maxContext,
+    });
+    const decoder = lockstepDecoder(onnx, { slots: maxBatch, dispose: () => onnx.dispose() });
+    return buildEngine({ decoder, tokenizer, info });
+  }
+  let model: ChatGLMModel;
+  try {
+    model = await loadModel(dir, {
+      dtype: opts.dtype,
+      adapter: opts.adapter,
+      maxContext: opts.maxContext,
+      maxBatch,
+      log: opts.log,
+      progressBar: opts.progressBar,
+    });
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (opts.adapter !== undefined && msg.includes(opts.adapter.replace(/\/+$/, ""))) {
+      throw new EngineLoadError(
+        /base model/.test(msg)
+          ? `${msg}\nfix: this adapter does not fit the model in ${dir}; use an adapter trained ` +
+            "on this base model (see base_model_name_or_path in its adapter_config.json), or " +
+            "leave out --adapter"
+          : `${msg}\nfix: --adapter needs a PEFT LoRA adapter directory (adapter_config.json + ` +
+            "adapter_model.safetensors or adapter_model.bin), e.g. one written by `deno task train`",
+      );
+    }
+    throw err;
+  }
+  try {
+    if (opts.merged) await mergeAdapter(model);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  return buildEngine({ model, tokenizer, maxBatch, info });
+}

@@ -1,0 +1,32 @@
+// The generation engine: continuous-batching scheduler over a decoder, sampling, streaming.
+export {
+  buildEngine,
+  createEngine,
+  type CreateEngineOptions,
+  DEFAULT_MAX_BATCH,
+  type LocalEngine,
+  type TokenDelta,
+  type TokenRequest,
+} from "./engine.ts";
+export {
+  type Decoder,
+  lockstepDecoder,
+  type LockstepDecoderOptions,
+  type LockstepModel,
+  webgpuDecoder,
+  type WebGpuDecoderOptions,
+} from "./decoder.ts";
+export { createScheduler, type Scheduler, type SequenceRequest } from "./scheduler.ts";
+export { argmax, chooseToken, createRng, type Rng, type SamplerSettings } from "./sampling.ts";
+export { createTextStream, type TextStream, type TextStreamOptions } from "./text_stream.ts";
+export * from "./types.ts";
+export {
+  type BackendChoice,
+  type BackendName,
+  chooseBackend,
+  defaultOnnxDir,
+  DEMO_MODEL_DIR,
+  EngineLoadError,
+  loadEngine,
+  type LoadEngineOptions,
+} from "./load.ts";

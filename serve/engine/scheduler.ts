@@ -1,0 +1,316 @@
+/**
+ * Continuous batching: one loop per engine. Requests wait in a queue; at every step the loop first
+ * admits waiting requests into free slots (prompts of similar length prefilled together, each
+ * first token chosen from the prefill logits; while others are decoding, only up to a budget of
+ * prompt tokens per step, so a burst of arrivals does not freeze the answers already streaming),
+ * then advances every live sequence by one token in a single batched decode step. A request that
+ * arrives while others are generating joins at the next step; a finished or aborted sequence
+ * leaves at once and its slot goes to the next request.
+ *
+ * Token choice per sequence: ids >= the text vocabulary are never chosen, repetition penalty over
+ * prompt + answer ids, then greedy or seeded sampling with the sequence's own generator. NaN or
+ * ±∞ in the logits (checked before the non-text mask, README §5) make the step choose id 5 as
+ * ChatGLM's chat does (`InvalidScoreLogitsProcessor`), so one bad step cannot crash a server.
+ */
+
+import type { Decoder } from "./decoder.ts";
+import { chooseToken, type Rng, type SamplerSettings } from "./sampling.ts";
+import type { FinishReason } from "./types.ts";
+
+export interface SequenceRequest {
+  promptIds: number[];
+  settings: SamplerSettings;
+  rng: Rng;
+  /** New tokens at most (already capped by the context). */
+  maxNewTokens: number;
+  signal?: AbortSignal;
+  /** Each new token (the end id included); return true to stop here (a stop string matched). */
+  onToken(id: number): boolean;
+  /** Called once: the reason, or an error that ended the sequence. */
+  onEnd(reason: FinishReason, error?: unknown): void;
+}
+
+export interface SchedulerOptions {
+  /** Ids at and above this are not tokens (tokenizer textVocabSize). */
+  textVocab: number;
+  /** `<eop>`: ends a sequence (kept in its output). */
+  endId: number;
+  /**
+   * Prompt tokens prefilled between two decode steps while other sequences are decoding
+   * (default 512; at least one prompt is always admitted). Bounds how long a burst of new
+   * requests stalls the answers already streaming; on an idle engine every free slot is filled.
+   */
+  prefillBudget?: number;
+}
+
+export interface Scheduler {
+  submit(seq: SequenceRequest): void;
+  stats(): { active: number; queued: number; tokensGenerated: number };
+  /** Ends every sequence with "abort" and stops the loop once the current step is done. */
+  close(): Promise<void>;
+}
+
+interface Live {
+  req: SequenceRequest;
+  slot: number;
+  /** Prompt then generated ids: the repetition penalty's `seen`. */
+  seen: number[];
+  generated: number;
+  last: number;
+  ended: boolean;
+  /** Removes the abort listener (requests may share a long-lived signal). */
+  unlisten?: () => void;
+}
+
+const INVALID_SCORE_ID = 5;
+
+export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Scheduler {
+  const V = decoder.vocabSize;
+  const queue: Live[] = [];
+  const active: Live[] = [];
+  const free: number[] = [];
+  for (let s = decoder.slots - 1; s >= 0; s--) free.push(s);
+  let tokensGenerated = 0;
+  let closed = false;
+  let wake: (() => void) | null = null;
+  let running: Promise<void> | null = null;
+
+  // Set by every event (submit, abort, close) so that one arriving while the loop is busy is not
+  // missed when the loop next decides whether to sleep.
+  let kicked = false;
+  const poke = () => {
+    kicked = true;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+
+  const end = (seq: Live, reason: FinishReason, error?: unknown) => {
+    if (seq.ended) return;
+    seq.ended = true;
+    seq.unlisten?.();
+    seq.req.onEnd(reason, error);
+  };
+
+  const releaseSlot = (seq: Live) => {
+    const i = active.indexOf(seq);
+    if (i >= 0) active.splice(i, 1);
+    if (seq.slot >= 0) {
+      decoder.release(seq.slot);
+      free.push(seq.slot);
+      seq.slot = -1;
+    }
+  };
+
+  /** Drops aborted sequences (queued or live) before a step. */
+  const sweep = () => {
+    for (let i = queue.length - 1; i >= 0; i--) {
+      if (queue[i].ended || queue[i].req.signal?.aborted) {
+        end(queue[i], "abort");
+        queue.splice(i, 1);
+      }
+    }
+    for (const seq of [...active]) {
+      if (seq.ended || seq.req.signal?.aborted) {
+        end(seq, "abort");
+        releaseSlot(seq);
+      }
+    }
+    if (active.length === 0) decoder.idle();
+  };
+
+  /** Chooses the next token from one logits row and applies the stop rules. */
+  const advance = (seq: Live, row: Float32Array) => {
+    if (seq.ended || seq.req.signal?.aborted) {
+      end(seq, "abort");
+      releaseSlot(seq);
+      return;
+    }
+    let bad = false;
+    for (let i = 0; i < row.length; i++) {
+      if (!Number.isFinite(row[i])) {
+        bad = true;
+        break;
+      }
+    }
+    if (bad) {
+      row.fill(0);
+      if (INVALID_SCORE_ID < row.length) row[INVALID_SCORE_ID] = 5e4;
+    }
+    const id = chooseToken(row, opts.textVocab, seq.req.settings, seq.seen, seq.req.rng);
+    seq.generated++;
+    tokensGenerated++;
+    seq.seen.push(id);
+    seq.last = id;
+    let stopped = false;
+    try {
+      stopped = seq.req.onToken(id);
+    } catch (err) {
+      end(seq, "stop", err);
+      releaseSlot(seq);
+      return;
+    }
+    if (id === opts.endId || stopped) {
+      end(seq, "stop");
+      releaseSlot(seq);
+    } else if (seq.generated >= seq.req.maxNewTokens) {
+      end(seq, "length");
+      releaseSlot(seq);
+    }
+  };
+
+  const budget = opts.prefillBudget ?? 512;
+
+  /** Prefills `group` (slots taken) and chooses each first token. */
+  const prefillGroup = async (group: Live[]) => {
+    if (group.length > 1 && decoder.prefillMany) {
+      let logits: Float32Array;
+      try {
+        logits = await decoder.prefillMany(
+          group.map((s) => ({ slot: s.slot, ids: s.req.promptIds })),
+        );
+      } catch (err) {
+        for (const seq of group) {
+          end(seq, "stop", err);
+          releaseSlot(seq);
+        }
+        return;
+      }
+      group.forEach((seq, i) => advance(seq, logits.subarray(i * V, (i + 1) * V)));
+      return;
+    }
+    for (const seq of group) {
+      try {
+        advance(seq, await decoder.prefill(seq.slot, seq.req.promptIds));
+      } catch (err) {
+        end(seq, "stop", err);
+        releaseSlot(seq);
+      }
+    }
+  };
+
+  const admit = async () => {
+    const streaming = active.length > 0;
+    let spent = 0;
+    const admitted: Live[] = [];
+    while (free.length > 0 && queue.length > 0 && !closed) {
+      if (streaming && spent > 0 && spent + queue[0].req.promptIds.length > budget) break;
+      const seq = queue.shift()!;
+      if (seq.ended || seq.req.signal?.aborted) {
+        end(seq, "abort");
+        continue;
+      }
+      spent += seq.req.promptIds.length;
+      seq.slot = free.pop()!;
+      active.push(seq);
+      admitted.push(seq);
+    }
+    // Prompts of similar length prefill together (a left-padded batch computes every pad too):
+    // longest first, a group grows while its padded size stays within 1.5× its real tokens.
+    admitted.sort((a, b) => b.req.promptIds.length - a.req.promptIds.length);
+    let group: Live[] = [];
+    let real = 0;
+    for (const seq of admitted) {
+      const n = seq.req.promptIds.length;
+      const width = group.length > 0 ? group[0].req.promptIds.length : n;
+      if (group.length > 0 && (group.length + 1) * width > 1.5 * (real + n)) {
+        await prefillGroup(group);
+        group = [];
+        real = 0;
+      }
+      group.push(seq);
+      real += n;
+    }
+    if (group.length > 0) await prefillGroup(group);
+  };
+
+  const step = async () => {
+    const batch = active.filter((s) => !s.ended);
+    if (batch.length === 0) return;
+    let logits: Float32Array;
+    try {
+      logits = await decoder.decode(batch.map((s) => ({ slot: s.slot, id: s.last })));
+    } catch (err) {
+      for (const seq of batch) {
+        end(seq, "stop", err);
+        releaseSlot(seq);
+      }
+      return;
+    }
+    batch.forEach((seq, i) => advance(seq, logits.subarray(i * V, (i + 1) * V)));
+  };
+
+  // Requests submitted in the same turn of the event loop (a burst) are admitted together, so
+  // an idle loop lets that turn finish before it looks at the queue.
+  const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+  const loop = async () => {
+    await settle();
+    while (!closed) {
+      kicked = false;
+      sweep();
+      await admit();
+      sweep();
+      if (active.length > 0) {
+        await step();
+        continue;
+      }
+      if (queue.length > 0 || kicked || closed) continue;
+      await new Promise<void>((resolve) => wake = resolve);
+      await settle();
+    }
+    for (const seq of [...queue, ...active]) {
+      end(seq, "abort");
+      releaseSlot(seq);
+    }
+    queue.length = 0;
+    decoder.idle();
+  };
+
+  return {
+    submit(req) {
+      if (closed) throw new Error("the engine is closed");
+      const seq: Live = {
+        req,
+        slot: -1,
+        seen: [...req.promptIds],
+        generated: 0,
+        last: -1,
+        ended: false,
+      };
+      if (req.maxNewTokens < 1) {
+        end(seq, "length");
+        return;
+      }
+      if (req.signal?.aborted) {
+        end(seq, "abort");
+        return;
+      }
+      // An abort wakes an idle loop so the slot is freed at once, not when the next request comes.
+      const onAbort = () => {
+        end(seq, "abort");
+        poke();
+      };
+      req.signal?.addEventListener("abort", onAbort, { once: true });
+      seq.unlisten = () => req.signal?.removeEventListener("abort", onAbort);
+      queue.push(seq);
+      running ??= loop().catch((err) => {
+        // The loop itself never throws; if it did, fail every waiting sequence loudly.
+        for (const s of [...queue, ...active]) end(s, "stop", err);
+      });
+      poke();
+    },
+    stats() {
+      return {
+        active: active.filter((s) => !s.ended).length,
+        queued: queue.filter((s) => !s.ended).length,
+        tokensGenerated,
+      };
+    },
+    async close() {
+      closed = true;
+      poke();
+      await running;
+    },
+  };
+}

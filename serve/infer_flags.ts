@@ -1,0 +1,157 @@
+/** The `deno task infer` flags, parsed with `node:util` parseArgs and checked with clear errors. */
+import { parseArgs } from "node:util";
+import type { WeightDtype } from "../core/models/chatglm/weights.ts";
+
+export interface InferFlags {
+  model?: string;
+  adapter?: string;
+  merged: boolean;
+  backend: string;
+  dtype?: WeightDtype;
+  /** One-shot question; absent: interactive chat (or stdin when it is piped). */
+  prompt?: string;
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  repetitionPenalty: number;
+  seed?: number;
+  /** Past turns kept in the prompt (0: as many as fit the context). */
+  historyTurns: number;
+  help: boolean;
+}
+
+export const INFER_USAGE = `Usage: deno task infer [options]
+
+Chat with the model in the terminal; with --prompt (or piped stdin) answer one question and print
+only the answer on stdout.
+
+  --model DIR               model directory (config.json + weights + ice_text.model);
+                            default: the demo model in models/demo
+  --adapter DIR             PEFT LoRA adapter directory
+  --merged                  fold the adapter into the weights at load (faster steps)
+  --backend NAME            webgpu | onnx | auto (default auto)
+  --dtype f16|f32           weight storage on the GPU (default f16 where supported)
+  --prompt TEXT             one-shot: answer TEXT and exit
+  --max-new-tokens N        longest answer in tokens (default 512)
+  --temperature T           0 = greedy (default 0.95, ChatGLM's chat default)
+  --top-p P                 nucleus sampling mass (default 0.7)
+  --top-k K                 keep the K most likely tokens, 0 = off (default 0)
+  --repetition-penalty R    ChatGLM-style penalty, 1 = off (default 1)
+  --seed N                  seed for reproducible sampling
+  --history-turns N         past turns kept in the prompt, 0 = as many as fit (default 0)
+  -h, --help                show this help
+
+In the chat: /reset clears the history, /history shows it, /exit quits (or Ctrl-D).
+Ctrl-C stops the answer being written; at the prompt it quits.
+`;
+
+export class InferFlagError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InferFlagError";
+  }
+}
+
+function numberFlag(
+  name: string,
+  raw: string | undefined,
+  fallback: number,
+  check: (v: number) => boolean,
+  rule: string,
+): number {
+  if (raw === undefined) return fallback;
+  const v = raw.trim() === "" ? NaN : Number(raw);
+  if (!Number.isFinite(v) || !check(v)) {
+    throw new InferFlagError(`--${name}: expected ${rule} (got "${raw}")`);
+  }
+  return v;
+}
+
+export function parseInferFlags(args: string[]): InferFlags {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        adapter: { type: "string" },
+        merged: { type: "boolean" },
+        backend: { type: "string" },
+        dtype: { type: "string" },
+        prompt: { type: "string" },
+        "max-new-tokens": { type: "string" },
+        temperature: { type: "string" },
+        "top-p": { type: "string" },
+        "top-k": { type: "string" },
+        "repetition-penalty": { type: "string" },
+        seed: { type: "string" },
+        "history-turns": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    throw new InferFlagError(`${(e as Error).message}\n\n${INFER_USAGE}`);
+  }
+  for (const name of ["model", "adapter"] as const) {
+    if (values[name] !== undefined && values[name]!.trim() === "") {
+      throw new InferFlagError(`--${name}: expected a directory (got an empty value)`);
+    }
+  }
+  const backend = values.backend ?? "auto";
+  if (!["webgpu", "onnx", "auto"].includes(backend)) {
+    throw new InferFlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
+  }
+  const dtype = values.dtype;
+  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
+    throw new InferFlagError(`--dtype: expected f16 or f32 (got "${dtype}")`);
+  }
+  if (values.merged && values.adapter === undefined) {
+    throw new InferFlagError("--merged needs --adapter DIR (the adapter to fold in)");
+  }
+  const int = Number.isInteger;
+  return {
+    model: values.model,
+    adapter: values.adapter,
+    merged: values.merged ?? false,
+    backend,
+    dtype: dtype as WeightDtype | undefined,
+    prompt: values.prompt,
+    maxNewTokens: numberFlag(
+      "max-new-tokens",
+      values["max-new-tokens"],
+      512,
+      (v) => int(v) && v >= 1,
+      "an integer >= 1",
+    ),
+    temperature: numberFlag(
+      "temperature",
+      values.temperature,
+      0.95,
+      (v) => v >= 0,
+      "a number >= 0",
+    ),
+    topP: numberFlag("top-p", values["top-p"], 0.7, (v) => v > 0 && v <= 1, "a number in (0, 1]"),
+    topK: numberFlag("top-k", values["top-k"], 0, (v) => int(v) && v >= 0, "an integer >= 0"),
+    repetitionPenalty: numberFlag(
+      "repetition-penalty",
+      values["repetition-penalty"],
+      1,
+      (v) => v > 0,
+      "a number > 0",
+    ),
+    seed: values.seed === undefined
+      ? undefined
+      : numberFlag("seed", values.seed, 0, Number.isSafeInteger, "an integer"),
+    historyTurns: numberFlag(
+      "history-turns",
+      values["history-turns"],
+      0,
+      (v) => int(v) && v >= 0,
+      "an integer >= 0",
+    ),
+    help: values.help ?? false,
+  };
+}

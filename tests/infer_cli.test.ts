@@ -1,0 +1,306 @@
+// `deno task infer` (serve/infer_cli.ts): flags, history fitting, one-shot with --prompt and with
+// piped stdin (stdout is only the answer), errors, and the interactive chat driven in a real
+// terminal (tmux): answers, keeps history, /history, /reset, /exit.
+
+import assert from "node:assert/strict";
+import { createEngine } from "../serve/engine/engine.ts";
+import { chatRequest, DISCLAIMER, runChat } from "../serve/infer_cli.ts";
+import { parseInferFlags } from "../serve/infer_flags.ts";
+import { createScriptedEngine } from "./helpers/scripted_engine.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DIR = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
+const CLI = new URL("../serve/infer_cli.ts", import.meta.url).pathname;
+const QUESTION = "头痛怎么办";
+
+async function runCli(args: string[], stdin?: string) {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", CLI, ...args],
+    cwd: ROOT,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  });
+  const child = cmd.spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** The greedy answer of the tiny model, computed in-process. */
+async function greedyAnswer(messages: { role: "user" | "assistant"; content: string }[]) {
+  const engine = await createEngine({ model: DIR, dtype: "f32", log: () => {} });
+  try {
+    let text = "";
+    for await (const d of engine.generate({ messages, maxNewTokens: 12, temperature: 0 })) {
+      text += d.text;
+    }
+    return text;
+  } finally {
+    await engine.close();
+  }
+}
+
+Deno.test("infer flags: defaults, values and clear errors", () => {
+  const f = parseInferFlags([]);
+  assert.equal(f.temperature, 0.95);
+  assert.equal(f.topP, 0.7);
+  assert.equal(f.maxNewTokens, 512);
+  assert.equal(f.model, undefined);
+  const g = parseInferFlags([
+    "--model",
+    "m",
+    "--adapter",
+    "a",
+    "--merged",
+    "--prompt",
+    "hi",
+    "--temperature",
+    "0",
+    "--top-k",
+    "5",
+    "--seed",
+    "3",
+    "--history-turns",
+    "2",
+    "--dtype",
+    "f32",
+  ]);
+  assert.deepEqual(
+    [
+      g.model,
+      g.adapter,
+      g.merged,
+      g.prompt,
+      g.temperature,
+      g.topK,
+      g.seed,
+      g.historyTurns,
+      g.dtype,
+    ],
+    ["m", "a", true, "hi", 0, 5, 3, 2, "f32"],
+  );
+  assert.throws(() => parseInferFlags(["--temperature=-1"]), /--temperature: expected/);
+  assert.throws(() => parseInferFlags(["--top-p", "1.5"]), /--top-p/);
+  assert.throws(() => parseInferFlags(["--max-new-tokens", "0"]), /--max-new-tokens/);
+  assert.throws(() => parseInferFlags(["--merged"]), /--merged needs --adapter/);
+  assert.throws(() => parseInferFlags(["--backend", "cuda"]), /--backend/);
+  assert.throws(() => parseInferFlags(["--dtype", "bf16"]), /--dtype/);
+  assert.throws(() => parseInferFlags(["--bogus"]), /Unknown option[^]*Usage/);
+});
+
+Deno.test("infer: the oldest turns are left out when the history outgrows the context", () => {
+  // The scripted engine counts characters + 4 per message (+2).
+  const engine = createScriptedEngine({ maxContext: 100 });
+  const flags = parseInferFlags(["--max-new-tokens", "20"]);
+  const history: [string, string][] = Array.from(
+    { length: 5 },
+    (_, i) => [`问题${i}`.repeat(3), "答".repeat(10)],
+  );
+  const { request, dropped } = chatRequest(engine, flags, "新问题", history);
+  assert.ok(dropped > 0 && dropped < 5, `dropped ${dropped}`);
+  assert.ok(engine.countPromptTokens(request.messages) <= 100 - 20);
+  // The newest turns are the ones kept, in order, then the question.
+  const kept = history.slice(dropped);
+  assert.deepEqual(
+    request.messages.map((m) => m.content),
+    [...kept.flatMap(([q, a]) => [q, a]), "新问题"],
+  );
+  const limited = chatRequest(engine, parseInferFlags(["--history-turns", "1"]), "q", history);
+  assert.equal(limited.request.messages.length, 3);
+  assert.equal(limited.dropped, 4);
+});
+
+Deno.test("infer one-shot: --prompt and piped stdin print only the answer", async () => {
+  const want = await greedyAnswer([{ role: "user", content: QUESTION }]);
+  const flags = ["--model", DIR, "--dtype", "f32", "--temperature", "0", "--max-new-tokens", "12"];
+  const a = await runCli([...flags, "--prompt", QUESTION]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(a.stdout, want + "\n");
+  assert.ok(a.stderr.includes(DISCLAIMER), "the disclaimer goes to stderr");
+  const b = await runCli(flags, QUESTION + "\n");
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(b.stdout, want + "\n");
+});
+
+Deno.test("infer: readable errors for a missing model, a missing demo, bad flags", async () => {
+  const missing = await runCli(["--model", `${DIR}/nope`, "--prompt", "x"]);
+  assert.equal(missing.code, 1);
+  assert.equal(missing.stdout, "");
+  assert.match(missing.stderr, /no such directory\.\nfix: /);
+  const bad = await runCli(["--top-k", "x"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--top-k: expected an integer/);
+  const demoExists = await Deno.stat(`${ROOT}/models/demo/config.json`).then(
+    () => true,
+    () => false,
+  );
+  if (!demoExists) {
+    const demo = await runCli(["--prompt", "x"]);
+    assert.equal(demo.code, 1);
+    assert.match(demo.stderr, /demo model is missing[^]*deno task demo/);
+  } else {
+    const demo = await runCli(["--prompt", "x", "--max-new-tokens", "4"]);
+    assert.equal(demo.code, 0, demo.stderr);
+    assert.match(demo.stderr, /demo model/);
+  }
+});
+
+async function tmuxAvailable(): Promise<boolean> {
+  try {
+    const r = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
+      .output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+async function tmux(...args: string[]): Promise<string> {
+  const r = await new Deno.Command("tmux", { args, stdout: "piped", stderr: "piped" }).output();
+  if (!r.success) throw new Error(`tmux ${args[0]}: ${new TextDecoder().decode(r.stderr)}`);
+  return new TextDecoder().decode(r.stdout);
+}
+
+Deno.test("infer interactive (tmux): answers, keeps history, /history, /reset, /exit", async (t) => {
+  if (!(await tmuxAvailable())) {
+    console.log("skipped: tmux is not installed (apt-get install -y tmux)");
+    return;
+  }
+  const first = await greedyAnswer([{ role: "user", content: QUESTION }]);
+  const second = await greedyAnswer([
+    { role: "user", content: QUESTION },
+    { role: "assistant", content: first },
+    { role: "user", content: "要吃药吗？" },
+  ]);
+  const session = `medglm-infer-${Deno.pid}-${Date.now()}`;
+  const done = await Deno.makeTempFile({ prefix: "medglm-infer-exit-" });
+  const cmd = `cd '${ROOT}' && NO_COLOR=1 '${Deno.execPath()}' run --allow-all '${CLI}' ` +
+    `--model '${DIR}' --dtype f32 --temperature 0 --max-new-tokens 12 2>/dev/null; ` +
+    `echo "exit=$?" > '${done}'; sleep 60`;
+  await tmux("new-session", "-d", "-s", session, "-x", "220", "-y", "80", cmd);
+  const screen = () => tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session);
+  const waitScreen = async (check: (s: string) => boolean, what: string) => {
+    const t0 = Date.now();
+    while (true) {
+      const s = await screen();
+      if (check(s)) return s;
+      if (Date.now() - t0 > 60_000) throw new Error(`timed out waiting for ${what}:\n${s}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  // Prompts at the start of a line (history lines are indented with their number).
+  const prompts = (s: string) => s.match(/^用户：/gm)?.length ?? 0;
+  const send = (text: string) =>
+    tmux("send-keys", "-t", session, "-l", text).then(() =>
+      tmux("send-keys", "-t", session, "Enter")
+    );
+  try {
+    let s = await waitScreen((s) => prompts(s) >= 1, "the first prompt");
+    assert.ok(s.includes(DISCLAIMER), "the disclaimer is shown at start");
+    await t.step("answers", async () => {
+      await send(QUESTION);
+      s = await waitScreen((s) => prompts(s) >= 2, "the first answer");
+      assert.ok(s.includes(`ChatGLM：${first}`), s);
+    });
+    await t.step("keeps history", async () => {
+      await send("要吃药吗？");
+      s = await waitScreen((s) => prompts(s) >= 3, "the second answer");
+      assert.ok(s.includes(`ChatGLM：${second}`), s);
+      await send("/history");
+      s = await waitScreen((s) => prompts(s) >= 4, "the history");
+      assert.ok(s.includes(`[1] 用户：${QUESTION}`) && s.includes("[2] 用户：要吃药吗？"), s);
+    });
+    await t.step("resets", async () => {
+      await send("/reset");
+      s = await waitScreen((s) => prompts(s) >= 5, "the reset");
+      assert.ok(s.includes("(history cleared)"));
+      await send("/history");
+      s = await waitScreen((s) => prompts(s) >= 6, "the empty history");
+      assert.ok(s.includes("(no history yet)"));
+      // After the reset the same question gets the first answer again (no old turns in the prompt).
+      await send("要吃药吗？");
+      s = await waitScreen((s) => prompts(s) >= 7, "the answer after reset");
+      const alone = await greedyAnswer([{ role: "user", content: "要吃药吗？" }]);
+      assert.ok(s.trimEnd().split("ChatGLM：").pop()!.startsWith(alone), s);
+    });
+    await t.step("exits", async () => {
+      await send("/exit");
+      const t0 = Date.now();
+      while ((await Deno.readTextFile(done)).trim() === "") {
+        if (Date.now() - t0 > 30_000) throw new Error("the chat did not exit");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal((await Deno.readTextFile(done)).trim(), "exit=0");
+    });
+  } finally {
+    await tmux("kill-session", "-t", session).catch(() => {});
+    await Deno.remove(done).catch(() => {});
+  }
+});
+
+Deno.test("infer interactive (tmux): Ctrl-C at the prompt and Ctrl-D quit cleanly", async () => {
+  if (!(await tmuxAvailable())) {
+    console.log("skipped: tmux is not installed (apt-get install -y tmux)");
+    return;
+  }
+  for (const key of ["C-c", "C-d"]) {
+    const session = `medglm-infer-${Deno.pid}-${Date.now()}`;
+    const done = await Deno.makeTempFile({ prefix: "medglm-infer-exit-" });
+    const cmd = `cd '${ROOT}' && NO_COLOR=1 '${Deno.execPath()}' run --allow-all '${CLI}' ` +
+      `--model '${DIR}' --dtype f32 2>/dev/null; echo "exit=$?" > '${done}'; sleep 60`;
+    try {
+      await tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", cmd);
+      const t0 = Date.now();
+      while (!(await tmux("capture-pane", "-p", "-t", session)).includes("用户：")) {
+        if (Date.now() - t0 > 60_000) throw new Error("no prompt");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await tmux("send-keys", "-t", session, key);
+      while ((await Deno.readTextFile(done)).trim() === "") {
+        if (Date.now() - t0 > 60_000) throw new Error(`${key} did not quit the chat`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal((await Deno.readTextFile(done)).trim(), "exit=0", key);
+    } finally {
+      await tmux("kill-session", "-t", session).catch(() => {});
+      await Deno.remove(done).catch(() => {});
+    }
+  }
+});
+
+Deno.test("infer chat: Ctrl-C while answering stops the answer and keeps the chat", async () => {
+  const engine = createScriptedEngine({
+    answer: () => "一二三四五六七八九十".repeat(20),
+    delayMs: 5,
+  });
+  let interrupt: (() => boolean) | null = null;
+  let out = "";
+  let stopped: boolean | null = null;
+  const lines = ["头痛", "/history", "/exit"][Symbol.iterator]();
+  const code = await runChat(engine, parseInferFlags([]), {
+    lines: {
+      next: () => Promise.resolve(lines.next()),
+    } as AsyncIterator<string>,
+    out(text) {
+      out += text;
+      // Press Ctrl-C once the answer has started streaming.
+      if (stopped === null && /ChatGLM：一二/.test(out)) stopped = interrupt!();
+    },
+    err: () => {},
+    interactive: true,
+    readAll: () => Promise.resolve(""),
+  }, { onInterrupt: (h) => interrupt = h });
+  assert.equal(code, 0);
+  assert.equal(stopped, true, "Ctrl-C during an answer stops it instead of quitting");
+  assert.match(out, /\(stopped\)/);
+  // The partial answer is kept in the history.
+  assert.ok(out.includes("[1] 用户：头痛\n    ChatGLM：一二"), out);
+  assert.equal(interrupt!(), false, "Ctrl-C at the prompt quits");
+});
