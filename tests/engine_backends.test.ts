@@ -26,7 +26,7 @@ async function ortAvailable(): Promise<string | null> {
   }
 }
 
-Deno.test("onnx backend: greedy golden tokens through the lockstep decoder", async () => {
+Deno.test("onnx backend: greedy golden tokens through the ONNX Runtime decoder", async () => {
   const why = await ortAvailable();
   if (why) {
     console.log(`skipped: onnxruntime-node cannot be loaded here (${why})`);

@@ -2,8 +2,8 @@
  * The small interface the generation loop drives, so that one scheduler serves every backend:
  * a fixed number of sequence slots, each prefilled on its own, all live slots advanced together
  * by one batched decode step. The WebGPU implementation keeps the KV cache in one slot cache of
- * the ChatGLM model (`prefillSlot` / `decodeSlots`); an ONNX Runtime runner implements the same
- * four calls with its cache kept in ORT.
+ * the ChatGLM model (`prefillSlot` / `decodeSlots`); the ONNX Runtime one (serve/onnx/decoder.ts)
+ * implements the same calls with its cache kept in ORT.
  */
 
 import type { ChatGLMCache, ChatGLMModel } from "../../core/models/chatglm/model.ts";
@@ -85,67 +85,6 @@ export function webgpuDecoder(model: ChatGLMModel, opts: WebGpuDecoderOptions): 
       cache?.free();
       cache = null;
       if (opts.ownsModel ?? true) model.dispose();
-    },
-  };
-}
-
-/** A model with the lockstep cache API (both the WebGPU model and the ONNX Runtime runner). */
-export interface LockstepModel<C extends { free(): void }> {
-  readonly maxContext: number;
-  readonly config: { readonly vocabSize: number };
-  createCache(batch: number, maxLen?: number): C;
-  prefill(inputIds: number[][], cache: C): Promise<Float32Array>;
-  decodeStep(nextIds: number[], cache: C): Promise<Float32Array>;
-}
-
-export interface LockstepDecoderOptions {
-  slots: number;
-  maxContext?: number;
-  /** Frees the model when the decoder closes. */
-  dispose?: () => void | Promise<void>;
-}
-
-/**
- * A decoder over a model that only advances whole caches in lockstep (the ONNX Runtime runner
- * today): every slot gets a cache of its own, and a step runs the live slots one after the other.
- * Sequences still join and leave at any step; they just do not share one batched matmul. (Batching
- * them would need per-row cache lengths in the exported graph, as the WebGPU model has.)
- */
-export function lockstepDecoder<C extends { free(): void }>(
-  model: LockstepModel<C>,
-  opts: LockstepDecoderOptions,
-): Decoder {
-  const maxContext = Math.min(opts.maxContext ?? model.maxContext, model.maxContext);
-  const caches = new Map<number, C>();
-  const release = (slot: number) => {
-    caches.get(slot)?.free();
-    caches.delete(slot);
-  };
-  return {
-    vocabSize: model.config.vocabSize,
-    maxContext,
-    slots: opts.slots,
-    async prefill(slot, ids) {
-      release(slot);
-      const cache = model.createCache(1, maxContext);
-      caches.set(slot, cache);
-      return await model.prefill([ids], cache);
-    },
-    async decode(steps) {
-      const V = model.config.vocabSize;
-      const out = new Float32Array(steps.length * V);
-      for (const [i, { slot, id }] of steps.entries()) {
-        const cache = caches.get(slot);
-        if (!cache) throw new Error(`decode: slot ${slot} is free; prefill it first`);
-        out.set((await model.decodeStep([id], cache)).subarray(0, V), i * V);
-      }
-      return out;
-    },
-    release,
-    idle() {},
-    async close() {
-      for (const slot of [...caches.keys()]) release(slot);
-      await opts.dispose?.();
     },
   };
 }

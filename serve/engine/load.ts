@@ -12,7 +12,7 @@ import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
 import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
 import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
-import { lockstepDecoder } from "./decoder.ts";
+import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/backend.ts";
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
 
 /** The demo model shipped with the project (built by `deno task demo`). */
@@ -57,19 +57,6 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
-/** Where an ONNX export of a model directory is looked for when none is named. */
-export function defaultOnnxDir(modelDir: string): string {
-  return `${modelDir.replace(/\/+$/, "")}/onnx`;
-}
-
-async function hasOnnxExport(dir: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(`${dir}/onnx_export.json`)).isFile;
-  } catch {
-    return false;
-  }
-}
-
 export interface BackendChoice {
   backend: "webgpu" | "onnx";
   reason: string;
@@ -85,17 +72,21 @@ export async function chooseBackend(
   gpu: () => Promise<Gpu>,
   onnxDir: string,
   modelDir = "DIR",
+  adapterDir?: string,
 ): Promise<BackendChoice> {
   if (requested !== "webgpu" && requested !== "onnx" && requested !== "auto") {
     throw new EngineLoadError(`--backend: expected webgpu, onnx or auto (got "${requested}")`);
   }
-  const exported = await hasOnnxExport(onnxDir);
-  const howToExport = `deno task export-onnx --model ${modelDir} --out ${onnxDir}`;
+  const probe = await probeOnnxExport(onnxDir, modelDir, adapterDir);
+  const exported = probe.usable;
+  const howToExport = `deno task export-onnx --model ${modelDir}${
+    adapterDir ? ` --adapter ${adapterDir}` : ""
+  } --out ${onnxDir}`;
   if (requested === "onnx") {
-    if (!exported) {
+    if (!probe.usable) {
       throw new EngineLoadError(
-        `--backend onnx: no ONNX export in ${onnxDir} (no onnx_export.json).\nfix: make one with ` +
-          `\`${howToExport}\`, or use --backend webgpu`,
+        `--backend onnx: no usable ONNX export in ${onnxDir}: ${probe.reason}\nfix: make one ` +
+          `with \`${howToExport}\`, or use --backend webgpu`,
       );
     }
     return { backend: "onnx", reason: `requested (export in ${onnxDir})` };
@@ -197,8 +188,8 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     bos: config.bosTokenId,
     gmask: config.gmaskTokenId,
   });
-  const onnxDir = opts.onnx ?? defaultOnnxDir(dir);
-  const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir);
+  const onnxDir = opts.onnx ?? defaultOnnxExportDir(dir, opts.adapter);
+  const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   const name = dir.split("/").filter(Boolean).pop() ?? dir;
   const adapterName = opts.adapter?.split("/").filter(Boolean).pop();
@@ -209,14 +200,14 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     demo,
   };
   if (choice.backend === "onnx") {
-    // Loaded on demand: only this backend needs onnxruntime-node and --allow-ffi.
-    const { loadOnnxModel } = await import("../onnx/runner.ts");
-    const onnx = await loadOnnxModel(onnxDir, {
+    // onnxruntime-node itself loads only here: only this backend needs it and --allow-ffi.
+    const { decoder } = await loadOnnxDecoder({
       modelDir: dir,
       adapterDir: opts.adapter ?? null,
+      exportDir: onnxDir,
+      slots: maxBatch,
       maxContext: opts.maxContext,
     });
-    const decoder = lockstepDecoder(onnx, { slots: maxBatch, dispose: () => onnx.dispose() });
     return buildEngine({ decoder, tokenizer, info });
   }
   let model: ChatGLMModel;

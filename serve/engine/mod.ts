@@ -8,14 +8,7 @@ export {
   type TokenDelta,
   type TokenRequest,
 } from "./engine.ts";
-export {
-  type Decoder,
-  lockstepDecoder,
-  type LockstepDecoderOptions,
-  type LockstepModel,
-  webgpuDecoder,
-  type WebGpuDecoderOptions,
-} from "./decoder.ts";
+export { type Decoder, webgpuDecoder, type WebGpuDecoderOptions } from "./decoder.ts";
 export { createScheduler, type Scheduler, type SequenceRequest } from "./scheduler.ts";
 export { argmax, chooseToken, createRng, type Rng, type SamplerSettings } from "./sampling.ts";
 export { createTextStream, type TextStream, type TextStreamOptions } from "./text_stream.ts";
@@ -24,7 +17,6 @@ export {
   type BackendChoice,
   type BackendName,
   chooseBackend,
-  defaultOnnxDir,
   DEMO_MODEL_DIR,
   EngineLoadError,
   loadEngine,
