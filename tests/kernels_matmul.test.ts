@@ -11,6 +11,7 @@ import {
   writeTensor,
 } from "../core/tensor/mod.ts";
 import { linear, matmul } from "../core/kernels/mod.ts";
+import { MATMUL_KERNEL_ENV } from "../core/kernels/matmul.ts";
 import { matmulRef, randomArray, relError } from "./reference/kernels.ts";
 
 const gpu = await getGpu();
@@ -101,6 +102,11 @@ Deno.test("matmul shared-memory kernel (hardware-GPU design) on every variant", 
     { batch: [], M: 41, N: 130, K: 35, transposeA: true, transposeB: true },
     { batch: [2], M: 66, N: 70, K: 17, sharedB: false },
     { batch: [], M: 9, N: 80, K: 40, transposeB: true, bias: true, f16: true },
+    // Several 64×64 tiles each way, K not a multiple of the 16-deep k-tile. (Variants already
+    // compiled above only: a cold compile of this kernel takes ~20 s on llvmpipe's GL backend.)
+    { batch: [], M: 130, N: 129, K: 50, transposeB: true, bias: true },
+    { batch: [2], M: 65, N: 64, K: 17, transposeA: true, transposeB: true, sharedB: false },
+    { batch: [3], M: 40, N: 72, K: 33, transposeB: true, f16: true, bias: true },
   ];
   for (const [i, c] of cases.entries()) {
     const err = await runCase({ sharedB: true, ...c, kernel: "shared" }, 600 + i);
@@ -193,6 +199,9 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
     [1, 40, 12],
     [2, 24, 64],
     [3, 96, 8],
+    [4, 24, 8],
+    [8, 40, 48],
+    [9, 16, 36],
     [16, 48, 20],
     [17, 8, 4],
     [40, 72, 36],
@@ -262,4 +271,56 @@ Deno.test("matmul texture kernel: chunked weight, batched x, repack after the we
     /texture kernel needs/,
   );
   discardRecording(rec5);
+});
+
+Deno.test(`matmul: ${MATMUL_KERNEL_ENV}=shared runs a layer stack on the hardware-GPU kernel`, async () => {
+  // The shared-memory kernel is what real GPUs get; forcing it through the environment checks
+  // the whole auto path (no per-call option) here on the software adapter.
+  const [M, K, H, N] = [33, 72, 264, 80];
+  const x = randomArray(M * K, 21);
+  const w1 = randomArray(H * K, 22).map(f16Round);
+  const b1 = randomArray(H, 23).map(f16Round);
+  const w2 = randomArray(N * H, 24);
+  const b2 = randomArray(N, 25);
+  const tx = uploadTensor(gpu, x, [M, K]);
+  const tw1 = uploadTensor(gpu, w1, [H, K], "f16");
+  const tb1 = uploadTensor(gpu, b1, [H], "f16");
+  const tw2 = uploadTensor(gpu, w2, [N, H]);
+  const tb2 = uploadTensor(gpu, b2, [N]);
+  // Without the override these calls would take the generic kernel here (weights below the
+  // texture threshold): drop its cached pipelines and check that nothing rebuilt them.
+  const generic = ["pipeline:matmul-generic:NT:f16:f16", "pipeline:matmul-generic:NT:f32:f32"];
+  for (const key of generic) gpu.cache.delete(key);
+  Deno.env.set(MATMUL_KERNEL_ENV, "shared");
+  try {
+    for (const rows of [M, 1]) {
+      const xs = rows === M ? tx : uploadTensor(gpu, x.subarray(0, K * rows), [rows, K]);
+      const rec = beginRecording(gpu);
+      const h = linear(rec, xs, tw1, tb1);
+      const y = linear(rec, h, tw2, tb2);
+      await submit(rec);
+      const hWant = matmulRef(x.subarray(0, K * rows), w1, 1, rows, H, K, {
+        transposeB: true,
+        sharedB: true,
+        bias: b1,
+      });
+      const yWant = matmulRef(hWant, w2, 1, rows, N, H, {
+        transposeB: true,
+        sharedB: true,
+        bias: b2,
+      });
+      const err = relError(await readTensor(y), yWant);
+      assert.ok(err < 1e-5, `rows ${rows}: rel error ${err}`);
+    }
+    for (const key of generic) assert.ok(!gpu.cache.has(key), `${key} was used`);
+    for (const key of ["pipeline:matmul-shared:NT:f16:f16", "pipeline:matmul-shared:NT:f32:f32"]) {
+      assert.ok(gpu.cache.has(key), `${key} was not used`);
+    }
+    Deno.env.set(MATMUL_KERNEL_ENV, "fastest");
+    const rec = beginRecording(gpu);
+    assert.throws(() => linear(rec, tx, tw1), /MEDGLM_MATMUL_KERNEL=fastest: expected one of/);
+    discardRecording(rec);
+  } finally {
+    Deno.env.delete(MATMUL_KERNEL_ENV);
+  }
 });

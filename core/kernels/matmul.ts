@@ -30,10 +30,11 @@ export interface MatmulOptions {
   out?: Tensor;
   /**
    * Kernel choice: "auto" (default) takes the texture design on software adapters when the shape
-   * fits it and the weight has ≥ 2^20 elements (see matmul_texture.ts), the generic tiled kernel
-   * on software adapters otherwise, and the shared-memory tiled kernel on hardware adapters;
-   * "generic", "shared" and "texture" force one (tests, benchmarks; "texture" throws when the
-   * shape does not fit).
+   * fits it and the weight has ≥ {@link TEXTURE_MIN_WEIGHT} elements (see matmul_texture.ts), the
+   * generic tiled kernel on software adapters otherwise, and the shared-memory tiled kernel on
+   * hardware adapters; "generic", "shared" and "texture" force one (tests, benchmarks; "texture"
+   * throws when the shape does not fit). Without this option the environment variable
+   * {@link MATMUL_KERNEL_ENV} may force the choice for a whole process (see there).
    */
   kernel?: "auto" | "generic" | "shared" | "texture";
 }
@@ -115,9 +116,9 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
   if (b.chunks.length > 1 && !(p.sharedB && p.transposeB)) {
     throw new GpuError("matmul: a chunked B is supported only as a 2-D [N, K] weight (transposeB)");
   }
-  const choice = options.kernel ?? "auto";
+  const choice = options.kernel ?? envKernel() ?? "auto";
   // Auto takes the texture design only for weights big enough to repay its cold compile
-  // (2–5 s per variant on llvmpipe) and the packed copy of the weight.
+  // (seconds per variant on llvmpipe) and the packed copy of the weight.
   const big = p.K * p.N >= TEXTURE_MIN_WEIGHT;
   if (choice === "texture" || (choice === "auto" && rec.gpu.isSoftware && big)) {
     const kind = textureKernelFor(rec, a, b, p, out);
@@ -125,14 +126,15 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
       recordTextureMatmul(rec, a, b, p, options.bias, out, kind);
       return out;
     }
-    if (choice === "texture") {
+    if (options.kernel === "texture") {
       throw new GpuError(
         "matmul: the texture kernel needs a 2-D [N, K] weight (transposeB), K % 4 == 0, " +
           "N (per chunk) % 4 (f32) or 8 (f16) == 0 and unchunked A and output",
       );
     }
   }
-  const shared = choice === "shared" || (choice === "auto" && !rec.gpu.isSoftware);
+  // A shape the texture design cannot take falls back to the adapter's default kernel.
+  const shared = choice === "shared" || (choice !== "generic" && !rec.gpu.isSoftware);
   recordGenericMatmul(rec, a, b, p, options.bias, out, shared ? "shared" : "generic");
   return out;
 }
@@ -142,8 +144,39 @@ export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?
   return matmul(rec, x, w, { bias, transposeB: true, out });
 }
 
-/** Weights with at least this many elements (K·N) take the texture kernels on software adapters. */
-export const TEXTURE_MIN_WEIGHT = 1 << 20;
+/**
+ * Environment variable forcing the kernel choice of every `matmul` call that does not pass
+ * `kernel`: "generic", "shared" (the hardware-GPU design, so that whole models can be checked on
+ * it without a GPU), "texture" (wherever the shape fits, any adapter and size; other shapes get
+ * the adapter's default) or "auto". Read on each call; ignored without env permission.
+ */
+export const MATMUL_KERNEL_ENV = "MEDGLM_MATMUL_KERNEL";
+
+const KERNEL_CHOICES = ["auto", "generic", "shared", "texture"] as const;
+let envReadable: boolean | undefined;
+
+function envKernel(): MatmulOptions["kernel"] {
+  // Query first: a bare `Deno.env.get` without permission would prompt or throw.
+  envReadable ??= Deno.permissions.querySync?.({ name: "env", variable: MATMUL_KERNEL_ENV })
+    ?.state === "granted";
+  if (!envReadable) return undefined;
+  const value = Deno.env.get(MATMUL_KERNEL_ENV);
+  if (value === undefined || value === "") return undefined;
+  const choice = KERNEL_CHOICES.find((c) => c === value);
+  if (!choice) {
+    throw new GpuError(
+      `${MATMUL_KERNEL_ENV}=${value}: expected one of ${KERNEL_CHOICES.join(", ")}`,
+    );
+  }
+  return choice;
+}
+
+/**
+ * Weights with at least this many elements (K·N) take the texture kernels on software adapters
+ * (measured: from 128×128 up the texture kernels beat the generic one at M ≥ 16 and tie at M = 1;
+ * the threshold keeps tiny test models off their cold compile).
+ */
+export const TEXTURE_MIN_WEIGHT = 1 << 16;
 
 const TILE = 4; // outputs per invocation in each direction
 const WG = 8; // invocations per workgroup in each direction

@@ -2,16 +2,20 @@
  * The matmul design for software adapters (llvmpipe/lavapipe), from CONVENTIONS.md's
  * measurements: Mesa turns every storage-buffer load at a run-time address into a bounds-checked
  * scalar loop per lane, while one texture fetch returns 16 bytes per lane. So the activations and
- * the weight are read as textures, each invocation keeps a large register tile, workgroups are 8
- * wide (one SIMD batch) and nothing uses workgroup memory.
+ * the weight are read as textures, each invocation keeps a large register tile and workgroups are
+ * 8 wide (one SIMD batch).
  *
  * - Weight W [N, K] is repacked once into a texture of width K ("k-major blocked"): texel (k, g)
  *   holds W[4g..4g+3, k] as rgba32float (f32 weights) or W[8g..8g+7, k] as 8 halves in an
  *   rgba32uint texel (f16 weights). The texture is cached on the weight tensor (see
  *   `Tensor.meta`) and rebuilt when the weight is written.
  * - Activations A [M, K] are copied per call into an rgba32float texture of width K/4.
- * - "tile" kernel: 16 rows × 16 columns per invocation (prefill, large M).
- * - "rows" kernel: 1 row × 32 columns per invocation (decode: M ≤ 3).
+ * - Split K: the 8 invocations of a workgroup share one output tile and take every 8th texel of
+ *   K, so the lanes of a SIMD batch read neighbouring texels of the same weight rows; the partial
+ *   tiles are summed through workgroup memory once at the end. Measured against one tile per
+ *   invocation (whole K): +25–60% at M = 1, +10–25% at M = 16 and 512.
+ * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9).
+ * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
 import { getPipeline } from "../gpu/pipelines.ts";
@@ -22,8 +26,19 @@ import type { MatmulProblem } from "./matmul.ts";
 
 const WG = 8;
 
-/** Which texture kernel a problem gets (or null: use the generic kernel). */
-export type TextureKernel = { kind: "tile" } | { kind: "rows"; rows: 1 };
+/** One texture kernel variant: `R` rows × `4·C4` columns of the output per workgroup. */
+export interface TextureKernel {
+  name: string;
+  R: number;
+  C4: number;
+}
+
+/** Prefill (M ≥ 9): 16 × 16 output tile. */
+export const TILE_KERNEL: TextureKernel = { name: "tile", R: 16, C4: 4 };
+/** Short prompts and batched decode (2 ≤ M ≤ 8): 4 rows × 32 columns. */
+export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8 };
+/** Decode (M = 1): one row × 32 columns. */
+export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8 };
 
 /** Chooses the texture kernel for a problem, or null when its shape does not fit the design. */
 export function textureKernelFor(
@@ -38,14 +53,32 @@ export function textureKernelFor(
   const rows = p.batch * p.M;
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
   if (p.K % 4 !== 0 || p.K === 0 || p.K > maxDim || p.K / 4 > maxDim || rows > maxDim) return null;
-  const per = b.dtype === "f16" ? 8 : 4;
+  const per = texelWidth(weightLayout(b.dtype));
   for (const c of b.chunks) {
     if (c.rows % per !== 0 || c.rows / per > maxDim) return null;
   }
-  // Two variants only: each costs a cold compile of 0.1–5 s on llvmpipe. Measured (4096×12288,
-  // f16 weights): the tile kernel costs the same for any M ≤ 16, about 3.5× one "rows" pass.
-  if (rows <= 3) return { kind: "rows", rows: 1 };
-  return { kind: "tile" };
+  // Three variants only: each costs a cold compile of 0.1–1 s on llvmpipe. Measured (4096×12288,
+  // f16 weights, GFLOP/s): M = 1: 1×32 4.7, 4×32 3.7; M = 4: 1×32 5.3, 4×32 13.4, 16×16 5.6;
+  // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
+  if (rows === 1) return ROWS_KERNEL;
+  if (rows <= 8) return ROWS4_KERNEL;
+  return TILE_KERNEL;
+}
+
+/**
+ * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
+ * per rgba32uint texel, unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
+ * widened by the texture unit, was no faster than f32 and slower than f16x8.)
+ */
+type WeightLayout = "f32" | "f16x8";
+
+function weightLayout(dtype: DType): WeightLayout {
+  return dtype === "f16" ? "f16x8" : "f32";
+}
+
+/** Weights per texel. */
+function texelWidth(layout: WeightLayout): number {
+  return layout === "f16x8" ? 8 : 4;
 }
 
 interface PackedWeight {
@@ -58,18 +91,23 @@ interface PackedWeight {
 }
 
 /** The texture form of each chunk of weight `w` [N, K], packed in this recording if stale. */
-function packedWeight(rec: Recording, w: Tensor, K: number): GPUTexture[] {
-  const key = `matmul-texture:${w.shape.join("x")}`;
+function packedWeight(
+  rec: Recording,
+  w: Tensor,
+  K: number,
+  layout: WeightLayout,
+): GPUTexture[] {
+  const key = `matmul-texture:${w.shape.join("x")}:${layout}`;
   const cached = w.meta.attachments.get(key) as PackedWeight | undefined;
   if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
     return cached.textures;
   }
   cached?.destroy();
-  const f16 = w.dtype === "f16";
-  const per = f16 ? 8 : 4;
+  const f16 = layout === "f16x8";
+  const per = texelWidth(layout);
   const device = rec.gpu.device;
   const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
-  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${w.dtype}`, () => `
+  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}`, () => `
 struct Params { N: u32, K: u32, pad0: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "W", f16 ? "u32" : "f32")}
@@ -176,28 +214,31 @@ function zeroWord(rec: Recording): GPUBufferBinding {
   return { buffer, offset: 0, size: 16 };
 }
 
-/** Column vectors of B at k-index expression `k` and column group base `g` (vec4 each). */
-function loadB(f16: boolean, count: number, k: string, g: string): string {
+/** Column vectors `b{c}{sfx}` of B at k-index expression `k`, column group base `g` (vec4 each). */
+function loadB(f16: boolean, count: number, k: string, g: string, sfx: string): string {
   const lines: string[] = [];
   if (f16) {
     for (let q = 0; q < count / 2; q++) {
+      const t = `t${q}${sfx}`;
       lines.push(
-        `let t${q} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${q}u, P.G - 1u)), 0);`,
-        `let b${2 * q} = vec4<f32>(unpack2x16float(t${q}.x), unpack2x16float(t${q}.y));`,
-        `let b${2 * q + 1} = vec4<f32>(unpack2x16float(t${q}.z), unpack2x16float(t${q}.w));`,
+        `let ${t} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${q}u, P.G - 1u)), 0);`,
+        `let b${2 * q}${sfx} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
+        `let b${2 * q + 1}${sfx} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
       );
     }
   } else {
     for (let c = 0; c < count; c++) {
-      lines.push(`let b${c} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${c}u, P.G - 1u)), 0);`);
+      lines.push(
+        `let b${c}${sfx} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${c}u, P.G - 1u)), 0);`,
+      );
     }
   }
   return lines.join("\n      ");
 }
 
-function kernelCode(kind: TextureKernel, f16: boolean, bias: DType): string {
-  const R = kind.kind === "tile" ? 16 : kind.rows;
-  const C4 = kind.kind === "tile" ? 4 : 8; // vec4 column groups per invocation
+function kernelCode(kind: TextureKernel, layout: WeightLayout, bias: DType): string {
+  const f16 = layout === "f16x8";
+  const { R, C4 } = kind;
   const cols = C4 * 4;
   const accDecl: string[] = [];
   for (let r = 0; r < R; r++) {
@@ -207,26 +248,18 @@ function kernelCode(kind: TextureKernel, f16: boolean, bias: DType): string {
     { length: R },
     (_, r) => `let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`,
   );
-  // The tile kernel keeps the 4 k-steps of a texel as a loop (unrolled, its compile took
-  // seconds longer for no measurable gain); the small rows kernel unrolls them.
+  // Per texel of K (4 k-steps): the 4 B vectors of each column group form a mat4x4, so each
+  // accumulator is read and written once per 4 k-steps (`acc += B·a`) instead of once per k-step:
+  // llvmpipe keeps only a few accumulators in registers, so that traffic was the limit (measured
+  // +20–50% at every shape). Two texels per iteration measured no better and compiled slower.
   const g = f16 ? "n0 / 8u" : "n0 / 4u";
-  const step = (j: string) => {
-    const body: string[] = [loadB(f16, C4, `kk * 4u + ${j}`, g)];
-    for (let r = 0; r < R; r++) {
-      for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += a${r}[${j}] * b${c};`);
-    }
-    return body.join("\n      ");
-  };
-  const steps = kind.kind === "tile"
-    ? [`for (var j = 0u; j < 4u; j++) {\n      ${step("j")}\n    }`]
-    : [0, 1, 2, 3].map((j) => `{\n      ${step(`${j}u`)}\n    }`);
-  const stores: string[] = [];
+  const body: string[] = [];
+  for (let j = 0; j < 4; j++) body.push(loadB(f16, C4, `kk * 4u + ${j}u`, g, `_${j}`));
+  for (let c = 0; c < C4; c++) {
+    body.push(`let B${c} = mat4x4<f32>(b${c}_0, b${c}_1, b${c}_2, b${c}_3);`);
+  }
   for (let r = 0; r < R; r++) {
-    stores.push(`if (m0 + ${r}u < P.M) {`);
-    for (let c = 0; c < C4; c++) {
-      stores.push(`  store4(m0 + ${r}u, n0 + ${c * 4}u, acc${r}_${c});`);
-    }
-    stores.push("}");
+    for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += B${c} * a${r};`);
   }
   return `
 struct Params { M: u32, N: u32, K4: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, pad1: u32 };
@@ -244,19 +277,43 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
     }
   }
 }
+var<workgroup> part: array<vec4<f32>, ${WG * R * C4}>;
 @compute @workgroup_size(${WG}, 1, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n0 = gid.x * ${cols}u;
-  let m0 = gid.y * ${R}u;
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  // One workgroup per output tile; its invocations take every ${WG}th texel of K.
+  let n0 = wid.x * ${cols}u;
+  let m0 = wid.y * ${R}u;
   if (n0 >= P.N || m0 >= P.M) { return; }
   ${accDecl.join("\n  ")}
-  for (var kk = 0u; kk < P.K4; kk++) {
+  for (var kk = lid.x; kk < P.K4; kk += ${WG}u) {
     ${aLoads.join("\n    ")}
-    ${steps.join("\n    ")}
+    ${body.join("\n    ")}
   }
-  ${stores.join("\n  ")}
+  ${splitKStores(R, C4)}
 }
 `;
+}
+
+/**
+ * The split-K epilogue: the partial tiles of the workgroup's invocations meet in workgroup memory
+ * (slow on llvmpipe, but read once per tile) and each invocation sums and stores a few vectors.
+ */
+function splitKStores(R: number, C4: number): string {
+  const T = R * C4;
+  const parts: string[] = [];
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C4; c++) parts.push(`part[lid.x * ${T}u + ${r * C4 + c}u] = acc${r}_${c};`);
+  }
+  return `${parts.join("\n  ")}
+  workgroupBarrier();
+  for (var t = lid.x; t < ${T}u; t += ${WG}u) {
+    let r = t / ${C4}u;
+    if (m0 + r < P.M) {
+      var s = vec4<f32>(0.0);
+      for (var l = 0u; l < ${WG}u; l++) { s += part[l * ${T}u + t]; }
+      store4(m0 + r, n0 + (t % ${C4}u) * 4u, s);
+    }
+  }`;
 }
 
 /** Records the texture matmul `out = A · Wᵀ (+ bias)`; the caller checked {@link textureKernelFor}. */
@@ -270,29 +327,30 @@ export function recordTextureMatmul(
   kind: TextureKernel,
 ): void {
   const rows = p.batch * p.M;
-  const f16 = b.dtype === "f16";
-  const weights = packedWeight(rec, b, p.K);
+  const layout = weightLayout(b.dtype);
+  const weights = packedWeight(rec, b, p.K, layout);
   const act = activationTexture(rec, a, rows, p.K);
-  const variant = kind.kind === "tile" ? "tile" : `rows${kind.rows}`;
-  // No bias: bind a zero word in its place, so both cases share one pipeline.
+  const variant = `${kind.name}${kind.R}x${kind.C4}`;
+  // No bias: bind a zero word in its place (zero in either dtype), so both cases share the
+  // pipeline of the weight's dtype: every variant costs seconds of cold compile on llvmpipe.
   const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
-  const biasDtype = bias?.dtype ?? "f32";
+  const biasDtype = bias?.dtype ?? b.dtype;
   const pipeline = getPipeline(
     rec.gpu,
-    `matmul-texture:${variant}:${b.dtype}:${biasDtype}`,
-    () => kernelCode(kind, f16, biasDtype),
+    `matmul-texture:${variant}:${layout}:${biasDtype}`,
+    () => kernelCode(kind, layout, biasDtype),
   );
-  const R = kind.kind === "tile" ? 16 : kind.rows;
-  const cols = kind.kind === "tile" ? 16 : 32;
+  const R = kind.R;
+  const cols = kind.C4 * 4;
   const actView = act.createView();
   b.chunks.forEach((c, i) => {
     const resources = [actView, weights[i].createView(), bindingOf(out), biasBinding];
     recordDispatch(
       rec,
       pipeline,
-      [rows, c.rows, p.K / 4, c.rows / (f16 ? 8 : 4), p.N, c.rowStart, bias ? 1 : 0, 0],
+      [rows, c.rows, p.K / 4, c.rows / texelWidth(layout), p.N, c.rowStart, bias ? 1 : 0, 0],
       resources,
-      [Math.ceil(c.rows / cols / WG), Math.ceil(rows / R)],
+      [Math.ceil(c.rows / cols), Math.ceil(rows / R)],
     );
   });
 }
