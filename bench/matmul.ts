@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { beginRecording, getGpu, type Gpu, submit, sync } from "../core/gpu/mod.ts";
 import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
 import { linear } from "../core/kernels/mod.ts";
-import { matmulModel } from "./onnx_matmul_model.ts";
+import { encodeOnnxModel } from "../core/onnx/onnx_model.ts";
 
 interface Shape {
   label: string;
@@ -114,7 +114,19 @@ async function ortTimer(
   b: Float32Array,
   budget: number,
 ): Promise<{ time: () => Promise<number>; close: () => Promise<void> }> {
-  const session = await ort.InferenceSession.create(matmulModel(s.M, s.K, s.N, b), {
+  const model = await encodeOnnxModel({
+    name: "matmul",
+    nodes: [{ op: "MatMul", inputs: ["A", "B"], outputs: ["C"] }],
+    initializers: [{
+      name: "B",
+      dtype: "float32",
+      dims: [s.K, s.N],
+      data: new Uint8Array(b.buffer, b.byteOffset, b.byteLength),
+    }],
+    inputs: [{ name: "A", dtype: "float32", shape: [s.M, s.K] }],
+    outputs: [{ name: "C", dtype: "float32", shape: [s.M, s.N] }],
+  }, { opset: 17 });
+  const session = await ort.InferenceSession.create(model, {
     executionProviders: ["cpu"],
     graphOptimizationLevel: "all",
   });
