@@ -6,7 +6,7 @@
  */
 
 import { buildDataset } from "../data/build/pipeline.ts";
-import { createRng } from "../data/build/random.ts";
+import { createRng, seedFor } from "../core/random.ts";
 
 const TOKENIZER = new URL("../tests/fixtures/chatglm-tokenizer", import.meta.url).pathname;
 const SYMPTOMS = [
@@ -34,7 +34,8 @@ function synthetic(
   n: number,
   seed: string,
 ): { instruction: string; input: string; output: string }[] {
-  const rng = createRng(seed, "bench");
+  const r = createRng(seedFor(seed, "bench"));
+  const rng = () => r.nextU32();
   const pick = <T>(a: T[]) => a[rng() % a.length];
   const out = [];
   for (let i = 0; i < n; i++) {

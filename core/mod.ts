@@ -8,3 +8,4 @@ export * from "./nn/mod.ts";
 export * from "./models/mod.ts";
 export * from "./adapters/mod.ts";
 export * from "./onnx/mod.ts";
+export * from "./random.ts";

@@ -7,7 +7,7 @@
  */
 
 import { dirname } from "node:path";
-import { fnv1a } from "../data/build/random.ts";
+import { fnv1a } from "../core/random.ts";
 import { writeFileAtomic } from "../core/io/atomic.ts";
 
 export interface Keyed {

@@ -82,7 +82,6 @@ export {
   type RunCheckpointResult,
   saveRunCheckpoint,
 } from "./run_checkpoint.ts";
-export { createRng, type Rng, rngFromState, shuffle } from "./rng.ts";
 export { type InterruptWatch, watchInterrupt } from "./interrupt.ts";
 export { type EvalAccumulator, evalAccumulator } from "./eval_metrics.ts";
 export { train, type TrainOptions, type TrainResult } from "./train.ts";

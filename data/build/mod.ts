@@ -30,5 +30,4 @@ export {
   tokenShardPaths,
 } from "./manifest.ts";
 export { applyWeight, splitIndices, validCount } from "./split.ts";
-export { createRng, fnv1a, shuffleInPlace } from "./random.ts";
 export { bucketOrder, lengthHistogram, tokenizeRecord } from "./tokenize.ts";

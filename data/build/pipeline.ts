@@ -29,7 +29,7 @@ import {
   type OutputFile,
   type SourceStats,
 } from "./manifest.ts";
-import { createRng, shuffleInPlace } from "./random.ts";
+import { createRng, seedFor, shuffle } from "../../core/random.ts";
 import { applyWeight, splitIndices } from "./split.ts";
 import { encodeTokenShard } from "./token_shard.ts";
 import { bucketOrder, type Example, lengthHistogram, tokenizeRecord } from "./tokenize.ts";
@@ -195,7 +195,7 @@ export async function buildDataset(
       }
     }
     if (s.cap !== null && items.length > s.cap) {
-      const order = shuffleInPlace([...items.keys()], createRng(cfg.seed, `cap:${s.name}`));
+      const order = shuffle([...items.keys()], createRng(seedFor(cfg.seed, `cap:${s.name}`)));
       const keep = new Set(order.slice(0, s.cap));
       const dropped = items.length - s.cap;
       count(tally, "capped", dropped);
@@ -260,8 +260,8 @@ export async function buildDataset(
     sources[s.name].trainExamples = weighted.length;
     trainOrder = trainOrder.concat(weighted);
   });
-  shuffleInPlace(trainOrder, createRng(cfg.seed, "train-order"));
-  const validOrder = shuffleInPlace([...validIdx], createRng(cfg.seed, "valid-order"));
+  shuffle(trainOrder, createRng(seedFor(cfg.seed, "train-order")));
+  const validOrder = shuffle([...validIdx], createRng(seedFor(cfg.seed, "valid-order")));
 
   // ---- write ----
   await Deno.mkdir(outDir, { recursive: true });

@@ -6,7 +6,7 @@
  * record can never also sit in validation.
  */
 
-import { below, createRng, shuffleInPlace } from "./random.ts";
+import { createRng, seedFor, shuffle } from "../../core/random.ts";
 
 export function validCount(n: number, ratio: number): number {
   if (ratio <= 0 || n < 2) return 0;
@@ -23,7 +23,7 @@ export function splitIndices(
   const n = origins.length;
   const target = validCount(n, ratio);
   if (by === "record") {
-    const order = shuffleInPlace([...Array(n).keys()], createRng(seed, "split"));
+    const order = shuffle([...Array(n).keys()], createRng(seedFor(seed, "split")));
     const valid = order.slice(0, target).sort((a, b) => a - b);
     const inValid = new Uint8Array(n);
     for (const i of valid) inValid[i] = 1;
@@ -39,7 +39,7 @@ export function splitIndices(
     else byFile.set(f, [i]);
   });
   const files = [...byFile.keys()].sort();
-  shuffleInPlace(files, createRng(seed, "split-files"));
+  shuffle(files, createRng(seedFor(seed, "split-files")));
   const valid: number[] = [];
   const validFiles = new Set<string>();
   for (const f of files) {
@@ -77,11 +77,11 @@ export function applyWeight(
   const out: number[] = [];
   for (let c = 0; c < whole; c++) out.push(...indices);
   if (extra > 0) {
-    const rng = createRng(seed, purpose);
+    const rng = createRng(seedFor(seed, purpose));
     const pool = [...indices];
     // partial Fisher–Yates: the first `extra` of a seeded shuffle
     for (let i = 0; i < extra; i++) {
-      const j = i + below(rng, pool.length - i);
+      const j = i + rng.below(pool.length - i);
       const t = pool[i];
       pool[i] = pool[j];
       pool[j] = t;

@@ -13,7 +13,7 @@ import { messagesToChat } from "../../data/prompt/messages.ts";
 import { processResponse } from "../../data/prompt/response.ts";
 import { type Decoder, webgpuDecoder } from "./decoder.ts";
 import { loadEngine, type LoadEngineOptions } from "./load.ts";
-import { createRng } from "./sampling.ts";
+import { createRng } from "../../core/random.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
 import {

@@ -10,7 +10,7 @@ export {
 } from "./engine.ts";
 export { type Decoder, webgpuDecoder, type WebGpuDecoderOptions } from "./decoder.ts";
 export { createScheduler, type Scheduler, type SequenceRequest } from "./scheduler.ts";
-export { argmax, chooseToken, createRng, type Rng, type SamplerSettings } from "./sampling.ts";
+export { argmax, chooseToken, type SamplerSettings } from "./sampling.ts";
 export { createTextStream, type TextStream, type TextStreamOptions } from "./text_stream.ts";
 export * from "./types.ts";
 export {

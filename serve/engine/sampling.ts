@@ -4,31 +4,13 @@
  * from a seeded generator. Temperature 0 (or absent) is greedy: argmax, first index on ties.
  */
 
+import type { Rng } from "../../core/random.ts";
+
 export interface SamplerSettings {
   temperature?: number;
   topP?: number;
   topK?: number;
   repetitionPenalty?: number;
-}
-
-/** A small, fast, seedable PRNG (mulberry32); its state is one uint32 so it can be saved. */
-export interface Rng {
-  next(): number;
-  state(): number;
-}
-
-export function createRng(seed: number): Rng {
-  let s = (seed >>> 0) ^ 0x9e3779b9;
-  return {
-    next() {
-      s = (s + 0x6d2b79f5) >>> 0;
-      let t = s;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    },
-    state: () => s,
-  };
 }
 
 /** Index of the largest value; the first one on ties. Only `[0, limit)` is considered. */

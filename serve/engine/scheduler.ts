@@ -14,7 +14,8 @@
  */
 
 import type { Decoder } from "./decoder.ts";
-import { chooseToken, type Rng, type SamplerSettings } from "./sampling.ts";
+import type { Rng } from "../../core/random.ts";
+import { chooseToken, type SamplerSettings } from "./sampling.ts";
 import type { FinishReason } from "./types.ts";
 
 export interface SequenceRequest {

@@ -1,7 +1,8 @@
 /**
- * The trainer's random numbers (data order, LoRA dropout seeds): xoshiro128** seeded through
- * splitmix32, with a state of four u32 words that `rng_state.json` stores, so a resumed run draws
- * exactly the numbers the uninterrupted run would have.
+ * The project's one seeded random generator (data splits and order, LoRA init and dropout seeds,
+ * sampling): xoshiro128** seeded through splitmix32, never `Math.random`, so results are the same
+ * on every machine. Its state is four u32 words that can be saved (the trainer's
+ * `rng_state.json`), so a resumed run draws exactly the numbers the uninterrupted run would have.
  */
 
 export interface Rng {
@@ -78,4 +79,21 @@ export function shuffle<T>(items: T[], rng: Rng): T[] {
     [items[i], items[j]] = [items[j], items[i]];
   }
   return items;
+}
+
+/** FNV-1a over the UTF-16 code units of `s` (32-bit). */
+export function fnv1a(s: string, h = 0x811c9dc5): number {
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/**
+ * A seed for an independent stream: the same (seed, purpose) always gives the same seed, and
+ * different purposes (say "split" and "train-order") give unrelated streams.
+ */
+export function seedFor(seed: number | string, purpose: string): number {
+  return fnv1a(`${seed}\u0000${purpose}`);
 }
