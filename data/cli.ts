@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { buildDataset } from "./build/pipeline.ts";
 import { loadConfig } from "./build/config.ts";
-import { formatSummary, readManifest } from "./build/manifest.ts";
+import { formatBuildSummary, readManifest } from "./build/manifest.ts";
 
 const HELP = `deno task data — build the instruction data set (JSONL + token shards + manifest)
 
@@ -68,7 +68,7 @@ export async function main(args: string[]): Promise<number> {
   }
   try {
     if (v.stats !== undefined) {
-      console.log(formatSummary(await readManifest(v.stats)));
+      console.log(formatBuildSummary(await readManifest(v.stats)));
       return 0;
     }
     const { config, resolved } = await loadConfig(v.config ?? "data/configs/default.json");

@@ -8,9 +8,9 @@ import { plotMain } from "../train/plot_cli.ts";
 import { createCanvas } from "../train/plot/raster.ts";
 import { createTrainerState, logEval, logTrain } from "../train/trainer_state.ts";
 import { saveCheckpoint } from "../train/checkpoint.ts";
-import { createTrainProgress, formatStepLine, formatSummary } from "../train/progress.ts";
+import { createTrainProgress, formatStepLine, formatTrainSummary } from "../train/progress.ts";
 import { CHATGLM_6B_CONFIG_URL, dryRunReport, readModelConfig } from "../train/dry_run.ts";
-import { limitWarnings, memoryPlan } from "../train/memory_plan.ts";
+import { limitWarnings, trainMemoryPlan } from "../train/memory_plan.ts";
 import { preset } from "../train/config.ts";
 import { schedulerState } from "../train/schedule.ts";
 
@@ -207,7 +207,7 @@ Deno.test("progress: carriage-return line on a TTY, plain lines otherwise, ETA a
     }),
     /loss - .*GPU \? \| ETA \?/,
   );
-  const summary = formatSummary({
+  const summary = formatTrainSummary({
     steps: 100,
     epochs: 1,
     trainLoss: 1.5,
@@ -229,7 +229,7 @@ Deno.test("progress: carriage-return line on a TTY, plain lines otherwise, ETA a
 Deno.test("memory plan for the real ChatGLM-6B config is sane", async () => {
   const { config } = await readModelConfig(null);
   assert.equal(config.hiddenSize, 4096);
-  const plan = memoryPlan({
+  const plan = trainMemoryPlan({
     model: config,
     weightDtype: "f16",
     full: false,
@@ -250,15 +250,15 @@ Deno.test("memory plan for the real ChatGLM-6B config is sane", async () => {
   assert.ok(plan.activationsRecompute.bytes < plan.activations.bytes / 5);
   assert.ok(plan.totalWithRecompute < plan.totalWithoutRecompute);
   assert.equal(plan.logits.bytes, 2 * 8 * 512 * 130528 * 4 + 8 * 512 * 8);
-  const full = memoryPlan({ ...plan.input, full: true });
+  const full = trainMemoryPlan({ ...plan.input, full: true });
   assert.equal(full.trainableParams, full.baseParams);
   assert.equal(full.weights.bytes, full.baseParams * 4);
   assert.ok(full.optimizer.bytes > 50e9);
   // other targets change the LoRA size; targets that match nothing are refused
-  const multi = memoryPlan({ ...plan.input, targetModules: ["query_key_value", "dense"] });
+  const multi = trainMemoryPlan({ ...plan.input, targetModules: ["query_key_value", "dense"] });
   assert.equal(multi.trainableParams, plan.trainableParams + 28 * 8 * (4096 + 4096));
   assert.throws(
-    () => memoryPlan({ ...plan.input, targetModules: ["q_proj"] }),
+    () => trainMemoryPlan({ ...plan.input, targetModules: ["q_proj"] }),
     /match no linear module/,
   );
   const warnings = limitWarnings(plan, {
@@ -282,7 +282,7 @@ Deno.test("dry-run report for a model directory also shows the real config", asy
   assert.match(text, /memory plan: ChatGLM-6B \(bundled config\)/);
   assert.match(text, /total with recompute/);
   const tinyConfig = parseChatGLMConfig(JSON.parse(await Deno.readTextFile(`${TINY}/config.json`)));
-  const tinyPlan = memoryPlan({
+  const tinyPlan = trainMemoryPlan({
     model: tinyConfig,
     weightDtype: "f32",
     full: false,

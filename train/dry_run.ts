@@ -6,7 +6,7 @@
 
 import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
 import type { TrainConfig } from "./config.ts";
-import { formatMemoryPlan, limitWarnings, memoryPlan } from "./memory_plan.ts";
+import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
 
 export const CHATGLM_6B_CONFIG_URL = new URL("./configs/chatglm-6b.config.json", import.meta.url);
 
@@ -60,7 +60,7 @@ export async function dryRunReport(
   if (config.model !== null) models.push(await readModelConfig(null));
   const parts: string[] = [];
   for (const m of models) {
-    const plan = memoryPlan({
+    const plan = trainMemoryPlan({
       model: m.config,
       weightDtype: config.dtype,
       full: config.full,
@@ -69,7 +69,7 @@ export async function dryRunReport(
       batchSize: config.batchSize,
       seqLen: config.maxLength,
     });
-    parts.push(formatMemoryPlan(plan, m.label));
+    parts.push(formatTrainMemoryPlan(plan, m.label));
     if (limits) {
       const warnings = limitWarnings(plan, limits);
       parts.push(

@@ -59,18 +59,18 @@ export {
 export {
   createTrainProgress,
   formatStepLine,
-  formatSummary,
+  formatTrainSummary,
   type StepStatus,
   type TrainProgress,
   type TrainSummary,
 } from "./progress.ts";
 export {
   fmtBytes,
-  formatMemoryPlan,
+  formatTrainMemoryPlan,
   limitWarnings,
-  type MemoryPlan,
-  memoryPlan,
-  type MemoryPlanInput,
+  type TrainMemoryPlan,
+  trainMemoryPlan,
+  type TrainMemoryPlanInput,
 } from "./memory_plan.ts";
 export { adapterLimits, CHATGLM_6B_CONFIG_URL, dryRunReport, readModelConfig } from "./dry_run.ts";
 export { lossPlotSpec, writeLossPlots } from "./plot/loss_plot.ts";

@@ -36,7 +36,7 @@ import {
 } from "../core/models/chatglm/params.ts";
 import { isTargetModule } from "../core/adapters/peft_config.ts";
 
-export interface MemoryPlanInput {
+export interface TrainMemoryPlanInput {
   model: ChatGLMConfig;
   /** Storage dtype of the frozen base weights. */
   weightDtype: "f16" | "f32";
@@ -47,26 +47,26 @@ export interface MemoryPlanInput {
   seqLen: number;
 }
 
-export interface MemoryPlanRow {
+export interface TrainMemoryPlanRow {
   name: string;
   bytes: number;
   detail: string;
 }
 
-export interface MemoryPlan {
-  input: MemoryPlanInput;
+export interface TrainMemoryPlan {
+  input: TrainMemoryPlanInput;
   baseParams: number;
   trainableParams: number;
   /** Targeted linear modules (LoRA) — empty with full fine-tuning. */
   targetedModules: string[];
-  weights: MemoryPlanRow;
-  trainable: MemoryPlanRow;
-  optimizer: MemoryPlanRow;
-  activations: MemoryPlanRow;
-  activationsRecompute: MemoryPlanRow;
-  logits: MemoryPlanRow;
-  workspace: MemoryPlanRow;
-  kvCache: MemoryPlanRow;
+  weights: TrainMemoryPlanRow;
+  trainable: TrainMemoryPlanRow;
+  optimizer: TrainMemoryPlanRow;
+  activations: TrainMemoryPlanRow;
+  activationsRecompute: TrainMemoryPlanRow;
+  logits: TrainMemoryPlanRow;
+  workspace: TrainMemoryPlanRow;
+  kvCache: TrainMemoryPlanRow;
   totalWithoutRecompute: number;
   totalWithRecompute: number;
   /** Largest single buffers (for the adapter's limits). */
@@ -75,7 +75,7 @@ export interface MemoryPlan {
 
 const F32 = 4;
 
-export function memoryPlan(input: MemoryPlanInput): MemoryPlan {
+export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   const c = input.model;
   const { batchSize: b, seqLen: s } = input;
   if (!(Number.isInteger(b) && b >= 1)) throw new RangeError(`batch size must be >= 1 (got ${b})`);
@@ -121,7 +121,7 @@ export function memoryPlan(input: MemoryPlanInput): MemoryPlan {
   const layerInputs = L * tokens * h * F32;
   const logitsBytes = tokens * c.vocabSize * F32;
 
-  const row = (name: string, bytes: number, detail: string): MemoryPlanRow => ({
+  const row = (name: string, bytes: number, detail: string): TrainMemoryPlanRow => ({
     name,
     bytes,
     detail,
@@ -218,7 +218,7 @@ function fmtCount(n: number): string {
 
 /** Warnings for buffers the adapter cannot hold in one binding or one buffer. */
 export function limitWarnings(
-  plan: MemoryPlan,
+  plan: TrainMemoryPlan,
   limits: { maxBufferSize: number; maxStorageBufferBindingSize: number },
 ): string[] {
   const out: string[] = [];
@@ -240,7 +240,7 @@ export function limitWarnings(
 }
 
 /** The plan as a plain-text table. */
-export function formatMemoryPlan(plan: MemoryPlan, title: string): string {
+export function formatTrainMemoryPlan(plan: TrainMemoryPlan, title: string): string {
   const rows = [
     plan.weights,
     plan.trainable,

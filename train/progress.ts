@@ -122,7 +122,7 @@ export interface TrainSummary {
 }
 
 /** The final summary as a two-column table. */
-export function formatSummary(s: TrainSummary): string {
+export function formatTrainSummary(s: TrainSummary): string {
   const rows: [string, string][] = [
     ["optimizer steps", String(s.steps)],
     ["epochs", s.epochs.toFixed(2)],

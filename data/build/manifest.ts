@@ -101,7 +101,7 @@ function width(s: string): number {
 }
 
 /** The summary printed after a build and by `--stats`. */
-export function formatSummary(m: Manifest): string {
+export function formatBuildSummary(m: Manifest): string {
   const out: string[] = [];
   out.push(`dataset ${m.name}  (${m.contentHash})`);
   const srcRows: (string | number)[][] = [[

@@ -21,7 +21,7 @@ export {
 } from "./token_shard.ts";
 export {
   type FileStats,
-  formatSummary,
+  formatBuildSummary,
   formatWarning,
   type Manifest,
   MANIFEST_FORMAT,

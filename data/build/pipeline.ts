@@ -22,7 +22,7 @@ import { loadTokenizer } from "../tokenizer/mod.ts";
 import { type DatasetConfig, resolveConfig, type ResolvedConfig } from "./config.ts";
 import {
   type FileStats,
-  formatSummary,
+  formatBuildSummary,
   formatWarning,
   type Manifest,
   MANIFEST_FORMAT,
@@ -357,7 +357,7 @@ export async function buildDataset(
   timings.write = (performance.now() - t0) / 1000;
 
   printWarnings(tally, log, options.printWarnings ?? 20);
-  log(formatSummary(manifest));
+  log(formatBuildSummary(manifest));
   return { outDir, manifest, timings };
 }
 
