@@ -9,88 +9,18 @@
  * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
  */
 
-import { getGpu, type Gpu } from "../core/gpu/device.ts";
-import { uploadTensor } from "../core/tensor/tensor.ts";
-import { createEmbedding } from "../core/nn/embedding.ts";
-import { createLayerNorm } from "../core/nn/layer_norm.ts";
-import { createLinear } from "../core/nn/linear.ts";
-import { createLoraLinear } from "../core/nn/lora_linear.ts";
-import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
-import {
-  assembleChatGLM,
-  type ChatGLMBlock,
-  type ChatGLMModel,
-} from "../core/models/chatglm/model.ts";
+import { getGpu } from "../core/gpu/device.ts";
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
+import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
+import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
 import type { WeightDtype } from "../core/models/chatglm/weights.ts";
+import { createRng } from "../core/random.ts";
+import { smallConfig } from "./small_model.ts";
 import { webgpuDecoder } from "../serve/engine/decoder.ts";
-import { createRng } from "../serve/engine/sampling.ts";
 import { createScheduler, type Scheduler } from "../serve/engine/scheduler.ts";
-
-const SMALL = {
-  model_type: "chatglm",
-  hidden_size: 1024,
-  num_attention_heads: 16,
-  num_layers: 8,
-  inner_hidden_size: 4096,
-  vocab_size: 32000,
-  layernorm_epsilon: 1e-5,
-  max_sequence_length: 256,
-  position_encoding_2d: true,
-  bos_token_id: 31004,
-  eos_token_id: 31005,
-  mask_token_id: 31000,
-  gmask_token_id: 31001,
-  pad_token_id: 3,
-};
 
 const PROMPT_LEN = 16;
 const DECODE_STEPS = 8;
-
-/** Random weights from a seeded xorshift (uniform, scaled): benchmarks need shapes, not values. */
-function randomModel(gpu: Gpu, config: ChatGLMConfig, dtype: WeightDtype): ChatGLMModel {
-  let s = 12345;
-  const tensor = (shape: number[], scale: number, mean = 0) => {
-    const n = shape.reduce((a, d) => a * d, 1);
-    const data = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      data[i] = mean + scale * (((s >>> 0) / 4294967296) * 2 - 1);
-    }
-    return uploadTensor(gpu, data, shape, dtype);
-  };
-  const h = config.hiddenSize, inner = config.innerHiddenSize;
-  const norm = (name: string) =>
-    createLayerNorm(name, tensor([h], 0.1, 1), tensor([h], 0.05), config.layernormEpsilon);
-  const lin = (name: string, out: number, inF: number) =>
-    createLoraLinear(createLinear(name, tensor([out, inF], 0.03), tensor([out], 0.02)));
-  const layers: ChatGLMBlock[] = [];
-  for (let l = 0; l < config.numLayers; l++) {
-    const p = `transformer.layers.${l}`;
-    layers.push({
-      index: l,
-      inputLayerNorm: norm(`${p}.input_layernorm`),
-      queryKeyValue: lin(`${p}.attention.query_key_value`, 3 * h, h),
-      dense: lin(`${p}.attention.dense`, h, h),
-      postAttentionLayerNorm: norm(`${p}.post_attention_layernorm`),
-      denseHTo4h: lin(`${p}.mlp.dense_h_to_4h`, inner, h),
-      dense4hToH: lin(`${p}.mlp.dense_4h_to_h`, h, inner),
-    });
-  }
-  return assembleChatGLM({
-    config,
-    dtype,
-    gpu,
-    maxContext: config.maxSequenceLength,
-    source: "random small",
-    embedding: createEmbedding("transformer.word_embeddings", tensor([config.vocabSize, h], 1)),
-    layers,
-    finalLayerNorm: norm("transformer.final_layernorm"),
-    lmHead: createLinear("lm_head", tensor([config.vocabSize, h], 0.03), null),
-    adapter: null,
-  });
-}
 
 function promptIds(config: ChatGLMConfig, n: number, salt: number): number[] {
   const ids = Array.from({ length: n - 2 }, (_, i) => 5 + ((i * 7919 + salt * 104729) % 20000));
@@ -154,13 +84,13 @@ async function lockstepDecodeMs(model: ChatGLMModel, batch: number): Promise<num
 
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
-  const config = parseChatGLMConfig(SMALL, "small config");
+  const config = smallConfig(256);
   const dtype: WeightDtype = gpu.hasF16 ? "f16" : "f32";
   console.log(
     `\n## Generation engine, continuous batching (bench/engine.ts) — small random ChatGLM, ` +
       `${dtype} weights, ${gpu.adapterInfo.description} (${gpu.backend})`,
   );
-  const model = randomModel(gpu, config, dtype);
+  const model = randomChatGLM(gpu, config, { dtype });
   const decoder = webgpuDecoder(model, { slots: 16, maxContext: config.maxSequenceLength });
   // endId -1: random weights must not stop early; every sequence runs its full length.
   const sched = createScheduler(decoder, { textVocab: config.vocabSize, endId: -1 });

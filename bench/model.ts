@@ -8,93 +8,13 @@
  */
 
 import { getGpu, type Gpu } from "../core/gpu/device.ts";
-import { uploadTensor } from "../core/tensor/tensor.ts";
-import { createEmbedding } from "../core/nn/embedding.ts";
-import { createLayerNorm } from "../core/nn/layer_norm.ts";
-import { createLinear } from "../core/nn/linear.ts";
-import { createLoraLinear } from "../core/nn/lora_linear.ts";
-import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel } from "../core/models/chatglm/load.ts";
-import {
-  assembleChatGLM,
-  type ChatGLMBlock,
-  type ChatGLMModel,
-  type StepProfile,
-} from "../core/models/chatglm/model.ts";
-import type { WeightDtype } from "../core/models/chatglm/weights.ts";
+import type { ChatGLMModel, StepProfile } from "../core/models/chatglm/model.ts";
+import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
+import { smallConfig } from "./small_model.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
-
-/** A deterministic normal(0, std) generator (xorshift + Box-Muller). */
-function randn(seed: number): (std: number) => number {
-  let s = seed >>> 0 || 1;
-  const u = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 4294967296;
-  };
-  return (std) => std * Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-}
-
-/** A ChatGLM model with random weights, built in memory (no checkpoint file). */
-function randomModel(gpu: Gpu, config: ChatGLMConfig, dtype: WeightDtype): ChatGLMModel {
-  const rand = randn(1234);
-  const tensor = (shape: number[], std: number, mean = 0) => {
-    const n = shape.reduce((a, d) => a * d, 1);
-    const data = new Float32Array(n);
-    for (let i = 0; i < n; i++) data[i] = mean + rand(std);
-    return uploadTensor(gpu, data, shape, dtype);
-  };
-  const h = config.hiddenSize, inner = config.innerHiddenSize;
-  const norm = (name: string) =>
-    createLayerNorm(name, tensor([h], 0.1, 1), tensor([h], 0.05), config.layernormEpsilon);
-  const lin = (name: string, out: number, inF: number) =>
-    createLoraLinear(createLinear(name, tensor([out, inF], 0.02), tensor([out], 0.02)));
-  const layers: ChatGLMBlock[] = [];
-  for (let l = 0; l < config.numLayers; l++) {
-    const p = `transformer.layers.${l}`;
-    layers.push({
-      index: l,
-      inputLayerNorm: norm(`${p}.input_layernorm`),
-      queryKeyValue: lin(`${p}.attention.query_key_value`, 3 * h, h),
-      dense: lin(`${p}.attention.dense`, h, h),
-      postAttentionLayerNorm: norm(`${p}.post_attention_layernorm`),
-      denseHTo4h: lin(`${p}.mlp.dense_h_to_4h`, inner, h),
-      dense4hToH: lin(`${p}.mlp.dense_4h_to_h`, h, inner),
-    });
-  }
-  return assembleChatGLM({
-    config,
-    dtype,
-    gpu,
-    maxContext: config.maxSequenceLength,
-    source: "random",
-    embedding: createEmbedding("transformer.word_embeddings", tensor([config.vocabSize, h], 1)),
-    layers,
-    finalLayerNorm: norm("transformer.final_layernorm"),
-    lmHead: createLinear("lm_head", tensor([config.vocabSize, h], 0.02), null),
-    adapter: null,
-  });
-}
-
-const SMALL_CONFIG = {
-  architectures: ["ChatGLMModel"],
-  model_type: "chatglm",
-  hidden_size: 1024,
-  num_attention_heads: 16,
-  num_layers: 8,
-  inner_hidden_size: 4096,
-  vocab_size: 32000,
-  layernorm_epsilon: 1e-5,
-  max_sequence_length: 512,
-  position_encoding_2d: true,
-  bos_token_id: 31004,
-  eos_token_id: 31005,
-  mask_token_id: 31000,
-  gmask_token_id: 31001,
-  pad_token_id: 3,
-};
 
 /** A prompt of `n` ids ending in [gMASK] <sop>. */
 function prompt(config: ChatGLMConfig, n: number): number[] {
@@ -225,9 +145,9 @@ export async function bench(): Promise<void> {
       tiny.dispose();
     }
   }
-  const small = parseChatGLMConfig(SMALL_CONFIG, "small config");
+  const small = smallConfig();
   for (const dtype of ["f32", "f16"] as const) {
-    const model = randomModel(gpu, small, dtype);
+    const model = randomChatGLM(gpu, small, { dtype });
     try {
       rows.push(...await measure("small", model, 64, 8, rtt));
     } finally {

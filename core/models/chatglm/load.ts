@@ -14,7 +14,12 @@ import { createLoraLinear, type LoraLinear } from "../../nn/lora_linear.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { mergeLoraWeight } from "../../adapters/merge.ts";
 import { type ChatGLMConfig, readChatGLMConfig } from "./config.ts";
-import { assembleChatGLM, type ChatGLMBlock, type ChatGLMModel } from "./model.ts";
+import {
+  assembleChatGLM,
+  type ChatGLMBlock,
+  type ChatGLMModel,
+  type ChatGLMParts,
+} from "./model.ts";
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
 import { linearModules } from "./params.ts";
 import { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
@@ -90,7 +95,7 @@ export async function loadModel(
     gpu,
     maxContext,
     source: root,
-    ...buildLayers(config, weights),
+    ...assembleWeights(config, weights),
     adapter: null,
     maxActivationBytes: options.maxActivationBytes,
   });
@@ -105,7 +110,11 @@ export async function loadModel(
   return model;
 }
 
-function buildLayers(config: ChatGLMConfig, w: Map<string, Tensor>) {
+/** The model's layers from its weights by checkpoint name (as loaded or freshly made). */
+export function assembleWeights(
+  config: ChatGLMConfig,
+  w: Map<string, Tensor>,
+): Pick<ChatGLMParts, "embedding" | "layers" | "finalLayerNorm" | "lmHead"> {
   const get = (name: string) => {
     const t = w.get(name);
     if (!t) throw new Error(`internal: weight ${name} was not loaded`);

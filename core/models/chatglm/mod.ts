@@ -47,6 +47,7 @@ export {
 } from "./model.ts";
 export {
   adapterFromModel,
+  assembleWeights,
   attachAdapter,
   detachAdapter,
   loadModel,
@@ -62,3 +63,9 @@ export {
   planMemory,
 } from "./memory_plan.ts";
 export { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
+export {
+  randomChatGLM,
+  randomChatGLMWeights,
+  type RandomModelOptions,
+  type RandomTensor,
+} from "./random_init.ts";

@@ -1,0 +1,68 @@
+/**
+ * Fresh ChatGLM weights as HF initialises them: every weight matrix (and the embedding)
+ * normal(0, std), biases 0, LayerNorm weights 1 and biases 0; seeded, so the same seed gives the
+ * same numbers. For training from scratch (the demo model) and for benchmarks, which need the
+ * real shapes but no checkpoint.
+ */
+import { createRng } from "../../random.ts";
+import type { Gpu } from "../../gpu/device.ts";
+import { type Tensor, uploadTensor } from "../../tensor/tensor.ts";
+import type { ChatGLMConfig } from "./config.ts";
+import { assembleWeights } from "./load.ts";
+import { assembleChatGLM, type ChatGLMModel } from "./model.ts";
+import { parameterTable } from "./params.ts";
+import type { WeightDtype } from "./weights.ts";
+
+export interface RandomTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Every parameter of the config, by checkpoint name, freshly initialised. */
+export function* randomChatGLMWeights(
+  config: ChatGLMConfig,
+  seed: number,
+  std = 0.02,
+): Generator<RandomTensor> {
+  const rng = createRng(seed);
+  // Box–Muller over the seeded uniform stream.
+  const normal = () => {
+    const u = 1 - rng.next(), v = rng.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+  for (const { name, shape } of parameterTable(config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (name.endsWith("layernorm.weight")) data.fill(1);
+    else if (shape.length === 2) { for (let i = 0; i < data.length; i++) data[i] = std * normal(); }
+    yield { name, shape, data };
+  }
+}
+
+export interface RandomModelOptions {
+  dtype: WeightDtype;
+  seed?: number;
+  std?: number;
+  maxContext?: number;
+}
+
+/** A model with fresh weights, built in GPU memory without any file. */
+export function randomChatGLM(
+  gpu: Gpu,
+  config: ChatGLMConfig,
+  options: RandomModelOptions,
+): ChatGLMModel {
+  const weights = new Map<string, Tensor>();
+  for (const t of randomChatGLMWeights(config, options.seed ?? 1234, options.std)) {
+    weights.set(t.name, uploadTensor(gpu, t.data, t.shape, options.dtype, { label: t.name }));
+  }
+  return assembleChatGLM({
+    config,
+    dtype: options.dtype,
+    gpu,
+    maxContext: options.maxContext ?? config.maxSequenceLength,
+    source: `random (seed ${options.seed ?? 1234})`,
+    ...assembleWeights(config, weights),
+    adapter: null,
+  });
+}
