@@ -94,3 +94,22 @@ export const WG_INDEX = "(wid.y * nwg.x + wid.x)";
 /** Entry-point builtins used with {@link WG_INDEX}. */
 export const WG_BUILTINS = "@builtin(workgroup_id) wid: vec3<u32>, " +
   "@builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>";
+
+/**
+ * WGSL: `wg_reduce(v, t, isMax)`, the sum (or max) of `v` over a workgroup of `wg` invocations
+ * (`t` = local index; a power of two), returned to every invocation; uses `red` in workgroup memory.
+ */
+export function workgroupReduce(wg: number): string {
+  return `var<workgroup> red: array<f32, ${wg}>;
+fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var st = ${wg / 2}u; st > 0u; st >>= 1u) {
+    if (t < st) { red[t] = select(red[t] + red[t + st], max(red[t], red[t + st]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}`;
+}

@@ -13,7 +13,14 @@ import { GpuError } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
 import { assertUnchunked, bindingOf, emptyTensor, numel, type Tensor } from "../tensor/tensor.ts";
-import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "./common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  WG_BUILTINS,
+  WG_INDEX,
+  workgroupReduce,
+} from "./common.ts";
 
 const WG = 256;
 
@@ -54,18 +61,7 @@ ${declareInput(1, "X", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "LOSS")}
 ${declareOutput(4, "LSE")}
-var<workgroup> red: array<f32, ${WG}>;
-fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {
-    if (t < st) { red[t] = select(red[t] + red[t + st], max(red[t], red[t + st]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+${workgroupReduce(WG)}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
   let local = ${WG_INDEX};
