@@ -14,6 +14,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   matmul: () => import("./matmul.ts"),
   model: () => import("./model.ts"),
   train: () => import("./train.ts"),
+  "train-step": () => import("./train_step.ts"),
   onnx: () => import("./onnx.ts"),
   engine: () => import("./engine.ts"),
   http: () => import("./http.ts"),

@@ -9,3 +9,4 @@ export * from "./models/mod.ts";
 export * from "./adapters/mod.ts";
 export * from "./onnx/mod.ts";
 export * from "./random.ts";
+export * from "./autograd/mod.ts";

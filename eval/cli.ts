@@ -25,7 +25,7 @@ import { loadTask, type McTask, parseTaskSpecs } from "./formats/tasks.ts";
 import { variantHash } from "./identity.ts";
 import { fromChatGLMModel } from "./model.ts";
 import { type HeldoutExample, readHeldout } from "./open_qa.ts";
-import type { PromptTemplate } from "./prompts.ts";
+import type { McPromptStyle } from "./prompts.ts";
 import { comparisonTable, RESULTS_FORMAT, writeComparison } from "./report/comparison.ts";
 import { formatIssue } from "./types.ts";
 
@@ -126,7 +126,7 @@ export function parseEvalArgs(args: string[]): EvalCliOptions | null {
       `--scorer: expected loglik or generate, got ${JSON.stringify(v.scorer)}`,
     );
   }
-  const template = (v.template ?? "plain") as PromptTemplate;
+  const template = (v.template ?? "plain") as McPromptStyle;
   if (template !== "plain" && template !== "chat") {
     throw new Error(
       `--template: expected plain or chat, got ${JSON.stringify(v.template)}`,

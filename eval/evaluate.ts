@@ -19,7 +19,7 @@ import {
   overlapOf,
   perplexityOf,
 } from "./open_qa.ts";
-import { buildMcMessages, buildMcPrompt, type PromptTemplate } from "./prompts.ts";
+import { buildMcMessages, buildMcPrompt, type McPromptStyle } from "./prompts.ts";
 import { scoreGenerate } from "./scorers/generate.ts";
 import { answerCandidates, scoreLoglik } from "./scorers/loglik.ts";
 import type { McItem, QuestionResult } from "./types.ts";
@@ -29,7 +29,7 @@ export type ScorerName = "loglik" | "generate";
 export interface EvalSettings {
   scorer: ScorerName;
   shots: number;
-  template: PromptTemplate;
+  template: McPromptStyle;
   /** First N questions of each task (and N held-out examples). */
   limit?: number;
   /** Rows per forward pass (loglik) / requests in flight (generate). */

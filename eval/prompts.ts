@@ -29,12 +29,12 @@ import { buildChatPrompt } from "../data/prompt/chat.ts";
 import type { ChatMessage } from "../serve/engine/types.ts";
 import type { McItem } from "./types.ts";
 
-export type PromptTemplate = "plain" | "chat";
+export type McPromptStyle = "plain" | "chat";
 
 export interface McPromptOptions {
   /** Number of dev examples (k-shot); 0 = zero-shot. */
   shots: number;
-  template: PromptTemplate;
+  template: McPromptStyle;
 }
 
 export function instructionLine(subject: string, multi: boolean): string {

@@ -1,6 +1,7 @@
 /** The `deno task infer` flags, parsed with `node:util` parseArgs and checked with clear errors. */
 import { parseArgs } from "node:util";
 import type { WeightDtype } from "../core/models/chatglm/weights.ts";
+import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/prompt/chat.ts";
 
 export interface InferFlags {
   model?: string;
@@ -18,6 +19,8 @@ export interface InferFlags {
   seed?: number;
   /** Past turns kept in the prompt (0: as many as fit the context). */
   historyTurns: number;
+  /** Absent: what the model directory declares (chat unless it says otherwise). */
+  promptTemplate?: PromptTemplate;
   help: boolean;
 }
 
@@ -40,6 +43,8 @@ only the answer on stdout.
   --repetition-penalty R    ChatGLM-style penalty, 1 = off (default 1)
   --seed N                  seed for reproducible sampling
   --history-turns N         past turns kept in the prompt, 0 = as many as fit (default 0)
+  --prompt-template NAME    chat (ChatGLM's) | instruction (the seed's fine-tuning template);
+                            default: what the model's config.json declares, else chat
   -h, --help                show this help
 
 In the chat: /reset clears the history, /history shows it, /exit quits (or Ctrl-D).
@@ -89,6 +94,7 @@ export function parseInferFlags(args: string[]): InferFlags {
         "repetition-penalty": { type: "string" },
         seed: { type: "string" },
         "history-turns": { type: "string" },
+        "prompt-template": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -111,6 +117,12 @@ export function parseInferFlags(args: string[]): InferFlags {
   if (values.merged && values.adapter === undefined) {
     throw new InferFlagError("--merged needs --adapter DIR (the adapter to fold in)");
   }
+  const template = values["prompt-template"];
+  if (template !== undefined && !PROMPT_TEMPLATES.includes(template as PromptTemplate)) {
+    throw new InferFlagError(
+      `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
+    );
+  }
   const int = Number.isInteger;
   return {
     model: values.model,
@@ -119,6 +131,7 @@ export function parseInferFlags(args: string[]): InferFlags {
     backend,
     dtype: dtype as WeightDtype | undefined,
     prompt: values.prompt,
+    promptTemplate: template as PromptTemplate | undefined,
     maxNewTokens: numberFlag(
       "max-new-tokens",
       values["max-new-tokens"],

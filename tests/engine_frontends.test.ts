@@ -106,7 +106,7 @@ Deno.test("createEngine({ model: dir }) loads; bad directories get errors with t
   );
   await assert.rejects(
     () => createEngine({ model: DIR, backend: "onnx", log: () => {} }),
-    /--backend onnx: no ONNX export in [^]*fix: /,
+    /--backend onnx: no usable ONNX export in [^]*fix: /,
   );
   // An unknown architecture and a tokenizer of another model, in temporary copies.
   const tmp = await Deno.makeTempDir({ prefix: "medglm-engine-load-" });

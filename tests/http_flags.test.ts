@@ -13,6 +13,7 @@ Deno.test("serve flags have safe defaults", () => {
     maxConcurrent: 4,
     maxQueue: 16,
     maxBodyBytes: 1048576,
+    promptTemplate: undefined,
     help: false,
   });
 });
@@ -36,6 +37,8 @@ Deno.test("every serve flag is parsed", () => {
     "0",
     "--max-body-bytes",
     "4096",
+    "--prompt-template",
+    "instruction",
     "-h",
   ]);
   assert.deepEqual(flags, {
@@ -48,6 +51,7 @@ Deno.test("every serve flag is parsed", () => {
     maxConcurrent: 8,
     maxQueue: 0,
     maxBodyBytes: 4096,
+    promptTemplate: "instruction",
     help: true,
   });
 });
@@ -61,6 +65,7 @@ Deno.test("bad serve flags get errors naming the flag", () => {
     [["--max-queue", "-1"], /--max-queue/],
     [["--max-body-bytes", "1e6"], /--max-body-bytes/],
     [["--backend", "cuda"], /--backend: expected webgpu, onnx or auto \(got "cuda"\)/],
+    [["--prompt-template", "alpaca"], /--prompt-template: expected chat or instruction/],
     [["--api-key", " "], /--api-key: must not be empty/],
     [["--host", ""], /--host/],
     [["--model", ""], /--model/],

@@ -92,6 +92,11 @@ Deno.test("infer flags: defaults, values and clear errors", () => {
   assert.throws(() => parseInferFlags(["--merged"]), /--merged needs --adapter/);
   assert.throws(() => parseInferFlags(["--backend", "cuda"]), /--backend/);
   assert.throws(() => parseInferFlags(["--dtype", "bf16"]), /--dtype/);
+  assert.throws(
+    () => parseInferFlags(["--prompt-template", "alpaca"]),
+    /--prompt-template: expected chat or instruction/,
+  );
+  assert.equal(parseInferFlags(["--prompt-template", "instruction"]).promptTemplate, "instruction");
   assert.throws(() => parseInferFlags(["--bogus"]), /Unknown option[^]*Usage/);
 });
 

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   buildChatInput,
   buildChatPrompt,
+  buildPrompt,
   ChatMessagesError,
   chatPositionIds,
   messagesToChat,
@@ -120,5 +121,30 @@ Deno.test("messagesToChat: pairs turns, merges, prepends system, names bad messa
   err(
     [{ role: "user", content: "a" }, { role: "system", content: "s" }],
     /messages\[1\] \(system\)/,
+  );
+});
+
+Deno.test("the instruction template writes earlier turns before the question, and truncates alike", async () => {
+  const tok = await loadTokenizer(
+    new URL("./fixtures/chatglm-tokenizer", import.meta.url).pathname,
+  );
+  const history: [string, string][] = [["头痛", "多休息。"], ["发烧吗", "不发烧。"]];
+  assert.equal(
+    buildPrompt("要吃药吗？", history, "instruction"),
+    "Instruction: 头痛\nAnswer: 多休息。\nInstruction: 发烧吗\nAnswer: 不发烧。\n" +
+      "Instruction: 要吃药吗？\nAnswer: ",
+  );
+  assert.equal(buildPrompt("要吃药吗？", history, "chat"), buildChatPrompt("要吃药吗？", history));
+  const full = buildChatInput(tok, "要吃药吗？", history, { template: "instruction" });
+  const cut = buildChatInput(tok, "要吃药吗？", history, {
+    template: "instruction",
+    maxTokens: full.ids.length - 1,
+  });
+  assert.equal(cut.droppedTurns, 1);
+  assert.equal(cut.prompt, buildPrompt("要吃药吗？", history.slice(1), "instruction"));
+  assert.deepEqual(cut.ids.slice(-2), [tok.gmaskId, tok.sopId]);
+  assert.throws(
+    () => buildChatInput(tok, "要吃药吗？", [], { template: "instruction", maxTokens: 3 }),
+    /too small for the instruction template/,
   );
 });

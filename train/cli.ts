@@ -24,7 +24,13 @@ export async function trainMain(args: string[]): Promise<number> {
     console.log(trainHelp());
     return 0;
   }
-  const config = parsed.config;
+  let config = parsed.config;
+  // No --model and no chosen preset: train the shipped demo model with the demo preset (a short
+  // run that fits a CPU), rather than the 6B preset's schedule on a model that is not there.
+  if (config.model === null && !args.some((a) => a === "--preset" || a.startsWith("--preset="))) {
+    const fromFile = parsed.sources.model !== "preset chatglm-lora-medical";
+    if (!fromFile) config = (await loadTrainConfig(["--preset", "demo", ...args])).config;
+  }
   if (config.dryRun) {
     try {
       console.log(await dryRunReport(config, await adapterLimits()));

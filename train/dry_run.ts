@@ -8,7 +8,10 @@ import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/c
 import type { TrainConfig } from "./config.ts";
 import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
 
-export const CHATGLM_6B_CONFIG_URL = new URL("./configs/chatglm-6b.config.json", import.meta.url);
+export const CHATGLM_6B_CONFIG_URL: URL = new URL(
+  "./configs/chatglm-6b.config.json",
+  import.meta.url,
+);
 
 async function readJson(url: URL | string, label: string): Promise<unknown> {
   let text: string;

@@ -98,4 +98,4 @@ export {
   type Example,
   loadExamples,
 } from "./loop/examples.ts";
-export { DEMO_MODEL_DIR, DEMO_NOTICE } from "./loop/demo_paths.ts";
+export { DEMO_DATA_CONFIG, DEMO_NOTICE } from "./loop/demo_paths.ts";

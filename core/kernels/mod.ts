@@ -62,3 +62,4 @@ export {
 } from "./rotary.ts";
 export { attention, type AttentionOptions } from "./attention.ts";
 export { crossEntropy, type CrossEntropyResult } from "./cross_entropy.ts";
+export * from "./backward/mod.ts";

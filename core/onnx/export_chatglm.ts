@@ -79,7 +79,10 @@ function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
  * cos and sin tables [maxPositions, r]: row p = concat(t, t) with t[i] = cos/sin(f32(p·inv_freq[i])),
  * the "rotate half" angle layout of §3.2.
  */
-export function rotaryTables(headDim: number, maxPositions: number) {
+export function rotaryTables(
+  headDim: number,
+  maxPositions: number,
+): { cos: Float32Array; sin: Float32Array } {
   const r = headDim / 2;
   const invFreq = rotaryInvFreq(r);
   const cos = new Float32Array(maxPositions * r);

@@ -6,6 +6,28 @@ import type { ChatGLMTokenizer } from "../tokenizer/chatglm/tokenizer.ts";
 
 export type ChatHistory = [string, string][];
 
+/**
+ * How a question (with history) becomes the model's prompt: `chat` is ChatGLM-6B's own chat
+ * template; `instruction` is the seed's fine-tuning template (`Instruction: …\nAnswer: `), for
+ * models trained only on it (the demo model), each earlier turn written as
+ * `Instruction: q\nAnswer: a\n` before the question.
+ */
+export type PromptTemplate = "chat" | "instruction";
+
+export const PROMPT_TEMPLATES: readonly PromptTemplate[] = ["chat", "instruction"];
+
+/** The prompt string of `query` after `history` in the given template. */
+export function buildPrompt(
+  query: string,
+  history: readonly [string, string][],
+  template: PromptTemplate = "chat",
+): string {
+  if (template === "chat") return buildChatPrompt(query, history);
+  let s = "";
+  for (const [q, a] of history) s += `Instruction: ${q}\nAnswer: ${a}\n`;
+  return s + `Instruction: ${query}\nAnswer: `;
+}
+
 /** The prompt string of ChatGLM-6B's `chat`/`stream_chat` (rounds count from 0). */
 export function buildChatPrompt(query: string, history: readonly [string, string][]): string {
   if (history.length === 0) return query;
@@ -26,7 +48,7 @@ export interface ChatInput {
 }
 
 /**
- * Encodes the chat prompt. Over `maxTokens`, the oldest turns are dropped first (rounds are
+ * Encodes the prompt (chat template unless `template` says otherwise). Over `maxTokens`, the oldest turns are dropped first (rounds are
  * renumbered from 0, as when a front end keeps only recent history); if the query alone is still
  * too long, its text is cut from the start (whole code points), so the newest text, `[gMASK]`
  * and `<sop>` are always kept.
@@ -35,11 +57,12 @@ export function buildChatInput(
   tok: ChatGLMTokenizer,
   query: string,
   history: readonly [string, string][],
-  opts: { maxTokens?: number } = {},
+  opts: { maxTokens?: number; template?: PromptTemplate } = {},
 ): ChatInput {
   const max = opts.maxTokens;
+  const template = opts.template ?? "chat";
   const encodeWith = (dropped: number) => {
-    const prompt = buildChatPrompt(query, history.slice(dropped));
+    const prompt = buildPrompt(query, history.slice(dropped), template);
     return { prompt, ids: tok.encode(prompt), droppedTurns: dropped };
   };
   const full = encodeWith(0);
@@ -61,7 +84,8 @@ export function buildChatInput(
   }
   // Only the query is left and it is too long: keep its end.
   const cps = Array.from(query);
-  const fits = (k: number) => tok.encode(cps.slice(k).join("")).length <= max;
+  const promptFrom = (k: number) => buildPrompt(cps.slice(k).join(""), [], template);
+  const fits = (k: number) => tok.encode(promptFrom(k)).length <= max;
   let a = 0;
   let b = cps.length; // fits(cps.length): the empty query is [gMASK, <sop>]
   while (a < b) {
@@ -69,8 +93,13 @@ export function buildChatInput(
     if (fits(mid)) b = mid;
     else a = mid + 1;
   }
-  while (!fits(a)) a++;
-  const prompt = cps.slice(a).join("");
+  while (a < cps.length && !fits(a)) a++;
+  if (!fits(a)) {
+    throw new RangeError(
+      `buildChatInput: maxTokens ${max} is too small for the ${template} template`,
+    );
+  }
+  const prompt = promptFrom(a);
   return { prompt, ids: tok.encode(prompt), droppedTurns: history.length };
 }
 

@@ -2,9 +2,12 @@
 export {
   buildChatInput,
   buildChatPrompt,
+  buildPrompt,
   type ChatHistory,
   type ChatInput,
   chatPositionIds,
+  PROMPT_TEMPLATES,
+  type PromptTemplate,
 } from "./chat.ts";
 export {
   buildInstructionContext,

@@ -8,7 +8,7 @@
 
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
-import { buildChatPrompt } from "../../data/prompt/chat.ts";
+import { buildPrompt, type PromptTemplate } from "../../data/prompt/chat.ts";
 import { messagesToChat } from "../../data/prompt/messages.ts";
 import { processResponse } from "../../data/prompt/response.ts";
 import { type Decoder, webgpuDecoder } from "./decoder.ts";
@@ -43,6 +43,8 @@ export interface CreateEngineOptions {
   info?: Partial<EngineInfo>;
   /** Dispose the model when the engine closes (default true). */
   ownsModel?: boolean;
+  /** How conversations become prompts (default ChatGLM's chat template). */
+  promptTemplate?: PromptTemplate;
 }
 
 /** A request by token ids instead of messages (tests, benchmarks, raw completion). */
@@ -141,7 +143,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
 
   const encodeMessages = (messages: ChatMessage[]): number[] => {
     const { query, history } = messagesToChat(messages);
-    return tok.encode(buildChatPrompt(query, history));
+    return tok.encode(buildPrompt(query, history, opts.promptTemplate ?? "chat"));
   };
 
   async function* run(

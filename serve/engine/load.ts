@@ -7,6 +7,8 @@
 
 import { getGpu, type Gpu } from "../../core/gpu/device.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
+import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
 import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
@@ -16,7 +18,6 @@ import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
 
 /** The demo model shipped with the project (built by `deno task demo`). */
-export const DEMO_MODEL_DIR = new URL("../../models/demo", import.meta.url).pathname;
 
 export type BackendName = "webgpu" | "onnx" | "auto";
 
@@ -39,6 +40,27 @@ export interface LoadEngineOptions {
   /** Progress and memory plan lines (default stderr). */
   log?: (line: string) => void;
   progressBar?: boolean;
+  /** How conversations become prompts; default: what the model directory declares, else chat. */
+  promptTemplate?: PromptTemplate;
+}
+
+/**
+ * The prompt template a model directory declares in its config.json
+ * (`"medglm_prompt_template": "instruction"` for models fine-tuned only on the seed's template,
+ * such as the demo model); ChatGLM's chat template when it declares none.
+ */
+export async function declaredPromptTemplate(dir: string): Promise<PromptTemplate> {
+  const path = `${dir}/config.json`;
+  const value = (JSON.parse(await Deno.readTextFile(path)) as Record<string, unknown>)
+    .medglm_prompt_template;
+  if (value === undefined) return "chat";
+  if (!PROMPT_TEMPLATES.includes(value as PromptTemplate)) {
+    throw new EngineLoadError(
+      `${path}: medglm_prompt_template must be one of ${PROMPT_TEMPLATES.join(", ")} ` +
+        `(got ${JSON.stringify(value)})\nfix: correct or remove the key`,
+    );
+  }
+  return value as PromptTemplate;
 }
 
 /** An error whose message already says how to fix it (front ends print it as is). */
@@ -188,6 +210,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     bos: config.bosTokenId,
     gmask: config.gmaskTokenId,
   });
+  const promptTemplate = opts.promptTemplate ?? await declaredPromptTemplate(dir);
   const onnxDir = opts.onnx ?? defaultOnnxExportDir(dir, opts.adapter);
   const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
@@ -208,7 +231,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
       slots: maxBatch,
       maxContext: opts.maxContext,
     });
-    return buildEngine({ decoder, tokenizer, info });
+    return buildEngine({ decoder, tokenizer, info, promptTemplate });
   }
   let model: ChatGLMModel;
   try {
@@ -240,5 +263,5 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     model.dispose();
     throw err;
   }
-  return buildEngine({ model, tokenizer, maxBatch, info });
+  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate });
 }

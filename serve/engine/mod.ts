@@ -17,7 +17,6 @@ export {
   type BackendChoice,
   type BackendName,
   chooseBackend,
-  DEMO_MODEL_DIR,
   EngineLoadError,
   loadEngine,
   type LoadEngineOptions,

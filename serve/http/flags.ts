@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
+import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
 
 export interface ServeFlags {
   /** Model directory (HF layout); absent means the embedded demo model. */
@@ -15,6 +16,8 @@ export interface ServeFlags {
   maxConcurrent: number;
   maxQueue: number;
   maxBodyBytes: number;
+  /** Absent: what the model directory declares (chat unless it says otherwise). */
+  promptTemplate?: PromptTemplate;
   help: boolean;
 }
 
@@ -29,6 +32,7 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --max-concurrent N     sequences decoding together (default ${DEFAULT_MAX_CONCURRENT})
   --max-queue N          requests waiting beyond those; more get 429 (default ${DEFAULT_MAX_QUEUE})
   --max-body-bytes N     largest request body (default ${DEFAULT_MAX_BODY_BYTES})
+  --prompt-template NAME chat | instruction (default: what the model's config.json declares)
   -h, --help             show this help
 `;
 
@@ -58,6 +62,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         "max-concurrent": { type: "string" },
         "max-queue": { type: "string" },
         "max-body-bytes": { type: "string" },
+        "prompt-template": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -67,6 +72,12 @@ export function parseServeFlags(args: string[]): ServeFlags {
   const backend = values.backend ?? "auto";
   if (!(BACKENDS as readonly string[]).includes(backend)) {
     throw new FlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
+  }
+  const template = values["prompt-template"];
+  if (template !== undefined && !PROMPT_TEMPLATES.includes(template as PromptTemplate)) {
+    throw new FlagError(
+      `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
+    );
   }
   const host = values.host ?? "127.0.0.1";
   if (host.trim() === "" || /\s/.test(host)) {
@@ -85,6 +96,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
     model: values.model,
     adapter: values.adapter,
     backend: backend as ServeFlags["backend"],
+    promptTemplate: template as PromptTemplate | undefined,
     host,
     port: integerFlag("port", values.port, 8000, 0, 65535),
     apiKey,

@@ -404,7 +404,7 @@ function sha256(text: string): string {
  * The Content-Security-Policy the page is served with: only its own inline script and style
  * (pinned by hash) and requests back to this server, so nothing outside can be loaded.
  */
-export const CHAT_PAGE_SECURITY_POLICY = [
+export const CHAT_PAGE_SECURITY_POLICY: string = [
   "default-src 'none'",
   `script-src ${sha256(SCRIPT)}`,
   `style-src ${sha256(STYLE)}`,

@@ -64,7 +64,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 /** The scalar kernel (for reading and for chunks whose length is not a multiple of 4). */
-export const ADAMW_WGSL = adamwWgsl(false);
+export const ADAMW_WGSL: string = adamwWgsl(false);
 
 /** The GPU tensors of one trainable parameter for the AdamW kernel. */
 export interface AdamWTensor {

@@ -54,7 +54,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 `;
 }
 
-export const GRAD_SUMSQ_WGSL = gradSumsqWgsl(false);
+export const GRAD_SUMSQ_WGSL: string = gradSumsqWgsl(false);
 
 export const GRAD_NORM_FINALIZE_WGSL = /* wgsl */ `
 struct Params { count: u32, maxNorm: f32, gradScale: f32 }

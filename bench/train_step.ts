@@ -1,0 +1,155 @@
+/**
+ * Training-step benchmark: tokens/s of a LoRA training step (r 8 on query_key_value, frozen
+ * base) and of a full fine-tuning step, split into forward, backward and optimizer time, and the
+ * ratio of a whole step to the forward pass of the same batch (DESIGN.md target: at most 3×).
+ *
+ * Models: the tiny fixture (a batch of 4 × 64) and the "small" random ChatGLM (hidden 1024,
+ * 8 layers, vocab 32000, f16 base; seq 256, batch 4, LoRA only: full fine-tuning of it needs
+ * f32 weights and gradients for 166M parameters). Forward = a forward-only pass (no tape); forward+backward
+ * = the recorded training pass; optimizer = clipping + NaN guard + AdamW alone; each submitted
+ * and awaited on its own, after one warm-up round (pipeline compiles).
+ */
+
+import { getGpu } from "../core/gpu/device.ts";
+import { beginRecording, submit } from "../core/gpu/recording.ts";
+import { initLoraAdapter } from "../core/adapters/lora_weights.ts";
+import { parseLoraConfig } from "../core/adapters/peft_config.ts";
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
+import { attachAdapter, loadModel } from "../core/models/chatglm/load.ts";
+import { linearModules } from "../core/models/chatglm/params.ts";
+import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
+import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
+import { smallConfig } from "./small_model.ts";
+import { buildTrainBatch, type TrainBatch } from "../core/models/chatglm/train_batch.ts";
+import { prepareTraining, type TrainingModel } from "../core/models/chatglm/train_forward.ts";
+import { createOptimizer } from "../train/optim/optimizer.ts";
+import { runMicroStep, trainableTensors } from "../train/loop/step.ts";
+
+const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
+
+/** A batch of `b` rows of `s` ids: a prompt of s/4 ids ending in [gMASK] <sop>, then targets. */
+function syntheticBatch(config: ChatGLMConfig, b: number, s: number): TrainBatch {
+  const ids: number[][] = [], labels: number[][] = [];
+  const ctx = Math.max(2, Math.floor(s / 4));
+  for (let r = 0; r < b; r++) {
+    const row = Array.from({ length: s }, (_, i) => 5 + ((i * 131 + r * 17) % 1500));
+    row[ctx - 2] = config.gmaskTokenId;
+    row[ctx - 1] = config.bosTokenId;
+    ids.push(row);
+    labels.push(row.map((v, i) => (i < ctx - 1 ? -100 : v)));
+  }
+  return buildTrainBatch(ids, labels, config);
+}
+
+function withAdapter(model: ChatGLMModel): void {
+  const cfg = parseLoraConfig({
+    peft_type: "LORA",
+    r: 8,
+    lora_alpha: 32,
+    lora_dropout: 0.1,
+    target_modules: ["query_key_value"],
+    bias: "none",
+    fan_in_fan_out: false,
+  });
+  let x = 7;
+  const rand = () => ((x = (x * 1103515245 + 12345) >>> 0) / 4294967296);
+  const adapter = initLoraAdapter(cfg, { linearModules: linearModules(model.config) }, rand);
+  // peft starts B at 0; random B makes the backward through the branch non-trivial.
+  for (const m of adapter.modules.values()) {
+    for (let i = 0; i < m.b.length; i++) m.b[i] = rand() - 0.5;
+  }
+  attachAdapter(model, adapter);
+}
+
+interface Row {
+  name: string;
+  tokens: number;
+  forwardMs: number;
+  backwardMs: number;
+  optimizerMs: number;
+}
+
+async function timeIt(f: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await f();
+  return performance.now() - t;
+}
+
+async function measure(name: string, tm: TrainingModel, batch: TrainBatch, rounds: number) {
+  const gpu = tm.model.gpu;
+  const opt = createOptimizer(gpu, trainableTensors(tm), {});
+  try {
+    let fwd = Infinity, fb = Infinity, op = Infinity;
+    for (let i = 0; i <= rounds; i++) {
+      const f = await timeIt(() => runMicroStep(tm, batch, { evalOnly: true }));
+      const b = await timeIt(() => runMicroStep(tm, batch, { zeroGrads: true, dropout: 0 }));
+      const o = await timeIt(async () => {
+        const rec = beginRecording(gpu);
+        opt.recordStep(rec, { lr: 1e-4, maxGradNorm: 1 });
+        await submit(rec);
+        await opt.finishStep();
+      });
+      if (i === 0) continue; // warm-up: pipeline compiles
+      fwd = Math.min(fwd, f);
+      fb = Math.min(fb, b);
+      op = Math.min(op, o);
+    }
+    return {
+      name,
+      tokens: batch.batch * batch.seq,
+      forwardMs: fwd,
+      backwardMs: Math.max(0, fb - fwd),
+      optimizerMs: op,
+    } satisfies Row;
+  } finally {
+    opt.destroy();
+  }
+}
+
+function table(rows: Row[]): string {
+  const head =
+    "| case | tokens | forward ms | backward ms | optimizer ms | step ms | step / forward | train tok/s |";
+  const lines = rows.map((r) => {
+    const step = r.forwardMs + r.backwardMs + r.optimizerMs;
+    return `| ${r.name} | ${r.tokens} | ${r.forwardMs.toFixed(1)} | ${r.backwardMs.toFixed(1)} | ${
+      r.optimizerMs.toFixed(1)
+    } | ${step.toFixed(1)} | ${(step / r.forwardMs).toFixed(2)}× | ${
+      (r.tokens / (step / 1000)).toFixed(0)
+    } |`;
+  });
+  return [head, "| --- | --- | --- | --- | --- | --- | --- | --- |", ...lines].join("\n");
+}
+
+export async function bench(options: { small?: boolean } = {}): Promise<void> {
+  const gpu = await getGpu();
+  const rows: Row[] = [];
+  const quiet = { log: () => {}, progressBar: false };
+  {
+    const model = await loadModel(TINY_DIR, { ...quiet, dtype: "f32" });
+    const batch = syntheticBatch(model.config, 4, 64);
+    const full = prepareTraining(model, "full");
+    rows.push(await measure("tiny full (b4 × s64)", full, batch, 3));
+    full.dispose();
+    withAdapter(model);
+    const lora = prepareTraining(model, "lora");
+    rows.push(await measure("tiny LoRA qkv (b4 × s64)", lora, batch, 3));
+    lora.dispose();
+    model.dispose();
+  }
+  if (options.small ?? true) {
+    const config = smallConfig();
+    const model = randomChatGLM(gpu, config, { dtype: "f16" });
+    withAdapter(model);
+    const lora = prepareTraining(model, "lora");
+    rows.push(await measure("small LoRA qkv (b4 × s256)", lora, syntheticBatch(config, 4, 256), 1));
+    lora.dispose();
+    model.dispose();
+  }
+  console.log(
+    "\n## Training step (bench/train_step.ts) — forward / backward / optimizer, " +
+      `${gpu.adapterInfo.description || "GPU"}\n\n` + table(rows) +
+      "\n\nstep / forward: DESIGN.md target ≤ 3×.",
+  );
+}
+
+if (import.meta.main) await bench({ small: !Deno.args.includes("--tiny") });

@@ -1,0 +1,284 @@
+/**
+ * Differentiable ops on the tape: each records the forward kernels, and (when a gradient is
+ * needed) an entry whose backward records the gradient kernels of core/kernels/backward.
+ * Inputs are {@link Var}s; integer inputs (ids, labels, positions, masks) are plain tensors the
+ * caller keeps alive until the step is submitted.
+ */
+
+import { attention } from "../kernels/attention.ts";
+import { addScaled, gelu, scale } from "../kernels/elementwise.ts";
+import { embedding } from "../kernels/embedding.ts";
+import { linear } from "../kernels/matmul.ts";
+import { qkvRotary } from "../kernels/rotary.ts";
+import { layerNorm } from "../kernels/rows.ts";
+import { crossEntropy } from "../kernels/cross_entropy.ts";
+import { attentionBackward } from "../kernels/backward/attention_grad.ts";
+import { crossEntropyBackward } from "../kernels/backward/cross_entropy_grad.ts";
+import {
+  dropoutBackward,
+  dropoutForward,
+  geluBackward,
+} from "../kernels/backward/elementwise_grad.ts";
+import { embeddingBackward } from "../kernels/backward/embedding_grad.ts";
+import { layerNormBackward } from "../kernels/backward/layer_norm_grad.ts";
+import { linearBackward } from "../kernels/backward/linear_grad.ts";
+import { qkvRotaryBackward } from "../kernels/backward/rotary_grad.ts";
+import { accumulateInto } from "../kernels/backward/accumulate.ts";
+import { emptyTensor, type Tensor } from "../tensor/tensor.ts";
+import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
+
+/** A LoRA branch on the tape: `scaling · B(A(dropout(x)))`. */
+export interface LoraVars {
+  a: Var;
+  b: Var;
+  scaling: number;
+  /** Dropout probability on the branch input (training only; 0 = identity). */
+  dropout: number;
+  /** Seed of the dropout mask (fixed per step and module, so recompute regenerates it). */
+  seed: readonly [number, number];
+}
+
+/** A linear layer on the tape (W [out, in], f32 or frozen f16). */
+export interface LinearVars {
+  weight: Var;
+  bias: Var | null;
+  lora: LoraVars | null;
+}
+
+/** `x · Wᵀ + b (+ LoRA branch)`. */
+export function linearOp(tape: Tape, x: Var, layer: LinearVars): Var {
+  const rec = tape.rec;
+  const y = linear(rec, x.value, layer.weight.value, layer.bias?.value);
+  const lora = layer.lora;
+  let u: Tensor | null = null;
+  let value = y;
+  if (lora) {
+    const drop = lora.dropout > 0;
+    const xd = drop ? dropoutForward(rec, x.value, lora.dropout, lora.seed) : x.value;
+    u = linear(rec, xd, lora.a.value);
+    if (drop) free(rec, xd);
+    const up = linear(rec, u, lora.b.value);
+    value = addScaled(rec, up, lora.scaling, y);
+    free(rec, up);
+    free(rec, y);
+  }
+  const inputs = [x, layer.weight, ...(layer.bias ? [layer.bias] : [])];
+  if (lora) inputs.push(lora.a, lora.b);
+  const out = opOutput(tape, value, inputs, "linear");
+  const uVar = u;
+  recordOp(tape, {
+    label: "linear",
+    inputs,
+    outputs: [out],
+    saved: [x],
+    scratch: uVar ? [uVar] : [],
+    backward: ([dy]) => {
+      const g = dy!;
+      const grads: (Tensor | null)[] = inputs.map(() => null);
+      let dx = linearBackward(rec, x.value, layer.weight.value, g, {
+        input: x.requiresGrad,
+        weight: layer.weight.gradSink ?? undefined,
+        bias: layer.bias?.gradSink ?? undefined,
+        frozen: !layer.weight.requiresGrad,
+      });
+      if (lora && uVar) {
+        const drop = lora.dropout > 0;
+        // dB += s · dyᵀ·u ; du = s · dy·B
+        const duRaw = linearBackward(rec, uVar, lora.b.value, g, {
+          input: lora.a.requiresGrad || x.requiresGrad,
+          weight: lora.b.gradSink ?? undefined,
+          scale: lora.scaling,
+        });
+        if (duRaw) {
+          const du = scale(rec, duRaw, lora.scaling);
+          free(rec, duRaw);
+          const xd = drop ? dropoutForward(rec, x.value, lora.dropout, lora.seed) : x.value;
+          const dxd = linearBackward(rec, xd, lora.a.value, du, {
+            input: x.requiresGrad,
+            weight: lora.a.gradSink ?? undefined,
+          });
+          if (drop) free(rec, xd);
+          free(rec, du);
+          if (dxd) {
+            const dxl = drop ? dropoutBackward(rec, dxd, lora.dropout, lora.seed) : dxd;
+            if (drop) free(rec, dxd);
+            if (dx) {
+              accumulateInto(rec, dx, dxl);
+              free(rec, dxl);
+            } else dx = dxl;
+          }
+        }
+      }
+      grads[0] = dx;
+      return grads;
+    },
+  });
+  return out;
+}
+
+/** A LayerNorm on the tape. */
+export interface LayerNormVars {
+  weight: Var;
+  bias: Var;
+  eps: number;
+}
+
+export function layerNormOp(tape: Tape, x: Var, ln: LayerNormVars): Var {
+  const rec = tape.rec;
+  const y = layerNorm(rec, x.value, ln.weight.value, ln.bias.value, ln.eps);
+  const inputs = [x, ln.weight, ln.bias];
+  const out = opOutput(tape, y, inputs, "layerNorm");
+  recordOp(tape, {
+    label: "layerNorm",
+    inputs,
+    outputs: [out],
+    saved: [x],
+    backward: ([dy]) => [
+      layerNormBackward(rec, x.value, ln.weight.value, ln.eps, dy!, {
+        weight: ln.weight.gradSink ?? undefined,
+        bias: ln.bias.gradSink ?? undefined,
+      }),
+      null,
+      null,
+    ],
+  });
+  return out;
+}
+
+export function geluOp(tape: Tape, x: Var): Var {
+  const rec = tape.rec;
+  const out = opOutput(tape, gelu(rec, x.value), [x], "gelu");
+  recordOp(tape, {
+    label: "gelu",
+    inputs: [x],
+    outputs: [out],
+    saved: [x],
+    backward: ([dy]) => [geluBackward(rec, x.value, dy!)],
+  });
+  return out;
+}
+
+/** `a·alpha + b` (the ChatGLM residual). */
+export function addScaledOp(tape: Tape, a: Var, alpha: number, b: Var): Var {
+  const rec = tape.rec;
+  const out = opOutput(tape, addScaled(rec, a.value, alpha, b.value), [a, b], "addScaled");
+  recordOp(tape, {
+    label: "addScaled",
+    inputs: [a, b],
+    outputs: [out],
+    backward: ([dy]) => {
+      const da = a.requiresGrad ? scale(rec, dy!, alpha) : null;
+      // The output gradient moves to b unchanged.
+      return [da, b.requiresGrad ? dy! : null];
+    },
+  });
+  return out;
+}
+
+/** Rows of `table` at `ids` (i32); the table's gradient is a scatter-add. */
+export function embeddingOp(tape: Tape, table: Var, ids: Tensor): Var {
+  const rec = tape.rec;
+  const out = opOutput(tape, embedding(rec, table.value, ids), [table], "embedding");
+  recordOp(tape, {
+    label: "embedding",
+    inputs: [table],
+    outputs: [out],
+    backward: ([dy]) => {
+      if (table.gradSink) embeddingBackward(rec, ids, dy!, table.gradSink);
+      return [null];
+    },
+  });
+  return out;
+}
+
+export interface SelfAttentionOptions {
+  heads: number;
+  /** ChatGLM's c = layer + 1. */
+  layerScale: number;
+  /** Compact mask i32 [b, 2] (pads, context length); training rows have pads 0. */
+  maskInfo: Tensor;
+  /** 2-D positions i32 [b, 2, s]. */
+  pos: Tensor;
+  /** Rotary table size (as the forward model uses). */
+  maxPosition: number;
+}
+
+/**
+ * ChatGLM self-attention core: fused qkv [b, s, heads·3d] → 2-D rotary → masked attention →
+ * ctx [b, s, heads·d]. Keeps the rotated q, k and v for the backward pass.
+ */
+export function selfAttentionOp(tape: Tape, qkv: Var, o: SelfAttentionOptions): Var {
+  const rec = tape.rec;
+  const [b, s, h3] = qkv.value.shape;
+  const d = h3 / (3 * o.heads);
+  const k = emptyTensor(rec.gpu, [b, o.heads, s, d], "f32", { rec, label: "train k" });
+  const v = emptyTensor(rec.gpu, [b, o.heads, s, d], "f32", { rec, label: "train v" });
+  const q = qkvRotary(rec, qkv.value, o.pos, k, v, {
+    mode: "2d",
+    heads: o.heads,
+    past: 0,
+    layout: "interleaved",
+    maxPosition: o.maxPosition,
+  });
+  const ctx = attention(rec, q, k, v, {
+    keys: s,
+    layerScale: o.layerScale,
+    maskValue: -10000,
+    maskInfo: o.maskInfo,
+  });
+  const out = opOutput(tape, ctx, [qkv], "selfAttention");
+  recordOp(tape, {
+    label: "selfAttention",
+    inputs: [qkv],
+    outputs: [out],
+    scratch: [q, k, v],
+    backward: ([dctx]) => {
+      const g = attentionBackward(rec, q, k, v, dctx!, {
+        layerScale: o.layerScale,
+        maskValue: -10000,
+        maskInfo: o.maskInfo,
+      });
+      const dqkv = qkvRotaryBackward(rec, g.dq, g.dk, g.dv, o.pos, {
+        heads: o.heads,
+        mode: "2d",
+        layout: "interleaved",
+        maxPosition: o.maxPosition,
+      });
+      free(rec, g.dq);
+      free(rec, g.dk);
+      free(rec, g.dv);
+      return [dqkv];
+    },
+  });
+  return out;
+}
+
+/**
+ * Mean cross-entropy of `logits` [..., V] against `labels` (i32, already shifted: the label of
+ * logits row t), ignoring `ignoreIndex`. The result must be the root of `backward`, with any
+ * seed tensor (its value is not read): the gradient is scaled by `gradScale` instead.
+ */
+export function crossEntropyOp(
+  tape: Tape,
+  logits: Var,
+  labels: Tensor,
+  gradScale = 1,
+  ignoreIndex = -100,
+): Var {
+  const rec = tape.rec;
+  const r = crossEntropy(rec, logits.value, labels, ignoreIndex);
+  free(rec, r.loss);
+  const out = opOutput(tape, r.mean, [logits], "crossEntropy");
+  recordOp(tape, {
+    label: "crossEntropy",
+    inputs: [logits],
+    outputs: [out],
+    saved: [logits],
+    scratch: [r.lse],
+    backward: () => [
+      crossEntropyBackward(rec, logits.value, labels, r.lse, r.mean, gradScale, ignoreIndex),
+    ],
+  });
+  if (!tape.recording || !logits.requiresGrad) free(rec, r.lse);
+  return out;
+}

@@ -1,0 +1,69 @@
+/**
+ * Embedding backward: scatter-add of the output gradient rows into the table gradient,
+ * `dTable[ids[t]] += dy[t]`. One invocation per (table chunk, column) walks every token in order,
+ * so no atomics are needed and the sum is deterministic; rows of ids not in the batch are left
+ * untouched (they stay 0 after the optimizer zeroes the gradients).
+ */
+
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  markWritten,
+  numel,
+  type Tensor,
+} from "../../tensor/tensor.ts";
+import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "../common.ts";
+
+const WG = 64;
+
+/** Adds dy [..., h] into dTable [V, h] at the rows `ids` (i32, shape [...]). */
+export function embeddingBackward(rec: Recording, ids: Tensor, dy: Tensor, dTable: Tensor): Tensor {
+  const kernel = "embeddingBackward";
+  expectDtype(ids, kernel, "ids", ["i32"]);
+  expectDtype(dy, kernel, "dy", ["f32"]);
+  expectDtype(dTable, kernel, "dTable", ["f32"]);
+  assertUnchunked(ids, kernel, "ids");
+  assertUnchunked(dy, kernel, "dy");
+  if (dTable.shape.length !== 2) throw new GpuError(`${kernel}: dTable must be [V, h]`);
+  const [V, h] = dTable.shape;
+  const n = numel(ids.shape);
+  if (numel(dy.shape) !== n * h) {
+    throw new GpuError(`${kernel}: dy has ${numel(dy.shape)} elements, expected ${n} × ${h}`);
+  }
+  markWritten(dTable);
+  if (n === 0 || h === 0) return dTable;
+  const pipeline = getPipeline(rec.gpu, "grad:embedding", () => `
+struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "I", "i32")}
+${declareInput(2, "DY", "f32")}
+${declareOutput(3, "DT")}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let j = ${WG_INDEX} * ${WG}u + lid.x;
+  if (j >= P.h) { return; }
+  for (var t = 0u; t < P.n; t++) {
+    let id = I[t];
+    if (id < 0 || u32(id) >= P.V) { continue; }
+    let r = u32(id);
+    if (r < P.rowStart || r >= P.rowStart + P.rows) { continue; }
+    let o = (r - P.rowStart) * P.h + j;
+    DT[o] = DT[o] + DY[t * P.h + j];
+  }
+}
+`);
+  dTable.chunks.forEach((c, i) => {
+    if (c.rows === 0) return;
+    recordDispatch(
+      rec,
+      pipeline,
+      [n, h, c.rowStart, c.rows, V, 0, 0, 0],
+      [bindingOf(ids), bindingOf(dy), bindingOf(dTable, i)],
+      grid(rec.gpu, Math.ceil(h / WG)),
+    );
+  });
+  return dTable;
+}

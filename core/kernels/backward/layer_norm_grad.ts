@@ -1,0 +1,199 @@
+/**
+ * LayerNorm backward from the saved input x (mean and variance are recomputed per row, which is
+ * cheaper than storing them): dx per row, and the weight / bias gradients summed over rows and
+ * added into the given gradient tensors (omitted for frozen parameters).
+ *
+ * With x̂ = (x − μ)/σ and g = dy·w: dx = (g − mean(g) − x̂·mean(g·x̂)) / σ; dw = Σ dy·x̂; db = Σ dy.
+ */
+
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  markWritten,
+  numel,
+  releaseTensor,
+  type Tensor,
+} from "../../tensor/tensor.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  expectShape,
+  outputTensor,
+  rowsOf,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
+
+const WG = 64;
+
+const REDUCE = `
+var<workgroup> red: array<f32, ${WG}>;
+fn wg_sum(v: f32, t: u32) -> f32 {
+  red[t] = v;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) { red[t] += red[t + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}`;
+
+export interface LayerNormGrads {
+  /** Added into: dL/dweight [h] (f32). */
+  weight?: Tensor;
+  /** Added into: dL/dbias [h] (f32). */
+  bias?: Tensor;
+}
+
+/** Returns dx [..., h]; adds dw, db into `grads` when given. */
+export function layerNormBackward(
+  rec: Recording,
+  x: Tensor,
+  weight: Tensor,
+  eps: number,
+  dy: Tensor,
+  grads: LayerNormGrads = {},
+): Tensor {
+  const kernel = "layerNormBackward";
+  expectDtype(x, kernel, "x", ["f32"]);
+  expectDtype(dy, kernel, "dy", ["f32"]);
+  expectDtype(weight, kernel, "weight", ["f32", "f16"]);
+  expectShape(dy, kernel, "dy", x.shape);
+  assertUnchunked(x, kernel, "x");
+  const { rows, cols } = rowsOf(x);
+  if (numel(weight.shape) !== cols) {
+    throw new GpuError(`${kernel}: weight has ${numel(weight.shape)} elements, rows have ${cols}`);
+  }
+  const dx = outputTensor(rec, kernel, x.shape);
+  if (rows === 0 || cols === 0) return dx;
+  const rowPipeline = getPipeline(rec.gpu, `grad:layerNorm:rows:${weight.dtype}`, () => `
+struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareInput(2, "W", weight.dtype)}
+${declareInput(3, "DY", "f32")}
+${declareOutput(4, "DX")}
+${REDUCE}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};
+  if (row >= P.rows) { return; }
+  let t = lid.x;
+  let base = row * P.h;
+  var s = 0.0;
+  for (var j = t; j < P.h; j += ${WG}u) { s += X[base + j]; }
+  let mean = wg_sum(s, t) / f32(P.h);
+  var v = 0.0;
+  for (var j = t; j < P.h; j += ${WG}u) { let c = X[base + j] - mean; v += c * c; }
+  let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var j = t; j < P.h; j += ${WG}u) {
+    let g = DY[base + j] * ld_W(j);
+    sg += g;
+    sgx += g * (X[base + j] - mean) * rstd;
+  }
+  let mg = wg_sum(sg, t) / f32(P.h);
+  let mgx = wg_sum(sgx, t) / f32(P.h);
+  for (var j = t; j < P.h; j += ${WG}u) {
+    let xh = (X[base + j] - mean) * rstd;
+    DX[base + j] = (DY[base + j] * ld_W(j) - mg - xh * mgx) * rstd;
+  }
+}
+`);
+  recordDispatch(
+    rec,
+    rowPipeline,
+    [rows, cols, { f: eps }, 0],
+    [bindingOf(x), bindingOf(weight), bindingOf(dy), bindingOf(dx)],
+    grid(rec.gpu, rows),
+  );
+  if (grads.weight || grads.bias) {
+    const dw = grads.weight, db = grads.bias;
+    for (const [t, n] of [[dw, "weight grad"], [db, "bias grad"]] as const) {
+      if (!t) continue;
+      expectDtype(t, kernel, n, ["f32"]);
+      if (numel(t.shape) !== cols) throw new GpuError(`${kernel}: ${n} must have ${cols} elements`);
+      markWritten(t);
+    }
+    // Rows are re-normalised per column here; rows × h loads either way, no extra buffers.
+    const which = `${dw ? "w" : ""}${db ? "b" : ""}`;
+    const colPipeline = getPipeline(rec.gpu, `grad:layerNorm:cols:${which}`, () => `
+struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareInput(2, "DY", "f32")}
+${declareInput(3, "STATS", "f32")}
+${dw ? declareOutput(4, "DW") : ""}
+${db ? declareOutput(dw ? 5 : 4, "DB") : ""}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let j = ${WG_INDEX} * ${WG}u + lid.x;
+  if (j >= P.h) { return; }
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var r = 0u; r < P.rows; r++) {
+    let dy = DY[r * P.h + j];
+    sw += dy * (X[r * P.h + j] - STATS[r * 2u]) * STATS[r * 2u + 1u];
+    sb += dy;
+  }
+  ${dw ? "DW[j] = DW[j] + sw;" : ""}
+  ${db ? "DB[j] = DB[j] + sb;" : ""}
+}
+`);
+    const stats = rowStats(rec, x, eps, rows, cols);
+    const res: GPUBindingResource[] = [bindingOf(x), bindingOf(dy), bindingOf(stats)];
+    if (dw) res.push(bindingOf(dw));
+    if (db) res.push(bindingOf(db));
+    recordDispatch(
+      rec,
+      colPipeline,
+      [rows, cols, { f: eps }, 0],
+      res,
+      grid(rec.gpu, Math.ceil(cols / WG)),
+    );
+    // Released into the recording: later dispatches of this step may reuse the buffer.
+    releaseTensor(stats, rec);
+  }
+  return dx;
+}
+
+/** [rows, 2] = (mean, 1/σ) per row. */
+function rowStats(rec: Recording, x: Tensor, eps: number, rows: number, cols: number): Tensor {
+  const stats = outputTensor(rec, "layerNormStats", [rows, 2]);
+  const pipeline = getPipeline(rec.gpu, "grad:layerNorm:stats", () => `
+struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareOutput(2, "STATS")}
+${REDUCE}
+@compute @workgroup_size(${WG})
+fn main(${WG_BUILTINS}) {
+  let row = ${WG_INDEX};
+  if (row >= P.rows) { return; }
+  let t = lid.x;
+  let base = row * P.h;
+  var s = 0.0;
+  for (var j = t; j < P.h; j += ${WG}u) { s += X[base + j]; }
+  let mean = wg_sum(s, t) / f32(P.h);
+  var v = 0.0;
+  for (var j = t; j < P.h; j += ${WG}u) { let c = X[base + j] - mean; v += c * c; }
+  let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
+  if (t == 0u) { STATS[row * 2u] = mean; STATS[row * 2u + 1u] = rstd; }
+}
+`);
+  recordDispatch(
+    rec,
+    pipeline,
+    [rows, cols, { f: eps }, 0],
+    [bindingOf(x), bindingOf(stats)],
+    grid(rec.gpu, rows),
+  );
+  return stats;
+}

@@ -1,0 +1,135 @@
+// The shipped demo model (models/demo) and the pieces of `deno task demo`: a complete, small HF
+// model directory whose special ids match its tokenizer, a loadable adapter, greedy answers that
+// reproduce its training answers, the trainer defaulting to it (and saying it is a demo), and the
+// seeded random initialisation the demo starts from.
+
+import assert from "node:assert/strict";
+import { loadModel } from "../core/models/chatglm/load.ts";
+import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
+import { preset } from "../train/config.ts";
+import { train } from "../train/train.ts";
+import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
+import { demoConfigJson } from "../train/demo/pipeline.ts";
+import { writeRandomChatGLM } from "../train/demo/init_model.ts";
+import { answerInstructions, overlap } from "../train/demo/generate.ts";
+import { loadEngine } from "../serve/engine/load.ts";
+import { readTensor } from "../core/tensor/tensor.ts";
+
+const quiet = { log: () => {}, progressBar: false };
+
+Deno.test("demo model: a small complete model dir whose special ids match the tokenizer", async () => {
+  let total = 0;
+  for (
+    const f of [
+      "config.json",
+      "model.safetensors",
+      "ice_text.model",
+      "tokenizer_config.json",
+      "README.md",
+      "adapter/adapter_config.json",
+      "adapter/adapter_model.safetensors",
+    ]
+  ) {
+    total += (await Deno.stat(`${DEMO_MODEL_DIR}/${f}`)).size;
+  }
+  assert.ok(total < 6 * 1024 * 1024, `models/demo holds ${total} bytes`);
+  const config = JSON.parse(await Deno.readTextFile(`${DEMO_MODEL_DIR}/config.json`));
+  const tok = await loadTokenizer(DEMO_MODEL_DIR);
+  assert.equal(config.bos_token_id, tok.sopId);
+  assert.equal(config.eos_token_id, tok.eopId);
+  assert.equal(config.mask_token_id, tok.maskId);
+  assert.equal(config.gmask_token_id, tok.gmaskId);
+  assert.equal(config.pad_token_id, tok.padId);
+  assert.ok(config.vocab_size >= tok.textVocabSize);
+  assert.deepEqual(config, demoConfigJson(tok));
+  assert.match(await Deno.readTextFile(`${DEMO_MODEL_DIR}/README.md`), /not a medical model/);
+});
+
+Deno.test("demo model: greedy answers reproduce its training answers (base + adapter)", async () => {
+  const samples = JSON.parse(
+    await Deno.readTextFile(new URL("../data/samples/medical_qa.json", import.meta.url)),
+  ) as { instruction: string; input?: string; output: string }[];
+  const tok = await loadTokenizer(DEMO_MODEL_DIR);
+  const model = await loadModel(DEMO_MODEL_DIR, { ...quiet, adapter: `${DEMO_MODEL_DIR}/adapter` });
+  try {
+    const picked = [0, 100, 200].map((i) => samples[i]).filter((s) => !s.input);
+    const answers = await answerInstructions(model, tok, picked.map((s) => s.instruction), 80);
+    let sum = 0;
+    for (const [i, s] of picked.entries()) sum += overlap(answers[i], s.output);
+    const mean = sum / picked.length;
+    assert.ok(mean >= 0.5, `only ${(100 * mean).toFixed(0)}% of the training answers reproduced`);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("train without --model uses the demo model and says it is a demo", async () => {
+  const out = await Deno.makeTempDir({ prefix: "medglm-demo-train-" });
+  const lines: string[] = [];
+  try {
+    const r = await train({ ...preset("demo"), model: null, outputDir: out, maxSteps: 1 }, {
+      log: (l) => lines.push(l),
+      progressStream: { writeSync: (b: Uint8Array) => b.length },
+    });
+    assert.equal(r.steps, 1);
+    assert.ok(lines.some((l) => /demo model.*not a medical model/.test(l)), lines.join("\n"));
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("writeRandomChatGLM: seeded HF-style init that loads as a model", async () => {
+  const tok = await loadTokenizer(DEMO_MODEL_DIR);
+  const json = { ...demoConfigJson(tok), hidden_size: 32, inner_hidden_size: 64, num_layers: 1 };
+  const a = await Deno.makeTempDir({ prefix: "medglm-init-" });
+  const b = await Deno.makeTempDir({ prefix: "medglm-init-" });
+  try {
+    await writeRandomChatGLM(a, json, 7);
+    await writeRandomChatGLM(b, json, 7);
+    assert.deepEqual(
+      await Deno.readFile(`${a}/model.safetensors`),
+      await Deno.readFile(`${b}/model.safetensors`),
+    );
+    const model = await loadModel(a, { ...quiet, dtype: "f32" });
+    try {
+      const params = model.parameters();
+      const ln = await readTensor(
+        params.get("transformer.layers.0.input_layernorm.weight")!,
+      );
+      assert.ok([...ln].every((v) => v === 1));
+      const emb = await readTensor(
+        params.get("transformer.word_embeddings.weight")!,
+      ) as Float32Array;
+      const std = Math.sqrt(emb.reduce((s, v) => s + v * v, 0) / emb.length);
+      assert.ok(Math.abs(std - 0.02) < 0.002, `embedding std ${std}`);
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await Deno.remove(a, { recursive: true });
+    await Deno.remove(b, { recursive: true });
+  }
+});
+
+Deno.test("demo model: the default engine (no --model) prompts it as trained and answers", async () => {
+  const samples = JSON.parse(
+    await Deno.readTextFile(new URL("../data/samples/medical_qa.json", import.meta.url)),
+  ) as { instruction: string; input?: string; output: string }[];
+  const engine = await loadEngine({ ...quiet, backend: "webgpu", maxBatch: 2 });
+  try {
+    assert.equal(engine.info.demo, true);
+    const s = samples[0];
+    let text = "";
+    for await (
+      const d of engine.generate({
+        messages: [{ role: "user", content: s.instruction }],
+        temperature: 0,
+        maxNewTokens: 80,
+      })
+    ) text += d.text;
+    const o = overlap(text, s.output);
+    assert.ok(o >= 0.8, `the demo reproduced ${(100 * o).toFixed(0)}%: ${text}`);
+  } finally {
+    await engine.close();
+  }
+});

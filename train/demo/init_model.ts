@@ -1,0 +1,29 @@
+/**
+ * A freshly initialised ChatGLM-6B-architecture model directory, as HF initialises one: every
+ * weight matrix (and the embedding) normal(0, 0.02), biases 0, LayerNorm weights 1 and biases 0;
+ * seeded, so the same seed writes the same file. Used to start the demo model from scratch.
+ */
+
+import { writeJsonAtomic } from "../../core/io/atomic.ts";
+import { writeSafetensors } from "../../core/io/safetensors.ts";
+import { parseChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { randomChatGLMWeights } from "../../core/models/chatglm/random_init.ts";
+
+/** Writes `<dir>/config.json` and a random `<dir>/model.safetensors` (F32). */
+export async function writeRandomChatGLM(
+  dir: string,
+  configJson: Record<string, unknown>,
+  seed: number,
+  std = 0.02,
+): Promise<void> {
+  const config = parseChatGLMConfig(configJson, `${dir}/config.json`);
+  const tensors = [...randomChatGLMWeights(config, seed, std)].map((t) => ({
+    name: t.name,
+    dtype: "F32" as const,
+    shape: t.shape,
+    data: t.data,
+  }));
+  await Deno.mkdir(dir, { recursive: true });
+  await writeJsonAtomic(`${dir}/config.json`, configJson);
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
+}

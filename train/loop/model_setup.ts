@@ -1,0 +1,93 @@
+/**
+ * The model a run trains: the base model loaded for LoRA (frozen base, f16 where configured) or
+ * for full fine-tuning (f32, every parameter trainable), the adapter (from a checkpoint being
+ * resumed, from `--adapter-init`, or fresh as peft initialises one, seeded), and the weights of a
+ * resumed full fine-tuning run written back into the model.
+ */
+
+import { getGpu } from "../../core/gpu/device.ts";
+import { writeTensor } from "../../core/tensor/tensor.ts";
+import {
+  initLoraAdapter,
+  loadLoraAdapter,
+  type LoraAdapter,
+} from "../../core/adapters/lora_weights.ts";
+import { parseLoraConfig } from "../../core/adapters/peft_config.ts";
+import { loadModel } from "../../core/models/chatglm/load.ts";
+import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
+import { linearModules } from "../../core/models/chatglm/params.ts";
+import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import type { LoadedCheckpoint } from "../checkpoint.ts";
+import type { TrainConfig } from "../config.ts";
+import { createRng } from "../../core/random.ts";
+
+/** A fresh adapter config in peft's shape for the run's LoRA settings. */
+export function freshLoraConfigJson(config: TrainConfig, baseModel: string): unknown {
+  return {
+    base_model_name_or_path: baseModel,
+    bias: "none",
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    lora_alpha: config.loraAlpha,
+    lora_dropout: config.loraDropout,
+    modules_to_save: null,
+    peft_type: "LORA",
+    r: config.loraR,
+    target_modules: config.targetModules,
+    task_type: "CAUSAL_LM",
+  };
+}
+
+export async function setupModel(
+  config: TrainConfig,
+  modelDir: string,
+  resume: LoadedCheckpoint | null,
+  log: (line: string) => void,
+): Promise<ChatGLMModel> {
+  const gpu = await getGpu();
+  const quiet = { log, progressBar: false };
+  if (config.full) {
+    const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu });
+    if (resume) {
+      if (resume.weights.kind !== "full") {
+        model.dispose();
+        throw new Error(`${resume.dir}: a LoRA checkpoint cannot resume a --full run`);
+      }
+      const params = model.parameters();
+      for (const t of resume.weights.tensors) {
+        const p = params.get(t.name);
+        if (!p) continue; // rotary inv_freq buffers and the like
+        if (p.byteLength !== t.data.byteLength) {
+          model.dispose();
+          throw new Error(
+            `${resume.dir}: ${t.name} has shape [${t.shape}], the model [${p.shape}]`,
+          );
+        }
+        writeTensor(p, t.data);
+      }
+    }
+    return model;
+  }
+  const modelConfig = await readChatGLMConfig(modelDir);
+  const base = { linearModules: linearModules(modelConfig), name: modelDir };
+  let adapter: LoraAdapter;
+  if (resume) {
+    if (resume.weights.kind !== "lora") {
+      throw new Error(`${resume.dir}: a full checkpoint cannot resume a LoRA run`);
+    }
+    adapter = resume.weights.adapter;
+  } else if (config.adapterInit) {
+    adapter = await loadLoraAdapter(config.adapterInit, base);
+  } else {
+    const rng = createRng(config.seed);
+    adapter = initLoraAdapter(
+      parseLoraConfig(freshLoraConfigJson(config, modelDir), "fresh adapter config"),
+      base,
+      () => rng.next(),
+    );
+  }
+  // The run's dropout setting wins over the one stored with an initial adapter.
+  adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
+  return await loadModel(modelDir, { ...quiet, dtype: config.dtype, adapter, gpu });
+}
