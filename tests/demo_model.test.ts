@@ -133,3 +133,22 @@ Deno.test("demo model: the default engine (no --model) prompts it as trained and
     await engine.close();
   }
 });
+
+Deno.test("deno task train with no model named trains the demo with the demo preset", async () => {
+  const { withDemoDefault } = await import("../train/cli.ts");
+  const { loadTrainConfig } = await import("../train/config.ts");
+  const { config } = await loadTrainConfig(withDemoDefault([]));
+  assert.equal(config.preset, "demo");
+  assert.equal(config.model, "models/demo");
+  assert.equal(config.data, null);
+  assert.deepEqual(withDemoDefault(["--model", "m", "--data", "d"]), [
+    "--model",
+    "m",
+    "--data",
+    "d",
+  ]);
+  assert.deepEqual(withDemoDefault(["--preset=chatglm-lora-medical"]), [
+    "--preset=chatglm-lora-medical",
+  ]);
+  await assert.rejects(() => loadTrainConfig(["--preset", "chatglm-lora-medical"]), /--model/);
+});

@@ -8,7 +8,20 @@ import { loadTrainConfig, trainHelp } from "./config.ts";
 import { adapterLimits, dryRunReport } from "./dry_run.ts";
 import { train } from "./train.ts";
 
-export async function trainMain(args: string[]): Promise<number> {
+/**
+ * With no model named anywhere (flag, preset or config file) the shipped demo model is trained
+ * with the demo preset (a short run that fits a CPU), rather than the 6B preset's schedule on a
+ * model that is not there.
+ */
+export function withDemoDefault(args: string[]): string[] {
+  const names = (flag: string) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
+  return names("--model") || names("--preset") || names("--config")
+    ? args
+    : ["--preset", "demo", ...args];
+}
+
+export async function trainMain(argv: string[]): Promise<number> {
+  const args = withDemoDefault(argv);
   let parsed;
   try {
     parsed = await loadTrainConfig(args);
@@ -24,13 +37,7 @@ export async function trainMain(args: string[]): Promise<number> {
     console.log(trainHelp());
     return 0;
   }
-  let config = parsed.config;
-  // No --model and no chosen preset: train the shipped demo model with the demo preset (a short
-  // run that fits a CPU), rather than the 6B preset's schedule on a model that is not there.
-  if (config.model === null && !args.some((a) => a === "--preset" || a.startsWith("--preset="))) {
-    const fromFile = parsed.sources.model !== "preset chatglm-lora-medical";
-    if (!fromFile) config = (await loadTrainConfig(["--preset", "demo", ...args])).config;
-  }
+  const config = parsed.config;
   if (config.dryRun) {
     try {
       console.log(await dryRunReport(config, await adapterLimits()));

@@ -445,7 +445,8 @@ export function validateTrainConfig(c: TrainConfig, sources: Record<string, stri
   if (!c.dryRun && c.model === null) {
     throw new Error("--model is required: an HF model directory (config.json + weights)");
   }
-  if (!c.dryRun && c.data === null) {
+  // The demo preset builds its own data set from data/configs/demo.json on first use.
+  if (!c.dryRun && c.data === null && c.preset !== "demo") {
     throw new Error("--data is required: a data directory built by `deno task data`");
   }
 }
