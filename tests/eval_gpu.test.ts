@@ -1,4 +1,4 @@
-// The evaluation on the WebGPU ChatGLM (tiny fixture, f32): `fromChatGLMModel` log-likelihoods
+// The evaluation on the WebGPU ChatGLM (tiny fixture and the demo model): `fromChatGLMModel` log-likelihoods
 // against the CPU reference, and `deno task eval` end to end (base vs two adapters, loglik and
 // generate scorers, held-out split), rerun with --resume to identical files without recomputing.
 import assert, { deepEqual, equal, match } from "node:assert/strict";
@@ -15,6 +15,7 @@ import { readMcJson } from "../eval/formats/mod.ts";
 import { loadRefWeights, refForward, type RefModel, refRule41 } from "./reference/chatglm.ts";
 
 const TINY = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
+const DEMO = new URL("../models/demo", import.meta.url).pathname;
 const DATA = new URL("./fixtures/datasets", import.meta.url).pathname;
 
 let gpuReason = "";
@@ -25,56 +26,62 @@ try {
   console.log(`eval_gpu: skipped, no WebGPU adapter: ${gpuReason}`);
 }
 
-Deno.test({
-  name:
-    "fromChatGLMModel: GPU log-likelihoods match the CPU reference (last-position and full paths)",
-  ignore: gpuReason !== "",
-  async fn() {
-    const config = await readChatGLMConfig(TINY);
-    const ref: RefModel = { config, weights: await loadRefWeights(TINY) };
-    const tok = await loadTokenizer(TINY);
-    const model = await loadModel(TINY, { dtype: "f32", maxBatch: 4, log: () => {} });
-    try {
-      const lm = fromChatGLMModel(model);
-      equal(lm.vocabSize, config.vocabSize);
-      equal(lm.padId, config.padTokenId);
-      const items = (await readMcJson(`${DATA}/alpaca-cot/eval/raw/mmcu/test.json`, "mmcu")).items;
-      const requests = items.flatMap((item) => {
-        const context = tok.encode(buildMcPrompt(item, [], { shots: 0, template: "plain" }));
-        return answerCandidates(item).slice(0, 6).map((c) => ({
-          context,
-          continuation: tok.encode(c, { special: false }),
-        }));
-      });
-      const gpu = await continuationLogprobs(lm, requests, { batchSize: 4 });
-      const full = await continuationLogprobs({ ...lm, forwardLast: undefined }, requests, {
-        batchSize: 3,
-      });
-      requests.forEach((r, i) => {
-        const ids = [...r.context, ...r.continuation];
-        const { mask, pos } = refRule41(ids, config);
-        const logits = refForward(ref, ids, 1, ids.length, mask, pos);
-        const V = config.vocabSize;
-        let want = 0;
-        r.continuation.forEach((t, j) => {
-          const off = (r.context.length - 1 + j) * V;
-          let max = -Infinity;
-          for (let v = 0; v < V; v++) max = Math.max(max, logits[off + v]);
-          let sum = 0;
-          for (let v = 0; v < V; v++) sum += Math.exp(logits[off + v] - max);
-          want += logits[off + t] - max - Math.log(sum);
+for (const [label, dir] of [["tiny fixture", dir], ["demo model", DEMO]]) {
+  Deno.test({
+    name:
+      `fromChatGLMModel (${label}): GPU log-likelihoods match the CPU reference (last-position and full paths)`,
+    ignore: gpuReason !== "",
+    async fn() {
+      const config = await readChatGLMConfig(dir);
+      const ref: RefModel = { config, weights: await loadRefWeights(dir) };
+      const tok = await loadTokenizer(dir);
+      const model = await loadModel(dir, { dtype: "f32", maxBatch: 4, log: () => {} });
+      try {
+        const lm = fromChatGLMModel(model);
+        equal(lm.vocabSize, config.vocabSize);
+        equal(lm.padId, config.padTokenId);
+        const items =
+          (await readMcJson(`${DATA}/alpaca-cot/eval/raw/mmcu/test.json`, "mmcu")).items;
+        const requests = items.flatMap((item) => {
+          const context = tok.encode(buildMcPrompt(item, [], { shots: 0, template: "plain" }));
+          return answerCandidates(item).slice(0, 6).map((c) => ({
+            context,
+            continuation: tok.encode(c, { special: false }),
+          }));
         });
-        assert(Math.abs(gpu[i] - want) < 2e-3, `request ${i}: gpu ${gpu[i]} vs reference ${want}`);
-        assert(
-          Math.abs(full[i] - want) < 2e-3,
-          `request ${i}: full ${full[i]} vs reference ${want}`,
-        );
-      });
-    } finally {
-      model.dispose();
-    }
-  },
-});
+        const gpu = await continuationLogprobs(lm, requests, { batchSize: 4 });
+        const full = await continuationLogprobs({ ...lm, forwardLast: undefined }, requests, {
+          batchSize: 3,
+        });
+        requests.forEach((r, i) => {
+          const ids = [...r.context, ...r.continuation];
+          const { mask, pos } = refRule41(ids, config);
+          const logits = refForward(ref, ids, 1, ids.length, mask, pos);
+          const V = config.vocabSize;
+          let want = 0;
+          r.continuation.forEach((t, j) => {
+            const off = (r.context.length - 1 + j) * V;
+            let max = -Infinity;
+            for (let v = 0; v < V; v++) max = Math.max(max, logits[off + v]);
+            let sum = 0;
+            for (let v = 0; v < V; v++) sum += Math.exp(logits[off + v] - max);
+            want += logits[off + t] - max - Math.log(sum);
+          });
+          assert(
+            Math.abs(gpu[i] - want) < 2e-3,
+            `request ${i}: gpu ${gpu[i]} vs reference ${want}`,
+          );
+          assert(
+            Math.abs(full[i] - want) < 2e-3,
+            `request ${i}: full ${full[i]} vs reference ${want}`,
+          );
+        });
+      } finally {
+        model.dispose();
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "deno task eval end to end: base vs adapters, table, results.json, SVG, --resume",
