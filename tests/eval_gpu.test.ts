@@ -26,7 +26,7 @@ try {
   console.log(`eval_gpu: skipped, no WebGPU adapter: ${gpuReason}`);
 }
 
-for (const [label, dir] of [["tiny fixture", dir], ["demo model", DEMO]]) {
+for (const [label, dir] of [["tiny fixture", TINY], ["demo model", DEMO]]) {
   Deno.test({
     name:
       `fromChatGLMModel (${label}): GPU log-likelihoods match the CPU reference (last-position and full paths)`,
