@@ -192,3 +192,76 @@ Deno.test("createEngine({ model: dir }) loads; bad directories get errors with t
     await engine.close();
   }
 });
+
+Deno.test("bot on the demo model: it answers as trained, uses the history, /reset clears it", async () => {
+  const samples = JSON.parse(
+    await Deno.readTextFile(new URL("../data/samples/medical_qa.json", import.meta.url)),
+  ) as { instruction: string; output: string }[];
+  const engine = await createEngine({ maxBatch: 2, log: () => {}, progressBar: false });
+  assert.equal(engine.info.demo, true);
+  const seen: number[] = [];
+  const recorded: LocalEngine = {
+    ...engine,
+    generate(req) {
+      seen.push(req.messages.length);
+      return engine.generate(req);
+    },
+  };
+  const fake = startFakeTelegram();
+  const dir = await Deno.makeTempDir({ prefix: "medglm-demo-bot-" });
+  const bot = createBot(recorded, {
+    token: fake.token,
+    apiRoot: fake.apiRoot,
+    kvPath: `${dir}/bot.kv`,
+    editIntervalMs: 40,
+    maxMessagesPerSecond: 1000,
+    pollingTimeoutSeconds: 5,
+    defaultSettings: { temperature: 0 },
+    log: () => {},
+  });
+  // Waits for the engine call this question makes and for the bot to finish with the chat.
+  const answerTo = async (text: string, count: number) => {
+    const calls = seen.length;
+    fake.sendText({ chatId: 9, text });
+    try {
+      return await fake.waitFor(
+        () => {
+          const t = fake.botTexts(9);
+          return seen.length > calls && bot.stats().busyChats === 0 && t.length >= count && t;
+        },
+        20_000,
+        `answer ${count}`,
+      );
+    } catch (err) {
+      throw new Error(
+        `${(err as Error).message}: engine calls ${seen.length - calls}, bot texts ${
+          JSON.stringify(fake.botTexts(9))
+        }, ${JSON.stringify(bot.stats())}`,
+      );
+    }
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      bot.start({ onStart: () => resolve() }).catch(reject);
+    });
+    await answerTo(samples[0].instruction, 1);
+    // The last throttled edit brings the whole answer: the training answer, as trained.
+    await fake.waitFor(
+      () => fake.botTexts(9)[0] === samples[0].output,
+      10_000,
+      `the trained answer ${samples[0].output} (got ${fake.botTexts(9)[0]})`,
+    );
+    await answerTo(samples[5].instruction, 2);
+    assert.deepEqual(seen.slice(-2), [1, 3], "the second question carries the first turn");
+    fake.sendText({ chatId: 9, text: "/reset" });
+    await fake.waitFor(() => fake.botTexts(9).length >= 3, 10_000, "the /reset reply");
+    await answerTo(samples[5].instruction, 4);
+    assert.equal(seen.at(-1), 1, "after /reset the question goes alone");
+  } finally {
+    await bot.stop();
+    await bot.finished;
+    await fake.close();
+    await engine.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

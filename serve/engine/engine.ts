@@ -246,7 +246,14 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
       return run(req.promptIds, req);
     },
     encodeMessages,
-    countPromptTokens: (messages) => encodeMessages(messages).length,
+    // A conversation ending with an answer is history being sized by a front end (the bot trims
+    // stored turns this way): counted as the prompt it makes before an empty question.
+    countPromptTokens: (messages) =>
+      encodeMessages(
+        messages.at(-1)?.role === "assistant"
+          ? [...messages, { role: "user", content: "" }]
+          : messages,
+      ).length,
     stats: () => scheduler.stats(),
     async close() {
       if (closed) return;

@@ -68,7 +68,10 @@ export interface Engine {
   readonly info: EngineInfo;
   /** Streams the answer to the conversation. Throws `PromptTooLongError` before yielding. */
   generate(request: GenerationRequest): AsyncIterable<GenerationDelta>;
-  /** Prompt tokens the conversation would take (for limits and usage). */
+  /**
+   * Prompt tokens the conversation would take (for limits and usage). A conversation that ends
+   * with an assistant message (history a front end is sizing) counts as if a question followed.
+   */
   countPromptTokens(messages: ChatMessage[]): number;
   stats(): EngineStats;
   close(): Promise<void>;
