@@ -97,7 +97,8 @@ export const WG_BUILTINS = "@builtin(workgroup_id) wid: vec3<u32>, " +
 
 /**
  * WGSL: `wg_reduce(v, t, isMax)`, the sum (or max) of `v` over a workgroup of `wg` invocations
- * (`t` = local index; a power of two), returned to every invocation; uses `red` in workgroup memory.
+ * (`t` = local index; a power of two), returned to every invocation, and its two spellings
+ * `wg_sum(v, t)` and `wg_max(v, t)`; uses `red` in workgroup memory.
  */
 export function workgroupReduce(wg: number): string {
   return `var<workgroup> red: array<f32, ${wg}>;
@@ -111,5 +112,7 @@ fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
   let r = red[0];
   workgroupBarrier();
   return r;
-}`;
+}
+fn wg_sum(v: f32, t: u32) -> f32 { return wg_reduce(v, t, false); }
+fn wg_max(v: f32, t: u32) -> f32 { return wg_reduce(v, t, true); }`;
 }

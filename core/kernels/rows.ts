@@ -15,36 +15,12 @@ import {
   rowsOf,
   WG_BUILTINS,
   WG_INDEX,
+  workgroupReduce,
 } from "./common.ts";
 
 const WG = 64;
 
-/** WGSL: workgroup reduction helpers over `red` (sum and max). */
-const REDUCE = `
-var<workgroup> red: array<f32, ${WG}>;
-fn wg_sum(v: f32, t: u32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] += red[t + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-fn wg_max(v: f32, t: u32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-`;
+const REDUCE = workgroupReduce(WG);
 
 function rowDispatch(
   rec: Recording,

@@ -30,6 +30,7 @@ import {
   expectShape,
   WG_BUILTINS,
   WG_INDEX,
+  workgroupReduce,
 } from "../common.ts";
 
 const WG = 64;
@@ -133,18 +134,7 @@ var<workgroup> sc: array<f32, ${maxS}>;
 var<workgroup> dp: array<f32, ${maxS}>;
 var<workgroup> qv: array<f32, ${MAX_D}>;
 var<workgroup> dov: array<f32, ${MAX_D}>;
-var<workgroup> red: array<f32, ${WG}>;
-fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var st = ${WG / 2}u; st > 0u; st >>= 1u) {
-    if (t < st) { red[t] = select(red[t] + red[t + st], max(red[t], red[t + st]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+${workgroupReduce(WG)}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
   // P.b batch rows from P.b0 on; the p / dS scratch holds only this group.
