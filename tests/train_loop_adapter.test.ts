@@ -3,9 +3,13 @@
 // (SIGKILL) in the middle of a save leaves the previous checkpoint intact and resumable, and LoRA
 // over frozen f16 base weights allocates gradients for the adapter only.
 
+import {
+  buildTinyTrainData,
+  TINY_MODEL as MODEL,
+  tinyTrainConfig,
+} from "./helpers/tiny_training.ts";
 import assert from "node:assert/strict";
-import { buildDataset } from "../data/build/pipeline.ts";
-import { preset, type TrainConfig } from "../train/config.ts";
+import type { TrainConfig } from "../train/config.ts";
 import { train } from "../train/train.ts";
 import { findLatestCheckpoint } from "../train/checkpoint.ts";
 import { loadModel, mergeAdapter } from "../core/models/chatglm/load.ts";
@@ -15,41 +19,23 @@ import { readTensor } from "../core/tensor/tensor.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { compareRule, loadGoldens } from "./reference/chatglm.ts";
 
-const MODEL = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
-const ROOT = new URL("./fixtures/datasets", import.meta.url).pathname;
 const quiet = { log: () => {}, progressStream: { writeSync: (b: Uint8Array) => b.length } };
 const loadQuiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
 
-const dataDir = await Deno.makeTempDir({ prefix: "medglm-train-data-" });
-await buildDataset({
-  name: "train-adapter",
-  root: ROOT,
-  sources: [{ name: "med_chatglm", paths: ["med-chatglm/data/train.txt"], cap: 10 }],
-  split: { validRatio: 0.2 },
-  tokens: { tokenizer: MODEL, maxSeqLength: 96 },
-}, { out: dataDir, progress: false });
+const dataDir = await buildTinyTrainData("train-adapter", 10);
 
 function config(out: string, extra: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    ...preset("demo"),
-    model: MODEL,
-    data: dataDir,
-    outputDir: out,
+  return tinyTrainConfig(dataDir, out, {
     lr: 1e-2,
     warmupSteps: 0,
-    batchSize: 2,
     gradAccumulation: 1,
     maxSteps: 3,
     evalSteps: 0,
-    evalBatches: 1,
     saveSteps: 2,
-    loggingSteps: 1,
-    maxLength: 96,
     keepCheckpoints: 2,
     targetModules: ["query_key_value", "dense"],
-    dtype: "f32",
     ...extra,
-  };
+  });
 }
 
 const prompts = [[5, 1009, 336, 1974, 1872, 1657, 1660, 1009, 37], [

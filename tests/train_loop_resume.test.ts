@@ -2,46 +2,28 @@
 // dataset fixtures: the loss falls, a run stopped and resumed gives the same losses and the same
 // adapter as an uninterrupted one, checkpoints rotate, and full fine-tuning runs too.
 
+import { buildTinyTrainData, tinyTrainConfig } from "./helpers/tiny_training.ts";
 import assert from "node:assert/strict";
-import { buildDataset } from "../data/build/pipeline.ts";
-import { preset, type TrainConfig } from "../train/config.ts";
+import type { TrainConfig } from "../train/config.ts";
 import { train } from "../train/train.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 
-const MODEL = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
-const ROOT = new URL("./fixtures/datasets", import.meta.url).pathname;
 const quiet = { log: () => {}, progressStream: { writeSync: (b: Uint8Array) => b.length } };
 
-const dataDir = await Deno.makeTempDir({ prefix: "medglm-train-data-" });
-await buildDataset({
-  name: "train-loop",
-  root: ROOT,
-  sources: [{ name: "med_chatglm", paths: ["med-chatglm/data/train.txt"], cap: 12 }],
-  split: { validRatio: 0.2 },
-  tokens: { tokenizer: MODEL, maxSeqLength: 96 },
-}, { out: dataDir, progress: false });
+const dataDir = await buildTinyTrainData("train-loop", 12);
 
 function config(out: string, extra: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    ...preset("demo"),
-    model: MODEL,
-    data: dataDir,
-    outputDir: out,
+  return tinyTrainConfig(dataDir, out, {
     lr: 5e-3,
     warmupSteps: 1,
-    batchSize: 2,
     gradAccumulation: 2,
     maxSteps: 6,
     evalSteps: 3,
-    evalBatches: 1,
     saveSteps: 3,
-    loggingSteps: 1,
-    maxLength: 96,
     keepCheckpoints: 1,
     loraDropout: 0.1,
-    dtype: "f32",
     ...extra,
-  };
+  });
 }
 
 Deno.test("train: LoRA loss falls on a small set", async () => {
