@@ -309,3 +309,55 @@ Deno.test("infer chat: Ctrl-C while answering stops the answer and keeps the cha
   assert.ok(out.includes("[1] 用户：头痛\n    ChatGLM：一二"), out);
   assert.equal(interrupt!(), false, "Ctrl-C at the prompt quits");
 });
+
+Deno.test("infer interactive (tmux) on the demo model: it answers as trained, /history, /reset", async () => {
+  if (!(await tmuxAvailable())) {
+    console.log("skipped: tmux is not installed (apt-get install -y tmux)");
+    return;
+  }
+  const samples = JSON.parse(
+    await Deno.readTextFile(new URL("../data/samples/medical_qa.json", import.meta.url)),
+  ) as { instruction: string; output: string }[];
+  const [a, b] = [samples[0], samples[5]];
+  const session = `medglm-demo-${Deno.pid}-${Date.now()}`;
+  const cmd = `cd '${ROOT}' && NO_COLOR=1 '${Deno.execPath()}' run --allow-all '${CLI}' ` +
+    `--temperature 0 --max-new-tokens 80 2>/dev/null; sleep 60`;
+  await tmux("new-session", "-d", "-s", session, "-x", "220", "-y", "80", cmd);
+  const screen = () => tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", session);
+  const prompts = (s: string) => s.match(/^用户：/gm)?.length ?? 0;
+  const waitPrompts = async (n: number, what: string) => {
+    const t0 = Date.now();
+    while (true) {
+      const s = await screen();
+      if (prompts(s) >= n) return s;
+      if (Date.now() - t0 > 60_000) throw new Error(`timed out waiting for ${what}:\n${s}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const send = (text: string) =>
+    tmux("send-keys", "-t", session, "-l", text).then(() =>
+      tmux("send-keys", "-t", session, "Enter")
+    );
+  try {
+    let s = await waitPrompts(1, "the first prompt");
+    assert.match(s, /demo/, "it says the model is a demo");
+    await send(a.instruction);
+    s = await waitPrompts(2, "the first answer");
+    assert.ok(s.includes(`ChatGLM：${a.output}`), s);
+    await send(b.instruction);
+    s = await waitPrompts(3, "the second answer");
+    await send("/history");
+    s = await waitPrompts(4, "the history");
+    assert.ok(
+      s.includes(`[1] 用户：${a.instruction}`) && s.includes(`[2] 用户：${b.instruction}`),
+      s,
+    );
+    await send("/reset");
+    s = await waitPrompts(5, "the reset");
+    await send(b.instruction);
+    s = await waitPrompts(6, "the answer after reset");
+    assert.ok(s.trimEnd().split("ChatGLM：").pop()!.startsWith(b.output), s);
+  } finally {
+    await tmux("kill-session", "-t", session).catch(() => {});
+  }
+});
