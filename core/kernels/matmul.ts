@@ -18,6 +18,7 @@ import { bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
 import { declareInput, declareOutput, expectDtype, outputTensor } from "./common.ts";
 import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
+import { storeTile4x4 } from "./matmul_store.ts";
 
 export interface MatmulOptions {
   /** Added to every row of the output; shape [N], f32 or f16. */
@@ -225,24 +226,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       ${loadsB}
       acc0 += av[0] * bv; acc1 += av[1] * bv; acc2 += av[2] * bv; acc3 += av[3] * bv;
   }
-  var bvec = vec4<f32>(0.0);
-  ${
-    bias
-      ? [0, 1, 2, 3].map((j) => `bvec[${j}] = ld_bias(min(col0 + ${j}u, P.N - 1u) + P.colOffset);`)
-        .join("\n  ")
-      : ""
-  }
-  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-  let cBase = wid.z * P.cBatch;
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + i;
-    if (m >= P.M) { break; }
-    let v = accs[i] + bvec;
-    for (var j = 0u; j < 4u; j++) {
-      let n = col0 + j;
-      if (n < P.N) { C[cBase + m * P.ldc + P.colOffset + n] = v[j]; }
-    }
-  }
+  ${storeTile4x4(bias !== "")}
 }
 `;
 }

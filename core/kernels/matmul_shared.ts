@@ -6,6 +6,7 @@
  */
 
 import { declareInput, declareOutput } from "./common.ts";
+import { storeTile4x4 } from "./matmul_store.ts";
 import type { DType } from "../tensor/tensor.ts";
 
 /** Output tile edge of one workgroup. */
@@ -80,24 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   let row0 = tileRow + tr;
   let col0 = tileCol + tc;
-  var bvec = vec4<f32>(0.0);
-  ${
-    bias
-      ? [0, 1, 2, 3].map((j) => `bvec[${j}] = ld_bias(min(col0 + ${j}u, P.N - 1u) + P.colOffset);`)
-        .join("\n  ")
-      : ""
-  }
-  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-  let cBase = wid.z * P.cBatch;
-  for (var i = 0u; i < 4u; i++) {
-    let m = row0 + i;
-    if (m >= P.M) { break; }
-    let v = accs[i] + bvec;
-    for (var j = 0u; j < 4u; j++) {
-      let n = col0 + j;
-      if (n < P.N) { C[cBase + m * P.ldc + P.colOffset + n] = v[j]; }
-    }
-  }
+  ${storeTile4x4(bias !== "")}
 }
 `;
 }
