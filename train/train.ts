@@ -11,6 +11,7 @@
 
 import { resolve } from "node:path";
 import { poolStats } from "../core/tensor/pool.ts";
+import { isProfiling, profileReport } from "../core/gpu/profile.ts";
 import { adapterFromModel } from "../core/models/chatglm/load.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { linearModules } from "../core/models/chatglm/params.ts";
@@ -349,6 +350,7 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
       outputDir: config.outputDir,
     };
     log(formatTrainSummary(summary));
+    if (isProfiling(model.gpu)) log(profileReport(model.gpu));
     return { steps: step, totalSteps, losses, evals, lastCheckpoint, interrupted, summary };
   } finally {
     interrupt.dispose();

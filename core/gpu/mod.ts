@@ -22,12 +22,11 @@ export {
 } from "./device.ts";
 export {
   beginRecording,
-  computePass,
   discardRecording,
-  endPass,
   grid,
   openRecordingCount,
   type ParamValue,
+  recordClear,
   recordCopy,
   recordDispatch,
   type Recording,
@@ -36,3 +35,11 @@ export {
   uniformParams,
 } from "./recording.ts";
 export { getPipeline, pipelineCount } from "./pipelines.ts";
+export {
+  isProfiling,
+  type KernelTime,
+  kernelTimes,
+  profileReport,
+  resetProfile,
+  setProfiling,
+} from "./profile.ts";

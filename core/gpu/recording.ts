@@ -8,6 +8,7 @@
  */
 
 import { type Gpu, GpuError } from "./device.ts";
+import { isProfiling, type RecordingProfile, runProfiled } from "./profile.ts";
 
 /** An open recording: a command encoder plus the uniform data of its dispatches. */
 export interface Recording {
@@ -25,6 +26,8 @@ export interface Recording {
   /** @internal */ uniformBlocks: UniformBlock[];
   /** @internal validation results of each recorded dispatch, checked at submit */
   checks: Promise<string | null>[];
+  /** @internal the commands, kept to be run one by one, when the kernel profiler is on */
+  profile: RecordingProfile | null;
 }
 
 interface UniformBlock {
@@ -50,6 +53,7 @@ export function beginRecording(gpu: Gpu): Recording {
     pass: null,
     uniformBlocks: [],
     checks: [],
+    profile: isProfiling(gpu) ? { commands: [] } : null,
   };
 }
 
@@ -63,14 +67,14 @@ function assertOpen(rec: Recording): void {
 }
 
 /** The compute pass of the recording (opened on demand; consecutive dispatches share it). */
-export function computePass(rec: Recording): GPUComputePassEncoder {
+function computePass(rec: Recording): GPUComputePassEncoder {
   assertOpen(rec);
   if (!rec.pass) rec.pass = rec.encoder.beginComputePass();
   return rec.pass;
 }
 
 /** Ends the current compute pass so that copy commands can be recorded on `rec.encoder`. */
-export function endPass(rec: Recording): GPUCommandEncoder {
+function endPass(rec: Recording): GPUCommandEncoder {
   assertOpen(rec);
   if (rec.pass) {
     rec.pass.end();
@@ -89,7 +93,23 @@ export function recordCopy(
   size: number,
 ): void {
   if (size === 0) return;
-  endPass(rec).copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+  encodeCommand(rec, "copy", (e) => e.copyBufferToBuffer(src, srcOffset, dst, dstOffset, size));
+}
+
+/** Zeroes `size` bytes of a buffer inside the recording (ordered with the dispatches). */
+export function recordClear(rec: Recording, buffer: GPUBuffer, offset: number, size: number): void {
+  if (size === 0) return;
+  encodeCommand(rec, "clear", (e) => e.clearBuffer(buffer, offset, size));
+}
+
+function encodeCommand(
+  rec: Recording,
+  label: string,
+  encode: (encoder: GPUCommandEncoder) => void,
+): void {
+  assertOpen(rec);
+  if (rec.profile) rec.profile.commands.push({ label, encode });
+  else encode(endPass(rec));
 }
 
 /** A uniform parameter value: a plain number is written as u32 (i32 when negative); `{ f: x }` as f32. */
@@ -153,14 +173,25 @@ export function recordDispatch(
   const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: uniformParams(rec, params) }];
   resources.forEach((resource, i) => entries.push({ binding: i + 1, resource }));
   const device = rec.gpu.device;
-  const pass = computePass(rec);
   // A scope per dispatch (measured free: ~11 µs per dispatch with or without) ties a validation
   // error to the kernel that caused it; submit awaits them all.
   device.pushErrorScope("validation");
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(x, y, z);
+  const encode = (pass: GPUComputePassEncoder) => {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+  };
+  if (rec.profile) {
+    rec.profile.commands.push({
+      label: pipeline.label || "kernel",
+      encode(encoder) {
+        const pass = encoder.beginComputePass();
+        encode(pass);
+        pass.end();
+      },
+    });
+  } else encode(computePass(rec));
   const index = rec.dispatches++;
   rec.checks.push(
     device.popErrorScope().then((e) =>
@@ -195,6 +226,7 @@ export async function submit(rec: Recording): Promise<void> {
   device.pushErrorScope("internal");
   device.pushErrorScope("out-of-memory");
   device.pushErrorScope("validation");
+  if (rec.profile) await runProfiled(gpu, rec.profile);
   device.queue.submit([rec.encoder.finish()]);
   const scopes = [device.popErrorScope(), device.popErrorScope(), device.popErrorScope()];
   // The uniform blocks may be reused right away: later writeBuffer calls are ordered after this
@@ -202,6 +234,7 @@ export async function submit(rec: Recording): Promise<void> {
   uniformPool(gpu).push(...rec.uniformBlocks.map((b) => b.buffer));
   rec.uniformBlocks.length = 0;
   for (const hook of rec.onSubmit) hook();
+  runIdleQueue(gpu);
   const errors = (await Promise.all(scopes)).filter((e): e is GPUError => e !== null)
     .map((e) => `${e.constructor?.name ?? "GPUError"}: ${e.message}`);
   const dispatchErrors = (await Promise.all(rec.checks.splice(0))).filter((e) => e !== null);
@@ -212,6 +245,27 @@ export async function submit(rec: Recording): Promise<void> {
     );
   }
   gpu.checkErrors();
+}
+
+/**
+ * Runs `fn` (freeing GPU resources) once no recording is open on the device: a resource still
+ * referenced by an open recording must outlive it. Destroying after a submission is safe: WebGPU
+ * keeps the resource until the submitted work that uses it has finished.
+ */
+export function whenIdle(gpu: Gpu, fn: () => void): void {
+  if (openRecordingCount(gpu) === 0) fn();
+  else idleQueue(gpu).push(fn);
+}
+
+function idleQueue(gpu: Gpu): Array<() => void> {
+  let queue = gpu.cache.get("when-idle") as Array<() => void> | undefined;
+  if (!queue) gpu.cache.set("when-idle", queue = []);
+  return queue;
+}
+
+function runIdleQueue(gpu: Gpu): void {
+  if (openRecordingCount(gpu) > 0) return;
+  for (const fn of idleQueue(gpu).splice(0)) fn();
 }
 
 /** Abandons an open recording without submitting (frees its uniform blocks; pool hooks still run). */
@@ -227,6 +281,7 @@ export function discardRecording(rec: Recording): void {
   uniformPool(rec.gpu).push(...rec.uniformBlocks.map((b) => b.buffer));
   rec.uniformBlocks.length = 0;
   for (const hook of rec.onSubmit) hook();
+  runIdleQueue(rec.gpu);
 }
 
 /** Waits until the GPU has finished all submitted work (one GPU round trip, ~11 ms on llvmpipe). */

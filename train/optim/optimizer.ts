@@ -13,7 +13,7 @@
  */
 
 import type { Gpu } from "../../core/gpu/device.ts";
-import { endPass, type Recording } from "../../core/gpu/recording.ts";
+import { recordClear, recordCopy, type Recording } from "../../core/gpu/recording.ts";
 import { ADAMW_DEFAULTS, type AdamWHyper } from "./adamw_reference.ts";
 import { type AdamWTensor, recordAdamW } from "./adamw.ts";
 import { type BufferRegion, checkRegion, maxChunkElements, splitChunks } from "./chunks.ts";
@@ -202,7 +202,7 @@ export function createOptimizer(
       recordGradNorm(rec, plan, partials, partialCount, result, options.maxGradNorm, scale);
       const full = { ...h, lr: options.lr };
       for (const s of slots) for (const p of s.parts) recordAdamW(rec, p, result, full, s.step + 1);
-      endPass(rec).copyBufferToBuffer(result, 0, staging, 0, 16);
+      recordCopy(rec, result, 0, staging, 0, 16);
       pending = true;
     },
     async finishStep() {
@@ -235,10 +235,9 @@ export function createOptimizer(
     },
     recordZeroGrads(rec) {
       alive();
-      const enc = endPass(rec);
       for (const s of slots) {
         for (const p of s.parts) {
-          enc.clearBuffer(p.grad.buffer, p.grad.byteOffset ?? 0, p.grad.length * 4);
+          recordClear(rec, p.grad.buffer, p.grad.byteOffset ?? 0, p.grad.length * 4);
         }
       }
     },
