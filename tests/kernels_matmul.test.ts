@@ -232,6 +232,33 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
   }
 });
 
+Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) and dyᵀ·x (A stored [K, M]), any K", async () => {
+  const shapes: [number, number, number][] = [[1, 8, 5], [7, 16, 37], [24, 40, 64], [33, 8, 130]];
+  for (const [i, [M, N, K]] of shapes.entries()) {
+    for (const form of ["NN", "TN"] as const) {
+      for (const dtype of ["f32", "f16"] as const) {
+        if (dtype === "f16" && (N % 8 !== 0 || form === "TN")) continue;
+        const transposeA = form === "TN";
+        const a = randomArray(M * K, 600 + i);
+        let b = randomArray(K * N, 700 + i);
+        if (dtype === "f16") b = b.map(f16Round);
+        const ta = uploadTensor(gpu, a, transposeA ? [K, M] : [M, K]);
+        const tb = uploadTensor(gpu, b, [K, N], dtype);
+        const rec = beginRecording(gpu);
+        const y = matmul(rec, ta, tb, { transposeA, kernel: "texture" });
+        // Releasing the operands while the recording that samples their packed textures is
+        // still open must not destroy those textures before the submission.
+        releaseTensor(ta, rec);
+        releaseTensor(tb, rec);
+        await submit(rec);
+        const want = matmulRef(a, b, 1, M, N, K, { transposeA, sharedB: true });
+        const e = relError(await readTensor(y), want);
+        assert.ok(e < 1e-5, `${form} [${M}, ${N}, ${K}] ${dtype}: ${e}`);
+      }
+    }
+  }
+});
+
 Deno.test("matmul texture kernel: chunked weight, batched x, repack after the weight changes", async () => {
   const [B, M, N, K] = [2, 5, 48, 16];
   const x = randomArray(B * M * K, 11);

@@ -120,7 +120,7 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
   const choice = options.kernel ?? envKernel() ?? "auto";
   // Auto takes the texture design only for weights big enough to repay its cold compile
   // (seconds per variant on llvmpipe) and the packed copy of the weight.
-  const big = p.K * p.N >= TEXTURE_MIN_WEIGHT;
+  const big = p.K * p.N >= TEXTURE_MIN_WEIGHT || p.batch * p.M * p.N * p.K >= TEXTURE_MIN_WORK;
   if (choice === "texture" || (choice === "auto" && rec.gpu.isSoftware && big)) {
     const kind = textureKernelFor(rec, a, b, p, out);
     if (kind) {
@@ -129,8 +129,8 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
     }
     if (options.kernel === "texture") {
       throw new GpuError(
-        "matmul: the texture kernel needs a 2-D [N, K] weight (transposeB), K % 4 == 0, " +
-          "N (per chunk) % 4 (f32) or 8 (f16) == 0 and unchunked A and output",
+        "matmul: the texture kernel needs a 2-D B (unchunked unless transposeB), an unbatched A " +
+          "when transposeA, N (per chunk) % 4 (f32) or 8 (f16) == 0 and unchunked A and output",
       );
     }
   }
@@ -178,6 +178,13 @@ function envKernel(): MatmulOptions["kernel"] {
  * the threshold keeps tiny test models off their cold compile).
  */
 export const TEXTURE_MIN_WEIGHT = 1 << 16;
+
+/**
+ * Problems of at least this many multiply-adds take the texture kernels on software adapters
+ * whatever the weight's size: the training matmuls of small models (measured on the demo model,
+ * hidden 128, 480 tokens: the generic kernel ran its backward matmuls at ~8 GFLOP/s).
+ */
+export const TEXTURE_MIN_WORK = 1 << 22;
 
 const TILE = 4; // outputs per invocation in each direction
 const WG = 8; // invocations per workgroup in each direction

@@ -9,7 +9,11 @@
  *   holds W[4g..4g+3, k] as rgba32float (f32 weights) or W[8g..8g+7, k] as 8 halves in an
  *   rgba32uint texel (f16 weights). The texture is cached on the weight tensor (see
  *   `Tensor.meta`) and rebuilt when the weight is written.
- * - Activations A [M, K] are copied per call into an rgba32float texture of width K/4.
+ * - Activations A [M, K] are copied per call into an rgba32float texture of width ⌈K/4⌉.
+ * - The gradient forms pack their operands the same way from the other storage orders, so that
+ *   they too run here instead of on the generic kernel (4–5× slower on llvmpipe): B stored [K, N]
+ *   (dx = dy · W) and A stored [K, M] (dW = dyᵀ · x). K need not be a multiple of 4: the packs
+ *   fill the texels past K with zeros.
  * - Split K: the 8 invocations of a workgroup share one output tile and take every 8th texel of
  *   K, so the lanes of a SIMD batch read neighbouring texels of the same weight rows; the partial
  *   tiles are summed through workgroup memory once at the end. Measured against one tile per
@@ -19,7 +23,7 @@
  */
 
 import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { grid, recordDispatch, type Recording, whenIdle } from "../gpu/recording.ts";
 import { bindingOf, type DType, type Tensor } from "../tensor/tensor.ts";
 import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "./common.ts";
 import type { MatmulProblem } from "./matmul.ts";
@@ -48,14 +52,15 @@ export function textureKernelFor(
   p: MatmulProblem,
   out: Tensor,
 ): TextureKernel | null {
-  if (!p.transposeB || !p.sharedB || p.transposeA) return null;
+  if (!p.sharedB || (p.transposeA && p.batch !== 1)) return null;
   if (a.chunks.length > 1 || out.chunks.length > 1) return null;
+  if (!p.transposeB && b.chunks.length > 1) return null;
   const rows = p.batch * p.M;
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  if (p.K % 4 !== 0 || p.K === 0 || p.K > maxDim || p.K / 4 > maxDim || rows > maxDim) return null;
+  if (p.K === 0 || paddedK(p.K) > maxDim || rows > maxDim) return null;
   const per = texelWidth(weightLayout(b.dtype));
-  for (const c of b.chunks) {
-    if (c.rows % per !== 0 || c.rows / per > maxDim) return null;
+  for (const cols of columnBlocks(b, p).map((c) => c.cols)) {
+    if (cols % per !== 0 || cols / per > maxDim) return null;
   }
   // Three variants only: each costs a cold compile of 0.1–1 s on llvmpipe. Measured (4096×12288,
   // f16 weights, GFLOP/s): M = 1: 1×32 4.7, 4×32 3.7; M = 4: 1×32 5.3, 4×32 13.4, 16×16 5.6;
@@ -76,6 +81,18 @@ function weightLayout(dtype: DType): WeightLayout {
   return dtype === "f16" ? "f16x8" : "f32";
 }
 
+/** K rounded up to whole texels of A (the packs zero the padding). */
+function paddedK(K: number): number {
+  return Math.ceil(K / 4) * 4;
+}
+
+/** The output columns each B chunk provides: B's row chunks when stored [N, K], else all of N. */
+function columnBlocks(b: Tensor, p: MatmulProblem): { cols: number; start: number }[] {
+  return p.transposeB
+    ? b.chunks.map((c) => ({ cols: c.rows, start: c.rowStart }))
+    : [{ cols: p.N, start: 0 }];
+}
+
 /** Weights per texel. */
 function texelWidth(layout: WeightLayout): number {
   return layout === "f16x8" ? 8 : 4;
@@ -90,14 +107,31 @@ interface PackedWeight {
   destroy(): void;
 }
 
-/** The texture form of each chunk of weight `w` [N, K], packed in this recording if stale. */
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+
+function bufferId(buffer: GPUBuffer): number {
+  let id = bufferIds.get(buffer);
+  if (id === undefined) bufferIds.set(buffer, id = nextBufferId++);
+  return id;
+}
+
+/**
+ * The texture form of each chunk of weight `w` ([N, K], or [K, N] when `kMajor`), packed in this
+ * recording if stale.
+ */
 function packedWeight(
   rec: Recording,
   w: Tensor,
   K: number,
+  N: number,
   layout: WeightLayout,
+  kMajor: boolean,
 ): GPUTexture[] {
-  const key = `matmul-texture:${w.shape.join("x")}:${layout}`;
+  const order = kMajor ? "kn" : "nk";
+  // Views of one tensor share its attachments: buffer and offset tell row slices apart.
+  const at0 = `${bufferId(w.buffer)}+${w.byteOffset}`;
+  const key = `matmul-texture:${w.shape.join("x")}@${at0}:${layout}:${order}`;
   const cached = w.meta.attachments.get(key) as PackedWeight | undefined;
   if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
     return cached.textures;
@@ -107,8 +141,10 @@ function packedWeight(
   const per = texelWidth(layout);
   const device = rec.gpu.device;
   const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
-  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}`, () => `
-struct Params { N: u32, K: u32, pad0: u32, pad1: u32 };
+  // Element (n, k) of W, zero for the padding past K.
+  const at = (n: string, k: string) => kMajor ? `${k} * P.N + ${n}` : `(${n}) * P.K + ${k}`;
+  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:${order}`, () => `
+struct Params { N: u32, K: u32, KP: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "W", f16 ? "u32" : "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<${format}, write>;
@@ -117,25 +153,35 @@ ${f16 ? "fn half_bits(e: u32) -> u32 { return (W[e >> 1u] >> ((e & 1u) * 16u)) &
 fn main(${WG_BUILTINS}) {
   let e = ${WG_INDEX} * 64u + lid.x;       // one texel per invocation
   let groups = P.N / ${per}u;
-  if (e >= groups * P.K) { return; }
-  let g = e / P.K;
-  let k = e - g * P.K;
+  if (e >= groups * P.KP) { return; }
+  let g = e / P.KP;
+  let k = e - g * P.KP;
   let n = g * ${per}u;
   ${
     f16
-      ? `var t: vec4<u32>;
-  for (var q = 0u; q < 4u; q++) {
-    t[q] = half_bits((n + 2u * q) * P.K + k) | (half_bits((n + 2u * q + 1u) * P.K + k) << 16u);
+      ? `var t = vec4<u32>(0u);
+  if (k < P.K) {
+    for (var q = 0u; q < 4u; q++) {
+      t[q] = half_bits(${at("n + 2u * q", "k")}) | (half_bits(${
+        at("n + 2u * q + 1u", "k")
+      }) << 16u);
+    }
   }
   textureStore(T, vec2<u32>(k, g), t);`
-      : `textureStore(T, vec2<u32>(k, g), vec4<f32>(W[n * P.K + k], W[(n + 1u) * P.K + k],
-    W[(n + 2u) * P.K + k], W[(n + 3u) * P.K + k]));`
+      : `var t = vec4<f32>(0.0);
+  if (k < P.K) {
+    t = vec4<f32>(W[${at("n", "k")}], W[${at("n + 1u", "k")}], W[${at("n + 2u", "k")}],
+      W[${at("n + 3u", "k")}]);
+  }
+  textureStore(T, vec2<u32>(k, g), t);`
   }
 }
 `);
-  const textures = w.chunks.map((c, i) => {
+  const KP = paddedK(K);
+  const blocks = kMajor ? [{ rows: N }] : w.chunks;
+  const textures = blocks.map((c, i) => {
     const texture = device.createTexture({
-      size: [K, c.rows / per],
+      size: [KP, c.rows / per],
       format,
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
       label: `${w.label ?? "weight"} texture ${i}`,
@@ -143,9 +189,9 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [c.rows, K, 0, 0],
+      [c.rows, K, KP, 0],
       [bindingOf(w, i), texture.createView()],
-      grid(rec.gpu, Math.ceil(((c.rows / per) * K) / 64)),
+      grid(rec.gpu, Math.ceil(((c.rows / per) * KP) / 64)),
     );
     return texture;
   });
@@ -154,7 +200,8 @@ fn main(${WG_BUILTINS}) {
     textures,
     rec,
     ready: false,
-    destroy: () => textures.forEach((t) => t.destroy()),
+    // The weight may be released while a recording that samples the texture is still open.
+    destroy: () => whenIdle(rec.gpu, () => textures.forEach((t) => t.destroy())),
   };
   rec.onSubmit.push(() => {
     packed.ready = rec.state === "submitted";
@@ -164,23 +211,34 @@ fn main(${WG_BUILTINS}) {
 }
 
 /**
- * A reusable rgba32float texture holding activations of `rows × K`. Heights are rounded up to a
- * power of two so that varying sequence lengths share a few textures (kernels clamp row reads to
- * the real M, so the unused rows are never read).
+ * A reusable rgba32float texture holding activations of `rows × K` (A stored [K, rows] when
+ * `transposed`). Heights are rounded up to a power of two so that varying sequence lengths share
+ * a few textures (kernels clamp row reads to the real M, so the unused rows are never read).
  */
-function activationTexture(rec: Recording, a: Tensor, rows: number, K: number): GPUTexture {
+function activationTexture(
+  rec: Recording,
+  a: Tensor,
+  rows: number,
+  K: number,
+  transposed: boolean,
+): GPUTexture {
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
   const height = Math.min(maxDim, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
-  const key = `matmul-texture:act:${K}x${height}`;
+  const K4 = paddedK(K) / 4;
+  const key = `matmul-texture:act:${K4}x${height}`;
   let texture = rec.gpu.cache.get(key) as GPUTexture | undefined;
   if (!texture) {
     texture = rec.gpu.device.createTexture({
-      size: [K / 4, height],
+      size: [K4, height],
       format: "rgba32float",
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
       label: key,
     });
     rec.gpu.cache.set(key, texture);
+  }
+  if (transposed || K % 4 !== 0) {
+    recordGatherActivations(rec, a, texture, rows, K, transposed);
+    return texture;
   }
   const pipeline = getPipeline(rec.gpu, "matmul-texture:act", () => `
 struct Params { rows: u32, K4: u32, pad0: u32, pad1: u32 };
@@ -202,6 +260,49 @@ fn main(${WG_BUILTINS}) {
     grid(rec.gpu, Math.ceil((rows * K) / 4 / 64)),
   );
   return texture;
+}
+
+/** The activation pack for A stored [K, rows] or with K % 4 ≠ 0: one texel of 4 gathered k's. */
+function recordGatherActivations(
+  rec: Recording,
+  a: Tensor,
+  texture: GPUTexture,
+  rows: number,
+  K: number,
+  transposed: boolean,
+): void {
+  const at = transposed ? "k * P.rows + m" : "m * P.K + k";
+  const pipeline = getPipeline(
+    rec.gpu,
+    `matmul-texture:act:gather:${transposed ? "km" : "mk"}`,
+    () => `
+struct Params { rows: u32, K: u32, K4: u32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "A", "f32")}
+@group(0) @binding(2) var T: texture_storage_2d<rgba32float, write>;
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.rows * P.K4) { return; }
+  let m = e / P.K4;
+  let k0 = (e % P.K4) * 4u;
+  var t = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    let k = k0 + j;
+    if (k < P.K) { t[j] = A[${at}]; }
+  }
+  textureStore(T, vec2<u32>(e % P.K4, m), t);
+}
+`,
+  );
+  const K4 = paddedK(K) / 4;
+  recordDispatch(
+    rec,
+    pipeline,
+    [rows, K, K4, 0],
+    [bindingOf(a), texture.createView()],
+    grid(rec.gpu, Math.ceil((rows * K4) / 64)),
+  );
 }
 
 function zeroWord(rec: Recording): GPUBufferBinding {
@@ -316,7 +417,10 @@ function splitKStores(R: number, C4: number): string {
   }`;
 }
 
-/** Records the texture matmul `out = A · Wᵀ (+ bias)`; the caller checked {@link textureKernelFor}. */
+/**
+ * Records the texture matmul `out = op(A) · op(B) (+ bias)`; the caller checked
+ * {@link textureKernelFor}.
+ */
 export function recordTextureMatmul(
   rec: Recording,
   a: Tensor,
@@ -328,8 +432,8 @@ export function recordTextureMatmul(
 ): void {
   const rows = p.batch * p.M;
   const layout = weightLayout(b.dtype);
-  const weights = packedWeight(rec, b, p.K, layout);
-  const act = activationTexture(rec, a, rows, p.K);
+  const weights = packedWeight(rec, b, p.K, p.N, layout, !p.transposeB);
+  const act = activationTexture(rec, a, rows, p.K, p.transposeA);
   const variant = `${kind.name}${kind.R}x${kind.C4}`;
   // No bias: bind a zero word in its place (zero in either dtype), so both cases share the
   // pipeline of the weight's dtype: every variant costs seconds of cold compile on llvmpipe.
@@ -343,14 +447,14 @@ export function recordTextureMatmul(
   const R = kind.R;
   const cols = kind.C4 * 4;
   const actView = act.createView();
-  b.chunks.forEach((c, i) => {
+  columnBlocks(b, p).forEach((c, i) => {
     const resources = [actView, weights[i].createView(), bindingOf(out), biasBinding];
     recordDispatch(
       rec,
       pipeline,
-      [rows, c.rows, p.K / 4, c.rows / texelWidth(layout), p.N, c.rowStart, bias ? 1 : 0, 0],
+      [rows, c.cols, paddedK(p.K) / 4, c.cols / texelWidth(layout), p.N, c.start, bias ? 1 : 0, 0],
       resources,
-      [Math.ceil(c.rows / cols), Math.ceil(rows / R)],
+      [Math.ceil(c.cols / cols), Math.ceil(rows / R)],
     );
   });
 }
