@@ -28,6 +28,7 @@ import {
   qkvRotary64,
 } from "./reference/backward.ts";
 import { randomArray, randomInts, relError } from "./reference/kernels.ts";
+import { rowDesignTest } from "./helpers/row_designs.ts";
 
 const gpu = await getGpu();
 const up = (data: Float32Array, shape: number[]) => uploadTensor(gpu, data, shape, "f32");
@@ -68,7 +69,7 @@ Deno.test("linearBackward: dx (f32 and f16 W), dW and db added into existing gra
   }
 });
 
-Deno.test("layerNormBackward: dx, dweight, dbias (h = 37)", async () => {
+rowDesignTest("layerNormBackward: dx, dweight, dbias (h = 37)", async () => {
   const rows = 5, h = 37, eps = 1e-5;
   const x = randomArray(rows * h, 5, -2, 2), w = randomArray(h, 6, 0.5, 1.5);
   const b = randomArray(h, 7), g = randomArray(rows * h, 8);
@@ -189,7 +190,7 @@ Deno.test("embeddingBackward: scatter-add with repeated ids, other rows untouche
   close("dTable", got, want, 1e-6);
 });
 
-Deno.test("crossEntropyBackward: mean over counted rows, -100 rows get zero", async () => {
+rowDesignTest("crossEntropyBackward: mean over counted rows, -100 rows get zero", async () => {
   const R = 6, V = 29;
   const logits = randomArray(R * V, 21, -3, 3);
   const labels = Int32Array.from([4, -100, 28, 0, -100, 13]);
@@ -228,5 +229,136 @@ Deno.test("linearBackward: frozen big weight (transposed copy) and row-chunked d
     close(`dx frozen (${wDtype})`, await readFloat32(fast), want, 1e-5);
     close(`dx chunked dy (${wDtype})`, await readFloat32(chunked), want, 1e-5);
     close("dW chunked dy", await readFloat32(dW), await readFloat32(dWPlain), 1e-5);
+  }
+});
+
+/** f64 attention (keys = queries) with any mask and mask value: ctx [b, s, heads·d]. */
+function maskedAttention64(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  [b, heads, s, d]: number[],
+  masked: (bi: number, i: number, j: number) => boolean,
+  c: number,
+  maskValue: number,
+): Float64Array {
+  const out = new Float64Array(b * s * heads * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let n = 0; n < heads; n++) {
+      const base = (bi * heads + n) * s * d;
+      for (let i = 0; i < s; i++) {
+        const sc = new Float64Array(s);
+        for (let j = 0; j < s; j++) {
+          let dot = 0;
+          for (let t = 0; t < d; t++) {
+            dot += (q[base + i * d + t] / (Math.sqrt(d) * c)) * k[base + j * d + t];
+          }
+          sc[j] = (masked(bi, i, j) ? maskValue : dot) * c;
+        }
+        const m = Math.max(...sc);
+        let sum = 0;
+        for (let j = 0; j < s; j++) sum += sc[j] = Math.exp(sc[j] - m);
+        for (let t = 0; t < d; t++) {
+          let acc = 0;
+          for (let j = 0; j < s; j++) acc += sc[j] * v[base + j * d + t];
+          out[((bi * s + i) * heads + n) * d + t] = acc / sum;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Inputs and the three mask kinds (compact with pad rows, random explicit, none) of a shape. */
+function maskCases(b: number, s: number, seed: number) {
+  // Row 0: plain causal; row 1: 2 pads (pad rows fully masked) and a context of 3; row 2:
+  // nothing but pads.
+  const info = Int32Array.from([0, 0, 2, 3, s + 1, 1].slice(0, 2 * b));
+  const random = Uint32Array.from(randomInts(b * s * s, seed, 0, 4)); // 1 in 4 masked …
+  random.fill(1, (b * s - 1) * s); // … and the last row fully masked
+  return [
+    {
+      name: "compact",
+      rule: (bi: number, i: number, j: number) =>
+        i < info[bi * 2] || j < info[bi * 2] || (j - info[bi * 2] >= info[bi * 2 + 1] && j > i),
+      mask: { maskInfo: uploadTensor(gpu, info, [b, 2], "i32") },
+    },
+    {
+      name: "explicit",
+      rule: (bi: number, i: number, j: number) => random[(bi * s + i) * s + j] !== 0,
+      mask: { mask: uploadTensor(gpu, random, [b, s, s], "u32") },
+    },
+    { name: "none", rule: () => false, mask: {} },
+  ];
+}
+
+Deno.test("attentionBackward designs (workgroup, rows) vs finite differences: pad rows, every mask kind, odd d", async () => {
+  for (
+    const [b, heads, s, d, c, maskValue] of [
+      [3, 2, 9, 8, 3, -10000],
+      [3, 1, 6, 5, 2, -1], // odd d (scalar loads); masked keys keep some weight
+      [3, 1, 5, 12, 1, -10000],
+    ]
+  ) {
+    const shape = [b, heads, s, d], n = b * heads * s * d;
+    const q = randomArray(n, s + 1, -2, 2), k = randomArray(n, s + 2, -2, 2);
+    const v = randomArray(n, s + 3), g = randomArray(n, s + 4);
+    for (const t of maskCases(b, s, s + 5)) {
+      const f = (qv: ArrayLike<number>, kv: ArrayLike<number>, vv: ArrayLike<number>) =>
+        dotWith(maskedAttention64(qv, kv, vv, shape, t.rule, c, maskValue), g);
+      const want = [
+        numericGrad((x) => f(x, k, v), q),
+        numericGrad((x) => f(q, x, v), k),
+        numericGrad((x) => f(q, k, x), v),
+      ];
+      for (const kernel of ["workgroup", "rows"] as const) {
+        const rec = beginRecording(gpu);
+        const r = attentionBackward(
+          rec,
+          up(q, shape),
+          up(k, shape),
+          up(v, shape),
+          up(g, [b, s, heads * d]),
+          {
+            layerScale: c,
+            maskValue,
+            kernel,
+            ...t.mask,
+          },
+        );
+        await submit(rec);
+        const tag = `${kernel} ${t.name} [${shape}] mv=${maskValue}`;
+        close(`dq ${tag}`, await readFloat32(r.dq), want[0]);
+        close(`dk ${tag}`, await readFloat32(r.dk), want[1]);
+        close(`dv ${tag}`, await readFloat32(r.dv), want[2]);
+      }
+    }
+  }
+});
+
+Deno.test("attentionBackward: the rows design matches the workgroup design on training shapes", async () => {
+  // One mask kind per shape but the demo's: each kind and head dim compiles its own pipelines
+  // (~2 s uncached at d = 32, ~5 s at d = 128).
+  for (
+    const [[b, heads, s, d, c], kinds] of [
+      [[3, 4, 61, 32, 2], ["compact", "explicit", "none"]], // the demo model's shape
+      [[3, 2, 37, 64, 5], ["explicit"]],
+      [[3, 2, 70, 32, 1], ["compact"]],
+      [[3, 1, 9, 128, 3], ["compact"]],
+    ] as [number[], string[]][]
+  ) {
+    const shape = [b, heads, s, d], n = b * heads * s * d;
+    const q = up(randomArray(n, d + 1, -2, 2), shape), k = up(randomArray(n, d + 2, -2, 2), shape);
+    const v = up(randomArray(n, d + 3), shape), g = up(randomArray(n, d + 4), [b, s, heads * d]);
+    for (const t of maskCases(b, s, s).filter((t) => kinds.includes(t.name))) {
+      const rec = beginRecording(gpu);
+      const [w, r] = (["workgroup", "rows"] as const).map((kernel) =>
+        attentionBackward(rec, q, k, v, g, { layerScale: c, kernel, ...t.mask })
+      );
+      await submit(rec);
+      for (const x of ["dq", "dk", "dv"] as const) {
+        close(`${x} ${t.name} [${shape}]`, await readFloat32(r[x]), await readFloat32(w[x]), 1e-5);
+      }
+    }
   }
 });

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { f16BitsToF32, f16Round, readFloat32, uploadTensor } from "../core/tensor/mod.ts";
 import { attention, qkvRotary, rotary, rotaryInvFreq } from "../core/kernels/mod.ts";
+import { ATTENTION_KERNEL_ENV } from "../core/kernels/attention_rows.ts";
 import {
   attentionRef,
   randomArray,
@@ -253,4 +254,152 @@ Deno.test("zero-length edges: no queries, no batch rows", async () => {
   assert.deepEqual(attention(rec, empty, kc0, kc0, { keys: 3 }).shape, [0, 1, 16]);
   await submit(rec);
   assert.equal((await readFloat32(o)).length, 0);
+});
+
+/**
+ * f64 attention over a cache with stride `cap`, any mask and mask value: ctx [b, s, heads·d].
+ * `masked(bi, i, j)` takes the query's cache position i.
+ */
+function attentionCacheRef(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  [b, heads, s, S, cap, d]: number[],
+  masked: (bi: number, i: number, j: number) => boolean,
+  c: number,
+  maskValue: number,
+): Float64Array {
+  const out = new Float64Array(b * s * heads * d);
+  for (let bi = 0; bi < b; bi++) {
+    for (let n = 0; n < heads; n++) {
+      const kv = (bi * heads + n) * cap * d;
+      for (let qi = 0; qi < s; qi++) {
+        const qb = ((bi * heads + n) * s + qi) * d;
+        const sc = new Float64Array(S);
+        for (let j = 0; j < S; j++) {
+          let dot = 0;
+          for (let t = 0; t < d; t++) dot += (q[qb + t] / (Math.sqrt(d) * c)) * k[kv + j * d + t];
+          sc[j] = (masked(bi, S - s + qi, j) ? maskValue : dot) * c;
+        }
+        const m = Math.max(...sc);
+        let sum = 0;
+        for (let j = 0; j < S; j++) sum += sc[j] = Math.exp(sc[j] - m);
+        for (let t = 0; t < d; t++) {
+          let acc = 0;
+          for (let j = 0; j < S; j++) acc += sc[j] * v[kv + j * d + t];
+          out[((bi * s + qi) * heads + n) * d + t] = acc / sum;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("attention designs (workgroup, rows): odd shapes, past > 0, pad rows, every mask kind", async () => {
+  // Every mask kind on the main shapes; the others (each kind and head dim compiles its own
+  // pipelines, ~0.5 s each uncached) take the compact mask and one more.
+  const all = ["compact", "explicit u32", "explicit random", "none"];
+  for (
+    const [[b, heads, s, S, cap, d, c, maskValue], kinds] of [
+      [[3, 3, 13, 13, 16, 32, 2, -10000], all], // prefill, s not a multiple of 4 or 8
+      [[3, 2, 1, 300, 301, 64, 3, -10000], ["compact", "none"]], // decode after 299 keys
+      [[3, 2, 37, 300, 300, 32, 28, -10000], all], // chunked prefill: past 263
+      [[3, 2, 7, 10, 12, 7, 1, -10000], all], // odd head dim: scalar loads
+      [[3, 1, 6, 9, 9, 5, 2, -1], ["compact", "explicit random"]], // mask value near the scores
+      [[3, 1, 9, 11, 11, 128, 1, -10000], ["compact"]], // largest vec4 head dim of the rows design
+    ] as [number[], string[]][]
+  ) {
+    const shape = [b, heads, s, S, cap, d];
+    const q = randomArray(b * heads * s * d, s + d, -3, 3);
+    const k = randomArray(b * heads * cap * d, S + d, -3, 3);
+    const v = randomArray(b * heads * cap * d, cap + d, -3, 3);
+    // Row 0: plain causal (context 0); row 1: pads past the first queries' positions when
+    // past > 0 (pad rows: fully masked), a context; row 2: nothing but pads (every row masked).
+    const info = Int32Array.from([0, 0, Math.min(S - 1, S - s + 2), Math.ceil(S / 3), S + 1, 2]);
+    const compactRule = (bi: number, i: number, j: number) =>
+      compactMasked(info[bi * 2], info[bi * 2 + 1], i, j);
+    const random = randomInts(b * s * S, S + 7, 0, 4); // 1 in 4 masked …
+    for (let j = 0; j < S; j++) random[(b * s - 1) * S + j] = 1; // … and one row fully masked
+    const randomRule = (bi: number, i: number, j: number) =>
+      random[(bi * s + i - (S - s)) * S + j] !== 0;
+    const explicit = new Uint32Array(b * s * S);
+    for (let bi = 0; bi < b; bi++) {
+      for (let qi = 0; qi < s; qi++) {
+        for (let j = 0; j < S; j++) {
+          explicit[(bi * s + qi) * S + j] = compactRule(bi, S - s + qi, j) ? 7 : 0;
+        }
+      }
+    }
+    const tq = uploadTensor(gpu, q, [b, heads, s, d]);
+    const tk = uploadTensor(gpu, k, [b, heads, cap, d]);
+    const tv = uploadTensor(gpu, v, [b, heads, cap, d]);
+    const cases = [
+      { name: "compact", rule: compactRule, mask: { maskInfo: uploadTensor(gpu, info, [b, 2]) } },
+      {
+        name: "explicit u32",
+        rule: compactRule,
+        mask: { mask: uploadTensor(gpu, explicit, [b, s, S]) },
+      },
+      {
+        name: "explicit random",
+        rule: randomRule,
+        mask: { mask: uploadTensor(gpu, random, [b, s, S]) },
+      },
+      { name: "none", rule: () => false, mask: {} },
+    ].filter((t) => kinds.includes(t.name));
+    for (const kernel of ["workgroup", "rows"] as const) {
+      const rec = beginRecording(gpu);
+      const outs = cases.map((t) =>
+        attention(rec, tq, tk, tv, { keys: S, layerScale: c, maskValue, kernel, ...t.mask })
+      );
+      await submit(rec);
+      for (const [x, t] of cases.entries()) {
+        const got = await readFloat32(outs[x]);
+        const want = attentionCacheRef(q, k, v, shape, t.rule, c, maskValue);
+        const e = relError(got, want);
+        assert.ok(e < 1e-5, `${kernel} ${t.name} [${shape}] c=${c} mv=${maskValue}: ${e}`);
+      }
+    }
+  }
+});
+
+Deno.test("attention rows design: more keys than workgroup memory holds; head dims it cannot take", async () => {
+  const [b, heads, s, S, d] = [1, 2, 3, 4100, 4];
+  const q = randomArray(b * heads * s * d, 1, -3, 3);
+  const k = randomArray(b * heads * S * d, 2, -3, 3);
+  const v = randomArray(b * heads * S * d, 3, -3, 3);
+  const tq = uploadTensor(gpu, q, [b, heads, s, d]);
+  const tk = uploadTensor(gpu, k, [b, heads, S, d]);
+  const tv = uploadTensor(gpu, v, [b, heads, S, d]);
+  const rec = beginRecording(gpu);
+  const o = attention(rec, tq, tk, tv, { keys: S, kernel: "rows" });
+  assert.throws(
+    () => attention(rec, tq, tk, tv, { keys: S, kernel: "workgroup" }),
+    /4096 supported/,
+  );
+  // The environment variable picks the design of calls without `kernel`.
+  try {
+    Deno.env.set(ATTENTION_KERNEL_ENV, "workgroup");
+    assert.throws(() => attention(rec, tq, tk, tv, { keys: S }), /4096 supported/);
+    Deno.env.set(ATTENTION_KERNEL_ENV, "fastest");
+    assert.throws(() => attention(rec, tq, tk, tv, { keys: S }), /MEDGLM_ATTENTION_KERNEL=fastest/);
+  } finally {
+    Deno.env.delete(ATTENTION_KERNEL_ENV);
+  }
+  // d = 33 (scalar, over 32) and 132 (vec4, over 128) do not fit the rows design: "auto" takes
+  // the workgroup design, "rows" says why it cannot.
+  const outs = [];
+  for (const dd of [33, 132]) {
+    const q2 = randomArray(2 * dd, dd, -3, 3), k2 = randomArray(5 * dd, dd + 1, -3, 3);
+    const [tq2, tk2] = [uploadTensor(gpu, q2, [1, 1, 2, dd]), uploadTensor(gpu, k2, [1, 1, 5, dd])];
+    assert.throws(() => attention(rec, tq2, tk2, tk2, { keys: 5, kernel: "rows" }), /rows design/);
+    outs.push({ dd, q2, k2, o: attention(rec, tq2, tk2, tk2, { keys: 5 }) });
+  }
+  await submit(rec);
+  const want = attentionCacheRef(q, k, v, [b, heads, s, S, S, d], () => false, 1, -10000);
+  assert.ok(relError(await readFloat32(o), want) < 1e-5);
+  for (const { dd, q2, k2, o } of outs) {
+    const want2 = attentionCacheRef(q2, k2, k2, [1, 1, 2, 5, 5, dd], () => false, 1, -10000);
+    assert.ok(relError(await readFloat32(o), want2) < 1e-5, `d=${dd}`);
+  }
 });

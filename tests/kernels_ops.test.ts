@@ -41,11 +41,12 @@ import {
   siluRef,
   softmaxRef,
 } from "./reference/kernels.ts";
+import { rowDesignTest } from "./helpers/row_designs.ts";
 
 const gpu = await getGpu();
 const TOL = 1e-5;
 
-Deno.test("layerNorm and rmsNorm: odd rows and widths, f32 and f16 weights", async () => {
+rowDesignTest("layerNorm and rmsNorm: odd rows and widths, f32 and f16 weights", async () => {
   for (const [rows, cols, seed] of [[1, 1, 1], [3, 7, 2], [65, 130, 3], [5, 4099, 4], [0, 8, 5]]) {
     const x = randomArray(rows * cols, seed, -3, 5);
     const w = randomArray(cols, seed + 10, 0.5, 1.5);
@@ -71,7 +72,7 @@ Deno.test("layerNorm and rmsNorm: odd rows and widths, f32 and f16 weights", asy
   }
 });
 
-Deno.test("softmax and reductions over the last dim", async () => {
+rowDesignTest("softmax and reductions over the last dim", async () => {
   for (
     const [rows, cols, seed] of [[1, 1, 1], [7, 3, 2], [33, 1000, 3], [2, 70001, 4], [0, 5, 5]]
   ) {
@@ -208,36 +209,42 @@ Deno.test("embedding gather: f32 and f16 tables, chunked table, out-of-range ids
   assert.deepEqual(none.shape, [0, h]);
 });
 
-Deno.test("cross-entropy with ignored labels over a large vocabulary, chunked logits", async () => {
-  for (const [R, V, chunkRows] of [[7, 5003, 0], [9, 130, 2], [3, 1, 0], [0, 10, 0]]) {
-    const logits = randomArray(R * V, R + V, -8, 8);
-    const labels = randomInts(R, V, 0, V);
-    if (R > 1) labels[1] = -100;
-    if (R > 4) labels[4] = -100;
-    const t = uploadTensor(
-      gpu,
-      logits,
-      [R, V],
-      "f32",
-      chunkRows ? { chunkBytes: chunkRows * V * 4 } : {},
-    );
+rowDesignTest(
+  "cross-entropy with ignored labels over a large vocabulary, chunked logits",
+  async () => {
+    for (const [R, V, chunkRows] of [[7, 5003, 0], [9, 130, 2], [3, 1, 0], [0, 10, 0]]) {
+      const logits = randomArray(R * V, R + V, -8, 8);
+      const labels = randomInts(R, V, 0, V);
+      if (R > 1) labels[1] = -100;
+      if (R > 4) labels[4] = -100;
+      const t = uploadTensor(
+        gpu,
+        logits,
+        [R, V],
+        "f32",
+        chunkRows ? { chunkBytes: chunkRows * V * 4 } : {},
+      );
+      const rec = beginRecording(gpu);
+      const ce = crossEntropy(rec, t, uploadTensor(gpu, labels, [R]));
+      await submit(rec);
+      const want = crossEntropyRef(logits, V, labels);
+      assert.ok(relError(await readTensor(ce.loss), want.loss) < TOL);
+      assert.ok(relError(await readTensor(ce.lse), want.lse) < TOL);
+      const [mean, count] = await readTensor(ce.mean);
+      assert.equal(count, want.count);
+      assert.ok(
+        Math.abs(mean - want.mean) < TOL * Math.max(1, want.mean),
+        `${mean} vs ${want.mean}`,
+      );
+    }
+    // every label ignored -> mean 0, count 0
     const rec = beginRecording(gpu);
-    const ce = crossEntropy(rec, t, uploadTensor(gpu, labels, [R]));
+    const ce = crossEntropy(
+      rec,
+      uploadTensor(gpu, randomArray(6, 1), [2, 3]),
+      uploadTensor(gpu, new Int32Array([-100, -100]), [2]),
+    );
     await submit(rec);
-    const want = crossEntropyRef(logits, V, labels);
-    assert.ok(relError(await readTensor(ce.loss), want.loss) < TOL);
-    assert.ok(relError(await readTensor(ce.lse), want.lse) < TOL);
-    const [mean, count] = await readTensor(ce.mean);
-    assert.equal(count, want.count);
-    assert.ok(Math.abs(mean - want.mean) < TOL * Math.max(1, want.mean), `${mean} vs ${want.mean}`);
-  }
-  // every label ignored -> mean 0, count 0
-  const rec = beginRecording(gpu);
-  const ce = crossEntropy(
-    rec,
-    uploadTensor(gpu, randomArray(6, 1), [2, 3]),
-    uploadTensor(gpu, new Int32Array([-100, -100]), [2]),
-  );
-  await submit(rec);
-  assert.deepEqual([...await readTensor(ce.mean)], [0, 0]);
-});
+    assert.deepEqual([...await readTensor(ce.mean)], [0, 0]);
+  },
+);

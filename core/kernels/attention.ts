@@ -20,8 +20,9 @@
  *   context 0 = plain causal;
  * - neither: every key is visible.
  *
- * One workgroup per (batch, head, query); scores of one row live in workgroup memory, so S is at
- * most 4096 keys.
+ * Two designs (`AttentionOptions.kernel`): on hardware GPUs one workgroup per (batch, head,
+ * query), the row's scores in workgroup memory (so S is at most 4096 keys); on software adapters
+ * (llvmpipe) one invocation per block of query rows, without barriers (attention_rows.ts), any S.
  */
 
 import { GpuError } from "../gpu/device.ts";
@@ -38,6 +39,7 @@ import {
   WG_INDEX,
   workgroupReduce,
 } from "./common.ts";
+import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./attention_rows.ts";
 
 const WG = 64;
 const MAX_D = 256;
@@ -55,6 +57,11 @@ export interface AttentionOptions {
   maskInfo?: Tensor;
   /** Output [b, s, heads·d] f32. */
   out?: Tensor;
+  /**
+   * Kernel design (default "auto": "rows" on software adapters, "workgroup" on GPUs; see
+   * attention_rows.ts and its environment override).
+   */
+  kernel?: AttentionKernel;
 }
 
 /**
@@ -109,6 +116,10 @@ export function attention(
   const out = outputTensor(rec, kernel, [b, s, heads * d], options.out);
   if (numel(out.shape) === 0) return out;
   if (S === 0) throw new GpuError(`${kernel}: no keys`);
+  if (chooseDesign(rec.gpu, kernel, options.kernel, d) === "rows") {
+    recordAttentionRows(rec, q, kCache, vCache, out, S, variant, options);
+    return out;
+  }
   const maxS = [256, 1024, 4096].find((m) => S <= m);
   if (!maxS) throw new GpuError(`${kernel}: ${S} keys exceed the 4096 supported`);
   const maskCode = variant === "explicit"

@@ -3,8 +3,8 @@
  * allocation and argument checks.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import type { Recording } from "../gpu/recording.ts";
+import { type Gpu, GpuError } from "../gpu/device.ts";
+import { grid, type Recording } from "../gpu/recording.ts";
 import {
   assertLive,
   type DType,
@@ -115,4 +115,72 @@ fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 {
 }
 fn wg_sum(v: f32, t: u32) -> f32 { return wg_reduce(v, t, false); }
 fn wg_max(v: f32, t: u32) -> f32 { return wg_reduce(v, t, true); }`;
+}
+
+/** Which row-kernel design to use: per adapter ("auto"), or forced (tests run both). */
+export type RowDesign = "auto" | "workgroup" | "invocation";
+
+/** Forces the row-kernel design on this device (tests; "auto" restores the default). */
+export function setRowDesign(gpu: Gpu, design: RowDesign): void {
+  gpu.cache.set("row-design", design);
+}
+
+/**
+ * How a row kernel (LayerNorm, softmax, row reductions, cross-entropy) maps rows to invocations.
+ *
+ * - "workgroup" (hardware GPUs): `lanes` invocations share a row, their partial results meet in
+ *   a tree reduction in workgroup memory.
+ * - "invocation" (software adapters): each invocation owns a whole row and `wg_sum`/`wg_max` are
+ *   the identity. On llvmpipe every `workgroupBarrier` switches all invocations of the workgroup
+ *   (coroutines), so the tree reduction cost far more than the arithmetic: LayerNorm backward on
+ *   480 rows of 128 took 8 ms, most of a demo training step's non-matmul time.
+ *
+ * Kernels write `${plan.prologue}` (defines `row` and the lane `t`), stride their per-row loops by
+ * `plan.lanes`, include `plan.reduce`, use `plan.workgroupSize`, add `plan.tag` to the pipeline
+ * key and dispatch `plan.workgroups(rows)`.
+ */
+export interface RowPlan {
+  tag: "wg" | "inv";
+  lanes: number;
+  workgroupSize: number;
+  reduce: string;
+  prologue: string;
+  workgroups(rows: number): [number, number];
+}
+
+/** Rows per workgroup in the "invocation" design (8 SIMD batches of llvmpipe's 8 lanes). */
+const ROWS_PER_WORKGROUP = 64;
+
+/**
+ * Longest row one invocation walks: llvmpipe cuts loops short past a few ten thousand
+ * iterations (measured: a 40000-long serial loop stopped after its first iteration, silently),
+ * so longer rows (the vocabulary rows of a real model) keep the workgroup design.
+ */
+export const MAX_SERIAL_ROW = 16384;
+
+/** The design for rows of `cols` elements; `lanes` is the workgroup design's lanes per row. */
+export function rowPlan(gpu: Gpu, lanes: number, cols: number): RowPlan {
+  const design = (gpu.cache.get("row-design") as RowDesign | undefined) ?? "auto";
+  const perInvocation = cols <= MAX_SERIAL_ROW &&
+    (design === "invocation" || (design === "auto" && gpu.isSoftware));
+  if (!perInvocation) {
+    return {
+      tag: "wg",
+      lanes,
+      workgroupSize: lanes,
+      reduce: workgroupReduce(lanes),
+      prologue: `let row = ${WG_INDEX}; let t = lid.x;`,
+      workgroups: (rows) => grid(gpu, rows),
+    };
+  }
+  return {
+    tag: "inv",
+    lanes: 1,
+    workgroupSize: ROWS_PER_WORKGROUP,
+    reduce: `fn wg_reduce(v: f32, t: u32, isMax: bool) -> f32 { return v; }
+fn wg_sum(v: f32, t: u32) -> f32 { return v; }
+fn wg_max(v: f32, t: u32) -> f32 { return v; }`,
+    prologue: `let row = ${WG_INDEX} * ${ROWS_PER_WORKGROUP}u + lid.x; let t = 0u;`,
+    workgroups: (rows) => grid(gpu, Math.ceil(rows / ROWS_PER_WORKGROUP)),
+  };
 }

@@ -11,15 +11,15 @@
 
 import { GpuError } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { recordDispatch, type Recording } from "../gpu/recording.ts";
 import { assertUnchunked, bindingOf, emptyTensor, numel, type Tensor } from "../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
   expectDtype,
+  rowPlan,
   WG_BUILTINS,
   WG_INDEX,
-  workgroupReduce,
 } from "./common.ts";
 
 const WG = 256;
@@ -54,34 +54,36 @@ export function crossEntropy(
   const loss = emptyTensor(gpu, [R], "f32", { rec, label: "ce loss" });
   const lse = emptyTensor(gpu, [R], "f32", { rec, label: "ce lse" });
   const mean = emptyTensor(gpu, [2], "f32", { rec, label: "ce mean" });
-  const rowPipeline = getPipeline(gpu, "crossEntropy:rows", () => `
+  // Vocabulary rows are long: 256 lanes share one on hardware GPUs.
+  const plan = rowPlan(gpu, WG, V);
+  const L = plan.lanes;
+  const rowPipeline = getPipeline(gpu, `crossEntropy:rows:${plan.tag}`, () => `
 struct Params { rows: u32, V: u32, rowStart: u32, ignore: i32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "LOSS")}
 ${declareOutput(4, "LSE")}
-${workgroupReduce(WG)}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let local = ${WG_INDEX};
-  if (local >= P.rows) { return; }
-  let t = lid.x;
-  let base = local * P.V;
+  ${plan.prologue}
+  if (row >= P.rows) { return; }
+  let base = row * P.V;
   var m = -3.4028234e38;
-  for (var j = t; j < P.V; j += ${WG}u) { m = max(m, X[base + j]); }
+  for (var j = t; j < P.V; j += ${L}u) { m = max(m, X[base + j]); }
   m = wg_reduce(m, t, true);
   var s = 0.0;
-  for (var j = t; j < P.V; j += ${WG}u) { s += exp(X[base + j] - m); }
+  for (var j = t; j < P.V; j += ${L}u) { s += exp(X[base + j] - m); }
   s = wg_reduce(s, t, false);
   if (t == 0u) {
-    let row = P.rowStart + local;
+    let r = P.rowStart + row;
     let lse = m + log(s);
-    LSE[row] = lse;
-    let label = L[row];
-    if (label == P.ignore) { LOSS[row] = 0.0; }
-    else if (label < 0 || u32(label) >= P.V) { LOSS[row] = bitcast<f32>(0x7fc00000u); }
-    else { LOSS[row] = lse - X[base + u32(label)]; }
+    LSE[r] = lse;
+    let label = L[r];
+    if (label == P.ignore) { LOSS[r] = 0.0; }
+    else if (label < 0 || u32(label) >= P.V) { LOSS[r] = bitcast<f32>(0x7fc00000u); }
+    else { LOSS[r] = lse - X[base + u32(label)]; }
   }
 }
 `);
@@ -92,7 +94,7 @@ fn main(${WG_BUILTINS}) {
       rowPipeline,
       [c.rows, V, c.rowStart, ignoreIndex],
       [bindingOf(logits, i), bindingOf(labels), bindingOf(loss), bindingOf(lse)],
-      grid(gpu, c.rows),
+      plan.workgroups(c.rows),
     );
   });
   const meanPipeline = getPipeline(gpu, "crossEntropy:mean", () => `

@@ -1,35 +1,36 @@
 /**
- * Row-wise kernels over the last dimension, one workgroup per row with a tree reduction:
- * LayerNorm, RMSNorm, softmax, and the reductions sum / max / sum of squares.
+ * Row-wise kernels over the last dimension (one workgroup per row with a tree reduction on
+ * hardware GPUs, one invocation per row on software adapters; see `rowPlan`): LayerNorm, RMSNorm,
+ * softmax, and the reductions sum / max / sum of squares.
  */
 
 import { GpuError } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { recordDispatch, type Recording } from "../gpu/recording.ts";
 import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
   expectDtype,
   outputTensor,
+  type RowPlan,
+  rowPlan,
   rowsOf,
   WG_BUILTINS,
-  WG_INDEX,
-  workgroupReduce,
 } from "./common.ts";
 
-const WG = 64;
-
-const REDUCE = workgroupReduce(WG);
+/** Invocations per row in the workgroup design. */
+const LANES = 64;
 
 function rowDispatch(
   rec: Recording,
+  plan: RowPlan,
   pipeline: GPUComputePipeline,
   params: (number | { f: number })[],
   resources: GPUBindingResource[],
   rows: number,
 ): void {
-  recordDispatch(rec, pipeline, params, resources, grid(rec.gpu, rows));
+  recordDispatch(rec, pipeline, params, resources, plan.workgroups(rows));
 }
 
 function checkVector(t: Tensor, kernel: string, name: string, n: number): void {
@@ -79,7 +80,9 @@ function norm(
   const y = outputTensor(rec, kernel, x.shape, out);
   if (rows === 0) return y;
   const layer = kernel === "layerNorm";
-  const key = `${kernel}:${weight.dtype}:${bias?.dtype ?? "-"}`;
+  const plan = rowPlan(rec.gpu, LANES, cols);
+  const WG = plan.lanes;
+  const key = `${kernel}:${plan.tag}:${weight.dtype}:${bias?.dtype ?? "-"}`;
   const pipeline = getPipeline(rec.gpu, key, () => `
 struct Params { rows: u32, cols: u32, eps: f32, pad: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
@@ -87,12 +90,11 @@ ${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareOutput(3, "Y")}
 ${bias ? declareInput(4, "B", bias.dtype) : ""}
-${REDUCE}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX};
+  ${plan.prologue}
   if (row >= P.rows) { return; }
-  let t = lid.x;
   let base = row * P.cols;
   let n = f32(P.cols);
   ${
@@ -115,7 +117,7 @@ fn main(${WG_BUILTINS}) {
 `);
   const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
   if (bias) resources.push(bindingOf(bias));
-  rowDispatch(rec, pipeline, [rows, cols, { f: eps }, 0], resources, rows);
+  rowDispatch(rec, plan, pipeline, [rows, cols, { f: eps }, 0], resources, rows);
   return y;
 }
 
@@ -126,17 +128,18 @@ export function softmax(rec: Recording, x: Tensor, out?: Tensor): Tensor {
   const { rows, cols } = rowsOf(x);
   const y = outputTensor(rec, "softmax", x.shape, out);
   if (rows === 0 || cols === 0) return y;
-  const pipeline = getPipeline(rec.gpu, "softmax", () => `
+  const plan = rowPlan(rec.gpu, LANES, cols);
+  const WG = plan.lanes;
+  const pipeline = getPipeline(rec.gpu, `softmax:${plan.tag}`, () => `
 struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", "f32")}
 ${declareOutput(2, "Y")}
-${REDUCE}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX};
+  ${plan.prologue}
   if (row >= P.rows) { return; }
-  let t = lid.x;
   let base = row * P.cols;
   var m = -3.4028234e38;
   for (var i = t; i < P.cols; i += ${WG}u) { m = max(m, X[base + i]); }
@@ -147,7 +150,7 @@ fn main(${WG_BUILTINS}) {
   for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = Y[base + i] * inv; }
 }
 `);
-  rowDispatch(rec, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  rowDispatch(rec, plan, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
   return y;
 }
 
@@ -168,17 +171,18 @@ export function reduce(rec: Recording, x: Tensor, op: ReduceOp, out?: Tensor): T
   const combine = op === "max" ? "wg_max(v, t)" : "wg_sum(v, t)";
   const init = op === "max" ? "-3.4028234e38" : "0.0";
   const step = op === "max" ? "v = max(v, e);" : op === "sum" ? "v += e;" : "v += e * e;";
-  const pipeline = getPipeline(rec.gpu, `reduce:${op}:${x.dtype}`, () => `
+  const plan = rowPlan(rec.gpu, LANES, cols);
+  const WG = plan.lanes;
+  const pipeline = getPipeline(rec.gpu, `reduce:${op}:${plan.tag}:${x.dtype}`, () => `
 struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", x.dtype)}
 ${declareOutput(2, "Y")}
-${REDUCE}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX};
+  ${plan.prologue}
   if (row >= P.rows) { return; }
-  let t = lid.x;
   let base = row * P.cols;
   var v = ${init};
   for (var i = t; i < P.cols; i += ${WG}u) { let e = ld_X(base + i); ${step} }
@@ -186,6 +190,6 @@ fn main(${WG_BUILTINS}) {
   if (t == 0u) { Y[row] = r; }
 }
 `);
-  rowDispatch(rec, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  rowDispatch(rec, plan, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
   return y;
 }

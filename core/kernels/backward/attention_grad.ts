@@ -8,8 +8,9 @@
  * dq_i = Σ_j dS_ij k_j / sqrt(d), dk_j = Σ_i dS_ij q_i / sqrt(d), dv_j = Σ_i p_ij dO_i. Masked
  * scores are constants (−10000·c): they pass no gradient to q or k.
  *
- * Two kernels: one workgroup per query row computes p and dS (kept in a [b, heads, s, S] scratch
- * pair) and dq; then one invocation per (key, dim) sums dk and dv over the queries.
+ * Hardware design ("workgroup"): one workgroup per query row computes p and dS (kept in a
+ * [b, heads, s, S] scratch pair) and dq; then one invocation per (key, dim) sums dk and dv over the
+ * queries. Software adapters take the barrier-free design of attention_rows_grad.ts ("rows").
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -32,6 +33,8 @@ import {
   WG_INDEX,
   workgroupReduce,
 } from "../common.ts";
+import { type AttentionKernel, chooseDesign } from "../attention_rows.ts";
+import { recordAttentionRowsBackward } from "./attention_rows_grad.ts";
 
 const WG = 64;
 const MAX_D = 256;
@@ -45,8 +48,13 @@ export interface AttentionBackwardOptions {
   mask?: Tensor;
   /** Compact mask i32 [b, 2] = (left pads, context length), as in the forward. */
   maskInfo?: Tensor;
-  /** Largest scratch buffer (default: one binding); batch rows go in groups that fit. */
+  /**
+   * Largest scratch buffer (default: one binding); batch rows go in groups that fit ("workgroup"
+   * design; "rows" needs no [s, S] scratch).
+   */
   scratchBytes?: number;
+  /** Kernel design, as `AttentionOptions.kernel` of the forward (default "auto"). */
+  kernel?: AttentionKernel;
 }
 
 export interface AttentionGrads {
@@ -80,8 +88,6 @@ export function attentionBackward(
   expectShape(dOut, kernel, "dOut", [b, s, heads * d]);
   if (d > MAX_D) throw new GpuError(`${kernel}: head dim ${d} exceeds ${MAX_D}`);
   const S = s;
-  const maxS = [256, 1024, 2048].find((m) => S <= m);
-  if (!maxS) throw new GpuError(`${kernel}: ${S} keys exceed the 2048 supported in training`);
   let variant: "none" | "explicit" | "compact" = "none";
   if (options.mask && options.maskInfo) {
     throw new GpuError(`${kernel}: give either mask or maskInfo, not both`);
@@ -100,6 +106,12 @@ export function attentionBackward(
   const dk = emptyTensor(gpu, q.shape, "f32", { rec, label: "dk" });
   const dv = emptyTensor(gpu, q.shape, "f32", { rec, label: "dv" });
   if (b * heads * s * d === 0) return { dq, dk, dv };
+  if (chooseDesign(gpu, kernel, options.kernel, d) === "rows") {
+    recordAttentionRowsBackward(rec, q, k, v, dOut, { dq, dk, dv }, variant, options);
+    return { dq, dk, dv };
+  }
+  const maxS = [256, 1024, 2048].find((m) => S <= m);
+  if (!maxS) throw new GpuError(`${kernel}: ${S} keys exceed the 2048 supported in training`);
   // The [rows, heads, s, S] scratch pair must fit one binding: batch rows go in groups.
   const perRow = heads * s * S * 4;
   const limit = Math.min(options.scratchBytes ?? Infinity, maxChunkBytes(gpu));

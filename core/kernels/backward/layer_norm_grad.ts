@@ -23,15 +23,14 @@ import {
   expectDtype,
   expectShape,
   outputTensor,
+  rowPlan,
   rowsOf,
   WG_BUILTINS,
   WG_INDEX,
-  workgroupReduce,
 } from "../common.ts";
 
+/** Invocations per workgroup (per row in the workgroup design of the row kernels). */
 const WG = 64;
-
-const REDUCE = workgroupReduce(WG);
 
 export interface LayerNormGrads {
   /** Added into: dL/dweight [h] (f32). */
@@ -61,47 +60,52 @@ export function layerNormBackward(
   }
   const dx = outputTensor(rec, kernel, x.shape);
   if (rows === 0 || cols === 0) return dx;
-  const rowPipeline = getPipeline(rec.gpu, `grad:layerNorm:rows:${weight.dtype}`, () => `
+  const plan = rowPlan(rec.gpu, WG, cols);
+  const L = plan.lanes;
+  const rowPipeline = getPipeline(
+    rec.gpu,
+    `grad:layerNorm:rows:${plan.tag}:${weight.dtype}`,
+    () => `
 struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareInput(3, "DY", "f32")}
 ${declareOutput(4, "DX")}
-${REDUCE}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX};
+  ${plan.prologue}
   if (row >= P.rows) { return; }
-  let t = lid.x;
   let base = row * P.h;
   var s = 0.0;
-  for (var j = t; j < P.h; j += ${WG}u) { s += X[base + j]; }
+  for (var j = t; j < P.h; j += ${L}u) { s += X[base + j]; }
   let mean = wg_sum(s, t) / f32(P.h);
   var v = 0.0;
-  for (var j = t; j < P.h; j += ${WG}u) { let c = X[base + j] - mean; v += c * c; }
+  for (var j = t; j < P.h; j += ${L}u) { let c = X[base + j] - mean; v += c * c; }
   let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
   var sg = 0.0;
   var sgx = 0.0;
-  for (var j = t; j < P.h; j += ${WG}u) {
+  for (var j = t; j < P.h; j += ${L}u) {
     let g = DY[base + j] * ld_W(j);
     sg += g;
     sgx += g * (X[base + j] - mean) * rstd;
   }
   let mg = wg_sum(sg, t) / f32(P.h);
   let mgx = wg_sum(sgx, t) / f32(P.h);
-  for (var j = t; j < P.h; j += ${WG}u) {
+  for (var j = t; j < P.h; j += ${L}u) {
     let xh = (X[base + j] - mean) * rstd;
     DX[base + j] = (DY[base + j] * ld_W(j) - mg - xh * mgx) * rstd;
   }
 }
-`);
+`,
+  );
   recordDispatch(
     rec,
     rowPipeline,
     [rows, cols, { f: eps }, 0],
     [bindingOf(x), bindingOf(weight), bindingOf(dy), bindingOf(dx)],
-    grid(rec.gpu, rows),
+    plan.workgroups(rows),
   );
   if (grads.weight || grads.bias) {
     const dw = grads.weight, db = grads.bias;
@@ -156,23 +160,24 @@ fn main(${WG_BUILTINS}) {
 /** [rows, 2] = (mean, 1/σ) per row. */
 function rowStats(rec: Recording, x: Tensor, eps: number, rows: number, cols: number): Tensor {
   const stats = outputTensor(rec, "layerNormStats", [rows, 2]);
-  const pipeline = getPipeline(rec.gpu, "grad:layerNorm:stats", () => `
+  const plan = rowPlan(rec.gpu, WG, cols);
+  const L = plan.lanes;
+  const pipeline = getPipeline(rec.gpu, `grad:layerNorm:stats:${plan.tag}`, () => `
 struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", "f32")}
 ${declareOutput(2, "STATS")}
-${REDUCE}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX};
+  ${plan.prologue}
   if (row >= P.rows) { return; }
-  let t = lid.x;
   let base = row * P.h;
   var s = 0.0;
-  for (var j = t; j < P.h; j += ${WG}u) { s += X[base + j]; }
+  for (var j = t; j < P.h; j += ${L}u) { s += X[base + j]; }
   let mean = wg_sum(s, t) / f32(P.h);
   var v = 0.0;
-  for (var j = t; j < P.h; j += ${WG}u) { let c = X[base + j] - mean; v += c * c; }
+  for (var j = t; j < P.h; j += ${L}u) { let c = X[base + j] - mean; v += c * c; }
   let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
   if (t == 0u) { STATS[row * 2u] = mean; STATS[row * 2u + 1u] = rstd; }
 }
@@ -182,7 +187,7 @@ fn main(${WG_BUILTINS}) {
     pipeline,
     [rows, cols, { f: eps }, 0],
     [bindingOf(x), bindingOf(stats)],
-    grid(rec.gpu, rows),
+    plan.workgroups(rows),
   );
   return stats;
 }
