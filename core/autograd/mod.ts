@@ -25,6 +25,7 @@ export {
   addScaledOp,
   crossEntropyOp,
   embeddingOp,
+  gatherRowsOp,
   geluOp,
   layerNormOp,
   type LayerNormVars,

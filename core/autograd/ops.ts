@@ -6,7 +6,7 @@
  */
 
 import { attention } from "../kernels/attention.ts";
-import { addScaled, gelu, scale } from "../kernels/elementwise.ts";
+import { addScaled, fill, gelu, scale } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { linear } from "../kernels/matmul.ts";
 import { qkvRotary } from "../kernels/rotary.ts";
@@ -24,7 +24,7 @@ import { layerNormBackward } from "../kernels/backward/layer_norm_grad.ts";
 import { linearBackward } from "../kernels/backward/linear_grad.ts";
 import { qkvRotaryBackward } from "../kernels/backward/rotary_grad.ts";
 import { accumulateInto } from "../kernels/backward/accumulate.ts";
-import { emptyTensor, type Tensor } from "../tensor/tensor.ts";
+import { emptyTensor, numel, reshape, type Tensor } from "../tensor/tensor.ts";
 import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
 
 /** A LoRA branch on the tape: `scaling · B(A(dropout(x)))`. */
@@ -186,6 +186,31 @@ export function embeddingOp(tape: Tape, table: Var, ids: Tensor): Var {
     backward: ([dy]) => {
       if (table.gradSink) embeddingBackward(rec, ids, dy!, table.gradSink);
       return [null];
+    },
+  });
+  return out;
+}
+
+/**
+ * Rows `rows` (i32 [n]) of x viewed as [R, h] → [n, h]; the gradient scatters back into zeros.
+ * Training takes only the supervised positions to the lm_head this way: the prompt positions
+ * have no loss, and their logits were a third or more of a step's matmul work.
+ */
+export function gatherRowsOp(tape: Tape, x: Var, rows: Tensor): Var {
+  const rec = tape.rec;
+  const h = x.value.shape[x.value.shape.length - 1];
+  const R = numel(x.value.shape) / h;
+  const out = opOutput(tape, embedding(rec, reshape(x.value, [R, h]), rows), [x], "gatherRows");
+  recordOp(tape, {
+    label: "gatherRows",
+    inputs: [x],
+    outputs: [out],
+    backward: ([dy]) => {
+      if (!x.requiresGrad) return [null];
+      const dx = emptyTensor(rec.gpu, x.value.shape, "f32", { rec, label: "gatherRows dx" });
+      fill(rec, dx, 0);
+      embeddingBackward(rec, rows, dy!, reshape(dx, [R, h]));
+      return [dx];
     },
   });
   return out;

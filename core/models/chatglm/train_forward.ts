@@ -12,6 +12,7 @@ import {
   addScaledOp,
   crossEntropyOp,
   embeddingOp,
+  gatherRowsOp,
   geluOp,
   layerNormOp,
   type LayerNormVars,
@@ -26,7 +27,7 @@ import type { LoraLinear } from "../../nn/lora_linear.ts";
 import { loraTensorKey } from "../../adapters/peft_config.ts";
 import { RESIDUAL_ALPHA } from "./config.ts";
 import type { ChatGLMModel } from "./model.ts";
-import type { TrainBatch } from "./train_batch.ts";
+import { IGNORE_INDEX, type TrainBatch } from "./train_batch.ts";
 
 /** A trainable tensor: the parameter and its f32 gradient buffer (same shape). */
 export interface TrainableParam {
@@ -124,6 +125,11 @@ export interface TrainBatchTensors {
   pos: Tensor;
   maskInfo: Tensor;
   targets: Tensor;
+  /**
+   * The supervised positions (targets ≠ −100) as row indices of the flattened batch, with their
+   * targets; null when there are none (then every position goes to the loss, all ignored).
+   */
+  supervised: { rows: Tensor; targets: Tensor } | null;
   free(): void;
 }
 
@@ -134,14 +140,38 @@ export function uploadTrainBatch(model: ChatGLMModel, batch: TrainBatch): TrainB
   const pos = uploadTensor(gpu, batch.pos, [b, 2, s], "i32", { label: "train pos" });
   const maskInfo = uploadTensor(gpu, batch.maskInfo, [b, 2], "i32", { label: "train maskInfo" });
   const targets = uploadTensor(gpu, batch.targets, [b * s], "i32", { label: "train targets" });
+  const rows: number[] = [];
+  batch.targets.forEach((t, i) => {
+    if (t !== IGNORE_INDEX) rows.push(i);
+  });
+  const supervised = rows.length === 0 ? null : {
+    rows: uploadTensor(gpu, Int32Array.from(rows), [rows.length], "i32", { label: "train rows" }),
+    targets: uploadTensor(
+      gpu,
+      Int32Array.from(rows, (i) => batch.targets[i]),
+      [rows.length],
+      "i32",
+      {
+        label: "train supervised targets",
+      },
+    ),
+  };
+  const all = [
+    ids,
+    pos,
+    maskInfo,
+    targets,
+    ...(supervised ? [supervised.rows, supervised.targets] : []),
+  ];
   return {
     batch,
     ids,
     pos,
     maskInfo,
     targets,
+    supervised,
     free() {
-      for (const t of [ids, pos, maskInfo, targets]) if (!t.released) releaseTensor(t);
+      for (const t of all) if (!t.released) releaseTensor(t);
     },
   };
 }
@@ -243,15 +273,21 @@ export function trainForward(
     unref(tape, x);
     x = next;
   }
-  const y = layerNormOp(tape, x, norm(model.finalLayerNorm));
+  const yAll = layerNormOp(tape, x, norm(model.finalLayerNorm));
   unref(tape, x);
+  let y = yAll;
+  if (input.supervised) {
+    y = gatherRowsOp(tape, yAll, input.supervised.rows);
+    unref(tape, yAll);
+  }
   const logits = linearOp(tape, y, {
     weight: param(model.lmHead.weight, "lm_head.weight"),
     bias: null,
     lora: null,
   });
   unref(tape, y);
-  const loss = crossEntropyOp(tape, logits, input.targets, options.gradScale ?? 1);
+  const targets = input.supervised?.targets ?? input.targets;
+  const loss = crossEntropyOp(tape, logits, targets, options.gradScale ?? 1);
   unref(tape, logits);
   return loss;
 }
