@@ -9,7 +9,7 @@ import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { preset } from "../train/config.ts";
 import { train } from "../train/train.ts";
 import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
-import { demoConfigJson } from "../train/demo/pipeline.ts";
+import { demoConfigJson, runDemo } from "../train/demo/pipeline.ts";
 import { writeRandomChatGLM } from "../train/demo/init_model.ts";
 import { answerInstructions, overlap } from "../train/demo/generate.ts";
 import { loadEngine } from "../serve/engine/load.ts";
@@ -151,4 +151,44 @@ Deno.test("deno task train with no model named trains the demo with the demo pre
     "--preset=chatglm-lora-medical",
   ]);
   await assert.rejects(() => loadTrainConfig(["--preset", "chatglm-lora-medical"]), /--model/);
+});
+
+Deno.test("deno task demo's chain, shortened: data → full training → LoRA → answers, with progress", async () => {
+  const out = await Deno.makeTempDir({ prefix: "medglm-demo-" });
+  const lines: string[] = [];
+  let progressBytes = 0;
+  try {
+    const r = await runDemo({
+      out,
+      fullEpochs: 1,
+      loraEpochs: 1,
+      questions: 2,
+      log: (line) => lines.push(line),
+      progressStream: { writeSync: (p) => (progressBytes += p.length, p.length) },
+    });
+    for (
+      const stage of ["[1/5] data", "[2/5] model", "[3/5] full training", "[4/5] LoRA", "[5/5]"]
+    ) {
+      assert.ok(
+        lines.some((l) => l.startsWith(stage)),
+        `no "${stage}" line in ${lines.join("\n")}`,
+      );
+    }
+    assert.ok(progressBytes > 0, "the trainer reported no progress");
+    assert.ok(
+      r.fullLoss.last < r.fullLoss.first,
+      `full-training loss did not fall: ${JSON.stringify(r.fullLoss)}`,
+    );
+    assert.equal(r.answers.length, 2);
+    const config = JSON.parse(await Deno.readTextFile(`${r.modelDir}/config.json`));
+    assert.equal(config.medglm_prompt_template, "instruction");
+    const model = await loadModel(r.modelDir, { ...quiet, adapter: r.adapterDir });
+    try {
+      assert.equal(model.config.hiddenSize, 128);
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
 });

@@ -11,13 +11,13 @@ const HELP = `deno task demo — rebuild the demo model from scratch (a demo, no
 
 options:
   --out DIR          work folder (default runs/demo-build)
-  --full-epochs N    epochs of full training (default 35)
+  --full-epochs N    epochs of full training (default 20)
   --lora-epochs N    epochs of LoRA training on top (default 3)
   --questions N      training questions answered at the end (default 5)
   --seed N           seed of the initial weights, data order and dropout (default 42)
   --init-from DIR    continue full training from this model directory (an earlier build's
                      model/) instead of random weights
-  --full-lr LR       peak learning rate of the full training (default 3e-3)
+  --full-lr LR       peak learning rate of the full training (default 5e-3)
   --install          copy the result into models/demo
   -h, --help         this help`;
 
