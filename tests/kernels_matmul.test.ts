@@ -259,6 +259,32 @@ Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) an
   }
 });
 
+Deno.test("matmul texture kernels: K longer than a texture row runs as slices adding into the output", async () => {
+  const K = (gpu.limits.maxTextureDimension2D ?? 8192) + 6;
+  const [M, N] = [5, 8];
+  for (const form of ["NT", "NN", "TN"] as const) {
+    const transposeA = form === "TN";
+    const transposeB = form === "NT";
+    const a = randomArray(M * K, 810);
+    const b = randomArray(K * N, 811);
+    const bias = randomArray(N, 812);
+    const ta = uploadTensor(gpu, a, transposeA ? [K, M] : [M, K]);
+    const tb = uploadTensor(gpu, b, transposeB ? [N, K] : [K, N]);
+    const rec = beginRecording(gpu);
+    const tbias = transposeB ? uploadTensor(gpu, bias, [N]) : undefined;
+    const y = matmul(rec, ta, tb, { transposeA, transposeB, bias: tbias, kernel: "texture" });
+    await submit(rec);
+    const want = matmulRef(a, b, 1, M, N, K, {
+      transposeA,
+      transposeB,
+      sharedB: true,
+      bias: transposeB ? bias : undefined,
+    });
+    const e = relError(await readTensor(y), want);
+    assert.ok(e < 1e-5, `${form} K ${K}: ${e}`);
+  }
+});
+
 Deno.test("matmul texture kernel: chunked weight, batched x, repack after the weight changes", async () => {
   const [B, M, N, K] = [2, 5, 48, 16];
   const x = randomArray(B * M * K, 11);

@@ -57,7 +57,7 @@ export function textureKernelFor(
   if (!p.transposeB && b.chunks.length > 1) return null;
   const rows = p.batch * p.M;
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  if (p.K === 0 || paddedK(p.K) > maxDim || rows > maxDim) return null;
+  if (p.K === 0 || rows > maxDim) return null;
   const per = texelWidth(weightLayout(b.dtype));
   for (const cols of columnBlocks(b, p).map((c) => c.cols)) {
     if (cols % per !== 0 || cols / per > maxDim) return null;
@@ -107,6 +107,12 @@ interface PackedWeight {
   destroy(): void;
 }
 
+/** A slice [k0, k0 + len) of the reduction dimension. */
+interface KSlice {
+  k0: number;
+  len: number;
+}
+
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 0;
 
@@ -127,11 +133,14 @@ function packedWeight(
   N: number,
   layout: WeightLayout,
   kMajor: boolean,
+  slice: KSlice,
 ): GPUTexture[] {
   const order = kMajor ? "kn" : "nk";
   // Views of one tensor share its attachments: buffer and offset tell row slices apart.
   const at0 = `${bufferId(w.buffer)}+${w.byteOffset}`;
-  const key = `matmul-texture:${w.shape.join("x")}@${at0}:${layout}:${order}`;
+  const key = `matmul-texture:${
+    w.shape.join("x")
+  }@${at0}:${layout}:${order}:${slice.k0}+${slice.len}`;
   const cached = w.meta.attachments.get(key) as PackedWeight | undefined;
   if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
     return cached.textures;
@@ -141,10 +150,11 @@ function packedWeight(
   const per = texelWidth(layout);
   const device = rec.gpu.device;
   const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
-  // Element (n, k) of W, zero for the padding past K.
-  const at = (n: string, k: string) => kMajor ? `${k} * P.N + ${n}` : `(${n}) * P.K + ${k}`;
+  // Element (n, k0 + k) of W; texels past the slice's end are zero.
+  const at = (n: string, k: string) =>
+    kMajor ? `(P.k0 + ${k}) * P.N + ${n}` : `(${n}) * P.K + P.k0 + ${k}`;
   const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:${order}`, () => `
-struct Params { N: u32, K: u32, KP: u32, pad1: u32 };
+struct Params { N: u32, K: u32, KP: u32, k0: u32, len: u32, pad0: u32, pad1: u32, pad2: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "W", f16 ? "u32" : "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<${format}, write>;
@@ -160,7 +170,7 @@ fn main(${WG_BUILTINS}) {
   ${
     f16
       ? `var t = vec4<u32>(0u);
-  if (k < P.K) {
+  if (k < P.len) {
     for (var q = 0u; q < 4u; q++) {
       t[q] = half_bits(${at("n + 2u * q", "k")}) | (half_bits(${
         at("n + 2u * q + 1u", "k")
@@ -169,7 +179,7 @@ fn main(${WG_BUILTINS}) {
   }
   textureStore(T, vec2<u32>(k, g), t);`
       : `var t = vec4<f32>(0.0);
-  if (k < P.K) {
+  if (k < P.len) {
     t = vec4<f32>(W[${at("n", "k")}], W[${at("n + 1u", "k")}], W[${at("n + 2u", "k")}],
       W[${at("n + 3u", "k")}]);
   }
@@ -177,7 +187,7 @@ fn main(${WG_BUILTINS}) {
   }
 }
 `);
-  const KP = paddedK(K);
+  const KP = paddedK(slice.len);
   const blocks = kMajor ? [{ rows: N }] : w.chunks;
   const textures = blocks.map((c, i) => {
     const texture = device.createTexture({
@@ -189,7 +199,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [c.rows, K, KP, 0],
+      [c.rows, K, KP, slice.k0, slice.len, 0, 0, 0],
       [bindingOf(w, i), texture.createView()],
       grid(rec.gpu, Math.ceil(((c.rows / per) * KP) / 64)),
     );
@@ -221,10 +231,11 @@ function activationTexture(
   rows: number,
   K: number,
   transposed: boolean,
+  slice: KSlice,
 ): GPUTexture {
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
   const height = Math.min(maxDim, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
-  const K4 = paddedK(K) / 4;
+  const K4 = paddedK(slice.len) / 4;
   const key = `matmul-texture:act:${K4}x${height}`;
   let texture = rec.gpu.cache.get(key) as GPUTexture | undefined;
   if (!texture) {
@@ -236,8 +247,8 @@ function activationTexture(
     });
     rec.gpu.cache.set(key, texture);
   }
-  if (transposed || K % 4 !== 0) {
-    recordGatherActivations(rec, a, texture, rows, K, transposed);
+  if (transposed || K % 4 !== 0 || slice.len !== K) {
+    recordGatherActivations(rec, a, texture, rows, K, transposed, slice);
     return texture;
   }
   const pipeline = getPipeline(rec.gpu, "matmul-texture:act", () => `
@@ -270,13 +281,14 @@ function recordGatherActivations(
   rows: number,
   K: number,
   transposed: boolean,
+  slice: KSlice,
 ): void {
-  const at = transposed ? "k * P.rows + m" : "m * P.K + k";
+  const at = transposed ? "(P.k0 + k) * P.rows + m" : "m * P.K + P.k0 + k";
   const pipeline = getPipeline(
     rec.gpu,
     `matmul-texture:act:gather:${transposed ? "km" : "mk"}`,
     () => `
-struct Params { rows: u32, K: u32, K4: u32, pad0: u32 };
+struct Params { rows: u32, K: u32, K4: u32, k0: u32, len: u32, pad0: u32, pad1: u32, pad2: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "A", "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<rgba32float, write>;
@@ -289,17 +301,17 @@ fn main(${WG_BUILTINS}) {
   var t = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) {
     let k = k0 + j;
-    if (k < P.K) { t[j] = A[${at}]; }
+    if (k < P.len) { t[j] = A[${at}]; }
   }
   textureStore(T, vec2<u32>(e % P.K4, m), t);
 }
 `,
   );
-  const K4 = paddedK(K) / 4;
+  const K4 = paddedK(slice.len) / 4;
   recordDispatch(
     rec,
     pipeline,
-    [rows, K, K4, 0],
+    [rows, K, K4, slice.k0, slice.len, 0, 0, 0],
     [bindingOf(a), texture.createView()],
     grid(rec.gpu, Math.ceil((rows * K4) / 64)),
   );
@@ -363,7 +375,7 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, bias: DType): str
     for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += B${c} * a${r};`);
   }
   return `
-struct Params { M: u32, N: u32, K4: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, pad1: u32 };
+struct Params { M: u32, N: u32, K4: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, accumulate: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var At: texture_2d<f32>;
 @group(0) @binding(2) var Bt: texture_2d<${f16 ? "u32" : "f32"}>;
@@ -374,7 +386,9 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
     if (n + j < P.N) {
       var bj = 0.0;
       if (P.hasBias == 1u) { bj = ld_bias(P.colOffset + n + j); }
-      C[m * P.ldc + P.colOffset + n + j] = v[j] + bj;
+      let c = m * P.ldc + P.colOffset + n + j;
+      if (P.accumulate == 1u) { bj += C[c]; }
+      C[c] = v[j] + bj;
     }
   }
 }
@@ -432,8 +446,6 @@ export function recordTextureMatmul(
 ): void {
   const rows = p.batch * p.M;
   const layout = weightLayout(b.dtype);
-  const weights = packedWeight(rec, b, p.K, p.N, layout, !p.transposeB);
-  const act = activationTexture(rec, a, rows, p.K, p.transposeA);
   const variant = `${kind.name}${kind.R}x${kind.C4}`;
   // No bias: bind a zero word in its place (zero in either dtype), so both cases share the
   // pipeline of the weight's dtype: every variant costs seconds of cold compile on llvmpipe.
@@ -446,15 +458,31 @@ export function recordTextureMatmul(
   );
   const R = kind.R;
   const cols = kind.C4 * 4;
-  const actView = act.createView();
-  columnBlocks(b, p).forEach((c, i) => {
-    const resources = [actView, weights[i].createView(), bindingOf(out), biasBinding];
-    recordDispatch(
-      rec,
-      pipeline,
-      [rows, c.cols, paddedK(p.K) / 4, c.cols / texelWidth(layout), p.N, c.start, bias ? 1 : 0, 0],
-      resources,
-      [Math.ceil(c.cols / cols), Math.ceil(rows / R)],
-    );
-  });
+  // A texture row holds at most maxTextureDimension2D texels: a longer K (the lm_head's
+  // vocabulary in dx = dy · W) runs as slices, each adding into the output.
+  const sliceLen = rec.gpu.limits.maxTextureDimension2D ?? 8192;
+  for (let k0 = 0; k0 < p.K; k0 += sliceLen) {
+    const slice = { k0, len: Math.min(sliceLen, p.K - k0) };
+    const weights = packedWeight(rec, b, p.K, p.N, layout, !p.transposeB, slice);
+    const actView = activationTexture(rec, a, rows, p.K, p.transposeA, slice).createView();
+    columnBlocks(b, p).forEach((c, i) => {
+      const resources = [actView, weights[i].createView(), bindingOf(out), biasBinding];
+      recordDispatch(
+        rec,
+        pipeline,
+        [
+          rows,
+          c.cols,
+          paddedK(slice.len) / 4,
+          c.cols / texelWidth(layout),
+          p.N,
+          c.start,
+          bias && k0 === 0 ? 1 : 0,
+          k0 === 0 ? 0 : 1,
+        ],
+        resources,
+        [Math.ceil(c.cols / cols), Math.ceil(rows / R)],
+      );
+    });
+  }
 }
