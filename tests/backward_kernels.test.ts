@@ -24,6 +24,7 @@ import {
   gelu64,
   layerNorm64,
   linear64,
+  maskedAttention64,
   numericGrad,
   qkvRotary64,
 } from "./reference/backward.ts";
@@ -232,43 +233,6 @@ Deno.test("linearBackward: frozen big weight (transposed copy) and row-chunked d
   }
 });
 
-/** f64 attention (keys = queries) with any mask and mask value: ctx [b, s, heads·d]. */
-function maskedAttention64(
-  q: ArrayLike<number>,
-  k: ArrayLike<number>,
-  v: ArrayLike<number>,
-  [b, heads, s, d]: number[],
-  masked: (bi: number, i: number, j: number) => boolean,
-  c: number,
-  maskValue: number,
-): Float64Array {
-  const out = new Float64Array(b * s * heads * d);
-  for (let bi = 0; bi < b; bi++) {
-    for (let n = 0; n < heads; n++) {
-      const base = (bi * heads + n) * s * d;
-      for (let i = 0; i < s; i++) {
-        const sc = new Float64Array(s);
-        for (let j = 0; j < s; j++) {
-          let dot = 0;
-          for (let t = 0; t < d; t++) {
-            dot += (q[base + i * d + t] / (Math.sqrt(d) * c)) * k[base + j * d + t];
-          }
-          sc[j] = (masked(bi, i, j) ? maskValue : dot) * c;
-        }
-        const m = Math.max(...sc);
-        let sum = 0;
-        for (let j = 0; j < s; j++) sum += sc[j] = Math.exp(sc[j] - m);
-        for (let t = 0; t < d; t++) {
-          let acc = 0;
-          for (let j = 0; j < s; j++) acc += sc[j] * v[base + j * d + t];
-          out[((bi * s + i) * heads + n) * d + t] = acc / sum;
-        }
-      }
-    }
-  }
-  return out;
-}
-
 /** Inputs and the three mask kinds (compact with pad rows, random explicit, none) of a shape. */
 function maskCases(b: number, s: number, seed: number) {
   // Row 0: plain causal; row 1: 2 pads (pad rows fully masked) and a context of 3; row 2:
@@ -305,7 +269,18 @@ Deno.test("attentionBackward designs (workgroup, rows) vs finite differences: pa
     const v = randomArray(n, s + 3), g = randomArray(n, s + 4);
     for (const t of maskCases(b, s, s + 5)) {
       const f = (qv: ArrayLike<number>, kv: ArrayLike<number>, vv: ArrayLike<number>) =>
-        dotWith(maskedAttention64(qv, kv, vv, shape, t.rule, c, maskValue), g);
+        dotWith(
+          maskedAttention64(
+            qv,
+            kv,
+            vv,
+            [shape[0], shape[1], shape[2], shape[2], shape[2], shape[3]],
+            t.rule,
+            c,
+            maskValue,
+          ),
+          g,
+        );
       const want = [
         numericGrad((x) => f(x, k, v), q),
         numericGrad((x) => f(q, x, v), k),

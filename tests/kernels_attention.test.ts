@@ -5,6 +5,7 @@ import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { f16BitsToF32, f16Round, readFloat32, uploadTensor } from "../core/tensor/mod.ts";
 import { attention, qkvRotary, rotary, rotaryInvFreq } from "../core/kernels/mod.ts";
 import { ATTENTION_KERNEL_ENV } from "../core/kernels/attention_rows.ts";
+import { maskedAttention64 } from "./reference/backward.ts";
 import {
   attentionRef,
   randomArray,
@@ -256,45 +257,6 @@ Deno.test("zero-length edges: no queries, no batch rows", async () => {
   assert.equal((await readFloat32(o)).length, 0);
 });
 
-/**
- * f64 attention over a cache with stride `cap`, any mask and mask value: ctx [b, s, heads·d].
- * `masked(bi, i, j)` takes the query's cache position i.
- */
-function attentionCacheRef(
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  [b, heads, s, S, cap, d]: number[],
-  masked: (bi: number, i: number, j: number) => boolean,
-  c: number,
-  maskValue: number,
-): Float64Array {
-  const out = new Float64Array(b * s * heads * d);
-  for (let bi = 0; bi < b; bi++) {
-    for (let n = 0; n < heads; n++) {
-      const kv = (bi * heads + n) * cap * d;
-      for (let qi = 0; qi < s; qi++) {
-        const qb = ((bi * heads + n) * s + qi) * d;
-        const sc = new Float64Array(S);
-        for (let j = 0; j < S; j++) {
-          let dot = 0;
-          for (let t = 0; t < d; t++) dot += (q[qb + t] / (Math.sqrt(d) * c)) * k[kv + j * d + t];
-          sc[j] = (masked(bi, S - s + qi, j) ? maskValue : dot) * c;
-        }
-        const m = Math.max(...sc);
-        let sum = 0;
-        for (let j = 0; j < S; j++) sum += sc[j] = Math.exp(sc[j] - m);
-        for (let t = 0; t < d; t++) {
-          let acc = 0;
-          for (let j = 0; j < S; j++) acc += sc[j] * v[kv + j * d + t];
-          out[((bi * s + qi) * heads + n) * d + t] = acc / sum;
-        }
-      }
-    }
-  }
-  return out;
-}
-
 Deno.test("attention designs (workgroup, rows): odd shapes, past > 0, pad rows, every mask kind", async () => {
   // Every mask kind on the main shapes; the others (each kind and head dim compiles its own
   // pipelines, ~0.5 s each uncached) take the compact mask and one more.
@@ -355,7 +317,7 @@ Deno.test("attention designs (workgroup, rows): odd shapes, past > 0, pad rows, 
       await submit(rec);
       for (const [x, t] of cases.entries()) {
         const got = await readFloat32(outs[x]);
-        const want = attentionCacheRef(q, k, v, shape, t.rule, c, maskValue);
+        const want = maskedAttention64(q, k, v, shape, t.rule, c, maskValue);
         const e = relError(got, want);
         assert.ok(e < 1e-5, `${kernel} ${t.name} [${shape}] c=${c} mv=${maskValue}: ${e}`);
       }
@@ -396,10 +358,10 @@ Deno.test("attention rows design: more keys than workgroup memory holds; head di
     outs.push({ dd, q2, k2, o: attention(rec, tq2, tk2, tk2, { keys: 5 }) });
   }
   await submit(rec);
-  const want = attentionCacheRef(q, k, v, [b, heads, s, S, S, d], () => false, 1, -10000);
+  const want = maskedAttention64(q, k, v, [b, heads, s, S, S, d], () => false, 1, -10000);
   assert.ok(relError(await readFloat32(o), want) < 1e-5);
   for (const { dd, q2, k2, o } of outs) {
-    const want2 = attentionCacheRef(q2, k2, k2, [1, 1, 2, 5, 5, dd], () => false, 1, -10000);
+    const want2 = maskedAttention64(q2, k2, k2, [1, 1, 2, 5, 5, dd], () => false, 1, -10000);
     assert.ok(relError(await readFloat32(o), want2) < 1e-5, `d=${dd}`);
   }
 });

@@ -28,6 +28,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
 import { bindingOf, type DType, type Tensor } from "../tensor/tensor.ts";
+import { kernelEnvChoice } from "./common.ts";
 
 /**
  * Kernel design of `attention` and `attentionBackward`: "workgroup" is the hardware-GPU design
@@ -44,20 +45,8 @@ export type AttentionKernel = "auto" | "workgroup" | "rows";
 export const ATTENTION_KERNEL_ENV = "MEDGLM_ATTENTION_KERNEL";
 
 const CHOICES = ["auto", "workgroup", "rows"] as const;
-let envReadable: boolean | undefined;
-
 function envKernel(): AttentionKernel | undefined {
-  // Query first: a bare `Deno.env.get` without permission would prompt or throw.
-  envReadable ??= Deno.permissions.querySync?.({ name: "env", variable: ATTENTION_KERNEL_ENV })
-    ?.state === "granted";
-  if (!envReadable) return undefined;
-  const value = Deno.env.get(ATTENTION_KERNEL_ENV);
-  if (value === undefined || value === "") return undefined;
-  const choice = CHOICES.find((c) => c === value);
-  if (!choice) {
-    throw new GpuError(`${ATTENTION_KERNEL_ENV}=${value}: expected one of ${CHOICES.join(", ")}`);
-  }
-  return choice;
+  return kernelEnvChoice(ATTENTION_KERNEL_ENV, CHOICES);
 }
 
 /** Most private vector chunks per row (d ≤ 128 as vec4, d ≤ 32 as scalars). */

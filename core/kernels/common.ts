@@ -184,3 +184,28 @@ fn wg_max(v: f32, t: u32) -> f32 { return v; }`,
     workgroups: (rows) => grid(gpu, Math.ceil(rows / ROWS_PER_WORKGROUP)),
   };
 }
+
+const envReadable = new Map<string, boolean>();
+
+/**
+ * The value of an environment variable that forces a kernel design, checked against `choices`
+ * (a clear error names the variable otherwise); undefined when unset, empty or not readable.
+ * Read on each call, so tests can set it; without env permission it is ignored, not prompted.
+ */
+export function kernelEnvChoice<T extends string>(
+  variable: string,
+  choices: readonly T[],
+): T | undefined {
+  let readable = envReadable.get(variable);
+  if (readable === undefined) {
+    // Query first: a bare `Deno.env.get` without permission would prompt or throw.
+    readable = Deno.permissions.querySync?.({ name: "env", variable })?.state === "granted";
+    envReadable.set(variable, readable);
+  }
+  if (!readable) return undefined;
+  const value = Deno.env.get(variable);
+  if (value === undefined || value === "") return undefined;
+  const choice = choices.find((c) => c === value);
+  if (!choice) throw new GpuError(`${variable}=${value}: expected one of ${choices.join(", ")}`);
+  return choice;
+}

@@ -15,7 +15,13 @@ import { GpuError } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
 import { recordDispatch, type Recording } from "../gpu/recording.ts";
 import { bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
-import { declareInput, declareOutput, expectDtype, outputTensor } from "./common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  kernelEnvChoice,
+  outputTensor,
+} from "./common.ts";
 import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
 import { storeTile4x4 } from "./matmul_store.ts";
@@ -154,22 +160,8 @@ export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?
 export const MATMUL_KERNEL_ENV = "MEDGLM_MATMUL_KERNEL";
 
 const KERNEL_CHOICES = ["auto", "generic", "shared", "texture"] as const;
-let envReadable: boolean | undefined;
-
 function envKernel(): MatmulOptions["kernel"] {
-  // Query first: a bare `Deno.env.get` without permission would prompt or throw.
-  envReadable ??= Deno.permissions.querySync?.({ name: "env", variable: MATMUL_KERNEL_ENV })
-    ?.state === "granted";
-  if (!envReadable) return undefined;
-  const value = Deno.env.get(MATMUL_KERNEL_ENV);
-  if (value === undefined || value === "") return undefined;
-  const choice = KERNEL_CHOICES.find((c) => c === value);
-  if (!choice) {
-    throw new GpuError(
-      `${MATMUL_KERNEL_ENV}=${value}: expected one of ${KERNEL_CHOICES.join(", ")}`,
-    );
-  }
-  return choice;
+  return kernelEnvChoice(MATMUL_KERNEL_ENV, KERNEL_CHOICES);
 }
 
 /**

@@ -83,27 +83,49 @@ export function attention64(
   ctx: number[],
   c: number,
 ): Float64Array {
+  return maskedAttention64(
+    q,
+    k,
+    v,
+    [b, heads, s, s, s, d],
+    (bi, i, j) => !(j < ctx[bi] || j <= i),
+    c,
+    -10000,
+  );
+}
+
+/**
+ * f64 attention of q [b, heads, s, d] over a K/V cache [b, heads, cap, d] holding S keys, any
+ * mask and mask value: ctx [b, s, heads·d]. `masked(bi, i, j)` takes the query's cache position i.
+ */
+export function maskedAttention64(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  [b, heads, s, S, cap, d]: number[],
+  masked: (bi: number, i: number, j: number) => boolean,
+  c: number,
+  maskValue: number,
+): Float64Array {
   const out = new Float64Array(b * s * heads * d);
   for (let bi = 0; bi < b; bi++) {
     for (let n = 0; n < heads; n++) {
-      const base = (bi * heads + n) * s * d;
-      for (let i = 0; i < s; i++) {
-        const sc = new Float64Array(s);
-        for (let j = 0; j < s; j++) {
+      const kv = (bi * heads + n) * cap * d;
+      for (let qi = 0; qi < s; qi++) {
+        const qb = ((bi * heads + n) * s + qi) * d;
+        const sc = new Float64Array(S);
+        for (let j = 0; j < S; j++) {
           let dot = 0;
-          for (let t = 0; t < d; t++) {
-            dot += (q[base + i * d + t] / (Math.sqrt(d) * c)) * k[base + j * d + t];
-          }
-          const masked = !(j < ctx[bi] || j <= i);
-          sc[j] = (masked ? -10000 : dot) * c;
+          for (let t = 0; t < d; t++) dot += (q[qb + t] / (Math.sqrt(d) * c)) * k[kv + j * d + t];
+          sc[j] = (masked(bi, S - s + qi, j) ? maskValue : dot) * c;
         }
         const m = Math.max(...sc);
         let sum = 0;
-        for (let j = 0; j < s; j++) sum += sc[j] = Math.exp(sc[j] - m);
+        for (let j = 0; j < S; j++) sum += sc[j] = Math.exp(sc[j] - m);
         for (let t = 0; t < d; t++) {
           let acc = 0;
-          for (let j = 0; j < s; j++) acc += sc[j] * v[base + j * d + t];
-          out[((bi * s + i) * heads + n) * d + t] = acc / sum;
+          for (let j = 0; j < S; j++) acc += sc[j] * v[kv + j * d + t];
+          out[((bi * s + qi) * heads + n) * d + t] = acc / sum;
         }
       }
     }
