@@ -6,7 +6,8 @@ import { beginRecording, submit } from "../core/gpu/recording.ts";
 import { decodeSafetensors } from "../core/io/safetensors.ts";
 import { adamwStepF64, clipCoefficient, globalNormF64 } from "../train/optim/adamw_reference.ts";
 import { accumulationScale } from "../train/optim/accumulate.ts";
-import { createOptimizer, type TrainableTensor } from "../train/optim/optimizer.ts";
+import { createOptimizer, tensorRegions, type TrainableTensor } from "../train/optim/optimizer.ts";
+import { uploadTensor } from "../core/tensor/tensor.ts";
 import { readRegions } from "../train/optim/readback.ts";
 
 const FIX = new URL("./fixtures/chatglm6b-tiny/", import.meta.url);
@@ -355,4 +356,25 @@ Deno.test("readRegions splits regions over several staging buffers and honours b
   assert.deepEqual(out[1], data.slice(128, 135));
   assert.deepEqual(out[2], data.slice(192));
   buffer.destroy();
+});
+
+Deno.test("an optimizer step marks its parameter tensors written (derived copies get rebuilt)", async () => {
+  const gpu = await getGpu();
+  const n = 64;
+  const w = uploadTensor(gpu, randn(n, rng(5), 0.1), [8, 8]);
+  const g = uploadTensor(gpu, randn(n, rng(6)), [8, 8]);
+  const opt = createOptimizer(gpu, [{
+    name: "w",
+    shape: [8, 8],
+    param: tensorRegions(w),
+    grad: tensorRegions(g),
+    tensor: w,
+  }]);
+  const before = w.meta.version;
+  const rec = beginRecording(gpu);
+  opt.recordStep(rec, { lr: 1e-2, maxGradNorm: 0 });
+  await submit(rec);
+  await opt.finishStep();
+  assert.ok(w.meta.version > before, "the parameter tensor was not marked written");
+  opt.destroy();
 });

@@ -5,7 +5,7 @@
  */
 
 import { beginRecording, discardRecording, submit } from "../../core/gpu/recording.ts";
-import { markWritten, readTensor, type Tensor } from "../../core/tensor/tensor.ts";
+import { readTensor, type Tensor } from "../../core/tensor/tensor.ts";
 import { backward, createTape, discardTape, free, unref } from "../../core/autograd/tape.ts";
 import type { TrainBatch } from "../../core/models/chatglm/train_batch.ts";
 import {
@@ -69,9 +69,6 @@ export async function runMicroStep(
         maxGradNorm: options.maxGradNorm ?? 0,
         gradScale: options.gradScale,
       });
-      // The optimizer writes the parameters through raw buffers: mark them written so that
-      // anything derived from their contents (packed or transposed copies) is rebuilt.
-      for (const p of tm.params) markWritten(p.param);
     }
     await submit(rec);
     const values = await readTensor(loss.value) as Float32Array;
@@ -98,5 +95,6 @@ export function trainableTensors(tm: TrainingModel): TrainableTensor[] {
     shape: p.shape,
     param: tensorRegions(p.param),
     grad: tensorRegions(p.grad),
+    tensor: p.param,
   }));
 }

@@ -13,6 +13,7 @@
  */
 
 import type { Gpu } from "../../core/gpu/device.ts";
+import { markWritten, type Tensor } from "../../core/tensor/tensor.ts";
 import { recordClear, recordCopy, type Recording } from "../../core/gpu/recording.ts";
 import { ADAMW_DEFAULTS, type AdamWHyper } from "./adamw_reference.ts";
 import { type AdamWTensor, recordAdamW } from "./adamw.ts";
@@ -36,6 +37,11 @@ export interface TrainableTensor {
   shape: number[];
   param: BufferRegion | readonly BufferRegion[];
   grad: BufferRegion | readonly BufferRegion[];
+  /**
+   * The core tensor the parameter regions belong to, if any: each step marks it written, so that
+   * copies derived from its contents (packed textures, transposed weights) are rebuilt.
+   */
+  tensor?: Tensor;
 }
 
 /** The regions of a core `Tensor` (core/tensor), for {@link TrainableTensor}; f32 only. */
@@ -191,6 +197,7 @@ export function createOptimizer(
     },
     recordStep(rec, options) {
       alive();
+      for (const t of tensors) if (t.tensor) markWritten(t.tensor);
       if (pending) throw new Error("optimizer: finishStep() was not called for the previous step");
       const scale = options.gradScale ?? 1;
       if (!(scale > 0 && Number.isFinite(scale))) {
