@@ -8,6 +8,7 @@ import type { Engine } from "../serve/engine/types.ts";
 import { type BotOptions, createBot, type MedBot } from "./bot.ts";
 import { connectOpenAIEngine } from "./openai_engine.ts";
 import type { AnswerLength } from "./store.ts";
+import { intFlag } from "../core/io/flags.ts";
 
 export const USAGE = `Usage: deno task bot (--endpoint URL | --model DIR [--adapter DIR]) [options]
 
@@ -113,14 +114,6 @@ export function parseBotArgs(
   if (!v.endpoint && !v.model) throw new Error("give --endpoint URL or --model DIR (see --help)");
   if (v.adapter && !v.model) throw new Error("--adapter needs --model");
 
-  const int = (name: string, value: string | undefined, min: number): number | undefined => {
-    if (value === undefined) return undefined;
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`--${name}: expected an integer >= ${min}, got "${value}"`);
-    }
-    return n;
-  };
   const allowText = v.allow ?? env.TELEGRAM_ALLOWED_USERS;
   const allow = allowText?.split(",").map((s) => s.trim()).filter(Boolean).map((s) => {
     if (!/^-?\d+$/.test(s)) {
@@ -156,27 +149,27 @@ export function parseBotArgs(
     webhook = {
       url,
       secret,
-      port: int("webhook-port", v["webhook-port"], 0) ?? 8443,
+      port: intFlag("webhook-port", v["webhook-port"], 0) ?? 8443,
       hostname: v["webhook-host"],
     };
   } else if (v["webhook-port"] || v["webhook-secret"] || v["webhook-host"]) {
     throw new Error("--webhook-port/--webhook-secret/--webhook-host need --webhook-url");
   }
   const apiRoot = (v["api-root"] ?? env.TELEGRAM_API_ROOT)?.replace(/\/+$/, "");
-  const rate = int("rate-limit", v["rate-limit"], 1);
+  const rate = intFlag("rate-limit", v["rate-limit"], 1);
 
   const options: BotOptions = {
     token,
     apiRoot,
     kvPath: v.kv ?? "out/bot/bot.kv",
     allow,
-    editIntervalMs: int("edit-interval", v["edit-interval"], 0),
-    groupEditIntervalMs: int("group-edit-interval", v["group-edit-interval"], 0),
+    editIntervalMs: intFlag("edit-interval", v["edit-interval"], 0),
+    groupEditIntervalMs: intFlag("group-edit-interval", v["group-edit-interval"], 0),
     rateLimit: rate === undefined ? undefined : { max: rate, windowMs: 60_000 },
-    maxConcurrent: int("max-concurrent", v["max-concurrent"], 1),
-    maxQueued: int("max-queued", v["max-queued"], 0),
-    maxHistoryTurns: int("history-turns", v["history-turns"], 0),
-    maxHistoryTokens: int("history-tokens", v["history-tokens"], 0),
+    maxConcurrent: intFlag("max-concurrent", v["max-concurrent"], 1),
+    maxQueued: intFlag("max-queued", v["max-queued"], 0),
+    maxHistoryTurns: intFlag("history-turns", v["history-turns"], 0),
+    maxHistoryTokens: intFlag("history-tokens", v["history-tokens"], 0),
     defaultSettings: { length: length as AnswerLength | undefined, temperature },
     systemPrompt: v.system,
     webhook,
@@ -187,7 +180,7 @@ export function parseBotArgs(
       kind: "endpoint",
       endpoint: v.endpoint,
       model: v["endpoint-model"],
-      maxContext: int("max-context", v["max-context"], 16) ?? 2048,
+      maxContext: intFlag("max-context", v["max-context"], 16) ?? 2048,
       apiKey: env.MEDGLM_API_KEY ?? env.OPENAI_API_KEY,
     }
     : { kind: "local", model: v.model!, adapter: v.adapter, backend: v.backend ?? "auto" };

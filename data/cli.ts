@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { buildDataset } from "./build/pipeline.ts";
 import { loadConfig } from "./build/config.ts";
 import { formatBuildSummary, readManifest } from "./build/manifest.ts";
+import { intFlag, numberFlag } from "../core/io/flags.ts";
 
 const HELP = `deno task data — build the instruction data set (JSONL + token shards + manifest)
 
@@ -82,20 +83,14 @@ export async function main(args: string[]): Promise<number> {
       const n = Number(v.seed);
       config.seed = Number.isInteger(n) && n >= 0 ? n : v.seed;
     }
-    if (v["valid-ratio"] !== undefined) {
-      const r = Number(v["valid-ratio"]);
-      if (!(r >= 0 && r < 1)) {
-        throw new Error(`--valid-ratio: expected a number in [0, 1), got ${v["valid-ratio"]}`);
-      }
-      config.split = { ...config.split, validRatio: r };
-    }
-    let perAction = 20;
-    if (v.warnings !== undefined) {
-      perAction = Number(v.warnings);
-      if (!Number.isInteger(perAction) || perAction < 0) {
-        throw new Error(`--warnings: expected a count, got ${v.warnings}`);
-      }
-    }
+    const validRatio = numberFlag(
+      "valid-ratio",
+      v["valid-ratio"],
+      (r) => r >= 0 && r < 1,
+      "a number in [0, 1)",
+    );
+    if (validRatio !== undefined) config.split = { ...config.split, validRatio };
+    const perAction = intFlag("warnings", v.warnings, 0) ?? 20;
     const quiet = v.quiet ?? false;
     const t0 = performance.now();
     const res = await buildDataset(config, {

@@ -28,6 +28,7 @@ import { type HeldoutExample, readHeldout } from "./open_qa.ts";
 import type { McPromptStyle } from "./prompts.ts";
 import { comparisonTable, RESULTS_FORMAT, writeComparison } from "./report/comparison.ts";
 import { formatIssue } from "./types.ts";
+import { intFlag } from "../core/io/flags.ts";
 
 export const HELP = `deno task eval — base model vs adapters on medical benchmarks
 
@@ -72,21 +73,6 @@ export interface EvalCliOptions {
   settings: EvalSettings;
   dtype?: WeightDtype;
   issues: number;
-}
-
-function intFlag(
-  name: string,
-  v: string | undefined,
-  min: number,
-): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new Error(
-      `--${name}: expected an integer >= ${min}, got ${JSON.stringify(v)}`,
-    );
-  }
-  return n;
 }
 
 /** Parses and checks the flags; null for --help. Throws with a message naming the flag. */

@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import type { WeightDtype } from "../core/models/chatglm/weights.ts";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/prompt/chat.ts";
+import { FlagError, intFlag, numberFlag } from "../core/io/flags.ts";
 
 export interface InferFlags {
   model?: string;
@@ -51,27 +52,8 @@ In the chat: /reset clears the history, /history shows it, /exit quits (or Ctrl-
 Ctrl-C stops the answer being written; at the prompt it quits.
 `;
 
-export class InferFlagError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "InferFlagError";
-  }
-}
-
-function numberFlag(
-  name: string,
-  raw: string | undefined,
-  fallback: number,
-  check: (v: number) => boolean,
-  rule: string,
-): number {
-  if (raw === undefined) return fallback;
-  const v = raw.trim() === "" ? NaN : Number(raw);
-  if (!Number.isFinite(v) || !check(v)) {
-    throw new InferFlagError(`--${name}: expected ${rule} (got "${raw}")`);
-  }
-  return v;
-}
+/** The infer CLI's flag errors are the shared ones (core/io/flags.ts). */
+export { FlagError as InferFlagError };
 
 export function parseInferFlags(args: string[]): InferFlags {
   let values;
@@ -99,31 +81,30 @@ export function parseInferFlags(args: string[]): InferFlags {
       },
     }));
   } catch (e) {
-    throw new InferFlagError(`${(e as Error).message}\n\n${INFER_USAGE}`);
+    throw new FlagError(`${(e as Error).message}\n\n${INFER_USAGE}`);
   }
   for (const name of ["model", "adapter"] as const) {
     if (values[name] !== undefined && values[name]!.trim() === "") {
-      throw new InferFlagError(`--${name}: expected a directory (got an empty value)`);
+      throw new FlagError(`--${name}: expected a directory (got an empty value)`);
     }
   }
   const backend = values.backend ?? "auto";
   if (!["webgpu", "onnx", "auto"].includes(backend)) {
-    throw new InferFlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
+    throw new FlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
   }
   const dtype = values.dtype;
   if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
-    throw new InferFlagError(`--dtype: expected f16 or f32 (got "${dtype}")`);
+    throw new FlagError(`--dtype: expected f16 or f32 (got "${dtype}")`);
   }
   if (values.merged && values.adapter === undefined) {
-    throw new InferFlagError("--merged needs --adapter DIR (the adapter to fold in)");
+    throw new FlagError("--merged needs --adapter DIR (the adapter to fold in)");
   }
   const template = values["prompt-template"];
   if (template !== undefined && !PROMPT_TEMPLATES.includes(template as PromptTemplate)) {
-    throw new InferFlagError(
+    throw new FlagError(
       `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
     );
   }
-  const int = Number.isInteger;
   return {
     model: values.model,
     adapter: values.adapter,
@@ -132,39 +113,19 @@ export function parseInferFlags(args: string[]): InferFlags {
     dtype: dtype as WeightDtype | undefined,
     prompt: values.prompt,
     promptTemplate: template as PromptTemplate | undefined,
-    maxNewTokens: numberFlag(
-      "max-new-tokens",
-      values["max-new-tokens"],
-      512,
-      (v) => int(v) && v >= 1,
-      "an integer >= 1",
-    ),
-    temperature: numberFlag(
-      "temperature",
-      values.temperature,
+    maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"], 1) ?? 512,
+    temperature: numberFlag("temperature", values.temperature, (v) => v >= 0, "a number >= 0") ??
       0.95,
-      (v) => v >= 0,
-      "a number >= 0",
-    ),
-    topP: numberFlag("top-p", values["top-p"], 0.7, (v) => v > 0 && v <= 1, "a number in (0, 1]"),
-    topK: numberFlag("top-k", values["top-k"], 0, (v) => int(v) && v >= 0, "an integer >= 0"),
+    topP: numberFlag("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]") ?? 0.7,
+    topK: intFlag("top-k", values["top-k"], 0) ?? 0,
     repetitionPenalty: numberFlag(
       "repetition-penalty",
       values["repetition-penalty"],
-      1,
       (v) => v > 0,
       "a number > 0",
-    ),
-    seed: values.seed === undefined
-      ? undefined
-      : numberFlag("seed", values.seed, 0, Number.isSafeInteger, "an integer"),
-    historyTurns: numberFlag(
-      "history-turns",
-      values["history-turns"],
-      0,
-      (v) => int(v) && v >= 0,
-      "an integer >= 0",
-    ),
+    ) ?? 1,
+    seed: numberFlag("seed", values.seed, Number.isSafeInteger, "an integer"),
+    historyTurns: intFlag("history-turns", values["history-turns"], 0) ?? 0,
     help: values.help ?? false,
   };
 }

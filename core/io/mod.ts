@@ -1,5 +1,5 @@
 // Checkpoint IO: safetensors, torch .bin zips (safe unpickler), sharded model directories,
-// float conversions, atomic writes and progress bars.
+// float conversions, atomic writes, progress bars and the CLIs' number flags.
 export { writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 export {
   bf16BitsToNumber,
@@ -66,3 +66,4 @@ export {
 } from "./checkpoint.ts";
 export { createProgress, type Progress, type ProgressOptions } from "./progress.ts";
 export { readFileRange } from "./file_range.ts";
+export { FlagError, intFlag, numberFlag } from "./flags.ts";

@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
+import { FlagError, intFlag } from "../../core/io/flags.ts";
 
 export interface ServeFlags {
   /** Model directory (HF layout); absent means the embedded demo model. */
@@ -36,12 +37,7 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   -h, --help             show this help
 `;
 
-export class FlagError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "FlagError";
-  }
-}
+export { FlagError };
 
 const BACKENDS = ["webgpu", "onnx", "auto"] as const;
 
@@ -98,38 +94,13 @@ export function parseServeFlags(args: string[]): ServeFlags {
     backend: backend as ServeFlags["backend"],
     promptTemplate: template as PromptTemplate | undefined,
     host,
-    port: integerFlag("port", values.port, 8000, 0, 65535),
+    port: intFlag("port", values.port, 0, 65535) ?? 8000,
     apiKey,
-    maxConcurrent: integerFlag(
-      "max-concurrent",
-      values["max-concurrent"],
+    maxConcurrent: intFlag("max-concurrent", values["max-concurrent"], 1, 4096) ??
       DEFAULT_MAX_CONCURRENT,
-      1,
-      4096,
-    ),
-    maxQueue: integerFlag("max-queue", values["max-queue"], DEFAULT_MAX_QUEUE, 0, 1_000_000),
-    maxBodyBytes: integerFlag(
-      "max-body-bytes",
-      values["max-body-bytes"],
+    maxQueue: intFlag("max-queue", values["max-queue"], 0, 1_000_000) ?? DEFAULT_MAX_QUEUE,
+    maxBodyBytes: intFlag("max-body-bytes", values["max-body-bytes"], 1, 1 << 30) ??
       DEFAULT_MAX_BODY_BYTES,
-      1,
-      1 << 30,
-    ),
     help: values.help ?? false,
   };
-}
-
-function integerFlag(
-  name: string,
-  raw: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (raw === undefined) return fallback;
-  const value = /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new FlagError(`--${name}: expected an integer from ${min} to ${max} (got "${raw}")`);
-  }
-  return value;
 }

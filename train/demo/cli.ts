@@ -6,6 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { runDemo } from "./pipeline.ts";
+import { intFlag, numberFlag } from "../../core/io/flags.ts";
 
 const HELP = `deno task demo — rebuild the demo model from scratch (a demo, not a medical model)
 
@@ -48,27 +49,16 @@ export async function demoMain(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const int = (flag: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${flag} must be an integer >= ${min}`);
-    return n;
-  };
-  const positive = (flag: string, v: string): number => {
-    const n = Number(v);
-    if (!(n > 0)) throw new Error(`--${flag} must be a positive number`);
-    return n;
-  };
   try {
     const r = await runDemo({
       out: values.out,
-      fullEpochs: int("full-epochs", values["full-epochs"], 1),
-      loraEpochs: int("lora-epochs", values["lora-epochs"], 1),
-      questions: int("questions", values.questions, 0),
-      seed: int("seed", values.seed, 0),
+      fullEpochs: intFlag("full-epochs", values["full-epochs"], 1),
+      loraEpochs: intFlag("lora-epochs", values["lora-epochs"], 1),
+      questions: intFlag("questions", values.questions, 0),
+      seed: intFlag("seed", values.seed, 0),
       install: values.install ?? false,
       initFrom: values["init-from"],
-      fullLr: values["full-lr"] === undefined ? undefined : positive("full-lr", values["full-lr"]),
+      fullLr: numberFlag("full-lr", values["full-lr"], (v) => v > 0, "a number > 0"),
     });
     const mean = r.answers.length
       ? r.answers.reduce((s, a) => s + a.overlap, 0) / r.answers.length
