@@ -205,6 +205,7 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
     [16, 48, 20],
     [17, 8, 4],
     [40, 72, 36],
+    [12, 16, 260], // prefill with K past the short-K kernel's: the split-K tile
   ];
   for (const [i, [M, N, K]] of shapes.entries()) {
     for (const dtype of ["f32", "f16"] as const) {

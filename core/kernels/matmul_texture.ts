@@ -18,7 +18,7 @@
  *   K, so the lanes of a SIMD batch read neighbouring texels of the same weight rows; the partial
  *   tiles are summed through workgroup memory once at the end. Measured against one tile per
  *   invocation (whole K): +25–60% at M = 1, +10–25% at M = 16 and 512.
- * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9).
+ * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9); "tile-shortk" for K ≤ 128.
  * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
@@ -35,14 +35,26 @@ export interface TextureKernel {
   name: string;
   R: number;
   C4: number;
+  /** The workgroup's invocations share one tile and split K (else each has its own tile). */
+  splitK: boolean;
 }
 
 /** Prefill (M ≥ 9): 16 × 16 output tile. */
-export const TILE_KERNEL: TextureKernel = { name: "tile", R: 16, C4: 4 };
+export const TILE_KERNEL: TextureKernel = { name: "tile", R: 16, C4: 4, splitK: true };
+/**
+ * Prefill with a short K (M ≥ 9, K ≤ 4·{@link SHORT_K4}): an 8 × 8 tile per invocation over the
+ * whole K, no workgroup memory. Splitting a short K leaves each invocation a few texels, and the
+ * workgroup's reduction (a barrier: every invocation switched on llvmpipe) dominated. Measured at
+ * M 480, K 128 (the demo's layers): 1.3× the split design; a 16 × 16 tile was 1.5× but took 4 s
+ * to compile per variant, and from K ≈ 480 up the split design is faster.
+ */
+export const SHORT_K_KERNEL: TextureKernel = { name: "tile-shortk", R: 8, C4: 2, splitK: false };
+/** Texels of K up to which prefill takes {@link SHORT_K_KERNEL}. */
+export const SHORT_K4 = 32;
 /** Short prompts and batched decode (2 ≤ M ≤ 8): 4 rows × 32 columns. */
-export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8 };
+export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8, splitK: true };
 /** Decode (M = 1): one row × 32 columns. */
-export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8 };
+export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8, splitK: true };
 
 /** Chooses the texture kernel for a problem, or null when its shape does not fit the design. */
 export function textureKernelFor(
@@ -67,7 +79,8 @@ export function textureKernelFor(
   // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
   if (rows === 1) return ROWS_KERNEL;
   if (rows <= 8) return ROWS4_KERNEL;
-  return TILE_KERNEL;
+  const sliceLen = rec.gpu.limits.maxTextureDimension2D ?? 8192;
+  return paddedK(Math.min(p.K, sliceLen)) / 4 <= SHORT_K4 ? SHORT_K_KERNEL : TILE_KERNEL;
 }
 
 /**
@@ -392,7 +405,9 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
     }
   }
 }
-var<workgroup> part: array<vec4<f32>, ${WG * R * C4}>;
+${
+    kind.splitK
+      ? `var<workgroup> part: array<vec4<f32>, ${WG * R * C4}>;
 @compute @workgroup_size(${WG}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   // One workgroup per output tile; its invocations take every ${WG}th texel of K.
@@ -405,8 +420,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     ${body.join("\n    ")}
   }
   ${splitKStores(R, C4)}
-}
+}`
+      : `@compute @workgroup_size(${WG}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  // ${WG} output tiles side by side per workgroup, each invocation its own over the whole K.
+  let n0 = (wid.x * ${WG}u + lid.x) * ${cols}u;
+  let m0 = wid.y * ${R}u;
+  // Only uniform exits: the loads clamp, the stores check n < N. (Returning the invocations
+  // past N made the rest divergent, and llvmpipe took seconds to compile it.)
+  if (m0 >= P.M) { return; }
+  ${accDecl.join("\n  ")}
+  for (var kk = 0u; kk < P.K4; kk++) {
+    ${aLoads.join("\n    ")}
+    ${body.join("\n    ")}
+  }
+  ${wholeTileStores(R, C4)}
+}`
+  }
 `;
+}
+
+/**
+ * Each invocation stores its own tile, through a loop: one `store4` call per accumulator made
+ * the kernel several times slower to compile (seconds on llvmpipe) for no speed.
+ */
+function wholeTileStores(R: number, C4: number): string {
+  const T = R * C4;
+  const parts: string[] = [];
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C4; c++) parts.push(`tile[${r * C4 + c}] = acc${r}_${c};`);
+  }
+  return `var tile: array<vec4<f32>, ${T}>;
+  ${parts.join("\n  ")}
+  for (var t = 0u; t < ${T}u; t++) {
+    let r = t / ${C4}u;
+    if (m0 + r < P.M) { store4(m0 + r, n0 + (t % ${C4}u) * 4u, tile[t]); }
+  }`;
 }
 
 /**
@@ -481,7 +530,7 @@ export function recordTextureMatmul(
           k0 === 0 ? 0 : 1,
         ],
         resources,
-        [Math.ceil(c.cols / cols), Math.ceil(rows / R)],
+        [Math.ceil(c.cols / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / R)],
       );
     });
   }
