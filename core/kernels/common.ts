@@ -152,11 +152,13 @@ export interface RowPlan {
 const ROWS_PER_WORKGROUP = 64;
 
 /**
- * Longest row one invocation walks: llvmpipe cuts loops short past a few ten thousand
- * iterations (measured: a 40000-long serial loop stopped after its first iteration, silently),
- * so longer rows (the vocabulary rows of a real model) keep the workgroup design.
+ * Longest row one invocation walks. llvmpipe silently stops an invocation's loops after 65535
+ * iterations in all (measured: one loop of 65536 ran 65535 times; nested loops, the same total;
+ * softmax's three passes over a 40000-long row came out wrong). Row kernels make at most four
+ * passes, so rows up to 8192 stay well inside; longer rows (the vocabulary rows of a real model)
+ * keep the workgroup design.
  */
-export const MAX_SERIAL_ROW = 16384;
+export const MAX_SERIAL_ROW = 8192;
 
 /** The design for rows of `cols` elements; `lanes` is the workgroup design's lanes per row. */
 export function rowPlan(gpu: Gpu, lanes: number, cols: number): RowPlan {
