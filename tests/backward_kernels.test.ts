@@ -8,6 +8,7 @@ import { readFloat32, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
 import { crossEntropy, rotaryInvFreq } from "../core/kernels/mod.ts";
 import {
   attentionBackward,
+  columnSumInto,
   crossEntropyBackward,
   dropoutBackward,
   dropoutForward,
@@ -336,4 +337,52 @@ Deno.test("attentionBackward: the rows design matches the workgroup design on tr
       }
     }
   }
+});
+
+Deno.test("gradient sums over more rows than llvmpipe lets one invocation loop: column sums, embedding, LayerNorm weights", async () => {
+  // llvmpipe stops an invocation's loops after 65535 iterations; these kernels walk the rows in
+  // ranges, so 70001 rows must still all count.
+  const rows = 70001;
+  const h = 4;
+  const dy = randomArray(rows * h, 91);
+  const x = randomArray(rows * h, 92, -2, 2);
+  const ids = Int32Array.from({ length: rows }, (_, t) => t % 3);
+  const colSum = new Float64Array(h);
+  const emb = new Float64Array(3 * h);
+  const lnWeight = new Float64Array(h);
+  for (let t = 0; t < rows; t++) {
+    const row = Array.from(x.subarray(t * h, (t + 1) * h));
+    const mean = row.reduce((a, b) => a + b, 0) / h;
+    const rstd = 1 / Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / h + 1e-5);
+    for (let j = 0; j < h; j++) {
+      colSum[j] += dy[t * h + j];
+      emb[ids[t] * h + j] += dy[t * h + j];
+      lnWeight[j] += dy[t * h + j] * (row[j] - mean) * rstd;
+    }
+  }
+  const rec = beginRecording(gpu);
+  const cs = zeros([h]);
+  columnSumInto(rec, cs, up(dy, [rows, h]));
+  const table = zeros([3, h]);
+  embeddingBackward(rec, uploadTensor(gpu, ids, [rows], "i32"), up(dy, [rows, h]), table);
+  const dw = zeros([h]);
+  const db = zeros([h]);
+  layerNormBackward(
+    rec,
+    up(x, [rows, h]),
+    up(new Float32Array(h).fill(1), [h]),
+    1e-5,
+    up(dy, [rows, h]),
+    {
+      weight: dw,
+      bias: db,
+    },
+  );
+  await submit(rec);
+  // Sums of 70001 terms in f32: compare relative to the sum of magnitudes.
+  const scale = Math.sqrt(rows);
+  assert.ok(relError(await readFloat32(cs), colSum) / scale < 1e-5, "column sums");
+  assert.ok(relError(await readFloat32(table), emb) / scale < 1e-5, "embedding gradient");
+  assert.ok(relError(await readFloat32(db), colSum) / scale < 1e-5, "LayerNorm bias gradient");
+  assert.ok(relError(await readFloat32(dw), lnWeight) / scale < 1e-5, "LayerNorm weight gradient");
 });

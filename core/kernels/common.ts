@@ -160,6 +160,22 @@ const ROWS_PER_WORKGROUP = 64;
  */
 export const MAX_SERIAL_ROW = 8192;
 
+/**
+ * Most rows a kernel lets one invocation loop over (gradient sums over a batch's tokens): the
+ * rows go in ranges of at most this many, one dispatch each adding into the output, to stay
+ * inside llvmpipe's 65535 loop iterations per invocation (see {@link MAX_SERIAL_ROW}).
+ */
+export const MAX_LOOP_ROWS = 32768;
+
+/** [first, count] ranges covering `rows` rows, each at most {@link MAX_LOOP_ROWS}. */
+export function rowRanges(rows: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let first = 0; first < rows; first += MAX_LOOP_ROWS) {
+    out.push([first, Math.min(MAX_LOOP_ROWS, rows - first)]);
+  }
+  return out;
+}
+
 /** The design for rows of `cols` elements; `lanes` is the workgroup design's lanes per row. */
 export function rowPlan(gpu: Gpu, lanes: number, cols: number): RowPlan {
   const design = (gpu.cache.get("row-design") as RowDesign | undefined) ?? "auto";

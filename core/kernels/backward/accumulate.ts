@@ -14,7 +14,14 @@ import {
   numel,
   type Tensor,
 } from "../../tensor/tensor.ts";
-import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  rowRanges,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
 
 const WG = 256;
 
@@ -70,7 +77,7 @@ export function columnSumInto(rec: Recording, dst: Tensor, x: Tensor): Tensor {
   markWritten(dst);
   if (N === 0) return dst;
   const pipeline = getPipeline(rec.gpu, "grad:columnSum", () => `
-struct Params { rows: u32, N: u32, pad0: u32, pad1: u32 };
+struct Params { rows: u32, N: u32, first: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareOutput(1, "D")}
 ${declareInput(2, "X", "f32")}
@@ -79,16 +86,18 @@ fn main(${WG_BUILTINS}) {
   let n = ${WG_INDEX} * ${WG}u + lid.x;
   if (n >= P.N) { return; }
   var s = 0.0;
-  for (var r = 0u; r < P.rows; r++) { s += X[r * P.N + n]; }
+  for (var r = 0u; r < P.rows; r++) { s += X[(P.first + r) * P.N + n]; }
   D[n] = D[n] + s;
 }
 `);
-  recordDispatch(
-    rec,
-    pipeline,
-    [rows, N, 0, 0],
-    [bindingOf(dst), bindingOf(x)],
-    grid(rec.gpu, Math.ceil(N / WG)),
-  );
+  for (const [first, count] of rowRanges(rows)) {
+    recordDispatch(
+      rec,
+      pipeline,
+      [count, N, first, 0],
+      [bindingOf(dst), bindingOf(x)],
+      grid(rec.gpu, Math.ceil(N / WG)),
+    );
+  }
   return dst;
 }

@@ -15,7 +15,14 @@ import {
   numel,
   type Tensor,
 } from "../../tensor/tensor.ts";
-import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  rowRanges,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
 
 const WG = 64;
 
@@ -36,7 +43,7 @@ export function embeddingBackward(rec: Recording, ids: Tensor, dy: Tensor, dTabl
   markWritten(dTable);
   if (n === 0 || h === 0) return dTable;
   const pipeline = getPipeline(rec.gpu, "grad:embedding", () => `
-struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, pad0: u32, pad1: u32, pad2: u32 };
+struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, first: u32, pad1: u32, pad2: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "I", "i32")}
 ${declareInput(2, "DY", "f32")}
@@ -45,7 +52,8 @@ ${declareOutput(3, "DT")}
 fn main(${WG_BUILTINS}) {
   let j = ${WG_INDEX} * ${WG}u + lid.x;
   if (j >= P.h) { return; }
-  for (var t = 0u; t < P.n; t++) {
+  for (var i = 0u; i < P.n; i++) {
+    let t = P.first + i;
     let id = I[t];
     if (id < 0 || u32(id) >= P.V) { continue; }
     let r = u32(id);
@@ -57,13 +65,15 @@ fn main(${WG_BUILTINS}) {
 `);
   dTable.chunks.forEach((c, i) => {
     if (c.rows === 0) return;
-    recordDispatch(
-      rec,
-      pipeline,
-      [n, h, c.rowStart, c.rows, V, 0, 0, 0],
-      [bindingOf(ids), bindingOf(dy), bindingOf(dTable, i)],
-      grid(rec.gpu, Math.ceil(h / WG)),
-    );
+    for (const [first, count] of rowRanges(n)) {
+      recordDispatch(
+        rec,
+        pipeline,
+        [count, h, c.rowStart, c.rows, V, first, 0, 0],
+        [bindingOf(ids), bindingOf(dy), bindingOf(dTable, i)],
+        grid(rec.gpu, Math.ceil(h / WG)),
+      );
+    }
   });
   return dTable;
 }

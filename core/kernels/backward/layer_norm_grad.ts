@@ -24,6 +24,7 @@ import {
   expectShape,
   outputTensor,
   rowPlan,
+  rowRanges,
   rowsOf,
   WG_BUILTINS,
   WG_INDEX,
@@ -118,7 +119,7 @@ fn main(${WG_BUILTINS}) {
     // Rows are re-normalised per column here; rows × h loads either way, no extra buffers.
     const which = `${dw ? "w" : ""}${db ? "b" : ""}`;
     const colPipeline = getPipeline(rec.gpu, `grad:layerNorm:cols:${which}`, () => `
-struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
+struct Params { rows: u32, h: u32, eps: f32, first: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 ${declareInput(1, "X", "f32")}
 ${declareInput(2, "DY", "f32")}
@@ -131,7 +132,8 @@ fn main(${WG_BUILTINS}) {
   if (j >= P.h) { return; }
   var sw = 0.0;
   var sb = 0.0;
-  for (var r = 0u; r < P.rows; r++) {
+  for (var i = 0u; i < P.rows; i++) {
+    let r = P.first + i;
     let dy = DY[r * P.h + j];
     sw += dy * (X[r * P.h + j] - STATS[r * 2u]) * STATS[r * 2u + 1u];
     sb += dy;
@@ -144,13 +146,15 @@ fn main(${WG_BUILTINS}) {
     const res: GPUBindingResource[] = [bindingOf(x), bindingOf(dy), bindingOf(stats)];
     if (dw) res.push(bindingOf(dw));
     if (db) res.push(bindingOf(db));
-    recordDispatch(
-      rec,
-      colPipeline,
-      [rows, cols, { f: eps }, 0],
-      res,
-      grid(rec.gpu, Math.ceil(cols / WG)),
-    );
+    for (const [first, count] of rowRanges(rows)) {
+      recordDispatch(
+        rec,
+        colPipeline,
+        [count, cols, { f: eps }, first],
+        res,
+        grid(rec.gpu, Math.ceil(cols / WG)),
+      );
+    }
     // Released into the recording: later dispatches of this step may reuse the buffer.
     releaseTensor(stats, rec);
   }
