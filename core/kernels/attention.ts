@@ -116,8 +116,16 @@ export function attention(
   const out = outputTensor(rec, kernel, [b, s, heads * d], options.out);
   if (numel(out.shape) === 0) return out;
   if (S === 0) throw new GpuError(`${kernel}: no keys`);
+  const resources: GPUBindingResource[] = [
+    bindingOf(q),
+    bindingOf(kCache),
+    bindingOf(vCache),
+    bindingOf(out),
+  ];
+  if (options.mask) resources.push(bindingOf(options.mask));
+  if (options.maskInfo) resources.push(bindingOf(options.maskInfo));
   if (chooseDesign(rec.gpu, kernel, options.kernel, d) === "rows") {
-    recordAttentionRows(rec, q, kCache, vCache, out, S, variant, options);
+    recordAttentionRows(rec, q, kCache, S, variant, options, resources);
     return out;
   }
   const maxS = [256, 1024, 4096].find((m) => S <= m);
@@ -187,14 +195,6 @@ fn main(${WG_BUILTINS}) {
   }
 }
 `);
-  const resources: GPUBindingResource[] = [
-    bindingOf(q),
-    bindingOf(kCache),
-    bindingOf(vCache),
-    bindingOf(out),
-  ];
-  if (options.mask) resources.push(bindingOf(options.mask));
-  if (options.maskInfo) resources.push(bindingOf(options.maskInfo));
   recordDispatch(
     rec,
     pipeline,

@@ -27,7 +27,7 @@ import { GpuError } from "../gpu/device.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { getPipeline } from "../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { bindingOf, type DType, type Tensor } from "../tensor/tensor.ts";
+import type { DType, Tensor } from "../tensor/tensor.ts";
 import { kernelEnvChoice } from "./common.ts";
 
 /**
@@ -139,11 +139,11 @@ export function recordAttentionRows(
   rec: Recording,
   q: Tensor,
   kCache: Tensor,
-  vCache: Tensor,
-  out: Tensor,
   keys: number,
   variant: MaskVariant,
-  options: { layerScale?: number; maskValue?: number; mask?: Tensor; maskInfo?: Tensor },
+  options: { layerScale?: number; maskValue?: number; mask?: Tensor },
+  /** Q, K, V, O and the mask, bound in that order (the same for both designs). */
+  resources: GPUBindingResource[],
 ): void {
   const [b, heads, s, d] = q.shape;
   const cap = kCache.shape[2];
@@ -153,14 +153,6 @@ export function recordAttentionRows(
   const maskDtype = options.mask?.dtype;
   const key = `attention-rows:${designTag(variant, maskDtype, d, R)}`;
   const pipeline = getPipeline(rec.gpu, key, () => forwardCode(variant, width, C, R, maskDtype));
-  const resources: GPUBindingResource[] = [
-    bindingOf(q),
-    bindingOf(kCache),
-    bindingOf(vCache),
-    bindingOf(out),
-  ];
-  if (options.mask) resources.push(bindingOf(options.mask));
-  if (options.maskInfo) resources.push(bindingOf(options.maskInfo));
   const blocks = Math.ceil(s / R);
   recordDispatch(
     rec,
