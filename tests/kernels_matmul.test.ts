@@ -378,3 +378,16 @@ Deno.test(`matmul: ${MATMUL_KERNEL_ENV}=shared runs a layer stack on the hardwar
     Deno.env.delete(MATMUL_KERNEL_ENV);
   }
 });
+
+Deno.test("matmul on a software adapter: a K too long for one invocation's loop and no texture fit is refused", async () => {
+  if (!gpu.isSoftware) {
+    console.log("skipped: the loop limit is llvmpipe's; this adapter is hardware");
+    return;
+  }
+  const K = 65540;
+  const a = uploadTensor(gpu, new Float32Array(K), [1, K]);
+  const b = uploadTensor(gpu, new Float32Array(K * 3), [K, 3]); // N = 3: no texture layout
+  const rec = beginRecording(gpu);
+  assert.throws(() => matmul(rec, a, b), /K = 65540 is longer than the 65535 loop iterations/);
+  discardRecording(rec);
+});
