@@ -379,7 +379,7 @@ Deno.test(`matmul: ${MATMUL_KERNEL_ENV}=shared runs a layer stack on the hardwar
   }
 });
 
-Deno.test("matmul on a software adapter: a K too long for one invocation's loop and no texture fit is refused", async () => {
+Deno.test("matmul on a software adapter: a K too long for one invocation's loop and no texture fit is refused", () => {
   if (!gpu.isSoftware) {
     console.log("skipped: the loop limit is llvmpipe's; this adapter is hardware");
     return;
