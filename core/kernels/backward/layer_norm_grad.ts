@@ -23,6 +23,7 @@ import {
   expectDtype,
   expectShape,
   outputTensor,
+  type RowPlan,
   rowPlan,
   rowRanges,
   rowsOf,
@@ -74,17 +75,7 @@ ${declareInput(2, "W", weight.dtype)}
 ${declareInput(3, "DY", "f32")}
 ${declareOutput(4, "DX")}
 ${plan.reduce}
-@compute @workgroup_size(${plan.workgroupSize})
-fn main(${WG_BUILTINS}) {
-  ${plan.prologue}
-  if (row >= P.rows) { return; }
-  let base = row * P.h;
-  var s = 0.0;
-  for (var j = t; j < P.h; j += ${L}u) { s += X[base + j]; }
-  let mean = wg_sum(s, t) / f32(P.h);
-  var v = 0.0;
-  for (var j = t; j < P.h; j += ${L}u) { let c = X[base + j] - mean; v += c * c; }
-  let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
+${rowStatsMain(plan)}
   var sg = 0.0;
   var sgx = 0.0;
   for (var j = t; j < P.h; j += ${L}u) {
@@ -161,18 +152,13 @@ fn main(${WG_BUILTINS}) {
   return dx;
 }
 
-/** [rows, 2] = (mean, 1/σ) per row. */
-function rowStats(rec: Recording, x: Tensor, eps: number, rows: number, cols: number): Tensor {
-  const stats = outputTensor(rec, "layerNormStats", [rows, 2]);
-  const plan = rowPlan(rec.gpu, WG, cols);
+/**
+ * WGSL: the entry point's start for one row of X: `base`, and the row's `mean` and `rstd`
+ * (1/σ), shared by the dx kernel and the statistics kernel.
+ */
+function rowStatsMain(plan: RowPlan): string {
   const L = plan.lanes;
-  const pipeline = getPipeline(rec.gpu, `grad:layerNorm:stats:${plan.tag}`, () => `
-struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
-${declareOutput(2, "STATS")}
-${plan.reduce}
-@compute @workgroup_size(${plan.workgroupSize})
+  return `@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
   ${plan.prologue}
   if (row >= P.rows) { return; }
@@ -182,7 +168,20 @@ fn main(${WG_BUILTINS}) {
   let mean = wg_sum(s, t) / f32(P.h);
   var v = 0.0;
   for (var j = t; j < P.h; j += ${L}u) { let c = X[base + j] - mean; v += c * c; }
-  let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);
+  let rstd = 1.0 / sqrt(wg_sum(v, t) / f32(P.h) + P.eps);`;
+}
+
+/** [rows, 2] = (mean, 1/σ) per row. */
+function rowStats(rec: Recording, x: Tensor, eps: number, rows: number, cols: number): Tensor {
+  const stats = outputTensor(rec, "layerNormStats", [rows, 2]);
+  const plan = rowPlan(rec.gpu, WG, cols);
+  const pipeline = getPipeline(rec.gpu, `grad:layerNorm:stats:${plan.tag}`, () => `
+struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${declareInput(1, "X", "f32")}
+${declareOutput(2, "STATS")}
+${plan.reduce}
+${rowStatsMain(plan)}
   if (t == 0u) { STATS[row * 2u] = mean; STATS[row * 2u + 1u] = rstd; }
 }
 `);
