@@ -7,7 +7,7 @@
 
 import type { Engine, GenerationRequest } from "./engine/types.ts";
 import { EngineLoadError, loadEngine } from "./engine/load.ts";
-import { INFER_USAGE, InferFlagError, type InferFlags, parseInferFlags } from "./infer_flags.ts";
+import { FlagError, INFER_USAGE, type InferFlags, parseInferFlags } from "./infer_flags.ts";
 
 export const DISCLAIMER =
   "注意：回答由语言模型生成，仅供参考，不能代替医生的诊断和治疗；身体不适请及时就医。" +
@@ -235,7 +235,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     flags = parseInferFlags(args);
   } catch (err) {
-    if (err instanceof InferFlagError) {
+    if (err instanceof FlagError) {
       io.err(`error: ${err.message}\n`);
       return 2;
     }

@@ -52,8 +52,7 @@ In the chat: /reset clears the history, /history shows it, /exit quits (or Ctrl-
 Ctrl-C stops the answer being written; at the prompt it quits.
 `;
 
-/** The infer CLI's flag errors are the shared ones (core/io/flags.ts). */
-export { FlagError as InferFlagError };
+export { FlagError };
 
 export function parseInferFlags(args: string[]): InferFlags {
   let values;
