@@ -152,18 +152,23 @@ export interface RowPlan {
 const ROWS_PER_WORKGROUP = 64;
 
 /**
- * Longest row one invocation walks. llvmpipe silently stops an invocation's loops after 65535
- * iterations in all (measured: one loop of 65536 ran 65535 times; nested loops, the same total;
- * softmax's three passes over a 40000-long row came out wrong). Row kernels make at most four
- * passes, so rows up to 8192 stay well inside; longer rows (the vocabulary rows of a real model)
- * keep the workgroup design.
+ * Loop iterations llvmpipe runs per invocation, in all: past them it stops the loops silently
+ * (measured: one loop of 65536 ran 65535 times; nested loops, the same total; softmax's three
+ * passes over a 40000-long row came out wrong).
+ */
+export const SOFTWARE_LOOP_LIMIT = 65535;
+
+/**
+ * Longest row one invocation walks: row kernels make at most four passes, so rows up to 8192 stay
+ * well inside {@link SOFTWARE_LOOP_LIMIT}; longer rows (the vocabulary rows of a real model) keep
+ * the workgroup design.
  */
 export const MAX_SERIAL_ROW = 8192;
 
 /**
  * Most rows a kernel lets one invocation loop over (gradient sums over a batch's tokens): the
  * rows go in ranges of at most this many, one dispatch each adding into the output, to stay
- * inside llvmpipe's 65535 loop iterations per invocation (see {@link MAX_SERIAL_ROW}).
+ * inside {@link SOFTWARE_LOOP_LIMIT}.
  */
 export const MAX_LOOP_ROWS = 32768;
 

@@ -21,6 +21,7 @@ import {
   expectDtype,
   kernelEnvChoice,
   outputTensor,
+  SOFTWARE_LOOP_LIMIT,
 } from "./common.ts";
 import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
@@ -171,9 +172,6 @@ function envKernel(): MatmulOptions["kernel"] {
  */
 export const TEXTURE_MIN_WEIGHT = 1 << 16;
 
-/** llvmpipe stops an invocation's loops after this many iterations (see kernels/common.ts). */
-const MAX_SOFTWARE_LOOP = 65535;
-
 /**
  * Problems of at least this many multiply-adds take the texture kernels on software adapters
  * whatever the weight's size: the training matmuls of small models (measured on the demo model,
@@ -248,9 +246,9 @@ export function recordGenericMatmul(
   design: "generic" | "shared" = "generic",
 ): void {
   // The generic kernel walks all of K in one invocation; llvmpipe would stop it silently.
-  if (rec.gpu.isSoftware && design === "generic" && p.K > MAX_SOFTWARE_LOOP) {
+  if (rec.gpu.isSoftware && design === "generic" && p.K > SOFTWARE_LOOP_LIMIT) {
     throw new GpuError(
-      `matmul: K = ${p.K} is longer than the ${MAX_SOFTWARE_LOOP} loop iterations a software ` +
+      `matmul: K = ${p.K} is longer than the ${SOFTWARE_LOOP_LIMIT} loop iterations a software ` +
         "adapter runs per invocation, and the shape does not fit the texture kernel (which " +
         "splits K): make N a multiple of 4",
     );
