@@ -124,12 +124,13 @@ export interface TrainBatchTensors {
   ids: Tensor;
   pos: Tensor;
   maskInfo: Tensor;
-  targets: Tensor;
   /**
-   * The supervised positions (targets ≠ −100) as row indices of the flattened batch, with their
-   * targets; null when there are none (then every position goes to the loss, all ignored).
+   * The flattened batch rows that go to the loss: the supervised positions (targets ≠ −100);
+   * null when there are none (then every row goes, all ignored).
    */
-  supervised: { rows: Tensor; targets: Tensor } | null;
+  lossRows: Tensor | null;
+  /** The targets of the loss rows, in their order. */
+  targets: Tensor;
   free(): void;
 }
 
@@ -139,37 +140,26 @@ export function uploadTrainBatch(model: ChatGLMModel, batch: TrainBatch): TrainB
   const ids = uploadTensor(gpu, batch.ids, [b, s], "i32", { label: "train ids" });
   const pos = uploadTensor(gpu, batch.pos, [b, 2, s], "i32", { label: "train pos" });
   const maskInfo = uploadTensor(gpu, batch.maskInfo, [b, 2], "i32", { label: "train maskInfo" });
-  const targets = uploadTensor(gpu, batch.targets, [b * s], "i32", { label: "train targets" });
   const rows: number[] = [];
-  batch.targets.forEach((t, i) => {
-    if (t !== IGNORE_INDEX) rows.push(i);
+  batch.targets.forEach((t, k) => {
+    if (t !== IGNORE_INDEX) rows.push(k);
   });
-  const supervised = rows.length === 0 ? null : {
-    rows: uploadTensor(gpu, Int32Array.from(rows), [rows.length], "i32", { label: "train rows" }),
-    targets: uploadTensor(
-      gpu,
-      Int32Array.from(rows, (i) => batch.targets[i]),
-      [rows.length],
-      "i32",
-      {
-        label: "train supervised targets",
-      },
-    ),
-  };
-  const all = [
-    ids,
-    pos,
-    maskInfo,
-    targets,
-    ...(supervised ? [supervised.rows, supervised.targets] : []),
-  ];
+  const lossRows = rows.length === 0
+    ? null
+    : uploadTensor(gpu, Int32Array.from(rows), [rows.length], "i32", { label: "train loss rows" });
+  const targets = lossRows
+    ? uploadTensor(gpu, Int32Array.from(rows, (k) => batch.targets[k]), [rows.length], "i32", {
+      label: "train targets",
+    })
+    : uploadTensor(gpu, batch.targets, [b * s], "i32", { label: "train targets" });
+  const all = lossRows ? [ids, pos, maskInfo, lossRows, targets] : [ids, pos, maskInfo, targets];
   return {
     batch,
     ids,
     pos,
     maskInfo,
+    lossRows,
     targets,
-    supervised,
     free() {
       for (const t of all) if (!t.released) releaseTensor(t);
     },
@@ -276,8 +266,8 @@ export function trainForward(
   const yAll = layerNormOp(tape, x, norm(model.finalLayerNorm));
   unref(tape, x);
   let y = yAll;
-  if (input.supervised) {
-    y = gatherRowsOp(tape, yAll, input.supervised.rows);
+  if (input.lossRows) {
+    y = gatherRowsOp(tape, yAll, input.lossRows);
     unref(tape, yAll);
   }
   const logits = linearOp(tape, y, {
@@ -286,8 +276,7 @@ export function trainForward(
     lora: null,
   });
   unref(tape, y);
-  const targets = input.supervised?.targets ?? input.targets;
-  const loss = crossEntropyOp(tape, logits, targets, options.gradScale ?? 1);
+  const loss = crossEntropyOp(tape, logits, input.targets, options.gradScale ?? 1);
   unref(tape, logits);
   return loss;
 }
