@@ -426,8 +426,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   // ${WG} output tiles side by side per workgroup, each invocation its own over the whole K.
   let n0 = (wid.x * ${WG}u + lid.x) * ${cols}u;
   let m0 = wid.y * ${R}u;
-  // Only uniform exits: the loads clamp, the stores check n < N. (Returning the invocations
-  // past N made the rest divergent, and llvmpipe took seconds to compile it.)
+  // Only a uniform exit: the loads clamp and the stores check n < N, so invocations past N
+  // compute values nobody stores.
   if (m0 >= P.M) { return; }
   ${accDecl.join("\n  ")}
   for (var kk = 0u; kk < P.K4; kk++) {
@@ -440,10 +440,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 `;
 }
 
-/**
- * Each invocation stores its own tile, through a loop: one `store4` call per accumulator made
- * the kernel several times slower to compile (seconds on llvmpipe) for no speed.
- */
+/** Each invocation stores its own tile (through one loop rather than a call per accumulator). */
 function wholeTileStores(R: number, C4: number): string {
   const T = R * C4;
   const parts: string[] = [];
