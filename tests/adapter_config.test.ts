@@ -58,6 +58,22 @@ Deno.test("adapter config: unsupported settings are refused with the field named
     [{ target_modules: [] }, /target_modules must be a non-empty list/],
     [{ r: 0 }, /r must be a positive integer/],
     [{ lora_dropout: 1.5 }, /lora_dropout must be a number in \[0, 1\)/],
+    // Options of current peft that change the outputs: refused by name, not by a tensor shape.
+    [
+      { alora_invocation_tokens: [32, 45] },
+      /alora_invocation_tokens is set \(\[32,45\]\): activated LoRA/,
+    ],
+    [{ exclude_modules: ["dense"] }, /exclude_modules is set .*not supported/],
+    [{ exclude_modules: ".*dense" }, /exclude_modules is set/],
+    [{ use_bdlora: { lora_a_is_blockdiagonal: true } }, /use_bdlora is set .*BD-LoRA/],
+    [{ lora_bias: true }, /lora_bias is true: a bias on lora_B/],
+    [{ trainable_token_indices: [5, 6] }, /trainable_token_indices is set/],
+    [{ target_parameters: ["mlp.experts.down_proj"] }, /target_parameters is set/],
+    [{ use_qalora: true }, /use_qalora is true/],
+    [{ layer_replication: [[0, 2]] }, /layer_replication is set/],
+    [{ arrow_config: { top_k: 3 } }, /arrow_config is set/],
+    [{ init_lora_weights: "pissa_niter_4" }, /init_lora_weights is "pissa_niter_4"/],
+    [{ init_lora_weights: "olora" }, /init_lora_weights is "olora".*path_initial_model/],
   ];
   for (const [patch, re] of cases) {
     assert.throws(
@@ -166,6 +182,46 @@ Deno.test("adapter load: an adapter for another base model is refused clearly", 
       () => loadLoraAdapter(`${dir}/nope`, base),
       /adapter_config\.json: not found/,
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("adapter config: options peft writes at their defaults (off) are accepted", () => {
+  const cfg = parseLoraConfig({
+    ...qkvJson,
+    exclude_modules: null,
+    alora_invocation_tokens: null,
+    lora_bias: false,
+    use_bdlora: null,
+    trainable_token_indices: null,
+    target_parameters: null,
+    use_qalora: false,
+    qalora_group_size: 16,
+    layer_replication: null,
+    arrow_config: null,
+    init_lora_weights: "gaussian",
+    megatron_core: "megatron.core",
+    ensure_weight_tying: false,
+  });
+  assert.equal(cfg.r, qkvJson.r);
+});
+
+Deno.test("adapter config: a 2 GiB sparse adapter_config.json is refused before it is read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/adapter_config.json`;
+    const f = await Deno.open(path, { write: true, create: true });
+    await f.truncate(2 ** 31); // sparse: no disk used
+    f.close();
+    await assert.rejects(() => readLoraConfig(dir), (e: Error) => {
+      assert.equal(
+        e.message,
+        `${path}: the file is 2147483648 bytes, over the limit of 16777216 bytes for this JSON ` +
+          "file (real ones are far smaller; is it the right file?)",
+      );
+      return true;
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -313,6 +313,58 @@ Deno.test("allowed globals used the wrong way are refused at evaluation", () => 
   assert.throws(() => unpickleStateDict(op(0x80, 2, 0x58, 9, 0, 0, 0, 0x61), "x.pkl"), /truncated/);
 });
 
+Deno.test("pickle bombs are refused as invalid checkpoint pickles after bounded work", async () => {
+  // 30 MB of MARK opcodes: refused at the 65th MARK (byte 67), not after walking 30 MB.
+  const marks = new Uint8Array(30 * 1024 * 1024).fill(0x28);
+  marks.set([0x80, 2], 0);
+  marks[marks.length - 1] = 0x2e;
+  for (const fn of [scanPickle, unpickleStateDict]) {
+    assert.throws(
+      () => fn(marks, "bomb.pkl"),
+      /^Error: bomb\.pkl: refused: not a valid checkpoint pickle: more than 64 MARKs open at once \(at byte 66\)/,
+    );
+  }
+  // The same through a zip: the message names the file.
+  await withTemp(async (dir) => {
+    const path = `${dir}/marks.bin`;
+    await Deno.writeFile(path, await zipWith(marks, 6));
+    await assert.rejects(openTorchZip(path), (e: Error) => {
+      assert.ok(e.message.includes(path), e.message);
+      assert.match(e.message, /not a valid checkpoint pickle: more than 64 MARKs/);
+      return true;
+    });
+  });
+  // MARKs that are closed again do not count: a deep but balanced pickle is fine up to the limit.
+  const nested = (depth: number) =>
+    concat(op(0x80, 2), op(...new Array(depth).fill(0x28)), op(...new Array(depth).fill(0x74)));
+  assert.throws(
+    () => unpickleStateDict(concat(nested(64), op(0x2e)), "deep.pkl"),
+    /holds a tuple, not a state dict/, // walked and evaluated: 64 open MARKs are allowed
+  );
+  // A memo index far past any real checkpoint (LONG_BINPUT 2^31).
+  assert.throws(
+    () => scanPickle(concat(op(0x80, 2, 0x7d, 0x72, 0, 0, 0, 0x80), op(0x2e)), "memo.pkl"),
+    /memo\.pkl: refused: not a valid checkpoint pickle: memo index 2147483648 at byte 3/,
+  );
+  // 200k NONEs: every opcode is allowed, but the evaluation stack is capped.
+  const nones = new Uint8Array(200_003).fill(0x4e);
+  nones.set([0x80, 2], 0);
+  nones[nones.length - 1] = 0x2e;
+  assert.throws(
+    () => unpickleStateDict(nones, "nones.pkl"),
+    /nones\.pkl: refused: not a valid checkpoint pickle: more than 100000 values on the stack/,
+  );
+  // More opcodes than any real state dict: refused at the limit (each one is a NONE + POP pair).
+  const many = new Uint8Array(2 * 2_000_001 + 3);
+  many.set([0x80, 2], 0);
+  for (let i = 2; i < many.length - 1; i += 2) many.set([0x4e, 0x30], i);
+  many[many.length - 1] = 0x2e;
+  assert.throws(
+    () => scanPickle(many, "long.pkl"),
+    /long\.pkl: refused: not a valid checkpoint pickle: more than 4000000 opcodes \(at byte 4000001\)/,
+  );
+});
+
 function patchCentral(
   bytes: Uint8Array,
   entryName: string,

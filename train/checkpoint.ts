@@ -15,7 +15,7 @@
  * directory never looks like a checkpoint either.
  */
 
-import { writeJsonAtomic } from "../core/io/atomic.ts";
+import { syncDir, writeJsonAtomic } from "../core/io/atomic.ts";
 import { decodeSafetensors, writeSafetensors } from "../core/io/safetensors.ts";
 import { bytesToF32 } from "../core/io/dtype.ts";
 import {
@@ -131,19 +131,6 @@ export async function saveCheckpoint(
     throw err;
   }
   return finalDir;
-}
-
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch {
-    // not every platform can fsync a directory; the rename itself is atomic
-  }
 }
 
 async function writeOptimizerState(path: string, state: OptimizerState): Promise<void> {

@@ -4,6 +4,7 @@
  * needed), and checks the largest buffers against the WebGPU adapter's limits when one exists.
  */
 
+import { readJsonFile } from "../core/io/json_strict.ts";
 import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
 import type { TrainConfig } from "./config.ts";
 import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
@@ -13,10 +14,12 @@ export const CHATGLM_6B_CONFIG_URL: URL = new URL(
   import.meta.url,
 );
 
-async function readJson(url: URL | string, label: string): Promise<unknown> {
+// The bundled config travels with the module (it may be imported by URL), so it is fetched; a
+// user's file goes through the one size-capped JSON reader.
+async function readBundledJson(url: URL, label: string): Promise<unknown> {
   let text: string;
   try {
-    text = typeof url === "string" ? await Deno.readTextFile(url) : await (await fetch(url)).text();
+    text = await (await fetch(url)).text();
   } catch (err) {
     throw new Error(`${label}: cannot read it (${(err as Error).message})`);
   }
@@ -34,7 +37,7 @@ export async function readModelConfig(
   if (model === null) {
     const label = "ChatGLM-6B (bundled config)";
     return {
-      config: parseChatGLMConfig(await readJson(CHATGLM_6B_CONFIG_URL, label), label),
+      config: parseChatGLMConfig(await readBundledJson(CHATGLM_6B_CONFIG_URL, label), label),
       label,
     };
   }
@@ -44,7 +47,7 @@ export async function readModelConfig(
   } catch {
     throw new Error(`--model ${model}: no such directory or file`);
   }
-  return { config: parseChatGLMConfig(await readJson(path, path), path), label: path };
+  return { config: parseChatGLMConfig(await readJsonFile(path), path), label: path };
 }
 
 export interface AdapterLimits {

@@ -5,23 +5,15 @@
  */
 
 import { parseArgs } from "node:util";
+import { pathExists } from "../core/io/atomic.ts";
 import { findLatestCheckpoint } from "./checkpoint.ts";
 import { writeLossPlots } from "./plot/loss_plot.ts";
 import { readTrainerState } from "./trainer_state.ts";
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Finds the trainer state of a run directory (see the module comment). */
 export async function findTrainerState(runDir: string): Promise<string> {
   const root = runDir.replace(/\/+$/, "");
-  if (await exists(`${root}/trainer_state.json`)) return `${root}/trainer_state.json`;
+  if (await pathExists(`${root}/trainer_state.json`)) return `${root}/trainer_state.json`;
   const latest = await findLatestCheckpoint(root);
   if (latest) return `${latest}/trainer_state.json`;
   throw new Error(

@@ -10,6 +10,7 @@
  */
 
 import { resolve } from "node:path";
+import { pathExists } from "../core/io/atomic.ts";
 import { poolStats } from "../core/tensor/pool.ts";
 import { isProfiling, profileReport } from "../core/gpu/profile.ts";
 import { adapterFromModel } from "../core/models/chatglm/load.ts";
@@ -96,19 +97,10 @@ function parseDataOrder(json: unknown, dir: string): DataOrderState {
   };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The data build of the demo (built from data/configs/demo.json on first use). */
 async function demoData(log: (line: string) => void): Promise<string> {
   const out = "out/data/demo";
-  if (await exists(`${out}/manifest.json`)) return out;
+  if (await pathExists(`${out}/manifest.json`)) return out;
   log(`no --data: building the demo data set from ${DEMO_DATA_CONFIG} into ${out}`);
   const { config } = await loadConfig(DEMO_DATA_CONFIG);
   const baseDir = DEMO_DATA_CONFIG.replace(/\/[^/]*$/, "");

@@ -4,18 +4,18 @@
  * same layout so peft loads what we write (README §7).
  */
 
-import { writeFileAtomic } from "../io/atomic.ts";
+import { pathExists } from "../io/atomic.ts";
 import { iterateTensors, openCheckpoint } from "../io/checkpoint.ts";
 import { bytesToF32 } from "../io/dtype.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import {
   isTargetModule,
   type LoraConfig,
-  loraConfigJson,
   loraScaling,
   loraTensorKey,
   parseLoraTensorKey,
   readLoraConfig,
+  writeLoraConfig,
 } from "./peft_config.ts";
 
 export interface LoraModuleWeights {
@@ -49,22 +49,14 @@ export interface LoraBase {
 const SAFETENSORS_FILE = "adapter_model.safetensors";
 const BIN_FILE = "adapter_model.bin";
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /** Loads a PEFT adapter directory and checks it against `base`. */
 export async function loadLoraAdapter(dir: string, base: LoraBase): Promise<LoraAdapter> {
   const root = dir.replace(/\/+$/, "");
   const config = await readLoraConfig(root);
   let file = `${root}/${SAFETENSORS_FILE}`;
-  if (!(await exists(file))) {
+  if (!(await pathExists(file, "file"))) {
     file = `${root}/${BIN_FILE}`;
-    if (!(await exists(file))) {
+    if (!(await pathExists(file, "file"))) {
       throw new Error(`${root}: no adapter weights (looked for ${SAFETENSORS_FILE}, ${BIN_FILE})`);
     }
   }
@@ -164,7 +156,7 @@ export async function saveLoraAdapter(dir: string, adapter: LoraAdapter): Promis
     });
   }
   await writeSafetensors(`${root}/${SAFETENSORS_FILE}`, tensors, { format: "pt" });
-  await writeFileAtomic(`${root}/adapter_config.json`, loraConfigJson(adapter.config));
+  await writeLoraConfig(root, adapter.config);
 }
 
 /**

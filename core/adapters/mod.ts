@@ -14,6 +14,7 @@ export {
   parseLoraConfig,
   parseLoraTensorKey,
   readLoraConfig,
+  writeLoraConfig,
 } from "./peft_config.ts";
 export {
   buildLoraAdapter,

@@ -3,6 +3,9 @@
  * target matching, tensor key names, and the JSON peft writes.
  */
 
+import { writeFileAtomic } from "../io/atomic.ts";
+import { readJsonFile } from "../io/json_strict.ts";
+
 export interface LoraConfig {
   r: number;
   loraAlpha: number;
@@ -20,30 +23,82 @@ export function loraScaling(config: Pick<LoraConfig, "r" | "loraAlpha" | "useRsl
   return config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
 }
 
-/** Reads and validates `<dir>/adapter_config.json`. */
+/** Reads and validates `<dir>/adapter_config.json` (size-capped; errors name the file). */
 export async function readLoraConfig(dir: string): Promise<LoraConfig> {
   const path = `${dir.replace(/\/+$/, "")}/adapter_config.json`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(`${path}: not found (a PEFT adapter directory needs adapter_config.json)`);
-    }
-    throw err;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const json = await readJsonFile(path, {
+    notFoundHint: "a PEFT adapter directory needs adapter_config.json",
+  });
   return parseLoraConfig(json, path);
 }
 
 const isEmpty = (v: unknown): boolean =>
-  v === undefined || v === null || (Array.isArray(v) && v.length === 0) ||
+  v === undefined || v === null || v === false || (Array.isArray(v) && v.length === 0) ||
   (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
+
+const ifSet = (why: string) => (v: unknown): string | null =>
+  isEmpty(v)
+    ? null
+    : `${v === true ? "is true" : `is set (${JSON.stringify(v).slice(0, 80)})`}: ${why}`;
+
+/**
+ * peft LoraConfig options (as of peft 0.17–0.20) that change what the adapter computes. Loading
+ * such an adapter as plain LoRA would give other outputs than peft's, so each is refused by name.
+ * Options that only affect training or initialisation of a fresh adapter (dropout, EVA, LoRA-GA,
+ * VeLoRA's backward, runtime settings) are not listed: the saved weights already hold their effect.
+ */
+const UNSUPPORTED_OPTIONS: { key: string; refuse: (v: unknown) => string | null }[] = [
+  { key: "use_dora", refuse: ifSet("DoRA adapters are not supported") },
+  {
+    key: "alora_invocation_tokens",
+    refuse: ifSet(
+      "activated LoRA (aLoRA) applies the adapter only from its invocation tokens on; not " +
+        "supported (loading it as plain LoRA would change every answer)",
+    ),
+  },
+  { key: "rank_pattern", refuse: ifSet("per-module ranks are not supported") },
+  { key: "alpha_pattern", refuse: ifSet("per-module alphas are not supported") },
+  {
+    key: "layers_to_transform",
+    refuse: ifSet("adapters on a subset of layers are not supported"),
+  },
+  { key: "layers_pattern", refuse: ifSet("not supported") },
+  {
+    key: "exclude_modules",
+    refuse: ifSet("excluding modules from target_modules is not supported"),
+  },
+  {
+    key: "target_parameters",
+    refuse: ifSet("LoRA on bare parameters (not linear modules) is not supported"),
+  },
+  { key: "lora_bias", refuse: ifSet("a bias on lora_B is not supported") },
+  {
+    key: "trainable_token_indices",
+    refuse: ifSet("trainable token embeddings are not supported"),
+  },
+  { key: "use_bdlora", refuse: ifSet("block-diagonal LoRA (BD-LoRA) is not supported") },
+  { key: "use_qalora", refuse: ifSet("QALoRA (pooled inputs) is not supported") },
+  {
+    key: "layer_replication",
+    refuse: ifSet("stacking replicated base layers is not supported"),
+  },
+  { key: "arrow_config", refuse: ifSet("Arrow routing between adapters is not supported") },
+  {
+    key: "monteclora_config",
+    refuse: ifSet("MonteCLoRA's sampled adapters are not supported"),
+  },
+  {
+    key: "init_lora_weights",
+    // PiSSA, OLoRA, CorDA and LoftQ change the base weights when the adapter is made; peft
+    // converts such adapters to plain LoRA on save (and then writes `true`) only when asked to.
+    refuse: (v) =>
+      typeof v === "string" && /^(pissa|olora|corda|loftq)/.test(v)
+        ? `is ${JSON.stringify(v)}: this adapter needs the base weights its initialisation ` +
+          "changed; save it with peft's path_initial_model_for_weight_conversion to get a plain " +
+          "LoRA adapter"
+        : null,
+  },
+];
 
 /** Validates a parsed adapter config; refuses what this project does not implement. */
 export function parseLoraConfig(json: unknown, source = "adapter_config.json"): LoraConfig {
@@ -57,13 +112,10 @@ export function parseLoraConfig(json: unknown, source = "adapter_config.json"): 
   if (c.peft_type !== "LORA") {
     fail(`peft_type ${JSON.stringify(c.peft_type)} is not supported (only "LORA")`);
   }
-  if (c.use_dora === true) fail("use_dora is true: DoRA adapters are not supported");
-  if (!isEmpty(c.rank_pattern)) fail("rank_pattern is set: per-module ranks are not supported");
-  if (!isEmpty(c.alpha_pattern)) fail("alpha_pattern is set: per-module alphas are not supported");
-  if (!isEmpty(c.layers_to_transform)) {
-    fail("layers_to_transform is set: adapters on a subset of layers are not supported");
+  for (const option of UNSUPPORTED_OPTIONS) {
+    const reason = option.refuse(c[option.key]);
+    if (reason) fail(`${option.key} ${reason}`);
   }
-  if (!isEmpty(c.layers_pattern)) fail("layers_pattern is set: not supported");
   if (c.bias !== undefined && c.bias !== "none") {
     fail(`bias ${JSON.stringify(c.bias)} is not supported (only "none")`);
   }
@@ -155,6 +207,14 @@ export function loraConfigJson(config: LoraConfig): string {
   for (const [k, v] of Object.entries(config.raw)) if (!(k in obj)) obj[k] = v;
   if (config.useRslora) obj.use_rslora = true;
   return pythonJsonDumps(sortKeysDeep(obj), 2) + "\n";
+}
+
+/**
+ * Writes `<dir>/adapter_config.json` atomically: the one writer of adapter configs (the adapter
+ * save and the demo's install both come here, so the file always has peft's layout).
+ */
+export async function writeLoraConfig(dir: string, config: LoraConfig): Promise<void> {
+  await writeFileAtomic(`${dir.replace(/\/+$/, "")}/adapter_config.json`, loraConfigJson(config));
 }
 
 function sortKeysDeep(v: unknown): unknown {

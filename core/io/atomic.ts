@@ -32,7 +32,7 @@ export async function writeFileAtomic(
     await Deno.remove(tmp).catch(() => {});
     throw err;
   }
-  await syncDir(path);
+  await syncDir({ parentOf: path });
 }
 
 /** Writes a JSON value (2-space indent, trailing newline) atomically. */
@@ -45,11 +45,18 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   while (off < bytes.length) off += await file.write(bytes.subarray(off));
 }
 
-// The rename is durable only once the directory entry is synced; not every platform allows
-// opening a directory, so this is best effort.
-async function syncDir(path: string): Promise<void> {
-  const slash = path.lastIndexOf("/");
-  const dir = slash > 0 ? path.slice(0, slash) : ".";
+/**
+ * Makes renames and creations inside a directory durable by fsyncing the directory: `syncDir(dir)`
+ * for a directory, or the parent of a file with `{ parentOf: path }`. Not every platform allows
+ * opening a directory, so this is best effort (the rename itself is atomic either way).
+ */
+export async function syncDir(dirOrFile: string | { parentOf: string }): Promise<void> {
+  let dir: string;
+  if (typeof dirOrFile === "string") dir = dirOrFile;
+  else {
+    const slash = dirOrFile.parentOf.lastIndexOf("/");
+    dir = slash > 0 ? dirOrFile.parentOf.slice(0, slash) : slash === 0 ? "/" : ".";
+  }
   try {
     const d = await Deno.open(dir, { read: true });
     try {
@@ -59,5 +66,21 @@ async function syncDir(path: string): Promise<void> {
     }
   } catch {
     // directories cannot be fsynced here; the rename itself is still atomic
+  }
+}
+
+/**
+ * True when `path` exists (following links); with `kind`, only when it is a file or a directory.
+ * Errors other than "not there" (no permission) count as absent: callers only use this to choose
+ * between paths, and the read that follows reports the real error.
+ */
+export async function pathExists(path: string, kind?: "file" | "directory"): Promise<boolean> {
+  try {
+    const info = await Deno.stat(path);
+    if (kind === "file") return info.isFile;
+    if (kind === "directory") return info.isDirectory;
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -1,6 +1,6 @@
 // Checkpoint IO: safetensors, torch .bin zips (safe unpickler), sharded model directories,
 // float conversions, atomic writes, progress bars and the CLIs' number flags.
-export { writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+export { pathExists, syncDir, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
 export {
   bf16BitsToNumber,
   bf16ToF32,
@@ -66,4 +66,14 @@ export {
 } from "./checkpoint.ts";
 export { createProgress, type Progress, type ProgressOptions } from "./progress.ts";
 export { readFileRange } from "./file_range.ts";
+export {
+  isJsonObject,
+  type JsonObject,
+  type JsonValue,
+  MAX_CONFIG_JSON_BYTES,
+  MAX_INDEX_JSON_BYTES,
+  parseJsonStrict,
+  readJsonFile,
+  type ReadJsonFileOptions,
+} from "./json_strict.ts";
 export { FlagError, intFlag, numberFlag } from "./flags.ts";

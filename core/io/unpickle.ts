@@ -186,10 +186,52 @@ function refuse(label: string, reason: string): never {
   throw new Error(`${label}: refused: ${reason}`);
 }
 
-/** Walks the opcodes (no evaluation); throws on truncation or an unknown opcode byte. */
-function walk(bytes: Uint8Array, label: string): Op[] {
-  const ops: Op[] = [];
+/**
+ * Bounds on what a checkpoint pickle may declare, far above any real state dict (a tensor takes
+ * about 25 opcodes and 5 memo entries; `torch.save` nests MARKs at most 3 deep and batches
+ * SETITEMS by 1000), so that a hostile pickle is refused after bounded work instead of filling
+ * memory: 30 MB of MARK opcodes would otherwise mean 30 million stack entries.
+ */
+export const PICKLE_LIMITS = {
+  /** Opcodes in one pickle (160k tensors' worth). */
+  opcodes: 4_000_000,
+  /** MARKs open at once. */
+  markDepth: 64,
+  /** Memo slots: a BINPUT/LONG_BINPUT index must be below this. */
+  memo: 1_000_000,
+  /** Values on the evaluation stack at once. */
+  stack: 100_000,
+} as const;
+
+function invalid(label: string, reason: string): never {
+  refuse(label, `not a valid checkpoint pickle: ${reason}`);
+}
+
+// Opcodes that take the items above the topmost MARK (and the MARK with them).
+const POPS_MARK = new Set([
+  "TUPLE",
+  "LIST",
+  "DICT",
+  "SETITEMS",
+  "APPENDS",
+  "POP_MARK",
+  "ADDITEMS",
+  "FROZENSET",
+  "INST",
+  "OBJ",
+]);
+
+/**
+ * Walks the opcodes (no evaluation), calling `visit` with each (the same object, updated in
+ * place: nothing is kept per opcode); throws on truncation, an unknown opcode byte, or a pickle
+ * past {@link PICKLE_LIMITS}.
+ */
+function walk(bytes: Uint8Array, label: string, visit: (op: Op) => void): void {
   let pos = 0;
+  let count = 0;
+  let marks = 0;
+  let stopped = false;
+  const op: Op = { code: 0, name: "", pos: 0, arg: 0, end: 0 };
   const need = (n: number, at: number, name: string) => {
     if (at + n > bytes.length) {
       refuse(label, `the pickle is truncated inside ${name} at byte ${at}`);
@@ -207,6 +249,16 @@ function walk(bytes: Uint8Array, label: string): Op[] {
       refuse(label, `unknown pickle opcode 0x${code.toString(16).padStart(2, "0")} at byte ${pos}`);
     }
     const [name, kind] = info;
+    if (++count > PICKLE_LIMITS.opcodes) {
+      invalid(label, `more than ${PICKLE_LIMITS.opcodes} opcodes (at byte ${pos})`);
+    }
+    if (name === "MARK" && ++marks > PICKLE_LIMITS.markDepth) {
+      invalid(
+        label,
+        `more than ${PICKLE_LIMITS.markDepth} MARKs open at once (at byte ${pos}); a state dict ` +
+          "nests only a few",
+      );
+    } else if (POPS_MARK.has(name) && marks > 0) marks--;
     const arg = pos + 1;
     let end: number;
     if (typeof kind === "number") {
@@ -225,15 +277,29 @@ function walk(bytes: Uint8Array, label: string): Op[] {
       need(n, arg + w, name);
       end = arg + w + n;
     }
-    ops.push({ code, name, pos, arg, end });
+    if (name === "BINPUT" || name === "LONG_BINPUT") {
+      const idx = name === "BINPUT" ? bytes[arg] : u32(bytes, arg);
+      if (idx >= PICKLE_LIMITS.memo) {
+        invalid(
+          label,
+          `memo index ${idx} at byte ${pos} is over the limit of ${PICKLE_LIMITS.memo}`,
+        );
+      }
+    }
+    op.code = code;
+    op.name = name;
+    op.pos = pos;
+    op.arg = arg;
+    op.end = end;
+    visit(op);
     pos = end;
-    if (name === "STOP") break;
+    if (name === "STOP") {
+      stopped = true;
+      break;
+    }
   }
-  if (!ops.length || ops[ops.length - 1].name !== "STOP") {
-    refuse(label, "the pickle ends without a STOP opcode");
-  }
+  if (!stopped) refuse(label, "the pickle ends without a STOP opcode");
   if (pos !== bytes.length) refuse(label, `${bytes.length - pos} bytes follow the pickle's STOP`);
-  return ops;
 }
 
 function globalName(bytes: Uint8Array, op: Op): [string, string] {
@@ -247,37 +313,38 @@ function globalName(bytes: Uint8Array, op: Op): [string, string] {
  * every GLOBAL outside the allowed globals, with byte positions.
  */
 export function scanPickle(bytes: Uint8Array, label: string): void {
-  const problems: { importing: boolean; text: string }[] = [];
+  // Only the first few of each kind are kept for the message; the rest are counted.
+  const importing: string[] = [];
+  const others: string[] = [];
+  let problemCount = 0;
+  const problem = (isImporting: boolean, text: string) => {
+    problemCount++;
+    const list = isImporting ? importing : others;
+    if (list.length < 6) list.push(text);
+  };
   const strings: string[] = []; // recent string pushes: what a STACK_GLOBAL would import
-  for (const op of walk(bytes, label)) {
+  walk(bytes, label, (op) => {
     if (op.name === "SHORT_BINUNICODE" || op.name === "BINUNICODE" || op.name === "BINUNICODE8") {
       const skip = op.name === "SHORT_BINUNICODE" ? 1 : op.name === "BINUNICODE" ? 4 : 8;
       strings.push(new TextDecoder().decode(bytes.subarray(op.arg + skip, op.end)));
     } else if (op.name === "STACK_GLOBAL" && strings.length >= 2) {
       const [module, name] = strings.slice(-2);
-      problems.push({ importing: true, text: `STACK_GLOBAL ${module}.${name} at byte ${op.pos}` });
-      continue;
+      problem(true, `STACK_GLOBAL ${module}.${name} at byte ${op.pos}`);
+      return;
     } else if (op.name !== "MEMOIZE" && op.name !== "BINPUT" && op.name !== "LONG_BINPUT") {
       strings.length = 0;
     }
     if (op.name === "GLOBAL" || op.name === "INST") {
       const [module, name] = globalName(bytes, op);
-      if (op.name === "GLOBAL" && allowedGlobal(module, name)) continue;
-      problems.push({
-        importing: true,
-        text: `${op.name} ${module}.${name} at byte ${op.pos}`,
-      });
+      if (op.name === "GLOBAL" && allowedGlobal(module, name)) return;
+      problem(true, `${op.name} ${module}.${name} at byte ${op.pos}`);
     } else if (!ALLOWED_OPCODES.has(op.name)) {
-      problems.push({
-        importing: IMPORTING.has(op.name),
-        text: `opcode ${op.name} at byte ${op.pos}`,
-      });
+      problem(IMPORTING.has(op.name), `opcode ${op.name} at byte ${op.pos}`);
     }
-  }
-  if (!problems.length) return;
-  problems.sort((a, b) => Number(b.importing) - Number(a.importing));
-  const shown = problems.slice(0, 6).map((p) => p.text);
-  if (problems.length > shown.length) shown.push(`${problems.length - shown.length} more`);
+  });
+  if (problemCount === 0) return;
+  const shown = [...importing, ...others].slice(0, 6);
+  if (problemCount > shown.length) shown.push(`${problemCount - shown.length} more`);
   refuse(
     label,
     `not a plain torch state dict: ${shown.join("; ")} (only collections.OrderedDict, ` +
@@ -343,14 +410,16 @@ function describe(v: PValue | typeof MARK): string {
  */
 export function unpickleStateDict(bytes: Uint8Array, label: string): Map<string, PickledTensor> {
   scanPickle(bytes, label);
-  const ops = walk(bytes, label);
   const stack: (PValue | typeof MARK)[] = [];
   const memo = new Map<number, PValue>();
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const utf8 = new TextDecoder();
   let result: PValue | undefined;
 
-  for (const op of ops) {
+  walk(bytes, label, (op) => {
+    if (stack.length >= PICKLE_LIMITS.stack) {
+      invalid(label, `more than ${PICKLE_LIMITS.stack} values on the stack at byte ${op.pos}`);
+    }
     const at = `${op.name} at byte ${op.pos}`;
     const pop = (): PValue => {
       const v = stack.pop();
@@ -481,7 +550,7 @@ export function unpickleStateDict(bytes: Uint8Array, label: string): Map<string,
       default:
         refuse(label, `${at}: opcode not allowed`); // unreachable after the scan
     }
-  }
+  });
   if (!isDict(result!)) refuse(label, `the pickle holds ${describe(result!)}, not a state dict`);
   return collectTensors(result, label);
 }

@@ -6,6 +6,7 @@
  */
 
 import { writeJsonAtomic } from "../io/atomic.ts";
+import { readJsonFile } from "../io/json_strict.ts";
 import { openCheckpoint, readTensorAsF32 } from "../io/checkpoint.ts";
 import { createProgress } from "../io/progress.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
@@ -84,21 +85,9 @@ async function readConfigJson(
   dir: string,
 ): Promise<{ json: Record<string, unknown>; config: ChatGLMConfig }> {
   const path = `${dir}/config.json`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(`${path}: not found (a model directory needs an HF config.json)`);
-    }
-    throw err;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const json = await readJsonFile(path, {
+    notFoundHint: "a model directory needs an HF config.json",
+  });
   const config = parseChatGLMConfig(json, path);
   return { json: json as Record<string, unknown>, config };
 }
@@ -200,24 +189,10 @@ export async function readOnnxExportInfo(
   dir: string,
 ): Promise<{ info: OnnxExportInfo; config: ChatGLMConfig }> {
   const path = `${dir.replace(/\/+$/, "")}/${ONNX_EXPORT_INFO}`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `${path}: not found; ${dir} holds no finished ONNX export ` +
-          "(make one with `deno task export-onnx --model DIR --out DIR`)",
-      );
-    }
-    throw err;
-  }
-  let info: OnnxExportInfo;
-  try {
-    info = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const info = await readJsonFile(path, {
+    notFoundHint: `${dir} holds no finished ONNX export ` +
+      "(make one with `deno task export-onnx --model DIR --out DIR`)",
+  }) as unknown as OnnxExportInfo;
   const fail = (msg: string): never => {
     throw new Error(`${path}: ${msg}`);
   };

@@ -6,6 +6,7 @@
  */
 
 import { getGpu, type Gpu } from "../../core/gpu/device.ts";
+import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
 import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
@@ -51,8 +52,10 @@ export interface LoadEngineOptions {
  */
 export async function declaredPromptTemplate(dir: string): Promise<PromptTemplate> {
   const path = `${dir}/config.json`;
-  const value = (JSON.parse(await Deno.readTextFile(path)) as Record<string, unknown>)
-    .medglm_prompt_template;
+  const json = await readJsonFile(path, {
+    notFoundHint: "a model directory needs an HF config.json",
+  });
+  const value = isJsonObject(json) ? json.medglm_prompt_template : undefined;
   if (value === undefined) return "chat";
   if (!PROMPT_TEMPLATES.includes(value as PromptTemplate)) {
     throw new EngineLoadError(

@@ -9,6 +9,7 @@
 
 import { copy, readFileBytes } from "./files.ts";
 import { writeFileAtomic } from "../../core/io/atomic.ts";
+import { readLoraConfig, writeLoraConfig } from "../../core/adapters/peft_config.ts";
 import { writeSafetensors } from "../../core/io/safetensors.ts";
 import { decodeSafetensors } from "../../core/io/safetensors.ts";
 import { bytesToF32 } from "../../core/io/dtype.ts";
@@ -271,10 +272,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     model.dispose();
   }
   if (options.install) {
-    const cfgPath = `${adapterDir}/adapter_config.json`;
-    const adapterCfg = JSON.parse(await Deno.readTextFile(cfgPath));
-    adapterCfg.base_model_name_or_path = "models/demo";
-    await writeFileAtomic(cfgPath, JSON.stringify(adapterCfg, Object.keys(adapterCfg).sort(), 2));
+    const adapterCfg = await readLoraConfig(adapterDir);
+    await writeLoraConfig(adapterDir, { ...adapterCfg, baseModelNameOrPath: "models/demo" });
     for (const f of [...TOKENIZER_FILES, "config.json", "model.safetensors", "README.md"]) {
       await copy(`${modelDir}/${f}`, `${DEMO_MODEL_DIR}/${f}`);
     }
