@@ -106,7 +106,10 @@ Deno.test("GET /v1/models lists the engine's model; /v1/models/:id finds it or 4
 Deno.test("POST /v1/chat/completions answers a chat.completion with usage", async () => {
   const engine = createScriptedEngine({ delayMs: 0 });
   const app = createApp(engine);
-  const res = await app.request("/v1/chat/completions", post({ model: "x", messages: USER }));
+  const res = await app.request(
+    "/v1/chat/completions",
+    post({ model: "scripted-test-engine", messages: USER }),
+  );
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type")!, /application\/json/);
   const body = await res.json();
@@ -275,14 +278,22 @@ Deno.test("malformed JSON, empty and oversized bodies are refused naming the bod
 
   res = await app.request("/v1/chat/completions", post(""));
   assert.equal(res.status, 400);
-  assert.equal((await errorOf(res)).param, "body");
+  err = await errorOf(res);
+  assert.equal(err.param, "body");
+  assert.equal(err.code, "empty_body");
 
   res = await app.request(
     "/v1/chat/completions",
-    { method: "POST", body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) },
+    {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]),
+    },
   );
   assert.equal(res.status, 400);
-  assert.match((await errorOf(res)).message, /UTF-8/);
+  err = await errorOf(res);
+  assert.match(err.message, /UTF-8/);
+  assert.equal(err.code, "invalid_encoding");
 
   const big = JSON.stringify({ messages: [{ role: "user", content: "痛".repeat(2000) }] });
   res = await app.request("/v1/chat/completions", post(big));
@@ -301,7 +312,11 @@ Deno.test("malformed JSON, empty and oversized bodies are refused naming the bod
     },
   });
   res = await app.request(
-    new Request("http://localhost/v1/chat/completions", { method: "POST", body: stream }),
+    new Request("http://localhost/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: stream,
+    }),
   );
   assert.equal(res.status, 413);
   assert.equal((await errorOf(res)).code, "request_too_large");
@@ -388,7 +403,7 @@ Deno.test("the bearer API key guards /v1 routes only", async () => {
 
 Deno.test("unknown routes 404 and wrong methods 405, in OpenAI's error shape", async () => {
   const app = createApp(createScriptedEngine());
-  let res = await app.request("/v1/completions", post({ prompt: "x" }));
+  let res = await app.request("/v1/embeddings", post({ input: "x" }));
   assert.equal(res.status, 404);
   assert.equal((await errorOf(res)).code, "not_found");
 
@@ -478,7 +493,10 @@ Deno.test("an engine that aborts a sequence on its own (shutdown) is a 503, not 
     assert.equal((await errorOf(res)).code, "generation_interrupted");
     res = await app.request("/v1/chat/completions", post({ messages: USER, stream: true }));
     const text = await res.text();
-    assert.match(text, /"error":\{"message":"generation failed: generation was interrupted/);
+    assert.match(
+      text,
+      /"error":\{"message":"generation was interrupted.*"code":"generation_interrupted"/,
+    );
     assert.doesNotMatch(text, /\[DONE\]/);
   } finally {
     console.error = quiet;

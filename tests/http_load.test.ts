@@ -96,6 +96,7 @@ Deno.test("clients that disconnect mid-answer cancel their sequences on the real
       const controller = new AbortController();
       const res = await fetch(`${s.server.url}/v1/chat/completions`, {
         method: "POST",
+        headers: { "Content-Type": "application/json" },
         body: JSON.stringify({
           messages: [{ role: "user", content: `${QUESTION.repeat(10)} #${i}` }],
           stream: true,

@@ -108,6 +108,7 @@ Deno.test({
     assert.ok(url, `the server announced its URL: ${out}`);
     const res = await fetch(`${url}/v1/chat/completions`, {
       method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ messages: [{ role: "user", content: "发烧三天了" }], stream: true }),
     });
     assert.equal(res.status, 200);

@@ -200,6 +200,7 @@ Deno.test("queued requests are admitted in arrival order, one slot at a time", a
       results.push(
         Promise.resolve(app.request("/v1/chat/completions", {
           method: "POST",
+          headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ messages: [{ role: "user", content: String(i) }] }),
         })).then((r) => r.json()),
       );

@@ -18,6 +18,7 @@ import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
 import {
   type ChatMessage,
+  type CompletionRequest,
   type Engine,
   type EngineInfo,
   type FinishReason,
@@ -149,6 +150,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
   async function* run(
     promptIds: number[],
     req: Omit<GenerationRequest, "messages">,
+    postProcess: (text: string) => string = processResponse,
   ): AsyncGenerator<TokenDelta> {
     if (closed) throw new Error("the engine is closed");
     checkSampling(req);
@@ -157,7 +159,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     const maxNew = Math.min(req.maxNewTokens ?? room, room);
     const stream = createTextStream({
       decode: (ids) => tok.decode(ids),
-      postProcess: processResponse,
+      postProcess,
       stop: req.stop,
     });
     // Tokens arrive from the scheduler loop; the consumer pulls them at its own pace.
@@ -225,11 +227,9 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     }
   }
 
-  /** Message requests: only deltas with text, then the last one. */
-  async function* generate(req: GenerationRequest): AsyncGenerator<GenerationDelta> {
-    if (closed) throw new Error("the engine is closed");
-    const promptIds = encodeMessages(req.messages);
-    for await (const d of run(promptIds, req)) {
+  /** Only deltas with text, then the last one. */
+  async function* textDeltas(deltas: AsyncIterable<TokenDelta>): AsyncGenerator<GenerationDelta> {
+    for await (const d of deltas) {
       if (d.finishReason) {
         yield { text: d.text, finishReason: d.finishReason, usage: d.usage };
       } else if (d.text) {
@@ -238,10 +238,24 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     }
   }
 
+  /** Message requests: the chat prompt, the answer post-processed as a chat reply. */
+  function generate(req: GenerationRequest): AsyncGenerator<GenerationDelta> {
+    if (closed) throw new Error("the engine is closed");
+    return textDeltas(run(encodeMessages(req.messages), req));
+  }
+
+  /** Plain prompts: given to the model as is, the continuation as the model wrote it. */
+  function complete(req: CompletionRequest): AsyncGenerator<GenerationDelta> {
+    if (closed) throw new Error("the engine is closed");
+    return textDeltas(run(tok.encode(req.prompt), req, (text) => text));
+  }
+
   return {
     info,
     tokenizer: tok,
     generate,
+    complete,
+    countTextTokens: (prompt) => tok.encode(prompt).length,
     generateTokens(req: TokenRequest) {
       return run(req.promptIds, req);
     },

@@ -30,6 +30,14 @@ export interface GenerationRequest extends SamplingOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * A plain-text completion (`/v1/completions`): the prompt goes to the model as is, with no chat
+ * template, and the answer is not post-processed as a chat reply.
+ */
+export interface CompletionRequest extends Omit<GenerationRequest, "messages"> {
+  prompt: string;
+}
+
 export type FinishReason = "stop" | "length" | "abort";
 
 /**
@@ -73,6 +81,10 @@ export interface Engine {
    * with an assistant message (history a front end is sizing) counts as if a question followed.
    */
   countPromptTokens(messages: ChatMessage[]): number;
+  /** Optional: streams the continuation of a plain prompt. Throws `PromptTooLongError` first. */
+  complete?(request: CompletionRequest): AsyncIterable<GenerationDelta>;
+  /** Tokens a plain prompt takes (with `complete`). */
+  countTextTokens?(prompt: string): number;
   stats(): EngineStats;
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 /**
- * The Hono app: OpenAI-compatible chat completions and model list, health, Prometheus metrics
+ * The Hono app: OpenAI-compatible chat and plain completions and model list, health, Prometheus metrics
  * and the web chat page, over any `Engine`. The engine may still be loading (a promise): until it
  * resolves `/health` says 503 and model routes answer 503 in OpenAI's error shape.
  */
@@ -9,8 +9,10 @@ import { CHAT_PAGE_HTML, CHAT_PAGE_SECURITY_POLICY } from "../page/chat_page.ts"
 import { createAdmission } from "./admission.ts";
 import { bearerAuth } from "./auth.ts";
 import { handleChatCompletion } from "./chat_completions.ts";
+import { handleCompletion } from "./completions.ts";
 import { HttpError } from "./errors.ts";
-import { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
+import { CLIENT_CLOSED, type GenerationDeps, modelNotFound } from "./generation_run.ts";
+import { ClientGoneError, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { createServingMetrics } from "./serving_metrics.ts";
 
@@ -23,6 +25,8 @@ export interface AppOptions {
   maxQueue?: number;
   /** Largest accepted request body (default 1 MiB). */
   maxBodyBytes?: number;
+  /** Milliseconds a request body may take to arrive (default 30 000); slower ones get 408. */
+  bodyTimeoutMs?: number;
   /** Model name in answers and `/v1/models` (default: the engine's `info.model`). */
   modelName?: string;
   /** Serve the web chat page at `/` (default true). */
@@ -37,7 +41,14 @@ type EngineState =
   | { kind: "ready"; engine: Engine }
   | { kind: "failed"; error: unknown };
 
-const KNOWN_ROUTES = ["/", "/health", "/metrics", "/v1/models", "/v1/chat/completions"];
+const KNOWN_ROUTES = [
+  "/",
+  "/health",
+  "/metrics",
+  "/v1/models",
+  "/v1/chat/completions",
+  "/v1/completions",
+];
 
 export function createApp(engine: Engine | Promise<Engine>, options: AppOptions = {}): Hono {
   if (options.apiKey !== undefined && options.apiKey === "") {
@@ -46,6 +57,10 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new RangeError(`maxBodyBytes must be a positive integer (got ${maxBodyBytes})`);
+  }
+  const bodyTimeoutMs = options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+  if (!(bodyTimeoutMs > 0)) {
+    throw new RangeError(`bodyTimeoutMs must be positive (got ${bodyTimeoutMs})`);
   }
   const admission = createAdmission({
     maxConcurrent: options.maxConcurrent ?? DEFAULT_MAX_CONCURRENT,
@@ -75,18 +90,13 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
       throw new HttpError(
         503,
         "the model is still loading; retry shortly",
-        "server_error",
-        null,
-        "model_loading",
-        { "Retry-After": "5" },
+        { type: "server_error", code: "model_loading", headers: { "Retry-After": "5" } },
       );
     }
     throw new HttpError(
       503,
       `the model failed to load: ${errorText(state.error)}`,
-      "server_error",
-      null,
-      "model_load_failed",
+      { type: "server_error", code: "model_load_failed" },
     );
   };
 
@@ -145,48 +155,41 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
   app.get("/v1/models/:id{.+}", (c) => {
     requireEngine();
     const id = c.req.param("id");
-    if (id !== modelName()) {
-      throw new HttpError(
-        404,
-        `model: the model "${id}" does not exist; this server serves "${modelName()}"`,
-        "invalid_request_error",
-        "model",
-        "model_not_found",
-      );
-    }
+    if (id !== modelName()) throw modelNotFound(id, modelName());
     return c.json(modelCard(id));
   });
 
-  app.post("/v1/chat/completions", (c) =>
-    handleChatCompletion(c, {
-      engine: requireEngine(),
-      admission,
-      metrics,
-      modelName: modelName(),
-      maxBodyBytes,
-    }));
+  const generationDeps = (): GenerationDeps => ({
+    engine: requireEngine(),
+    admission,
+    metrics,
+    modelName: modelName(),
+    maxBodyBytes,
+    bodyTimeoutMs,
+  });
+  app.post("/v1/chat/completions", (c) => handleChatCompletion(c, generationDeps()));
   app.all("/v1/chat/completions", () => methodNotAllowed("POST"));
+  app.post("/v1/completions", (c) => handleCompletion(c, generationDeps()));
+  app.all("/v1/completions", () => methodNotAllowed("POST"));
 
   app.notFound((c) => {
     const error = new HttpError(
       404,
       `no route for ${c.req.method} ${c.req.path}`,
-      "invalid_request_error",
-      null,
-      "not_found",
+      { code: "not_found" },
     );
     return c.json(error.body(), 404);
   });
 
   app.onError((err, c) => {
     if (err instanceof HttpError) return err.response();
+    // A client that hung up mid-body: nobody to answer, nothing went wrong here.
+    if (err instanceof ClientGoneError) return new Response(null, { status: CLIENT_CLOSED });
     console.error(`${c.req.method} ${c.req.path} failed:`, err);
     const error = new HttpError(
       500,
       `internal error: ${errorText(err)}`,
-      "server_error",
-      null,
-      "internal_error",
+      { type: "server_error", code: "internal_error" },
     );
     return error.response();
   });
@@ -202,10 +205,7 @@ function methodNotAllowed(allow: string): never {
   throw new HttpError(
     405,
     `method not allowed; use ${allow}`,
-    "invalid_request_error",
-    null,
-    "method_not_allowed",
-    { Allow: allow },
+    { code: "method_not_allowed", headers: { Allow: allow } },
   );
 }
 

@@ -11,20 +11,22 @@ export function bearerAuth(apiKey: string): MiddlewareHandler {
       throw new HttpError(
         401,
         "authorization: missing API key; send the header 'Authorization: Bearer <key>'",
-        "invalid_request_error",
-        "authorization",
-        "invalid_api_key",
-        { "WWW-Authenticate": 'Bearer realm="medglm"' },
+        {
+          param: "authorization",
+          code: "invalid_api_key",
+          headers: { "WWW-Authenticate": 'Bearer realm="medglm"' },
+        },
       );
     }
     if (!sameBytes(new TextEncoder().encode(match[1]), expected)) {
       throw new HttpError(
         401,
         "authorization: incorrect API key",
-        "invalid_request_error",
-        "authorization",
-        "invalid_api_key",
-        { "WWW-Authenticate": 'Bearer realm="medglm", error="invalid_token"' },
+        {
+          param: "authorization",
+          code: "invalid_api_key",
+          headers: { "WWW-Authenticate": 'Bearer realm="medglm", error="invalid_token"' },
+        },
       );
     }
     await next();

@@ -6,10 +6,10 @@
 import type { ChatMessage } from "../engine/types.ts";
 import { invalidParam } from "./errors.ts";
 
-export interface ChatCompletionParams {
-  /** The model the client asked for (answers always name the served model). */
+/** The fields chat and plain completions share: model, streaming and sampling. */
+export interface GenerationParams {
+  /** The model the client asked for (checked against the served one by the handler). */
   model?: string;
-  messages: ChatMessage[];
   stream: boolean;
   /** `stream_options.include_usage`: send a usage chunk before `[DONE]`. */
   includeUsage: boolean;
@@ -22,6 +22,10 @@ export interface ChatCompletionParams {
   stop?: string[];
 }
 
+export interface ChatCompletionParams extends GenerationParams {
+  messages: ChatMessage[];
+}
+
 const ROLES = new Set(["system", "user", "assistant"]);
 const MAX_STOP = 4;
 
@@ -30,14 +34,29 @@ export function parseChatRequest(body: unknown, maxContext: number): ChatComplet
   if (!isObject(body)) {
     throw invalidParam("body", "the request body must be a JSON object", "invalid_type");
   }
-  const model = optional(body, "model", (v, p) => string(v, p));
   const messages = parseMessages(body.messages);
+  return { messages, ...parseGenerationParams(body, maxContext) };
+}
+
+/**
+ * The shared fields of a chat or plain completion body (an object). `max_completion_tokens`
+ * (chat only in OpenAI's API, harmless here) wins over `max_tokens`.
+ */
+export function parseGenerationParams(
+  body: Record<string, unknown>,
+  maxContext: number,
+): GenerationParams {
+  const model = optional(body, "model", (v, p) => string(v, p));
   const stream = optional(body, "stream", (v, p) => boolean(v, p)) ?? false;
   const streamOptions = body.stream_options;
   let includeUsage = false;
   if (streamOptions !== undefined && streamOptions !== null) {
     if (!isObject(streamOptions)) {
       throw invalidParam("stream_options", "must be an object", "invalid_type");
+    }
+    // OpenAI: "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    if (!stream) {
+      throw invalidParam("stream_options", "is only allowed when stream is true");
     }
     includeUsage = optional(streamOptions, "include_usage", (v) =>
       boolean(v, "stream_options.include_usage")) ??
@@ -74,9 +93,8 @@ export function parseChatRequest(body: unknown, maxContext: number): ChatComplet
   const stop = parseStop(body.stop);
   return {
     model,
-    messages,
     stream,
-    includeUsage: stream && includeUsage,
+    includeUsage,
     temperature,
     topP,
     topK,
@@ -180,7 +198,7 @@ function parseStop(value: unknown): string[] | undefined {
   return list.length > 0 ? list as string[] : undefined;
 }
 
-function optional<T>(
+export function optional<T>(
   obj: Record<string, unknown>,
   key: string,
   parse: (value: unknown, param: string) => T,
@@ -189,30 +207,30 @@ function optional<T>(
   return value === undefined || value === null ? undefined : parse(value, key);
 }
 
-function string(value: unknown, param: string): string {
+export function string(value: unknown, param: string): string {
   if (typeof value !== "string") throw invalidParam(param, "must be a string", "invalid_type");
   return value;
 }
 
-function boolean(value: unknown, param: string): boolean {
+export function boolean(value: unknown, param: string): boolean {
   if (typeof value !== "boolean") throw invalidParam(param, "must be a boolean", "invalid_type");
   return value;
 }
 
-function number(value: unknown, param: string): number {
+export function number(value: unknown, param: string): number {
   if (typeof value !== "number" || !Number.isFinite(value)) {
     throw invalidParam(param, "must be a number", "invalid_type");
   }
   return value;
 }
 
-function integer(value: unknown, param: string): number {
+export function integer(value: unknown, param: string): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value)) {
     throw invalidParam(param, "must be an integer", "invalid_type");
   }
   return value;
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }

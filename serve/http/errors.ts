@@ -4,18 +4,33 @@ export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
+export interface HttpErrorOptions {
+  /** OpenAI's error type (default `invalid_request_error`; `server_error` for 5xx causes). */
+  type?: string;
+  /** The request field at fault, or null. */
+  param?: string | null;
+  /** A machine-readable code; every error this server sends has one. */
+  code: string;
+  /** Extra response headers (`Retry-After`, `Allow`, `WWW-Authenticate`). */
+  headers?: Record<string, string>;
+}
+
 /** An error that becomes an HTTP response with OpenAI's error body. */
 export class HttpError extends Error {
-  constructor(
-    public readonly status: number,
-    message: string,
-    public readonly type = "invalid_request_error",
-    public readonly param: string | null = null,
-    public readonly code: string | null = null,
-    public readonly headers: Record<string, string> = {},
-  ) {
+  readonly status: number;
+  readonly type: string;
+  readonly param: string | null;
+  readonly code: string;
+  readonly headers: Record<string, string>;
+
+  constructor(status: number, message: string, options: HttpErrorOptions) {
     super(message);
     this.name = "HttpError";
+    this.status = status;
+    this.type = options.type ?? "invalid_request_error";
+    this.param = options.param ?? null;
+    this.code = options.code;
+    this.headers = options.headers ?? {};
   }
 
   body(): OpenAIErrorBody {
@@ -31,5 +46,5 @@ export class HttpError extends Error {
 
 /** A 400 for a request field: `param` names the field, and the message starts with it. */
 export function invalidParam(param: string, problem: string, code = "invalid_value"): HttpError {
-  return new HttpError(400, `${param}: ${problem}`, "invalid_request_error", param, code);
+  return new HttpError(400, `${param}: ${problem}`, { param, code });
 }

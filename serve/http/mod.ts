@@ -10,7 +10,21 @@ export {
   type Release,
 } from "./admission.ts";
 export { createRegistry, type MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
-export { HttpError, type OpenAIErrorBody } from "./errors.ts";
-export { type ChatCompletionParams, parseChatRequest } from "./chat_request.ts";
-export { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
+export { HttpError, type HttpErrorOptions, type OpenAIErrorBody } from "./errors.ts";
+export {
+  type ChatCompletionParams,
+  type GenerationParams,
+  parseChatRequest,
+} from "./chat_request.ts";
+export {
+  type CompletionParams,
+  DEFAULT_COMPLETION_MAX_TOKENS,
+  parseCompletionRequest,
+} from "./completion_request.ts";
+export {
+  ClientGoneError,
+  DEFAULT_BODY_TIMEOUT_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  requireJsonContentType,
+} from "./json_body.ts";
 export { runServer, type RunServerOptions } from "./run_server.ts";
