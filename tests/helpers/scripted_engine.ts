@@ -6,6 +6,7 @@
  */
 import type {
   ChatMessage,
+  CompletionRequest,
   Engine,
   GenerationDelta,
   GenerationRequest,
@@ -24,6 +25,7 @@ export interface ScriptedEngineOptions {
 
 export function createScriptedEngine(opts: ScriptedEngineOptions = {}): Engine & {
   requests: GenerationRequest[];
+  completions: CompletionRequest[];
 } {
   const answer = opts.answer ??
     ((m: ChatMessage[]) => `你问的是：${m[m.length - 1]?.content ?? ""}。请多休息，必要时就医。`);
@@ -33,17 +35,25 @@ export function createScriptedEngine(opts: ScriptedEngineOptions = {}): Engine &
   let active = 0;
   let tokensGenerated = 0;
   const requests: GenerationRequest[] = [];
+  const completions: CompletionRequest[] = [];
   const count = (messages: ChatMessage[]) =>
     messages.reduce((n, m) => n + [...m.content].length + 4, 2);
 
-  return {
+  const engine = {
     requests,
-    info: { model: "scripted-test-engine", backend: "webgpu", maxContext, demo: true },
+    completions,
+    info: { model: "scripted-test-engine", backend: "webgpu" as const, maxContext, demo: true },
     countPromptTokens: count,
     stats: () => ({ active, queued: 0, tokensGenerated }),
     close: () => Promise.resolve(),
-    async *generate(req: GenerationRequest): AsyncIterable<GenerationDelta> {
-      requests.push(req);
+    countTextTokens: (prompt: string) => count([{ role: "user", content: prompt }]),
+    // Plain prompts: the answer for a one-message conversation holding the prompt.
+    complete(req: CompletionRequest): AsyncIterable<GenerationDelta> {
+      completions.push(req);
+      return engine.generate({ ...req, messages: [{ role: "user", content: req.prompt }] }, false);
+    },
+    async *generate(req: GenerationRequest, record = true): AsyncIterable<GenerationDelta> {
+      if (record) requests.push(req);
       const promptTokens = count(req.messages);
       if (promptTokens > maxContext) throw new PromptTooLongError(promptTokens, maxContext);
       const chars = [...answer(req.messages)];
@@ -80,4 +90,5 @@ export function createScriptedEngine(opts: ScriptedEngineOptions = {}): Engine &
       }
     },
   };
+  return engine;
 }
