@@ -16,6 +16,7 @@ import { loadEngine, type LoadEngineOptions } from "./load.ts";
 import { createRng } from "../../core/random.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
+import { byteTokens } from "./utf8_tokens.ts";
 import {
   type ChatMessage,
   type CompletionRequest,
@@ -139,7 +140,12 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     maxContext,
     demo: opts.info?.demo ?? false,
   };
-  const scheduler = createScheduler(decoder, { textVocab: tok.textVocabSize, endId: tok.eopId });
+  const bytes = byteTokens(tok.textVocabSize, tok.sp.model.byteIds, tok.numImageTokens);
+  const scheduler = createScheduler(decoder, {
+    textVocab: tok.textVocabSize,
+    endId: tok.eopId,
+    bytes,
+  });
   let closed = false;
 
   const encodeMessages = (messages: ChatMessage[]): number[] => {
@@ -161,6 +167,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
       decode: (ids) => tok.decode(ids),
       postProcess,
       stop: req.stop,
+      byteOf: bytes.byteOf,
     });
     // Tokens arrive from the scheduler loop; the consumer pulls them at its own pace.
     type Event = { id: number } | { end: FinishReason; error?: unknown };

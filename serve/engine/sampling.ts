@@ -2,15 +2,55 @@
  * Next-token choice from one row of logits, in the order HF `generate` applies ChatGLM's chat
  * settings: non-text ids masked, repetition penalty, then temperature, top-k, top-p, and a draw
  * from a seeded generator. Temperature 0 (or absent) is greedy: argmax, first index on ties.
+ * Optionally (`validUtf8`), byte tokens that cannot continue valid UTF-8 are masked first.
  */
 
 import type { Rng } from "../../core/random.ts";
+import { type ByteTokens, canStartUtf8, pendingChar } from "./utf8_tokens.ts";
 
 export interface SamplerSettings {
   temperature?: number;
   topP?: number;
   topK?: number;
   repetitionPenalty?: number;
+  /**
+   * Only tokens that keep the answer valid UTF-8: while a character is being spelled in byte
+   * tokens, only bytes that continue it; otherwise no byte token that cannot start a character
+   * (a stray continuation byte, C0, C1, F5–FF). Without it such bytes show as U+FFFD.
+   */
+  validUtf8?: boolean;
+}
+
+/**
+ * Masks (sets to -Infinity) the ids of `row` that cannot continue valid UTF-8 after `ids`. Leaves
+ * the row alone when no allowed token would remain (a vocabulary without the needed bytes).
+ */
+export function maskInvalidUtf8(
+  row: Float32Array,
+  limit: number,
+  bytes: ByteTokens,
+  ids: readonly number[],
+): void {
+  const pending = pendingChar(ids, bytes.byteOf);
+  if (pending) {
+    // Only the bytes that continue the character: everything else ends it broken.
+    const [lo, hi] = pending.next;
+    let any = false;
+    for (let b = lo; b <= hi; b++) {
+      const id = bytes.idOf[b];
+      if (id >= 0 && id < limit && row[id] > -Infinity) any = true;
+    }
+    if (!any) return;
+    const keep = new Float32Array(hi - lo + 1);
+    for (let b = lo; b <= hi; b++) keep[b - lo] = bytes.idOf[b] >= 0 ? row[bytes.idOf[b]] : 0;
+    row.fill(-Infinity, 0, limit);
+    for (let b = lo; b <= hi; b++) if (bytes.idOf[b] >= 0) row[bytes.idOf[b]] = keep[b - lo];
+    return;
+  }
+  for (let b = 0; b < 256; b++) {
+    const id = bytes.idOf[b];
+    if (id >= 0 && id < limit && !canStartUtf8(b)) row[id] = -Infinity;
+  }
 }
 
 /** Index of the largest value; the first one on ties. Only `[0, limit)` is considered. */
@@ -46,16 +86,19 @@ export function applyRepetitionPenalty(
 
 /**
  * Chooses the next id. `row` is one row of raw logits (it is modified); ids at or above
- * `textVocab` are not tokens and can never be chosen; `seen` feeds the repetition penalty.
+ * `textVocab` are not tokens and can never be chosen; `seen` (prompt then answer ids) feeds the
+ * repetition penalty and, with `settings.validUtf8` and the vocabulary's `bytes`, the UTF-8 mask.
  */
 export function chooseToken(
   row: Float32Array,
   textVocab: number,
   settings: SamplerSettings,
-  seen: Iterable<number>,
+  seen: readonly number[],
   rng: Rng,
+  bytes?: ByteTokens,
 ): number {
   const n = Math.min(textVocab, row.length);
+  if (settings.validUtf8 && bytes) maskInvalidUtf8(row, n, bytes, seen);
   const penalty = settings.repetitionPenalty ?? 1;
   if (!(penalty > 0)) throw new RangeError(`repetition penalty must be > 0, got ${penalty}`);
   applyRepetitionPenalty(row, seen, penalty);

@@ -16,6 +16,7 @@
 import type { Decoder } from "./decoder.ts";
 import type { Rng } from "../../core/random.ts";
 import { chooseToken, type SamplerSettings } from "./sampling.ts";
+import type { ByteTokens } from "./utf8_tokens.ts";
 import type { FinishReason } from "./types.ts";
 
 export interface SequenceRequest {
@@ -36,6 +37,8 @@ export interface SchedulerOptions {
   textVocab: number;
   /** `<eop>`: ends a sequence (kept in its output). */
   endId: number;
+  /** The vocabulary's byte tokens, for requests that ask for `validUtf8`. */
+  bytes?: ByteTokens;
   /**
    * Prompt tokens prefilled between two decode steps while other sequences are decoding
    * (default 512; at least one prompt is always admitted). Bounds how long a burst of new
@@ -138,7 +141,14 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       row.fill(0);
       if (INVALID_SCORE_ID < row.length) row[INVALID_SCORE_ID] = 5e4;
     }
-    const id = chooseToken(row, opts.textVocab, seq.req.settings, seq.seen, seq.req.rng);
+    const id = chooseToken(
+      row,
+      opts.textVocab,
+      seq.req.settings,
+      seq.seen,
+      seq.req.rng,
+      opts.bytes,
+    );
     seq.generated++;
     tokensGenerated++;
     seq.seen.push(id);

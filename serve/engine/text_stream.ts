@@ -1,11 +1,15 @@
 /**
- * Turns a growing list of token ids into append-only text deltas. Decoding is done on the whole
- * list each time (byte pieces, `▁` handling and clean-up depend on neighbours), then the answer
+ * Turns a growing list of token ids into append-only text deltas: the one streaming decoder every
+ * front end (HTTP, page, terminal, bot) gets its text from. Decoding is done on the whole list
+ * each time (byte pieces, `▁` handling and clean-up depend on neighbours), then the answer
  * post-processing runs on it; a delta is emitted only for text that later tokens cannot change:
- * an incomplete UTF-8 character, the last few characters (the clean-up and the punctuation rules
- * look one to four characters ahead) and a possible start of a stop string are held back until
- * they settle or the answer ends.
+ * the byte tokens of a character still being spelled (never shown as U+FFFD; dropped if the
+ * answer ends before the character does), the last few characters (the clean-up and the
+ * punctuation rules look one to four characters ahead) and a possible start of a stop string are
+ * held back until they settle or the answer ends.
  */
+
+import { pendingChar } from "./utf8_tokens.ts";
 
 export interface TextStreamOptions {
   /** Ids → text (the tokenizer's decode). */
@@ -14,6 +18,11 @@ export interface TextStreamOptions {
   postProcess(text: string): string;
   /** Stop strings: the answer ends before the first one that appears. */
   stop?: string[];
+  /**
+   * Byte value of each byte-fallback token id (-1 for other ids). Without it, a trailing U+FFFD
+   * in the decoded text is taken for an unfinished character.
+   */
+  byteOf?: Int16Array;
 }
 
 export interface TextStream {
@@ -35,9 +44,17 @@ export function createTextStream(opts: TextStreamOptions): TextStream {
   let done = false;
 
   function current(): { text: string; stopAt: number } {
-    let raw = opts.decode(ids);
-    // A trailing U+FFFD is a character whose bytes have not all arrived yet.
-    if (!done) raw = raw.replace(/\uFFFD+$/, "");
+    let raw: string;
+    if (opts.byteOf) {
+      // Bytes that may still become a character are left out: held while the answer goes on,
+      // dropped when it ends (a cut at max_tokens never shows a broken character).
+      const held = pendingChar(ids, opts.byteOf)?.count ?? 0;
+      raw = opts.decode(held ? ids.slice(0, ids.length - held) : ids);
+    } else {
+      // Without the byte table, a trailing U+FFFD is taken for a character whose bytes have not
+      // all arrived yet; at the end it is dropped likewise.
+      raw = opts.decode(ids).replace(/\uFFFD+$/, "");
+    }
     const text = opts.postProcess(raw);
     let stopAt = -1;
     for (const s of stops) {

@@ -18,6 +18,11 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   /** Seed for reproducible sampling. */
   seed?: number;
+  /**
+   * Mask tokens that cannot continue valid UTF-8 (byte-fallback tokens that would leave a broken
+   * character). Default: the engine's generation defaults (on for the demo model).
+   */
+  validUtf8?: boolean;
 }
 
 export interface GenerationRequest extends SamplingOptions {
