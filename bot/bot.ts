@@ -6,6 +6,7 @@ import { Bot, type Context, GrammyError, type PollingOptions } from "npm:grammy@
 import type { Update, UserFromGetMe } from "npm:grammy@1.46.0/types";
 import type { Engine } from "../serve/engine/types.ts";
 import { PromptTooLongError } from "../serve/engine/types.ts";
+import { BUILTIN_GENERATION_DEFAULTS } from "../serve/engine/generation_defaults.ts";
 import { isAddressed, isCommandForMe, stripMentions } from "./addressing.ts";
 import { paceTransformer } from "./api_pace.ts";
 import { anySignal, grammySignal, retryTransformer, sleep } from "./api_retry.ts";
@@ -137,7 +138,9 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
   const lengths = { ...ANSWER_LENGTHS, ...options.answerLengths };
   const defaults: ChatSettings = {
     length: options.defaultSettings?.length ?? "medium",
-    temperature: options.defaultSettings?.temperature ?? 0.7,
+    // The engine's generation defaults, as every front end uses (its server's, for a remote one).
+    temperature: options.defaultSettings?.temperature ?? engine.info.defaults?.temperature ??
+      BUILTIN_GENERATION_DEFAULTS.temperature,
   };
   checkSettings(defaults);
   if (options.webhook) checkSecretToken(options.webhook.secret);

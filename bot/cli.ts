@@ -37,7 +37,7 @@ Telegram:
   --history-turns N       turns of history kept per chat (default 8)
   --history-tokens N      prompt tokens of history kept per chat (default 1024)
   --length L              default answer length: short | medium | long (default medium)
-  --temperature T         default temperature 0-2 (default 0.7)
+  --temperature T         default temperature 0-2 (default: the model's generation defaults, 0.95)
   --system TEXT           system prompt put before every conversation
   -h, --help              this help
 

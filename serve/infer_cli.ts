@@ -49,7 +49,9 @@ export function chatRequest(
     { role: "user" as const, content: query },
   ];
   // Leave room for an answer: the newest turns matter most, older ones go first.
-  const room = Math.min(flags.maxNewTokens, Math.floor(engine.info.maxContext / 4));
+  const maxNew = flags.maxNewTokens ?? engine.info.defaults?.maxNewTokens ??
+    engine.info.maxContext;
+  const room = Math.min(maxNew, Math.floor(engine.info.maxContext / 4));
   while (
     turns.length > 0 && engine.countPromptTokens(messages(turns)) > engine.info.maxContext - room
   ) {

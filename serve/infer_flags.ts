@@ -12,11 +12,12 @@ export interface InferFlags {
   dtype?: WeightDtype;
   /** One-shot question; absent: interactive chat (or stdin when it is piped). */
   prompt?: string;
-  maxNewTokens: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  repetitionPenalty: number;
+  /** Sampling settings; absent: the engine's generation defaults (generation_defaults.ts). */
+  maxNewTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
   seed?: number;
   /** Past turns kept in the prompt (0: as many as fit the context). */
   historyTurns: number;
@@ -37,6 +38,7 @@ only the answer on stdout.
   --backend NAME            webgpu | onnx | auto (default auto)
   --dtype f16|f32           weight storage on the GPU (default f16 where supported)
   --prompt TEXT             one-shot: answer TEXT and exit
+Sampling defaults (for every front end): the model's generation_config.json, else these.
   --max-new-tokens N        longest answer in tokens (default 512)
   --temperature T           0 = greedy (default 0.95, ChatGLM's chat default)
   --top-p P                 nucleus sampling mass (default 0.7)
@@ -112,17 +114,16 @@ export function parseInferFlags(args: string[]): InferFlags {
     dtype: dtype as WeightDtype | undefined,
     prompt: values.prompt,
     promptTemplate: template as PromptTemplate | undefined,
-    maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"], 1) ?? 512,
-    temperature: numberFlag("temperature", values.temperature, (v) => v >= 0, "a number >= 0") ??
-      0.95,
-    topP: numberFlag("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]") ?? 0.7,
-    topK: intFlag("top-k", values["top-k"], 0) ?? 0,
+    maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"], 1),
+    temperature: numberFlag("temperature", values.temperature, (v) => v >= 0, "a number >= 0"),
+    topP: numberFlag("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]"),
+    topK: intFlag("top-k", values["top-k"], 0),
     repetitionPenalty: numberFlag(
       "repetition-penalty",
       values["repetition-penalty"],
       (v) => v > 0,
       "a number > 0",
-    ) ?? 1,
+    ),
     seed: numberFlag("seed", values.seed, Number.isSafeInteger, "an integer"),
     historyTurns: intFlag("history-turns", values["history-turns"], 0) ?? 0,
     help: values.help ?? false,

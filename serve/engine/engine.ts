@@ -17,6 +17,7 @@ import { createRng } from "../../core/random.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
 import { byteTokens } from "./utf8_tokens.ts";
+import { BUILTIN_GENERATION_DEFAULTS, withGenerationDefaults } from "./generation_defaults.ts";
 import {
   type ChatMessage,
   type CompletionRequest,
@@ -139,7 +140,9 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     backendReason: opts.info?.backendReason,
     maxContext,
     demo: opts.info?.demo ?? false,
+    defaults: opts.info?.defaults ?? { ...BUILTIN_GENERATION_DEFAULTS },
   };
+  const defaults = info.defaults!;
   const bytes = byteTokens(tok.textVocabSize, tok.sp.model.byteIds, tok.numImageTokens);
   const scheduler = createScheduler(decoder, {
     textVocab: tok.textVocabSize,
@@ -245,16 +248,21 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     }
   }
 
-  /** Message requests: the chat prompt, the answer post-processed as a chat reply. */
+  /**
+   * Message requests: the chat prompt, the answer post-processed as a chat reply. Settings the
+   * request leaves out come from the engine's generation defaults (`generateTokens`, the raw
+   * API, leaves them out: greedy, no limit but the context).
+   */
   function generate(req: GenerationRequest): AsyncGenerator<GenerationDelta> {
     if (closed) throw new Error("the engine is closed");
-    return textDeltas(run(encodeMessages(req.messages), req));
+    return textDeltas(run(encodeMessages(req.messages), withGenerationDefaults(req, defaults)));
   }
 
   /** Plain prompts: given to the model as is, the continuation as the model wrote it. */
   function complete(req: CompletionRequest): AsyncGenerator<GenerationDelta> {
     if (closed) throw new Error("the engine is closed");
-    return textDeltas(run(tok.encode(req.prompt), req, (text) => text));
+    const settings = withGenerationDefaults(req, defaults);
+    return textDeltas(run(tok.encode(req.prompt), settings, (text) => text));
   }
 
   return {

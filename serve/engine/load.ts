@@ -17,6 +17,7 @@ import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
 import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
 import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/backend.ts";
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
+import { BUILTIN_GENERATION_DEFAULTS, readGenerationDefaults } from "./generation_defaults.ts";
 
 /** The demo model shipped with the project (built by `deno task demo`). */
 
@@ -214,6 +215,17 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     gmask: config.gmaskTokenId,
   });
   const promptTemplate = opts.promptTemplate ?? await declaredPromptTemplate(dir);
+  // The demo's tiny vocabulary spells many characters in byte tokens and the small model gets
+  // them wrong often enough to show U+FFFD: mask invalid UTF-8 for it by default.
+  let defaults;
+  try {
+    defaults = await readGenerationDefaults(
+      dir,
+      demo ? { ...BUILTIN_GENERATION_DEFAULTS, validUtf8: true } : BUILTIN_GENERATION_DEFAULTS,
+    );
+  } catch (err) {
+    throw new EngineLoadError(`${(err as Error).message}\nfix: correct or remove the file`);
+  }
   const onnxDir = opts.onnx ?? defaultOnnxExportDir(dir, opts.adapter);
   const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
@@ -224,6 +236,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     backend: choice.backend,
     backendReason: choice.reason,
     demo,
+    defaults,
   };
   if (choice.backend === "onnx") {
     // onnxruntime-node itself loads only here: only this backend needs it and --allow-ffi.

@@ -10,7 +10,15 @@ export {
 } from "./engine.ts";
 export { type Decoder, webgpuDecoder, type WebGpuDecoderOptions } from "./decoder.ts";
 export { createScheduler, type Scheduler, type SequenceRequest } from "./scheduler.ts";
-export { argmax, chooseToken, type SamplerSettings } from "./sampling.ts";
+export { argmax, chooseToken, maskInvalidUtf8, type SamplerSettings } from "./sampling.ts";
+export {
+  BUILTIN_GENERATION_DEFAULTS,
+  type GenerationDefaults,
+  parseGenerationConfig,
+  readGenerationDefaults,
+  withGenerationDefaults,
+} from "./generation_defaults.ts";
+export { type ByteTokens, byteTokens, type PendingChar, pendingChar } from "./utf8_tokens.ts";
 export { createTextStream, type TextStream, type TextStreamOptions } from "./text_stream.ts";
 export * from "./types.ts";
 export {

@@ -3,6 +3,8 @@
  * implements it per backend (WebGPU, ONNX Runtime); front ends never see kernels or tensors.
  */
 
+import type { GenerationDefaults } from "./generation_defaults.ts";
+
 /** One chat turn in OpenAI's shape; `system` is folded into the prompt by the prompt builder. */
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -67,6 +69,12 @@ export interface EngineInfo {
   maxContext: number;
   /** True for the embedded demo model. */
   demo: boolean;
+  /**
+   * What `generate` / `complete` use for each sampling setting a request leaves out (the model's
+   * generation_config.json, else the built-in ones). Absent for a remote engine: its server
+   * decides.
+   */
+  defaults?: GenerationDefaults;
 }
 
 export interface EngineStats {
