@@ -30,12 +30,16 @@ export interface Admission {
 }
 
 export class QueueFullError extends Error {
-  constructor(public readonly retryAfter: number, maxConcurrent: number, maxQueue: number) {
+  /** Seconds the client should wait before retrying. */
+  readonly retryAfter: number;
+
+  constructor(o: { retryAfter: number; maxConcurrent: number; maxQueue: number }) {
     super(
-      `the server is busy: ${maxConcurrent} requests are generating and ${maxQueue} are queued; ` +
-        `retry in ${retryAfter} s`,
+      `the server is busy: ${o.maxConcurrent} requests are generating and ${o.maxQueue} are ` +
+        `queued; retry in ${o.retryAfter} s`,
     );
     this.name = "QueueFullError";
+    this.retryAfter = o.retryAfter;
   }
 }
 
@@ -85,7 +89,9 @@ export function createAdmission(opts: AdmissionOptions): Admission {
         return Promise.resolve(makeRelease());
       }
       if (waiters.length >= maxQueue) {
-        return Promise.reject(new QueueFullError(retryAfterSeconds(), maxConcurrent, maxQueue));
+        return Promise.reject(
+          new QueueFullError({ retryAfter: retryAfterSeconds(), maxConcurrent, maxQueue }),
+        );
       }
       return new Promise<Release>((resolve, reject) => {
         const onAbort = () => {

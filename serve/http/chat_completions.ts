@@ -9,6 +9,7 @@ import {
   type AnswerFormat,
   answerGeneration,
   contextTooLong,
+  engineSettings,
   type GenerationDeps,
 } from "./generation_run.ts";
 
@@ -45,24 +46,16 @@ export async function handleChatCompletion(c: Context, deps: GenerationDeps): Pr
   const params = parseChatRequest(body, maxContext);
   const promptTokens = deps.engine.countPromptTokens(params.messages);
   if (promptTokens > maxContext) throw contextTooLong(promptTokens, maxContext, "messages");
-  return await answerGeneration(
-    c,
-    deps,
+  return await answerGeneration(c, deps, {
     params,
-    CHAT_FORMAT,
+    format: CHAT_FORMAT,
     received,
     promptTokens,
-    (signal) =>
+    start: (signal) =>
       deps.engine.generate({
         messages: params.messages,
-        maxNewTokens: params.maxTokens,
-        stop: params.stop,
-        temperature: params.temperature,
-        topP: params.topP,
-        topK: params.topK,
-        repetitionPenalty: params.repetitionPenalty,
-        seed: params.seed,
+        ...engineSettings(params),
         signal,
       }),
-  );
+  });
 }

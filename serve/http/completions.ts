@@ -11,6 +11,7 @@ import {
   type AnswerFormat,
   answerGeneration,
   contextTooLong,
+  engineSettings,
   type GenerationDeps,
 } from "./generation_run.ts";
 
@@ -53,24 +54,16 @@ export async function handleCompletion(c: Context, deps: GenerationDeps): Promis
   const promptTokens = engine.countTextTokens(params.prompt);
   if (promptTokens > maxContext) throw contextTooLong(promptTokens, maxContext, "prompt");
   const complete = engine.complete.bind(engine);
-  return await answerGeneration(
-    c,
-    deps,
+  return await answerGeneration(c, deps, {
     params,
-    TEXT_FORMAT,
+    format: TEXT_FORMAT,
     received,
     promptTokens,
-    (signal) =>
+    start: (signal) =>
       complete({
         prompt: params.prompt,
-        maxNewTokens: params.maxTokens,
-        stop: params.stop,
-        temperature: params.temperature,
-        topP: params.topP,
-        topK: params.topK,
-        repetitionPenalty: params.repetitionPenalty,
-        seed: params.seed,
+        ...engineSettings(params),
         signal,
       }),
-  );
+  });
 }

@@ -8,7 +8,7 @@
  */
 import type { Context } from "npm:hono@4.13.19";
 import { streamSSE } from "npm:hono@4.13.19/streaming";
-import type { Engine, FinishReason, GenerationDelta } from "../engine/types.ts";
+import type { Engine, FinishReason, GenerationDelta, GenerationRequest } from "../engine/types.ts";
 import { PromptTooLongError } from "../engine/types.ts";
 import { type Admission, QueueFullError, type Release } from "./admission.ts";
 import type { GenerationParams } from "./chat_request.ts";
@@ -46,6 +46,19 @@ export interface AnswerFormat {
   openingChunk: boolean;
 }
 
+/** The request's generation settings in the engine's terms (left-out ones stay out). */
+export function engineSettings(params: GenerationParams): Omit<GenerationRequest, "messages"> {
+  return {
+    maxNewTokens: params.maxTokens,
+    stop: params.stop,
+    temperature: params.temperature,
+    topP: params.topP,
+    topK: params.topK,
+    repetitionPenalty: params.repetitionPenalty,
+    seed: params.seed,
+  };
+}
+
 /** 404 `model_not_found`, as OpenAI answers a model it does not serve. */
 export function modelNotFound(asked: string, served: string): HttpError {
   return new HttpError(
@@ -55,20 +68,26 @@ export function modelNotFound(asked: string, served: string): HttpError {
   );
 }
 
-/**
- * Runs a validated request and answers it. `start` calls the engine; `promptTokens` is the
- * counted prompt length (already checked against the context).
- */
+/** A validated request, ready to run. */
+export interface GenerationJob {
+  params: GenerationParams;
+  format: AnswerFormat;
+  /** `performance.now()` when the request arrived (for latency metrics). */
+  received: number;
+  /** The counted prompt length (already checked against the context). */
+  promptTokens: number;
+  /** Calls the engine. */
+  start: (signal: AbortSignal) => AsyncIterable<GenerationDelta>;
+}
+
+/** Runs a validated request and answers it. */
 export async function answerGeneration(
   c: Context,
   deps: GenerationDeps,
-  params: GenerationParams,
-  format: AnswerFormat,
-  received: number,
-  promptTokens: number,
-  start: (signal: AbortSignal) => AsyncIterable<GenerationDelta>,
+  job: GenerationJob,
 ): Promise<Response> {
   const { admission, metrics } = deps;
+  const { params, format, received, promptTokens } = job;
   if (params.model !== undefined && params.model !== deps.modelName) {
     throw modelNotFound(params.model, deps.modelName);
   }
@@ -105,14 +124,14 @@ export async function answerGeneration(
   };
   let run: Run;
   try {
-    run = startRun(
-      deps,
-      start(controller.signal),
-      controller.signal,
+    run = startRun({
+      metrics,
+      stream: job.start(controller.signal),
+      signal: controller.signal,
       received,
-      promptTokens,
-      freeSlot,
-    );
+      countedPromptTokens: promptTokens,
+      onEnd: freeSlot,
+    });
   } catch (e) {
     // An engine whose generate() throws at once (not from inside its iterator).
     freeSlot();
@@ -208,16 +227,19 @@ interface Run {
 }
 
 /** Keeps the bookkeeping (tokens, latencies) of one generation. */
-function startRun(
-  deps: GenerationDeps,
-  stream: AsyncIterable<GenerationDelta>,
-  signal: AbortSignal,
-  received: number,
-  countedPromptTokens: number,
-  onEnd: () => void,
-): Run {
-  const iterator = stream[Symbol.asyncIterator]();
-  const m = deps.metrics;
+function startRun(o: {
+  metrics: ServingMetrics;
+  stream: AsyncIterable<GenerationDelta>;
+  /** Aborted when the client leaves. */
+  signal: AbortSignal;
+  received: number;
+  countedPromptTokens: number;
+  /** Frees the slot; called once when the run ends. */
+  onEnd: () => void;
+}): Run {
+  const { signal, received, countedPromptTokens, onEnd } = o;
+  const iterator = o.stream[Symbol.asyncIterator]();
+  const m = o.metrics;
   let finishReason: FinishReason = "stop";
   let usage: GenerationDelta["usage"];
   let pieces = 0;
