@@ -189,7 +189,7 @@ Deno.test("bad checkpoint files are refused with the file named", async () => {
   await assert.rejects(() => loadCheckpoint(dir), /trainer_state\.json: not valid JSON/);
   await assert.rejects(
     () => loadCheckpoint(`${out}/nope`),
-    /nope\/trainer_state\.json: cannot read it/,
+    /nope\/trainer_state\.json: not found/,
   );
   await Deno.remove(out, { recursive: true });
 });

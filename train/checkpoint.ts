@@ -15,7 +15,8 @@
  * directory never looks like a checkpoint either.
  */
 
-import { syncDir, writeJsonAtomic } from "../core/io/atomic.ts";
+import { pathExists, syncDir, writeJsonAtomic } from "../core/io/atomic.ts";
+import { MAX_INDEX_JSON_BYTES, readJsonFile } from "../core/io/json_strict.ts";
 import { decodeSafetensors, writeSafetensors } from "../core/io/safetensors.ts";
 import { bytesToF32 } from "../core/io/dtype.ts";
 import {
@@ -195,20 +196,12 @@ export interface LoadedCheckpoint extends Omit<CheckpointData, "trainingArgs"> {
  */
 export async function loadCheckpoint(dir: string, base?: LoraBase): Promise<LoadedCheckpoint> {
   const root = dir.replace(/\/+$/, "");
+  // Our own files (plain JSON.parse semantics), size-capped like every JSON file we read; the
+  // trainer state grows with the log history, hence the larger cap.
   const readJson = async (name: string, required = true): Promise<unknown> => {
     const path = join(root, name);
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (err) {
-      if (!required && err instanceof Deno.errors.NotFound) return undefined;
-      throw new Error(`${path}: cannot read it (${(err as Error).message})`);
-    }
-    try {
-      return JSON.parse(text);
-    } catch (err) {
-      throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-    }
+    if (!required && !(await pathExists(path))) return undefined;
+    return await readJsonFile(path, { strict: false, maxBytes: MAX_INDEX_JSON_BYTES });
   };
   const trainerState = parseTrainerState(
     await readJson("trainer_state.json"),
@@ -222,12 +215,12 @@ export async function loadCheckpoint(dir: string, base?: LoraBase): Promise<Load
   const trainingArgs = await readJson("training_args.json", false);
   const optimizer = await readOptimizerState(join(root, OPTIMIZER_FILE));
   let weights: CheckpointWeights;
-  if (await isFile(join(root, "adapter_config.json"))) {
+  if (await pathExists(join(root, "adapter_config.json"), "file")) {
     weights = {
       kind: "lora",
       adapter: base ? await loadLoraAdapter(root, base) : await loadAdapterStandalone(root),
     };
-  } else if (await isFile(join(root, "model.safetensors"))) {
+  } else if (await pathExists(join(root, "model.safetensors"), "file")) {
     const path = join(root, "model.safetensors");
     const { tensors } = decodeSafetensors(await Deno.readFile(path), path);
     weights = {
@@ -274,14 +267,6 @@ export async function loadAdapterStandalone(dir: string): Promise<LoraAdapter> {
   return buildLoraAdapter(config, data, { linearModules: linear, name: dir }, path);
 }
 
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /** Complete checkpoints of a run, oldest first (temp and half-deleted directories are skipped). */
 export async function listCheckpoints(outputDir: string): Promise<{ dir: string; step: number }[]> {
   const out: { dir: string; step: number }[] = [];
@@ -290,7 +275,9 @@ export async function listCheckpoints(outputDir: string): Promise<{ dir: string;
       const m = CHECKPOINT_RE.exec(e.name);
       if (!m || !e.isDirectory) continue;
       const dir = join(outputDir, e.name);
-      if (await isFile(join(dir, "trainer_state.json"))) out.push({ dir, step: Number(m[1]) });
+      if (await pathExists(join(dir, "trainer_state.json"), "file")) {
+        out.push({ dir, step: Number(m[1]) });
+      }
     }
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return [];

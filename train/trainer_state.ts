@@ -5,6 +5,8 @@
  * loss) and `best_model_checkpoint`, and the run's step settings.
  */
 
+import { MAX_INDEX_JSON_BYTES, readJsonFile } from "../core/io/json_strict.ts";
+
 export interface TrainLogEntry {
   step: number;
   epoch: number;
@@ -176,17 +178,7 @@ export function parseTrainerState(json: unknown, source: string): TrainerState {
 
 /** Reads and validates a trainer_state.json file. */
 export async function readTrainerState(path: string): Promise<TrainerState> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    throw new Error(`${path}: cannot read it (${(err as Error).message})`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  // The log history grows with the run: the larger of the JSON caps.
+  const json = await readJsonFile(path, { strict: false, maxBytes: MAX_INDEX_JSON_BYTES });
   return parseTrainerState(json, path);
 }
