@@ -13,6 +13,7 @@ Deno.test("serve flags have safe defaults", () => {
     maxConcurrent: 4,
     maxQueue: 16,
     maxBodyBytes: 1048576,
+    bodyTimeoutMs: 30000,
     promptTemplate: undefined,
     help: false,
   });
@@ -37,6 +38,8 @@ Deno.test("every serve flag is parsed", () => {
     "0",
     "--max-body-bytes",
     "4096",
+    "--body-timeout",
+    "2.5",
     "--prompt-template",
     "instruction",
     "-h",
@@ -51,6 +54,7 @@ Deno.test("every serve flag is parsed", () => {
     maxConcurrent: 8,
     maxQueue: 0,
     maxBodyBytes: 4096,
+    bodyTimeoutMs: 2500,
     promptTemplate: "instruction",
     help: true,
   });
@@ -64,6 +68,7 @@ Deno.test("bad serve flags get errors naming the flag", () => {
     [["--max-concurrent", "0"], /--max-concurrent: expected an integer from 1/],
     [["--max-queue", "-1"], /--max-queue/],
     [["--max-body-bytes", "1e6"], /--max-body-bytes/],
+    [["--body-timeout", "0"], /--body-timeout: expected seconds, more than 0/],
     [["--backend", "cuda"], /--backend: expected webgpu, onnx or auto \(got "cuda"\)/],
     [["--prompt-template", "alpaca"], /--prompt-template: expected chat or instruction/],
     [["--api-key", " "], /--api-key: must not be empty/],

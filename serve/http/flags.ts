@@ -1,9 +1,9 @@
 /** The `deno task serve` flags, parsed with `node:util` parseArgs and checked with clear errors. */
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
-import { DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
+import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
-import { FlagError, intFlag } from "../../core/io/flags.ts";
+import { FlagError, intFlag, numberFlag } from "../../core/io/flags.ts";
 
 export interface ServeFlags {
   /** Model directory (HF layout); absent means the embedded demo model. */
@@ -17,6 +17,8 @@ export interface ServeFlags {
   maxConcurrent: number;
   maxQueue: number;
   maxBodyBytes: number;
+  /** Milliseconds a request body may take to arrive. */
+  bodyTimeoutMs: number;
   /** Absent: what the model directory declares (chat unless it says otherwise). */
   promptTemplate?: PromptTemplate;
   help: boolean;
@@ -33,6 +35,8 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --max-concurrent N     sequences decoding together (default ${DEFAULT_MAX_CONCURRENT})
   --max-queue N          requests waiting beyond those; more get 429 (default ${DEFAULT_MAX_QUEUE})
   --max-body-bytes N     largest request body (default ${DEFAULT_MAX_BODY_BYTES})
+  --body-timeout S       seconds a request body may take to arrive; slower ones get 408
+                         (default ${DEFAULT_BODY_TIMEOUT_MS / 1000})
   --prompt-template NAME chat | instruction (default: what the model's config.json declares)
   -h, --help             show this help
 `;
@@ -58,6 +62,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         "max-concurrent": { type: "string" },
         "max-queue": { type: "string" },
         "max-body-bytes": { type: "string" },
+        "body-timeout": { type: "string" },
         "prompt-template": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -101,6 +106,12 @@ export function parseServeFlags(args: string[]): ServeFlags {
     maxQueue: intFlag("max-queue", values["max-queue"], 0, 1_000_000) ?? DEFAULT_MAX_QUEUE,
     maxBodyBytes: intFlag("max-body-bytes", values["max-body-bytes"], 1, 1 << 30) ??
       DEFAULT_MAX_BODY_BYTES,
+    bodyTimeoutMs: 1000 * (numberFlag(
+      "body-timeout",
+      values["body-timeout"],
+      (v) => v > 0 && v <= 3600,
+      "seconds, more than 0 and at most 3600",
+    ) ?? DEFAULT_BODY_TIMEOUT_MS / 1000),
     help: values.help ?? false,
   };
 }

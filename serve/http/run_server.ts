@@ -20,10 +20,12 @@ export interface RunServerOptions {
 
 export async function runServer(
   engine: Engine | Promise<Engine>,
-  flags: Pick<
-    ServeFlags,
-    "host" | "port" | "apiKey" | "maxConcurrent" | "maxQueue" | "maxBodyBytes"
-  >,
+  flags:
+    & Pick<
+      ServeFlags,
+      "host" | "port" | "apiKey" | "maxConcurrent" | "maxQueue" | "maxBodyBytes"
+    >
+    & Partial<Pick<ServeFlags, "bodyTimeoutMs">>,
   options: RunServerOptions = {},
 ): Promise<void> {
   const stop = new AbortController();
@@ -49,6 +51,7 @@ export async function runServer(
     maxConcurrent: flags.maxConcurrent,
     maxQueue: flags.maxQueue,
     maxBodyBytes: flags.maxBodyBytes,
+    bodyTimeoutMs: flags.bodyTimeoutMs,
   });
   const server = startServer(app, {
     host: flags.host,
