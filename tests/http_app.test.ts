@@ -149,6 +149,7 @@ Deno.test("request fields map onto the engine request; null and unknown fields a
       top_p: 0.9,
       top_k: 40,
       repetition_penalty: 1.1,
+      valid_utf8: true,
       seed: 42,
       max_tokens: 100,
       stop: ["。", "\n\n"],
@@ -170,6 +171,7 @@ Deno.test("request fields map onto the engine request; null and unknown fields a
   assert.equal(req.topP, 0.9);
   assert.equal(req.topK, 40);
   assert.equal(req.repetitionPenalty, 1.1);
+  assert.equal(req.validUtf8, true);
   assert.equal(req.seed, 42);
   assert.equal(req.maxNewTokens, 100);
   assert.deepEqual(req.stop, ["。", "\n\n"]);
@@ -184,6 +186,7 @@ Deno.test("request fields map onto the engine request; null and unknown fields a
   assert.deepEqual(engine.requests[1].stop, ["。"]);
   assert.equal(engine.requests[1].maxNewTokens, undefined);
   assert.equal(engine.requests[1].temperature, undefined);
+  assert.equal(engine.requests[1].validUtf8, undefined, "left out: the engine's default");
 
   // max_completion_tokens wins over max_tokens.
   res = await app.request(

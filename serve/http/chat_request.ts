@@ -20,6 +20,8 @@ export interface GenerationParams {
   seed?: number;
   maxTokens?: number;
   stop?: string[];
+  /** Extension `valid_utf8`: mask tokens that cannot continue valid UTF-8. */
+  validUtf8?: boolean;
 }
 
 export interface ChatCompletionParams extends GenerationParams {
@@ -91,7 +93,9 @@ export function parseGenerationParams(
   // Validate max_tokens even when max_completion_tokens (which wins) is present.
   parseMaxTokens(body, "max_tokens", maxContext);
   const stop = parseStop(body.stop);
+  const validUtf8 = optional(body, "valid_utf8", (v, p) => boolean(v, p));
   return {
+    validUtf8,
     model,
     stream,
     includeUsage,

@@ -56,6 +56,7 @@ export function engineSettings(params: GenerationParams): Omit<GenerationRequest
     topK: params.topK,
     repetitionPenalty: params.repetitionPenalty,
     seed: params.seed,
+    validUtf8: params.validUtf8,
   };
 }
 
