@@ -166,6 +166,12 @@ export const ALLOWED_OPCODES: ReadonlySet<string> = new Set([
   "STOP",
 ]);
 
+// ALLOWED_OPCODES by opcode byte (the scan looks at every opcode of a possibly hostile file).
+const ALLOWED_CODES = new Uint8Array(256);
+for (const [code, [name]] of Object.entries(OPCODES)) {
+  if (ALLOWED_OPCODES.has(name)) ALLOWED_CODES[Number(code)] = 1;
+}
+
 // Opcodes that import or call something: listed first in a refusal, as the real danger.
 const IMPORTING = new Set(["GLOBAL", "INST", "STACK_GLOBAL", "OBJ", "NEWOBJ", "NEWOBJ_EX"]);
 
@@ -188,13 +194,13 @@ function refuse(label: string, reason: string): never {
 
 /**
  * Bounds on what a checkpoint pickle may declare, far above any real state dict (a tensor takes
- * about 25 opcodes and 5 memo entries; `torch.save` nests MARKs at most 3 deep and batches
+ * about 30 opcodes and 5 memo entries; `torch.save` nests MARKs at most 3 deep and batches
  * SETITEMS by 1000), so that a hostile pickle is refused after bounded work instead of filling
  * memory: 30 MB of MARK opcodes would otherwise mean 30 million stack entries.
  */
 export const PICKLE_LIMITS = {
-  /** Opcodes in one pickle (160k tensors' worth). */
-  opcodes: 4_000_000,
+  /** Opcodes in one pickle: about 30k tensors' worth (a ChatGLM-6B shard holds about 50). */
+  opcodes: 1_000_000,
   /** MARKs open at once. */
   markDepth: 64,
   /** Memo slots: a BINPUT/LONG_BINPUT index must be below this. */
@@ -207,19 +213,89 @@ function invalid(label: string, reason: string): never {
   refuse(label, `not a valid checkpoint pickle: ${reason}`);
 }
 
-// Opcodes that take the items above the topmost MARK (and the MARK with them).
-const POPS_MARK = new Set([
-  "TUPLE",
-  "LIST",
-  "DICT",
-  "SETITEMS",
-  "APPENDS",
-  "POP_MARK",
-  "ADDITEMS",
-  "FROZENSET",
-  "INST",
-  "OBJ",
-]);
+// How each opcode changes the stack depth, so that the walk can bound the stack before anything
+// is evaluated. MARK opens a mark; the "to mark" opcodes drop everything down to the last one and
+// then push their result (1) or nothing (0). Opcodes not listed leave the depth alone (they are
+// refused by the scan anyway).
+const STACK_EFFECT: Record<string, number> = {
+  EMPTY_DICT: 1,
+  EMPTY_TUPLE: 1,
+  EMPTY_LIST: 1,
+  EMPTY_SET: 1,
+  BINUNICODE: 1,
+  SHORT_BINUNICODE: 1,
+  BINUNICODE8: 1,
+  UNICODE: 1,
+  STRING: 1,
+  BINSTRING: 1,
+  SHORT_BINSTRING: 1,
+  BINBYTES: 1,
+  SHORT_BINBYTES: 1,
+  BINBYTES8: 1,
+  BYTEARRAY8: 1,
+  BININT: 1,
+  BININT1: 1,
+  BININT2: 1,
+  INT: 1,
+  LONG: 1,
+  LONG1: 1,
+  LONG4: 1,
+  BINFLOAT: 1,
+  FLOAT: 1,
+  NONE: 1,
+  NEWTRUE: 1,
+  NEWFALSE: 1,
+  GLOBAL: 1,
+  STACK_GLOBAL: -1,
+  REDUCE: -1,
+  PERSID: 1,
+  SETITEM: -2,
+  APPEND: -1,
+  BUILD: -1,
+  BINGET: 1,
+  LONG_BINGET: 1,
+  GET: 1,
+  DUP: 1,
+  POP: -1,
+  TUPLE2: -1,
+  TUPLE3: -2,
+  NEWOBJ: -1,
+  NEWOBJ_EX: -2,
+  EXT1: 1,
+  EXT2: 1,
+  EXT4: 1,
+  NEXT_BUFFER: 1,
+  STOP: -1,
+};
+const TO_MARK_PUSHING: Record<string, number> = {
+  TUPLE: 1,
+  LIST: 1,
+  DICT: 1,
+  FROZENSET: 1,
+  INST: 1,
+  OBJ: 1,
+  SETITEMS: 0,
+  APPENDS: 0,
+  ADDITEMS: 0,
+  POP_MARK: 0,
+};
+
+// The opcode table as dense arrays indexed by the opcode byte: the walk looks at every byte of a
+// possibly hostile file, so it does no hashing per opcode.
+const OP_NAME: (string | undefined)[] = [];
+const OP_ARG: (ArgKind | undefined)[] = [];
+/** Depth change, or NaN for MARK, or -100 - n for "to mark, then push n". */
+const OP_EFFECT = new Float64Array(256);
+for (const [code, [name, kind]] of Object.entries(OPCODES)) {
+  const c = Number(code);
+  OP_NAME[c] = name;
+  OP_ARG[c] = kind;
+  OP_EFFECT[c] = name === "MARK"
+    ? NaN
+    : Object.hasOwn(TO_MARK_PUSHING, name)
+    ? -100 - TO_MARK_PUSHING[name]
+    : STACK_EFFECT[name] ?? 0;
+}
 
 /**
  * Walks the opcodes (no evaluation), calling `visit` with each (the same object, updated in
@@ -229,7 +305,8 @@ const POPS_MARK = new Set([
 function walk(bytes: Uint8Array, label: string, visit: (op: Op) => void): void {
   let pos = 0;
   let count = 0;
-  let marks = 0;
+  let depth = 0;
+  const markAt: number[] = []; // stack depth below each open MARK
   let stopped = false;
   const op: Op = { code: 0, name: "", pos: 0, arg: 0, end: 0 };
   const need = (n: number, at: number, name: string) => {
@@ -244,21 +321,30 @@ function walk(bytes: Uint8Array, label: string, visit: (op: Op) => void): void {
   };
   while (pos < bytes.length) {
     const code = bytes[pos];
-    const info = OPCODES[code];
-    if (!info) {
+    const name = OP_NAME[code];
+    if (name === undefined) {
       refuse(label, `unknown pickle opcode 0x${code.toString(16).padStart(2, "0")} at byte ${pos}`);
     }
-    const [name, kind] = info;
     if (++count > PICKLE_LIMITS.opcodes) {
       invalid(label, `more than ${PICKLE_LIMITS.opcodes} opcodes (at byte ${pos})`);
     }
-    if (name === "MARK" && ++marks > PICKLE_LIMITS.markDepth) {
-      invalid(
-        label,
-        `more than ${PICKLE_LIMITS.markDepth} MARKs open at once (at byte ${pos}); a state dict ` +
-          "nests only a few",
-      );
-    } else if (POPS_MARK.has(name) && marks > 0) marks--;
+    const effect = OP_EFFECT[code];
+    if (effect !== effect) { // NaN: MARK
+      if (markAt.length >= PICKLE_LIMITS.markDepth) {
+        invalid(
+          label,
+          `more than ${PICKLE_LIMITS.markDepth} MARKs open at once (at byte ${pos}); a state ` +
+            "dict nests only a few",
+        );
+      }
+      markAt.push(depth);
+      depth++;
+    } else if (effect <= -100) depth = (markAt.pop() ?? 0) + (-100 - effect);
+    else depth = Math.max(0, depth + effect);
+    if (depth > PICKLE_LIMITS.stack) {
+      invalid(label, `more than ${PICKLE_LIMITS.stack} values on the stack at byte ${pos}`);
+    }
+    const kind = OP_ARG[code]!;
     const arg = pos + 1;
     let end: number;
     if (typeof kind === "number") {
@@ -277,8 +363,8 @@ function walk(bytes: Uint8Array, label: string, visit: (op: Op) => void): void {
       need(n, arg + w, name);
       end = arg + w + n;
     }
-    if (name === "BINPUT" || name === "LONG_BINPUT") {
-      const idx = name === "BINPUT" ? bytes[arg] : u32(bytes, arg);
+    if (code === 0x71 || code === 0x72) { // BINPUT, LONG_BINPUT
+      const idx = code === 0x71 ? bytes[arg] : u32(bytes, arg);
       if (idx >= PICKLE_LIMITS.memo) {
         invalid(
           label,
@@ -293,7 +379,7 @@ function walk(bytes: Uint8Array, label: string, visit: (op: Op) => void): void {
     op.end = end;
     visit(op);
     pos = end;
-    if (name === "STOP") {
+    if (code === 0x2e) { // STOP
       stopped = true;
       break;
     }
@@ -317,10 +403,11 @@ export function scanPickle(bytes: Uint8Array, label: string): void {
   const importing: string[] = [];
   const others: string[] = [];
   let problemCount = 0;
-  const problem = (isImporting: boolean, text: string) => {
+  // Texts are made only for the problems shown: a hostile pickle may have millions.
+  const problem = (isImporting: boolean, what: string, pos: number) => {
     problemCount++;
     const list = isImporting ? importing : others;
-    if (list.length < 6) list.push(text);
+    if (list.length < 6) list.push(`${what} at byte ${pos}`);
   };
   const strings: string[] = []; // recent string pushes: what a STACK_GLOBAL would import
   walk(bytes, label, (op) => {
@@ -329,7 +416,7 @@ export function scanPickle(bytes: Uint8Array, label: string): void {
       strings.push(new TextDecoder().decode(bytes.subarray(op.arg + skip, op.end)));
     } else if (op.name === "STACK_GLOBAL" && strings.length >= 2) {
       const [module, name] = strings.slice(-2);
-      problem(true, `STACK_GLOBAL ${module}.${name} at byte ${op.pos}`);
+      problem(true, `STACK_GLOBAL ${module}.${name}`, op.pos);
       return;
     } else if (op.name !== "MEMOIZE" && op.name !== "BINPUT" && op.name !== "LONG_BINPUT") {
       strings.length = 0;
@@ -337,9 +424,11 @@ export function scanPickle(bytes: Uint8Array, label: string): void {
     if (op.name === "GLOBAL" || op.name === "INST") {
       const [module, name] = globalName(bytes, op);
       if (op.name === "GLOBAL" && allowedGlobal(module, name)) return;
-      problem(true, `${op.name} ${module}.${name} at byte ${op.pos}`);
-    } else if (!ALLOWED_OPCODES.has(op.name)) {
-      problem(IMPORTING.has(op.name), `opcode ${op.name} at byte ${op.pos}`);
+      problem(true, `${op.name} ${module}.${name}`, op.pos);
+    } else if (!ALLOWED_CODES[op.code]) {
+      const imp = IMPORTING.has(op.name);
+      if ((imp ? importing : others).length < 6) problem(imp, `opcode ${op.name}`, op.pos);
+      else problemCount++;
     }
   });
   if (problemCount === 0) return;
