@@ -99,6 +99,8 @@ export function runLoad(
     Array.from({ length: clients }, (_, i) =>
       streamChat(baseUrl, {
         messages: [{ role: "user", content: `${question} #${i}` }],
+        // Greedy on both paths, so they generate the same tokens (sampling is the default).
+        temperature: 0,
         stream_options: { include_usage: true },
       }, signal)),
   );
@@ -144,7 +146,10 @@ async function direct(engine: Engine, clients: number, question: string) {
     const start = performance.now();
     let first = true;
     for await (
-      const d of engine.generate({ messages: [{ role: "user", content: `${question} #${i}` }] })
+      const d of engine.generate({
+        messages: [{ role: "user", content: `${question} #${i}` }],
+        temperature: 0,
+      })
     ) {
       if (d.text && first) {
         ttft.push(performance.now() - start);
