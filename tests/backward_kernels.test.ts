@@ -17,7 +17,7 @@ import {
   layerNormBackward,
   linearBackward,
   qkvRotaryBackward,
-} from "../core/kernels/backward/mod.ts";
+} from "../core/kernels/mod.ts";
 import {
   attention64,
   crossEntropy64,

@@ -11,7 +11,7 @@ import {
   writeTensor,
 } from "../core/tensor/mod.ts";
 import { linear, matmul } from "../core/kernels/mod.ts";
-import { MATMUL_KERNEL_ENV } from "../core/kernels/matmul.ts";
+import { MATMUL_KERNEL_ENV } from "../core/kernels/matmul/matmul.ts";
 import { matmulRef, randomArray, relError } from "./reference/kernels.ts";
 
 const gpu = await getGpu();

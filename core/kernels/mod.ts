@@ -32,8 +32,11 @@
  * @module
  */
 
-export { linear, matmul, type MatmulOptions } from "./matmul.ts";
-export { layerNorm, reduce, type ReduceOp, rmsNorm, softmax } from "./rows.ts";
+export { linear, matmul, type MatmulOptions } from "./matmul/matmul.ts";
+export { linearBackward, type LinearGrads } from "./matmul/linear_grad.ts";
+export { transposedWeight } from "./matmul/transpose.ts";
+export { layerNorm, reduce, type ReduceOp, rmsNorm, softmax } from "./layer_norm/layer_norm.ts";
+export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
 export {
   add,
   addScaled,
@@ -49,8 +52,10 @@ export {
   silu,
   unary,
   type UnaryOp,
-} from "./elementwise.ts";
-export { embedding } from "./embedding.ts";
+} from "./elementwise/elementwise.ts";
+export { dropoutBackward, dropoutForward, geluBackward } from "./elementwise/elementwise_grad.ts";
+export { embedding } from "./embedding/embedding.ts";
+export { embeddingBackward } from "./embedding/embedding_grad.ts";
 export {
   qkvRotary,
   type QkvRotaryOptions,
@@ -59,7 +64,14 @@ export {
   type RotaryMode,
   type RotaryOptions,
   rotaryTable,
-} from "./rotary.ts";
-export { attention, type AttentionOptions } from "./attention.ts";
-export { crossEntropy, type CrossEntropyResult } from "./cross_entropy.ts";
-export * from "./backward/mod.ts";
+} from "./rotary/rotary.ts";
+export { qkvRotaryBackward, type QkvRotaryBackwardOptions } from "./rotary/rotary_grad.ts";
+export { attention, type AttentionOptions } from "./attention/attention.ts";
+export {
+  attentionBackward,
+  type AttentionBackwardOptions,
+  type AttentionGrads,
+} from "./attention/attention_grad.ts";
+export { crossEntropy, type CrossEntropyResult } from "./cross_entropy/cross_entropy.ts";
+export { crossEntropyBackward } from "./cross_entropy/cross_entropy_grad.ts";
+export { accumulateInto, columnSumInto } from "./accumulate.ts";

@@ -5,10 +5,10 @@
  * cannot pass silently as plausible numbers.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -16,7 +16,7 @@ import {
   outputTensor,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
 
 const WG = 256;
 

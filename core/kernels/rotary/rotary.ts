@@ -16,11 +16,17 @@
  * - "none": no rotation.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { f16Round } from "../tensor/f16.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor, uploadTensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { f16Round } from "../../tensor/f16.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  numel,
+  type Tensor,
+  uploadTensor,
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -29,7 +35,7 @@ import {
   outputTensor,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
 
 const WG = 256;
 

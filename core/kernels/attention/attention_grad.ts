@@ -33,8 +33,8 @@ import {
   WG_INDEX,
   workgroupReduce,
 } from "../common.ts";
-import { type AttentionKernel, chooseDesign } from "../attention_rows.ts";
-import { recordAttentionRowsBackward } from "./attention_rows_grad.ts";
+import { type AttentionKernel, chooseDesign } from "./rows.ts";
+import { recordAttentionRowsBackward } from "./rows_grad.ts";
 
 const WG = 64;
 const MAX_D = 256;

@@ -22,10 +22,10 @@
  * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording, whenIdle } from "../gpu/recording.ts";
-import { bindingOf, type DType, type Tensor } from "../tensor/tensor.ts";
-import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "./common.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording, whenIdle } from "../../gpu/recording.ts";
+import { bindingOf, type DType, type Tensor } from "../../tensor/tensor.ts";
+import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "../common.ts";
 import type { MatmulProblem } from "./matmul.ts";
 
 const WG = 8;

@@ -3,9 +3,9 @@
  * a broadcast second operand, casts f32↔f16, fill and copy.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordCopy, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordCopy, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import {
   assertUnchunked,
   bindingOf,
@@ -14,7 +14,7 @@ import {
   markWritten,
   numel,
   type Tensor,
-} from "../tensor/tensor.ts";
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -23,7 +23,7 @@ import {
   storageType,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
 
 const WG = 256;
 

@@ -15,10 +15,10 @@
  *   a lockstep cache.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -28,8 +28,8 @@ import {
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
-} from "./common.ts";
-import { rotaryTable } from "./rotary.ts";
+} from "../common.ts";
+import { rotaryTable } from "../rotary/rotary.ts";
 
 const MAX_D = 256;
 

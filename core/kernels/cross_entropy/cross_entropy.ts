@@ -9,10 +9,16 @@
  * A label outside [0, V) that is not ignored gives a NaN loss.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, emptyTensor, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  emptyTensor,
+  numel,
+  type Tensor,
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -20,7 +26,7 @@ import {
   rowPlan,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
 
 const WG = 256;
 

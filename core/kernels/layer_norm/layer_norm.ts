@@ -4,10 +4,10 @@
  * softmax, and the reductions sum / max / sum of squares.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -17,7 +17,7 @@ import {
   rowPlan,
   rowsOf,
   WG_BUILTINS,
-} from "./common.ts";
+} from "../common.ts";
 
 /** Invocations per row in the workgroup design. */
 const LANES = 64;

@@ -5,9 +5,9 @@
  * shared. (On llvmpipe workgroup memory is slow, so software adapters use the texture design.)
  */
 
-import { declareInput, declareOutput } from "./common.ts";
-import { storeTile4x4 } from "./matmul_store.ts";
-import type { DType } from "../tensor/tensor.ts";
+import { declareInput, declareOutput } from "../common.ts";
+import { storeTile4x4 } from "./store.ts";
+import type { DType } from "../../tensor/tensor.ts";
 
 /** Output tile edge of one workgroup. */
 export const SHARED_TILE = 64;

@@ -23,12 +23,12 @@
  * The backward (backward/attention_rows_grad.ts) uses the same pieces.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import type { Gpu } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import type { DType, Tensor } from "../tensor/tensor.ts";
-import { kernelEnvChoice } from "./common.ts";
+import { GpuError } from "../../gpu/device.ts";
+import type { Gpu } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import type { DType, Tensor } from "../../tensor/tensor.ts";
+import { kernelEnvChoice } from "../common.ts";
 
 /**
  * Kernel design of `attention` and `attentionBackward`: "workgroup" is the hardware-GPU design

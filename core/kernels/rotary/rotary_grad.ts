@@ -9,7 +9,7 @@ import { GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import { assertUnchunked, bindingOf, emptyTensor, type Tensor } from "../../tensor/tensor.ts";
-import { rotaryTable } from "../rotary.ts";
+import { rotaryTable } from "./rotary.ts";
 import {
   declareInput,
   declareOutput,

@@ -4,16 +4,10 @@
  * [rows, N] matrix added into a [N] gradient (bias gradients).
  */
 
-import { GpuError } from "../../gpu/device.ts";
-import { getPipeline } from "../../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
-import {
-  assertUnchunked,
-  bindingOf,
-  markWritten,
-  numel,
-  type Tensor,
-} from "../../tensor/tensor.ts";
+import { GpuError } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { assertUnchunked, bindingOf, markWritten, numel, type Tensor } from "../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -21,7 +15,7 @@ import {
   rowRanges,
   WG_BUILTINS,
   WG_INDEX,
-} from "../common.ts";
+} from "./common.ts";
 
 const WG = 256;
 

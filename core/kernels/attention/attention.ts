@@ -25,10 +25,10 @@
  * (llvmpipe) one invocation per block of query rows, without barriers (attention_rows.ts), any S.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -38,8 +38,8 @@ import {
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
-} from "./common.ts";
-import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./attention_rows.ts";
+} from "../common.ts";
+import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./rows.ts";
 
 const WG = 64;
 const MAX_D = 256;

@@ -11,10 +11,10 @@
  * of `matmul_texture.ts` takes the layer shapes (chosen per call, see `MatmulOptions.kernel`).
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../gpu/recording.ts";
-import { bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -22,10 +22,10 @@ import {
   kernelEnvChoice,
   outputTensor,
   SOFTWARE_LOOP_LIMIT,
-} from "./common.ts";
-import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
-import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
-import { storeTile4x4 } from "./matmul_store.ts";
+} from "../common.ts";
+import { SHARED_TILE, sharedCode } from "./shared.ts";
+import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
+import { storeTile4x4 } from "./store.ts";
 
 export interface MatmulOptions {
   /** Added to every row of the output; shape [N], f32 or f16. */

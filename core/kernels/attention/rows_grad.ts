@@ -44,7 +44,7 @@ import {
   rowsPerInvocation,
   rowsPrelude,
   rowsWidth,
-} from "../attention_rows.ts";
+} from "./rows.ts";
 
 /**
  * Records the backward in the rows design into `dq`, `dk`, `dv`. Arguments are checked by
