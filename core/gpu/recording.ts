@@ -115,17 +115,29 @@ function encodeCommand(
 /** A uniform parameter value: a plain number is written as u32 (i32 when negative); `{ f: x }` as f32. */
 export type ParamValue = number | { f: number };
 
-/** Reserves a uniform slot in the recording holding `values` (4 bytes each) and returns its binding. */
-export function uniformParams(rec: Recording, values: readonly ParamValue[]): GPUBufferBinding {
+/**
+ * Reserves a uniform slot in the recording holding `values` (4 bytes each, or the bytes packed by
+ * a kernel's `uniformLayout`) and returns its binding.
+ */
+export function uniformParams(
+  rec: Recording,
+  values: readonly ParamValue[] | Uint8Array,
+): GPUBufferBinding {
   assertOpen(rec);
   const align = Math.max(16, rec.gpu.limits.minUniformBufferOffsetAlignment ?? 256);
-  const size = Math.max(16, Math.ceil((values.length * 4) / 16) * 16);
+  const bytes = values instanceof Uint8Array ? values.byteLength : values.length * 4;
+  const size = Math.max(16, Math.ceil(bytes / 16) * 16);
   let block = rec.uniformBlocks[rec.uniformBlocks.length - 1];
   if (!block || block.used + size > block.data.byteLength) {
     block = takeUniformBlock(rec.gpu);
     rec.uniformBlocks.push(block);
   }
   const offset = block.used;
+  if (values instanceof Uint8Array) {
+    block.data.set(values, offset);
+    block.used = Math.ceil((offset + size) / align) * align;
+    return { buffer: block.buffer, offset, size };
+  }
   const view = new DataView(block.data.buffer, block.data.byteOffset + offset, size);
   values.forEach((v, i) => {
     if (typeof v === "number") {
@@ -160,7 +172,7 @@ function takeUniformBlock(gpu: Gpu): UniformBlock {
 export function recordDispatch(
   rec: Recording,
   pipeline: GPUComputePipeline,
-  params: readonly ParamValue[],
+  params: readonly ParamValue[] | Uint8Array,
   resources: readonly GPUBindingResource[],
   workgroups: readonly [number, number?, number?],
 ): void {

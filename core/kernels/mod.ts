@@ -75,3 +75,10 @@ export {
 export { crossEntropy, type CrossEntropyResult } from "./cross_entropy/cross_entropy.ts";
 export { crossEntropyBackward } from "./cross_entropy/cross_entropy_grad.ts";
 export { accumulateInto, columnSumInto } from "./accumulate.ts";
+export {
+  type UniformFields,
+  type UniformLayout,
+  uniformLayout,
+  type UniformType,
+  type UniformValues,
+} from "./uniforms.ts";

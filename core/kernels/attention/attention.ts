@@ -39,10 +39,26 @@ import {
   WG_INDEX,
   workgroupReduce,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./rows.ts";
 
 const WG = 64;
 const MAX_D = 256;
+
+/**
+ * `b` sequences of `s` queries, `heads` of `d`; `S` valid keys in caches of `cap` positions;
+ * `c`: ChatGLM's layer scale; `maskValue`: the score of a masked key.
+ */
+const AttentionParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  s: "u32",
+  d: "u32",
+  S: "u32",
+  cap: "u32",
+  c: "f32",
+  maskValue: "f32",
+});
 
 export interface AttentionOptions {
   /** Number of valid keys in the cache (S); the queries are cache positions [S − s, S). */
@@ -136,9 +152,7 @@ export function attention(
     ? `(i < pad || j < pad || (j - pad >= ctx && j > i))`
     : "false";
   const pipeline = getPipeline(rec.gpu, `attention:${variant}:${maxS}`, () => `
-struct Params { b: u32, heads: u32, s: u32, d: u32, S: u32, cap: u32, c: f32, maskValue: f32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "Q", "f32")}
+${AttentionParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareOutput(4, "O")}
@@ -198,7 +212,16 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, heads, s, d, S, cap, { f: options.layerScale ?? 1 }, { f: options.maskValue ?? -10000 }],
+    AttentionParams.pack({
+      b,
+      heads,
+      s,
+      d,
+      S,
+      cap,
+      c: options.layerScale ?? 1,
+      maskValue: options.maskValue ?? -10000,
+    }),
     resources,
     grid(rec.gpu, b * heads * s),
   );

@@ -29,6 +29,7 @@ import {
   releaseTensor,
   type Tensor,
 } from "../../tensor/tensor.ts";
+import { uniformLayout } from "../uniforms.ts";
 import {
   blockIndex,
   compactKeyRange,
@@ -79,7 +80,13 @@ export function recordAttentionRowsBackward(
   );
   // (m, 1/l, D, unused) per query row.
   const stats = emptyTensor(gpu, [b, heads, s, 4], "f32", { rec, label: "attn row stats" });
-  const params = [b, heads, s, { f: options.layerScale ?? 1 }, { f: options.maskValue ?? -10000 }];
+  const params = GradParams.pack({
+    b,
+    heads,
+    s,
+    c: options.layerScale ?? 1,
+    maskValue: options.maskValue ?? -10000,
+  });
   const mask = options.mask ?? options.maskInfo;
   const maskRes = mask ? [bindingOf(mask)] : [];
   const groups = (R: number) => grid(gpu, Math.ceil((b * heads * Math.ceil(s / R)) / ROWS_WG));
@@ -105,8 +112,8 @@ export function recordAttentionRowsBackward(
   releaseTensor(stats, rec);
 }
 
-const PARAMS = `struct Params { b: u32, heads: u32, s: u32, c: f32, maskValue: f32 };
-@group(0) @binding(0) var<uniform> P: Params;`;
+/** The forward's parameters without the cache (keys = queries = `s` in training). */
+const GradParams = uniformLayout({ b: "u32", heads: "u32", s: "u32", c: "f32", maskValue: "f32" });
 
 /** WGSL: whether query `qi` may not see key `kj` under an explicit mask. */
 function explicitMasked(maskDtype: DType | undefined, qi: string, kj: string): string {
@@ -157,7 +164,7 @@ function rowCode(
     }
   }`;
   return `
-${PARAMS}
+${GradParams.wgsl}
 @group(0) @binding(1) var<storage, read> Q: array<T>;
 @group(0) @binding(2) var<storage, read> K: array<T>;
 @group(0) @binding(3) var<storage, read> V: array<T>;
@@ -267,7 +274,7 @@ function keyCode(
     }`
     : "";
   return `
-${PARAMS}
+${GradParams.wgsl}
 @group(0) @binding(1) var<storage, read> Q: array<T>;
 @group(0) @binding(2) var<storage, read> K: array<T>;
 @group(0) @binding(3) var<storage, read> V: array<T>;

@@ -27,8 +27,13 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/** A logits chunk: rows [rowStart, rowStart + rows) of length V; `ignore`: the label to skip. */
+const RowParams = uniformLayout({ rows: "u32", V: "u32", rowStart: "u32", ignore: "i32" });
+const MeanParams = uniformLayout({ rows: "u32", ignore: "i32" });
 
 export interface CrossEntropyResult {
   /** Per-row loss [R] (0 for ignored rows). */
@@ -64,9 +69,7 @@ export function crossEntropy(
   const plan = rowPlan(gpu, WG, V);
   const L = plan.lanes;
   const rowPipeline = getPipeline(gpu, `crossEntropy:rows:${plan.tag}`, () => `
-struct Params { rows: u32, V: u32, rowStart: u32, ignore: i32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RowParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "LOSS")}
 ${declareOutput(4, "LSE")}
@@ -98,15 +101,13 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       rowPipeline,
-      [c.rows, V, c.rowStart, ignoreIndex],
+      RowParams.pack({ rows: c.rows, V, rowStart: c.rowStart, ignore: ignoreIndex }),
       [bindingOf(logits, i), bindingOf(labels), bindingOf(loss), bindingOf(lse)],
       plan.workgroups(c.rows),
     );
   });
   const meanPipeline = getPipeline(gpu, "crossEntropy:mean", () => `
-struct Params { rows: u32, ignore: i32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "LOSS", "f32")}
+${MeanParams.wgsl}${declareInput(1, "LOSS", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "OUT")}
 var<workgroup> rs: array<f32, ${WG}>;
@@ -135,7 +136,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     meanPipeline,
-    [R, ignoreIndex, 0, 0],
+    MeanParams.pack({ rows: R, ignore: ignoreIndex }),
     [bindingOf(loss), bindingOf(labels), bindingOf(mean)],
     [1],
   );

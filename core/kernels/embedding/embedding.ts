@@ -17,8 +17,22 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/**
+ * `n` ids, rows of `h`; the table chunk holds rows [rowStart, rowStart + rows) of `V`; `first` is
+ * 1 on the first chunk's dispatch (it marks out-of-range ids).
+ */
+const EmbeddingParams = uniformLayout({
+  n: "u32",
+  h: "u32",
+  rowStart: "u32",
+  rows: "u32",
+  V: "u32",
+  first: "u32",
+});
 
 /** Rows of `table` [V, h] at `ids` (i32/u32, any shape) → f32 [...ids.shape, h]. */
 export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tensor): Tensor {
@@ -34,9 +48,7 @@ export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tens
   assertUnchunked(y, "embedding", "out");
   if (n === 0 || h === 0) return y;
   const pipeline = getPipeline(rec.gpu, `embedding:${table.dtype}:${ids.dtype}`, () => `
-struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, first: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "T", table.dtype)}
+${EmbeddingParams.wgsl}${declareInput(1, "T", table.dtype)}
 ${declareInput(2, "I", ids.dtype)}
 ${declareOutput(3, "Y")}
 @compute @workgroup_size(${WG})
@@ -61,7 +73,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [n, h, c.rowStart, c.rows, V, i === 0 ? 1 : 0, 0, 0],
+      EmbeddingParams.pack({ n, h, rowStart: c.rowStart, rows: c.rows, V, first: i === 0 ? 1 : 0 }),
       [bindingOf(table, i), bindingOf(ids), bindingOf(y)],
       grid(rec.gpu, Math.ceil((n * h) / WG)),
     );

@@ -18,15 +18,20 @@ import {
   rowsOf,
   WG_BUILTINS,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 /** Invocations per row in the workgroup design. */
 const LANES = 64;
+
+/** Rows of `cols` elements (`eps` only for the norms). */
+const NormParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32" });
+const RowParams = uniformLayout({ rows: "u32", cols: "u32" });
 
 function rowDispatch(
   rec: Recording,
   plan: RowPlan,
   pipeline: GPUComputePipeline,
-  params: (number | { f: number })[],
+  params: Uint8Array,
   resources: GPUBindingResource[],
   rows: number,
 ): void {
@@ -84,9 +89,7 @@ function norm(
   const WG = plan.lanes;
   const key = `${kernel}:${plan.tag}:${weight.dtype}:${bias?.dtype ?? "-"}`;
   const pipeline = getPipeline(rec.gpu, key, () => `
-struct Params { rows: u32, cols: u32, eps: f32, pad: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${NormParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareOutput(3, "Y")}
 ${bias ? declareInput(4, "B", bias.dtype) : ""}
@@ -117,7 +120,7 @@ fn main(${WG_BUILTINS}) {
 `);
   const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
   if (bias) resources.push(bindingOf(bias));
-  rowDispatch(rec, plan, pipeline, [rows, cols, { f: eps }, 0], resources, rows);
+  rowDispatch(rec, plan, pipeline, NormParams.pack({ rows, cols, eps }), resources, rows);
   return y;
 }
 
@@ -131,9 +134,7 @@ export function softmax(rec: Recording, x: Tensor, out?: Tensor): Tensor {
   const plan = rowPlan(rec.gpu, LANES, cols);
   const WG = plan.lanes;
   const pipeline = getPipeline(rec.gpu, `softmax:${plan.tag}`, () => `
-struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RowParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareOutput(2, "Y")}
 ${plan.reduce}
 @compute @workgroup_size(${plan.workgroupSize})
@@ -150,7 +151,14 @@ fn main(${WG_BUILTINS}) {
   for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = Y[base + i] * inv; }
 }
 `);
-  rowDispatch(rec, plan, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  rowDispatch(
+    rec,
+    plan,
+    pipeline,
+    RowParams.pack({ rows, cols }),
+    [bindingOf(x), bindingOf(y)],
+    rows,
+  );
   return y;
 }
 
@@ -174,9 +182,7 @@ export function reduce(rec: Recording, x: Tensor, op: ReduceOp, out?: Tensor): T
   const plan = rowPlan(rec.gpu, LANES, cols);
   const WG = plan.lanes;
   const pipeline = getPipeline(rec.gpu, `reduce:${op}:${plan.tag}:${x.dtype}`, () => `
-struct Params { rows: u32, cols: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", x.dtype)}
+${RowParams.wgsl}${declareInput(1, "X", x.dtype)}
 ${declareOutput(2, "Y")}
 ${plan.reduce}
 @compute @workgroup_size(${plan.workgroupSize})
@@ -190,6 +196,13 @@ fn main(${WG_BUILTINS}) {
   if (t == 0u) { Y[row] = r; }
 }
 `);
-  rowDispatch(rec, plan, pipeline, [rows, cols, 0, 0], [bindingOf(x), bindingOf(y)], rows);
+  rowDispatch(
+    rec,
+    plan,
+    pipeline,
+    RowParams.pack({ rows, cols }),
+    [bindingOf(x), bindingOf(y)],
+    rows,
+  );
   return y;
 }

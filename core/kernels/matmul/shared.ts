@@ -6,7 +6,7 @@
  */
 
 import { declareInput, declareOutput } from "../common.ts";
-import { storeTile4x4 } from "./store.ts";
+import { storeTile4x4, TiledParams } from "./store.ts";
 import type { DType } from "../../tensor/tensor.ts";
 
 /** Output tile edge of one workgroup. */
@@ -29,10 +29,7 @@ export function sharedCode(
     ? `let c = e / ${KT}u; let kk = e % ${KT}u;`
     : `let c = e % 64u; let kk = e / 64u;`;
   return `
-struct Params { M: u32, N: u32, K: u32, ldb: u32, ldc: u32, colOffset: u32, bRowOffset: u32,
-  aBatch: u32, bBatch: u32, cBatch: u32, rowOffset: u32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "A", "f32")}
+${TiledParams.wgsl}${declareInput(1, "A", "f32")}
 ${declareInput(2, "B", bDtype)}
 ${declareOutput(3, "C")}
 ${bias ? declareInput(4, "bias", bias) : ""}
