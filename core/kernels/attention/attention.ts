@@ -22,7 +22,10 @@
  *
  * Two designs (`AttentionOptions.kernel`): on hardware GPUs one workgroup per (batch, head,
  * query), the row's scores in workgroup memory (so S is at most 4096 keys); on software adapters
- * (llvmpipe) one invocation per block of query rows, without barriers (attention_rows.ts), any S.
+ * (llvmpipe) one invocation per block of query rows, without barriers (rows.ts), any S.
+ *
+ * Beside it: the backward of both designs (attention_grad.ts, rows_grad.ts), and the decode
+ * kernels over a slot KV cache (slots.ts: one design on every adapter, inference only).
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -75,7 +78,7 @@ export interface AttentionOptions {
   out?: Tensor;
   /**
    * Kernel design (default "auto": "rows" on software adapters, "workgroup" on GPUs; see
-   * attention_rows.ts and its environment override).
+   * rows.ts and its environment override).
    */
   kernel?: AttentionKernel;
 }

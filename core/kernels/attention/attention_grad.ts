@@ -1,5 +1,5 @@
 /**
- * Backward of `attention` (core/kernels/attention.ts) with ChatGLM's layer scaling and prefix
+ * Backward of `attention` (attention.ts) with ChatGLM's layer scaling and prefix
  * mask, for training (no KV cache: keys = queries, S = s).
  *
  * The probabilities are recomputed from q and k (nothing of the forward is kept but its inputs):
@@ -10,7 +10,7 @@
  *
  * Hardware design ("workgroup"): one workgroup per query row computes p and dS (kept in a
  * [b, heads, s, S] scratch pair) and dq; then one invocation per (key, dim) sums dk and dv over the
- * queries. Software adapters take the barrier-free design of attention_rows_grad.ts ("rows").
+ * queries. Software adapters take the barrier-free design of rows_grad.ts ("rows").
  */
 
 import { GpuError } from "../../gpu/device.ts";

@@ -1,5 +1,5 @@
 /**
- * The software-adapter design of `attention` (core/kernels/attention.ts), "rows": each invocation
+ * The software-adapter design of `attention` (attention.ts), "rows": each invocation
  * owns a block of R query rows of one (batch, head); no workgroup memory, no barriers.
  *
  * Why, on llvmpipe: a workgroup runs as SIMD batches of 8 lanes and every `workgroupBarrier()`
@@ -20,7 +20,7 @@
  * a query at cache position i ≥ pad sees are exactly [pad, max(pad + ctx, i + 1)) (the
  * bidirectional context, then causal), so the loops run over that range without a per-key test.
  *
- * The backward (backward/attention_rows_grad.ts) uses the same pieces.
+ * The backward (rows_grad.ts) uses the same pieces.
  */
 
 import { GpuError } from "../../gpu/device.ts";

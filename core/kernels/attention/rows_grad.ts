@@ -1,6 +1,6 @@
 /**
  * The software-adapter design of `attentionBackward` (attention_grad.ts): no workgroup memory,
- * no barriers, no atomics, no [s, S] scratch (see ../attention_rows.ts for why).
+ * no barriers, no atomics, no [s, S] scratch (see rows.ts for why).
  *
  * With p_ij = softmax_j(scores), dp_ij = dO_i · v_j, D_i = Σ_j p_ij dp_ij and
  * dS_ij = p_ij (dp_ij − D_i) / sqrt(d) for visible pairs (0 for masked ones):
@@ -148,7 +148,7 @@ function rowCode(
     `let s${r} = ${dots(C, (c) => `q${r}_${c}`, (c) => `k${c}`)} * P.c;
     let dp${r} = ${dots(C, (c) => `g${r}_${c}`, (c) => `v${c}`)};`;
   const maskedPass = variant === "none" ? "" : `
-  // Every masked key scores mv: merge them at once (see ../attention_rows.ts).
+  // Every masked key scores mv: merge them at once (see rows.ts).
   let mv = P.maskValue * P.c;
   ${rows((r) => `${maskedMerge(r)}\n  dd${r} *= cr${r};`)}
   if (${rows((r) => `w${r} != 0.0`, " || ")}) {

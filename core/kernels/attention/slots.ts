@@ -13,6 +13,8 @@
  *   (README §5): no mask is needed. The arithmetic follows `attention.ts` step for step
  *   (q / (sqrt(d)·c), ×c, f32 softmax), so a sequence decodes to the same numbers in a slot as in
  *   a lockstep cache.
+ *
+ * One design on every adapter; inference only (training uses `attention` without a cache).
  */
 
 import { GpuError } from "../../gpu/device.ts";

@@ -7,6 +7,10 @@
  *
  * Labels are used as given: shift them (labels[t+1] for logits[t]) before calling.
  * A label outside [0, V) that is not ignored gives a NaN loss.
+ *
+ * Designs: the per-row logsumexp follows `rowPlan` (../common.ts): a workgroup of 256 per row on
+ * hardware GPUs, an invocation per row on software adapters for rows up to `MAX_SERIAL_ROW` (a
+ * real vocabulary keeps the workgroup design). Backward: cross_entropy_grad.ts.
  */
 
 import { GpuError } from "../../gpu/device.ts";

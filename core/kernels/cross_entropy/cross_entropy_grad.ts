@@ -1,5 +1,5 @@
 /**
- * Backward of the mean cross-entropy of `crossEntropy` (core/kernels/cross_entropy.ts):
+ * Backward of the mean cross-entropy of `crossEntropy` (cross_entropy.ts):
  * dlogits[r][v] = scale · (softmax(logits[r])[v] − [v = label[r]]) / count for counted rows,
  * 0 for rows whose label is the ignore index. Uses the forward's per-row logsumexp and its
  * `mean` tensor ([mean, count]), so nothing is read back. Logits may be chunked by rows; the

@@ -1,6 +1,9 @@
 /**
  * Elementwise kernels: activations (GeLU tanh form, SiLU), scale, add / mul / `a·α + b·β` with
  * a broadcast second operand, casts f32↔f16, fill and copy.
+ *
+ * One design on every adapter (an invocation per element). Backward: elementwise_grad.ts (GeLU,
+ * and the training-only dropout, forward and backward).
  */
 
 import { GpuError } from "../../gpu/device.ts";

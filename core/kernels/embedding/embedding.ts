@@ -3,6 +3,8 @@
  * chunked by rows (the real ChatGLM-6B table is ~1 GiB in f16). One dispatch per chunk; each
  * writes only the ids that fall in its rows. Ids outside [0, V) give rows of NaN, so a bad id
  * cannot pass silently as plausible numbers.
+ *
+ * One design on every adapter. Backward: embedding_grad.ts.
  */
 
 import { GpuError } from "../../gpu/device.ts";

@@ -1,7 +1,9 @@
 /**
- * Row-wise kernels over the last dimension (one workgroup per row with a tree reduction on
- * hardware GPUs, one invocation per row on software adapters; see `rowPlan`): LayerNorm, RMSNorm,
- * softmax, and the reductions sum / max / sum of squares.
+ * LayerNorm and RMSNorm over the last dimension; the backward is layer_norm_grad.ts.
+ *
+ * Designs (`rowPlan` in ../common.ts): on hardware GPUs one workgroup per row with a tree
+ * reduction in workgroup memory; on software adapters one invocation per row, no barriers (rows
+ * longer than `MAX_SERIAL_ROW` keep the workgroup design). Tests force either with `setRowDesign`.
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -13,7 +15,6 @@ import {
   declareOutput,
   expectDtype,
   outputTensor,
-  type RowPlan,
   rowPlan,
   rowsOf,
   WG_BUILTINS,
@@ -23,20 +24,8 @@ import { uniformLayout } from "../uniforms.ts";
 /** Invocations per row in the workgroup design. */
 const LANES = 64;
 
-/** Rows of `cols` elements (`eps` only for the norms). */
+/** Rows of `cols` elements. */
 const NormParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32" });
-const RowParams = uniformLayout({ rows: "u32", cols: "u32" });
-
-function rowDispatch(
-  rec: Recording,
-  plan: RowPlan,
-  pipeline: GPUComputePipeline,
-  params: Uint8Array,
-  resources: GPUBindingResource[],
-  rows: number,
-): void {
-  recordDispatch(rec, pipeline, params, resources, plan.workgroups(rows));
-}
 
 function checkVector(t: Tensor, kernel: string, name: string, n: number): void {
   expectDtype(t, kernel, name, ["f32", "f16"]);
@@ -120,89 +109,12 @@ fn main(${WG_BUILTINS}) {
 `);
   const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
   if (bias) resources.push(bindingOf(bias));
-  rowDispatch(rec, plan, pipeline, NormParams.pack({ rows, cols, eps }), resources, rows);
-  return y;
-}
-
-/** Softmax over the last dim (f32, max-subtracted). */
-export function softmax(rec: Recording, x: Tensor, out?: Tensor): Tensor {
-  expectDtype(x, "softmax", "x", ["f32"]);
-  assertUnchunked(x, "softmax", "x");
-  const { rows, cols } = rowsOf(x);
-  const y = outputTensor(rec, "softmax", x.shape, out);
-  if (rows === 0 || cols === 0) return y;
-  const plan = rowPlan(rec.gpu, LANES, cols);
-  const WG = plan.lanes;
-  const pipeline = getPipeline(rec.gpu, `softmax:${plan.tag}`, () => `
-${RowParams.wgsl}${declareInput(1, "X", "f32")}
-${declareOutput(2, "Y")}
-${plan.reduce}
-@compute @workgroup_size(${plan.workgroupSize})
-fn main(${WG_BUILTINS}) {
-  ${plan.prologue}
-  if (row >= P.rows) { return; }
-  let base = row * P.cols;
-  var m = -3.4028234e38;
-  for (var i = t; i < P.cols; i += ${WG}u) { m = max(m, X[base + i]); }
-  m = wg_max(m, t);
-  var s = 0.0;
-  for (var i = t; i < P.cols; i += ${WG}u) { let e = exp(X[base + i] - m); Y[base + i] = e; s += e; }
-  let inv = 1.0 / wg_sum(s, t);
-  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = Y[base + i] * inv; }
-}
-`);
-  rowDispatch(
+  recordDispatch(
     rec,
-    plan,
     pipeline,
-    RowParams.pack({ rows, cols }),
-    [bindingOf(x), bindingOf(y)],
-    rows,
-  );
-  return y;
-}
-
-export type ReduceOp = "sum" | "max" | "sumsq";
-
-/**
- * Reduces the last dim: output shape is x's shape without the last dim (`[]` → `[1]` for a 1-D x
- * gives shape [] — a scalar with one element). Reduce a whole tensor by reshaping it to [1, n].
- * max of an empty row is -3.4028234e38; sums of empty rows are 0.
- */
-export function reduce(rec: Recording, x: Tensor, op: ReduceOp, out?: Tensor): Tensor {
-  expectDtype(x, "reduce", "x", ["f32", "f16"]);
-  assertUnchunked(x, "reduce", "x");
-  const rows = x.shape.length === 0 ? 1 : numel(x.shape.slice(0, -1));
-  const cols = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1];
-  const y = outputTensor(rec, "reduce", x.shape.slice(0, -1), out);
-  if (rows === 0) return y;
-  const combine = op === "max" ? "wg_max(v, t)" : "wg_sum(v, t)";
-  const init = op === "max" ? "-3.4028234e38" : "0.0";
-  const step = op === "max" ? "v = max(v, e);" : op === "sum" ? "v += e;" : "v += e * e;";
-  const plan = rowPlan(rec.gpu, LANES, cols);
-  const WG = plan.lanes;
-  const pipeline = getPipeline(rec.gpu, `reduce:${op}:${plan.tag}:${x.dtype}`, () => `
-${RowParams.wgsl}${declareInput(1, "X", x.dtype)}
-${declareOutput(2, "Y")}
-${plan.reduce}
-@compute @workgroup_size(${plan.workgroupSize})
-fn main(${WG_BUILTINS}) {
-  ${plan.prologue}
-  if (row >= P.rows) { return; }
-  let base = row * P.cols;
-  var v = ${init};
-  for (var i = t; i < P.cols; i += ${WG}u) { let e = ld_X(base + i); ${step} }
-  let r = ${combine};
-  if (t == 0u) { Y[row] = r; }
-}
-`);
-  rowDispatch(
-    rec,
-    plan,
-    pipeline,
-    RowParams.pack({ rows, cols }),
-    [bindingOf(x), bindingOf(y)],
-    rows,
+    NormParams.pack({ rows, cols, eps }),
+    resources,
+    plan.workgroups(rows),
   );
   return y;
 }

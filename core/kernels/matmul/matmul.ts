@@ -7,8 +7,13 @@
  * - A chunked is not supported; B chunked (rows) is supported for `transposeB` (lm_head: split
  *   over N); the output may be chunked along rows (large logits).
  *
- * Kernels: the generic tiled kernel here runs everywhere; on software adapters the texture design
- * of `texture.ts` takes the layer shapes (chosen per call, see `MatmulOptions.kernel`).
+ * Designs, chosen per call (`MatmulOptions.kernel`, `MATMUL_KERNEL_ENV`): on hardware GPUs the
+ * shared-memory tiled kernel (shared.ts); on software adapters the texture design (texture.ts)
+ * for weights of at least `TEXTURE_MIN_WEIGHT` elements (or `TEXTURE_MIN_WORK` multiply-adds) and
+ * shapes it fits; the generic tiled kernel here for the rest (it runs everywhere). The two tiled
+ * kernels share their parameters and store epilogue (store.ts); all three share the problem
+ * (problem.ts). Backward: linear_grad.ts, built on this matmul, with the cached Wᵀ of
+ * transpose.ts for frozen weights.
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -147,7 +152,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /**
  * Records the generic tiled kernel (4×4 outputs per invocation, 8×8 workgroups, no workgroup
- * memory; correct everywhere) or the shared-memory one (matmul_shared.ts); both take the same
+ * memory; correct everywhere) or the shared-memory one (shared.ts); both take the same
  * parameters.
  */
 export function recordGenericMatmul(

@@ -14,6 +14,9 @@
  * - "1d" (Llama/Qwen style, rotate half over the whole head): r = d, one position per token,
  *   `inv_freq` not rounded unless `invFreqF16` is set.
  * - "none": no rotation.
+ *
+ * One design on every adapter (an invocation per element). Backward of `qkvRotary`:
+ * rotary_grad.ts; the slot-cache decode form is `qkvRotarySlots` in ../attention/slots.ts.
  */
 
 import { GpuError } from "../../gpu/device.ts";

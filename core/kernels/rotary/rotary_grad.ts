@@ -1,5 +1,5 @@
 /**
- * Backward of `qkvRotary` (core/kernels/rotary.ts) without a cache: gathers dq, dk, dv
+ * Backward of `qkvRotary` (rotary.ts) without a cache: gathers dq, dk, dv
  * [b, heads, s, d] back into the fused dqkv [b, s, heads·3d] layout, rotating dq and dk back by
  * the same angles (the transpose of a rotation is the rotation by −θ):
  * dx[i] = g[i]·cos + g[i + r/2]·sin, dx[i + r/2] = g[i + r/2]·cos − g[i]·sin.
