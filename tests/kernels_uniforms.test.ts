@@ -15,7 +15,7 @@ Deno.test("uniformLayout: scalars pack in order, 4 bytes each, padded to 16", ()
   );
   assert.deepEqual(P.offsets, { rows: 0, cols: 4, eps: 8 });
   assert.equal(P.size, 16);
-  const bytes = P.pack({ rows: 3, cols: 4099, eps: 1e-5 });
+  const bytes = P.bytes({ rows: 3, cols: 4099, eps: 1e-5 });
   assert.equal(bytes.byteLength, 16);
   const view = new DataView(bytes.buffer);
   assert.equal(view.getUint32(0, true), 3);
@@ -39,7 +39,7 @@ Deno.test("uniformLayout: vectors align to 8 (vec2) and 16 (vec3, vec4); a scala
   assert.equal(P.size, 80);
   assert.match(P.wgsl, /^struct Odd \{ a: u32, v3: vec3<f32>, s: i32, v2: vec2<u32>/);
   assert.match(P.wgsl, /var<uniform> Q: Odd;/);
-  const bytes = P.pack({
+  const bytes = P.bytes({
     a: 7,
     v3: [1.5, -2, 3.25],
     s: -5,
@@ -77,24 +77,32 @@ Deno.test("uniformLayout: a vec2 after one scalar starts at 8 and the struct ali
 Deno.test("uniformLayout: bad values name the struct, field and rule", () => {
   const P = uniformLayout({ n: "u32", k: "i32", x: "f32", v: "vec2<u32>" });
   const ok = { n: 1, k: -1, x: 0.5, v: [1, 2] as const };
-  assert.doesNotThrow(() => P.pack(ok));
-  assert.throws(() => P.pack({ ...ok, n: 1.5 }), /Params\.n \(u32\): 1\.5 is not an integer/);
-  assert.throws(() => P.pack({ ...ok, n: -1 }), /Params\.n \(u32\): -1 is outside 0\.\.4294967295/);
-  assert.throws(() => P.pack({ ...ok, n: 2 ** 32 }), /Params\.n \(u32\).*outside/);
-  assert.throws(() => P.pack({ ...ok, k: 2 ** 31 }), /Params\.k \(i32\).*outside the i32 range/);
+  assert.doesNotThrow(() => P.bytes(ok));
+  assert.throws(() => P.bytes({ ...ok, n: 1.5 }), /Params\.n \(u32\): 1\.5 is not an integer/);
   assert.throws(
-    () => P.pack({ ...ok, v: [1] as unknown as readonly [number, number] }),
+    () => P.bytes({ ...ok, n: -1 }),
+    /Params\.n \(u32\): -1 is outside 0\.\.4294967295/,
+  );
+  assert.throws(() => P.bytes({ ...ok, n: 2 ** 32 }), /Params\.n \(u32\).*outside/);
+  assert.throws(() => P.bytes({ ...ok, k: 2 ** 31 }), /Params\.k \(i32\).*outside the i32 range/);
+  assert.throws(
+    () => P.bytes({ ...ok, v: [1] as unknown as readonly [number, number] }),
     /Params\.v \(vec2<u32>\): expected 2 numbers/,
   );
   assert.throws(
-    () => P.pack({ n: 1, k: 1, x: 1 } as unknown as typeof ok),
+    () => P.bytes({ n: 1, k: 1, x: 1 } as unknown as typeof ok),
     /Params: field v is missing/,
   );
   assert.throws(
-    () => P.pack({ ...ok, extra: 1 } as unknown as typeof ok),
+    () => P.bytes({ ...ok, extra: 1 } as unknown as typeof ok),
     /Params: unknown field extra/,
   );
   assert.throws(() => uniformLayout({}), /no fields/);
+  assert.throws(() => uniformLayout({ "a-b": "u32" }), /field name a-b is not an identifier/);
+  assert.throws(
+    () => uniformLayout({ a: "f64" as unknown as "f32" }),
+    /unsupported type f64/,
+  );
 });
 
 Deno.test("uniformLayout: a shader reads every field where the host wrote it", async () => {
