@@ -1,4 +1,4 @@
-// Finite-difference checks of every backward kernel (core/kernels/backward) on small odd shapes
+// Finite-difference checks of every backward kernel (core/kernels/<op>/*_grad.ts) on small odd shapes
 // in f32: for y = f(x) and a random upstream gradient g, the kernel's dx must equal the central
 // difference of Σ g·f(x) computed by a float64 CPU forward (tests/reference/backward.ts).
 
@@ -17,7 +17,7 @@ import {
   layerNormBackward,
   linearBackward,
   qkvRotaryBackward,
-} from "../core/kernels/backward/mod.ts";
+} from "../core/kernels/mod.ts";
 import {
   attention64,
   crossEntropy64,

@@ -3,8 +3,13 @@
 import assert from "node:assert/strict";
 import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { f16BitsToF32, f16Round, readFloat32, uploadTensor } from "../core/tensor/mod.ts";
-import { attention, qkvRotary, rotary, rotaryInvFreq } from "../core/kernels/mod.ts";
-import { ATTENTION_KERNEL_ENV } from "../core/kernels/attention_rows.ts";
+import {
+  attention,
+  ATTENTION_KERNEL_ENV,
+  qkvRotary,
+  rotary,
+  rotaryInvFreq,
+} from "../core/kernels/mod.ts";
 import { maskedAttention64 } from "./reference/backward.ts";
 import {
   attentionRef,

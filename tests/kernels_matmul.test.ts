@@ -10,8 +10,7 @@ import {
   uploadTensor,
   writeTensor,
 } from "../core/tensor/mod.ts";
-import { linear, matmul } from "../core/kernels/mod.ts";
-import { MATMUL_KERNEL_ENV } from "../core/kernels/matmul.ts";
+import { linear, matmul, MATMUL_KERNEL_ENV } from "../core/kernels/mod.ts";
 import { matmulRef, randomArray, relError } from "./reference/kernels.ts";
 
 const gpu = await getGpu();

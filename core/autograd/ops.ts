@@ -5,25 +5,25 @@
  * caller keeps alive until the step is submitted.
  */
 
-import { attention } from "../kernels/attention.ts";
-import { addScaled, fill, gelu, scale } from "../kernels/elementwise.ts";
-import { embedding } from "../kernels/embedding.ts";
-import { linear } from "../kernels/matmul.ts";
-import { qkvRotary } from "../kernels/rotary.ts";
-import { layerNorm } from "../kernels/rows.ts";
-import { crossEntropy } from "../kernels/cross_entropy.ts";
-import { attentionBackward } from "../kernels/backward/attention_grad.ts";
-import { crossEntropyBackward } from "../kernels/backward/cross_entropy_grad.ts";
+import { attention } from "../kernels/attention/attention.ts";
+import { addScaled, fill, gelu, scale } from "../kernels/elementwise/elementwise.ts";
+import { embedding } from "../kernels/embedding/embedding.ts";
+import { linear } from "../kernels/matmul/matmul.ts";
+import { qkvRotary } from "../kernels/rotary/rotary.ts";
+import { layerNorm } from "../kernels/layer_norm/layer_norm.ts";
+import { crossEntropy } from "../kernels/cross_entropy/cross_entropy.ts";
+import { attentionBackward } from "../kernels/attention/attention_grad.ts";
+import { crossEntropyBackward } from "../kernels/cross_entropy/cross_entropy_grad.ts";
 import {
   dropoutBackward,
   dropoutForward,
   geluBackward,
-} from "../kernels/backward/elementwise_grad.ts";
-import { embeddingBackward } from "../kernels/backward/embedding_grad.ts";
-import { layerNormBackward } from "../kernels/backward/layer_norm_grad.ts";
-import { linearBackward } from "../kernels/backward/linear_grad.ts";
-import { qkvRotaryBackward } from "../kernels/backward/rotary_grad.ts";
-import { accumulateInto } from "../kernels/backward/accumulate.ts";
+} from "../kernels/elementwise/elementwise_grad.ts";
+import { embeddingBackward } from "../kernels/embedding/embedding_grad.ts";
+import { layerNormBackward } from "../kernels/layer_norm/layer_norm_grad.ts";
+import { linearBackward } from "../kernels/matmul/linear_grad.ts";
+import { qkvRotaryBackward } from "../kernels/rotary/rotary_grad.ts";
+import { accumulateInto } from "../kernels/accumulate.ts";
 import { emptyTensor, numel, reshape, type Tensor } from "../tensor/tensor.ts";
 import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
 

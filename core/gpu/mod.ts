@@ -25,6 +25,7 @@ export {
   discardRecording,
   grid,
   openRecordingCount,
+  type PackedParams,
   type ParamValue,
   recordClear,
   recordCopy,

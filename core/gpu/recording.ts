@@ -33,6 +33,7 @@ export interface Recording {
 interface UniformBlock {
   buffer: GPUBuffer;
   data: Uint8Array<ArrayBuffer>;
+  view: DataView;
   used: number;
 }
 
@@ -115,19 +116,42 @@ function encodeCommand(
 /** A uniform parameter value: a plain number is written as u32 (i32 when negative); `{ f: x }` as f32. */
 export type ParamValue = number | { f: number };
 
-/** Reserves a uniform slot in the recording holding `values` (4 bytes each) and returns its binding. */
-export function uniformParams(rec: Recording, values: readonly ParamValue[]): GPUBufferBinding {
+/**
+ * Uniform parameters that write themselves into the recording's uniform data (what a kernel's
+ * `uniformLayout(...).pack(values)` returns), so a dispatch allocates no buffer of its own for
+ * them (measured here: a fresh typed array costs ~2 µs, ~10% of a dispatch).
+ */
+export interface PackedParams {
+  readonly byteLength: number;
+  writeTo(view: DataView, offset: number): void;
+}
+
+/**
+ * Reserves a uniform slot in the recording holding `values` (4 bytes each, or packed by a
+ * kernel's `uniformLayout`) and returns its binding.
+ */
+export function uniformParams(
+  rec: Recording,
+  values: readonly ParamValue[] | PackedParams,
+): GPUBufferBinding {
   assertOpen(rec);
   const align = Math.max(16, rec.gpu.limits.minUniformBufferOffsetAlignment ?? 256);
-  const size = Math.max(16, Math.ceil((values.length * 4) / 16) * 16);
+  const packed = Array.isArray(values) ? null : values as PackedParams;
+  const bytes = packed ? packed.byteLength : (values as readonly ParamValue[]).length * 4;
+  const size = Math.max(16, Math.ceil(bytes / 16) * 16);
   let block = rec.uniformBlocks[rec.uniformBlocks.length - 1];
   if (!block || block.used + size > block.data.byteLength) {
     block = takeUniformBlock(rec.gpu);
     rec.uniformBlocks.push(block);
   }
   const offset = block.used;
+  if (packed) {
+    packed.writeTo(block.view, offset);
+    block.used = Math.ceil((offset + size) / align) * align;
+    return { buffer: block.buffer, offset, size };
+  }
   const view = new DataView(block.data.buffer, block.data.byteOffset + offset, size);
-  values.forEach((v, i) => {
+  (values as readonly ParamValue[]).forEach((v, i) => {
     if (typeof v === "number") {
       if (!Number.isInteger(v)) throw new GpuError(`uniform param ${i} is not an integer: ${v}`);
       if (v < 0) view.setInt32(i * 4, v, true);
@@ -151,7 +175,8 @@ function takeUniformBlock(gpu: Gpu): UniformBlock {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       label: "uniform-params",
     });
-  return { buffer, data: new Uint8Array(UNIFORM_BLOCK_BYTES), used: 0 };
+  const data = new Uint8Array(UNIFORM_BLOCK_BYTES);
+  return { buffer, data, view: new DataView(data.buffer), used: 0 };
 }
 
 /**
@@ -160,7 +185,7 @@ function takeUniformBlock(gpu: Gpu): UniformBlock {
 export function recordDispatch(
   rec: Recording,
   pipeline: GPUComputePipeline,
-  params: readonly ParamValue[],
+  params: readonly ParamValue[] | PackedParams,
   resources: readonly GPUBindingResource[],
   workgroups: readonly [number, number?, number?],
 ): void {

@@ -10,11 +10,33 @@
  * dispatch; submit throws naming the kernel). To gather rows of an f32 [R, h] tensor (e.g. the
  * last position of each sequence) use `embedding(rec, x, rowIds)`.
  *
+ * One folder per op, its forward and backward side by side; each folder's first file says which
+ * design runs on which adapter:
+ *
+ * - `matmul/`: matmul.ts (dispatch, generic kernel), shared.ts (hardware GPUs), texture.ts
+ *   (software adapters), store.ts, problem.ts | backward: linear_grad.ts, transpose.ts
+ * - `attention/`: attention.ts (workgroup design), rows.ts (software design), slots.ts (decode
+ *   over a slot cache) | backward: attention_grad.ts, rows_grad.ts
+ * - `layer_norm/`: layer_norm.ts (LayerNorm, RMSNorm) | backward: layer_norm_grad.ts
+ * - `softmax/`: softmax.ts, reduce.ts | backward: inside attention's and cross-entropy's
+ * - `cross_entropy/`: cross_entropy.ts | backward: cross_entropy_grad.ts
+ * - `elementwise/`: elementwise.ts (GeLU, SiLU, add, scale, cast, fill, …) | backward:
+ *   elementwise_grad.ts (GeLU, dropout)
+ * - `rotary/`: rotary.ts | backward: rotary_grad.ts
+ * - `embedding/`: embedding.ts | backward: embedding_grad.ts
+ *
+ * Beside them: accumulate.ts (gradient sums into parameters), common.ts (WGSL declarations, row
+ * designs, argument checks) and uniforms.ts: each kernel declares its parameters once by name
+ * (`uniformLayout`), which gives both its WGSL struct and the bytes of each dispatch.
+ *
  * matmul picks its kernel per adapter: the texture design on software adapters (llvmpipe), the
  * shared-memory tiled kernel on hardware GPUs, a generic tiled kernel for what neither takes
  * (see `MatmulOptions.kernel`). Weights used by the texture design get a packed texture cached
  * on the tensor (`Tensor.meta`), rebuilt when the tensor is written through core (uploads,
  * kernels' `out`); code writing weights in place with its own kernels must call `markWritten`.
+ * Row kernels (norms, softmax, cross-entropy) and attention have a workgroup design for hardware
+ * GPUs and a barrier-free one for software adapters; tests force either (`setRowDesign`,
+ * `ATTENTION_KERNEL_ENV`; `MATMUL_KERNEL_ENV` for matmul).
  *
  * Operands: activations are f32; weights-like operands (matmul B and bias, norm weights,
  * embedding tables) may be f16 (packed storage, f32 math; no `shader-f16` needed). Chunked tensors
@@ -32,8 +54,13 @@
  * @module
  */
 
-export { linear, matmul, type MatmulOptions } from "./matmul.ts";
-export { layerNorm, reduce, type ReduceOp, rmsNorm, softmax } from "./rows.ts";
+export { linear, matmul, MATMUL_KERNEL_ENV, type MatmulOptions } from "./matmul/matmul.ts";
+export { linearBackward, type LinearGrads } from "./matmul/linear_grad.ts";
+export { transposedWeight } from "./matmul/transpose.ts";
+export { layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
+export { softmax } from "./softmax/softmax.ts";
+export { reduce, type ReduceOp } from "./softmax/reduce.ts";
+export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
 export {
   add,
   addScaled,
@@ -49,8 +76,10 @@ export {
   silu,
   unary,
   type UnaryOp,
-} from "./elementwise.ts";
-export { embedding } from "./embedding.ts";
+} from "./elementwise/elementwise.ts";
+export { dropoutBackward, dropoutForward, geluBackward } from "./elementwise/elementwise_grad.ts";
+export { embedding } from "./embedding/embedding.ts";
+export { embeddingBackward } from "./embedding/embedding_grad.ts";
 export {
   qkvRotary,
   type QkvRotaryOptions,
@@ -59,7 +88,30 @@ export {
   type RotaryMode,
   type RotaryOptions,
   rotaryTable,
-} from "./rotary.ts";
-export { attention, type AttentionOptions } from "./attention.ts";
-export { crossEntropy, type CrossEntropyResult } from "./cross_entropy.ts";
-export * from "./backward/mod.ts";
+} from "./rotary/rotary.ts";
+export { qkvRotaryBackward, type QkvRotaryBackwardOptions } from "./rotary/rotary_grad.ts";
+export { attention, type AttentionOptions } from "./attention/attention.ts";
+export {
+  attentionSlots,
+  type AttentionSlotsOptions,
+  copyRowsToSlots,
+  qkvRotarySlots,
+  type QkvRotarySlotsOptions,
+} from "./attention/slots.ts";
+export { ATTENTION_KERNEL_ENV, type AttentionKernel } from "./attention/rows.ts";
+export {
+  attentionBackward,
+  type AttentionBackwardOptions,
+  type AttentionGrads,
+} from "./attention/attention_grad.ts";
+export { crossEntropy, type CrossEntropyResult } from "./cross_entropy/cross_entropy.ts";
+export { crossEntropyBackward } from "./cross_entropy/cross_entropy_grad.ts";
+export { accumulateInto, columnSumInto } from "./accumulate.ts";
+export { type RowDesign, setRowDesign } from "./common.ts";
+export {
+  type UniformFields,
+  type UniformLayout,
+  uniformLayout,
+  type UniformType,
+  type UniformValues,
+} from "./uniforms.ts";

@@ -1,7 +1,7 @@
 /** Token embedding: rows of a [V, h] table (f32 or f16 storage, possibly chunked) → f32. */
 
 import type { Recording } from "../gpu/recording.ts";
-import { embedding } from "../kernels/embedding.ts";
+import { embedding } from "../kernels/embedding/embedding.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface Embedding {

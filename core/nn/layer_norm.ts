@@ -1,7 +1,7 @@
 /** LayerNorm over the last dimension (biased variance), weight and bias named as in checkpoints. */
 
 import type { Recording } from "../gpu/recording.ts";
-import { layerNorm } from "../kernels/rows.ts";
+import { layerNorm } from "../kernels/layer_norm/layer_norm.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface LayerNorm {

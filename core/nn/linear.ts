@@ -4,7 +4,7 @@
  */
 
 import type { Recording } from "../gpu/recording.ts";
-import { linear as linearKernel } from "../kernels/matmul.ts";
+import { linear as linearKernel } from "../kernels/matmul/matmul.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface Linear {

@@ -5,8 +5,8 @@
  */
 
 import type { Recording } from "../gpu/recording.ts";
-import { addScaled } from "../kernels/elementwise.ts";
-import { linear as linearKernel } from "../kernels/matmul.ts";
+import { addScaled } from "../kernels/elementwise/elementwise.ts";
+import { linear as linearKernel } from "../kernels/matmul/matmul.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 import { type Linear, linearForward } from "./linear.ts";
 

@@ -1,6 +1,6 @@
 /**
  * Float64 CPU forwards of the ops with backward kernels, and a central-difference gradient, for
- * the finite-difference checks of core/kernels/backward. Used only by tests.
+ * the finite-difference checks of the backward kernels (core/kernels/<op>/*_grad.ts). Used only by tests.
  */
 
 /** Central differences of a scalar function at x (every coordinate), step h. */

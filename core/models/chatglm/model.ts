@@ -14,10 +14,10 @@ import {
   type Recording,
   submit,
 } from "../../gpu/recording.ts";
-import { attention } from "../../kernels/attention.ts";
-import { attentionSlots, copyRowsToSlots, qkvRotarySlots } from "../../kernels/attention_slots.ts";
-import { addScaled, gelu } from "../../kernels/elementwise.ts";
-import { qkvRotary } from "../../kernels/rotary.ts";
+import { attention } from "../../kernels/attention/attention.ts";
+import { attentionSlots, copyRowsToSlots, qkvRotarySlots } from "../../kernels/attention/slots.ts";
+import { addScaled, gelu } from "../../kernels/elementwise/elementwise.ts";
+import { qkvRotary } from "../../kernels/rotary/rotary.ts";
 import {
   assertUnchunked,
   emptyTensor,

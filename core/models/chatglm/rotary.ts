@@ -4,7 +4,7 @@
  * values even when the model runs in float32; the stored `inv_freq` tensors are never used.
  * (Computing in float64 and rounding once to float16 gives the same bits for every r ≤ 256.)
  */
-import { rotaryInvFreq as invFreq } from "../../kernels/rotary.ts";
+import { rotaryInvFreq as invFreq } from "../../kernels/rotary/rotary.ts";
 import { f16Round } from "../../tensor/f16.ts";
 
 /** inv_freq for a rotary half of `r` dimensions: r/2 values, float16-rounded, as f32. */

@@ -6,7 +6,7 @@
  */
 
 import type { Recording } from "../../gpu/recording.ts";
-import { fill } from "../../kernels/elementwise.ts";
+import { fill } from "../../kernels/elementwise/elementwise.ts";
 import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import {
   addScaledOp,

@@ -1,5 +1,5 @@
 /**
- * Backward of `qkvRotary` (core/kernels/rotary.ts) without a cache: gathers dq, dk, dv
+ * Backward of `qkvRotary` (rotary.ts) without a cache: gathers dq, dk, dv
  * [b, heads, s, d] back into the fused dqkv [b, s, heads·3d] layout, rotating dq and dk back by
  * the same angles (the transpose of a rotation is the rotation by −θ):
  * dx[i] = g[i]·cos + g[i + r/2]·sin, dx[i + r/2] = g[i + r/2]·cos − g[i]·sin.
@@ -9,7 +9,7 @@ import { GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import { assertUnchunked, bindingOf, emptyTensor, type Tensor } from "../../tensor/tensor.ts";
-import { rotaryTable } from "../rotary.ts";
+import { rotaryTable } from "./rotary.ts";
 import {
   declareInput,
   declareOutput,
@@ -18,8 +18,12 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/** `b` sequences of `s` tokens, `heads` of `d`; `maxPos`: rows of the rotary table. */
+const GradParams = uniformLayout({ b: "u32", s: "u32", heads: "u32", d: "u32", maxPos: "u32" });
 
 export interface QkvRotaryBackwardOptions {
   heads: number;
@@ -90,9 +94,7 @@ export function qkvRotaryBackward(
     }
     g = select(g * c.x - pg * c.y, g * c.x + pg * c.y, jj < quarter);`;
   const pipeline = getPipeline(rec.gpu, `grad:qkvRotary:${mode}:${layout}`, () => `
-struct Params { b: u32, s: u32, heads: u32, d: u32, maxPos: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "DQ", "f32")}
+${GradParams.wgsl}${declareInput(1, "DQ", "f32")}
 ${declareInput(2, "DK", "f32")}
 ${declareInput(3, "DV", "f32")}
 ${declareOutput(4, "OUT")}
@@ -124,7 +126,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, s, heads, d, maxPos, 0, 0, 0],
+    GradParams.pack({ b, s, heads, d, maxPos }),
     res,
     grid(rec.gpu, Math.ceil(total / WG)),
   );

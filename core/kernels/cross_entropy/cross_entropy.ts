@@ -7,12 +7,22 @@
  *
  * Labels are used as given: shift them (labels[t+1] for logits[t]) before calling.
  * A label outside [0, V) that is not ignored gives a NaN loss.
+ *
+ * Designs: the per-row logsumexp follows `rowPlan` (../common.ts): a workgroup of 256 per row on
+ * hardware GPUs, an invocation per row on software adapters for rows up to `MAX_SERIAL_ROW` (a
+ * real vocabulary keeps the workgroup design). Backward: cross_entropy_grad.ts.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, emptyTensor, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  emptyTensor,
+  numel,
+  type Tensor,
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -20,9 +30,14 @@ import {
   rowPlan,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/** A logits chunk: rows [rowStart, rowStart + rows) of length V; `ignore`: the label to skip. */
+const RowParams = uniformLayout({ rows: "u32", V: "u32", rowStart: "u32", ignore: "i32" });
+const MeanParams = uniformLayout({ rows: "u32", ignore: "i32" });
 
 export interface CrossEntropyResult {
   /** Per-row loss [R] (0 for ignored rows). */
@@ -58,9 +73,7 @@ export function crossEntropy(
   const plan = rowPlan(gpu, WG, V);
   const L = plan.lanes;
   const rowPipeline = getPipeline(gpu, `crossEntropy:rows:${plan.tag}`, () => `
-struct Params { rows: u32, V: u32, rowStart: u32, ignore: i32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RowParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "LOSS")}
 ${declareOutput(4, "LSE")}
@@ -92,15 +105,13 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       rowPipeline,
-      [c.rows, V, c.rowStart, ignoreIndex],
+      RowParams.pack({ rows: c.rows, V, rowStart: c.rowStart, ignore: ignoreIndex }),
       [bindingOf(logits, i), bindingOf(labels), bindingOf(loss), bindingOf(lse)],
       plan.workgroups(c.rows),
     );
   });
   const meanPipeline = getPipeline(gpu, "crossEntropy:mean", () => `
-struct Params { rows: u32, ignore: i32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "LOSS", "f32")}
+${MeanParams.wgsl}${declareInput(1, "LOSS", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareOutput(3, "OUT")}
 var<workgroup> rs: array<f32, ${WG}>;
@@ -129,7 +140,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     meanPipeline,
-    [R, ignoreIndex, 0, 0],
+    MeanParams.pack({ rows: R, ignore: ignoreIndex }),
     [bindingOf(loss), bindingOf(labels), bindingOf(mean)],
     [1],
   );

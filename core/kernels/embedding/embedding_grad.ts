@@ -23,8 +23,22 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 64;
+
+/**
+ * Ids [first, first + n) of dy's rows of `h`; the gradient chunk holds rows
+ * [rowStart, rowStart + rows) of `V`.
+ */
+const EmbeddingGradParams = uniformLayout({
+  n: "u32",
+  h: "u32",
+  rowStart: "u32",
+  rows: "u32",
+  V: "u32",
+  first: "u32",
+});
 
 /** Adds dy [..., h] into dTable [V, h] at the rows `ids` (i32, shape [...]). */
 export function embeddingBackward(rec: Recording, ids: Tensor, dy: Tensor, dTable: Tensor): Tensor {
@@ -43,9 +57,7 @@ export function embeddingBackward(rec: Recording, ids: Tensor, dy: Tensor, dTabl
   markWritten(dTable);
   if (n === 0 || h === 0) return dTable;
   const pipeline = getPipeline(rec.gpu, "grad:embedding", () => `
-struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, first: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "I", "i32")}
+${EmbeddingGradParams.wgsl}${declareInput(1, "I", "i32")}
 ${declareInput(2, "DY", "f32")}
 ${declareOutput(3, "DT")}
 @compute @workgroup_size(${WG})
@@ -69,7 +81,7 @@ fn main(${WG_BUILTINS}) {
       recordDispatch(
         rec,
         pipeline,
-        [count, h, c.rowStart, c.rows, V, first, 0, 0],
+        EmbeddingGradParams.pack({ n: count, h, rowStart: c.rowStart, rows: c.rows, V, first }),
         [bindingOf(ids), bindingOf(dy), bindingOf(dTable, i)],
         grid(rec.gpu, Math.ceil(h / WG)),
       );

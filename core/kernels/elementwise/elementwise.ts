@@ -1,11 +1,14 @@
 /**
  * Elementwise kernels: activations (GeLU tanh form, SiLU), scale, add / mul / `a·α + b·β` with
  * a broadcast second operand, casts f32↔f16, fill and copy.
+ *
+ * One design on every adapter (an invocation per element). Backward: elementwise_grad.ts (GeLU,
+ * and the training-only dropout, forward and backward).
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordCopy, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordCopy, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import {
   assertUnchunked,
   bindingOf,
@@ -14,7 +17,7 @@ import {
   markWritten,
   numel,
   type Tensor,
-} from "../tensor/tensor.ts";
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -23,9 +26,20 @@ import {
   storageType,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+const CountParams = uniformLayout({ n: "u32" });
+const UnaryParams = uniformLayout({ n: "u32", alpha: "f32" });
+/** `nb`: elements of the broadcast second operand. */
+const BinaryParams = uniformLayout({ n: "u32", nb: "u32", alpha: "f32", beta: "f32" });
+const FillParams = {
+  f32: uniformLayout({ n: "u32", v: "f32" }),
+  i32: uniformLayout({ n: "u32", v: "i32" }),
+  u32: uniformLayout({ n: "u32", v: "u32" }),
+};
 
 export type UnaryOp = "gelu" | "silu" | "scale" | "relu";
 
@@ -53,9 +67,7 @@ export function unary(
   // tanh in WGSL overflows to NaN for large |x| on some drivers; clamp its argument (tanh(±15) = ±1 in f32).
   const expr = UNARY[op].replace("tanh(", "tanh_safe(");
   const pipeline = getPipeline(rec.gpu, `unary:${op}:${x.dtype}`, () => `
-struct Params { n: u32, alpha: f32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", x.dtype)}
+${UnaryParams.wgsl}${declareInput(1, "X", x.dtype)}
 ${declareOutput(2, "Y")}
 fn tanh_safe(v: f32) -> f32 { return tanh(clamp(v, -15.0, 15.0)); }
 @compute @workgroup_size(${WG})
@@ -69,7 +81,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [n, { f: alpha }, 0, 0],
+    UnaryParams.pack({ n, alpha }),
     [bindingOf(x), bindingOf(y)],
     grid(rec.gpu, Math.ceil(n / WG)),
   );
@@ -126,9 +138,7 @@ export function binary(
     ? "ld_A(i) * P.alpha + ld_B(i % P.nb) * P.beta"
     : "ld_A(i) * ld_B(i % P.nb) * P.alpha";
   const pipeline = getPipeline(rec.gpu, `binary:${op}:${a.dtype}:${b.dtype}`, () => `
-struct Params { n: u32, nb: u32, alpha: f32, beta: f32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "A", a.dtype)}
+${BinaryParams.wgsl}${declareInput(1, "A", a.dtype)}
 ${declareInput(2, "B", b.dtype)}
 ${declareOutput(3, "Y")}
 @compute @workgroup_size(${WG})
@@ -141,7 +151,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [n, nb, { f: alpha }, { f: beta }],
+    BinaryParams.pack({ n, nb, alpha, beta }),
     [bindingOf(a), bindingOf(b), bindingOf(y)],
     grid(rec.gpu, Math.ceil(n / WG)),
   );
@@ -217,9 +227,7 @@ export function cast(rec: Recording, x: Tensor, dtype: DType, out?: Tensor): Ten
   }
   const toHalf = dtype === "f16";
   const pipeline = getPipeline(rec.gpu, `cast:${x.dtype}:${dtype}`, () => `
-struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", x.dtype)}
+${CountParams.wgsl}${declareInput(1, "X", x.dtype)}
 ${declareOutput(2, "Y", toHalf ? "u32" : "f32")}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
@@ -243,7 +251,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [n, 0, 0, 0],
+      CountParams.pack({ n }),
       [bindingOf(x, i), bindingOf(y, i)],
       grid(rec.gpu, Math.ceil(threads / WG)),
     );
@@ -264,11 +272,10 @@ function outputLike(rec: Recording, x: Tensor, dtype: DType): Tensor {
 export function fill(rec: Recording, t: Tensor, value: number): Tensor {
   expectDtype(t, "fill", "t", ["f32", "i32", "u32"]);
   markWritten(t);
-  const type = storageType(t.dtype);
+  const type = storageType(t.dtype) as "f32" | "i32" | "u32";
+  const params = FillParams[type];
   const pipeline = getPipeline(rec.gpu, `fill:${type}`, () => `
-struct Params { n: u32, v: ${type}, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareOutput(1, "Y", type)}
+${params.wgsl}${declareOutput(1, "Y", type)}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
   let i = ${WG_INDEX} * ${WG}u + lid.x;
@@ -282,7 +289,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [n, type === "f32" ? { f: value } : value, 0, 0],
+      params.pack({ n, v: value }),
       [bindingOf(t, i)],
       grid(rec.gpu, Math.ceil(n / WG)),
     );

@@ -13,12 +13,14 @@
  *   (README §5): no mask is needed. The arithmetic follows `attention.ts` step for step
  *   (q / (sqrt(d)·c), ×c, f32 softmax), so a sequence decodes to the same numbers in a slot as in
  *   a lockstep cache.
+ *
+ * One design on every adapter; inference only (training uses `attention` without a cache).
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -28,10 +30,37 @@ import {
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
-} from "./common.ts";
-import { rotaryTable } from "./rotary.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
+import { rotaryTable } from "../rotary/rotary.ts";
 
 const MAX_D = 256;
+
+/** `b` slots, `heads` of `d`, caches of `cap` positions; `maxPos`: rows of the rotary table. */
+const QkvSlotsParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  d: "u32",
+  cap: "u32",
+  maxPos: "u32",
+});
+/** As above; `c`: the layer scale. */
+const AttentionSlotsParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  d: "u32",
+  cap: "u32",
+  c: "f32",
+});
+/** `n` copies of at most `maxLen` positions between caches of `srcCap` and `dstCap`. */
+const CopySlotsParams = uniformLayout({
+  n: "u32",
+  heads: "u32",
+  d: "u32",
+  maxLen: "u32",
+  srcCap: "u32",
+  dstCap: "u32",
+});
 
 function checkSlotCache(
   kernel: string,
@@ -106,9 +135,7 @@ export function qkvRotarySlots(
       ? `n * 3u * P.d + which * P.d + ${j}`
       : `which * P.heads * P.d + n * P.d + ${j}`;
   const pipeline = getPipeline(rec.gpu, `qkvRotarySlots:${layout}`, () => `
-struct Params { b: u32, heads: u32, d: u32, cap: u32, maxPos: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "QKV", "f32")}
+${QkvSlotsParams.wgsl}${declareInput(1, "QKV", "f32")}
 ${declareInput(2, "POS", "i32")}
 ${declareInput(3, "SI", "i32")}
 ${declareInput(4, "TAB", "f32")}
@@ -159,7 +186,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, heads, d, kCache.shape[2], maxPos, 0, 0, 0],
+    QkvSlotsParams.pack({ b, heads, d, cap: kCache.shape[2], maxPos }),
     [
       bindingOf(qkv),
       bindingOf(pos),
@@ -216,9 +243,7 @@ export function attentionSlots(
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
   const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}`, () => `
-struct Params { b: u32, heads: u32, d: u32, cap: u32, c: f32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "Q", "f32")}
+${AttentionSlotsParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareInput(4, "SI", "i32")}
@@ -264,7 +289,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, heads, d, cap, { f: options.layerScale ?? 1 }, 0, 0, 0],
+    AttentionSlotsParams.pack({ b, heads, d, cap, c: options.layerScale ?? 1 }),
     [bindingOf(q), bindingOf(kCache), bindingOf(vCache), bindingOf(slotInfo), bindingOf(out)],
     grid(rec.gpu, b * heads),
   );
@@ -306,9 +331,7 @@ export function copyRowsToSlots(
   const total = n * heads * maxLength * d;
   if (total === 0) return;
   const pipeline = getPipeline(rec.gpu, kernel, () => `
-struct Params { n: u32, heads: u32, d: u32, maxLen: u32, srcCap: u32, dstCap: u32, p0: u32, p1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "S", "f32")}
+${CopySlotsParams.wgsl}${declareInput(1, "S", "f32")}
 ${declareInput(2, "INFO", "i32")}
 ${declareOutput(3, "D")}
 @compute @workgroup_size(64)
@@ -331,7 +354,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [n, heads, d, maxLength, srcCap, dst.shape[2], 0, 0],
+    CopySlotsParams.pack({ n, heads, d, maxLen: maxLength, srcCap, dstCap: dst.shape[2] }),
     [bindingOf(src), bindingOf(info), bindingOf(dst)],
     grid(rec.gpu, Math.ceil(total / 64)),
   );

@@ -1,5 +1,5 @@
 /**
- * Backward of the mean cross-entropy of `crossEntropy` (core/kernels/cross_entropy.ts):
+ * Backward of the mean cross-entropy of `crossEntropy` (cross_entropy.ts):
  * dlogits[r][v] = scale · (softmax(logits[r])[v] − [v = label[r]]) / count for counted rows,
  * 0 for rows whose label is the ignore index. Uses the forward's per-row logsumexp and its
  * `mean` tensor ([mean, count]), so nothing is read back. Logits may be chunked by rows; the
@@ -17,8 +17,18 @@ import {
   type Tensor,
 } from "../../tensor/tensor.ts";
 import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/** A logits chunk as in the forward, and the loss's `scale`. */
+const GradParams = uniformLayout({
+  rows: "u32",
+  V: "u32",
+  rowStart: "u32",
+  ignore: "i32",
+  scale: "f32",
+});
 
 /** Returns dlogits (f32, shape and chunking of `logits`). */
 export function crossEntropyBackward(
@@ -47,9 +57,7 @@ export function crossEntropyBackward(
     label: "dlogits",
   });
   const pipeline = getPipeline(rec.gpu, "grad:crossEntropy", () => `
-struct Params { rows: u32, V: u32, rowStart: u32, ignore: i32, scale: f32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${GradParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "L", "i32")}
 ${declareInput(3, "LSE", "f32")}
 ${declareInput(4, "MEAN", "f32")}
@@ -79,7 +87,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [c.rows, V, c.rowStart, ignoreIndex, { f: scale }, 0, 0, 0],
+      GradParams.pack({ rows: c.rows, V, rowStart: c.rowStart, ignore: ignoreIndex, scale }),
       [bindingOf(logits, i), bindingOf(labels), bindingOf(lse), bindingOf(mean), bindingOf(dl, i)],
       grid(rec.gpu, c.rows),
     );

@@ -4,16 +4,10 @@
  * [rows, N] matrix added into a [N] gradient (bias gradients).
  */
 
-import { GpuError } from "../../gpu/device.ts";
-import { getPipeline } from "../../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
-import {
-  assertUnchunked,
-  bindingOf,
-  markWritten,
-  numel,
-  type Tensor,
-} from "../../tensor/tensor.ts";
+import { GpuError } from "../gpu/device.ts";
+import { getPipeline } from "../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
+import { assertUnchunked, bindingOf, markWritten, numel, type Tensor } from "../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -21,9 +15,13 @@ import {
   rowRanges,
   WG_BUILTINS,
   WG_INDEX,
-} from "../common.ts";
+} from "./common.ts";
+import { uniformLayout } from "./uniforms.ts";
 
 const WG = 256;
+
+const AccumulateParams = uniformLayout({ n: "u32", scale: "f32" });
+const ColumnSumParams = uniformLayout({ rows: "u32", N: "u32", first: "u32" });
 
 /** `dst += scale · src` (f32, same element count, same chunking). */
 export function accumulateInto(rec: Recording, dst: Tensor, src: Tensor, scale = 1): Tensor {
@@ -37,9 +35,7 @@ export function accumulateInto(rec: Recording, dst: Tensor, src: Tensor, scale =
   }
   markWritten(dst);
   const pipeline = getPipeline(rec.gpu, "grad:accumulate", () => `
-struct Params { n: u32, scale: f32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareOutput(1, "D")}
+${AccumulateParams.wgsl}${declareOutput(1, "D")}
 ${declareInput(2, "S", "f32")}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
@@ -55,7 +51,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [n, { f: scale }, 0, 0],
+      AccumulateParams.pack({ n, scale }),
       [bindingOf(dst, i), bindingOf(src, i)],
       grid(rec.gpu, Math.ceil(n / WG)),
     );
@@ -77,9 +73,7 @@ export function columnSumInto(rec: Recording, dst: Tensor, x: Tensor): Tensor {
   markWritten(dst);
   if (N === 0) return dst;
   const pipeline = getPipeline(rec.gpu, "grad:columnSum", () => `
-struct Params { rows: u32, N: u32, first: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareOutput(1, "D")}
+${ColumnSumParams.wgsl}${declareOutput(1, "D")}
 ${declareInput(2, "X", "f32")}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
@@ -94,7 +88,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [count, N, first, 0],
+      ColumnSumParams.pack({ rows: count, N, first }),
       [bindingOf(dst), bindingOf(x)],
       grid(rec.gpu, Math.ceil(N / WG)),
     );

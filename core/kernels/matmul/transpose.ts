@@ -16,9 +16,11 @@ import {
   type Tensor,
 } from "../../tensor/tensor.ts";
 import { declareInput, declareOutput, expectDtype, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
 const KEY = "grad:transposed";
+const TransposeParams = uniformLayout({ N: "u32", K: "u32" });
 
 interface Transposed {
   version: number;
@@ -38,9 +40,7 @@ export function transposedWeight(rec: Recording, w: Tensor): Tensor {
   // Not from the recording's reuse list: the copy outlives this step.
   const t = emptyTensor(rec.gpu, [K, N], "f32", { label: `${w.label ?? "weight"}ᵀ` });
   const pipeline = getPipeline(rec.gpu, `grad:transpose:${w.dtype}`, () => `
-struct Params { N: u32, K: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "W", w.dtype)}
+${TransposeParams.wgsl}${declareInput(1, "W", w.dtype)}
 ${declareOutput(2, "T")}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
@@ -54,7 +54,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [N, K, 0, 0],
+    TransposeParams.pack({ N, K }),
     [bindingOf(w), bindingOf(t)],
     grid(rec.gpu, Math.ceil((N * K) / WG)),
   );

@@ -14,13 +14,22 @@
  * - "1d" (Llama/Qwen style, rotate half over the whole head): r = d, one position per token,
  *   `inv_freq` not rounded unless `invFreqF16` is set.
  * - "none": no rotation.
+ *
+ * One design on every adapter (an invocation per element). Backward of `qkvRotary`:
+ * rotary_grad.ts; the slot-cache decode form is `qkvRotarySlots` in ../attention/slots.ts.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { f16Round } from "../tensor/f16.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor, uploadTensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { f16Round } from "../../tensor/f16.ts";
+import {
+  assertUnchunked,
+  bindingOf,
+  numel,
+  type Tensor,
+  uploadTensor,
+} from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -29,9 +38,23 @@ import {
   outputTensor,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/** `b` sequences of `s` tokens, `heads` of `d`; `maxPos`: rows of the rotary table. */
+const RotaryParams = uniformLayout({ b: "u32", s: "u32", heads: "u32", d: "u32", maxPos: "u32" });
+/** As {@link RotaryParams}, and k, v written at `past` in caches of `cap` positions. */
+const QkvRotaryParams = uniformLayout({
+  b: "u32",
+  s: "u32",
+  heads: "u32",
+  d: "u32",
+  past: "u32",
+  cap: "u32",
+  maxPos: "u32",
+});
 
 export type RotaryMode = "2d" | "1d" | "none";
 
@@ -188,9 +211,7 @@ export function qkvRotary(
     // rotate half: out[i] = x[i]·cos − x[i + r/2]·sin; out[i + r/2] = x[i + r/2]·cos + x[i]·sin
     v = select(v * c.x + pv * c.y, v * c.x - pv * c.y, jj < quarter);`;
   const pipeline = getPipeline(rec.gpu, `qkvRotary:${mode}:${layout}`, () => `
-struct Params { b: u32, s: u32, heads: u32, d: u32, past: u32, cap: u32, maxPos: u32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "QKV", "f32")}
+${QkvRotaryParams.wgsl}${declareInput(1, "QKV", "f32")}
 ${declareOutput(2, "Q")}
 ${declareOutput(3, "KC")}
 ${declareOutput(4, "VC")}
@@ -232,7 +253,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, s, heads, d, options.past, capacity, maxPos, 0],
+    QkvRotaryParams.pack({ b, s, heads, d, past: options.past, cap: capacity, maxPos }),
     resources,
     grid(rec.gpu, Math.ceil((3 * b * heads * s * d) / WG)),
   );
@@ -272,9 +293,7 @@ export function rotary(
     maxPos,
   );
   const pipeline = getPipeline(rec.gpu, `rotary:${mode}`, () => `
-struct Params { b: u32, s: u32, heads: u32, d: u32, maxPos: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RotaryParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "POS", "i32")}
 ${declareInput(3, "TAB", "f32")}
 ${declareOutput(4, "Y")}
@@ -303,7 +322,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, s, heads, d, maxPos, 0, 0, 0],
+    RotaryParams.pack({ b, s, heads, d, maxPos }),
     [bindingOf(x), bindingOf(pos), bindingOf(table), bindingOf(y)],
     grid(rec.gpu, Math.ceil(numel(x.shape) / WG)),
   );

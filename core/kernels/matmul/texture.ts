@@ -22,13 +22,36 @@
  * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording, whenIdle } from "../gpu/recording.ts";
-import { bindingOf, type DType, type Tensor } from "../tensor/tensor.ts";
-import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "./common.ts";
-import type { MatmulProblem } from "./matmul.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording, whenIdle } from "../../gpu/recording.ts";
+import { bindingOf, type DType, type Tensor } from "../../tensor/tensor.ts";
+import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import type { MatmulProblem } from "./problem.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 8;
+
+/** Weight pack: `N` rows of `K`, texture width `KP`; the K slice [k0, k0 + len). */
+const PackParams = uniformLayout({ N: "u32", K: "u32", KP: "u32", k0: "u32", len: "u32" });
+/** Activation copy: `rows` rows of `K4` texels. */
+const ActParams = uniformLayout({ rows: "u32", K4: "u32" });
+/** Activation gather: as the weight pack, `K4` texels per row. */
+const GatherParams = uniformLayout({ rows: "u32", K: "u32", K4: "u32", k0: "u32", len: "u32" });
+/**
+ * The texture matmul: `M` rows × `N` columns of this column block, `K4` texels of K, `G` texel
+ * columns of the weight; output row stride `ldc` and column `colOffset`; `hasBias`, and
+ * `accumulate` (add into C: K slices after the first).
+ */
+const TextureParams = uniformLayout({
+  M: "u32",
+  N: "u32",
+  K4: "u32",
+  G: "u32",
+  ldc: "u32",
+  colOffset: "u32",
+  hasBias: "u32",
+  accumulate: "u32",
+});
 
 /** One texture kernel variant: `R` rows × `4·C4` columns of the output per workgroup. */
 export interface TextureKernel {
@@ -167,9 +190,7 @@ function packedWeight(
   const at = (n: string, k: string) =>
     kMajor ? `(P.k0 + ${k}) * P.N + ${n}` : `(${n}) * P.K + P.k0 + ${k}`;
   const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:${order}`, () => `
-struct Params { N: u32, K: u32, KP: u32, k0: u32, len: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "W", f16 ? "u32" : "f32")}
+${PackParams.wgsl}${declareInput(1, "W", f16 ? "u32" : "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<${format}, write>;
 ${f16 ? "fn half_bits(e: u32) -> u32 { return (W[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu; }" : ""}
 @compute @workgroup_size(64)
@@ -212,7 +233,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [c.rows, K, KP, slice.k0, slice.len, 0, 0, 0],
+      PackParams.pack({ N: c.rows, K, KP, k0: slice.k0, len: slice.len }),
       [bindingOf(w, i), texture.createView()],
       grid(rec.gpu, Math.ceil(((c.rows / per) * KP) / 64)),
     );
@@ -265,9 +286,7 @@ function activationTexture(
     return texture;
   }
   const pipeline = getPipeline(rec.gpu, "matmul-texture:act", () => `
-struct Params { rows: u32, K4: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+${ActParams.wgsl}@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var T: texture_storage_2d<rgba32float, write>;
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
@@ -279,7 +298,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [rows, K / 4, 0, 0],
+    ActParams.pack({ rows, K4: K / 4 }),
     [bindingOf(a), texture.createView()],
     grid(rec.gpu, Math.ceil((rows * K) / 4 / 64)),
   );
@@ -301,9 +320,7 @@ function recordGatherActivations(
     rec.gpu,
     `matmul-texture:act:gather:${transposed ? "km" : "mk"}`,
     () => `
-struct Params { rows: u32, K: u32, K4: u32, k0: u32, len: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "A", "f32")}
+${GatherParams.wgsl}${declareInput(1, "A", "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<rgba32float, write>;
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
@@ -324,7 +341,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [rows, K, K4, slice.k0, slice.len, 0, 0, 0],
+    GatherParams.pack({ rows, K, K4, k0: slice.k0, len: slice.len }),
     [bindingOf(a), texture.createView()],
     grid(rec.gpu, Math.ceil((rows * K4) / 64)),
   );
@@ -388,9 +405,7 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, bias: DType): str
     for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += B${c} * a${r};`);
   }
   return `
-struct Params { M: u32, N: u32, K4: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, accumulate: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var At: texture_2d<f32>;
+${TextureParams.wgsl}@group(0) @binding(1) var At: texture_2d<f32>;
 @group(0) @binding(2) var Bt: texture_2d<${f16 ? "u32" : "f32"}>;
 ${declareOutput(3, "C")}
 ${declareInput(4, "bias", bias)}
@@ -516,16 +531,16 @@ export function recordTextureMatmul(
       recordDispatch(
         rec,
         pipeline,
-        [
-          rows,
-          c.cols,
-          paddedK(slice.len) / 4,
-          c.cols / texelWidth(layout),
-          p.N,
-          c.start,
-          bias && k0 === 0 ? 1 : 0,
-          k0 === 0 ? 0 : 1,
-        ],
+        TextureParams.pack({
+          M: rows,
+          N: c.cols,
+          K4: paddedK(slice.len) / 4,
+          G: c.cols / texelWidth(layout),
+          ldc: p.N,
+          colOffset: c.start,
+          hasBias: bias && k0 === 0 ? 1 : 0,
+          accumulate: k0 === 0 ? 0 : 1,
+        }),
         resources,
         [Math.ceil(c.cols / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / R)],
       );

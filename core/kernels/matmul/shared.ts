@@ -5,9 +5,9 @@
  * shared. (On llvmpipe workgroup memory is slow, so software adapters use the texture design.)
  */
 
-import { declareInput, declareOutput } from "./common.ts";
-import { storeTile4x4 } from "./matmul_store.ts";
-import type { DType } from "../tensor/tensor.ts";
+import { declareInput, declareOutput } from "../common.ts";
+import { storeTile4x4, TiledParams } from "./store.ts";
+import type { DType } from "../../tensor/tensor.ts";
 
 /** Output tile edge of one workgroup. */
 export const SHARED_TILE = 64;
@@ -29,10 +29,7 @@ export function sharedCode(
     ? `let c = e / ${KT}u; let kk = e % ${KT}u;`
     : `let c = e % 64u; let kk = e / 64u;`;
   return `
-struct Params { M: u32, N: u32, K: u32, ldb: u32, ldc: u32, colOffset: u32, bRowOffset: u32,
-  aBatch: u32, bBatch: u32, cBatch: u32, rowOffset: u32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "A", "f32")}
+${TiledParams.wgsl}${declareInput(1, "A", "f32")}
 ${declareInput(2, "B", bDtype)}
 ${declareOutput(3, "C")}
 ${bias ? declareInput(4, "bias", bias) : ""}

@@ -3,12 +3,14 @@
  * chunked by rows (the real ChatGLM-6B table is ~1 GiB in f16). One dispatch per chunk; each
  * writes only the ids that fall in its rows. Ids outside [0, V) give rows of NaN, so a bad id
  * cannot pass silently as plausible numbers.
+ *
+ * One design on every adapter. Backward: embedding_grad.ts.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -16,9 +18,23 @@ import {
   outputTensor,
   WG_BUILTINS,
   WG_INDEX,
-} from "./common.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+/**
+ * `n` ids, rows of `h`; the table chunk holds rows [rowStart, rowStart + rows) of `V`; `first` is
+ * 1 on the first chunk's dispatch (it marks out-of-range ids).
+ */
+const EmbeddingParams = uniformLayout({
+  n: "u32",
+  h: "u32",
+  rowStart: "u32",
+  rows: "u32",
+  V: "u32",
+  first: "u32",
+});
 
 /** Rows of `table` [V, h] at `ids` (i32/u32, any shape) → f32 [...ids.shape, h]. */
 export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tensor): Tensor {
@@ -34,9 +50,7 @@ export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tens
   assertUnchunked(y, "embedding", "out");
   if (n === 0 || h === 0) return y;
   const pipeline = getPipeline(rec.gpu, `embedding:${table.dtype}:${ids.dtype}`, () => `
-struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, first: u32, pad0: u32, pad1: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "T", table.dtype)}
+${EmbeddingParams.wgsl}${declareInput(1, "T", table.dtype)}
 ${declareInput(2, "I", ids.dtype)}
 ${declareOutput(3, "Y")}
 @compute @workgroup_size(${WG})
@@ -61,7 +75,7 @@ fn main(${WG_BUILTINS}) {
     recordDispatch(
       rec,
       pipeline,
-      [n, h, c.rowStart, c.rows, V, i === 0 ? 1 : 0, 0, 0],
+      EmbeddingParams.pack({ n, h, rowStart: c.rowStart, rows: c.rows, V, first: i === 0 ? 1 : 0 }),
       [bindingOf(table, i), bindingOf(ids), bindingOf(y)],
       grid(rec.gpu, Math.ceil((n * h) / WG)),
     );

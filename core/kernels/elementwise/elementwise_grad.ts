@@ -16,8 +16,19 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 const WG = 256;
+
+const CountParams = uniformLayout({ n: "u32" });
+/** Drop probability `p`, `scale` = 1 / (1 − p), the 64-bit seed as two halves. */
+const DropoutParams = uniformLayout({
+  n: "u32",
+  p: "f32",
+  scale: "f32",
+  seedLo: "u32",
+  seedHi: "u32",
+});
 
 /** dx = dy · gelu'(x) for the tanh-approximated GeLU. */
 export function geluBackward(rec: Recording, x: Tensor, dy: Tensor, out?: Tensor): Tensor {
@@ -30,9 +41,7 @@ export function geluBackward(rec: Recording, x: Tensor, dy: Tensor, out?: Tensor
   const n = numel(x.shape);
   if (n === 0) return dx;
   const pipeline = getPipeline(rec.gpu, "grad:gelu", () => `
-struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${CountParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "DY", "f32")}
 ${declareOutput(3, "DX")}
 @compute @workgroup_size(${WG})
@@ -50,7 +59,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [n, 0, 0, 0],
+    CountParams.pack({ n }),
     [bindingOf(x), bindingOf(dy), bindingOf(dx)],
     grid(rec.gpu, Math.ceil(n / WG)),
   );
@@ -84,9 +93,7 @@ function dropoutKernel(
   const n = numel(x.shape);
   if (n === 0) return y;
   const pipeline = getPipeline(rec.gpu, "grad:dropout", () => `
-struct Params { n: u32, p: f32, scale: f32, seedLo: u32, seedHi: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${DropoutParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareOutput(2, "Y")}
 ${KEEP}
 @compute @workgroup_size(${WG})
@@ -99,7 +106,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [n, { f: p }, { f: 1 / (1 - p) }, seed[0] >>> 0, seed[1] >>> 0, 0, 0, 0],
+    DropoutParams.pack({ n, p, scale: 1 / (1 - p), seedLo: seed[0] >>> 0, seedHi: seed[1] >>> 0 }),
     [bindingOf(x), bindingOf(y)],
     grid(rec.gpu, Math.ceil(n / WG)),
   );

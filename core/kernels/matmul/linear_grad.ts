@@ -20,8 +20,8 @@ import {
   sliceRows,
   type Tensor,
 } from "../../tensor/tensor.ts";
-import { matmul, TEXTURE_MIN_WEIGHT } from "../matmul.ts";
-import { accumulateInto, columnSumInto } from "./accumulate.ts";
+import { matmul, TEXTURE_MIN_WEIGHT } from "./matmul.ts";
+import { accumulateInto, columnSumInto } from "../accumulate.ts";
 import { transposedWeight } from "./transpose.ts";
 
 export interface LinearGrads {

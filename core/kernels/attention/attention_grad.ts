@@ -1,5 +1,5 @@
 /**
- * Backward of `attention` (core/kernels/attention.ts) with ChatGLM's layer scaling and prefix
+ * Backward of `attention` (attention.ts) with ChatGLM's layer scaling and prefix
  * mask, for training (no KV cache: keys = queries, S = s).
  *
  * The probabilities are recomputed from q and k (nothing of the forward is kept but its inputs):
@@ -10,7 +10,7 @@
  *
  * Hardware design ("workgroup"): one workgroup per query row computes p and dS (kept in a
  * [b, heads, s, S] scratch pair) and dq; then one invocation per (key, dim) sums dk and dv over the
- * queries. Software adapters take the barrier-free design of attention_rows_grad.ts ("rows").
+ * queries. Software adapters take the barrier-free design of rows_grad.ts ("rows").
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -33,11 +33,27 @@ import {
   WG_INDEX,
   workgroupReduce,
 } from "../common.ts";
-import { type AttentionKernel, chooseDesign } from "../attention_rows.ts";
-import { recordAttentionRowsBackward } from "./attention_rows_grad.ts";
+import { uniformLayout } from "../uniforms.ts";
+import { type AttentionKernel, chooseDesign } from "./rows.ts";
+import { recordAttentionRowsBackward } from "./rows_grad.ts";
 
 const WG = 64;
 const MAX_D = 256;
+
+/**
+ * `b` batch rows from `b0` on (a group whose scores fit a binding), `s` queries and `S` keys,
+ * `heads` of `d`; `c`: the layer scale; `maskValue`: the score of a masked key.
+ */
+const GradParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  s: "u32",
+  d: "u32",
+  S: "u32",
+  c: "f32",
+  maskValue: "f32",
+  b0: "u32",
+});
 
 export interface AttentionBackwardOptions {
   /** ChatGLM's c = layer + 1 (default 1). */
@@ -132,9 +148,7 @@ export function attentionBackward(
     ? declareInput(8, "MI", "i32")
     : "";
   const rowPipeline = getPipeline(gpu, `grad:attention:rows:${variant}:${maxS}`, () => `
-struct Params { b: u32, heads: u32, s: u32, d: u32, S: u32, c: f32, maskValue: f32, b0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "Q", "f32")}
+${GradParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareInput(4, "DO", "f32")}
@@ -212,7 +226,16 @@ fn main(${WG_BUILTINS}) {
   const keyPipeline = getPipeline(gpu, "grad:attention:keys", () => KEY_KERNEL);
   for (let b0 = 0; b0 < b; b0 += group) {
     const bg = Math.min(group, b - b0);
-    const params = [bg, heads, s, d, S, { f: c }, { f: options.maskValue ?? -10000 }, b0];
+    const params = GradParams.pack({
+      b: bg,
+      heads,
+      s,
+      d,
+      S,
+      c,
+      maskValue: options.maskValue ?? -10000,
+      b0,
+    });
     const rowRes: GPUBindingResource[] = [
       bindingOf(q),
       bindingOf(k),
@@ -247,9 +270,7 @@ fn main(${WG_BUILTINS}) {
 
 /** dk, dv: one invocation per (key, dim) of a group of batch rows, summing over the queries. */
 const KEY_KERNEL = `
-struct Params { b: u32, heads: u32, s: u32, d: u32, S: u32, c: f32, maskValue: f32, b0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "Q", "f32")}
+${GradParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "DO", "f32")}
 ${declareInput(3, "PB", "f32")}
 ${declareInput(4, "DSB", "f32")}

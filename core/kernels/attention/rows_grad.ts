@@ -1,6 +1,6 @@
 /**
  * The software-adapter design of `attentionBackward` (attention_grad.ts): no workgroup memory,
- * no barriers, no atomics, no [s, S] scratch (see ../attention_rows.ts for why).
+ * no barriers, no atomics, no [s, S] scratch (see rows.ts for why).
  *
  * With p_ij = softmax_j(scores), dp_ij = dO_i · v_j, D_i = Σ_j p_ij dp_ij and
  * dS_ij = p_ij (dp_ij − D_i) / sqrt(d) for visible pairs (0 for masked ones):
@@ -29,6 +29,7 @@ import {
   releaseTensor,
   type Tensor,
 } from "../../tensor/tensor.ts";
+import { uniformLayout } from "../uniforms.ts";
 import {
   blockIndex,
   compactKeyRange,
@@ -44,7 +45,7 @@ import {
   rowsPerInvocation,
   rowsPrelude,
   rowsWidth,
-} from "../attention_rows.ts";
+} from "./rows.ts";
 
 /**
  * Records the backward in the rows design into `dq`, `dk`, `dv`. Arguments are checked by
@@ -79,7 +80,13 @@ export function recordAttentionRowsBackward(
   );
   // (m, 1/l, D, unused) per query row.
   const stats = emptyTensor(gpu, [b, heads, s, 4], "f32", { rec, label: "attn row stats" });
-  const params = [b, heads, s, { f: options.layerScale ?? 1 }, { f: options.maskValue ?? -10000 }];
+  const params = GradParams.pack({
+    b,
+    heads,
+    s,
+    c: options.layerScale ?? 1,
+    maskValue: options.maskValue ?? -10000,
+  });
   const mask = options.mask ?? options.maskInfo;
   const maskRes = mask ? [bindingOf(mask)] : [];
   const groups = (R: number) => grid(gpu, Math.ceil((b * heads * Math.ceil(s / R)) / ROWS_WG));
@@ -105,8 +112,8 @@ export function recordAttentionRowsBackward(
   releaseTensor(stats, rec);
 }
 
-const PARAMS = `struct Params { b: u32, heads: u32, s: u32, c: f32, maskValue: f32 };
-@group(0) @binding(0) var<uniform> P: Params;`;
+/** The forward's parameters without the cache (keys = queries = `s` in training). */
+const GradParams = uniformLayout({ b: "u32", heads: "u32", s: "u32", c: "f32", maskValue: "f32" });
 
 /** WGSL: whether query `qi` may not see key `kj` under an explicit mask. */
 function explicitMasked(maskDtype: DType | undefined, qi: string, kj: string): string {
@@ -141,7 +148,7 @@ function rowCode(
     `let s${r} = ${dots(C, (c) => `q${r}_${c}`, (c) => `k${c}`)} * P.c;
     let dp${r} = ${dots(C, (c) => `g${r}_${c}`, (c) => `v${c}`)};`;
   const maskedPass = variant === "none" ? "" : `
-  // Every masked key scores mv: merge them at once (see ../attention_rows.ts).
+  // Every masked key scores mv: merge them at once (see rows.ts).
   let mv = P.maskValue * P.c;
   ${rows((r) => `${maskedMerge(r)}\n  dd${r} *= cr${r};`)}
   if (${rows((r) => `w${r} != 0.0`, " || ")}) {
@@ -157,7 +164,7 @@ function rowCode(
     }
   }`;
   return `
-${PARAMS}
+${GradParams.wgsl}
 @group(0) @binding(1) var<storage, read> Q: array<T>;
 @group(0) @binding(2) var<storage, read> K: array<T>;
 @group(0) @binding(3) var<storage, read> V: array<T>;
@@ -267,7 +274,7 @@ function keyCode(
     }`
     : "";
   return `
-${PARAMS}
+${GradParams.wgsl}
 @group(0) @binding(1) var<storage, read> Q: array<T>;
 @group(0) @binding(2) var<storage, read> K: array<T>;
 @group(0) @binding(3) var<storage, read> V: array<T>;

@@ -1,5 +1,5 @@
 /**
- * The software-adapter design of `attention` (core/kernels/attention.ts), "rows": each invocation
+ * The software-adapter design of `attention` (attention.ts), "rows": each invocation
  * owns a block of R query rows of one (batch, head); no workgroup memory, no barriers.
  *
  * Why, on llvmpipe: a workgroup runs as SIMD batches of 8 lanes and every `workgroupBarrier()`
@@ -20,15 +20,16 @@
  * a query at cache position i ≥ pad sees are exactly [pad, max(pad + ctx, i + 1)) (the
  * bidirectional context, then causal), so the loops run over that range without a per-key test.
  *
- * The backward (backward/attention_rows_grad.ts) uses the same pieces.
+ * The backward (rows_grad.ts) uses the same pieces.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import type { Gpu } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import type { DType, Tensor } from "../tensor/tensor.ts";
-import { kernelEnvChoice } from "./common.ts";
+import { GpuError } from "../../gpu/device.ts";
+import type { Gpu } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import type { DType, Tensor } from "../../tensor/tensor.ts";
+import { kernelEnvChoice } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 /**
  * Kernel design of `attention` and `attentionBackward`: "workgroup" is the hardware-GPU design
@@ -51,6 +52,17 @@ function envKernel(): AttentionKernel | undefined {
 
 /** Most private vector chunks per row (d ≤ 128 as vec4, d ≤ 32 as scalars). */
 const MAX_CHUNKS = 32;
+
+/** As the workgroup design's parameters, without `d` (compiled into the rows kernels). */
+const RowsParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  s: "u32",
+  S: "u32",
+  cap: "u32",
+  c: "f32",
+  maskValue: "f32",
+});
 
 /** Lanes per workgroup: one SIMD batch of llvmpipe (16 and 64 measured the same). */
 export const ROWS_WG = 8;
@@ -157,7 +169,15 @@ export function recordAttentionRows(
   recordDispatch(
     rec,
     pipeline,
-    [b, heads, s, keys, cap, { f: options.layerScale ?? 1 }, { f: options.maskValue ?? -10000 }],
+    RowsParams.pack({
+      b,
+      heads,
+      s,
+      S: keys,
+      cap,
+      c: options.layerScale ?? 1,
+      maskValue: options.maskValue ?? -10000,
+    }),
     resources,
     grid(rec.gpu, Math.ceil((b * heads * blocks) / ROWS_WG)),
   );
@@ -286,9 +306,7 @@ function forwardCode(
     }
   }`;
   return `
-struct Params { b: u32, heads: u32, s: u32, S: u32, cap: u32, c: f32, maskValue: f32 };
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> Q: array<T>;
+${RowsParams.wgsl}@group(0) @binding(1) var<storage, read> Q: array<T>;
 @group(0) @binding(2) var<storage, read> K: array<T>;
 @group(0) @binding(3) var<storage, read> V: array<T>;
 @group(0) @binding(4) var<storage, read_write> O: array<T>;

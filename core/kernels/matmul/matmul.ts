@@ -7,14 +7,19 @@
  * - A chunked is not supported; B chunked (rows) is supported for `transposeB` (lm_head: split
  *   over N); the output may be chunked along rows (large logits).
  *
- * Kernels: the generic tiled kernel here runs everywhere; on software adapters the texture design
- * of `matmul_texture.ts` takes the layer shapes (chosen per call, see `MatmulOptions.kernel`).
+ * Designs, chosen per call (`MatmulOptions.kernel`, `MATMUL_KERNEL_ENV`): on hardware GPUs the
+ * shared-memory tiled kernel (shared.ts); on software adapters the texture design (texture.ts)
+ * for weights of at least `TEXTURE_MIN_WEIGHT` elements (or `TEXTURE_MIN_WORK` multiply-adds) and
+ * shapes it fits; the generic tiled kernel here for the rest (it runs everywhere). The two tiled
+ * kernels share their parameters and store epilogue (store.ts); all three share the problem
+ * (problem.ts). Backward: linear_grad.ts, built on this matmul, with the cached Wᵀ of
+ * transpose.ts for frozen weights.
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../gpu/recording.ts";
-import { bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -22,96 +27,13 @@ import {
   kernelEnvChoice,
   outputTensor,
   SOFTWARE_LOOP_LIMIT,
-} from "./common.ts";
-import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
-import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
-import { storeTile4x4 } from "./matmul_store.ts";
+} from "../common.ts";
+import { type MatmulOptions, type MatmulProblem, matmulProblem } from "./problem.ts";
+import { SHARED_TILE, sharedCode } from "./shared.ts";
+import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
+import { storeTile4x4, TiledParams } from "./store.ts";
 
-export interface MatmulOptions {
-  /** Added to every row of the output; shape [N], f32 or f16. */
-  bias?: Tensor;
-  /** A is stored as [..., K, M] (for gradients `Aᵀ·B`). */
-  transposeA?: boolean;
-  /** B is stored as [..., N, K] (a linear layer's weight). */
-  transposeB?: boolean;
-  /** Write here instead of allocating; shape [..., M, N], f32. */
-  out?: Tensor;
-  /**
-   * Kernel choice: "auto" (default) takes the texture design on software adapters when the shape
-   * fits it and the weight has ≥ {@link TEXTURE_MIN_WEIGHT} elements (see matmul_texture.ts), the
-   * generic tiled kernel on software adapters otherwise, and the shared-memory tiled kernel on
-   * hardware adapters; "generic", "shared" and "texture" force one (tests, benchmarks; "texture"
-   * throws when the shape does not fit). Without this option the environment variable
-   * {@link MATMUL_KERNEL_ENV} may force the choice for a whole process (see there).
-   */
-  kernel?: "auto" | "generic" | "shared" | "texture";
-}
-
-/** Parsed problem: rows/cols per batch and strides in elements. */
-export interface MatmulProblem {
-  batch: number;
-  M: number;
-  N: number;
-  K: number;
-  transposeA: boolean;
-  transposeB: boolean;
-  /** B is shared by every batch (2-D). */
-  sharedB: boolean;
-  outShape: number[];
-}
-
-/** Checks shapes and computes the problem. */
-export function matmulProblem(a: Tensor, b: Tensor, options: MatmulOptions): MatmulProblem {
-  const transposeA = options.transposeA ?? false;
-  const transposeB = options.transposeB ?? false;
-  if (a.shape.length < 2 || b.shape.length < 2) {
-    throw new GpuError(
-      `matmul: operands need at least 2 dims, got [${a.shape.join(", ")}] and [${
-        b.shape.join(", ")
-      }]`,
-    );
-  }
-  const ar = a.shape.length;
-  const br = b.shape.length;
-  const M = transposeA ? a.shape[ar - 1] : a.shape[ar - 2];
-  const K = transposeA ? a.shape[ar - 2] : a.shape[ar - 1];
-  const Kb = transposeB ? b.shape[br - 1] : b.shape[br - 2];
-  const N = transposeB ? b.shape[br - 2] : b.shape[br - 1];
-  if (K !== Kb) {
-    throw new GpuError(
-      `matmul: inner dims differ: A [${a.shape.join(", ")}]${transposeA ? "ᵀ" : ""} · B [${
-        b.shape.join(", ")
-      }]${transposeB ? "ᵀ" : ""}`,
-    );
-  }
-  const batchDims = a.shape.slice(0, ar - 2);
-  const batch = numel(batchDims);
-  const sharedB = br === 2;
-  if (!sharedB) {
-    const bb = b.shape.slice(0, br - 2);
-    if (bb.length !== batchDims.length || bb.some((d, i) => d !== batchDims[i])) {
-      throw new GpuError(
-        `matmul: batch dims of B [${b.shape.join(", ")}] do not match A [${a.shape.join(", ")}]`,
-      );
-    }
-  }
-  if (options.bias) {
-    expectDtype(options.bias, "matmul", "bias", ["f32", "f16"]);
-    if (numel(options.bias.shape) !== N) {
-      throw new GpuError(`matmul: bias has ${numel(options.bias.shape)} elements, expected ${N}`);
-    }
-  }
-  return {
-    batch,
-    M,
-    N,
-    K,
-    transposeA,
-    transposeB,
-    sharedB,
-    outShape: [...batchDims, M, N],
-  };
-}
+export { type MatmulOptions, type MatmulProblem, matmulProblem };
 
 /** `op(A) · op(B) (+ bias)`; see {@link MatmulOptions}. Returns the f32 output. */
 export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
@@ -199,10 +121,7 @@ function genericCode(
     `bv[${j}] = ld_B(bBase + ${bIdx.replace(/\bn\b/, `n${j}`)});`
   ).join("\n      ");
   return `
-struct Params { M: u32, N: u32, K: u32, ldb: u32, ldc: u32, colOffset: u32, bRowOffset: u32,
-  aBatch: u32, bBatch: u32, cBatch: u32, rowOffset: u32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "A", "f32")}
+${TiledParams.wgsl}${declareInput(1, "A", "f32")}
 ${declareInput(2, "B", bDtype as "f32")}
 ${declareOutput(3, "C")}
 ${bias ? declareInput(4, "bias", bias as "f32") : ""}
@@ -233,7 +152,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 /**
  * Records the generic tiled kernel (4×4 outputs per invocation, 8×8 workgroups, no workgroup
- * memory; correct everywhere) or the shared-memory one (matmul_shared.ts); both take the same
+ * memory; correct everywhere) or the shared-memory one (shared.ts); both take the same
  * parameters.
  */
 export function recordGenericMatmul(
@@ -290,20 +209,19 @@ export function recordGenericMatmul(
       recordDispatch(
         rec,
         pipeline,
-        [
-          rows,
-          cols,
-          p.K,
-          p.N,
-          p.N,
+        TiledParams.pack({
+          M: rows,
+          N: cols,
+          K: p.K,
+          ldb: p.N,
+          ldc: p.N,
           colOffset,
-          0,
-          p.M * p.K,
-          p.sharedB ? 0 : p.K * p.N,
-          p.M * p.N,
-          rowStart,
-          0,
-        ],
+          bRowOffset: 0,
+          aBatch: p.M * p.K,
+          bBatch: p.sharedB ? 0 : p.K * p.N,
+          cBatch: p.M * p.N,
+          rowOffset: rowStart,
+        }),
         resources,
         [Math.ceil(cols / tile), Math.ceil(rows / tile), batch],
       );

@@ -22,13 +22,16 @@
  *
  * Two designs (`AttentionOptions.kernel`): on hardware GPUs one workgroup per (batch, head,
  * query), the row's scores in workgroup memory (so S is at most 4096 keys); on software adapters
- * (llvmpipe) one invocation per block of query rows, without barriers (attention_rows.ts), any S.
+ * (llvmpipe) one invocation per block of query rows, without barriers (rows.ts), any S.
+ *
+ * Beside it: the backward of both designs (attention_grad.ts, rows_grad.ts), and the decode
+ * kernels over a slot KV cache (slots.ts: one design on every adapter, inference only).
  */
 
-import { GpuError } from "../gpu/device.ts";
-import { getPipeline } from "../gpu/pipelines.ts";
-import { grid, recordDispatch, type Recording } from "../gpu/recording.ts";
-import { assertUnchunked, bindingOf, numel, type Tensor } from "../tensor/tensor.ts";
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -38,11 +41,27 @@ import {
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
-} from "./common.ts";
-import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./attention_rows.ts";
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
+import { type AttentionKernel, chooseDesign, recordAttentionRows } from "./rows.ts";
 
 const WG = 64;
 const MAX_D = 256;
+
+/**
+ * `b` sequences of `s` queries, `heads` of `d`; `S` valid keys in caches of `cap` positions;
+ * `c`: ChatGLM's layer scale; `maskValue`: the score of a masked key.
+ */
+const AttentionParams = uniformLayout({
+  b: "u32",
+  heads: "u32",
+  s: "u32",
+  d: "u32",
+  S: "u32",
+  cap: "u32",
+  c: "f32",
+  maskValue: "f32",
+});
 
 export interface AttentionOptions {
   /** Number of valid keys in the cache (S); the queries are cache positions [S − s, S). */
@@ -59,7 +78,7 @@ export interface AttentionOptions {
   out?: Tensor;
   /**
    * Kernel design (default "auto": "rows" on software adapters, "workgroup" on GPUs; see
-   * attention_rows.ts and its environment override).
+   * rows.ts and its environment override).
    */
   kernel?: AttentionKernel;
 }
@@ -136,9 +155,7 @@ export function attention(
     ? `(i < pad || j < pad || (j - pad >= ctx && j > i))`
     : "false";
   const pipeline = getPipeline(rec.gpu, `attention:${variant}:${maxS}`, () => `
-struct Params { b: u32, heads: u32, s: u32, d: u32, S: u32, cap: u32, c: f32, maskValue: f32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "Q", "f32")}
+${AttentionParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareOutput(4, "O")}
@@ -198,7 +215,16 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    [b, heads, s, d, S, cap, { f: options.layerScale ?? 1 }, { f: options.maskValue ?? -10000 }],
+    AttentionParams.pack({
+      b,
+      heads,
+      s,
+      d,
+      S,
+      cap,
+      c: options.layerScale ?? 1,
+      maskValue: options.maskValue ?? -10000,
+    }),
     resources,
     grid(rec.gpu, b * heads * s),
   );

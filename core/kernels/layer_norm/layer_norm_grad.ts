@@ -30,9 +30,15 @@ import {
   WG_BUILTINS,
   WG_INDEX,
 } from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
 
 /** Invocations per workgroup (per row in the workgroup design of the row kernels). */
 const WG = 64;
+
+/** Rows of h elements; `eps` of the forward's variance. */
+const RowParams = uniformLayout({ rows: "u32", h: "u32", eps: "f32" });
+/** Rows [first, first + rows) of the column sums. */
+const ColumnParams = uniformLayout({ rows: "u32", h: "u32", first: "u32" });
 
 export interface LayerNormGrads {
   /** Added into: dL/dweight [h] (f32). */
@@ -68,9 +74,7 @@ export function layerNormBackward(
     rec.gpu,
     `grad:layerNorm:rows:${plan.tag}:${weight.dtype}`,
     () => `
-struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RowParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareInput(3, "DY", "f32")}
 ${declareOutput(4, "DX")}
@@ -95,7 +99,7 @@ ${rowStatsMain(plan)}
   recordDispatch(
     rec,
     rowPipeline,
-    [rows, cols, { f: eps }, 0],
+    RowParams.pack({ rows, h: cols, eps }),
     [bindingOf(x), bindingOf(weight), bindingOf(dy), bindingOf(dx)],
     plan.workgroups(rows),
   );
@@ -110,9 +114,7 @@ ${rowStatsMain(plan)}
     // Rows are re-normalised per column here; rows × h loads either way, no extra buffers.
     const which = `${dw ? "w" : ""}${db ? "b" : ""}`;
     const colPipeline = getPipeline(rec.gpu, `grad:layerNorm:cols:${which}`, () => `
-struct Params { rows: u32, h: u32, eps: f32, first: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${ColumnParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "DY", "f32")}
 ${declareInput(3, "STATS", "f32")}
 ${dw ? declareOutput(4, "DW") : ""}
@@ -141,7 +143,7 @@ fn main(${WG_BUILTINS}) {
       recordDispatch(
         rec,
         colPipeline,
-        [count, cols, { f: eps }, first],
+        ColumnParams.pack({ rows: count, h: cols, first }),
         res,
         grid(rec.gpu, Math.ceil(cols / WG)),
       );
@@ -176,9 +178,7 @@ function rowStats(rec: Recording, x: Tensor, eps: number, rows: number, cols: nu
   const stats = outputTensor(rec, "layerNormStats", [rows, 2]);
   const plan = rowPlan(rec.gpu, WG, cols);
   const pipeline = getPipeline(rec.gpu, `grad:layerNorm:stats:${plan.tag}`, () => `
-struct Params { rows: u32, h: u32, eps: f32, pad0: u32 };
-@group(0) @binding(0) var<uniform> P: Params;
-${declareInput(1, "X", "f32")}
+${RowParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareOutput(2, "STATS")}
 ${plan.reduce}
 ${rowStatsMain(plan)}
@@ -188,7 +188,7 @@ ${rowStatsMain(plan)}
   recordDispatch(
     rec,
     pipeline,
-    [rows, cols, { f: eps }, 0],
+    RowParams.pack({ rows, h: cols, eps }),
     [bindingOf(x), bindingOf(stats)],
     plan.workgroups(rows),
   );

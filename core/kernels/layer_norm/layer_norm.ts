@@ -1,0 +1,120 @@
+/**
+ * LayerNorm and RMSNorm over the last dimension; the backward is layer_norm_grad.ts.
+ *
+ * Designs (`rowPlan` in ../common.ts): on hardware GPUs one workgroup per row with a tree
+ * reduction in workgroup memory; on software adapters one invocation per row, no barriers (rows
+ * longer than `MAX_SERIAL_ROW` keep the workgroup design). Tests force either with `setRowDesign`.
+ */
+
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  outputTensor,
+  rowPlan,
+  rowsOf,
+  WG_BUILTINS,
+} from "../common.ts";
+import { uniformLayout } from "../uniforms.ts";
+
+/** Invocations per row in the workgroup design. */
+const LANES = 64;
+
+/** Rows of `cols` elements. */
+const NormParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32" });
+
+function checkVector(t: Tensor, kernel: string, name: string, n: number): void {
+  expectDtype(t, kernel, name, ["f32", "f16"]);
+  if (numel(t.shape) !== n) {
+    throw new GpuError(`${kernel}: ${name} has ${numel(t.shape)} elements, expected ${n}`);
+  }
+}
+
+/** LayerNorm over the last dim: `(x − mean) / sqrt(var + eps) · weight + bias` (biased variance). */
+export function layerNorm(
+  rec: Recording,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  return norm(rec, "layerNorm", x, weight, bias, eps, out);
+}
+
+/** RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) · weight`. */
+export function rmsNorm(
+  rec: Recording,
+  x: Tensor,
+  weight: Tensor,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  return norm(rec, "rmsNorm", x, weight, undefined, eps, out);
+}
+
+function norm(
+  rec: Recording,
+  kernel: "layerNorm" | "rmsNorm",
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  expectDtype(x, kernel, "x", ["f32"]);
+  assertUnchunked(x, kernel, "x");
+  const { rows, cols } = rowsOf(x);
+  checkVector(weight, kernel, "weight", cols);
+  if (bias) checkVector(bias, kernel, "bias", cols);
+  const y = outputTensor(rec, kernel, x.shape, out);
+  if (rows === 0) return y;
+  const layer = kernel === "layerNorm";
+  const plan = rowPlan(rec.gpu, LANES, cols);
+  const WG = plan.lanes;
+  const key = `${kernel}:${plan.tag}:${weight.dtype}:${bias?.dtype ?? "-"}`;
+  const pipeline = getPipeline(rec.gpu, key, () => `
+${NormParams.wgsl}${declareInput(1, "X", "f32")}
+${declareInput(2, "W", weight.dtype)}
+${declareOutput(3, "Y")}
+${bias ? declareInput(4, "B", bias.dtype) : ""}
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
+fn main(${WG_BUILTINS}) {
+  ${plan.prologue}
+  if (row >= P.rows) { return; }
+  let base = row * P.cols;
+  let n = f32(P.cols);
+  ${
+    layer
+      ? `var s = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { s += X[base + i]; }
+  let mean = wg_sum(s, t) / n;
+  var v = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i] - mean; v += d * d; }
+  let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
+  for (var i = t; i < P.cols; i += ${WG}u) {
+    Y[base + i] = (X[base + i] - mean) * inv * ld_W(i) + ld_B(i);
+  }`
+      : `var v = 0.0;
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i]; v += d * d; }
+  let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
+  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = X[base + i] * inv * ld_W(i); }`
+  }
+}
+`);
+  const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
+  if (bias) resources.push(bindingOf(bias));
+  recordDispatch(
+    rec,
+    pipeline,
+    NormParams.pack({ rows, cols, eps }),
+    resources,
+    plan.workgroups(rows),
+  );
+  return y;
+}
