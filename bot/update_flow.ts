@@ -91,7 +91,7 @@ export function createUpdateFlow(o: UpdateFlowOptions) {
     pending.add(result.promise);
     result.promise.finally(() => pending.delete(result.promise));
     arrivals.run(chatId, async () => {
-      let store: BotStore;
+      let store: BotStore | undefined;
       let work: UpdateWork;
       try {
         if (o.stopping.aborted) return result.resolve("redeliver");
@@ -108,18 +108,19 @@ export function createUpdateFlow(o: UpdateFlowOptions) {
           o.log("error", `update ${update.update_id}: ${describe(err)}`);
         }
         // Telegram (or the load balancer) will bring it again.
-        await store!?.releaseUpdate(update.update_id, o.owner).catch(() => {});
+        await store?.releaseUpdate(update.update_id, o.owner).catch(() => {});
         return result.resolve("redeliver");
       }
       // The turn runs on its own: the chat's next update may be claimed meanwhile.
       depth.set(chatId, (depth.get(chatId) ?? 0) + 1);
-      turn(store, chatId, work).then(
+      const held = store;
+      turn(held, chatId, work).then(
         async () => {
           if (o.stopping.aborted) {
-            await store.releaseUpdate(update.update_id, o.owner).catch(() => {});
+            await held.releaseUpdate(update.update_id, o.owner).catch(() => {});
             return "redeliver" as const;
           }
-          await store.finishUpdate(update.update_id, o.owner);
+          await held.finishUpdate(update.update_id, o.owner);
           return "handled" as const;
         },
       ).catch((err) => {

@@ -35,7 +35,7 @@ async function findBinDir(): Promise<string | undefined> {
   return undefined;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -79,7 +79,7 @@ export async function startPostgres(): Promise<PostgresStart> {
   if (!init.ok) return await fail("initdb", init.out);
   // A port can be taken between our check and the server's bind: try a few.
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+    const port = freePort();
     const start = await run([
       `${bin}/pg_ctl`,
       "-D",
