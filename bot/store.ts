@@ -89,6 +89,11 @@ export interface BotStore extends ChatStore {
   inChatTurn<T>(chatId: number, updateId: number, fn: () => Promise<T>): Promise<T>;
 }
 
+/** A `claimed` answer, with the message of an earlier try when there is one. */
+export function claimedWith(replyMessageId: number | undefined): Claim {
+  return replyMessageId === undefined ? { state: "claimed" } : { state: "claimed", replyMessageId };
+}
+
 /** Done update ids are remembered this long (Telegram re-delivers for at most about a day). */
 export const DONE_UPDATE_TTL_MS = 48 * 3600_000;
 
@@ -189,7 +194,7 @@ export async function openChatStore(
         if (v?.state === "done") return [v, { state: "done" }];
         if (v && v.owner !== owner && v.expires > now) return [v, { state: "busy" }];
         const next: UpdateRecord = { ...v, state: "claimed", owner, expires: now + ttlMs, chatId };
-        return [next, { state: "claimed", replyMessageId: v?.replyMessageId }, DONE_UPDATE_TTL_MS];
+        return [next, claimedWith(v?.replyMessageId), DONE_UPDATE_TTL_MS];
       });
     },
     async renewClaims(updateIds, owner, ttlMs) {

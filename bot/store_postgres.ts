@@ -11,6 +11,7 @@ import {
   type BotStore,
   type ChatSettings,
   type Claim,
+  claimedWith,
   DONE_UPDATE_TTL_MS,
   MAX_STORED_CHARS,
   rateStep,
@@ -185,7 +186,7 @@ export async function openPostgresStore(
         RETURNING reply_message_id`;
       if (taken) {
         const reply = taken.reply_message_id;
-        return { state: "claimed", replyMessageId: reply === null ? undefined : Number(reply) };
+        return claimedWith(reply === null ? undefined : Number(reply));
       }
       const [row] = await sql`SELECT state FROM bot_updates WHERE update_id = ${updateId}`;
       return row?.state === "done" ? { state: "done" } : { state: "busy" };

@@ -93,6 +93,17 @@ export async function startPostgres(): Promise<PostgresStart> {
     ], true);
     if (start.ok) {
       let stopped = false;
+      // A run that ends before the test that stops it (a --filter, a crash) still stops it.
+      const onUnload = () => {
+        if (stopped) return;
+        stopped = true;
+        const argv = [`${bin}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"];
+        const full = Deno.uid() === 0 ? ["runuser", "-u", "postgres", "--", ...argv] : argv;
+        new Deno.Command(full[0], { args: full.slice(1), stdout: "null", stderr: "null" })
+          .outputSync();
+        Deno.removeSync(dir, { recursive: true });
+      };
+      globalThis.addEventListener("unload", onUnload);
       return {
         ok: true,
         pg: {
@@ -101,6 +112,7 @@ export async function startPostgres(): Promise<PostgresStart> {
           async stop() {
             if (stopped) return;
             stopped = true;
+            globalThis.removeEventListener("unload", onUnload);
             await run([`${bin}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"], true);
             await Deno.remove(dir, { recursive: true }).catch(() => {});
           },
