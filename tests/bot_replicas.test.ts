@@ -12,26 +12,24 @@ import type { BotOptions } from "../bot/bot.ts";
 import { SECRET_HEADER } from "../bot/webhook.ts";
 import { type FakeTelegram, startFakeTelegram } from "./helpers/fake_telegram.ts";
 import type { ReplicaConfig } from "./helpers/bot_replica.ts";
-import { startPostgres } from "./helpers/postgres.ts";
+import { postgresForTests, requirePostgres } from "./helpers/postgres.ts";
 import { createScriptedEngine } from "./helpers/scripted_engine.ts";
 
-const started = await startPostgres();
-if (!started.ok) console.log(`bot_replicas: skipped: ${started.reason}`);
-const ignore = !started.ok;
+const { started, ignore } = await postgresForTests("bot_replicas");
 const SECRET = "replica_secret-1";
 let databases = 0;
 
 /** A fresh database on the test cluster, so that tests do not see each other's rows. */
 async function freshDatabase(): Promise<string> {
-  if (!started.ok) throw new Error("no PostgreSQL");
+  const pg = requirePostgres(started);
   const name = `bot_test_${++databases}`;
-  const admin = postgres(started.pg.url, { onnotice: () => {} });
+  const admin = postgres(pg.url, { onnotice: () => {} });
   try {
     await admin.unsafe(`CREATE DATABASE ${name}`);
   } finally {
     await admin.end();
   }
-  return started.pg.url.replace(/\/postgres$/, `/${name}`);
+  return pg.url.replace(/\/postgres$/, `/${name}`);
 }
 
 interface Replica {
@@ -269,6 +267,6 @@ Deno.test({
   name: "bot_replicas: the private PostgreSQL stops and is removed",
   ignore,
   async fn() {
-    if (started.ok) await started.pg.stop();
+    await requirePostgres(started).stop();
   },
 });

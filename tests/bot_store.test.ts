@@ -1,6 +1,7 @@
 /**
  * The bot's store contract, run on both implementations: the Deno KV file and PostgreSQL (a
- * private cluster started here; skipped with the reason when PostgreSQL is not installed).
+ * private cluster started here; skipped with the reason when PostgreSQL is not installed, but
+ * not in CI).
  * Claims on updates (done, busy, taken over once lapsed, the answer's message kept), shared rate
  * counters, bounded history, settings; for PostgreSQL also the versioned schema.
  */
@@ -8,11 +9,10 @@ import assert from "node:assert/strict";
 import postgres from "npm:postgres@3.4.10";
 import { type BotStore, type ChatSettings, openChatStore } from "../bot/store.ts";
 import { MIGRATIONS, openPostgresStore } from "../bot/store_postgres.ts";
-import { startPostgres } from "./helpers/postgres.ts";
+import { postgresForTests, requirePostgres } from "./helpers/postgres.ts";
 
 const defaults: ChatSettings = { length: "medium", temperature: 0.7 };
-const started = await startPostgres();
-if (!started.ok) console.log(`bot_store: PostgreSQL tests skipped: ${started.reason}`);
+const { started, ignore } = await postgresForTests("bot_store");
 
 async function contract(store: BotStore) {
   // Claims: one holder at a time; done is final; a lapsed claim is taken over with its message.
@@ -93,10 +93,9 @@ Deno.test("the Deno KV store keeps the store contract", async () => {
 
 Deno.test({
   name: "the PostgreSQL store keeps the store contract, with a versioned schema",
-  ignore: !started.ok,
+  ignore,
   async fn() {
-    if (!started.ok) return;
-    const url = started.pg.url;
+    const url = requirePostgres(started).url;
     const store = await openPostgresStore(url, defaults);
     const admin = postgres(url, { onnotice: () => {} });
     try {
@@ -122,9 +121,9 @@ Deno.test({
 
 Deno.test({
   name: "an unreachable PostgreSQL is a clear error naming the store, without the password",
-  ignore: !started.ok,
+  ignore,
   async fn() {
-    if (!started.ok) return;
+    const pg = requirePostgres(started);
     const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = (l.addr as Deno.NetAddr).port;
     l.close();
@@ -139,6 +138,6 @@ Deno.test({
         return true;
       },
     );
-    await started.pg.stop();
+    await pg.stop();
   },
 });

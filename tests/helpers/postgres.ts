@@ -15,6 +15,27 @@ export interface TestPostgres {
 
 export type PostgresStart = { ok: true; pg: TestPostgres } | { ok: false; reason: string };
 
+/**
+ * Starts the cluster for a test file. Without PostgreSQL the file's tests skip with the reason
+ * printed; in CI (CI=true, where .ci/run installs it) they run and fail with the reason instead.
+ */
+export async function postgresForTests(
+  file: string,
+): Promise<{ started: PostgresStart; ignore: boolean }> {
+  const started = await startPostgres();
+  const inCi = Deno.env.get("CI") === "true";
+  if (!started.ok) {
+    console.log(`${file}: PostgreSQL tests ${inCi ? "fail (CI)" : "skipped"}: ${started.reason}`);
+  }
+  return { started, ignore: !started.ok && !inCi };
+}
+
+/** The running cluster, or the reason it is missing as an error. */
+export function requirePostgres(started: PostgresStart): TestPostgres {
+  if (!started.ok) throw new Error(started.reason);
+  return started.pg;
+}
+
 async function findBinDir(): Promise<string | undefined> {
   const root = "/usr/lib/postgresql";
   const versions: number[] = [];
