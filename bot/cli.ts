@@ -28,6 +28,9 @@ Telegram:
   --kv PATH               Deno KV file for history and settings (default out/bot/bot.kv)
   --store URL             PostgreSQL instead (postgres://user@host/db; also DATABASE_URL): shared
                           by bot replicas behind a load balancer, schema created at start
+  --replica-id NAME       this replica's name on update claims (default a random id)
+  --claim-ttl MS          a claimed update is taken over this long after its replica stopped
+                          renewing the claim (died); default 30000
   --allow IDS             comma-separated user ids allowed to use the bot (also TELEGRAM_ALLOWED_USERS)
   --api-root URL          Bot API server (default https://api.telegram.org; also TELEGRAM_API_ROOT)
   --webhook-url URL       take updates by webhook at this public HTTPS URL instead of long polling
@@ -91,6 +94,8 @@ export function parseBotArgs(
       backend: { type: "string" },
       kv: { type: "string" },
       store: { type: "string" },
+      "replica-id": { type: "string" },
+      "claim-ttl": { type: "string" },
       allow: { type: "string" },
       "api-root": { type: "string" },
       "webhook-url": { type: "string" },
@@ -184,6 +189,8 @@ export function parseBotArgs(
     apiRoot,
     kvPath: store ? undefined : v.kv ?? "out/bot/bot.kv",
     store,
+    replicaId: v["replica-id"],
+    claimTtlMs: intFlag("claim-ttl", v["claim-ttl"], 100),
     allow,
     editIntervalMs: intFlag("edit-interval", v["edit-interval"], 0),
     groupEditIntervalMs: intFlag("group-edit-interval", v["group-edit-interval"], 0),
