@@ -63,11 +63,12 @@ export async function answer(svc: BotServices, ctx: MedContext, question: string
           stopSignal: svc.stopping,
           emptyText: texts.EMPTY_ANSWER_TEXT,
           existingMessageId: existing,
-          onMessage: (id) => {
+          onMessage: async (id) => {
             if (noted) return;
             noted = true;
-            // Where the answer is, for a replica that takes this update over.
-            store.noteReply(ctx.work.updateId, svc.owner, id).catch((e) =>
+            // Where the answer is, for a replica that takes this update over (before the next
+            // edit, so that a replica killed after it leaves the message to its successor).
+            await store.noteReply(ctx.work.updateId, svc.owner, id).catch((e) =>
               svc.log("warn", `chat ${chatId}: could not note the answer: ${describe(e)}`)
             );
           },

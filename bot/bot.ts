@@ -4,104 +4,27 @@
  * Each update goes through `update_flow.ts` (claimed once, answered in its chat's turn, then
  * marked done), so that several replicas on one PostgreSQL store answer every update once.
  */
-import { Bot, type Context, GrammyError, type PollingOptions } from "npm:grammy@1.46.0/web";
-import type { Update, UserFromGetMe } from "npm:grammy@1.46.0/types";
+import { Bot, GrammyError, type PollingOptions } from "npm:grammy@1.46.0/web";
+import type { Update } from "npm:grammy@1.46.0/types";
 import type { Engine } from "../serve/engine/types.ts";
 import { paceTransformer } from "./api_pace.ts";
-import { grammySignal, retryTransformer, sleep } from "./api_retry.ts";
-import {
-  type BotServices,
-  describe,
-  isGroupChat,
-  type LogLevel,
-  type MedContext,
-  replyTo,
-  type UpdateWork,
-} from "./context.ts";
-import { createSemaphore, type RateLimit } from "./limits.ts";
+import { grammySignal, retryTransformer } from "./api_retry.ts";
+import { describe, type LogLevel, type MedContext, type UpdateWork } from "./context.ts";
 import { admission } from "./middleware/admission.ts";
 import { commands } from "./middleware/commands.ts";
 import { questions } from "./middleware/questions.ts";
 import { settings } from "./middleware/settings.ts";
+import type { BotOptions } from "./options.ts";
 import { runPolling } from "./polling.ts";
+import { createServices } from "./services.ts";
 import { checkSettings } from "./settings_command.ts";
-import { ANSWER_LENGTHS, type AnswerLength, type BotStore, type ChatSettings } from "./store.ts";
+import type { BotStore, ChatSettings } from "./store.ts";
 import { openBotStore } from "./open_store.ts";
-import type { ChatPace } from "./stream_reply.ts";
 import { createUpdateFlow, type UpdateOutcome } from "./update_flow.ts";
 import { checkSecretToken, createWebhookApp } from "./webhook.ts";
 
 export type { LogLevel };
-
-export interface WebhookOptions {
-  /** Public HTTPS URL Telegram posts to (registered with setWebhook). */
-  url: string;
-  /** Secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token. */
-  secret: string;
-  /** Local port to listen on (0 picks a free one). Default 8443. */
-  port?: number;
-  hostname?: string;
-  /** Path to accept updates on; default: the path of `url`. */
-  path?: string;
-}
-
-export interface BotOptions {
-  /** The bot token from @BotFather (the CLI reads it from TELEGRAM_BOT_TOKEN only). */
-  token: string;
-  /** Bot API server, default https://api.telegram.org (tests pass their fake's address). */
-  apiRoot?: string;
-  /** Deno KV database file for history and settings; default an in-memory database. */
-  kvPath?: string;
-  /**
-   * A PostgreSQL URL (`postgres://user@host/db`): history, settings, rate limits and handled
-   * updates live there, shared by every replica; overrides `kvPath`.
-   */
-  store?: string;
-  /** This replica's name on update claims; default a random id. */
-  replicaId?: string;
-  /** A claim on an update lapses this long after its holder stops renewing it; default 30 s. */
-  claimTtlMs?: number;
-  /** How long a re-delivered update waits for the live replica that handles it; default 25 s. */
-  busyWaitMs?: number;
-  /** A user off the allowlist is told so at most once per this many ms; default 10 minutes. */
-  refusalIntervalMs?: number;
-  /** User ids allowed to use the bot; empty or absent allows everyone. */
-  allow?: number[];
-  /** Questions per user; default 10 per minute. */
-  rateLimit?: RateLimit;
-  /** Generations running at once across all chats; default 4. */
-  maxConcurrent?: number;
-  /** Questions waiting for a generation slot before new ones are turned away; default 64. */
-  maxQueued?: number;
-  /** Minimum time between sends/edits in one chat; default 1000 ms (Telegram's limit). */
-  editIntervalMs?: number;
-  /** The same in groups, where Telegram allows about 20 messages a minute; default 3000 ms. */
-  groupEditIntervalMs?: number;
-  /** Sends and edits across all chats; default 25 a second (Telegram allows about 30). */
-  maxMessagesPerSecond?: number;
-  typingIntervalMs?: number;
-  /** History kept and sent with each question: at most this many turns... */
-  maxHistoryTurns?: number;
-  /** ...and at most this many prompt tokens (as the engine counts them). */
-  maxHistoryTokens?: number;
-  /** `maxNewTokens` of each answer length; default short 128, medium 512, long 2048. */
-  answerLengths?: Partial<Record<AnswerLength, number>>;
-  /** Settings of a chat that has not chosen any. */
-  defaultSettings?: Partial<ChatSettings>;
-  /** Optional system message put before every conversation. */
-  systemPrompt?: string;
-  /** Long-poll timeout in seconds; default 30. */
-  pollingTimeoutSeconds?: number;
-  webhook?: WebhookOptions;
-  /** Register /start, /help, /reset, /settings with setMyCommands on start. */
-  setCommands?: boolean;
-  /** Known bot identity; skips getMe. */
-  botInfo?: UserFromGetMe;
-  /** Retry policy for Telegram calls. */
-  retry?: { maxAttempts?: number; maxRetryAfterSeconds?: number; initialBackoffMs?: number };
-  /** Default: prints to stderr. The token is redacted from every message either way. */
-  log?: (level: LogLevel, msg: string) => void;
-}
+export type { BotOptions, WebhookOptions } from "./options.ts";
 
 export interface BotStats {
   /** Generations running now. */
@@ -144,9 +67,6 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     ((level: LogLevel, msg: string) => console.error(`[bot] ${level}: ${msg}`));
   const log = (level: LogLevel, msg: string) => userLog(level, msg.replaceAll(token, "<token>"));
 
-  const editIntervalMs = options.editIntervalMs ?? 1000;
-  const groupEditIntervalMs = Math.max(editIntervalMs, options.groupEditIntervalMs ?? 3000);
-  const intervalFor = (ctx: Context) => isGroupChat(ctx) ? groupEditIntervalMs : editIntervalMs;
   const defaults: ChatSettings = {
     length: options.defaultSettings?.length ?? "medium",
     temperature: options.defaultSettings?.temperature ?? 0.7,
@@ -161,7 +81,6 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
   // Reported by start()/startWebhook() and by each answer; not an unhandled rejection here.
   storeReady.catch(() => {});
   const stopping = new AbortController();
-  const paces = new Map<number, ChatPace>();
   const owner = options.replicaId ?? crypto.randomUUID();
 
   const bot = new Bot<MedContext>(token, {
@@ -176,49 +95,13 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     onRetry: (r) => log("warn", `${r.method}: ${r.reason}; retrying in ${r.waitMs} ms`),
   }));
 
-  const paceOf = (chatId: number) => {
-    let pace = paces.get(chatId);
-    if (!pace) {
-      if (paces.size > 10_000) paces.clear();
-      paces.set(chatId, pace = { lastCallAt: -Infinity });
-    }
-    return pace;
-  };
-
-  const svc: BotServices = {
-    engine,
+  const svc = createServices(engine, options, {
     store: () => storeReady,
     log,
     stopping: stopping.signal,
-    allow: new Set(options.allow ?? []),
-    rateLimit: options.rateLimit ?? { max: 10, windowMs: 60_000 },
-    refusalIntervalMs: options.refusalIntervalMs ?? 600_000,
-    slots: createSemaphore(options.maxConcurrent ?? 4),
-    maxConcurrent: options.maxConcurrent ?? 4,
-    maxQueued: options.maxQueued ?? 64,
-    lengths: { ...ANSWER_LENGTHS, ...options.answerLengths },
     defaults,
-    maxHistoryTurns: options.maxHistoryTurns ?? 8,
-    maxHistoryTokens: options.maxHistoryTokens ?? 1024,
-    systemPrompt: options.systemPrompt,
-    typingIntervalMs: options.typingIntervalMs,
-    counters: { answered: 0, failed: 0 },
     owner,
-    intervalFor,
-    paceOf,
-    /** Sends a plain-text message, at most one call per `editIntervalMs` in the chat. */
-    async say(ctx, text) {
-      const chatId = ctx.chat!.id;
-      const pace = paceOf(chatId);
-      const gap = pace.lastCallAt + intervalFor(ctx) - performance.now();
-      if (gap > 0) await sleep(gap, stopping.signal);
-      try {
-        await ctx.api.sendMessage(chatId, text, replyTo(ctx));
-      } finally {
-        pace.lastCallAt = performance.now();
-      }
-    },
-  };
+  });
 
   // The work of the update being handled, for the middleware (see update_flow.ts).
   const works = new Map<number, UpdateWork>();

@@ -45,8 +45,8 @@ export interface StreamReplyOptions {
    * the answer is written into it instead of a new message.
    */
   existingMessageId?: number;
-  /** Told each message id the answer sends (to remember where the answer is). */
-  onMessage?: (messageId: number) => void;
+  /** Told each message id the answer sends (to remember where the answer is); awaited. */
+  onMessage?: (messageId: number) => void | Promise<void>;
   log?: (msg: string) => void;
 }
 
@@ -212,7 +212,7 @@ export async function streamReply(
       firstSent = true;
       wake.notify();
       messageIds.push(sent.message_id);
-      opts.onMessage?.(sent.message_id);
+      await opts.onMessage?.(sent.message_id);
       current = { id: sent.message_id, shown: text };
       return true;
     } finally {

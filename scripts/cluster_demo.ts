@@ -161,14 +161,15 @@ async function main() {
     });
     say(`${replicas} bot replicas ready (webhook mode, one store)`);
 
-    // --- the load balancer: round robin; a replica that refuses the connection is skipped ---
+    // --- the load balancer: round robin with a passive health check (a replica whose request
+    // failed is left out for 5 s), as nginx's max_fails/fail_timeout does ---
     let turn = 0;
-    const alive = new Set(replicaPorts);
+    const failedUntil = new Map<number, number>();
     balancer = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
       const body = await req.arrayBuffer();
       for (let tries = 0; tries < replicaPorts.length; tries++) {
         const port = replicaPorts[turn++ % replicaPorts.length];
-        if (!alive.has(port)) continue;
+        if ((failedUntil.get(port) ?? 0) > Date.now()) continue;
         try {
           const res = await fetch(`http://127.0.0.1:${port}/telegram`, {
             method: "POST",
@@ -178,6 +179,7 @@ async function main() {
           return new Response(await res.arrayBuffer(), { status: res.status });
         } catch {
           // Died before or while answering: the sender re-delivers (we cannot know which).
+          failedUntil.set(port, Date.now() + 5000);
           return new Response("bad gateway", { status: 502 });
         }
       }
@@ -191,7 +193,7 @@ async function main() {
     let redeliveries = 0;
     let updateId = 1;
     const asked: { chatId: number; messageId: number }[] = [];
-    async function deliver(update: unknown) {
+    const deliver = async (update: unknown) => {
       for (let attempt = 0;; attempt++) {
         deliveries++;
         if (attempt > 0) redeliveries++;
@@ -206,8 +208,8 @@ async function main() {
         } catch { /* as a failed delivery */ }
         await new Promise((r) => setTimeout(r, 500 * Math.min(8, 2 ** attempt)));
       }
-    }
-    async function conversation(c: number) {
+    };
+    const conversation = async (c: number) => {
       const chatId = -1000 - c;
       for (let q = 0; q < perChat; q++) {
         const text = `@${fake.botUser.username} ${QUESTIONS[(c + q) % QUESTIONS.length]}`;
@@ -215,7 +217,20 @@ async function main() {
         asked.push({ chatId, messageId: message.message_id });
         await deliver({ update_id: updateId++, message });
       }
-    }
+    };
+
+    const answeredSoFar = () => {
+      let n = 0;
+      for (const q of asked) {
+        const done = fake.calls.some((c) =>
+          c.method === "sendMessage" && c.response.ok && Number(c.params.chat_id) === q.chatId &&
+          (c.params.reply_parameters as { message_id?: number } | undefined)?.message_id ===
+            q.messageId
+        );
+        if (done) n++;
+      }
+      return n;
+    };
 
     const t0 = performance.now();
     const total = chats * perChat;
@@ -224,7 +239,6 @@ async function main() {
       // Kill while answers are being written: once a third of the questions are answered.
       await waitUntil("answers", () => Promise.resolve(answeredSoFar() >= total / 3), 600_000);
       const victim = children.find((c) => c.name === "bot-1")!;
-      alive.delete(replicaPorts[0]);
       victim.proc.kill("SIGKILL");
       say("killed bot replica bot-1 (SIGKILL)");
       const server = children.find((c) => c.name === "serve-1")!;
@@ -272,18 +286,6 @@ async function main() {
       `updates done in the store ${row.done} of ${row.all}; deliveries ${deliveries} ` +
         `(re-deliveries ${redeliveries}); ${seconds.toFixed(1)} s; logs in ${logDir}`,
     );
-    function answeredSoFar() {
-      let n = 0;
-      for (const q of asked) {
-        const done = fake.calls.some((c) =>
-          c.method === "sendMessage" && c.response.ok && Number(c.params.chat_id) === q.chatId &&
-          (c.params.reply_parameters as { message_id?: number } | undefined)?.message_id ===
-            q.messageId
-        );
-        if (done) n++;
-      }
-      return n;
-    }
     if (lost || duplicated || failed || row.done !== total) Deno.exitCode = 1;
   } catch (err) {
     console.error(`[cluster-demo] error: ${(err as Error).message}`);

@@ -32,6 +32,15 @@ async function freshDatabase(): Promise<string> {
   return pg.url.replace(/\/postgres$/, `/${name}`);
 }
 
+const probes = new Map<string, ReturnType<typeof postgres>>();
+/** Whether a replica has claimed the update (read straight from the database). */
+async function claimed(store: string, updateId: number): Promise<boolean> {
+  let sql = probes.get(store);
+  if (!sql) probes.set(store, sql = postgres(store, { max: 1, onnotice: () => {} }));
+  const rows = await sql`SELECT 1 FROM bot_updates WHERE update_id = ${updateId}`;
+  return rows.length > 0;
+}
+
 interface Replica {
   bot: MedBot;
   engine: ReturnType<typeof createScriptedEngine>;
@@ -95,7 +104,10 @@ Deno.test({
         const update = { update_id: 5000 + i, message: fake.sendText({ chatId: 42, text: q }) };
         // Telegram sends them in order; the answers overlap, on alternating replicas.
         deliveries.push(deliver(i % 2 ? b.port : a.port, update));
-        await new Promise((r) => setTimeout(r, 30));
+        // The next one goes out once this one is taken (not answered): they overlap.
+        while (!await claimed(store, update.update_id)) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
       }
       assert.deepEqual(await Promise.all(deliveries), questions.map(() => 200));
       const requests = [...a.engine.requests, ...b.engine.requests];
@@ -110,6 +122,7 @@ Deno.test({
       }
       assert.deepEqual(fake.botTexts(42), questions.map(echo));
     } finally {
+      await probes.get(store)?.end();
       await a.bot.stop();
       await b.bot.stop();
       await fake.close();
@@ -187,8 +200,12 @@ Deno.test({
       const message = fake.sendText({ chatId: 70, text: "胃痛怎么办" });
       const update = { update_id: 7000, message };
       const first = deliver(doomedPort, update).catch((e) => e as Error);
-      // Mid-answer: part of the answer is in the chat.
-      await fake.waitFor(() => fake.botTexts(70).length === 1, 15_000, "the first part");
+      // Mid-answer: part of the answer is in the chat, and has been edited since.
+      await fake.waitFor(
+        () => (fake.chat(70).find((e) => e.fromBot)?.versions.length ?? 0) >= 2,
+        15_000,
+        "the answer under way",
+      );
       child.kill("SIGKILL");
       killed = true;
       await child.status;

@@ -21,11 +21,12 @@ async function contract(store: BotStore) {
   await store.noteReply(1, "a", 77);
   await store.finishUpdate(1, "a");
   assert.deepEqual(await store.claimUpdate(1, 10, "b", 60_000), { state: "done" });
-  assert.deepEqual(await store.claimUpdate(2, 10, "a", 150), { state: "claimed" });
+  // (Lapses generous enough for a loaded machine.)
+  assert.deepEqual(await store.claimUpdate(2, 10, "a", 800), { state: "claimed" });
   await store.noteReply(2, "a", 88);
-  await store.renewClaims([2], "a", 150);
+  await store.renewClaims([2], "a", 800);
   assert.deepEqual(await store.claimUpdate(2, 10, "b", 60_000), { state: "busy" });
-  await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, 900));
   assert.deepEqual(await store.claimUpdate(2, 10, "b", 60_000), {
     state: "claimed",
     replyMessageId: 88,
@@ -41,15 +42,15 @@ async function contract(store: BotStore) {
   assert.equal((await store.claimUpdate(3, 10, "b", 60_000)).state, "claimed");
 
   // Rate counters: the first refusal says so, later ones do not; other keys are apart.
-  const limit = { max: 2, windowMs: 300 };
+  const limit = { max: 2, windowMs: 1500 };
   assert.deepEqual(await store.takeRate("q:1", limit), { ok: true });
   assert.deepEqual(await store.takeRate("q:1", limit), { ok: true });
   const third = await store.takeRate("q:1", limit);
-  assert.ok(!third.ok && third.first && third.retryInMs > 0 && third.retryInMs <= 300);
+  assert.ok(!third.ok && third.first && third.retryInMs > 0 && third.retryInMs <= 1500);
   const fourth = await store.takeRate("q:1", limit);
   assert.ok(!fourth.ok && !fourth.first);
   assert.deepEqual(await store.takeRate("q:2", limit), { ok: true });
-  await new Promise((r) => setTimeout(r, 320));
+  await new Promise((r) => setTimeout(r, 1550));
   assert.deepEqual(await store.takeRate("q:1", limit), { ok: true });
   // Concurrent hits are all counted.
   const burst = await Promise.all(
@@ -77,7 +78,7 @@ async function contract(store: BotStore) {
     await new Promise((r) => setTimeout(r, 50));
     order.push("first out");
   });
-  await new Promise((r) => setTimeout(r, 10));
+  while (order.length === 0) await new Promise((r) => setTimeout(r, 5));
   await Promise.all([slow, store.inChatTurn(9, 101, () => Promise.resolve(order.push("second")))]);
   assert.deepEqual(order, ["first in", "first out", "second"]);
 }
