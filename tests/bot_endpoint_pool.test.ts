@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { createBot, type MedBot } from "../bot/bot.ts";
 import { createEndpointPool, splitEndpoints } from "../bot/endpoint_pool.ts";
 import { parseBotArgs } from "../bot/cli.ts";
+import { createOpenAIEngine } from "../bot/openai_engine.ts";
+import { createEngine } from "../serve/mod.ts";
 import { type FakeTelegram, startFakeTelegram } from "./helpers/fake_telegram.ts";
 import { startModelServer, type TestModelServer } from "./helpers/model_server.ts";
 import { createScriptedEngine } from "./helpers/scripted_engine.ts";
@@ -191,5 +193,58 @@ Deno.test("no server ready: the question fails once, clearly", async () => {
     assert.equal(h.servers[0].requests + h.servers[1].requests, 0);
   } finally {
     await h.close();
+  }
+});
+
+Deno.test("a real model server (the demo model behind serve's app) beside one that refuses", async () => {
+  const demo = await createEngine({ maxBatch: 2, log: () => {}, progressBar: false });
+  const real = startModelServer(demo);
+  const refusing = startModelServer(createScriptedEngine(), { refuse: true });
+  const fake = startFakeTelegram();
+  const pool = createEndpointPool({
+    endpoints: [refusing.url, real.url],
+    model: demo.info.model,
+    maxContext: demo.info.maxContext,
+    healthIntervalMs: 3_600_000,
+  });
+  const bot = createBot(pool, {
+    token: fake.token,
+    apiRoot: fake.apiRoot,
+    editIntervalMs: 30,
+    maxMessagesPerSecond: 1000,
+    pollingTimeoutSeconds: 5,
+    answerLengths: { short: 24 },
+    defaultSettings: { length: "short", temperature: 0 },
+    log: () => {},
+  });
+  try {
+    await pool.checkHealth();
+    assert.ok(pool.members().every((m) => m.healthy));
+    await new Promise<void>((resolve, reject) => {
+      bot.start({ onStart: () => resolve() }).catch(reject);
+    });
+    fake.sendText({ chatId: 1, text: "感冒了应该怎么办？" });
+    await fake.waitFor(() => bot.stats().answered === 1, 60_000, "the demo model's answer");
+    // What the same server says to the same request, asked directly.
+    const direct = createOpenAIEngine({ endpoint: real.url, model: demo.info.model });
+    let want = "";
+    for await (
+      const d of direct.generate({
+        messages: [{ role: "user", content: "感冒了应该怎么办？" }],
+        maxNewTokens: 24,
+        temperature: 0,
+      })
+    ) want += d.text;
+    assert.ok(want.trim().length > 0);
+    assert.deepEqual(fake.botTexts(1), [want.trim()]);
+    assert.equal(refusing.requests, 1);
+    assert.equal(real.completed, 2);
+  } finally {
+    await bot.stop();
+    await pool.close();
+    await real.close();
+    await refusing.close();
+    await fake.close();
+    await demo.close();
   }
 });
