@@ -64,9 +64,12 @@ function lockKey(chatId: number): number {
 }
 
 export interface PostgresStoreOptions {
-  /** Connections for queries. */
+  /** Connections for queries; default 10. */
   maxConnections?: number;
-  /** Connections for chat turns: each chat waiting for or in its turn holds one. */
+  /**
+   * Connections for chat turns: each chat in its turn (or waiting for it) holds one; more chats
+   * wait for a connection. Default 30. Replicas × (10 + 30) must fit the server's max_connections.
+   */
   maxTurnConnections?: number;
   /** How often a waiting turn looks again for earlier unfinished updates of the chat. */
   turnPollMs?: number;
@@ -79,14 +82,14 @@ export async function openPostgresStore(
 ): Promise<BotStore> {
   const where = redact(url);
   const sql = postgres(url, {
-    max: opts.maxConnections ?? 20,
+    max: opts.maxConnections ?? 10,
     onnotice: () => {},
     // A dead server or network must not hang the bot forever.
     connect_timeout: 10,
   });
   // A pool of its own, so that turns holding their locks never starve the queries made inside them.
   const locks = postgres(url, {
-    max: opts.maxTurnConnections ?? 64,
+    max: opts.maxTurnConnections ?? 30,
     onnotice: () => {},
     connect_timeout: 10,
   });
