@@ -70,8 +70,9 @@ export interface BotStore extends ChatStore {
    */
   takeRate(key: string, limit: RateLimit): Promise<RateVerdict>;
   /**
-   * Claims `updateId` for `owner` until `ttlMs` from now. A claim that expired (its holder died)
-   * can be taken over; a finished update stays `done`.
+   * Claims `updateId` for `owner` until `ttlMs` from now. A live claim (anyone's, the caller's
+   * too) makes it `busy`; one that lapsed (its holder died) can be taken over; a finished update
+   * stays `done`.
    */
   claimUpdate(updateId: number, chatId: number, owner: string, ttlMs: number): Promise<Claim>;
   /** Extends the owner's live claims (a heartbeat while they wait or are answered). */
@@ -192,7 +193,8 @@ export async function openChatStore(
       return update<UpdateRecord, Claim>(updateKey(updateId), (v) => {
         const now = Date.now();
         if (v?.state === "done") return [v, { state: "done" }];
-        if (v && v.owner !== owner && v.expires > now) return [v, { state: "busy" }];
+        // Live, even if ours: a re-delivery while we still answer must not be answered again.
+        if (v && v.expires > now) return [v, { state: "busy" }];
         const next: UpdateRecord = { ...v, state: "claimed", owner, expires: now + ttlMs, chatId };
         return [next, claimedWith(v?.replyMessageId), DONE_UPDATE_TTL_MS];
       });

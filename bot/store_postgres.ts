@@ -178,14 +178,13 @@ export async function openPostgresStore(
     async claimUpdate(updateId, chatId, owner, ttlMs): Promise<Claim> {
       const now = Date.now();
       pruneDone(now).catch(() => {});
-      // One statement: insert, or take over a claim that lapsed (or is already ours).
+      // One statement: insert, or take over a claim that lapsed.
       const [taken] = await sql`INSERT INTO bot_updates
           (update_id, chat_id, state, owner, expires, touched)
         VALUES (${updateId}, ${chatId}, 'claimed', ${owner}, ${now + ttlMs}, ${now})
         ON CONFLICT (update_id) DO UPDATE
           SET owner = EXCLUDED.owner, expires = EXCLUDED.expires, touched = EXCLUDED.touched
-          WHERE bot_updates.state = 'claimed'
-            AND (bot_updates.expires < ${now} OR bot_updates.owner = ${owner})
+          WHERE bot_updates.state = 'claimed' AND bot_updates.expires < ${now}
         RETURNING reply_message_id`;
       if (taken) {
         const reply = taken.reply_message_id;

@@ -146,7 +146,15 @@ Deno.test({
         assert.deepEqual(statuses, [200, 200]);
         assert.deepEqual(fake.botTexts(60 + i), [echo(`重复${i}`)]);
       }
-      assert.equal(a.engine.requests.length + b.engine.requests.length, 5);
+      // Twice to the same replica at once (Telegram re-delivering while it answers).
+      const message = fake.sendText({ chatId: 66, text: "又一次" });
+      const update = { update_id: 9100, message };
+      assert.deepEqual(await Promise.all([deliver(a.port, update), deliver(a.port, update)]), [
+        200,
+        200,
+      ]);
+      assert.deepEqual(fake.botTexts(66), [echo("又一次")]);
+      assert.equal(a.engine.requests.length + b.engine.requests.length, 6);
     } finally {
       await a.bot.stop();
       await b.bot.stop();
@@ -179,6 +187,7 @@ Deno.test({
         new URL("./helpers/bot_replica.ts", import.meta.url).pathname,
         JSON.stringify(cfg),
       ],
+      cwd: new URL("..", import.meta.url).pathname,
       stdout: "piped",
       stderr: "null",
       stdin: "null",

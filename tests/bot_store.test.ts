@@ -18,6 +18,8 @@ async function contract(store: BotStore) {
   // Claims: one holder at a time; done is final; a lapsed claim is taken over with its message.
   assert.deepEqual(await store.claimUpdate(1, 10, "a", 60_000), { state: "claimed" });
   assert.deepEqual(await store.claimUpdate(1, 10, "b", 60_000), { state: "busy" });
+  // A re-delivery to the holder itself while it answers is busy too.
+  assert.deepEqual(await store.claimUpdate(1, 10, "a", 60_000), { state: "busy" });
   await store.noteReply(1, "a", 77);
   await store.finishUpdate(1, "a");
   assert.deepEqual(await store.claimUpdate(1, 10, "b", 60_000), { state: "done" });
