@@ -52,9 +52,9 @@ async function startReplica(
   store: string,
   replicaId: string,
   extra: Partial<BotOptions> = {},
-  logs: string[] = [],
+  delayMs = 5,
 ): Promise<Replica> {
-  const engine = createScriptedEngine({ chunkChars: 3, delayMs: 5 });
+  const engine = createScriptedEngine({ chunkChars: 3, delayMs });
   const bot = createBot(engine, {
     token: fake.token,
     apiRoot: fake.apiRoot,
@@ -68,7 +68,7 @@ async function startReplica(
       port: 0,
       hostname: "127.0.0.1",
     },
-    log: (level, msg) => logs.push(`${replicaId} ${level}: ${msg}`),
+    log: () => {},
     ...extra,
   });
   const { port } = await bot.startWebhook();
@@ -156,6 +156,34 @@ Deno.test({
       assert.deepEqual(fake.botTexts(66), [echo("又一次")]);
       assert.equal(a.engine.requests.length + b.engine.requests.length, 6);
     } finally {
+      await a.bot.stop();
+      await b.bot.stop();
+      await fake.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a re-delivery finding the update in progress elsewhere waits, then asks to come again",
+  ignore,
+  async fn() {
+    const fake = startFakeTelegram();
+    const store = await freshDatabase();
+    const a = await startReplica(fake, store, "A", {}, 60);
+    const b = await startReplica(fake, store, "B", { busyWaitMs: 150 });
+    try {
+      const update = { update_id: 8000, message: fake.sendText({ chatId: 80, text: "牙疼" }) };
+      const first = deliver(a.port, update);
+      while (!await claimed(store, update.update_id)) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(await deliver(b.port, update), 503);
+      assert.equal(await first, 200);
+      assert.equal(await deliver(b.port, update), 200);
+      assert.deepEqual(fake.botTexts(80), [echo("牙疼")]);
+      assert.equal(a.engine.requests.length + b.engine.requests.length, 1);
+    } finally {
+      await probes.get(store)?.end();
       await a.bot.stop();
       await b.bot.stop();
       await fake.close();
