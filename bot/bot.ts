@@ -41,7 +41,7 @@ export interface BotStats {
  * The grammY bot itself, with its middleware installed, and:
  * - `start(options?)` polls with our loop (network back-off, cancellable waits); like grammY's, it
  *   resolves only when polling ends (use `onStart` to know when it runs);
- * - `stop()` also aborts running answers, waits for them and closes the KV database.
+ * - `stop()` also aborts running answers, waits for them and closes the store.
  */
 export type MedBot = Bot<MedContext> & {
   /** Webhook mode: registers the webhook and serves it; resolves with the listening port. */
@@ -105,10 +105,13 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
 
   // The work of the update being handled, for the middleware (see update_flow.ts).
   const works = new Map<number, UpdateWork>();
-  bot.use((ctx, next) => {
-    ctx.work = works.get(ctx.update.update_id) ??
-      { updateId: ctx.update.update_id, tasks: [] };
-    return next();
+  bot.use(async (ctx, next) => {
+    const work = works.get(ctx.update.update_id);
+    ctx.work = work ?? { updateId: ctx.update.update_id, tasks: [] };
+    await next();
+    // Called as grammY's own `bot.handleUpdate(update)`, outside the flow: no claim and no
+    // chat turn, but the work still runs (in this call).
+    if (!work) { for (const task of ctx.work.tasks) await task(); }
   });
   bot.use(admission(svc), commands(svc), settings(svc), questions(svc));
 
