@@ -123,10 +123,11 @@ export function createUpdateFlow(o: UpdateFlowOptions) {
           await held.finishUpdate(update.update_id, o.owner);
           return "handled" as const;
         },
-      ).catch((err) => {
+      ).catch(async (err) => {
         if (!o.stopping.aborted) {
           o.log("error", `update ${update.update_id}: ${describe(err)}`);
         }
+        await held.releaseUpdate(update.update_id, o.owner).catch(() => {});
         return "redeliver" as const;
       }).then((outcome) => {
         claimed.delete(update.update_id);
