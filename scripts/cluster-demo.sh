@@ -4,7 +4,9 @@
 # removed afterwards; or --store URL), the fake Bot API in place of Telegram; a scripted
 # conversation runs through it and the counts are printed (answered / lost / duplicated / failed).
 #   bash scripts/cluster-demo.sh [--servers 2] [--replicas 3] [--chats 6] [--questions 4] [--kill]
-# --kill: SIGKILL one bot replica and one model server while answers are being written.
+#     [--keep-logs] [--store postgres://...]
+# --kill: SIGKILL one bot replica and one model server while answers are being written. The logs
+# of every process are kept (and their folder printed) on failure or with --keep-logs.
 # Needs PostgreSQL's server binaries (apt-get install postgresql) unless --store is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."

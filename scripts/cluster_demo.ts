@@ -28,6 +28,7 @@ const { values: v } = parseArgs({
     chats: { type: "string" },
     questions: { type: "string" },
     kill: { type: "boolean" },
+    "keep-logs": { type: "boolean" },
     store: { type: "string" },
   },
 });
@@ -46,7 +47,7 @@ const QUESTIONS = [
 ];
 
 const root = new URL("..", import.meta.url).pathname;
-const children: { name: string; proc: Deno.ChildProcess }[] = [];
+const children: { name: string; proc: Deno.ChildProcess; logged: Promise<unknown> }[] = [];
 const say = (msg: string) => console.log(`[cluster-demo] ${msg}`);
 
 /** Runs a task's command directly (`deno task` would put a shell between us and the process). */
@@ -60,9 +61,11 @@ function spawn(name: string, args: string[], env: Record<string, string> = {}) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  proc.stdout.pipeTo(open().writable).catch(() => {});
-  proc.stderr.pipeTo(open().writable).catch(() => {});
-  children.push({ name, proc });
+  const logged = Promise.all([
+    proc.stdout.pipeTo(open().writable).catch(() => {}),
+    proc.stderr.pipeTo(open().writable).catch(() => {}),
+  ]);
+  children.push({ name, proc, logged });
   return proc;
 }
 
@@ -284,7 +287,7 @@ async function main() {
     );
     console.log(
       `updates done in the store ${row.done} of ${row.all}; deliveries ${deliveries} ` +
-        `(re-deliveries ${redeliveries}); ${seconds.toFixed(1)} s; logs in ${logDir}`,
+        `(re-deliveries ${redeliveries}); ${seconds.toFixed(1)} s`,
     );
     if (lost || duplicated || failed || row.done !== total) Deno.exitCode = 1;
   } catch (err) {
@@ -297,10 +300,29 @@ async function main() {
       } catch { /* already gone */ }
     }
     await Promise.all(children.map((c) => c.proc.status));
+    await Promise.all(children.map((c) => c.logged));
+    if (children.some((c) => c.name.startsWith("bot-"))) await reportFailovers();
     await balancer?.shutdown();
     await fake.close();
     await pg?.stop();
+    // The processes' logs are kept only when something went wrong.
+    if (Deno.exitCode === 0 && !v["keep-logs"]) await Deno.remove(logDir, { recursive: true });
+    else console.error(`[cluster-demo] the logs of every process are in ${logDir}`);
   }
+}
+
+/** What the replicas did about failing model servers, from their logs (complete once they exit). */
+async function reportFailovers() {
+  let moved = 0, rewritten = 0;
+  for (let i = 0; i < replicas; i++) {
+    const text = await Deno.readTextFile(`${logDir}/bot-${i + 1}.log`).catch(() => "");
+    moved += text.match(/moving the question to another server/g)?.length ?? 0;
+    rewritten += text.match(/answering again on another server/g)?.length ?? 0;
+  }
+  console.log(
+    `questions moved to another server before their first token ${moved}; ` +
+      `answers broken off mid-stream and written again from another server ${rewritten}`,
+  );
 }
 
 await main();
