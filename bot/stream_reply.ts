@@ -190,6 +190,8 @@ export async function streamReply(
         try {
           await opts.api.editMessageText(opts.chatId, current.id, text);
           current.shown = text;
+          // Writing into an earlier try's message counts as the first message (typing stops).
+          firstSent = true;
           return true;
         } catch (err) {
           if (isNotModified(err)) {
