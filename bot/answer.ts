@@ -16,7 +16,10 @@ import * as texts from "./texts.ts";
 const MAX_TRIES = 3;
 
 export async function answer(svc: BotServices, ctx: MedContext, question: string): Promise<void> {
-  if (svc.stopping.aborted) return;
+  if (svc.stopping.aborted) {
+    ctx.work.interrupted = true;
+    return;
+  }
   const { engine } = svc;
   const chatId = ctx.chat!.id;
   const store = await svc.store();
@@ -87,14 +90,22 @@ export async function answer(svc: BotServices, ctx: MedContext, question: string
     }
     release();
     release = undefined;
-    if (result.finishReason === "abort" || !result.text.trim()) return;
+    if (result.finishReason === "abort") {
+      // Cut short by stop(): not history, and the update is to be answered again.
+      if (svc.stopping.aborted) ctx.work.interrupted = true;
+      return;
+    }
+    if (!result.text.trim()) return;
     await store.addTurn(chatId, { user: question, assistant: result.text, at: Date.now() }, {
       maxTurns: svc.maxHistoryTurns,
       fits: (turns) => historyFits(engine, turns, bounds),
     });
     svc.counters.answered++;
   } catch (caught) {
-    if (svc.stopping.aborted) return;
+    if (svc.stopping.aborted) {
+      ctx.work.interrupted = true;
+      return;
+    }
     const err = caught instanceof StreamReplyError ? caught.cause : caught;
     if (err instanceof GrammyError && err.error_code === 403) {
       svc.log("warn", `chat ${chatId}: cannot write (${err.description}); answer dropped`);

@@ -20,6 +20,8 @@ export interface UpdateWork {
   /** The answer message a replica that died mid-answer had sent (edit it, do not send anew). */
   readonly replyMessageId?: number;
   readonly tasks: (() => Promise<void>)[];
+  /** Set when the bot stopped before the work was done: the update stays re-deliverable. */
+  interrupted?: boolean;
 }
 
 export type MedContext = Context & { work: UpdateWork };

@@ -278,7 +278,9 @@ export async function streamReply(
   if (streamError) throw new StreamReplyError(streamError, messageIds);
   return {
     text: full,
-    finishReason: stopped() ? "abort" : finishReason,
+    // A generation that ended on its own before the bot stopped is complete (the consumer marks
+    // one that the stop cut short as "abort").
+    finishReason,
     messageIds,
   };
 }

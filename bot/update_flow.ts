@@ -74,11 +74,15 @@ export function createUpdateFlow(o: UpdateFlowOptions) {
     if (work.tasks.length === 0) return;
     await store.inChatTurn(chatId, work.updateId, async () => {
       for (const task of work.tasks) {
-        if (o.stopping.aborted) return;
+        if (o.stopping.aborted) {
+          work.interrupted = true;
+          return;
+        }
         try {
           await task();
         } catch (err) {
-          if (!o.stopping.aborted) o.onTaskError(chatId, err);
+          if (o.stopping.aborted) work.interrupted = true;
+          else o.onTaskError(chatId, err);
         }
       }
     });
@@ -116,7 +120,7 @@ export function createUpdateFlow(o: UpdateFlowOptions) {
       const held = store;
       turn(held, chatId, work).then(
         async () => {
-          if (o.stopping.aborted) {
+          if (work.interrupted) {
             await held.releaseUpdate(update.update_id, o.owner).catch(() => {});
             return "redeliver" as const;
           }
