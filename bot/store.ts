@@ -166,11 +166,17 @@ export async function openChatStore(
   // One process: the chat's turn is a queue here (errors go back to the caller through `fn`).
   const turns = createKeyedQueue(() => {});
 
-  /** Reads, changes and writes one value under an atomic version check, retrying on conflict. */
+  /**
+   * Reads, changes and writes one value under an atomic version check, retrying on conflict.
+   * `change` returns the new value (null deletes; the value it was given means no change), the
+   * result, and the new value's lifetime in ms.
+   */
   async function update<T, R>(key: Deno.KvKey, change: (v: T | null) => [T | null, R, number?]) {
     for (;;) {
       const got = await kv.get<T>(key);
       const [next, result, expireIn] = change(got.value);
+      // Unchanged (the same object back): no write, which would also drop the key's expiry.
+      if (next === got.value) return result;
       const op = kv.atomic().check(got);
       if (next === null) op.delete(key);
       else op.set(key, next, expireIn === undefined ? undefined : { expireIn });
