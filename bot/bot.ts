@@ -1,88 +1,31 @@
 /**
- * The MedGLM Telegram bot: grammY wiring of commands, admission control (allowlist, group
- * addressing, rate limits, concurrency cap), per-chat history in KV and streamed answers.
+ * The MedGLM Telegram bot: options, lifecycle (long polling or webhook, stop) and the wiring of the
+ * middleware files (admission, commands, settings, questions in bot/middleware/) over the store.
+ * Each update goes through `update_flow.ts` (claimed once, answered in its chat's turn, then
+ * marked done), so that several replicas on one PostgreSQL store answer every update once.
  */
-import { Bot, type Context, GrammyError, type PollingOptions } from "npm:grammy@1.46.0/web";
-import type { Update, UserFromGetMe } from "npm:grammy@1.46.0/types";
+import { Bot, GrammyError, type PollingOptions } from "npm:grammy@1.46.0/web";
+import type { Update } from "npm:grammy@1.46.0/types";
 import type { Engine } from "../serve/engine/types.ts";
-import { PromptTooLongError } from "../serve/engine/types.ts";
 import { BUILTIN_GENERATION_DEFAULTS } from "../serve/engine/generation_defaults.ts";
-import { isAddressed, isCommandForMe, stripMentions } from "./addressing.ts";
 import { paceTransformer } from "./api_pace.ts";
-import { anySignal, grammySignal, retryTransformer, sleep } from "./api_retry.ts";
-import { createKeyedQueue, createRateLimiter, createSemaphore, type RateLimit } from "./limits.ts";
-import { buildMessages, historyFits } from "./history_prompt.ts";
+import { grammySignal, retryTransformer } from "./api_retry.ts";
+import { describe, type LogLevel, type MedContext, type UpdateWork } from "./context.ts";
+import { admission } from "./middleware/admission.ts";
+import { commands } from "./middleware/commands.ts";
+import { questions } from "./middleware/questions.ts";
+import { settings } from "./middleware/settings.ts";
+import type { BotOptions } from "./options.ts";
 import { runPolling } from "./polling.ts";
-import { applySettingsCommand, checkSettings } from "./settings_command.ts";
-import {
-  ANSWER_LENGTHS,
-  type AnswerLength,
-  type ChatSettings,
-  type ChatStore,
-  openChatStore,
-} from "./store.ts";
-import { type ChatPace, streamReply } from "./stream_reply.ts";
-import * as texts from "./texts.ts";
+import { createServices } from "./services.ts";
+import { checkSettings } from "./settings_command.ts";
+import type { BotStore, ChatSettings } from "./store.ts";
+import { openBotStore } from "./open_store.ts";
+import { createUpdateFlow, type UpdateOutcome } from "./update_flow.ts";
 import { checkSecretToken, createWebhookApp } from "./webhook.ts";
 
-export type LogLevel = "info" | "warn" | "error";
-
-export interface WebhookOptions {
-  /** Public HTTPS URL Telegram posts to (registered with setWebhook). */
-  url: string;
-  /** Secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token. */
-  secret: string;
-  /** Local port to listen on (0 picks a free one). Default 8443. */
-  port?: number;
-  hostname?: string;
-  /** Path to accept updates on; default: the path of `url`. */
-  path?: string;
-}
-
-export interface BotOptions {
-  /** The bot token from @BotFather (the CLI reads it from TELEGRAM_BOT_TOKEN only). */
-  token: string;
-  /** Bot API server, default https://api.telegram.org (tests pass their fake's address). */
-  apiRoot?: string;
-  /** Deno KV database file for history and settings; default an in-memory database. */
-  kvPath?: string;
-  /** User ids allowed to use the bot; empty or absent allows everyone. */
-  allow?: number[];
-  /** Questions per user; default 10 per minute. */
-  rateLimit?: RateLimit;
-  /** Generations running at once across all chats; default 4. */
-  maxConcurrent?: number;
-  /** Questions waiting for a generation slot before new ones are turned away; default 64. */
-  maxQueued?: number;
-  /** Minimum time between sends/edits in one chat; default 1000 ms (Telegram's limit). */
-  editIntervalMs?: number;
-  /** The same in groups, where Telegram allows about 20 messages a minute; default 3000 ms. */
-  groupEditIntervalMs?: number;
-  /** Sends and edits across all chats; default 25 a second (Telegram allows about 30). */
-  maxMessagesPerSecond?: number;
-  typingIntervalMs?: number;
-  /** History kept and sent with each question: at most this many turns... */
-  maxHistoryTurns?: number;
-  /** ...and at most this many prompt tokens (as the engine counts them). */
-  maxHistoryTokens?: number;
-  /** `maxNewTokens` of each answer length; default short 128, medium 512, long 2048. */
-  answerLengths?: Partial<Record<AnswerLength, number>>;
-  /** Settings of a chat that has not chosen any. */
-  defaultSettings?: Partial<ChatSettings>;
-  /** Optional system message put before every conversation. */
-  systemPrompt?: string;
-  /** Long-poll timeout in seconds; default 30. */
-  pollingTimeoutSeconds?: number;
-  webhook?: WebhookOptions;
-  /** Register /start, /help, /reset, /settings with setMyCommands on start. */
-  setCommands?: boolean;
-  /** Known bot identity; skips getMe. */
-  botInfo?: UserFromGetMe;
-  /** Retry policy for Telegram calls. */
-  retry?: { maxAttempts?: number; maxRetryAfterSeconds?: number; initialBackoffMs?: number };
-  /** Default: prints to stderr. The token is redacted from every message either way. */
-  log?: (level: LogLevel, msg: string) => void;
-}
+export type { LogLevel };
+export type { BotOptions, WebhookOptions } from "./options.ts";
 
 export interface BotStats {
   /** Generations running now. */
@@ -99,9 +42,9 @@ export interface BotStats {
  * The grammY bot itself, with its middleware installed, and:
  * - `start(options?)` polls with our loop (network back-off, cancellable waits); like grammY's, it
  *   resolves only when polling ends (use `onStart` to know when it runs);
- * - `stop()` also aborts running answers, waits for them and closes the KV database.
+ * - `stop()` also aborts running answers, waits for them and closes the store.
  */
-export type MedBot = Bot & {
+export type MedBot = Bot<MedContext> & {
   /** Webhook mode: registers the webhook and serves it; resolves with the listening port. */
   startWebhook(): Promise<{ port: number }>;
   /** The webhook endpoint as a fetch handler (to serve it inside another app). */
@@ -114,9 +57,9 @@ export type MedBot = Bot & {
 const ALLOWED_UPDATES = ["message"];
 
 /**
- * Creates the bot and starts opening its KV database. Nothing talks to Telegram until `start()` or
- * `startWebhook()`. The engine stays the caller's to close. (Returns the bot itself, not a
- * promise; `await createBot(...)` works too.)
+ * Creates the bot and starts opening its store (the KV file, or PostgreSQL with `store`). Nothing
+ * talks to Telegram until `start()` or `startWebhook()`. The engine stays the caller's to close.
+ * (Returns the bot itself, not a promise; `await createBot(...)` works too.)
  */
 export function createBot(engine: Engine, options: BotOptions): MedBot {
   if (!options.token) throw new Error("createBot: options.token is empty");
@@ -125,17 +68,6 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     ((level: LogLevel, msg: string) => console.error(`[bot] ${level}: ${msg}`));
   const log = (level: LogLevel, msg: string) => userLog(level, msg.replaceAll(token, "<token>"));
 
-  const editIntervalMs = options.editIntervalMs ?? 1000;
-  const groupEditIntervalMs = Math.max(editIntervalMs, options.groupEditIntervalMs ?? 3000);
-  const intervalFor = (ctx: Context) =>
-    ctx.chat?.type === "group" || ctx.chat?.type === "supergroup"
-      ? groupEditIntervalMs
-      : editIntervalMs;
-  const maxHistoryTurns = options.maxHistoryTurns ?? 8;
-  const maxHistoryTokens = options.maxHistoryTokens ?? 1024;
-  const maxQueued = options.maxQueued ?? 64;
-  const allow = new Set(options.allow ?? []);
-  const lengths = { ...ANSWER_LENGTHS, ...options.answerLengths };
   const defaults: ChatSettings = {
     length: options.defaultSettings?.length ?? "medium",
     // The engine's generation defaults, as every front end uses (its server's, for a remote one).
@@ -145,22 +77,16 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
   checkSettings(defaults);
   if (options.webhook) checkSecretToken(options.webhook.secret);
 
-  const storeReady: Promise<ChatStore> = openChatStore(options.kvPath ?? ":memory:", defaults);
+  const storeReady: Promise<BotStore> = openBotStore(
+    options.store ?? options.kvPath ?? ":memory:",
+    defaults,
+  );
   // Reported by start()/startWebhook() and by each answer; not an unhandled rejection here.
   storeReady.catch(() => {});
   const stopping = new AbortController();
-  const rateLimiter = createRateLimiter(options.rateLimit ?? { max: 10, windowMs: 60_000 });
-  const slots = createSemaphore(options.maxConcurrent ?? 4);
-  const paces = new Map<number, ChatPace>();
-  const counters = { answered: 0, failed: 0 };
-  const chatQueue = createKeyedQueue((chatId, err) => {
-    // Work cut short by stop() is not a failure worth a log line.
-    if (stopping.signal.aborted) return;
-    counters.failed++;
-    log("error", `chat ${chatId}: ${describe(err)}`);
-  });
+  const owner = options.replicaId ?? crypto.randomUUID();
 
-  const bot = new Bot(token, {
+  const bot = new Bot<MedContext>(token, {
     botInfo: options.botInfo,
     client: { apiRoot: options.apiRoot },
   });
@@ -172,163 +98,53 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     onRetry: (r) => log("warn", `${r.method}: ${r.reason}; retrying in ${r.waitMs} ms`),
   }));
 
-  const paceOf = (chatId: number) => {
-    let pace = paces.get(chatId);
-    if (!pace) {
-      if (paces.size > 10_000) paces.clear();
-      paces.set(chatId, pace = { lastCallAt: -Infinity });
-    }
-    return pace;
-  };
+  const svc = createServices(engine, options, {
+    store: () => storeReady,
+    log,
+    stopping: stopping.signal,
+    defaults,
+    owner,
+  });
 
-  /** Sends a plain-text message, at most one call per `editIntervalMs` in the chat. */
-  const say = async (ctx: Context, text: string) => {
-    const chatId = ctx.chat!.id;
-    const pace = paceOf(chatId);
-    const gap = pace.lastCallAt + intervalFor(ctx) - performance.now();
-    if (gap > 0) await sleep(gap, stopping.signal);
-    try {
-      await ctx.api.sendMessage(chatId, text, replyTo(ctx));
-    } finally {
-      pace.lastCallAt = performance.now();
-    }
-  };
-  /** Sends a short notice in the chat's turn (after what the chat is already waiting for). */
-  const notice = (ctx: Context, text: string) =>
-    chatQueue.run(ctx.chat!.id, async () => {
-      if (!stopping.signal.aborted) await say(ctx, text);
-    });
-
-  // --- admission: groups only when addressed, then the allowlist ---
-  bot.on("message", async (ctx, next) => {
-    const msg = ctx.message;
-    if (!ctx.from || ctx.from.is_bot) return;
-    const isGroup = ctx.chat.type === "group" || ctx.chat.type === "supergroup";
-    if (isGroup && !isCommandForMe(msg, ctx.me) && !isAddressed(msg, ctx.me)) return;
-    if (allow.size > 0 && !allow.has(ctx.from.id)) {
-      log("info", `refused user ${ctx.from.id} (not on the allowlist)`);
-      // Strangers share the rate limit, so a flood of messages gets one refusal, not a flood.
-      if (rateLimiter.take(ctx.from.id).ok) notice(ctx, texts.REFUSAL_TEXT);
-      return;
-    }
+  // The work of the update being handled, for the middleware (see update_flow.ts).
+  const works = new Map<number, UpdateWork>();
+  bot.use(async (ctx, next) => {
+    const work = works.get(ctx.update.update_id);
+    ctx.work = work ?? { updateId: ctx.update.update_id, tasks: [] };
     await next();
+    // Called as grammY's own `bot.handleUpdate(update)`, outside the flow: no claim and no
+    // chat turn, but the work still runs (in this call).
+    if (!work) { for (const task of ctx.work.tasks) await task(); }
   });
+  bot.use(admission(svc), commands(svc), settings(svc), questions(svc));
 
-  bot.command("start", (ctx) => notice(ctx, texts.startText(engine.info.model)));
-  bot.command("help", (ctx) => notice(ctx, texts.HELP_TEXT));
-  bot.command("reset", (ctx) =>
-    chatQueue.run(ctx.chat.id, async () => {
-      await (await storeReady).clearHistory(ctx.chat.id);
-      await say(ctx, texts.RESET_TEXT);
-    }));
-  bot.command("settings", (ctx) =>
-    chatQueue.run(ctx.chat.id, async () => {
-      const store = await storeReady;
-      const current = await store.settings(ctx.chat.id);
-      const [reply, updated] = applySettingsCommand(current, ctx.match, lengths);
-      if (updated) await store.saveSettings(ctx.chat.id, updated);
-      await say(ctx, reply);
-    }));
-
-  bot.on("message:text", (ctx) => {
-    const text = ctx.message.text;
-    // Commands of other bots, or ones we do not know.
-    if (text.startsWith("/")) {
-      if (ctx.chat.type === "private") notice(ctx, texts.HELP_TEXT);
-      return;
-    }
-    const question = stripMentions(ctx.message, ctx.me).trim();
-    if (!question) {
-      notice(ctx, texts.HELP_TEXT);
-      return;
-    }
-    const verdict = rateLimiter.take(ctx.from.id);
-    if (!verdict.ok) {
-      if (verdict.first) notice(ctx, texts.rateLimitedText(Math.ceil(verdict.retryInMs / 1000)));
-      return;
-    }
-    if (slots.waiting >= maxQueued) {
-      notice(ctx, texts.BUSY_TEXT);
-      return;
-    }
-    chatQueue.run(ctx.chat.id, () => answer(ctx, question));
-  });
-
-  bot.on("message", (ctx) => {
-    if (ctx.chat.type === "private") notice(ctx, texts.NOT_TEXT);
-  });
-
-  async function answer(ctx: Context, question: string): Promise<void> {
-    if (stopping.signal.aborted) return;
-    const chatId = ctx.chat!.id;
-    const store = await storeReady;
-    const settings = await store.settings(chatId);
-    // A small model's context may be shorter than the chosen length (servers refuse that).
-    const maxNewTokens = Math.min(lengths[settings.length], engine.info.maxContext);
-    const bounds = { maxTurns: maxHistoryTurns, maxTokens: maxHistoryTokens };
-    const messages = buildMessages(engine, await store.history(chatId), question, {
-      ...bounds,
-      maxNewTokens,
-      systemPrompt: options.systemPrompt,
-    });
-    const own = new AbortController();
-    const generation = {
-      signal: anySignal(own.signal, stopping.signal)!,
-      abort: (reason?: unknown) => own.abort(reason),
-    };
-    let release: (() => void) | undefined;
-    try {
-      if (slots.active >= (options.maxConcurrent ?? 4)) {
-        // Waiting for a slot: let the user see that the bot is on it.
-        await ctx.api.sendChatAction(chatId, "typing").catch(() => {});
+  const flow = createUpdateFlow({
+    store: () => storeReady,
+    owner,
+    claimTtlMs: options.claimTtlMs ?? 30_000,
+    busyWaitMs: options.busyWaitMs ?? 25_000,
+    stopping: stopping.signal,
+    async handle(update, work) {
+      works.set(update.update_id, work);
+      try {
+        await bot.handleUpdate(update);
+      } finally {
+        works.delete(update.update_id);
       }
-      release = await slots.acquire(stopping.signal);
-      const deltas = engine.generate({
-        messages,
-        maxNewTokens,
-        temperature: settings.temperature,
-        signal: generation.signal,
-      });
-      const result = await streamReply(deltas, {
-        api: ctx.api,
-        chatId,
-        replyTo: replyTo(ctx)?.reply_parameters.message_id,
-        pace: paceOf(chatId),
-        editIntervalMs: intervalFor(ctx),
-        typingIntervalMs: options.typingIntervalMs,
-        generation,
-        stopSignal: stopping.signal,
-        emptyText: texts.EMPTY_ANSWER_TEXT,
-        log: (m) => log("warn", m),
-      });
-      release();
-      release = undefined;
-      if (result.finishReason === "abort" || !result.text.trim()) return;
-      await store.addTurn(chatId, { user: question, assistant: result.text, at: Date.now() }, {
-        maxTurns: maxHistoryTurns,
-        fits: (turns) => historyFits(engine, turns, bounds),
-      });
-      counters.answered++;
-    } catch (err) {
-      if (stopping.signal.aborted) return;
-      if (err instanceof GrammyError && err.error_code === 403) {
-        log("warn", `chat ${chatId}: cannot write (${err.description}); answer dropped`);
-        counters.failed++;
-        return;
-      }
-      const tooLong = isPromptTooLong(err);
-      if (!tooLong) log("error", `chat ${chatId}: ${describe(err)}`);
-      const reply = tooLong ? texts.TOO_LONG_TEXT : texts.FAILED_TEXT;
-      counters.failed++;
-      await say(ctx, reply).catch((e) =>
-        log("warn", `chat ${chatId}: could not report the failure: ${describe(e)}`)
-      );
-    } finally {
-      release?.();
-    }
-  }
-
-  const handleUpdate = (update: Update) => bot.handleUpdate(update);
+    },
+    onTaskError(chatId, err) {
+      svc.counters.failed++;
+      log("error", `chat ${chatId}: ${describe(err)}`);
+    },
+    log,
+  });
+  /** Polling hands updates over without waiting; the flow keeps each chat in order. */
+  const handleUpdate = (update: Update) => {
+    flow.dispatch(update);
+    return Promise.resolve();
+  };
+  /** A webhook answers Telegram only when the update is done (or to be re-delivered). */
+  const handleWebhookUpdate = (update: Update): Promise<UpdateOutcome> => flow.dispatch(update);
 
   let finishedResolve!: () => void;
   let finishedReject!: (e: unknown) => void;
@@ -375,7 +191,7 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     webhookApp ??= createWebhookApp({
       path: options.webhook.path ?? (new URL(options.webhook.url).pathname || "/"),
       secret: options.webhook.secret,
-      onUpdate: handleUpdate,
+      onUpdate: handleWebhookUpdate,
       log,
     });
     return webhookApp;
@@ -437,9 +253,10 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
       await polling;
     } catch { /* reported through `finished` */ }
     await server?.finished;
-    await chatQueue.drain();
+    await flow.drain();
+    flow.close();
     try {
-      (await storeReady).close();
+      await (await storeReady).close();
     } catch { /* it never opened */ }
     if (!polling && !server) finishedResolve();
   }
@@ -455,29 +272,10 @@ export function createBot(engine: Engine, options: BotOptions): MedBot {
     },
     finished,
     stats: (): BotStats => ({
-      active: slots.active,
-      waiting: slots.waiting,
-      busyChats: chatQueue.depth.size,
-      ...counters,
+      active: svc.slots.active,
+      waiting: svc.slots.waiting,
+      busyChats: flow.busyChats(),
+      ...svc.counters,
     }),
   });
-}
-
-function replyTo(ctx: Context) {
-  // In groups the answer quotes the question, so people see whom it answers.
-  const isGroup = ctx.chat?.type === "group" || ctx.chat?.type === "supergroup";
-  if (!isGroup || !ctx.message) return undefined;
-  return {
-    reply_parameters: { message_id: ctx.message.message_id, allow_sending_without_reply: true },
-  };
-}
-
-/** By name too: an engine loaded from another URL has its own copy of the class. */
-function isPromptTooLong(err: unknown): boolean {
-  return err instanceof PromptTooLongError ||
-    (err instanceof Error && err.name === "PromptTooLongError");
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }

@@ -7,13 +7,17 @@ import { parseArgs } from "node:util";
 import type { Engine } from "../serve/engine/types.ts";
 import { type BotOptions, createBot, type MedBot } from "./bot.ts";
 import { connectOpenAIEngine } from "./openai_engine.ts";
+import { connectEndpointPool, splitEndpoints } from "./endpoint_pool.ts";
+import { isPostgresUrl, redact } from "./store_postgres.ts";
 import type { AnswerLength } from "./store.ts";
 import { intFlag } from "../core/io/flags.ts";
 
 export const USAGE = `Usage: deno task bot (--endpoint URL | --model DIR [--adapter DIR]) [options]
 
 Engine:
-  --endpoint URL          OpenAI-compatible server (e.g. http://127.0.0.1:8000, our \`serve\`)
+  --endpoint URL          OpenAI-compatible server (e.g. http://127.0.0.1:8000, our \`serve\`);
+                          several (comma-separated or repeated) make a pool: each question goes
+                          to the least busy server whose /health is ready
   --endpoint-model NAME   model name to request (default: the first one /v1/models lists)
   --max-context N         context length of the remote model (default 2048)
   --model DIR             run the model in this process (HF model directory)
@@ -22,6 +26,11 @@ Engine:
 
 Telegram:
   --kv PATH               Deno KV file for history and settings (default out/bot/bot.kv)
+  --store URL             PostgreSQL instead (postgres://user@host/db; also DATABASE_URL): shared
+                          by bot replicas behind a load balancer, schema created at start
+  --replica-id NAME       this replica's name on update claims (default a random id)
+  --claim-ttl MS          a claimed update is taken over this long after its replica stopped
+                          renewing the claim (died); default 30000
   --allow IDS             comma-separated user ids allowed to use the bot (also TELEGRAM_ALLOWED_USERS)
   --api-root URL          Bot API server (default https://api.telegram.org; also TELEGRAM_API_ROOT)
   --webhook-url URL       take updates by webhook at this public HTTPS URL instead of long polling
@@ -42,12 +51,13 @@ Telegram:
   -h, --help              this help
 
 Environment: TELEGRAM_BOT_TOKEN (required), TELEGRAM_ALLOWED_USERS, TELEGRAM_WEBHOOK_SECRET,
-TELEGRAM_API_ROOT, MEDGLM_API_KEY or OPENAI_API_KEY (sent to --endpoint).`;
+TELEGRAM_API_ROOT, DATABASE_URL, MEDGLM_API_KEY or OPENAI_API_KEY (sent to --endpoint).`;
 
 export interface BotCliConfig {
   engine: {
     kind: "endpoint";
-    endpoint: string;
+    /** One or more servers (more make a pool). */
+    endpoints: string[];
     model?: string;
     maxContext: number;
     apiKey?: string;
@@ -76,13 +86,16 @@ export function parseBotArgs(
     strict: true,
     allowPositionals: false,
     options: {
-      endpoint: { type: "string" },
+      endpoint: { type: "string", multiple: true },
       "endpoint-model": { type: "string" },
       "max-context": { type: "string" },
       model: { type: "string" },
       adapter: { type: "string" },
       backend: { type: "string" },
       kv: { type: "string" },
+      store: { type: "string" },
+      "replica-id": { type: "string" },
+      "claim-ttl": { type: "string" },
       allow: { type: "string" },
       "api-root": { type: "string" },
       "webhook-url": { type: "string" },
@@ -110,8 +123,21 @@ export function parseBotArgs(
       "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram and export its token",
     );
   }
-  if (v.endpoint && v.model) throw new Error("give either --endpoint or --model, not both");
-  if (!v.endpoint && !v.model) throw new Error("give --endpoint URL or --model DIR (see --help)");
+  const endpoints = splitEndpoints(v.endpoint ?? []);
+  if (endpoints.length && v.model) throw new Error("give either --endpoint or --model, not both");
+  if (!endpoints.length && !v.model) {
+    throw new Error("give --endpoint URL or --model DIR (see --help)");
+  }
+  const store = v.store ?? (env.DATABASE_URL?.trim() || undefined);
+  if (store !== undefined && !isPostgresUrl(store)) {
+    throw new Error(
+      `${v.store ? "--store" : "DATABASE_URL"}: expected a postgres:// URL, got "${
+        redact(store)
+      }" ` +
+        "(for a Deno KV file use --kv PATH)",
+    );
+  }
+  if (store && v.kv) throw new Error("give either --store (PostgreSQL) or --kv (a file), not both");
   if (v.adapter && !v.model) throw new Error("--adapter needs --model");
 
   const allowText = v.allow ?? env.TELEGRAM_ALLOWED_USERS;
@@ -161,7 +187,10 @@ export function parseBotArgs(
   const options: BotOptions = {
     token,
     apiRoot,
-    kvPath: v.kv ?? "out/bot/bot.kv",
+    kvPath: store ? undefined : v.kv ?? "out/bot/bot.kv",
+    store,
+    replicaId: v["replica-id"],
+    claimTtlMs: intFlag("claim-ttl", v["claim-ttl"], 100),
     allow,
     editIntervalMs: intFlag("edit-interval", v["edit-interval"], 0),
     groupEditIntervalMs: intFlag("group-edit-interval", v["group-edit-interval"], 0),
@@ -175,10 +204,10 @@ export function parseBotArgs(
     webhook,
     setCommands: true,
   };
-  const engine: BotCliConfig["engine"] = v.endpoint
+  const engine: BotCliConfig["engine"] = endpoints.length
     ? {
       kind: "endpoint",
-      endpoint: v.endpoint,
+      endpoints,
       model: v["endpoint-model"],
       maxContext: intFlag("max-context", v["max-context"], 16) ?? 2048,
       apiKey: env.MEDGLM_API_KEY ?? env.OPENAI_API_KEY,
@@ -214,11 +243,15 @@ async function createLocalEngine(
 
 export async function createCliEngine(cfg: BotCliConfig["engine"]): Promise<Engine> {
   if (cfg.kind === "endpoint") {
-    return await connectOpenAIEngine({
-      endpoint: cfg.endpoint,
-      model: cfg.model,
-      apiKey: cfg.apiKey,
-      maxContext: cfg.maxContext,
+    const common = { model: cfg.model, apiKey: cfg.apiKey, maxContext: cfg.maxContext };
+    // One server: the plain client (works with any OpenAI-compatible server, /health or not).
+    if (cfg.endpoints.length === 1) {
+      return await connectOpenAIEngine({ ...common, endpoint: cfg.endpoints[0] });
+    }
+    return await connectEndpointPool({
+      ...common,
+      endpoints: cfg.endpoints,
+      log: (level, msg) => console.error(`[bot] ${level}: ${msg}`),
     });
   }
   return await createLocalEngine(cfg);

@@ -1,48 +1,13 @@
 /**
- * Admission control: per-user rate limits, a cap on concurrent generations, and per-chat ordering
- * (one chat's questions are answered in turn, different chats in parallel).
+ * Admission control in one process: a cap on concurrent generations, and keyed queues (one key's
+ * tasks in turn, different keys in parallel). Rate limits are counters in the store
+ * (`BotStore.takeRate`, with the sliding-window rule `rateStep`), so that replicas share them.
  */
 
 export interface RateLimit {
-  /** Questions allowed per user in each window. */
+  /** Hits allowed per key (a user's questions) in each window. */
   max: number;
   windowMs: number;
-}
-
-/** A sliding-window counter per user. */
-export function createRateLimiter(limit: RateLimit, now: () => number = () => Date.now()) {
-  const hits = new Map<number, number[]>();
-  const warned = new Set<number>();
-  return {
-    /**
-     * Records a hit and says whether it is allowed; when not, how long until one frees up and
-     * whether this is the first refusal since the last allowed hit (so the user is told once,
-     * not on every message).
-     */
-    take(userId: number): { ok: true } | { ok: false; retryInMs: number; first: boolean } {
-      const t = now();
-      const recent = (hits.get(userId) ?? []).filter((h) => t - h < limit.windowMs);
-      if (recent.length >= limit.max) {
-        hits.set(userId, recent);
-        const first = !warned.has(userId);
-        warned.add(userId);
-        return { ok: false, retryInMs: limit.windowMs - (t - recent[0]), first };
-      }
-      warned.delete(userId);
-      recent.push(t);
-      hits.set(userId, recent);
-      // Forget idle users so the map does not grow without bound.
-      if (hits.size > 10_000) {
-        for (const [id, list] of hits) {
-          if (list.every((h) => t - h >= limit.windowMs)) {
-            hits.delete(id);
-            warned.delete(id);
-          }
-        }
-      }
-      return { ok: true };
-    },
-  };
 }
 
 /** At most `max` holders at once; the rest wait in arrival order. */

@@ -27,6 +27,14 @@ export interface OpenAIEngineOptions {
   fetch?: typeof fetch;
 }
 
+/** An HTTP error answer of the endpoint; `status` lets a pool tell refusals from failures. */
+export class EndpointHttpError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+    this.name = "EndpointHttpError";
+  }
+}
+
 /** The endpoint's chat-completions and models URLs. */
 export function endpointUrls(endpoint: string): { chat: string; models: string } {
   let url: URL;
@@ -43,6 +51,11 @@ export function endpointUrls(endpoint: string): { chat: string; models: string }
   else if (!path.endsWith("/v1")) path += "/v1";
   const base = `${url.origin}${path}`;
   return { chat: `${base}/chat/completions`, models: `${base}/models` };
+}
+
+/** The endpoint's `/health`, beside `/v1` (our serve, vLLM and llama.cpp all answer it there). */
+export function healthUrl(endpoint: string): string {
+  return endpointUrls(endpoint).chat.replace(/\/v1\/chat\/completions$/, "/health");
 }
 
 /**
@@ -246,7 +259,7 @@ async function responseError(
     const sizes = [...message.matchAll(/(\d+)\s*tokens/g)].map((m) => Number(m[1]));
     return new PromptTooLongError(sizes.find((n) => n !== limit) ?? promptTokens(), limit);
   }
-  return new Error(`${url}: HTTP ${res.status}: ${message}`);
+  return new EndpointHttpError(`${url}: HTTP ${res.status}: ${message}`, res.status);
 }
 
 /** The `data` of each server-sent event (multi-line data joined with "\n"). */

@@ -22,7 +22,7 @@ export interface PollingOptions {
 }
 
 /** Polls until `signal` aborts. Rejects on errors that retrying cannot fix (401, 409). */
-export async function runPolling(bot: Bot, opts: PollingOptions): Promise<void> {
+export async function runPolling(bot: Pick<Bot, "api">, opts: PollingOptions): Promise<void> {
   const initial = opts.initialBackoffMs ?? 500;
   const maxBackoff = opts.maxBackoffMs ?? 60_000;
   let backoff = initial;

@@ -40,7 +40,22 @@ export interface StreamReplyOptions {
   stopSignal?: AbortSignal;
   /** Shown when the model produced no text at all. */
   emptyText?: string;
+  /**
+   * A message of an earlier, broken try at this answer (another server or replica started it):
+   * the answer is written into it instead of a new message.
+   */
+  existingMessageId?: number;
+  /** Told each message id the answer sends (to remember where the answer is); awaited. */
+  onMessage?: (messageId: number) => void | Promise<void>;
   log?: (msg: string) => void;
+}
+
+/** The generation failed; `messageIds` are what the answer had already sent. */
+export class StreamReplyError extends Error {
+  constructor(override readonly cause: unknown, readonly messageIds: number[]) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = "StreamReplyError";
+  }
 }
 
 export interface StreamReplyResult {
@@ -144,6 +159,10 @@ export async function streamReply(
 
   const messageIds: number[] = [];
   let current: { id: number; shown: string } | undefined;
+  if (opts.existingMessageId !== undefined) {
+    messageIds.push(opts.existingMessageId);
+    current = { id: opts.existingMessageId, shown: "" };
+  }
   let segStart = 0;
 
   const waitForPace = async () => {
@@ -171,6 +190,8 @@ export async function streamReply(
         try {
           await opts.api.editMessageText(opts.chatId, current.id, text);
           current.shown = text;
+          // Writing into an earlier try's message counts as the first message (typing stops).
+          firstSent = true;
           return true;
         } catch (err) {
           if (isNotModified(err)) {
@@ -193,6 +214,7 @@ export async function streamReply(
       firstSent = true;
       wake.notify();
       messageIds.push(sent.message_id);
+      await opts.onMessage?.(sent.message_id);
       current = { id: sent.message_id, shown: text };
       return true;
     } finally {
@@ -238,7 +260,8 @@ export async function streamReply(
       if (!await flush()) break;
     }
     if (fatal) throw fatal;
-    if (!stopped() && messageIds.length === 0 && full.trim() === "" && !streamError) {
+    const nothingShown = messageIds.length === 0 || current?.shown === "";
+    if (!stopped() && nothingShown && full.trim() === "" && !streamError) {
       await show(opts.emptyText ?? "…");
     }
   } catch (err) {
@@ -252,10 +275,12 @@ export async function streamReply(
     await consumer;
     await typing;
   }
-  if (streamError) throw streamError;
+  if (streamError) throw new StreamReplyError(streamError, messageIds);
   return {
     text: full,
-    finishReason: stopped() ? "abort" : finishReason,
+    // A generation that ended on its own before the bot stopped is complete (the consumer marks
+    // one that the stop cut short as "abort").
+    finishReason,
     messageIds,
   };
 }

@@ -1,7 +1,9 @@
 /**
  * Webhook mode: a Hono app that takes Telegram's POSTs, checks the secret-token header that
- * Telegram sends with every update, and hands the update to the bot without waiting for the answer
- * (Telegram re-sends an update that is not acknowledged in time).
+ * Telegram sends with every update, and answers once the bot is done with the update: 200 when it
+ * is handled (or was already), 503 when it must come again (this replica is stopping, or another
+ * one holds it too long), so that Telegram re-delivers it, to this replica or another.
+ * Duplicates are recognized by the bot's store, not here: they may come to another replica.
  */
 import { Hono } from "npm:hono@4.13.19";
 import type { Update } from "npm:grammy@1.46.0/types";
@@ -12,7 +14,7 @@ export interface WebhookAppOptions {
   /** Path Telegram posts to, e.g. "/telegram". */
   path: string;
   secret: string;
-  onUpdate: (update: Update) => Promise<void>;
+  onUpdate: (update: Update) => Promise<"handled" | "duplicate" | "redeliver">;
   log: (level: "info" | "warn" | "error", msg: string) => void;
 }
 
@@ -37,8 +39,6 @@ function sameSecret(a: string, b: string): boolean {
 export function createWebhookApp(opts: WebhookAppOptions): Hono {
   checkSecretToken(opts.secret);
   const app = new Hono();
-  // Telegram may deliver an update twice (after a timeout); remember recent ids.
-  const seen = new Set<number>();
   app.post(opts.path, async (c) => {
     if (!sameSecret(c.req.header(SECRET_HEADER) ?? "", opts.secret)) {
       return c.json({ ok: false, error: "wrong or missing secret token" }, 401);
@@ -52,14 +52,15 @@ export function createWebhookApp(opts: WebhookAppOptions): Hono {
     if (typeof update !== "object" || update === null || typeof update.update_id !== "number") {
       return c.json({ ok: false, error: "not a Telegram update: update_id missing" }, 400);
     }
-    if (!seen.has(update.update_id)) {
-      seen.add(update.update_id);
-      if (seen.size > 1000) seen.delete(seen.values().next().value!);
-      try {
-        await opts.onUpdate(update);
-      } catch (err) {
-        opts.log("error", `update ${update.update_id} failed: ${String(err)}`);
-      }
+    let outcome;
+    try {
+      outcome = await opts.onUpdate(update);
+    } catch (err) {
+      opts.log("error", `update ${update.update_id} failed: ${String(err)}`);
+      outcome = "redeliver";
+    }
+    if (outcome === "redeliver") {
+      return c.json({ ok: false, error: "not handled now; deliver it again" }, 503);
     }
     return c.json({ ok: true });
   });

@@ -4,7 +4,8 @@
 #     node_modules would be taken by Deno as project config) and linked onto PATH;
 #   - Mesa's Vulkan driver (lavapipe), so that WebGPU runs with shader-f16 on a machine without a GPU;
 #   - with --for-tests: what the test suite drives as a person would: Debian's chromium (and a
-#     CJK font) for the web page's browser test, tmux for the terminal chat's test.
+#     CJK font) for the web page's browser test, tmux for the terminal chat's test, PostgreSQL for
+#     the bot's replica tests.
 # Each step says what it did; steps already done are skipped.
 set -euo pipefail
 
@@ -95,6 +96,8 @@ if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
   if [ $FOR_TESTS = 1 ]; then
     apt_install chromium fonts-wqy-microhei tmux ||
       say "could not install chromium/tmux; the browser and terminal tests will skip"
+    # The bot's replica tests start their own private cluster with Debian's server binaries.
+    apt_install postgresql || say "could not install postgresql; the bot's PostgreSQL tests will skip"
   fi
 else
   say "no apt-get here: install a Vulkan driver (Mesa lavapipe or your GPU's) yourself"
