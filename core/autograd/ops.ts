@@ -5,26 +5,30 @@
  * caller keeps alive until the step is submitted.
  */
 
-import { attention } from "../kernels/attention.ts";
-import { addScaled, fill, gelu, scale } from "../kernels/elementwise.ts";
-import { embedding } from "../kernels/embedding.ts";
-import { linear } from "../kernels/matmul.ts";
-import { qkvRotary } from "../kernels/rotary.ts";
-import { layerNorm } from "../kernels/rows.ts";
-import { crossEntropy } from "../kernels/cross_entropy.ts";
-import { attentionBackward } from "../kernels/backward/attention_grad.ts";
-import { crossEntropyBackward } from "../kernels/backward/cross_entropy_grad.ts";
 import {
+  accumulateInto,
+  addScaled,
+  attention,
+  attentionBackward,
+  crossEntropy,
+  crossEntropyBackward,
   dropoutBackward,
   dropoutForward,
+  embedding,
+  embeddingBackward,
+  fill,
+  gelu,
   geluBackward,
-} from "../kernels/backward/elementwise_grad.ts";
-import { embeddingBackward } from "../kernels/backward/embedding_grad.ts";
-import { layerNormBackward } from "../kernels/backward/layer_norm_grad.ts";
-import { linearBackward } from "../kernels/backward/linear_grad.ts";
-import { qkvRotaryBackward } from "../kernels/backward/rotary_grad.ts";
-import { accumulateInto } from "../kernels/backward/accumulate.ts";
+  layerNorm,
+  layerNormBackward,
+  linear,
+  linearBackward,
+  qkvRotary,
+  qkvRotaryBackward,
+  scale,
+} from "../kernels/mod.ts";
 import { emptyTensor, numel, reshape, type Tensor } from "../tensor/tensor.ts";
+import { IGNORE_INDEX } from "./labels.ts";
 import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
 
 /** A LoRA branch on the tape: `scaling · B(A(dropout(x)))`. */
@@ -288,7 +292,7 @@ export function crossEntropyOp(
   logits: Var,
   labels: Tensor,
   gradScale = 1,
-  ignoreIndex = -100,
+  ignoreIndex = IGNORE_INDEX,
 ): Var {
   const rec = tape.rec;
   const r = crossEntropy(rec, logits.value, labels, ignoreIndex);

@@ -61,5 +61,6 @@ export {
   rotaryTable,
 } from "./rotary.ts";
 export { attention, type AttentionOptions } from "./attention.ts";
+export { attentionSlots, copyRowsToSlots, qkvRotarySlots } from "./attention_slots.ts";
 export { crossEntropy, type CrossEntropyResult } from "./cross_entropy.ts";
 export * from "./backward/mod.ts";
