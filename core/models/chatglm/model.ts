@@ -119,21 +119,21 @@ export interface ChatGLMModel {
   profiler: ((p: StepProfile) => void) | null;
 }
 
-/** Parts a model is assembled from (see load.ts). */
-export interface ChatGLMParts {
-  config: ChatGLMConfig;
-  dtype: WeightDtype;
-  gpu: Gpu;
-  maxContext: number;
-  source: string;
-  embedding: Embedding;
-  layers: ChatGLMBlock[];
-  finalLayerNorm: LayerNorm;
-  lmHead: Linear;
-  adapter: LoraAdapter | null;
-  /** See {@link ChatGLMModel.maxActivationBytes}. */
-  maxActivationBytes?: number;
-}
+/** Parts a model is assembled from (see load.ts): its fields without the methods. */
+export type ChatGLMParts = Pick<
+  ChatGLMModel,
+  | "config"
+  | "dtype"
+  | "gpu"
+  | "maxContext"
+  | "source"
+  | "embedding"
+  | "layers"
+  | "finalLayerNorm"
+  | "lmHead"
+  | "adapter"
+  | "maxActivationBytes"
+>;
 
 /** Builds the model object around its parts. */
 export function assembleChatGLM(parts: ChatGLMParts): ChatGLMModel {
