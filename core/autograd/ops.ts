@@ -1,6 +1,6 @@
 /**
  * Differentiable ops on the tape: each records the forward kernels, and (when a gradient is
- * needed) an entry whose backward records the gradient kernels of core/kernels/backward.
+ * needed) an entry whose backward records the gradient kernels (all through core/kernels/mod.ts).
  * Inputs are {@link Var}s; integer inputs (ids, labels, positions, masks) are plain tensors the
  * caller keeps alive until the step is submitted.
  */

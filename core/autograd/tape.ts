@@ -22,7 +22,7 @@
 
 import type { Recording } from "../gpu/recording.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
-import { accumulateInto } from "../kernels/backward/accumulate.ts";
+import { accumulateInto } from "../kernels/mod.ts";
 
 /** A value on the tape. */
 export interface Var {
