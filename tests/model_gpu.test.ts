@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { getGpu } from "../core/gpu/device.ts";
 import { openCheckpoint, readTensorAsF32 } from "../core/io/checkpoint.ts";
 import { numberToF16Bits } from "../core/io/dtype.ts";
+import { concatArrays } from "../core/io/concat.ts";
 import { poolStats } from "../core/tensor/pool.ts";
 import { readTensor } from "../core/tensor/tensor.ts";
 import { exportMergedModel } from "../core/adapters/merge.ts";
@@ -52,11 +53,9 @@ function assertFinite(name: string, values: Float32Array) {
 
 /** Real positions of a padded batch, concatenated (the weights_rounded layout). */
 function realRows(logits: Float32Array, V: number): Float32Array {
-  const parts = batchValues.pad.map((p, b) => logits.subarray((b * S + p) * V, (b + 1) * S * V));
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) out.set(p, o), o += p.length;
-  return out;
+  return concatArrays(
+    batchValues.pad.map((p, b) => logits.subarray((b * S + p) * V, (b + 1) * S * V)),
+  );
 }
 
 async function withModel(

@@ -8,6 +8,7 @@ import {
   SentencePieceModelError,
 } from "../data/tokenizer/mod.ts";
 import { readFields } from "../data/tokenizer/sentencepiece/protobuf.ts";
+import { concatArrays as concat } from "../core/io/concat.ts";
 
 const FIX = new URL("./fixtures/chatglm-tokenizer/", import.meta.url).pathname;
 const MODEL = Deno.readFileSync(join(FIX, "ice_text.model"));
@@ -28,15 +29,6 @@ function lenField(field: number, bytes: Uint8Array): Uint8Array {
 }
 function varintField(field: number, v: number): Uint8Array {
   return Uint8Array.from([...varint(field * 8), ...varint(v)]);
-}
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 /** Rewrites top-level fields of a ModelProto: `edit(field, bytes)` returns replacement bytes. */
 function rewrite(

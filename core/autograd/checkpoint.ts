@@ -6,12 +6,16 @@
  *
  * `fn` must be deterministic (same inputs → same outputs): dropout seeds come from the caller,
  * not from a counter, so the recompute regenerates the same masks. Parameters used inside `fn`
- * (captured by closure) receive their gradients during the recompute's backward.
+ * (made with `param` on the tape `fn` gets) receive their gradients during the recompute's
+ * backward; list them in `parameters` so that the step knows a backward is needed even when no
+ * input needs a gradient. The inner tapes share the outer tape's gradient buffers and dropout.
+ * `fn` may consume its inputs (they are leaves over the caller's values); the caller keeps its
+ * own references to `inputs`.
  */
 
 import {
   backward,
-  createTape,
+  childTape,
   gradOf,
   leaf,
   opOutput,
@@ -31,7 +35,7 @@ export function checkpoint(
   // Parameters used inside fn count as inputs for "does this need a backward" (a LoRA layer
   // whose input is a frozen embedding still trains), but get their gradients through their sinks.
   const params = options.parameters ?? [];
-  const forwardOnly = createTape(tape.rec, false);
+  const forwardOnly = childTape(tape, false);
   const shadow = inputs.map((v) => leaf(v.value, false, v.label));
   const inner = fn(forwardOnly, shadow);
   // The inner output's tensor becomes the outer variable's (one reference moves over).
@@ -43,7 +47,7 @@ export function checkpoint(
     outputs: [out],
     saved: inputs,
     backward: ([g]) => {
-      const sub = createTape(tape.rec, true);
+      const sub = childTape(tape, true);
       const leaves = inputs.map((v) => leaf(v.value, v.requiresGrad, v.label));
       const again = fn(sub, leaves);
       backward(sub, again, g!);

@@ -1,30 +1,34 @@
 /**
  * Differentiable ops on the tape: each records the forward kernels, and (when a gradient is
- * needed) an entry whose backward records the gradient kernels of core/kernels/backward.
+ * needed) an entry whose backward records the gradient kernels (all through core/kernels/mod.ts).
  * Inputs are {@link Var}s; integer inputs (ids, labels, positions, masks) are plain tensors the
  * caller keeps alive until the step is submitted.
  */
 
-import { attention } from "../kernels/attention/attention.ts";
-import { addScaled, fill, gelu, scale } from "../kernels/elementwise/elementwise.ts";
-import { embedding } from "../kernels/embedding/embedding.ts";
-import { linear } from "../kernels/matmul/matmul.ts";
-import { qkvRotary } from "../kernels/rotary/rotary.ts";
-import { layerNorm } from "../kernels/layer_norm/layer_norm.ts";
-import { crossEntropy } from "../kernels/cross_entropy/cross_entropy.ts";
-import { attentionBackward } from "../kernels/attention/attention_grad.ts";
-import { crossEntropyBackward } from "../kernels/cross_entropy/cross_entropy_grad.ts";
 import {
+  accumulateInto,
+  addScaled,
+  attention,
+  attentionBackward,
+  crossEntropy,
+  crossEntropyBackward,
   dropoutBackward,
   dropoutForward,
+  embedding,
+  embeddingBackward,
+  fill,
+  gelu,
   geluBackward,
-} from "../kernels/elementwise/elementwise_grad.ts";
-import { embeddingBackward } from "../kernels/embedding/embedding_grad.ts";
-import { layerNormBackward } from "../kernels/layer_norm/layer_norm_grad.ts";
-import { linearBackward } from "../kernels/matmul/linear_grad.ts";
-import { qkvRotaryBackward } from "../kernels/rotary/rotary_grad.ts";
-import { accumulateInto } from "../kernels/accumulate.ts";
+  layerNorm,
+  layerNormBackward,
+  linear,
+  linearBackward,
+  qkvRotary,
+  qkvRotaryBackward,
+  scale,
+} from "../kernels/mod.ts";
 import { emptyTensor, numel, reshape, type Tensor } from "../tensor/tensor.ts";
+import { IGNORE_INDEX } from "./labels.ts";
 import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
 
 /** A LoRA branch on the tape: `scaling · B(A(dropout(x)))`. */
@@ -288,7 +292,7 @@ export function crossEntropyOp(
   logits: Var,
   labels: Tensor,
   gradScale = 1,
-  ignoreIndex = -100,
+  ignoreIndex = IGNORE_INDEX,
 ): Var {
   const rec = tape.rec;
   const r = crossEntropy(rec, logits.value, labels, ignoreIndex);

@@ -8,15 +8,21 @@
  * frees every saved tensor and gradient as soon as its entry is done, so activation memory falls
  * while the backward pass runs. Frozen parameters have no sink and get no gradient buffer.
  *
- * Ownership: a variable made by an op starts with one reference, held by the forward code, which
- * drops it (`unref`) when it no longer needs the value; saving entries hold one more each. The
- * tensor goes back to the pool (inside the recording, so later kernels of the same step reuse
- * it) when the count reaches zero. Parameters and caller-made leaves are never freed here.
+ * Ownership: a variable made by an op starts with one reference, held by the forward code;
+ * saving entries hold one more each. The tensor goes back to the pool (inside the recording, so
+ * later kernels of the same step reuse it) when the count reaches zero. Forward code does not
+ * drop references one by one: it runs inside a {@link scope}, an arena that drops the reference
+ * of every variable made in it when it ends, except its result. A no-grad tape (`recording:
+ * false`, inference) thus frees a block's temporaries when the block ends; a recording tape keeps
+ * exactly what backward entries saved. Parameters and caller-made leaves are never freed here.
+ *
+ * The tape also carries what a step's parameters need: the gradient buffer of each trainable
+ * tensor ({@link param} makes the variable) and the step's LoRA dropout.
  */
 
 import type { Recording } from "../gpu/recording.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
-import { accumulateInto } from "../kernels/accumulate.ts";
+import { accumulateInto } from "../kernels/mod.ts";
 
 /** A value on the tape. */
 export interface Var {
@@ -44,16 +50,54 @@ interface Entry {
   label: string;
 }
 
+/** LoRA dropout of a training step (inference and evaluation have none). */
+export interface StepDropout {
+  /** Probability on every LoRA branch input (default: each adapter's `lora_dropout`). */
+  p?: number;
+  /** Seed of the step's masks (recompute regenerates the same masks from it). */
+  seed: number;
+}
+
+export interface TapeOptions {
+  /** Trainable parameter tensor → its f32 gradient buffer; the others are frozen. */
+  sinks?: ReadonlyMap<Tensor, Tensor>;
+  dropout?: StepDropout;
+}
+
 export interface Tape {
   readonly rec: Recording;
-  /** False: ops run forward only and keep nothing (evaluation, recompute's first pass). */
+  /** False: ops run forward only and keep nothing (inference, evaluation, recompute's first pass). */
   readonly recording: boolean;
+  readonly sinks: ReadonlyMap<Tensor, Tensor> | null;
+  readonly dropout: StepDropout | null;
   /** @internal */ entries: Entry[];
+  /** @internal the open scopes, innermost last: the variables each one releases */
+  scopes: Var[][];
 }
 
 /** A tape on `rec`; `recording: false` gives a forward-only (no-grad) tape. */
-export function createTape(rec: Recording, recording = true): Tape {
-  return { rec, recording, entries: [] };
+export function createTape(rec: Recording, recording = true, options: TapeOptions = {}): Tape {
+  return {
+    rec,
+    recording,
+    sinks: options.sinks ?? null,
+    dropout: options.dropout ?? null,
+    entries: [],
+    scopes: [],
+  };
+}
+
+/** A fresh tape on the same recording with the same parameters and dropout (recompute). */
+export function childTape(tape: Tape, recording: boolean): Tape {
+  return createTape(tape.rec, recording, {
+    sinks: tape.sinks ?? undefined,
+    dropout: tape.dropout ?? undefined,
+  });
+}
+
+/** The variable of a model parameter: trainable when the tape has a gradient buffer for it. */
+export function param(tape: Tape, value: Tensor, label?: string): Var {
+  return parameter(value, tape.sinks?.get(value) ?? null, label);
 }
 
 /** A parameter: `gradSink` (f32, shape of `value`) receives its gradient; null = frozen. */
@@ -74,10 +118,66 @@ export function leaf(value: Tensor, requiresGrad = false, label?: string): Var {
   return { value, requiresGrad, gradSink: null, owned: false, refs: 1, grad: null, label };
 }
 
-/** The output of an op (owned by the tape's reference counting). */
+/**
+ * The output of an op (owned by the tape's reference counting); the innermost open scope holds
+ * its first reference.
+ */
 export function opOutput(tape: Tape, value: Tensor, inputs: readonly Var[], label?: string): Var {
   const requiresGrad = tape.recording && inputs.some((v) => v.requiresGrad);
-  return { value, requiresGrad, gradSink: null, owned: true, refs: 1, grad: null, label };
+  const v: Var = { value, requiresGrad, gradSink: null, owned: true, refs: 1, grad: null, label };
+  tape.scopes.at(-1)?.push(v);
+  return v;
+}
+
+/**
+ * Runs `fn` as an arena: when it returns, the reference of every variable made inside (and of
+ * each of `consumed`, whose reference the caller hands over) is dropped, except the result's,
+ * which moves to the enclosing scope (or to the caller when there is none). Values a backward
+ * entry saved live on until backward; on a no-grad tape they go back to the pool at once.
+ */
+export function scope(tape: Tape, fn: () => Var, consumed: readonly Var[] = []): Var {
+  const parent = tape.scopes.at(-1);
+  const held: Var[] = [];
+  for (const v of consumed) {
+    const i = parent ? parent.indexOf(v) : -1;
+    if (i >= 0) parent!.splice(i, 1);
+    held.push(v);
+  }
+  tape.scopes.push(held);
+  let result: Var;
+  try {
+    result = fn();
+  } catch (err) {
+    tape.scopes.pop();
+    for (const v of held) unref(tape, v);
+    throw err;
+  }
+  tape.scopes.pop();
+  for (const v of held) if (v !== result) unref(tape, v);
+  if (held.includes(result)) parent?.push(result);
+  return result;
+}
+
+/**
+ * A forward-only op (e.g. attention over a KV cache): `compute` records the kernels and returns
+ * the value. Throws when a gradient would be needed, since it has no backward.
+ */
+export function forwardOnly(
+  tape: Tape,
+  label: string,
+  inputs: readonly Var[],
+  compute: () => Tensor,
+): Var {
+  if (tape.recording && inputs.some((v) => v.requiresGrad)) {
+    throw new Error(`autograd: ${label} has no backward; it runs on a no-grad tape only`);
+  }
+  return opOutput(tape, compute(), inputs, label);
+}
+
+/** Takes one more reference, so `v` outlives its scope (release it with {@link unref}). */
+export function keep(v: Var): Var {
+  v.refs++;
+  return v;
 }
 
 /** Frees a tensor or its base (kernels return views from reshape). */

@@ -1,6 +1,7 @@
 // Checkpoint IO: safetensors, torch .bin zips (safe unpickler), sharded model directories,
 // float conversions, atomic writes, progress bars and the CLIs' number flags.
 export { pathExists, syncDir, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+export { concatArrays } from "./concat.ts";
 export {
   bf16BitsToNumber,
   bf16ToF32,

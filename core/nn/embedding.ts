@@ -1,7 +1,7 @@
 /** Token embedding: rows of a [V, h] table (f32 or f16 storage, possibly chunked) → f32. */
 
-import type { Recording } from "../gpu/recording.ts";
-import { embedding } from "../kernels/embedding/embedding.ts";
+import { embeddingOp } from "../autograd/ops.ts";
+import { param, type Tape, type Var } from "../autograd/tape.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface Embedding {
@@ -15,9 +15,9 @@ export function createEmbedding(name: string, weight: Tensor): Embedding {
   return { name, weight };
 }
 
-/** ids (i32, any shape) → f32 [...ids.shape, h]. */
-export function embeddingForward(rec: Recording, layer: Embedding, ids: Tensor): Tensor {
-  return embedding(rec, layer.weight, ids);
+/** ids (i32, any shape; the caller keeps them alive until submit) → f32 [...ids.shape, h]. */
+export function embeddingForward(tape: Tape, layer: Embedding, ids: Tensor): Var {
+  return embeddingOp(tape, param(tape, layer.weight, `${layer.name}.weight`), ids);
 }
 
 export function disposeEmbedding(layer: Embedding): void {

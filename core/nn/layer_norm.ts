@@ -1,7 +1,7 @@
 /** LayerNorm over the last dimension (biased variance), weight and bias named as in checkpoints. */
 
-import type { Recording } from "../gpu/recording.ts";
-import { layerNorm } from "../kernels/layer_norm/layer_norm.ts";
+import { layerNormOp } from "../autograd/ops.ts";
+import { param, type Tape, type Var } from "../autograd/tape.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface LayerNorm {
@@ -25,8 +25,12 @@ export function createLayerNorm(
   return { name, eps, weight, bias };
 }
 
-export function layerNormForward(rec: Recording, layer: LayerNorm, x: Tensor): Tensor {
-  return layerNorm(rec, x, layer.weight, layer.bias, layer.eps);
+export function layerNormForward(tape: Tape, layer: LayerNorm, x: Var): Var {
+  return layerNormOp(tape, x, {
+    weight: param(tape, layer.weight, `${layer.name}.weight`),
+    bias: param(tape, layer.bias, `${layer.name}.bias`),
+    eps: layer.eps,
+  });
 }
 
 export function disposeLayerNorm(layer: LayerNorm): void {

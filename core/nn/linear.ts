@@ -1,10 +1,11 @@
 /**
  * Linear layer `y = x·Wᵀ + b` with W stored [out, in] as in HF checkpoints (f32 or f16 storage,
- * f32 accumulation), named by its checkpoint module name.
+ * f32 accumulation), named by its checkpoint module name. Its forward is the differentiable
+ * `linearOp` on the tape: gradients when the tape records and the weight is trainable.
  */
 
-import type { Recording } from "../gpu/recording.ts";
-import { linear as linearKernel } from "../kernels/matmul/matmul.ts";
+import { linearOp, type LinearVars } from "../autograd/ops.ts";
+import { param, type Tape, type Var } from "../autograd/tape.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
 
 export interface Linear {
@@ -29,9 +30,17 @@ export function createLinear(name: string, weight: Tensor, bias: Tensor | null =
   return { name, inFeatures, outFeatures, weight, bias };
 }
 
+/** The layer's weight and bias as variables of `tape` (trainable when the tape has their sinks). */
+export function linearVars(tape: Tape, layer: Linear): Omit<LinearVars, "lora"> {
+  return {
+    weight: param(tape, layer.weight, `${layer.name}.weight`),
+    bias: layer.bias ? param(tape, layer.bias, `${layer.name}.bias`) : null,
+  };
+}
+
 /** Records `x[..., in] · Wᵀ + b` → f32 [..., out]. */
-export function linearForward(rec: Recording, layer: Linear, x: Tensor, out?: Tensor): Tensor {
-  return linearKernel(rec, x, layer.weight, layer.bias ?? undefined, out);
+export function linearForward(tape: Tape, layer: Linear, x: Var): Var {
+  return linearOp(tape, x, { ...linearVars(tape, layer), lora: null });
 }
 
 /** The parameters of the layer by checkpoint name. */

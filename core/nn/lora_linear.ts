@@ -1,14 +1,13 @@
 /**
  * LoRA linear layer with PEFT semantics: `y = x·Wᵀ + b + scaling · B(A(dropout(x)))`, A [r, in] and
  * B [out, r] in f32 whatever the base weight's storage. Dropout acts on the LoRA branch input
- * only and only in training; this forward is the inference path (dropout = identity).
+ * only and only when the tape carries a step's dropout (training); otherwise it is the identity.
  */
 
-import type { Recording } from "../gpu/recording.ts";
-import { addScaled } from "../kernels/elementwise/elementwise.ts";
-import { linear as linearKernel } from "../kernels/matmul/matmul.ts";
+import { linearOp } from "../autograd/ops.ts";
+import { param, type Tape, type Var } from "../autograd/tape.ts";
 import { releaseTensor, type Tensor } from "../tensor/tensor.ts";
-import { type Linear, linearForward } from "./linear.ts";
+import { type Linear, linearVars } from "./linear.ts";
 
 export interface LoraBranch {
   r: number;
@@ -43,17 +42,29 @@ export function createLoraLinear(base: Linear, lora: LoraBranch | null = null): 
 }
 
 /** Records the layer's forward pass → f32 [..., out]. */
-export function loraLinearForward(rec: Recording, layer: LoraLinear, x: Tensor): Tensor {
-  const y = linearForward(rec, layer, x);
-  if (!layer.lora) return y;
-  const { a, b, scaling } = layer.lora;
-  const down = linearKernel(rec, x, a);
-  const up = linearKernel(rec, down, b);
-  releaseTensor(down, rec);
-  const sum = addScaled(rec, up, scaling, y);
-  releaseTensor(up, rec);
-  releaseTensor(y, rec);
-  return sum;
+export function loraLinearForward(tape: Tape, layer: LoraLinear, x: Var): Var {
+  const lora = layer.lora;
+  const drop = tape.dropout;
+  return linearOp(tape, x, {
+    ...linearVars(tape, layer),
+    lora: lora && {
+      a: param(tape, lora.a, `${layer.name}.lora_A`),
+      b: param(tape, lora.b, `${layer.name}.lora_B`),
+      scaling: lora.scaling,
+      dropout: drop ? drop.p ?? lora.dropout : 0,
+      seed: [drop?.seed ?? 0, dropoutStream(layer.name)],
+    },
+  });
+}
+
+/**
+ * The second dropout seed word of a module: a hash of its name (FNV-1a), so that every module
+ * draws its own mask and a recompute draws the same one.
+ */
+function dropoutStream(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
 /** Releases the LoRA branch's tensors (the base weights are left alone). */

@@ -1,6 +1,8 @@
 /**
  * `core/nn`: the layers models are built from, each a plain record of GPU tensors named as in HF
- * checkpoints plus a forward function that records kernels.
+ * checkpoints plus a forward function on the autograd tape (core/autograd): the same call
+ * records only the forward kernels on a no-grad tape (inference) and the backward entries too on
+ * a recording one (training).
  *
  * @module
  */
@@ -11,6 +13,7 @@ export {
   type Linear,
   linearForward,
   linearParameters,
+  linearVars,
 } from "./linear.ts";
 export {
   createLoraLinear,

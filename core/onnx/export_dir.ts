@@ -7,6 +7,7 @@
 
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { readJsonFile } from "../io/json_strict.ts";
+import { concatArrays } from "../io/concat.ts";
 import { openCheckpoint, readTensorAsF32 } from "../io/checkpoint.ts";
 import { createProgress } from "../io/progress.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
@@ -74,10 +75,7 @@ export async function adapterHash(adapter: LoraAdapter): Promise<string> {
     parts.push(new Uint8Array(m.a.buffer, m.a.byteOffset, m.a.byteLength));
     parts.push(new Uint8Array(m.b.buffer, m.b.byteOffset, m.b.byteLength));
   }
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) all.set(p, o), o += p.length;
-  const digest = await crypto.subtle.digest("SHA-256", all);
+  const digest = await crypto.subtle.digest("SHA-256", concatArrays(parts));
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 

@@ -4,6 +4,7 @@
  * `<sop>` on.
  */
 import type { ChatGLMTokenizer } from "../tokenizer/chatglm/tokenizer.ts";
+import { IGNORE_INDEX } from "../../core/mod.ts";
 
 export interface InstructionRecord {
   instruction: string;
@@ -14,7 +15,8 @@ export interface TrainRecord extends InstructionRecord {
   output: string;
 }
 
-export const IGNORE_INDEX = -100;
+/** Labels the loss skips (defined once in core, beside the loss that reads it). */
+export { IGNORE_INDEX };
 
 /** `Instruction: …\n[Input: …\n]Answer: ` (the Input line only when input is non-empty). */
 export function buildInstructionContext(r: InstructionRecord): string {

@@ -6,11 +6,12 @@
 
 import { beginRecording, discardRecording, submit } from "../../core/gpu/recording.ts";
 import { readTensor, type Tensor } from "../../core/tensor/tensor.ts";
-import { backward, createTape, discardTape, free, unref } from "../../core/autograd/tape.ts";
+import { backward, discardTape, free, unref } from "../../core/autograd/tape.ts";
 import type { TrainBatch } from "../../core/models/chatglm/train_batch.ts";
 import {
   trainForward,
   type TrainingModel,
+  trainingTape,
   uploadTrainBatch,
 } from "../../core/models/chatglm/train_forward.ts";
 import type { Optimizer, StepReport } from "../optim/optimizer.ts";
@@ -52,15 +53,14 @@ export async function runMicroStep(
   const input = uploadTrainBatch(tm.model, batch);
   const rec = beginRecording(gpu);
   const evalOnly = options.evalOnly ?? false;
-  const tape = createTape(rec, !evalOnly);
+  const tape = trainingTape(rec, tm, {
+    grads: !evalOnly,
+    dropout: evalOnly ? undefined : { p: options.dropout, seed: (options.seed ?? 0) >>> 0 },
+  });
   let lossTensor: Tensor | null = null;
   try {
     if (options.zeroGrads && !evalOnly) tm.zeroGrads(rec);
-    const loss = trainForward(tape, tm, input, {
-      recompute: options.recompute,
-      dropout: evalOnly ? 0 : options.dropout,
-      seed: options.seed,
-    });
+    const loss = trainForward(tape, tm, input, { recompute: options.recompute });
     lossTensor = loss.value;
     if (!evalOnly) backward(tape, loss, loss.value);
     if (options.optimizer && !evalOnly) {

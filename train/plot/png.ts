@@ -4,6 +4,7 @@
  * own CRC-32. Rows use filter 0 (none) — the plot is mostly flat colour, deflate does the rest.
  */
 
+import { concatArrays } from "../../core/io/concat.ts";
 import type { Canvas } from "./raster.ts";
 
 const CRC_TABLE = (() => {
@@ -65,11 +66,5 @@ export async function encodePng(canvas: Canvas): Promise<Uint8Array> {
     chunk("IDAT", await zlibCompress(raw)),
     chunk("IEND", new Uint8Array(0)),
   ];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatArrays(parts);
 }

@@ -1,6 +1,7 @@
 /**
  * ChatGLM input format: which positions attend to which, and the 2-D position ids, derived from
- * the token ids (README §4.1 for one sequence, §4.2 for a left-padded batch, §5 for decoding).
+ * the token ids (spec §4.1 for one sequence, §4.2 for a left-padded batch, §5 for decoding; the
+ * spec is tests/fixtures/chatglm6b-tiny/README.md).
  *
  * Every row is summarised by three numbers (`RowLayout`), from which both the explicit mask and
  * the compact form the attention kernel uses follow:

@@ -14,12 +14,8 @@ import { createLoraLinear, type LoraLinear } from "../../nn/lora_linear.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { mergeLoraWeight } from "../../adapters/merge.ts";
 import { type ChatGLMConfig, readChatGLMConfig } from "./config.ts";
-import {
-  assembleChatGLM,
-  type ChatGLMBlock,
-  type ChatGLMModel,
-  type ChatGLMParts,
-} from "./model.ts";
+import type { ChatGLMBlock } from "./block.ts";
+import { assembleChatGLM, type ChatGLMModel, type ChatGLMParts } from "./model.ts";
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
 import { linearModules } from "./params.ts";
 import { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";

@@ -1,6 +1,7 @@
 /**
- * ChatGLM-6B (v1): config, input format (masks, 2-D positions), parameter table, the GPU model
- * with KV cache, loading from HF model directories, memory planning.
+ * ChatGLM-6B (v1): config, input format (masks, 2-D positions), parameter table, the block (once,
+ * for inference and training), the GPU model with KV cache and slots, the training pass, loading
+ * from HF model directories, memory planning. README.md maps the spec to the code.
  *
  * @module
  */
@@ -34,17 +35,31 @@ export {
 
 export {
   assembleChatGLM,
-  type CacheSlot,
-  type ChatGLMBlock,
-  type ChatGLMCache,
   type ChatGLMModel,
   type ChatGLMParts,
   type ForwardOptions,
+  modelParameters,
   type PrefillOptions,
   type SlotPrompt,
   type SlotStep,
   type StepProfile,
 } from "./model.ts";
+export { type Attend, blockLinears, type ChatGLMBlock, chatglmBlock } from "./block.ts";
+export { cachedAttention, fullAttention, slotAttention } from "./attention.ts";
+export { type CacheSlot, type CacheView, type ChatGLMCache, createCache } from "./cache.ts";
+export { chatglmHidden, type ChatGLMStack, type StackOptions } from "./forward.ts";
+export { rotaryTableSize } from "./rotary.ts";
+export { buildTrainBatch, type TrainBatch } from "./train_batch.ts";
+export {
+  prepareTraining,
+  type TrainableParam,
+  type TrainBatchTensors,
+  trainForward,
+  type TrainForwardOptions,
+  type TrainingModel,
+  trainingTape,
+  uploadTrainBatch,
+} from "./train_forward.ts";
 export {
   adapterFromModel,
   assembleWeights,

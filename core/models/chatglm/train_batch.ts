@@ -1,14 +1,13 @@
 /**
- * The training batch layout of fixture README §8: rows right-padded with the pad id (labels with
+ * The training batch layout of spec §8 (tests/fixtures/chatglm6b-tiny/README.md): rows right-padded with the pad id (labels with
  * −100) to the longest row, masks and 2-D positions by rule §4.1 on each padded row (the pads
  * come after `<sop>`, so they are causal and no real position sees them), and the labels shifted
  * by one (logits row t predicts labels[t + 1]).
  */
 
+import { IGNORE_INDEX } from "../../autograd/labels.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { contextOf } from "./inputs.ts";
-
-export const IGNORE_INDEX = -100;
 
 export interface TrainBatch {
   batch: number;

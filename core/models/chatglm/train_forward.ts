@@ -1,33 +1,24 @@
 /**
  * ChatGLM-6B training on the autograd tape: which parameters train (LoRA: every adapter A/B,
  * base frozen and without gradient buffers; full: every base parameter, f32), their gradient
- * buffers, and the forward pass of README §3 recorded with differentiable ops, each layer
- * optionally wrapped in recompute, ending in the §8 loss.
+ * buffers, and the training pass: the shared forward (forward.ts, the same blocks inference runs)
+ * with full attention on a recording tape, each block optionally under recompute, ending in the
+ * loss of spec §8 (tests/fixtures/chatglm6b-tiny/README.md).
  */
 
 import type { Recording } from "../../gpu/recording.ts";
-import { fill } from "../../kernels/elementwise/elementwise.ts";
+import { fill } from "../../kernels/mod.ts";
 import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
-import {
-  addScaledOp,
-  crossEntropyOp,
-  embeddingOp,
-  gatherRowsOp,
-  geluOp,
-  layerNormOp,
-  type LayerNormVars,
-  linearOp,
-  type LinearVars,
-  selfAttentionOp,
-} from "../../autograd/ops.ts";
-import { checkpoint } from "../../autograd/checkpoint.ts";
-import { parameter, type Tape, unref, type Var } from "../../autograd/tape.ts";
-import type { LayerNorm } from "../../nn/layer_norm.ts";
-import type { LoraLinear } from "../../nn/lora_linear.ts";
+import { crossEntropyOp, gatherRowsOp } from "../../autograd/ops.ts";
+import { IGNORE_INDEX } from "../../autograd/labels.ts";
+import { createTape, scope, type StepDropout, type Tape, type Var } from "../../autograd/tape.ts";
+import { linearForward } from "../../nn/linear.ts";
 import { loraTensorKey } from "../../adapters/peft_config.ts";
-import { RESIDUAL_ALPHA } from "./config.ts";
+import { fullAttention } from "./attention.ts";
+import { blockLinears } from "./block.ts";
+import { chatglmHidden } from "./forward.ts";
 import type { ChatGLMModel } from "./model.ts";
-import { IGNORE_INDEX, type TrainBatch } from "./train_batch.ts";
+import type { TrainBatch } from "./train_batch.ts";
 
 /** A trainable tensor: the parameter and its f32 gradient buffer (same shape). */
 export interface TrainableParam {
@@ -99,25 +90,6 @@ export function prepareTraining(model: ChatGLMModel, mode: "lora" | "full"): Tra
   };
 }
 
-function layerVars(
-  v: Record<string, LinearVars | LayerNormVars>,
-): Var[] {
-  const out: Var[] = [];
-  for (const part of Object.values(v)) {
-    if ("eps" in part) out.push(part.weight, part.bias);
-    else {
-      out.push(part.weight);
-      if (part.bias) out.push(part.bias);
-      if (part.lora) out.push(part.lora.a, part.lora.b);
-    }
-  }
-  return out;
-}
-
-function blockLinears(layer: ChatGLMModel["layers"][number]): LoraLinear[] {
-  return [layer.queryKeyValue, layer.dense, layer.denseHTo4h, layer.dense4hToH];
-}
-
 /** The GPU tensors of a batch (uploaded by {@link uploadTrainBatch}; free after the submit). */
 export interface TrainBatchTensors {
   batch: TrainBatch;
@@ -169,114 +141,41 @@ export function uploadTrainBatch(model: ChatGLMModel, batch: TrainBatch): TrainB
 export interface TrainForwardOptions {
   /** Wrap every layer in recompute (activation memory: one layer plus the layer inputs). */
   recompute?: boolean;
-  /** LoRA dropout probability (default: the adapter's `lora_dropout`); 0 for evaluation. */
-  dropout?: number;
-  /** Seed of this step's dropout masks (e.g. the step number). */
-  seed?: number;
-  /** Gradient factor applied at the loss (default 1). */
-  gradScale?: number;
 }
 
 /**
- * Records the forward pass on `tape` and returns the loss variable: its value is [2] = (mean loss
- * over supervised tokens, their count). Run `backward(tape, loss, loss.value)` for gradients;
- * read the value after submitting and then `unref` it.
+ * A tape for one training (or evaluation) step of `tm` on `rec`: it records backward entries
+ * when `grads`, gives the trainable parameters their gradient buffers and carries the step's
+ * LoRA dropout (none for evaluation).
+ */
+export function trainingTape(
+  rec: Recording,
+  tm: TrainingModel,
+  options: { grads: boolean; dropout?: StepDropout },
+): Tape {
+  const sinks = new Map<Tensor, Tensor>(tm.params.map((p) => [p.param, p.grad]));
+  return createTape(rec, options.grads, { sinks, dropout: options.dropout });
+}
+
+/**
+ * Records the training pass on `tape` (see {@link trainingTape}) and returns the loss variable:
+ * its value is [2] = (mean loss over supervised tokens, their count). Run
+ * `backward(tape, loss, loss.value)` for gradients; read the value after submitting and then
+ * `unref` it. `gradScale` is the gradient factor applied at the loss (default 1).
  */
 export function trainForward(
   tape: Tape,
   tm: TrainingModel,
   input: TrainBatchTensors,
-  options: TrainForwardOptions = {},
+  options: TrainForwardOptions & { gradScale?: number } = {},
 ): Var {
   const { model } = tm;
-  const config = model.config;
-  const sinks = new Map<Tensor, Tensor>(tm.params.map((p) => [p.param, p.grad]));
-  const param = (t: Tensor, label: string) => parameter(t, sinks.get(t) ?? null, label);
-  const seed = (options.seed ?? 0) >>> 0;
-  const norm = (ln: LayerNorm): LayerNormVars => ({
-    weight: param(ln.weight, `${ln.name}.weight`),
-    bias: param(ln.bias, `${ln.name}.bias`),
-    eps: ln.eps,
+  const attend = fullAttention(model.config, input.pos, input.maskInfo);
+  return scope(tape, () => {
+    const y = chatglmHidden(tape, model, input.ids, attend, { recompute: options.recompute });
+    // Only the supervised positions go to the lm_head (the prompt positions have no loss).
+    const rows = input.lossRows ? gatherRowsOp(tape, y, input.lossRows) : y;
+    const logits = linearForward(tape, model.lmHead, rows);
+    return crossEntropyOp(tape, logits, input.targets, options.gradScale ?? 1);
   });
-  const lin = (l: LoraLinear, slot: number): LinearVars => ({
-    weight: param(l.weight, `${l.name}.weight`),
-    bias: l.bias ? param(l.bias, `${l.name}.bias`) : null,
-    lora: l.lora
-      ? {
-        a: param(l.lora.a, `${l.name}.lora_A`),
-        b: param(l.lora.b, `${l.name}.lora_B`),
-        scaling: l.lora.scaling,
-        dropout: options.dropout ?? l.lora.dropout,
-        seed: [seed, slot],
-      }
-      : null,
-  });
-  const s = input.batch.seq;
-  const maxPosition = Math.max(8192, 2 ** Math.ceil(Math.log2(s + 2)));
-  let x = embeddingOp(
-    tape,
-    param(model.embedding.weight, "transformer.word_embeddings.weight"),
-    input.ids,
-  );
-  for (const layer of model.layers) {
-    const l = layer.index;
-    const vars = {
-      ln1: norm(layer.inputLayerNorm),
-      qkv: lin(layer.queryKeyValue, l * 4),
-      dense: lin(layer.dense, l * 4 + 1),
-      ln2: norm(layer.postAttentionLayerNorm),
-      up: lin(layer.denseHTo4h, l * 4 + 2),
-      down: lin(layer.dense4hToH, l * 4 + 3),
-    };
-    const block = (t: Tape, [xin]: Var[]): Var => {
-      const a = layerNormOp(t, xin, vars.ln1);
-      const qkv = linearOp(t, a, vars.qkv);
-      const ctx = selfAttentionOp(t, qkv, {
-        heads: config.numHeads,
-        layerScale: l + 1,
-        maskInfo: input.maskInfo,
-        pos: input.pos,
-        maxPosition,
-      });
-      unref(t, qkv);
-      const o = linearOp(t, ctx, vars.dense);
-      unref(t, ctx);
-      // Both residuals add the LayerNorm output times α = sqrt(56) (README §3.4).
-      const hmid = addScaledOp(t, a, RESIDUAL_ALPHA, o);
-      unref(t, a);
-      unref(t, o);
-      const m = layerNormOp(t, hmid, vars.ln2);
-      unref(t, hmid);
-      const up = linearOp(t, m, vars.up);
-      const act = geluOp(t, up);
-      unref(t, up);
-      const f = linearOp(t, act, vars.down);
-      unref(t, act);
-      const out = addScaledOp(t, m, RESIDUAL_ALPHA, f);
-      unref(t, m);
-      unref(t, f);
-      return out;
-    };
-    const next = options.recompute
-      ? checkpoint(tape, [x], block, { label: `layer ${l}`, parameters: layerVars(vars) })
-      : block(tape, [x]);
-    unref(tape, x);
-    x = next;
-  }
-  const yAll = layerNormOp(tape, x, norm(model.finalLayerNorm));
-  unref(tape, x);
-  let y = yAll;
-  if (input.lossRows) {
-    y = gatherRowsOp(tape, yAll, input.lossRows);
-    unref(tape, yAll);
-  }
-  const logits = linearOp(tape, y, {
-    weight: param(model.lmHead.weight, "lm_head.weight"),
-    bias: null,
-    lora: null,
-  });
-  unref(tape, y);
-  const loss = crossEntropyOp(tape, logits, input.targets, options.gradScale ?? 1);
-  unref(tape, logits);
-  return loss;
 }

@@ -1,0 +1,67 @@
+/**
+ * The ChatGLM-6B forward pass up to the final LayerNorm (spec §3): embedding (no scaling), every
+ * block, final LayerNorm. Shared by inference steps (step.ts) and training (train_forward.ts);
+ * what differs is the tape (no-grad or recording), the attention and recompute.
+ */
+
+import { checkpoint } from "../../autograd/checkpoint.ts";
+import { scope, type Tape, type Var } from "../../autograd/tape.ts";
+import { type Embedding, embeddingForward } from "../../nn/embedding.ts";
+import { type LayerNorm, layerNormForward } from "../../nn/layer_norm.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { type Attend, blockParameters, type ChatGLMBlock, chatglmBlock } from "./block.ts";
+
+/** The layers the pass reads. */
+export interface ChatGLMStack {
+  readonly embedding: Embedding;
+  readonly layers: readonly ChatGLMBlock[];
+  readonly finalLayerNorm: LayerNorm;
+}
+
+export interface StackOptions {
+  /**
+   * Wrap every block in recompute: the forward keeps only each block's input, the backward runs
+   * the block again (activation memory of one block instead of all).
+   */
+  recompute?: boolean;
+  /**
+   * Sees each hidden state as it is made: the embedding output, every block's output, the final
+   * LayerNorm output. A caller that reads them after the step takes a reference (`keep`).
+   */
+  onHidden?: (hidden: Var) => void;
+}
+
+/** ids i32 [b, s] → final LayerNorm output [b, s, h]. */
+export function chatglmHidden(
+  t: Tape,
+  model: ChatGLMStack,
+  ids: Tensor,
+  attend: Attend,
+  options: StackOptions = {},
+): Var {
+  let x = embeddingForward(t, model.embedding, ids);
+  options.onHidden?.(x);
+  for (const layer of model.layers) {
+    x = options.recompute
+      ? recomputedBlock(t, layer, x, attend)
+      : chatglmBlock(t, layer, x, attend);
+    options.onHidden?.(x);
+  }
+  const input = x;
+  const y = scope(t, () => layerNormForward(t, model.finalLayerNorm, input), [input]);
+  options.onHidden?.(y);
+  return y;
+}
+
+/** {@link chatglmBlock} under recompute (consumes x as the block does). */
+function recomputedBlock(t: Tape, layer: ChatGLMBlock, x: Var, attend: Attend): Var {
+  return scope(
+    t,
+    () =>
+      checkpoint(t, [x], (inner, [xi]) => chatglmBlock(inner, layer, xi, attend), {
+        label: `layer ${layer.index}`,
+        parameters: blockParameters(t, layer),
+      }),
+    [x],
+  );
+}
