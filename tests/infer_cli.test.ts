@@ -157,6 +157,37 @@ Deno.test("infer: readable errors for a missing model, a missing demo, bad flags
   }
 });
 
+Deno.test("infer without XDG_RUNTIME_DIR: no libwayland error on stderr", async () => {
+  // The Vulkan loader's window-system probe (libwayland-client) printed `error: XDG_RUNTIME_DIR
+  // is invalid or not set in the environment.` twice per run; the GPU setup now sets a private one.
+  const cmd = new Deno.Command("env", {
+    args: ["-u", "XDG_RUNTIME_DIR", Deno.execPath(), "run", "--allow-all", CLI, "--model", DIR]
+      .concat(["--dtype", "f32", "--temperature", "0", "--max-new-tokens", "2", "--prompt", "x"]),
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  });
+  const out = await cmd.output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.doesNotMatch(stderr, /XDG_RUNTIME_DIR/);
+  const { ensureRuntimeDir } = await import("../core/gpu/runtime_dir.ts");
+  const saved = Deno.env.get("XDG_RUNTIME_DIR");
+  try {
+    Deno.env.set("XDG_RUNTIME_DIR", "relative/dir"); // libwayland refuses a relative path too
+    const dir = ensureRuntimeDir()!;
+    assert.ok(dir.startsWith("/"), dir);
+    assert.equal(Deno.env.get("XDG_RUNTIME_DIR"), dir);
+    const st = await Deno.lstat(dir);
+    assert.ok(st.isDirectory && (st.mode! & 0o777) === 0o700, `mode ${st.mode?.toString(8)}`);
+    assert.equal(ensureRuntimeDir(), dir, "a valid value is kept");
+  } finally {
+    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+    else Deno.env.set("XDG_RUNTIME_DIR", saved);
+  }
+});
+
 async function tmuxAvailable(): Promise<boolean> {
   try {
     const r = await new Deno.Command("tmux", { args: ["-V"], stdout: "null", stderr: "null" })
