@@ -73,6 +73,13 @@ Deno.test("train without --model uses the demo model and says it is a demo", asy
     });
     assert.equal(r.steps, 1);
     assert.ok(lines.some((l) => /demo model.*not a medical model/.test(l)), lines.join("\n"));
+    // The plan printed is this run's (batch 4 × 2 at 128, the LoRA it trains), not inference's.
+    assert.ok(
+      lines.some((l) =>
+        /GPU memory plan \(training: batch 4 × 2 accumulation, length 128, LoRA r 8/.test(l)
+      ),
+      lines.join("\n"),
+    );
   } finally {
     await Deno.remove(out, { recursive: true });
   }
