@@ -307,3 +307,17 @@ Deno.test("trainer: a prompt exactly at maxLength is dropped and the message doe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("dedup hash table: 64-bit keys, growth, the zero key", async () => {
+  const { HashTable64 } = await import("../data/clean/hash_table.ts");
+  const t = new HashTable64();
+  for (let i = 0; i < 50_000; i++) t.set(i * 2654435761, i ^ 0x5bd1e995, i);
+  assert.equal(t.size, 50_000);
+  for (let i = 0; i < 50_000; i += 997) assert.equal(t.get(i * 2654435761, i ^ 0x5bd1e995), i);
+  assert.equal(t.get(12345, 67890), -1);
+  t.set(0, 0, 7);
+  assert.equal(t.get(0, 0), 7);
+  t.set(0, 0, 8);
+  assert.equal(t.get(0, 0), 8, "replaced, not added");
+  assert.equal(t.size, 50_001);
+});

@@ -5,6 +5,7 @@
  */
 
 import type { SourceRecord } from "../sources/types.ts";
+import { HashTable64 } from "./hash_table.ts";
 import { exactKey, normalizedKey } from "./dedup.ts";
 import { type Language, languageOf } from "./language.ts";
 import { repairText, substitute } from "./text.ts";
@@ -99,11 +100,12 @@ export interface Deduper {
   add(r: SourceRecord, id?: number): boolean;
 }
 
-// A 64-bit hash (two 32-bit multiply-xor lanes over the UTF-16 units) as a short string key:
-// memory per unique record stays small whatever the record's length, and it is several times
-// cheaper than a crypto digest. Two different records share a key with probability about
-// n²/2^65 (1e-7 for ten million records).
-function hashKey(key: string): string {
+// A 64-bit hash (two 32-bit multiply-xor lanes over the UTF-16 units): memory per unique record
+// stays small whatever the record's length, and it is several times cheaper than a crypto
+// digest. Two different records share a hash with probability about n²/2^65 (1e-7 for ten
+// million records). Returns the high lane; the low one is left in `hashLo`.
+let hashLo = 0;
+function hashKey(key: string): number {
   let h1 = 0x811c9dc5 ^ key.length, h2 = 0x9747b28c;
   for (let i = 0; i < key.length; i++) {
     const c = key.charCodeAt(i);
@@ -115,11 +117,12 @@ function hashKey(key: string): string {
   h1 = Math.imul(h1 ^ (h1 >>> 13), 0xc2b2ae35) ^ (h1 >>> 16);
   h2 = Math.imul(h2 ^ (h2 >>> 16), 0x85ebca6b);
   h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35) ^ (h2 >>> 16);
-  return (h1 >>> 0).toString(36) + ":" + (h2 >>> 0).toString(36);
+  hashLo = h2 >>> 0;
+  return h1 >>> 0;
 }
 
 /**
- * The de-duplication set keeps only hashes of the keys and, per hash, a number: the caller's
+ * The de-duplication set keeps only 64-bit hashes of the keys (`HashTable64`) and, per hash, a number: the caller's
  * record id when `originOf` is given (the build), else the index of a kept origin string.
  */
 export function createDeduper(
@@ -127,8 +130,8 @@ export function createDeduper(
   tally: Tally,
   originOf?: (id: number) => string,
 ): Deduper {
-  const exact = new Map<string, number>();
-  const normalized = new Map<string, number>();
+  const exact = new HashTable64();
+  const normalized = new HashTable64();
   const origins: string[] = [];
   const ref = (r: SourceRecord, id?: number) => {
     if (originOf && id !== undefined) return id;
@@ -139,9 +142,9 @@ export function createDeduper(
   return {
     add(r, id) {
       if (mode === "none") return true;
-      const ek = hashKey(exactKey(r));
-      const firstExact = exact.get(ek);
-      if (firstExact !== undefined) {
+      const eh = hashKey(exactKey(r)), el = hashLo;
+      const firstExact = exact.get(eh, el);
+      if (firstExact >= 0) {
         warn(tally, {
           ...fileAndLine(r.origin),
           action: "duplicate-exact",
@@ -151,11 +154,11 @@ export function createDeduper(
       }
       // the exact key is remembered even when the record then turns out a normalized duplicate
       const n = ref(r, id);
-      exact.set(ek, n);
+      exact.set(eh, el, n);
       if (mode === "normalized") {
-        const nk = hashKey(normalizedKey(r));
-        const firstNorm = normalized.get(nk);
-        if (firstNorm !== undefined) {
+        const nh = hashKey(normalizedKey(r)), nl = hashLo;
+        const firstNorm = normalized.get(nh, nl);
+        if (firstNorm >= 0) {
           warn(tally, {
             ...fileAndLine(r.origin),
             action: "duplicate-normalized",
@@ -163,7 +166,7 @@ export function createDeduper(
           });
           return false;
         }
-        normalized.set(nk, n);
+        normalized.set(nh, nl, n);
       }
       return true;
     },
