@@ -22,6 +22,13 @@ import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
 import { DEMO_DATA_CONFIG } from "../loop/demo_paths.ts";
 import { writeRandomChatGLM } from "./init_model.ts";
 import { answerInstructions, overlap } from "./generate.ts";
+import {
+  isLoraOnly,
+  LORA_ONLY_SAMPLES,
+  readBuildRecords,
+  readSamples,
+  recordKey,
+} from "./split.ts";
 
 export interface DemoOptions {
   /** Work folder (default runs/demo-build). */
@@ -123,6 +130,38 @@ came from a longer run: 25 epochs (learning rate 3e-3) continued for 10 more (\`
 learning rate 6e-4).
 `;
 
+/**
+ * The demo's two data builds under `out`: `data/` (data/configs/demo.json, what the quick start's
+ * LoRA trains on) and `base-data/`, the base's: that build's training records less the topics
+ * kept for the LoRA (split.ts). The validation records stay unseen by both.
+ */
+export async function buildDemoData(
+  out: string,
+  tokDir: string,
+): Promise<{ samples: number; baseSamples: number }> {
+  const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
+  const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
+  await buildDataset({ ...dataConfig, tokens }, {
+    baseDir: DEMO_DATA_CONFIG.replace(/\/[^/]*$/, ""),
+    out: `${out}/data`,
+    progress: false,
+  });
+  const samples = await readSamples();
+  const validKeys = new Set((await readBuildRecords(`${out}/data`, "valid")).map(recordKey));
+  const baseSamples = samples.filter((s, i) => !isLoraOnly(i) && !validKeys.has(recordKey(s)));
+  await Deno.mkdir(`${out}/base-samples`, { recursive: true });
+  await writeFileAtomic(
+    `${out}/base-samples/medical_qa.json`,
+    JSON.stringify(baseSamples, null, 1) + "\n",
+  );
+  await buildDataset({ ...dataConfig, root: ".", split: { by: "record", validRatio: 0 }, tokens }, {
+    baseDir: `${out}/base-samples`,
+    out: `${out}/base-data`,
+    progress: false,
+  });
+  return { samples: samples.length, baseSamples: baseSamples.length };
+}
+
 function lossRange(losses: { loss: number }[]) {
   const k = Math.min(5, losses.length);
   const mean = (xs: { loss: number }[]) => xs.reduce((s, l) => s + l.loss, 0) / xs.length;
@@ -137,14 +176,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();
   await Deno.mkdir(out, { recursive: true });
 
-  log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data`);
-  const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
-  const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
-  await buildDataset({ ...dataConfig, tokens }, {
-    baseDir: DEMO_DATA_CONFIG.replace(/\/[^/]*$/, ""),
-    out: `${out}/data`,
-    progress: false,
-  });
+  log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data (the LoRA's data)`);
+  const data = await buildDemoData(out, tokDir);
+  log(
+    `       base data: ${data.baseSamples} of ${data.samples} samples into ${out}/base-data ` +
+      `(samples ${LORA_ONLY_SAMPLES.from}-${LORA_ONLY_SAMPLES.to - 1} are left to the LoRA)`,
+  );
 
   const tok = await loadTokenizer(tokDir);
   const modelJson = demoConfigJson(tok);
@@ -181,6 +218,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const fullConfig: TrainConfig = {
     ...preset("demo"),
     ...common,
+    data: `${out}/base-data`,
     preset: "demo",
     model: `${out}/base`,
     full: true,
@@ -240,9 +278,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   }
 
   log(`[5/5] answers (greedy, base + adapter) to training questions`);
-  const samples = JSON.parse(
-    await Deno.readTextFile(new URL("../../data/samples/medical_qa.json", import.meta.url)),
-  ) as { instruction: string; input?: string; output: string }[];
+  const samples = await readSamples();
   const model = await loadModel(modelDir, {
     adapter: adapterDir,
     log: () => {},
@@ -250,6 +286,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
   const answers: DemoAnswer[] = [];
   try {
+    // Questions from both parts: the base's own and the ones only the adapter has seen.
     const n = Math.min(options.questions ?? 5, samples.length);
     const picked = Array.from(
       { length: n },
