@@ -5,7 +5,7 @@
  *
  * ```json
  * { "name": "medical", "root": "../raw", "seed": 42,
- *   "sources": [{ "name": "huatuo", "paths": ["huatuo/data/*.json"], "weight": 1, "cap": 5000,
+ *   "sources": [{ "name": "huatuo", "paths": ["huatuo/data/*.json"], "weight": 1, "cap": 5000, "languages": ["zh"],
  *                 "download": [{ "url": "https://…/llama_data.json", "path": "huatuo/data/llama_data.json" }] }],
  *   "trailingComma": "lenient",
  *   "clean": { "dedup": "normalized", "languages": null, "maxChars": null, "repairLiteralNewlines": true },
