@@ -205,7 +205,7 @@ Deno.test("cli -q: no records does not point at hidden warnings", async () => {
 async function collect(
   path: string,
   file: string,
-  stream: { streamAbove?: number; wholeFileMax?: number },
+  stream: { streamAbove?: number; wholeFileMax?: number; onBytes?: (n: number) => void },
   options: { trailingComma?: "strict" | "lenient" } = {},
 ) {
   const records: SourceRecord[] = [];
@@ -237,10 +237,13 @@ Deno.test("streamed reading: items across chunk boundaries, origins and drops eq
     await Deno.writeTextFile(`${dir}/big.json`, text.replace(/,\s*]\n$/, ",\n]\n"));
     const whole = await collect(`${dir}/big.json`, "big.json", { streamAbove: Infinity });
     // wholeFileMax 0: no fallback to the whole-file read, whatever happens
+    let progress = 0;
     const streamed = await collect(`${dir}/big.json`, "big.json", {
       streamAbove: 0,
       wholeFileMax: 0,
+      onBytes: (n) => (progress += n),
     });
+    assert.equal(progress, (await Deno.stat(`${dir}/big.json`)).size, "progress while streaming");
     assert.equal(streamed.records.length, 29999);
     assert.deepEqual(streamed.records, whole.records);
     assert.deepEqual(

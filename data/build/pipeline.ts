@@ -266,6 +266,7 @@ export async function buildDataset(
       const kept: number[] = [];
       for (const f of perSourceFiles[si]) {
         const fileIndex = fileNames.push(f.rel) - 1;
+        let ticked = 0;
         const res = await readSourceFile(
           f.path,
           f.rel,
@@ -294,9 +295,10 @@ export async function buildDataset(
             },
             warning: (w) => addWarning(tally, w),
           },
-          { streamAbove: options.streamAbove },
+          // a large file streams: the bar moves while it is read, not only at its end
+          { streamAbove: options.streamAbove, onBytes: (n) => (ticked += n, readBar.tick(n)) },
         );
-        readBar.tick(sizes.get(f.path) ?? 0);
+        readBar.tick(Math.max(0, (sizes.get(f.path) ?? 0) - ticked));
         mergeCounts(tally, res.counts);
         for (const w of res.warnings) addWarning(tally, w);
         const records = res.counts.read ?? 0;

@@ -40,6 +40,8 @@ export interface StreamOptions {
   streamAbove?: number;
   /** A broken streamed file up to this size is re-read whole to name the error (64 MiB). */
   wholeFileMax?: number;
+  /** Progress of a streamed file: called with bytes scanned (each of the two passes counts half). */
+  onBytes?: (n: number) => void;
 }
 
 const STREAM_ABOVE = 16 << 20;
@@ -77,7 +79,15 @@ export async function readSourceFile(
       size = (await Deno.stat(path)).size;
     } catch { /* reported by the whole-file read below */ }
     if (size > (stream.streamAbove ?? STREAM_ABOVE) && size > 0) {
-      const streamed = await readStreamed(path, file, opts, sink, size, stream.wholeFileMax);
+      const streamed = await readStreamed(
+        path,
+        file,
+        opts,
+        sink,
+        size,
+        stream.wholeFileMax,
+        stream.onBytes,
+      );
       if (streamed) return streamed;
     }
   }
@@ -502,7 +512,9 @@ async function readStreamed(
   sink: RecordSink,
   size: number,
   wholeFileMax = WHOLE_FILE_MAX,
+  onBytes?: (n: number) => void,
 ): Promise<FileReadResult | null> {
+  const half = onBytes ? (n: number) => onBytes(n / 2) : undefined;
   const ext = extOf(file);
   if (options.encoding === "gb18030" || options.format === "csv" || options.format === "tsv") {
     return null;
@@ -542,7 +554,7 @@ async function readStreamed(
       if (p.bad) return p.bad;
       counter.add(p.value);
       lines.push(line);
-    });
+    }, half);
     if (!("ok" in scan)) return broken(scan);
     if (scan.trailingComma && options.trailingComma === "strict") {
       return broken({ ...scan.trailingComma, reason: "trailing comma before ']'" });
@@ -570,7 +582,7 @@ async function readStreamed(
       const shared = (i > 0 && l[i - 1] === line) || l[i + 1] === line;
       const origin = shared ? `${res.file}:${line}#${i}` : `${res.file}:${line}`;
       emit(mapItem(value, shape), line, origin, `item ${i}`, res, options, shape);
-    });
+    }, half);
     return finishRecords(res);
   }
   // JSON Lines
@@ -587,7 +599,7 @@ async function readStreamed(
       counter.add(p.value);
       good++;
     }
-  });
+  }, half);
   if (!("ok" in scan)) return broken(scan);
   if (blank) return null;
   // a file of one pretty-printed object, or nothing but broken lines: the whole-file read says why
@@ -617,7 +629,7 @@ async function readStreamed(
     const p = parseLine(bytes, at, parse);
     if (p === null || "bad" in p) return;
     emit(mapItem(p.value, shape), line, `${res.file}:${line}`, `item ${k++}`, res, options, shape);
-  });
+  }, half);
   return finishRecords(res);
 }
 

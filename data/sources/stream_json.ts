@@ -48,7 +48,10 @@ export function decodeItem(bytes: Uint8Array, at: number): string | { badByte: n
   }
 }
 
-async function* chunks(path: string): AsyncGenerator<Uint8Array> {
+async function* chunks(
+  path: string,
+  onBytes?: (n: number) => void,
+): AsyncGenerator<Uint8Array> {
   const file = await Deno.open(path, { read: true });
   try {
     for (;;) {
@@ -60,6 +63,7 @@ async function* chunks(path: string): AsyncGenerator<Uint8Array> {
         n += got;
       }
       if (n === 0) return;
+      onBytes?.(n);
       yield buf.subarray(0, n);
       if (n < CHUNK) return;
     }
@@ -79,6 +83,7 @@ const WS = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 export async function scanJsonArray(
   path: string,
   onItem: (bytes: Uint8Array, index: number, line: number, offset: number) => string | void,
+  onBytes?: (n: number) => void,
 ): Promise<ArrayScan | ScanFailure> {
   // phases: 0 before '[', 1 before an item (or ']'), 2 inside an item, 3 after an item, 4 after ']'
   let phase = 0;
@@ -97,7 +102,7 @@ export async function scanJsonArray(
     column: col + 1,
     reason,
   });
-  for await (const chunk of chunks(path)) {
+  for await (const chunk of chunks(path, onBytes)) {
     let buf = chunk;
     if (carry.length > 0) {
       buf = new Uint8Array(carry.length + chunk.length);
@@ -201,10 +206,11 @@ export async function scanJsonArray(
 export async function scanLines(
   path: string,
   onLine: (bytes: Uint8Array, line: number, offset: number) => string | void,
+  onBytes?: (n: number) => void,
 ): Promise<{ ok: true; bom: boolean } | ScanFailure> {
   let carry = new Uint8Array(0);
   let pos = 0, line = 1, first = true, bom = false;
-  for await (const chunk of chunks(path)) {
+  for await (const chunk of chunks(path, onBytes)) {
     let buf = chunk;
     if (carry.length > 0) {
       buf = new Uint8Array(carry.length + chunk.length);
