@@ -81,9 +81,15 @@ Deno.test("build: read counts dropped empty items, files leave out skipped ones,
       trailingComma: strict ? "strict" : "lenient",
       split: { validRatio: 0 },
     });
+    // a scratch file left by a killed build is removed; the build leaves none of its own
+    await Deno.mkdir(`${dir}/o1`);
+    await Deno.writeTextFile(`${dir}/o1/.records-abc123.tmp`, "stale");
     const lenient =
       (await buildDataset(config(false), { ...quiet, baseDir: dir, out: `${dir}/o1` }))
         .manifest;
+    const left = [];
+    for await (const e of Deno.readDir(`${dir}/o1`)) left.push(e.name);
+    assert.deepEqual(left.sort(), ["manifest.json", "train-00000.jsonl"]);
     const s = lenient.sources.s;
     assert.equal(s.read, 6, "4 + 2 items, the empty one included");
     assert.equal(s.usable, 5);

@@ -133,6 +133,12 @@ export async function buildDataset(
   }
 
   await Deno.mkdir(outDir, { recursive: true });
+  // scratch files of a build that was killed (a finished or failed one removes its own)
+  for await (const e of Deno.readDir(outDir)) {
+    if (e.isFile && /^\.(records|tokens)-.*\.tmp$/.test(e.name)) {
+      await Deno.remove(`${outDir}/${e.name}`).catch(() => {});
+    }
+  }
   const recSpool = await Spool.create(outDir, ".records-");
   const exSpool = await Spool.create(outDir, ".tokens-");
   try {
