@@ -268,6 +268,7 @@ Deno.test("streamed reading: items across chunk boundaries, origins and drops eq
     const sl = await collect(`${dir}/l.jsonl`, "l.jsonl", { streamAbove: 0, wholeFileMax: 0 });
     assert.deepEqual(sl.records, wl.records);
     assert.deepEqual(sl.res.counts, wl.res.counts);
+    assert.deepEqual(sl.warnings, wl.warnings, "the same bad-line reason");
 
     // a broken large file: nothing is emitted, the error names line and byte
     await Deno.writeTextFile(`${dir}/broken.json`, text.slice(0, 5_000_000) + "}}]");

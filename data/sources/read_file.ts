@@ -543,7 +543,8 @@ async function readStreamed(
       return { value: JSON.parse(text) };
     } catch {
       const err = findJsonError(text);
-      return { bad: `invalid JSON${err ? `: ${err.reason}` : ""}` };
+      // as the whole-file JSON Lines reader says it: the column inside the item's text
+      return { bad: `invalid JSON${err ? ` at col ${err.offset + 1}: ${err.reason}` : ""}` };
     }
   };
   const counter = createShapeCounter();
