@@ -204,7 +204,8 @@ Deno.test("deno task demo's chain, shortened: data → full training → LoRA �
 Deno.test("demo data: the base never sees the LoRA's topics nor the validation records", async () => {
   const out = await Deno.makeTempDir({ prefix: "medglm-demo-data-" });
   try {
-    const r = await buildDemoData(out, DEMO_MODEL_DIR);
+    const r = await buildDemoData(out, DEMO_MODEL_DIR, true);
+    assert.equal(r.baseDir, `${out}/base-data`);
     const samples = await readSamples();
     const index = new Map(samples.map((s, i) => [recordKey(s), i]));
     const base = await readBuildRecords(`${out}/base-data`, "train");

@@ -48,6 +48,11 @@ export interface DemoOptions {
   initFrom?: string;
   /** Peak learning rate of the full training (default 5e-3). */
   fullLr?: number;
+  /**
+   * Train the base without the topics of samples 110-185 (split.ts), so that a LoRA on all the
+   * samples has something new to teach (default false: the base sees every training record).
+   */
+  holdOutTopics?: boolean;
   /** Where the tokenizer files come from (default models/demo). */
   tokenizerDir?: string;
   log?: (line: string) => void;
@@ -131,14 +136,15 @@ learning rate 6e-4).
 `;
 
 /**
- * The demo's two data builds under `out`: `data/` (data/configs/demo.json, what the quick start's
- * LoRA trains on) and `base-data/`, the base's: that build's training records less the topics
- * kept for the LoRA (split.ts). The validation records stay unseen by both.
+ * The demo's data under `out`: `data/` (data/configs/demo.json: the LoRA's, and the base's unless
+ * `holdOutTopics`) and with `holdOutTopics` also `base-data/`, the base's: that build's training
+ * records less the topics kept for the LoRA (split.ts). The validation records stay unseen by both.
  */
 export async function buildDemoData(
   out: string,
   tokDir: string,
-): Promise<{ samples: number; baseSamples: number }> {
+  holdOutTopics: boolean,
+): Promise<{ samples: number; baseSamples: number; baseDir: string }> {
   const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
   const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
   await buildDataset({ ...dataConfig, tokens }, {
@@ -147,6 +153,10 @@ export async function buildDemoData(
     progress: false,
   });
   const samples = await readSamples();
+  if (!holdOutTopics) {
+    const train = await readBuildRecords(`${out}/data`, "train");
+    return { samples: samples.length, baseSamples: train.length, baseDir: `${out}/data` };
+  }
   const validKeys = new Set((await readBuildRecords(`${out}/data`, "valid")).map(recordKey));
   const baseSamples = samples.filter((s, i) => !isLoraOnly(i) && !validKeys.has(recordKey(s)));
   await Deno.mkdir(`${out}/base-samples`, { recursive: true });
@@ -159,7 +169,11 @@ export async function buildDemoData(
     out: `${out}/base-data`,
     progress: false,
   });
-  return { samples: samples.length, baseSamples: baseSamples.length };
+  return {
+    samples: samples.length,
+    baseSamples: baseSamples.length,
+    baseDir: `${out}/base-data`,
+  };
 }
 
 function lossRange(losses: { loss: number }[]) {
@@ -176,12 +190,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();
   await Deno.mkdir(out, { recursive: true });
 
-  log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data (the LoRA's data)`);
-  const data = await buildDemoData(out, tokDir);
-  log(
-    `       base data: ${data.baseSamples} of ${data.samples} samples into ${out}/base-data ` +
-      `(samples ${LORA_ONLY_SAMPLES.from}-${LORA_ONLY_SAMPLES.to - 1} are left to the LoRA)`,
-  );
+  log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data`);
+  const data = await buildDemoData(out, tokDir, options.holdOutTopics ?? false);
+  if (options.holdOutTopics) {
+    log(
+      `       base data: ${data.baseSamples} of ${data.samples} samples into ${out}/base-data ` +
+        `(samples ${LORA_ONLY_SAMPLES.from}-${LORA_ONLY_SAMPLES.to - 1} are left to the LoRA)`,
+    );
+  }
 
   const tok = await loadTokenizer(tokDir);
   const modelJson = demoConfigJson(tok);
@@ -218,7 +234,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const fullConfig: TrainConfig = {
     ...preset("demo"),
     ...common,
-    data: `${out}/base-data`,
+    data: data.baseDir,
     preset: "demo",
     model: `${out}/base`,
     full: true,

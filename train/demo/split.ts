@@ -1,9 +1,8 @@
 /**
- * Which sample Q&A the demo base is trained on and which are left for LoRA. The base never sees
- * a block of topics in data/samples/medical_qa.json (children, the elderly, exercise, mood,
- * women's health, eyes, teeth and ears, smoking, organs, skin and infections, hygiene), so the
- * quick start's `deno task train` (a LoRA on all the samples) has something new to teach: its
- * eval loss falls and its answers to those questions change.
+ * Which sample Q&A the demo base is trained on and which are left for LoRA (`deno task demo
+ * --hold-out-topics`). The base then never sees a block of topics in data/samples/medical_qa.json
+ * (children, the elderly, exercise, mood, women's health, eyes, teeth and ears, smoking, organs,
+ * skin and infections, hygiene), so a LoRA on all the samples has something new to teach.
  */
 
 import { readFileBytes } from "./files.ts";
