@@ -299,7 +299,9 @@ export function formatTrainPlanSummary(plan: TrainMemoryPlan): string {
       i.full ? "gradients" : `LoRA ${fmtCount(plan.trainableParams)} params + grads`
     } ${fmtBytes(plan.trainable.bytes)}, AdamW ${fmtBytes(plan.optimizer.bytes)}, activations ${
       fmtBytes(i.recompute ? plan.activationsRecompute.bytes : plan.activations.bytes)
-    }, logits ${fmtBytes(plan.logits.bytes)}; total ${fmtBytes(total)}`,
+    }, logits ${fmtBytes(plan.logits.bytes)}; at most ${
+      fmtBytes(total)
+    } (every example at full length, all positions to the loss)`,
   ].join("\n");
 }
 
