@@ -10,6 +10,7 @@ type BenchModule = { bench: () => Promise<void> };
 export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   tokenizer: () => import("./tokenizer.ts"),
   data: () => import("./data.ts"),
+  "data-memory": () => import("./data_memory.ts"),
   dispatch: () => import("./dispatch.ts"),
   matmul: () => import("./matmul.ts"),
   model: () => import("./model.ts"),

@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { buildDataset } from "./build/pipeline.ts";
 import { loadConfig } from "./build/config.ts";
-import { formatBuildSummary, readManifest } from "./build/manifest.ts";
+import { formatBuildSummary, type Manifest, readManifest } from "./build/manifest.ts";
 import { intFlag, numberFlag } from "../core/io/flags.ts";
 
 const HELP = `deno task data — build the instruction data set (JSONL + token shards + manifest)
@@ -34,6 +34,23 @@ options:
 
 Paths inside the config are relative to the config file. Outputs: train-NNNNN.jsonl,
 valid-NNNNN.jsonl, train-NNNNN.bin / valid-NNNNN.bin (with "tokens" in the config), manifest.json.`;
+
+/**
+ * Why a build has no records. Under `-q` the warnings were not printed, so the message does not
+ * point "above": it names the files that gave nothing and where the full list is.
+ */
+export function noRecordsMessage(m: Manifest, outDir: string, quiet: boolean): string {
+  const where = `${outDir}/manifest.json`;
+  if (!quiet) return `no records were built (see the warnings above); wrote ${where}`;
+  const total = m.warnings.length +
+    Object.values(m.warningsOmitted).reduce((a, b) => a + b, 0);
+  const skipped = m.files.filter((f) => f.records === 0).slice(0, 5).map((f) => {
+    const w = m.warnings.find((x) => x.file === f.file && x.action.startsWith("skipped"));
+    return `\n  ${f.file}: ${w ? w.reason : f.kind}`;
+  }).join("");
+  return `no records were built; ${total} warning(s) hidden by --quiet are listed in ${where} ` +
+    `(run without -q to print them)${skipped}`;
+}
 
 export async function main(args: string[]): Promise<number> {
   let parsed;
@@ -108,9 +125,7 @@ export async function main(args: string[]): Promise<number> {
     const secs = (performance.now() - t0) / 1000;
     const n = res.manifest.split.train + res.manifest.split.valid;
     if (n === 0) {
-      console.error(
-        `error: no records were built (see the warnings above); wrote ${res.outDir}/manifest.json`,
-      );
+      console.error(`error: ${noRecordsMessage(res.manifest, res.outDir, quiet)}`);
       return 1;
     }
     console.log(

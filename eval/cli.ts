@@ -25,6 +25,7 @@ import { loadTask, type McTask, parseTaskSpecs } from "./formats/tasks.ts";
 import { variantHash } from "./identity.ts";
 import { fromChatGLMModel } from "./model.ts";
 import { type HeldoutExample, readHeldout } from "./open_qa.ts";
+import { loadOpenTask, type OpenTask } from "./formats/open_questions.ts";
 import type { McPromptStyle } from "./prompts.ts";
 import { comparisonTable, RESULTS_FORMAT, writeComparison } from "./report/comparison.ts";
 import { formatIssue } from "./types.ts";
@@ -43,7 +44,11 @@ tasks (comma-separated KIND:PATH):
   mmcu:PATH        MMCU JSON (类别/题目/选项/答案), a file or a folder
   promptcblue:PATH PromptCBLUE JSON Lines (its multiple-choice part), a file or a folder
   heldout:DIR      the held-out split of a \`deno task data\` build: loss, perplexity and, with
-                   an engine, ROUGE-L / BLEU-4 of greedy answers
+                   an engine, ROUGE-L / BLEU-4 of greedy answers (--limit N: the first N
+                   examples in the build's file order)
+  open:FILE        open questions without reference answers (JSON array / JSON Lines of
+                   {question, ...}, e.g. Huatuo's benchmark/question.json): each variant's
+                   greedy answers go to OUT/answers/<task>.<variant>.jsonl for later judging
 
 options:
   --model DIR          base model directory (config.json, weights, tokenizer files)
@@ -52,7 +57,8 @@ options:
   --scorer NAME        loglik (option log-likelihood, default) or generate (answer extraction)
   --shots K            dev examples per prompt (default 0)
   --template NAME      plain (default) or chat (shots as earlier chat rounds)
-  --limit N            first N questions of each task (and N held-out examples)
+  --limit N            first N questions of each task, in file order (and the first N held-out
+                       examples and open questions)
   --batch-size N       rows per forward pass / generations in flight (default 8)
   --max-length N       longest scored row in tokens (default: the model's max context)
   --max-new-tokens N   answer length for --scorer generate (default 32)
@@ -70,6 +76,8 @@ export interface EvalCliOptions {
   adapters: string[];
   taskSpecs: ReturnType<typeof parseTaskSpecs>;
   heldout: string[];
+  /** `open:FILE` tasks: open questions answered into files. */
+  open: string[];
   settings: EvalSettings;
   dtype?: WeightDtype;
   issues: number;
@@ -129,7 +137,11 @@ export function parseEvalArgs(args: string[]): EvalCliOptions | null {
   if (heldout.some((p) => p === "")) {
     throw new Error("--tasks: heldout needs a build folder");
   }
-  const mc = parts.filter((p) => !p.toLowerCase().startsWith("heldout:"));
+  const open = parts.filter((p) => p.toLowerCase().startsWith("open:")).map((p) => p.slice(5));
+  if (open.some((p) => p === "")) throw new Error("--tasks: open needs a question file");
+  const mc = parts.filter((p) =>
+    !p.toLowerCase().startsWith("heldout:") && !p.toLowerCase().startsWith("open:")
+  );
   const adapters = v.adapter ?? [];
   const names = adapters.map(adapterName);
   const dup = names.find((n, i) => names.indexOf(n) !== i || n === "base");
@@ -143,6 +155,7 @@ export function parseEvalArgs(args: string[]): EvalCliOptions | null {
     adapters,
     taskSpecs: mc.length ? parseTaskSpecs(mc.join(",")) : [],
     heldout,
+    open,
     dtype: v.dtype as WeightDtype | undefined,
     issues: intFlag("issues", v.issues, 0) ?? 10,
     settings: {
@@ -192,6 +205,21 @@ export async function runEvaluation(
       log(`  … ${t.issues.length - opts.issues} more in results.json`);
     }
   }
+  const openTasks: OpenTask[] = [];
+  for (const path of opts.open) {
+    const names = openTasks.map((t) => t.name);
+    let t = await loadOpenTask(path);
+    if (names.includes(t.name)) t = { ...t, name: `${t.name}#${openTasks.length + 1}` };
+    openTasks.push(t);
+    log(
+      `${t.name}: ${t.questions.length} open questions from ${path}` +
+        (t.issues.length ? `, ${t.issues.length} skipped:` : ""),
+    );
+    for (const issue of t.issues.slice(0, opts.issues)) log(`  ${formatIssue(issue)}`);
+    if (t.issues.length > opts.issues) {
+      log(`  … ${t.issues.length - opts.issues} more in results.json`);
+    }
+  }
   const modelDir = opts.model.replace(/\/+$/, "") || opts.model;
   let tokenizer: ChatGLMTokenizer;
   try {
@@ -211,7 +239,8 @@ export async function runEvaluation(
     log(`held-out: ${heldout.length} examples from ${opts.heldout.join(", ")}`);
   }
   const settings = opts.settings;
-  const needEngine = settings.scorer === "generate" || heldout.length > 0;
+  const needEngine = settings.scorer === "generate" || heldout.length > 0 ||
+    openTasks.length > 0;
   let model: ChatGLMModel;
   try {
     model = await loadModel(modelDir, {
@@ -264,6 +293,7 @@ export async function runEvaluation(
           tasks,
           heldout,
           evalSettings,
+          openTasks,
         );
         variants.push(result);
       } finally {
@@ -288,8 +318,22 @@ export async function runEvaluation(
         : t.items.length,
       skipped: t.issues.length,
     })),
+    ...(openTasks.length
+      ? {
+        open: openTasks.map((t) => ({
+          name: t.name,
+          path: t.path,
+          questions: settings.limit !== undefined
+            ? Math.min(settings.limit, t.questions.length)
+            : t.questions.length,
+          skipped: t.issues.length,
+        })),
+      }
+      : {}),
     variants,
-    issues: tasks.flatMap((t) => t.issues.map((i) => `${t.name}: ${formatIssue(i)}`)),
+    issues: [...tasks, ...openTasks].flatMap((t) =>
+      t.issues.map((i) => `${t.name}: ${formatIssue(i)}`)
+    ),
   });
   return { variants, table, files };
 }

@@ -9,6 +9,8 @@ import { createProgress, type Progress } from "../core/io/progress.ts";
 import type { Engine } from "../serve/engine/types.ts";
 import { fingerprint, runCached } from "./cache.ts";
 import type { McTask } from "./formats/tasks.ts";
+import type { OpenTask } from "./formats/open_questions.ts";
+import { writeFileAtomic } from "../core/io/atomic.ts";
 import type { LogitsModel, TokenEncoder } from "./model.ts";
 import {
   type AnswerResult,
@@ -66,6 +68,12 @@ export interface Score {
   unparsed: number;
   /** correct / total (NaN for no questions). */
   accuracy: number;
+  /** Prompts cut to the model's context (their start dropped) before scoring. */
+  truncated: number;
+  /** Questions the engine could not answer (e.g. a prompt too long for it; counted wrong). */
+  errors: number;
+  /** How often each answer was predicted (`A`, `B`, …, `AB` for multi-answer; parsed ones only). */
+  letters: Record<string, number>;
 }
 
 export interface SubjectScore extends Score {
@@ -75,6 +83,8 @@ export interface SubjectScore extends Score {
 
 export interface HeldoutScore {
   examples: number;
+  /** Examples cut to the model's context (their end dropped, as the trainer does). */
+  truncated: number;
   tokens: number;
   loss: number;
   perplexity: number;
@@ -93,13 +103,64 @@ export interface VariantResult {
   /** Every question of every task pooled (micro average). */
   overall: Score;
   heldout?: HeldoutScore;
+  /** Open questions answered into files for later judging, per task. */
+  open?: Record<string, OpenAnswersSummary>;
+  /** Things a reader of the scores must know (a degenerate answer distribution). */
+  warnings: string[];
 }
 
 export function scoreOf(results: readonly QuestionResult[]): Score {
   const total = results.length;
-  const correct = results.filter((r) => r.correct).length;
-  const unparsed = results.filter((r) => r.predicted === null).length;
-  return { total, correct, unparsed, accuracy: total ? correct / total : NaN };
+  let correct = 0, unparsed = 0, truncated = 0, errors = 0;
+  const letters: Record<string, number> = {};
+  for (const r of results) {
+    if (r.correct) correct++;
+    if (r.predicted === null) unparsed++;
+    else letters[r.predicted] = (letters[r.predicted] ?? 0) + 1;
+    if (r.truncated) truncated++;
+    if (r.error) errors++;
+  }
+  const sorted = Object.fromEntries(Object.entries(letters).sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+  return {
+    total,
+    correct,
+    unparsed,
+    accuracy: total ? correct / total : NaN,
+    truncated,
+    errors,
+    letters: sorted,
+  };
+}
+
+/** One answer taking at least this share of a task's predictions is reported as degenerate. */
+export const DEGENERATE_SHARE = 0.9;
+/** …on tasks of at least this many answered questions (a handful proves nothing). */
+export const DEGENERATE_MIN = 10;
+
+/**
+ * Warnings for tasks where one answer dominates the predictions: a model that always picks "C"
+ * scores exactly C's share of the answers, which looks like knowledge but is not.
+ */
+export function degenerateWarnings(
+  variant: string,
+  tasks: Record<string, Score>,
+  results: Record<string, readonly QuestionResult[]>,
+): string[] {
+  const out: string[] = [];
+  for (const [task, s] of Object.entries(tasks)) {
+    const answered = s.total - s.unparsed;
+    if (answered < DEGENERATE_MIN) continue;
+    const [letter, n] = Object.entries(s.letters).sort((a, b) => b[1] - a[1])[0] ?? ["", 0];
+    if (n / answered < DEGENERATE_SHARE) continue;
+    const share = (results[task] ?? []).filter((r) => r.answer === letter).length / s.total;
+    out.push(
+      `${variant}: ${task}: answered "${letter}" for ${n} of ${answered} questions ` +
+        `(${(100 * n / answered).toFixed(1)}%): a degenerate choice; its accuracy ` +
+        `${(100 * s.accuracy).toFixed(1)}% is about the share of "${letter}" among the answers ` +
+        `(${(100 * share).toFixed(1)}%), not knowledge`,
+    );
+  }
+  return out;
 }
 
 /** Subjects in first-appearance order of the task's items. */
@@ -223,6 +284,22 @@ export async function evaluateHeldout(
     throw new Error(`${variant.name}: perplexity needs a model with logits`);
   }
   const dir = cacheDir(settings, variant);
+  // Examples longer than the model's context are cut to it (keeping their start, as the trainer
+  // does) and counted, so the loss is computed and the report says how many were cut.
+  let truncated = 0;
+  const max = settings.maxLength;
+  if (max !== undefined) {
+    examples = examples.map((ex) => {
+      if (ex.inputIds.length <= max) return ex;
+      truncated++;
+      return {
+        ...ex,
+        key: `${ex.key}:cut${max}`,
+        inputIds: ex.inputIds.slice(0, max),
+        labels: ex.labels.slice(0, max),
+      };
+    });
+  }
   const bar = progressFor(
     `${variant.name} held-out loss`,
     examples.length,
@@ -241,7 +318,7 @@ export async function evaluateHeldout(
   } finally {
     bar.done();
   }
-  const score: HeldoutScore = perplexityOf(nll);
+  const score: HeldoutScore = { ...perplexityOf(nll), truncated };
   const engine = variant.engine;
   if (engine) {
     const bar2 = progressFor(
@@ -270,12 +347,103 @@ export async function evaluateHeldout(
   return score;
 }
 
+export interface OpenAnswersSummary {
+  questions: number;
+  /** Answers the engine could not give (the line carries `error`). */
+  errors: number;
+  /** The answers file, for later judging. */
+  file: string;
+}
+
+interface OpenAnswer {
+  id: string;
+  key: string;
+  answer: string;
+  error?: string;
+}
+
+/**
+ * Greedy answers to open questions (no reference to score against), written in question order to
+ * `OUT/answers/<task>.<variant>.jsonl` (atomically, once complete) as
+ * `{id, question, answer, model, ...the item's other fields}`. Answers are cached as they come
+ * (`--resume` continues an interrupted run without asking again).
+ */
+export async function evaluateOpen(
+  variant: Variant,
+  task: OpenTask,
+  settings: EvalSettings,
+): Promise<OpenAnswersSummary> {
+  const engine = variant.engine;
+  if (!engine) throw new Error(`${variant.name}: open questions need a generation engine`);
+  const items =
+    (settings.limit !== undefined ? task.questions.slice(0, settings.limit) : task.questions).map((
+      q,
+    ) => ({
+      ...q,
+      key: fingerprint("open", String(settings.openMaxNewTokens), q.question),
+    }));
+  const bar = progressFor(`${variant.name} ${task.name}`, items.length, settings.progress);
+  let answers: OpenAnswer[];
+  try {
+    answers = (await runCached<typeof items[number], OpenAnswer>({
+      items,
+      compute: async (chunk) => {
+        const out: OpenAnswer[] = [];
+        for (const q of chunk) {
+          let answer = "";
+          try {
+            for await (
+              const d of engine.generate({
+                messages: [{ role: "user", content: q.question }],
+                maxNewTokens: settings.openMaxNewTokens,
+                temperature: 0,
+                seed: 0,
+              })
+            ) answer += d.text;
+            out.push({ id: q.id, key: q.key, answer });
+          } catch (err) {
+            out.push({ id: q.id, key: q.key, answer, error: (err as Error).message });
+          }
+        }
+        return out;
+      },
+      cachePath: `${cacheDir(settings, variant)}/${
+        fileName(task.name)
+      }.open.${settings.openMaxNewTokens}.jsonl`,
+      resume: settings.resume,
+      chunkSize: 1,
+      onProgress: (n) => bar.tick(n),
+    })).results;
+  } finally {
+    bar.done();
+  }
+  const file = `${settings.outDir.replace(/\/+$/, "")}/answers/${fileName(task.name)}.${
+    fileName(variant.name)
+  }.jsonl`;
+  await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
+  const lines = items.map((q, i) => {
+    const a = answers[i];
+    // the item's own fields first: ours (id, question, answer, model) win on a name clash
+    return JSON.stringify({
+      ...q.fields,
+      id: q.id,
+      question: q.question,
+      answer: a.answer,
+      model: variant.name,
+      ...(a.error ? { error: a.error } : {}),
+    });
+  });
+  await writeFileAtomic(file, lines.length ? lines.join("\n") + "\n" : "");
+  return { questions: items.length, errors: answers.filter((a) => a.error).length, file };
+}
+
 /** Every task (and the held-out split, when given) for one variant. */
 export async function evaluateVariant(
   variant: Variant,
   tasks: readonly McTask[],
   heldout: readonly HeldoutExample[] | null,
   settings: EvalSettings,
+  openTasks: readonly OpenTask[] = [],
 ): Promise<
   { result: VariantResult; questions: Record<string, QuestionResult[]> }
 > {
@@ -294,9 +462,13 @@ export async function evaluateVariant(
     subjects,
     tasks: taskScores,
     overall: scoreOf(Object.values(questions).flat()),
+    warnings: degenerateWarnings(variant.name, taskScores, questions),
   };
   if (heldout && heldout.length > 0) {
     result.heldout = await evaluateHeldout(variant, heldout, settings);
+  }
+  for (const t of openTasks) {
+    (result.open ??= {})[t.name] = await evaluateOpen(variant, t, settings);
   }
   return { result, questions };
 }

@@ -1,6 +1,6 @@
 /**
  * `@medglm/eval`: medical benchmark evaluation — readers for CMMLU/C-Eval, CMB, CMExam, MMCU and
- * PromptCBLUE, zero-/k-shot prompts, option log-likelihood and generation scorers, held-out
+ * PromptCBLUE, open questions answered into files for judging, zero-/k-shot prompts, option log-likelihood and generation scorers, held-out
  * perplexity and ROUGE-L/BLEU-4, a resumable per-question cache, and the base-vs-adapter report.
  *
  * @module

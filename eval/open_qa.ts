@@ -67,7 +67,10 @@ async function readRecords(path: string): Promise<HeldoutRecord[]> {
   });
 }
 
-/** The held-out examples of a build folder, in shard and file order, at most `limit`. */
+/**
+ * The held-out examples of a build folder in the order of its JSONL shards (file order), at most
+ * `limit`: the first `limit` records, not the shortest.
+ */
 export async function readHeldout(
   dir: string,
   opts: { limit?: number; tokenizer?: ChatGLMTokenizer } = {},
@@ -97,26 +100,34 @@ export async function readHeldout(
       record: r,
     });
   if (bins.length > 0) {
+    // The token shard orders examples by length (bucketing for training), so taking its first N
+    // would pick the N shortest, biased to the sources with short answers. The limit takes the
+    // first N records in the JSONL shards' order (the build's own seeded order) instead.
     for (const bin of bins) {
+      if (out.length >= limit) break;
       const shard = basename(bin).replace(/\.bin$/, "");
       const records = await readRecords(
         `${root}/${bin.replace(/\.bin$/, ".jsonl")}`,
       );
+      const want = Math.min(records.length, limit - out.length);
+      const byRecord: ({ ids: number[]; labels: number[] } | undefined)[] = new Array(want);
       for await (const ex of streamTokenShard(`${root}/${bin}`)) {
-        if (out.length >= limit) return out;
-        const r = records[ex.recordIndex];
-        if (!r) {
+        if (!records[ex.recordIndex]) {
           throw new Error(
             `${root}/${bin}: example points at missing record ${ex.recordIndex}`,
           );
         }
-        add(
-          shard,
-          ex.recordIndex,
-          Array.from(ex.inputIds),
-          Array.from(ex.labels),
-          r,
-        );
+        if (ex.recordIndex < want) {
+          byRecord[ex.recordIndex] = {
+            ids: Array.from(ex.inputIds),
+            labels: Array.from(ex.labels),
+          };
+        }
+      }
+      for (let i = 0; i < want; i++) {
+        const ex = byRecord[i];
+        if (!ex) throw new Error(`${root}/${bin}: no example for record ${i}`);
+        add(shard, i, ex.ids, ex.labels, records[i]);
       }
     }
     return out;

@@ -1,13 +1,15 @@
 /**
  * `deno task infer`: the terminal chat (what the seed's infer.py was). Interactive by default:
  * multi-turn history in ChatGLM's chat template, streamed answers, /reset, /history, /exit,
- * Ctrl-C stops an answer. With `--prompt "..."` (or a question piped on stdin) it answers once and
+ * Ctrl-C stops an answer (the stopped answer stays in the history), and what is typed during an
+ * answer is shown at the next prompt. With `--prompt "..."` (or a question piped on stdin) it answers once and
  * prints only the answer on stdout; notices go to stderr.
  */
 
 import type { Engine, GenerationRequest } from "./engine/types.ts";
 import { EngineLoadError, loadEngine } from "./engine/load.ts";
 import { FlagError, INFER_USAGE, type InferFlags, parseInferFlags } from "./infer_flags.ts";
+import { createTerminalLines } from "./terminal_lines.ts";
 
 export const DISCLAIMER =
   "注意：回答由语言模型生成，仅供参考，不能代替医生的诊断和治疗；身体不适请及时就医。" +
@@ -123,22 +125,48 @@ export async function runOneShot(
   }
 }
 
+/**
+ * SIGINTs this close after one that stopped an answer are the same key press: `deno task` passes
+ * the terminal's SIGINT on to its child, which got it from the terminal already, so one Ctrl-C
+ * arrives twice (well under a millisecond apart); the second must not quit the chat.
+ */
+export const SAME_CTRL_C_MS = 400;
+
+/**
+ * Model text as the terminal should show it: control characters other than newline and tab are
+ * left out (a "\r" from the model would overwrite the line, an ESC start a terminal command).
+ */
+export function terminalText(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\r\n/g, "\n").replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, "");
+}
+
 /** The interactive chat loop. `interrupts` fires on Ctrl-C; returns the exit code. */
 export async function runChat(
   engine: Engine,
   flags: InferFlags,
   io: InferIo,
-  /** `handler` returns true when Ctrl-C stopped an answer, false when the chat should quit. */
-  interrupts: { onInterrupt(handler: () => boolean): void },
+  /**
+   * `handler` returns true when Ctrl-C stopped an answer (or was the same press again), false
+   * when the chat should quit. `now` is the clock in ms (default performance.now).
+   */
+  interrupts: { onInterrupt(handler: () => boolean): void; now?: () => number },
 ): Promise<number> {
   const history: Turn[] = [];
+  // Which turns were stopped by Ctrl-C (shown so in /history).
+  const stoppedTurns: boolean[] = [];
   let current: AbortController | null = null;
   let quit = false;
+  const now = interrupts.now ?? (() => performance.now());
+  let lastStop = -Infinity;
   interrupts.onInterrupt(() => {
+    const t = now();
     if (current) {
       current.abort();
+      lastStop = t;
       return true;
     }
+    if (t - lastStop < SAME_CTRL_C_MS) return true;
     quit = true;
     return false;
   });
@@ -155,12 +183,19 @@ export async function runChat(
     if (line === "/exit" || line === "/quit") break;
     if (line === "/reset") {
       history.length = 0;
+      stoppedTurns.length = 0;
       io.out("(history cleared)\n");
       continue;
     }
     if (line === "/history") {
       if (history.length === 0) io.out("(no history yet)\n");
-      history.forEach(([q, a], i) => io.out(`[${i + 1}] 用户：${q}\n    ChatGLM：${a}\n`));
+      history.forEach(([q, a], i) =>
+        io.out(
+          `[${i + 1}] 用户：${terminalText(q)}\n    ChatGLM：${terminalText(a)}${
+            stoppedTurns[i] ? " (stopped)" : ""
+          }\n`,
+        )
+      );
       continue;
     }
     if (line === "/help") {
@@ -171,21 +206,33 @@ export async function runChat(
       io.out(`unknown command ${line.split(/\s/)[0]}. ${HELP_LINE}\n`);
       continue;
     }
-    current = new AbortController();
+    const ac = current = new AbortController();
+    // What was shown of the answer, kept even when it is stopped before its first token.
+    let shown = "";
     try {
-      const { request, dropped } = chatRequest(engine, flags, line, history, current.signal);
+      const { request, dropped } = chatRequest(engine, flags, line, history, ac.signal);
       if (dropped > 0) {
         io.err(`(the ${dropped} oldest turn(s) no longer fit the context and were left out)\n`);
       }
       io.out("\nChatGLM：");
-      const r = await answer(engine, request, io.out);
+      const r = await answer(engine, request, (text) => {
+        shown += text;
+        io.out(terminalText(text));
+      });
       io.out("\n");
-      if (r.finishReason === "abort") io.out("(stopped)\n");
+      const stopped = r.finishReason === "abort" || ac.signal.aborted;
+      if (stopped) io.out("(stopped)\n");
       else if (r.finishReason === "length") io.out("(answer cut at --max-new-tokens)\n");
       history.push([line, r.text]);
+      stoppedTurns.push(stopped);
     } catch (err) {
       io.out("\n");
-      io.err(`error: ${describeError(err)}\n`);
+      if (ac.signal.aborted) {
+        // Stopped while the answer was being set up: the question stays in the chat.
+        io.out("(stopped)\n");
+        history.push([line, shown]);
+        stoppedTurns.push(true);
+      } else io.err(`error: ${describeError(err)}\n`);
     } finally {
       current = null;
     }
@@ -215,18 +262,69 @@ async function* stdinLines(): AsyncGenerator<string> {
   }
 }
 
+/** Whether the terminal is in cbreak mode (output then needs "\r\n" for a new line). */
+let cbreak = false;
+
+/** Back to the terminal's normal line mode (before any exit). */
+function restoreTerminal(): void {
+  if (!cbreak) return;
+  cbreak = false;
+  try {
+    Deno.stdin.setRaw(false);
+  } catch { /* the terminal is gone */ }
+}
+
+/**
+ * Lines from the terminal, key by key (terminal_lines.ts), so that text typed during an answer
+ * is kept and shown after the next prompt. Cbreak mode keeps Ctrl-C a signal.
+ */
+function terminalLines(echo: (text: string) => void): AsyncIterator<string> {
+  const t = createTerminalLines(echo);
+  Deno.stdin.setRaw(true, { cbreak: true });
+  cbreak = true;
+  // Ctrl-C makes the terminal discard input not yet read unless NOFLSH is set: a question typed
+  // just before stopping an answer would be lost. Deno has no termios call; stty sets it on the
+  // terminal it is given as stdin (best effort; setRaw(false) restores the saved settings).
+  try {
+    new Deno.Command("stty", { args: ["noflsh"], stdin: "inherit", stdout: "null", stderr: "null" })
+      .outputSync();
+  } catch { /* no stty: typed-ahead text may be lost on Ctrl-C */ }
+  (async () => {
+    const reader = Deno.stdin.readable.getReader();
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        t.feed(value);
+      }
+    } catch { /* stdin closed */ }
+    t.end();
+  })();
+  return t.lines;
+}
+
 function denoIo(): InferIo {
   const enc = new TextEncoder();
   const write = (f: typeof Deno.stdout) => (text: string) => {
-    const bytes = enc.encode(text);
+    // Cbreak mode turns off the terminal's output processing: a new line needs its "\r".
+    const bytes = enc.encode(cbreak ? text.replace(/\r?\n/g, "\r\n") : text);
     let off = 0;
     while (off < bytes.length) off += f.writeSync(bytes.subarray(off));
   };
+  const out = write(Deno.stdout);
+  const interactive = Deno.stdin.isTerminal();
+  let lines: AsyncIterator<string> | null = null;
   return {
-    lines: stdinLines(),
-    out: write(Deno.stdout),
+    // Created on first use: one-shot runs never change the terminal's mode.
+    lines: {
+      next: () => {
+        lines ??= interactive && Deno.stdout.isTerminal() ? terminalLines(out) : stdinLines();
+        return lines.next();
+      },
+    },
+    out,
     err: write(Deno.stderr),
-    interactive: Deno.stdin.isTerminal(),
+    interactive,
     readAll: async () => await new Response(Deno.stdin.readable).text(),
   };
 }
@@ -289,12 +387,14 @@ export async function main(args: string[]): Promise<number> {
         handlers.push(() => {
           if (handler()) return;
           io.out("\n");
+          restoreTerminal();
           engine.close().finally(() => Deno.exit(0));
         });
       },
     });
     return code;
   } finally {
+    restoreTerminal();
     Deno.removeSignalListener("SIGINT", onSigint);
     await engine.close();
   }

@@ -110,11 +110,22 @@ Deno.test("build: byte-identical rebuilds, disjoint split, manifest counts", asy
     assert.equal(s.alpaca_zh.trainExamples, s.alpaca_zh.train);
     for (const st of Object.values(s)) assert.equal(st.kept, st.train + st.valid);
     // reading counts: the original three folders give 296 usable records (lenient policy)
-    assert.equal(
-      s.alpaca_zh.read,
-      expected.original_target_dirs_summary.lenient_trailing_comma.usable_records,
-    );
-    assert.equal(s.alpaca_zh.files, 20);
+    const lenient = expected.original_target_dirs_summary.lenient_trailing_comma;
+    assert.equal(s.alpaca_zh.usable, lenient.usable_records);
+    // files: the ones that gave records; the others are counted as skipped
+    assert.equal(s.alpaca_zh.files, lenient.files_contributing);
+    assert.equal(s.alpaca_zh.files + s.alpaca_zh.skipped, lenient.files_globbed);
+    // read: every item of those files, the ones dropped on reading included (expected.json items)
+    const itemsOf = (names: string[]) =>
+      expected.files.filter((f: { path: string }) => names.includes(f.path)).reduce(
+        (n: number, f: { items?: number }) => n + (f.items ?? 0),
+        0,
+      );
+    const contributing = m.files.filter((f) => f.source === "alpaca_zh" && f.records > 0).map((
+      f,
+    ) => f.file);
+    assert.equal(s.alpaca_zh.read, itemsOf(contributing));
+    assert.ok(s.alpaca_zh.read > s.alpaca_zh.usable, "dropped empty items are part of read");
     assert.equal(m.counts["repaired-trailing-comma"], 1);
     assert.equal(m.counts["bad-line"], 2);
     assert.ok(m.counts["duplicate-exact"] > 0);
@@ -187,9 +198,13 @@ Deno.test("build: strict policy, by-file split, cap, language filter, shard size
       fixtureConfig({ trailingComma: "strict", tokens: null, shard: { records: 40 } }),
       { ...quiet, out },
     );
+    const strictSummary = expected.original_target_dirs_summary.strict;
+    assert.equal(strict.manifest.sources.alpaca_zh.usable, strictSummary.usable_records);
+    // the file skipped by strict JSON is not counted in files
+    assert.equal(strict.manifest.sources.alpaca_zh.files, strictSummary.files_contributing);
     assert.equal(
-      strict.manifest.sources.alpaca_zh.read,
-      expected.original_target_dirs_summary.strict.usable_records,
+      strict.manifest.sources.alpaca_zh.skipped,
+      strictSummary.files_globbed - strictSummary.files_contributing,
     );
     assert.ok(strict.manifest.outputs.length > 3);
     assert.ok(strict.manifest.outputs.every((o) => o.file.endsWith(".jsonl")));
@@ -390,7 +405,7 @@ Deno.test("cli: --help, a build, --stats, bad flags", async () => {
     );
     const build = await captureStdout(() => cli(["-c", `${dir}/c.json`, "-o", `${dir}/out`, "-q"]));
     assert.equal(build.code, 0, build.text);
-    assert.match(build.text, /source\s+files\s+read/);
+    assert.match(build.text, /source\s+files\s+skipped\s+read\s+usable\s+kept/);
     assert.match(build.text, /records\/s/);
     const loud = await captureStdout(() =>
       cli(["-c", `${dir}/c.json`, "-o", `${dir}/out`, "--no-progress", "--warnings", "1"])

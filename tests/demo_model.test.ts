@@ -9,7 +9,8 @@ import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { preset } from "../train/config.ts";
 import { train } from "../train/train.ts";
 import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
-import { demoConfigJson, runDemo } from "../train/demo/pipeline.ts";
+import { buildDemoData, demoConfigJson, runDemo } from "../train/demo/pipeline.ts";
+import { isLoraOnly, readBuildRecords, readSamples, recordKey } from "../train/demo/split.ts";
 import { writeRandomChatGLM } from "../train/demo/init_model.ts";
 import { answerInstructions, overlap } from "../train/demo/generate.ts";
 import { loadEngine } from "../serve/engine/load.ts";
@@ -73,6 +74,13 @@ Deno.test("train without --model uses the demo model and says it is a demo", asy
     });
     assert.equal(r.steps, 1);
     assert.ok(lines.some((l) => /demo model.*not a medical model/.test(l)), lines.join("\n"));
+    // The plan printed is this run's (batch 4 × 2 at 128, the LoRA it trains), not inference's.
+    assert.ok(
+      lines.some((l) =>
+        /GPU memory plan \(training: batch 4 × 2 accumulation, length 128, LoRA r 8/.test(l)
+      ),
+      lines.join("\n"),
+    );
   } finally {
     await Deno.remove(out, { recursive: true });
   }
@@ -188,6 +196,34 @@ Deno.test("deno task demo's chain, shortened: data → full training → LoRA �
     } finally {
       model.dispose();
     }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("demo data: the base never sees the LoRA's topics nor the validation records", async () => {
+  const out = await Deno.makeTempDir({ prefix: "medglm-demo-data-" });
+  try {
+    const r = await buildDemoData(out, DEMO_MODEL_DIR, true);
+    assert.equal(r.baseDir, `${out}/base-data`);
+    const samples = await readSamples();
+    const index = new Map(samples.map((s, i) => [recordKey(s), i]));
+    const base = await readBuildRecords(`${out}/base-data`, "train");
+    const lora = await readBuildRecords(`${out}/data`, "train");
+    const valid = await readBuildRecords(`${out}/data`, "valid");
+    assert.equal(base.length, r.baseSamples);
+    assert.ok(valid.length > 0);
+    const validKeys = new Set(valid.map(recordKey));
+    for (const b of base) {
+      const i = index.get(recordKey(b));
+      assert.ok(i !== undefined, `base record not from the samples: ${b.instruction}`);
+      assert.ok(!isLoraOnly(i), `sample ${i} is kept for the LoRA`);
+      assert.ok(!validKeys.has(recordKey(b)), `validation record ${i} in the base's data`);
+    }
+    // The LoRA's data holds the topics the base has not seen.
+    const loraOnly = lora.filter((x) => isLoraOnly(index.get(recordKey(x)) ?? -1));
+    assert.ok(loraOnly.length >= 60, `${loraOnly.length} new-topic records for the LoRA`);
+    assert.ok(r.baseSamples >= 200 && r.baseSamples < r.samples - loraOnly.length);
   } finally {
     await Deno.remove(out, { recursive: true });
   }

@@ -262,6 +262,135 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "the page keeps the newest turns that fit, keeps the API key per tab, fits a phone",
+  ignore: !haveBrowser,
+  async fn() {
+    // A small context (the scripted engine counts characters + 4 per message + 2): after a few
+    // turns the whole conversation no longer fits; the page must leave out the oldest turns.
+    const engine = createScriptedEngine({
+      answer: (m) => answerFor(m[m.length - 1].content),
+      chunkChars: 8,
+      delayMs: 1,
+      maxContext: 200,
+    });
+    const server = startServer(createApp(engine, { apiKey: "tab-key-1" }), {
+      host: "127.0.0.1",
+      port: 0,
+      onListen: () => {},
+    });
+    const profile = await Deno.makeTempDir({ prefix: "medglm-chromium-" });
+    await Deno.mkdir(SHOTS, { recursive: true });
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+      viewport: { width: 390, height: 844 },
+    });
+    const problems: string[] = [];
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      await page.goto(server.url);
+      await page.waitForSelector("#status.ready");
+
+      // The phone layout shows the whole placeholder (it wraps to two lines at this width).
+      const box = await page.evaluate(() => {
+        const { document } = globalThis as unknown as PageGlobals;
+        const el = document.querySelector("#input") as unknown as {
+          scrollHeight: number;
+          clientHeight: number;
+        };
+        return { scroll: el.scrollHeight, client: el.clientHeight };
+      });
+      assert.ok(box.scroll <= box.client + 1, `placeholder clipped: ${JSON.stringify(box)}`);
+      await page.screenshot({ path: new URL("page_phone_empty.png", SHOTS).pathname });
+
+      // The API key stays in this tab (sessionStorage) unless "remember" is ticked.
+      await page.click("#toggle-settings");
+      await page.fill("#set-api_key", "tab-key-1");
+      await page.dispatchEvent("#set-api_key", "change");
+      const stored = () =>
+        page.evaluate(() => {
+          const g = globalThis as unknown as PageGlobals;
+          return {
+            local: g.localStorage.getItem("medglm.api_key"),
+            session: g.sessionStorage.getItem("medglm.api_key"),
+            settings: g.localStorage.getItem("medglm.settings") ?? "",
+          };
+        });
+      let st = await stored();
+      assert.equal(st.local, null, "not in localStorage without remember");
+      assert.equal(st.session, "tab-key-1");
+      assert.doesNotMatch(st.settings, /tab-key-1/);
+      await page.click("#toggle-settings");
+
+      // Questions until the conversation outgrows the context.
+      const qs = ["头痛怎么办？", "发烧了吗？", "需要吃药吗？", "要去医院吗？", "饮食注意什么？"];
+      for (const [i, q] of qs.entries()) {
+        await page.fill("#input", q);
+        await page.press("#input", "Enter");
+        await page.waitForFunction(
+          (n) =>
+            (globalThis as unknown as PageGlobals).document
+              .querySelectorAll(".msg.assistant:not(.streaming)").length === n,
+          i + 1,
+        );
+      }
+      assert.equal(await page.locator(".msg.error").count(), 0, "no error bubble");
+      const last = engine.requests.at(-1)!;
+      const count = (m: { content: string }[]) =>
+        m.reduce((n, x) => n + [...x.content].length + 4, 2);
+      assert.ok(
+        count(last.messages) <= 200 - 50,
+        `the prompt leaves room: ${count(last.messages)}`,
+      );
+      assert.equal(last.messages.at(-1)!.content, qs.at(-1));
+      assert.ok(last.messages.length < 2 * qs.length - 1, "old turns were left out");
+      // The newest turns are the ones kept, in order.
+      const full = qs.flatMap((q, i) => i < qs.length - 1 ? [q, answerFor(q)] : [q]);
+      assert.deepEqual(
+        last.messages.map((m) => m.content),
+        full.slice(full.length - last.messages.length),
+      );
+      // Every answer had its full room (none cut short), and the page says what was left out.
+      assert.equal(await page.textContent(".msg.assistant:last-of-type .text"), answerFor(qs[4]));
+      assert.match(
+        (await page.textContent(".msg.assistant:last-of-type .meta"))!,
+        /较早的 \d+ 轮对话超出了模型的上下文长度/,
+      );
+      await page.screenshot({ path: new URL("page_phone_trimmed.png", SHOTS).pathname });
+
+      // A question that alone is too long: a Chinese message, not an English-only error code.
+      await page.fill("#input", "很".repeat(300));
+      await page.press("#input", "Enter");
+      await page.waitForSelector(".msg.assistant.error");
+      assert.match((await page.textContent(".msg.assistant.error .meta"))!, /问题太长/);
+
+      // A new tab of the same browser has no key; ticking "remember" keeps it across tabs.
+      const other = await context.newPage();
+      other.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+      await other.goto(server.url);
+      await other.waitForSelector("#status.ready");
+      assert.equal(await other.inputValue("#set-api_key"), "");
+      await page.click("#toggle-settings");
+      await page.check("#set-remember_key");
+      st = await stored();
+      assert.equal(st.local, "tab-key-1");
+      assert.equal(st.session, null);
+      const third = await context.newPage();
+      await third.goto(server.url);
+      await third.waitForSelector("#status.ready");
+      assert.equal(await third.inputValue("#set-api_key"), "tab-key-1");
+      assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+      await server.shutdown();
+      await Deno.remove(profile, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
 async function waitFor(check: () => boolean, timeoutMs = 10_000) {
   const end = Date.now() + timeoutMs;
   while (!check()) {
@@ -282,4 +411,6 @@ interface PageGlobals {
   };
   innerWidth: number;
   innerHeight: number;
+  localStorage: { getItem(key: string): string | null };
+  sessionStorage: { getItem(key: string): string | null };
 }

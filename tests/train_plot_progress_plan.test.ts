@@ -10,7 +10,7 @@ import { createTrainerState, logEval, logTrain } from "../train/trainer_state.ts
 import { saveCheckpoint } from "../train/checkpoint.ts";
 import { createTrainProgress, formatStepLine, formatTrainSummary } from "../train/progress.ts";
 import { CHATGLM_6B_CONFIG_URL, dryRunReport, readModelConfig } from "../train/dry_run.ts";
-import { limitWarnings, trainMemoryPlan } from "../train/memory_plan.ts";
+import { formatTrainPlanSummary, limitWarnings, trainMemoryPlan } from "../train/memory_plan.ts";
 import { preset } from "../train/config.ts";
 import { schedulerState } from "../train/schedule.ts";
 
@@ -305,4 +305,33 @@ Deno.test("dry-run report for a model directory also shows the real config", asy
     /--model .*nope: no such directory or file/,
   );
   assert.ok(CHATGLM_6B_CONFIG_URL.href.endsWith("train/configs/chatglm-6b.config.json"));
+});
+
+Deno.test("the training plan states the run's batch, accumulation, length and real adapter", async () => {
+  const DEMO = new URL("../models/demo", import.meta.url).pathname;
+  // The flags say r 4 on query_key_value; the initial adapter is r 8 on query_key_value + dense:
+  // the plan counts the adapter the run trains (it used to say "LoRA 0.0 KiB" or the flags' r).
+  const c = { ...preset("demo"), model: DEMO, loraR: 4, adapterInit: `${DEMO}/adapter` };
+  const text = await dryRunReport(c, null);
+  const demoPart = text.split("memory plan: ChatGLM-6B")[0];
+  assert.match(demoPart, /batch 4 × 2 accumulation, length 128/);
+  assert.match(demoPart, /LoRA r 8 on query_key_value, dense \(4 modules\)/);
+  // 2 layers × r 8 × ((128 + 384) + (128 + 128)) = 12,288 values, f32 weight + grad
+  assert.match(demoPart, /LoRA weights \+ grads +96\.0 KiB +12\.3K params in 4 modules \(r 8\)/);
+  const model = parseChatGLMConfig(JSON.parse(await Deno.readTextFile(`${TINY}/config.json`)));
+  const input = {
+    model,
+    weightDtype: "f32" as const,
+    full: false,
+    loraR: 8,
+    targetModules: ["query_key_value"],
+    batchSize: 4,
+    gradAccumulation: 2,
+    seqLen: 128,
+  };
+  const line = formatTrainPlanSummary(trainMemoryPlan(input));
+  assert.match(line, /^GPU memory plan \(training: batch 4 × 2 accumulation, length 128, LoRA r 8/);
+  assert.doesNotMatch(line, /context|batch 1\b|0\.0 KiB/);
+  const full = formatTrainPlanSummary(trainMemoryPlan({ ...input, full: true, batchSize: 8 }));
+  assert.match(full, /training: batch 8 × 2 accumulation, length 128, full fine-tuning, f32/);
 });

@@ -7,6 +7,8 @@
 import { readJsonFile } from "../core/io/json_strict.ts";
 import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
 import type { TrainConfig } from "./config.ts";
+import { loadLoraAdapter } from "../core/adapters/lora_weights.ts";
+import { linearModules } from "../core/models/chatglm/params.ts";
 import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
 
 export const CHATGLM_6B_CONFIG_URL: URL = new URL(
@@ -65,15 +67,25 @@ export async function dryRunReport(
   const models = [chosen];
   if (config.model !== null) models.push(await readModelConfig(null));
   const parts: string[] = [];
+  // An initial adapter's own r and modules are what the run trains, whatever the flags say.
+  const adapter = config.adapterInit !== null && !config.full
+    ? await loadLoraAdapter(config.adapterInit, {
+      linearModules: linearModules(chosen.config),
+      name: chosen.label,
+    })
+    : undefined;
   for (const m of models) {
     const plan = trainMemoryPlan({
+      adapter: m === chosen ? adapter : undefined,
       model: m.config,
       weightDtype: config.dtype,
       full: config.full,
       loraR: config.loraR,
       targetModules: config.targetModules,
       batchSize: config.batchSize,
+      gradAccumulation: config.gradAccumulation,
       seqLen: config.maxLength,
+      recompute: config.recompute,
     });
     parts.push(formatTrainMemoryPlan(plan, m.label));
     if (limits) {

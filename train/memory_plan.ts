@@ -43,8 +43,19 @@ export interface TrainMemoryPlanInput {
   full: boolean;
   loraR: number;
   targetModules: readonly string[];
+  /** Examples per micro-batch. */
   batchSize: number;
+  /** Micro-batches summed into one optimizer step (memory holds one micro-batch; default 1). */
+  gradAccumulation?: number;
   seqLen: number;
+  /** Whether the run recomputes activations (`--recompute`): which total applies. */
+  recompute?: boolean;
+  /**
+   * The run's actual adapter (from `--adapter-init` or a resumed checkpoint, whose r and modules
+   * may differ from the flags): its modules' shapes are counted instead of `loraR` ×
+   * `targetModules`.
+   */
+  adapter?: { modules: Map<string, { r: number; inFeatures: number; outFeatures: number }> };
 }
 
 export interface TrainMemoryPlanRow {
@@ -91,24 +102,34 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   // which linear modules train (LoRA targets, or all with --full)
   const targeted: string[] = [];
   let loraParams = 0;
+  let loraRanks = 0;
   const trainsModule = new Set<string>();
   for (let l = 0; l < L; l++) {
     for (const m of LINEAR_MODULES) {
       const name = linearModuleName(l, m);
-      if (input.full || isTargetModule(name, input.targetModules)) trainsModule.add(m);
-      if (input.full || !isTargetModule(name, input.targetModules)) continue;
+      const real = input.adapter?.modules.get(name);
+      const lora = !input.full &&
+        (input.adapter ? real !== undefined : isTargetModule(name, input.targetModules));
+      if (input.full || lora) trainsModule.add(m);
+      if (!lora) continue;
       targeted.push(name);
       const [out, inF] = linearShape(c, m);
-      loraParams += input.loraR * (inF + out);
+      const r = real?.r ?? input.loraR;
+      loraParams += r * ((real?.inFeatures ?? inF) + (real?.outFeatures ?? out));
+      loraRanks += r;
     }
   }
   if (!input.full && targeted.length === 0) {
     throw new Error(
-      `target modules ${JSON.stringify(input.targetModules)} match no linear module of the model`,
+      input.adapter
+        ? "the adapter has no module of this model"
+        : `target modules ${
+          JSON.stringify(input.targetModules)
+        } match no linear module of the model`,
     );
   }
   const trainableParams = input.full ? baseParams : loraParams;
-  const loraPerLayerR = input.full ? 0 : targeted.length / L * input.loraR;
+  const loraPerLayerR = input.full ? 0 : loraRanks / L;
 
   // activations kept per layer per token (f32 values), see the module comment
   const tokens = b * s;
@@ -138,9 +159,9 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
     input.full ? trainableParams * F32 : trainableParams * 2 * F32,
     input.full
       ? `${fmtCount(trainableParams)} f32 gradients (weights counted above)`
-      : `${
-        fmtCount(trainableParams)
-      } params in ${targeted.length} modules (r ${input.loraR}), f32 weight + grad`,
+      : `${fmtCount(trainableParams)} params in ${targeted.length} modules (${
+        loraRankText(input)
+      }), f32 weight + grad`,
   );
   const optimizer = row(
     "AdamW m + v",
@@ -239,6 +260,51 @@ export function limitWarnings(
   return out;
 }
 
+/** "r 8", or the ranks of a loaded adapter ("r 4-8" when they differ). */
+function loraRankText(input: TrainMemoryPlanInput): string {
+  if (!input.adapter) return `r ${input.loraR}`;
+  const ranks = [...input.adapter.modules.values()].map((m) => m.r);
+  const lo = Math.min(...ranks), hi = Math.max(...ranks);
+  return lo === hi ? `r ${lo}` : `r ${lo}-${hi}`;
+}
+
+/** Batch, accumulation and length as the run uses them: "batch 4 × 2 accumulation, length 128". */
+function batchText(i: TrainMemoryPlanInput): string {
+  const acc = i.gradAccumulation ?? 1;
+  return `batch ${i.batchSize}${acc > 1 ? ` × ${acc} accumulation` : ""}, length ${i.seqLen}`;
+}
+
+/** What a run trains: "LoRA r 8 on query_key_value (2 modules)" or "full fine-tuning". */
+function trainsText(plan: TrainMemoryPlan): string {
+  const i = plan.input;
+  if (i.full) return "full fine-tuning";
+  const names = i.adapter
+    ? [...new Set(plan.targetedModules.map((n) => n.split(".").slice(-1)[0]))]
+    : i.targetModules;
+  return `LoRA ${loraRankText(i)} on ${names.join(", ")} (${plan.targetedModules.length} modules)`;
+}
+
+/**
+ * The two lines a training run prints before it starts: its own batch, accumulation and length,
+ * and what it trains (the inference plan's "context, batch 1" says nothing about a training run).
+ */
+export function formatTrainPlanSummary(plan: TrainMemoryPlan): string {
+  const i = plan.input;
+  const total = i.recompute ? plan.totalWithRecompute : plan.totalWithoutRecompute;
+  return [
+    `GPU memory plan (training: ${batchText(i)}, ${trainsText(plan)}, ${
+      i.full ? "f32" : i.weightDtype
+    } weights${i.recompute ? ", recompute" : ""}):`,
+    `  weights ${fmtBytes(plan.weights.bytes)}, ${
+      i.full ? "gradients" : `LoRA ${fmtCount(plan.trainableParams)} params + grads`
+    } ${fmtBytes(plan.trainable.bytes)}, AdamW ${fmtBytes(plan.optimizer.bytes)}, activations ${
+      fmtBytes(i.recompute ? plan.activationsRecompute.bytes : plan.activations.bytes)
+    }, logits ${fmtBytes(plan.logits.bytes)}; at most ${
+      fmtBytes(total)
+    } (every example at full length, all positions to the loss)`,
+  ].join("\n");
+}
+
 /** The plan as a plain-text table. */
 export function formatTrainMemoryPlan(plan: TrainMemoryPlan, title: string): string {
   const rows = [
@@ -253,9 +319,9 @@ export function formatTrainMemoryPlan(plan: TrainMemoryPlan, title: string): str
   const i = plan.input;
   const lines = [
     `memory plan: ${title}`,
-    `  batch ${i.batchSize} × seq ${i.seqLen}, ${
-      i.full ? "full fine-tuning" : `LoRA r ${i.loraR} on ${JSON.stringify(i.targetModules)}`
-    }, weights ${i.full ? "f32" : i.weightDtype}`,
+    `  ${batchText(i)} (memory holds one micro-batch), ${trainsText(plan)}, weights ${
+      i.full ? "f32" : i.weightDtype
+    }`,
     "",
     `  ${"part".padEnd(28)} ${"bytes".padStart(11)}  detail`,
   ];

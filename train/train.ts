@@ -36,6 +36,7 @@ import { createTrainerState, logEval, logTrain, type TrainerState } from "./trai
 import {
   createBatchStream,
   type DataOrderState,
+  droppedMessage,
   type Example,
   loadExamples,
 } from "./loop/examples.ts";
@@ -141,9 +142,7 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
   const trainSet = await loadExamples(dataDir, "train", config.maxLength);
   const validSet = await loadExamples(dataDir, "valid", config.maxLength);
   if (trainSet.dropped > 0) {
-    log(
-      `${trainSet.dropped} training examples dropped: their prompt exceeds maxLength ${config.maxLength}`,
-    );
+    log(droppedMessage(trainSet.dropped, config.maxLength));
   }
   const model = await setupModel(config, modelDir, resume, log);
   const tm = prepareTraining(model, config.full ? "full" : "lora");

@@ -3,6 +3,8 @@
  * surfacing (uncaptured errors and device loss become thrown errors, never silent wrong numbers).
  */
 
+import { ensureRuntimeDir } from "./runtime_dir.ts";
+
 /** Which native API the adapter runs on (from `DENO_WEBGPU_BACKEND` or the adapter info). */
 export type GpuBackend = "vulkan" | "gl" | "metal" | "dx12" | "unknown";
 
@@ -77,6 +79,7 @@ export async function createGpu(): Promise<Gpu> {
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new GpuError(`navigator.gpu is not available in this runtime. ${NO_ADAPTER_HELP}`);
   }
+  ensureRuntimeDir(); // before the instance exists: libwayland's probe reads it (runtime_dir.ts)
   let adapter: GPUAdapter | null = null;
   try {
     adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });

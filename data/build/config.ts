@@ -5,7 +5,7 @@
  *
  * ```json
  * { "name": "medical", "root": "../raw", "seed": 42,
- *   "sources": [{ "name": "huatuo", "paths": ["huatuo/data/*.json"], "weight": 1, "cap": 5000,
+ *   "sources": [{ "name": "huatuo", "paths": ["huatuo/data/*.json"], "weight": 1, "cap": 5000, "languages": ["zh"],
  *                 "download": [{ "url": "https://…/llama_data.json", "path": "huatuo/data/llama_data.json" }] }],
  *   "trailingComma": "lenient",
  *   "clean": { "dedup": "normalized", "languages": null, "maxChars": null, "repairLiteralNewlines": true },
@@ -38,6 +38,12 @@ export interface SourceConfig {
   download?: DownloadSpec[];
   /** A missing plain path is a warning instead of an error. */
   optional?: boolean;
+  /**
+   * Keep only this source's records in these languages (`zh`, `en`, `other`); null keeps all.
+   * Set, it replaces `clean.languages` for this source (e.g. drop the untranslated English records
+   * of a translated source while an English source stays whole).
+   */
+  languages?: Language[] | null;
 }
 
 export interface TokenConfig {
@@ -77,8 +83,10 @@ export interface ResolvedConfig {
   baseDir: string;
   root: string;
   seed: number | string;
-  sources: (Required<Omit<SourceConfig, "cap" | "columns" | "substitute">> & {
+  sources: (Required<Omit<SourceConfig, "cap" | "columns" | "substitute" | "languages">> & {
     cap: number | null;
+    /** Absent: `clean.languages` applies (see the pipeline); null: keep all. */
+    languages?: Language[] | null;
     columns?: string[];
     substitute?: Record<string, string>;
   })[];
@@ -184,6 +192,7 @@ export function validateConfig(value: unknown, where = "config"): DatasetConfig 
         "substitute",
         "download",
         "optional",
+        "languages",
       ],
       w,
     );
@@ -211,6 +220,12 @@ export function validateConfig(value: unknown, where = "config"): DatasetConfig 
       for (const [k, v] of Object.entries(s.substitute)) {
         if (typeof v !== "string" || k === "") fail(`${w}.substitute.${k}`, "expected a string");
       }
+    }
+    if (s.languages !== undefined && s.languages !== null) {
+      if (!Array.isArray(s.languages)) fail(`${w}.languages`, "expected a list or null");
+      (s.languages as unknown[]).forEach((l, j) =>
+        oneOf(l, ["zh", "en", "other"] as Language[], `${w}.languages[${j}]`)
+      );
     }
     if (s.optional !== undefined && typeof s.optional !== "boolean") {
       fail(`${w}.optional`, "expected true or false");
@@ -332,6 +347,7 @@ export function resolveConfig(config: DatasetConfig, baseDir: string): ResolvedC
       ...(s.substitute ? { substitute: s.substitute } : {}),
       download: s.download ?? [],
       optional: s.optional ?? false,
+      ...(s.languages !== undefined ? { languages: s.languages } : {}),
     })),
     trailingComma: config.trailingComma ?? "lenient",
     clean: {

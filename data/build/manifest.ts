@@ -9,15 +9,38 @@ import type { DatasetConfig } from "./config.ts";
 export const MANIFEST_FORMAT = "medglm-dataset/1";
 
 export interface SourceStats {
+  /** Files that gave records. */
   files: number;
-  /** Usable records read from the files. */
+  /** Files that gave nothing (skipped: unreadable, eval sets, strict JSON failures, …). */
+  skipped: number;
+  /** Items read from those files: usable records and the ones dropped on reading (empty, wrong type, bad lines). */
   read: number;
+  /** Usable records among them (what the cleaning stage gets). */
+  usable: number;
   /** Left after cleaning, de-duplication, cap and length filter (unique records). */
   kept: number;
   train: number;
   valid: number;
   /** Training examples after the source's weight (repeats included). */
   trainExamples: number;
+  /** Language of the kept records. */
+  languages: Record<string, number>;
+}
+
+/**
+ * Records of one language through the stages after cleaning; always
+ * `cleaned - filtered - duplicate - capped - tooLong = kept`.
+ */
+export interface LanguageFlow {
+  /** Left after the cleaning repairs and empty/length checks (before de-duplication). */
+  cleaned: number;
+  /** Dropped by a language filter. */
+  filtered: number;
+  duplicate: number;
+  capped: number;
+  /** Dropped by `maxTokens`. */
+  tooLong: number;
+  kept: number;
 }
 
 export interface FileStats {
@@ -47,10 +70,12 @@ export interface Manifest {
   contentHash: string;
   seed: number | string;
   split: { by: string; validRatio: number; train: number; valid: number; trainExamples: number };
-  /** Counts per action: read, repaired-*, dropped-*, duplicate-*, too-long, truncated, lang-*… */
+  /** Counts per action: read, repaired-*, dropped-*, duplicate-*, too-long, truncated… */
   counts: Record<string, number>;
   /** Language share of the kept unique records. */
   languages: Record<string, number>;
+  /** Per language, from cleaned records to kept ones (the counts add up). */
+  languageFlow: Record<string, LanguageFlow>;
   sources: Record<string, SourceStats>;
   files: FileStats[];
   tokens: null | {
@@ -72,13 +97,27 @@ export interface Manifest {
   warningsOmitted: Record<string, number>;
 }
 
-function table(rows: (string | number)[][], rightFrom = 1): string {
+function share(n: number, all: Record<string, number>): string {
+  const total = Object.values(all).reduce((a, b) => a + b, 0);
+  return total > 0 ? `${((100 * n) / total).toFixed(1)}%` : "-";
+}
+
+// "zh 93% en 7%": the language mix of a source's kept records.
+function languageShare(langs: Record<string, number>): string {
+  const total = Object.values(langs).reduce((a, b) => a + b, 0);
+  if (total === 0) return "-";
+  return Object.entries(langs).sort((a, b) => b[1] - a[1]).map(([l, n]) =>
+    `${l} ${Math.round((100 * n) / total)}%`
+  ).join(" ");
+}
+
+function table(rows: (string | number)[][], rightFrom = 1, rightTo = Infinity): string {
   const cells = rows.map((r) => r.map(String));
   const widths = cells[0].map((_, c) => Math.max(...cells.map((r) => width(r[c] ?? ""))));
   return cells.map((r, i) => {
     const line = r.map((v, c) => {
       const pad = " ".repeat(widths[c] - width(v));
-      return c >= rightFrom ? pad + v : c === r.length - 1 ? v : v + pad;
+      return c >= rightFrom && c < rightTo ? pad + v : c === r.length - 1 ? v : v + pad;
     }).join("  ");
     return i === 0 ? `${line}\n${widths.map((w) => "-".repeat(w)).join("  ")}` : line;
   }).join("\n");
@@ -107,32 +146,52 @@ export function formatBuildSummary(m: Manifest): string {
   const srcRows: (string | number)[][] = [[
     "source",
     "files",
+    "skipped",
     "read",
+    "usable",
     "kept",
     "train",
     "valid",
     "train ex.",
+    "languages",
   ]];
-  let tot = [0, 0, 0, 0, 0, 0];
+  let tot = [0, 0, 0, 0, 0, 0, 0, 0];
   for (const [name, s] of Object.entries(m.sources)) {
-    srcRows.push([name, s.files, s.read, s.kept, s.train, s.valid, s.trainExamples]);
-    tot = tot.map((v, i) => v + [s.files, s.read, s.kept, s.train, s.valid, s.trainExamples][i]);
+    const nums = [
+      s.files,
+      s.skipped ?? 0,
+      s.read,
+      s.usable ?? s.read,
+      s.kept,
+      s.train,
+      s.valid,
+      s.trainExamples,
+    ];
+    srcRows.push([name, ...nums, languageShare(s.languages ?? {})]);
+    tot = tot.map((v, i) => v + nums[i]);
   }
-  srcRows.push(["total", ...tot]);
-  out.push("", table(srcRows));
+  srcRows.push(["total", ...tot, languageShare(m.languages)]);
+  out.push("", table(srcRows, 1, 9));
   const actions = Object.entries(m.counts).filter(([k]) => !k.startsWith("lang-")).sort((a, b) =>
     a[0] < b[0] ? -1 : 1
   );
   if (actions.length) out.push("", table([["action", "count"], ...actions]));
-  const langTotal = Object.values(m.languages).reduce((a, b) => a + b, 0);
-  if (langTotal > 0) {
+  const flow = Object.entries(m.languageFlow ?? {});
+  if (flow.length > 0) {
     out.push(
       "",
       table([
-        ["language", "records", "share"],
-        ...Object.entries(m.languages).map((
-          [l, n],
-        ) => [l, n, `${((100 * n) / langTotal).toFixed(1)}%`]),
+        ["language", "cleaned", "filtered", "duplicate", "capped", "too long", "kept", "share"],
+        ...flow.map(([l, f]) => [
+          l,
+          f.cleaned,
+          f.filtered,
+          f.duplicate,
+          f.capped,
+          f.tooLong,
+          f.kept,
+          share(f.kept, m.languages),
+        ]),
       ]),
     );
   }

@@ -23,11 +23,12 @@ export {
   type FileStats,
   formatBuildSummary,
   formatWarning,
+  type LanguageFlow,
   type Manifest,
   MANIFEST_FORMAT,
   readManifest,
   type SourceStats,
   tokenShardPaths,
 } from "./manifest.ts";
-export { applyWeight, splitIndices, validCount } from "./split.ts";
+export { applyWeight, splitIndices, splitIndicesBy, validCount } from "./split.ts";
 export { bucketOrder, lengthHistogram, tokenizeRecord } from "./tokenize.ts";

@@ -20,7 +20,17 @@ export function splitIndices(
   ratio: number,
   seed: number | string,
 ): { train: number[]; valid: number[] } {
-  const n = origins.length;
+  return splitIndicesBy(origins.length, (i) => fileOf(origins[i]), by, ratio, seed);
+}
+
+/** As `splitIndices` for `n` records, `fileAt(i)` naming record i's file (no origin strings). */
+export function splitIndicesBy(
+  n: number,
+  fileAt: (i: number) => string,
+  by: "record" | "file",
+  ratio: number,
+  seed: number | string,
+): { train: number[]; valid: number[] } {
   const target = validCount(n, ratio);
   if (by === "record") {
     const order = shuffle([...Array(n).keys()], createRng(seedFor(seed, "split")));
@@ -32,12 +42,12 @@ export function splitIndices(
     return { train, valid };
   }
   const byFile = new Map<string, number[]>();
-  origins.forEach((o, i) => {
-    const f = fileOf(o);
+  for (let i = 0; i < n; i++) {
+    const f = fileAt(i);
     const list = byFile.get(f);
     if (list) list.push(i);
     else byFile.set(f, [i]);
-  });
+  }
   const files = [...byFile.keys()].sort();
   shuffle(files, createRng(seedFor(seed, "split-files")));
   const valid: number[] = [];
@@ -49,9 +59,7 @@ export function splitIndices(
   }
   valid.sort((a, b) => a - b);
   const train: number[] = [];
-  origins.forEach((o, i) => {
-    if (!validFiles.has(fileOf(o))) train.push(i);
-  });
+  for (let i = 0; i < n; i++) if (!validFiles.has(fileAt(i))) train.push(i);
   return { train, valid };
 }
 

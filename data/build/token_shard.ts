@@ -37,8 +37,8 @@ export interface TokenExample {
 
 /** An example as the token stage produces it. */
 export interface TokenExampleInput {
-  inputIds: readonly number[];
-  labels: readonly number[];
+  inputIds: ArrayLike<number>;
+  labels: ArrayLike<number>;
   seqLen: number;
   recordIndex: number;
 }

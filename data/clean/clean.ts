@@ -5,6 +5,7 @@
  */
 
 import type { SourceRecord } from "../sources/types.ts";
+import { HashTable64 } from "./hash_table.ts";
 import { exactKey, normalizedKey } from "./dedup.ts";
 import { type Language, languageOf } from "./language.ts";
 import { repairText, substitute } from "./text.ts";
@@ -81,7 +82,6 @@ export function cleanRecord(
     return null;
   }
   const lang = languageOf(all);
-  count(tally, `lang-${lang}`);
   if (options.languages && !options.languages.includes(lang)) {
     warn(tally, { ...where, action: "dropped-language", reason: `language ${lang} not kept` });
     return null;
@@ -93,39 +93,80 @@ export function cleanRecord(
 
 /** Incremental de-duplication across everything added so far. */
 export interface Deduper {
-  /** True when `r` is new (and remembers it); false (after warning) for a duplicate. */
-  add(r: SourceRecord): boolean;
+  /**
+   * True when `r` is new (and remembers it); false (after warning) for a duplicate. `id` is the
+   * caller's number for the record, turned back into an origin by `originOf` for the warning.
+   */
+  add(r: SourceRecord, id?: number): boolean;
 }
 
-export function createDeduper(mode: CleanOptions["dedup"], tally: Tally): Deduper {
-  const exact = new Map<string, string>();
-  const normalized = new Map<string, string>();
+// A 64-bit hash (two 32-bit multiply-xor lanes over the UTF-16 units): memory per unique record
+// stays small whatever the record's length, and it is several times cheaper than a crypto
+// digest. Two different records share a hash with probability about n²/2^65 (1e-7 for ten
+// million records). Returns the high lane; the low one is left in `hashLo`.
+let hashLo = 0;
+function hashKey(key: string): number {
+  let h1 = 0x811c9dc5 ^ key.length, h2 = 0x9747b28c;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b);
+  h1 = Math.imul(h1 ^ (h1 >>> 13), 0xc2b2ae35) ^ (h1 >>> 16);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 0x85ebca6b);
+  h2 = Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35) ^ (h2 >>> 16);
+  hashLo = h2 >>> 0;
+  return h1 >>> 0;
+}
+
+/**
+ * The de-duplication set keeps only 64-bit hashes of the keys (`HashTable64`) and, per hash, a number: the caller's
+ * record id when `originOf` is given (the build), else the index of a kept origin string.
+ */
+export function createDeduper(
+  mode: CleanOptions["dedup"],
+  tally: Tally,
+  originOf?: (id: number) => string,
+): Deduper {
+  const exact = new HashTable64();
+  const normalized = new HashTable64();
+  const origins: string[] = [];
+  const ref = (r: SourceRecord, id?: number) => {
+    if (originOf && id !== undefined) return id;
+    origins.push(r.origin);
+    return origins.length - 1;
+  };
+  const origin = (n: number) => (originOf ? originOf(n) : origins[n]);
   return {
-    add(r) {
+    add(r, id) {
       if (mode === "none") return true;
-      const ek = exactKey(r);
-      const firstExact = exact.get(ek);
-      if (firstExact !== undefined) {
+      const eh = hashKey(exactKey(r)), el = hashLo;
+      const firstExact = exact.get(eh, el);
+      if (firstExact >= 0) {
         warn(tally, {
           ...fileAndLine(r.origin),
           action: "duplicate-exact",
-          reason: `same as ${firstExact}`,
+          reason: `same as ${origin(firstExact)}`,
         });
         return false;
       }
-      exact.set(ek, r.origin);
+      // the exact key is remembered even when the record then turns out a normalized duplicate
+      const n = ref(r, id);
+      exact.set(eh, el, n);
       if (mode === "normalized") {
-        const nk = normalizedKey(r);
-        const firstNorm = normalized.get(nk);
-        if (firstNorm !== undefined) {
+        const nh = hashKey(normalizedKey(r)), nl = hashLo;
+        const firstNorm = normalized.get(nh, nl);
+        if (firstNorm >= 0) {
           warn(tally, {
             ...fileAndLine(r.origin),
             action: "duplicate-normalized",
-            reason: `same as ${firstNorm} after normalization`,
+            reason: `same as ${origin(firstNorm)} after normalization`,
           });
           return false;
         }
-        normalized.set(nk, r.origin);
+        normalized.set(nh, nl, n);
       }
       return true;
     },

@@ -1,8 +1,10 @@
 /**
- * ChatGLM-6B's chat prompt (`[Round i]\n问：…\n答：…`), its encoding with newest-turns-first
- * truncation, and the 2-D position ids the model derives from the ids (prompt side only).
+ * The prompt a question (with history) becomes: ChatGLM-6B's chat template
+ * (`[Round i]\n问：…\n答：…`) or the instruction template of instruction.ts. Which turns fit the
+ * context is each front end's choice (they keep the newest); the 2-D position ids are the model's
+ * (core/models/chatglm/inputs.ts).
  */
-import type { ChatGLMTokenizer } from "../tokenizer/chatglm/tokenizer.ts";
+import { buildInstructionContext } from "./instruction.ts";
 
 export type ChatHistory = [string, string][];
 
@@ -23,9 +25,10 @@ export function buildPrompt(
   template: PromptTemplate = "chat",
 ): string {
   if (template === "chat") return buildChatPrompt(query, history);
+  // The one instruction template (instruction.ts), each earlier turn answered and ended by "\n".
   let s = "";
-  for (const [q, a] of history) s += `Instruction: ${q}\nAnswer: ${a}\n`;
-  return s + `Instruction: ${query}\nAnswer: `;
+  for (const [q, a] of history) s += `${buildInstructionContext({ instruction: q })}${a}\n`;
+  return s + buildInstructionContext({ instruction: query });
 }
 
 /** The prompt string of ChatGLM-6B's `chat`/`stream_chat` (rounds count from 0). */
@@ -37,90 +40,4 @@ export function buildChatPrompt(query: string, history: readonly [string, string
     s += `[Round ${i}]\n问：${q}\n答：${a}\n`;
   }
   return s + `[Round ${history.length}]\n问：${query}\n答：`;
-}
-
-export interface ChatInput {
-  ids: number[];
-  /** The prompt text actually encoded (after dropping turns or cutting the query). */
-  prompt: string;
-  /** How many of the oldest history turns were left out. */
-  droppedTurns: number;
-}
-
-/**
- * Encodes the prompt (chat template unless `template` says otherwise). Over `maxTokens`, the oldest turns are dropped first (rounds are
- * renumbered from 0, as when a front end keeps only recent history); if the query alone is still
- * too long, its text is cut from the start (whole code points), so the newest text, `[gMASK]`
- * and `<sop>` are always kept.
- */
-export function buildChatInput(
-  tok: ChatGLMTokenizer,
-  query: string,
-  history: readonly [string, string][],
-  opts: { maxTokens?: number; template?: PromptTemplate } = {},
-): ChatInput {
-  const max = opts.maxTokens;
-  const template = opts.template ?? "chat";
-  const encodeWith = (dropped: number) => {
-    const prompt = buildPrompt(query, history.slice(dropped), template);
-    return { prompt, ids: tok.encode(prompt), droppedTurns: dropped };
-  };
-  const full = encodeWith(0);
-  if (max === undefined || full.ids.length <= max) return full;
-  if (!Number.isInteger(max) || max < 2) {
-    throw new RangeError(`buildChatInput: maxTokens must be an integer >= 2, got ${max}`);
-  }
-  // Find the fewest dropped turns that fit (length shrinks as turns go; verify after the search).
-  let lo = 1;
-  let hi = history.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (encodeWith(mid).ids.length <= max) hi = mid;
-    else lo = mid + 1;
-  }
-  for (let d = lo; d <= history.length; d++) {
-    const r = encodeWith(d);
-    if (r.ids.length <= max) return r;
-  }
-  // Only the query is left and it is too long: keep its end.
-  const cps = Array.from(query);
-  const promptFrom = (k: number) => buildPrompt(cps.slice(k).join(""), [], template);
-  const fits = (k: number) => tok.encode(promptFrom(k)).length <= max;
-  let a = 0;
-  let b = cps.length; // fits(cps.length): the empty query is [gMASK, <sop>]
-  while (a < b) {
-    const mid = (a + b) >> 1;
-    if (fits(mid)) b = mid;
-    else a = mid + 1;
-  }
-  while (a < cps.length && !fits(a)) a++;
-  if (!fits(a)) {
-    throw new RangeError(
-      `buildChatInput: maxTokens ${max} is too small for the ${template} template`,
-    );
-  }
-  const prompt = promptFrom(a);
-  return { prompt, ids: tok.encode(prompt), droppedTurns: history.length };
-}
-
-/**
- * ChatGLM-6B's 2-D position ids for a prompt: row 0 counts up to the `<sop>` and then stays at
- * the mask position; row 1 is 0 before `<sop>` and counts 1, 2, … from it.
- */
-export function chatPositionIds(
-  ids: readonly number[],
-  tok: Pick<ChatGLMTokenizer, "sopId" | "gmaskId" | "maskId">,
-): [number[], number[]] {
-  const ctx = ids.indexOf(tok.sopId);
-  if (ctx < 0) throw new Error("chatPositionIds: the ids contain no <sop>");
-  let m = ids.indexOf(tok.gmaskId);
-  if (m < 0) m = ids.indexOf(tok.maskId);
-  if (m < 0) throw new Error("chatPositionIds: the ids contain neither [gMASK] nor [MASK]");
-  const row0: number[] = [];
-  const row1: number[] = [];
-  for (let i = 0; i < ids.length; i++) {
-    row0.push(i < ctx ? i : m);
-    row1.push(i < ctx ? 0 : i - ctx + 1);
-  }
-  return [row0, row1];
 }

@@ -1,11 +1,8 @@
 // Prompt formats shared by training, the terminal, the HTTP API and the bot.
 export {
-  buildChatInput,
   buildChatPrompt,
   buildPrompt,
   type ChatHistory,
-  type ChatInput,
-  chatPositionIds,
   PROMPT_TEMPLATES,
   type PromptTemplate,
 } from "./chat.ts";

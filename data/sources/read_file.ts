@@ -8,7 +8,9 @@
 import { parseDelimited } from "./csv.ts";
 import { decodeSource } from "./decode.ts";
 import { arrayItemStarts, findJsonError, lineIndex, repairTrailingComma } from "./json_text.ts";
+import { decodeItem, type ScanFailure, scanJsonArray, scanLines } from "./stream_json.ts";
 import {
+  createShapeCounter,
   detectShape,
   evalLayout,
   isObject,
@@ -21,7 +23,36 @@ import {
   typeName,
   unpackDialogue,
 } from "./shapes.ts";
-import type { FileReadResult, ReadOptions, SourceRecord } from "./types.ts";
+import type { BuildWarning, FileReadResult, ReadOptions, SourceRecord } from "./types.ts";
+
+/** Where records and their warnings go as they are read (a build streams them on). */
+export interface RecordSink {
+  record(r: SourceRecord): void;
+  warning(w: BuildWarning): void;
+}
+
+/** Options of the file-level reader beyond the per-source `ReadOptions`. */
+export interface StreamOptions {
+  /**
+   * JSON / JSON Lines files larger than this many bytes are streamed (bounded memory); smaller
+   * ones are read whole (default 16 MiB).
+   */
+  streamAbove?: number;
+  /** A broken streamed file up to this size is re-read whole to name the error (64 MiB). */
+  wholeFileMax?: number;
+  /** Progress of a streamed file: called with bytes scanned (each of the two passes counts half). */
+  onBytes?: (n: number) => void;
+}
+
+const STREAM_ABOVE = 16 << 20;
+// A streamed file that turns out broken is re-read whole for the exact diagnosis, up to this size.
+const WHOLE_FILE_MAX = 64 << 20;
+
+// The result being built and where its records go.
+interface Res extends FileReadResult {
+  out: RecordSink;
+  emitted: number;
+}
 
 export const DEFAULT_READ_OPTIONS: Omit<ReadOptions, "source"> = {
   trailingComma: "lenient",
@@ -29,12 +60,37 @@ export const DEFAULT_READ_OPTIONS: Omit<ReadOptions, "source"> = {
   format: "auto",
 };
 
-/** Reads a file from disk; `file` is the path written into origins and warnings. */
+/**
+ * Reads a file from disk; `file` is the path written into origins and warnings. Without `sink`
+ * the records are returned in `records`; with it they are handed over one by one (and `records`
+ * stays empty), and large JSON / JSON Lines files are streamed so memory stays bounded.
+ */
 export async function readSourceFile(
   path: string,
   file: string,
   options: Partial<ReadOptions> & { source: string },
+  sink?: RecordSink,
+  stream: StreamOptions = {},
 ): Promise<FileReadResult> {
+  const opts: ReadOptions = { ...DEFAULT_READ_OPTIONS, ...options };
+  if (sink) {
+    let size = 0;
+    try {
+      size = (await Deno.stat(path)).size;
+    } catch { /* reported by the whole-file read below */ }
+    if (size > (stream.streamAbove ?? STREAM_ABOVE) && size > 0) {
+      const streamed = await readStreamed(
+        path,
+        file,
+        opts,
+        sink,
+        size,
+        stream.wholeFileMax,
+        stream.onBytes,
+      );
+      if (streamed) return streamed;
+    }
+  }
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -42,7 +98,7 @@ export async function readSourceFile(
     const res = emptyResult(file, "?");
     return unreadable(res, `cannot read file: ${(err as Error).message}`);
   }
-  return readSourceBytes(bytes, file, options);
+  return readSourceBytes(bytes, file, opts, sink);
 }
 
 function extOf(file: string): string {
@@ -51,16 +107,36 @@ function extOf(file: string): string {
   return dot <= 0 ? "" : base.slice(dot + 1).toLowerCase();
 }
 
-function emptyResult(file: string, format: string): FileReadResult {
-  return { file, kind: "unreadable", format, items: 0, records: [], warnings: [], counts: {} };
+function emptyResult(file: string, format: string, sink?: RecordSink): Res {
+  const res: Res = {
+    file,
+    kind: "unreadable",
+    format,
+    items: 0,
+    records: [],
+    warnings: [],
+    counts: {},
+    emitted: 0,
+    out: sink ?? {
+      record: (r) => res.records.push(r),
+      warning: (w) => res.warnings.push(w),
+    },
+  };
+  return res;
 }
 
-function unreadable(res: FileReadResult, reason: string, line?: number): FileReadResult {
+// The public result, without the sink.
+function result(res: Res): FileReadResult {
+  const { out: _out, emitted: _emitted, ...rest } = res;
+  return rest;
+}
+
+function unreadable(res: Res, reason: string, line?: number): FileReadResult {
   res.kind = "unreadable";
   res.records = [];
   res.warnings.push({ file: res.file, ...(line ? { line } : {}), action: "skipped-file", reason });
   bump(res.counts, "skipped-file");
-  return res;
+  return result(res);
 }
 
 function bump(counts: Record<string, number>, key: string, n = 1): void {
@@ -75,9 +151,10 @@ export function readSourceBytes(
   bytes: Uint8Array,
   file: string,
   opts: Partial<ReadOptions> & { source: string },
+  sink?: RecordSink,
 ): FileReadResult {
   try {
-    return readBytes(bytes, file, opts);
+    return readBytes(bytes, file, opts, sink);
   } catch (err) {
     return unreadable(emptyResult(file, "?"), `cannot read: ${(err as Error).message}`);
   }
@@ -87,10 +164,11 @@ function readBytes(
   bytes: Uint8Array,
   file: string,
   opts: Partial<ReadOptions> & { source: string },
+  sink?: RecordSink,
 ): FileReadResult {
   const options: ReadOptions = { ...DEFAULT_READ_OPTIONS, ...opts };
   const ext = extOf(file);
-  const res = emptyResult(file, "?");
+  const res = emptyResult(file, "?", sink);
   if (bytes.length === 0) return unreadable(res, "empty file (0 bytes)");
   const delimitedExt = ext === "csv" || ext === "tsv" || ext === "txt";
   const decoded = decodeSource(bytes, options.encoding, delimitedExt);
@@ -116,7 +194,7 @@ function readBytes(
   return readJson(text, res, options);
 }
 
-function readJson(text: string, res: FileReadResult, options: ReadOptions): FileReadResult {
+function readJson(text: string, res: Res, options: ReadOptions): FileReadResult {
   let value: unknown;
   let parsedText = text;
   try {
@@ -185,12 +263,12 @@ function readJson(text: string, res: FileReadResult, options: ReadOptions): File
       reason: `a JSON object, not a list of records (keys: ${keys}); a registry or template?`,
     });
     bump(res.counts, "skipped-not-records");
-    return res;
+    return result(res);
   }
   return unreadable(res, `top-level JSON value is ${typeName(value)}, not a list of records`);
 }
 
-function readJsonLines(text: string, res: FileReadResult, options: ReadOptions): FileReadResult {
+function readJsonLines(text: string, res: Res, options: ReadOptions): FileReadResult {
   res.format = "jsonl";
   const items: unknown[] = [];
   const lines: number[] = [];
@@ -240,7 +318,7 @@ function readJsonLines(text: string, res: FileReadResult, options: ReadOptions):
   );
 }
 
-function markEval(res: FileReadResult, layout: string, items: number): FileReadResult {
+function markEval(res: Res, layout: string, items: number): FileReadResult {
   res.kind = "eval";
   res.format = layout;
   res.items = items;
@@ -250,13 +328,13 @@ function markEval(res: FileReadResult, layout: string, items: number): FileReadR
     reason: `evaluation set (${layout}): eval only, not trained on`,
   });
   bump(res.counts, "skipped-eval");
-  return res;
+  return result(res);
 }
 
 function mapItems(
   items: unknown[],
   where: (i: number) => { line: number; origin: string },
-  res: FileReadResult,
+  res: Res,
   options: ReadOptions,
 ): FileReadResult {
   res.items = items.length;
@@ -287,12 +365,12 @@ function emit(
   line: number,
   origin: string,
   label: string,
-  res: FileReadResult,
+  res: Res,
   options: ReadOptions,
   shape: ItemShape | "dialogue-csv" | "columns",
 ): void {
   if ("action" in mapped) {
-    res.warnings.push({
+    res.out.warning({
       file: res.file,
       line,
       action: mapped.action,
@@ -316,7 +394,7 @@ function emit(
       if (unpacked.history.length > 0) rec.history = [...(rec.history ?? []), ...unpacked.history];
       bump(res.counts, "unpacked-dialogue");
     } else {
-      res.warnings.push({
+      res.out.warning({
         file: res.file,
         line,
         action: "dialogue-kept-packed",
@@ -326,12 +404,13 @@ function emit(
     }
   }
   if (rec.history && rec.history.length === 0) delete rec.history;
-  res.records.push(rec);
+  res.emitted++;
+  res.out.record(rec);
 }
 
-function finishRecords(res: FileReadResult): FileReadResult {
-  bump(res.counts, "read", res.records.length);
-  if (res.records.length === 0) {
+function finishRecords(res: Res): FileReadResult {
+  bump(res.counts, "read", res.emitted);
+  if (res.emitted === 0) {
     res.warnings.push({
       file: res.file,
       action: "skipped-file",
@@ -339,12 +418,12 @@ function finishRecords(res: FileReadResult): FileReadResult {
     });
     bump(res.counts, "skipped-file");
   }
-  return res;
+  return result(res);
 }
 
 function readDelimited(
   text: string,
-  res: FileReadResult,
+  res: Res,
   options: ReadOptions,
   format: "csv" | "tsv",
 ): FileReadResult {
@@ -381,7 +460,7 @@ function readDelimited(
       reason: `not a training source: ${reason}`,
     });
     bump(res.counts, "skipped-not-training");
-    return res;
+    return result(res);
   }
   res.items = data.length;
   const dialogue = columns.includes("department") && columns.includes("ask") &&
@@ -401,7 +480,7 @@ function readDelimited(
     const origin = `${res.file}:${row.line}`;
     const label = `row ${i + 1}`;
     if (row.fields.length !== columns.length) {
-      res.warnings.push({
+      res.out.warning({
         file: res.file,
         line: row.line,
         action: "dropped-type",
@@ -417,4 +496,199 @@ function readDelimited(
     emit(mapped, row.line, origin, label, res, options, dialogue ? "dialogue-csv" : shape!);
   });
   return finishRecords(res);
+}
+
+/**
+ * The streamed read of a large JSON array or JSON Lines file: a first pass checks the container,
+ * every item's UTF-8 and JSON, and counts the shapes; a second pass maps and emits the records.
+ * So a file that turns out broken contributes nothing (as in the whole-file read), and memory
+ * holds one item at a time plus 4 bytes per item (its line). Returns null when the file is not a
+ * JSON container, or is broken and small enough for the whole-file read to name the error.
+ */
+async function readStreamed(
+  path: string,
+  file: string,
+  options: ReadOptions,
+  sink: RecordSink,
+  size: number,
+  wholeFileMax = WHOLE_FILE_MAX,
+  onBytes?: (n: number) => void,
+): Promise<FileReadResult | null> {
+  const half = onBytes ? (n: number) => onBytes(n / 2) : undefined;
+  const ext = extOf(file);
+  if (options.encoding === "gb18030" || options.format === "csv" || options.format === "tsv") {
+    return null;
+  }
+  if ((ext === "csv" || ext === "tsv") && options.format === "auto") return null;
+  const first = await firstByte(path);
+  let container: "array" | "lines";
+  if (options.format === "jsonl" || first === 0x7b) container = "lines";
+  else if (first === 0x5b) container = "array";
+  else return null;
+  const res = emptyResult(file, "?", sink);
+  const broken = (f: ScanFailure): FileReadResult | null => {
+    if (size <= wholeFileMax) return null; // the whole-file read names it exactly
+    const where = f.column ? `line ${f.line} col ${f.column}` : `line ${f.line}`;
+    res.format = container === "array" ? "json" : "jsonl";
+    return unreadable(
+      res,
+      `invalid ${res.format} at ${where} (byte ${f.offset}): ${f.reason}`,
+      f.line,
+    );
+  };
+  const parse = (bytes: Uint8Array, at: number): unknown | { bad: string } => {
+    const text = decodeItem(bytes, at);
+    if (typeof text !== "string") return { bad: `invalid UTF-8 at byte ${text.badByte}` };
+    try {
+      return { value: JSON.parse(text) };
+    } catch {
+      const err = findJsonError(text);
+      // as the whole-file JSON Lines reader says it: the column inside the item's text
+      return { bad: `invalid JSON${err ? ` at col ${err.offset + 1}: ${err.reason}` : ""}` };
+    }
+  };
+  const counter = createShapeCounter();
+  if (container === "array") {
+    const lines = new GrowInt32();
+    const scan = await scanJsonArray(path, (bytes, _i, line, at) => {
+      const p = parse(bytes, at) as { value?: unknown; bad?: string };
+      if (p.bad) return p.bad;
+      counter.add(p.value);
+      lines.push(line);
+    }, half);
+    if (!("ok" in scan)) return broken(scan);
+    if (scan.trailingComma && options.trailingComma === "strict") {
+      return broken({ ...scan.trailingComma, reason: "trailing comma before ']'" });
+    }
+    res.encoding = scan.bom ? "utf-8-bom" : "utf-8";
+    res.format = "json array";
+    if (scan.trailingComma) {
+      const t = scan.trailingComma;
+      res.warnings.push({
+        file: res.file,
+        line: t.line,
+        action: "repaired-trailing-comma",
+        reason: `removed a trailing comma before ']' at line ${t.line} col ${t.column}`,
+      });
+      bump(res.counts, "repaired-trailing-comma");
+    }
+    res.items = scan.items;
+    const { shape, fields } = counter.result();
+    if (!shape) return noShape(res, fields, scan.items);
+    res.kind = "records";
+    res.format += shape === "context-target" ? " context/target" : " instruction/output";
+    const l = lines.view();
+    await scanJsonArray(path, (bytes, i, line, at) => {
+      const { value } = parse(bytes, at) as { value: unknown };
+      const shared = (i > 0 && l[i - 1] === line) || l[i + 1] === line;
+      const origin = shared ? `${res.file}:${line}#${i}` : `${res.file}:${line}`;
+      emit(mapItem(value, shape), line, origin, `item ${i}`, res, options, shape);
+    }, half);
+    return finishRecords(res);
+  }
+  // JSON Lines
+  let good = 0, blank = true;
+  const bad: { line: number; reason: string }[] = [];
+  const scan = await scanLines(path, (bytes, line, at) => {
+    const p = parseLine(bytes, at, parse);
+    if (p === null) return;
+    blank = false;
+    if ("bad" in p) {
+      if (p.bad.startsWith("invalid UTF-8")) return p.bad;
+      bad.push({ line, reason: p.bad });
+    } else {
+      counter.add(p.value);
+      good++;
+    }
+  }, half);
+  if (!("ok" in scan)) return broken(scan);
+  if (blank) return null;
+  // a file of one pretty-printed object, or nothing but broken lines: the whole-file read says why
+  if (good === 0) {
+    return broken({
+      offset: 0,
+      line: bad[0]?.line ?? 1,
+      column: 0,
+      reason: bad[0]?.reason ?? "no JSON lines",
+    });
+  }
+  res.encoding = scan.bom ? "utf-8-bom" : "utf-8";
+  res.format = "jsonl";
+  res.items = good;
+  for (const b of bad) {
+    res.warnings.push({ file: res.file, line: b.line, action: "bad-line", reason: b.reason });
+    bump(res.counts, "bad-line");
+  }
+  const { shape, fields } = counter.result();
+  // one object that is not a record (a registry, an eval set): the whole-file read classifies it
+  if (!shape && good === 1 && bad.length === 0 && size <= wholeFileMax) return null;
+  if (!shape) return noShape(res, fields, good);
+  res.kind = "records";
+  res.format += shape === "context-target" ? " context/target" : " instruction/output";
+  let k = 0;
+  await scanLines(path, (bytes, line, at) => {
+    const p = parseLine(bytes, at, parse);
+    if (p === null || "bad" in p) return;
+    emit(mapItem(p.value, shape), line, `${res.file}:${line}`, `item ${k++}`, res, options, shape);
+  }, half);
+  return finishRecords(res);
+}
+
+// One JSON line: null when blank, else its object or why it is bad.
+function parseLine(
+  bytes: Uint8Array,
+  at: number,
+  parse: (b: Uint8Array, at: number) => unknown,
+): { value: unknown } | { bad: string } | null {
+  let s = 0, e = bytes.length;
+  while (s < e && (bytes[s] === 0x20 || bytes[s] === 0x09 || bytes[s] === 0x0d)) s++;
+  while (e > s && (bytes[e - 1] === 0x20 || bytes[e - 1] === 0x09 || bytes[e - 1] === 0x0d)) e--;
+  if (s === e) return null;
+  const p = parse(bytes.subarray(s, e), at + s) as { value?: unknown; bad?: string };
+  if (p.bad !== undefined) return { bad: p.bad };
+  if (!isObject(p.value)) return { bad: `line holds ${typeName(p.value)}, not an object` };
+  return { value: p.value };
+}
+
+function noShape(res: Res, fields: string[], items: number): FileReadResult {
+  const layout = evalLayout(fields);
+  if (layout) return markEval(res, layout, items);
+  return unreadable(
+    res,
+    fields.length === 0
+      ? "no item is an object"
+      : `no record has instruction/output or context/target; fields found: ${
+        fields.slice(0, 8).join(", ")
+      }`,
+  );
+}
+
+async function firstByte(path: string): Promise<number> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(4096);
+    const n = (await f.read(buf)) ?? 0;
+    let i = buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
+    while (i < n && (buf[i] === 0x20 || buf[i] === 0x0a || buf[i] === 0x0d || buf[i] === 0x09)) i++;
+    return i < n ? buf[i] : -1;
+  } finally {
+    f.close();
+  }
+}
+
+/** A growable list of 32-bit integers (4 bytes per entry, not a JS array's 8+). */
+class GrowInt32 {
+  #a = new Int32Array(1024);
+  #n = 0;
+  push(v: number): void {
+    if (this.#n === this.#a.length) {
+      const b = new Int32Array(this.#a.length * 2);
+      b.set(this.#a);
+      this.#a = b;
+    }
+    this.#a[this.#n++] = v;
+  }
+  view(): Int32Array {
+    return this.#a.subarray(0, this.#n);
+  }
 }

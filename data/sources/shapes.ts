@@ -38,22 +38,38 @@ export function evalLayout(fields: Iterable<string>): string | null {
   return null;
 }
 
-/** The shape of a list of items: the one most objects match, or null with the fields found. */
-export function detectShape(items: unknown[]): { shape: ItemShape | null; fields: string[] } {
+/** Counts shapes and field names item by item (for streamed files); `result()` as `detectShape`. */
+export interface ShapeCounter {
+  add(item: unknown): void;
+  result(): { shape: ItemShape | null; fields: string[] };
+}
+
+export function createShapeCounter(): ShapeCounter {
   let alpaca = 0, ct = 0;
   const fields = new Map<string, number>();
-  for (const item of items) {
-    if (!isObject(item)) continue;
-    const o = item as Record<string, unknown>;
-    for (const k of Object.keys(o)) fields.set(k, (fields.get(k) ?? 0) + 1);
-    if ("instruction" in o && "output" in o) alpaca++;
-    else if ("context" in o && "target" in o) ct++;
-  }
-  const found = [...fields.entries()].sort((a, b) => b[1] - a[1] || cmp(a[0], b[0])).map((e) =>
-    e[0]
-  );
-  if (alpaca === 0 && ct === 0) return { shape: null, fields: found };
-  return { shape: alpaca >= ct ? "alpaca" : "context-target", fields: found };
+  return {
+    add(item) {
+      if (!isObject(item)) return;
+      const o = item as Record<string, unknown>;
+      for (const k of Object.keys(o)) fields.set(k, (fields.get(k) ?? 0) + 1);
+      if ("instruction" in o && "output" in o) alpaca++;
+      else if ("context" in o && "target" in o) ct++;
+    },
+    result() {
+      const found = [...fields.entries()].sort((a, b) => b[1] - a[1] || cmp(a[0], b[0])).map((
+        e,
+      ) => e[0]);
+      if (alpaca === 0 && ct === 0) return { shape: null, fields: found };
+      return { shape: alpaca >= ct ? "alpaca" : "context-target", fields: found };
+    },
+  };
+}
+
+/** The shape of a list of items: the one most objects match, or null with the fields found. */
+export function detectShape(items: unknown[]): { shape: ItemShape | null; fields: string[] } {
+  const counter = createShapeCounter();
+  for (const item of items) counter.add(item);
+  return counter.result();
 }
 
 export function isObject(v: unknown): boolean {

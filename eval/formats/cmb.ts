@@ -101,7 +101,7 @@ export function parseMcJson(
     answers?: Map<string, unknown>;
   } = {},
 ): McReadResult {
-  const { items: raw, bad } = jsonItems(text, path);
+  const { items: raw, bad } = jsonItems(text, path, ["question", "option", "answer"]);
   const issues: EvalIssue[] = bad.map((b) => ({
     file: path,
     line: b.line,

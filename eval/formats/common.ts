@@ -30,34 +30,40 @@ export interface JsonItem {
 }
 
 /**
- * The items of a JSON array file or a JSON Lines file (sniffed: a text starting with `[` that
- * parses as a whole is an array). A JSON Lines line that does not parse becomes a `bad` entry.
+ * The items of a JSON array file, a JSON Lines file, or a file holding one JSON object (sniffed:
+ * a text that parses as a whole is one JSON value; JSON Lines only when it does not). PromptCBLUE
+ * ships `dev_structured.json` / `results.json` as one pretty-printed JSON value each: read line by
+ * line they gave one "not valid JSON" reason per line (1,391), burying the real ones. A single
+ * object is taken as one item when it looks like one (`itemKeys`), as the items of its one list
+ * of objects when it wraps them (`{"data": [...]}`), and otherwise reported once, naming its keys.
+ * A JSON Lines line that does not parse becomes a `bad` entry.
  */
 export function jsonItems(
   text: string,
   path: string,
+  itemKeys: readonly string[] = [],
 ): { items: JsonItem[]; bad: { line: number; reason: string }[] } {
   const trimmed = text.trimStart();
-  if (trimmed.startsWith("[")) {
+  if (trimmed.startsWith("[") || trimmed.startsWith("{")) {
     let parsed: unknown;
+    let error: unknown = null;
     try {
       parsed = JSON.parse(text);
     } catch (err) {
+      error = err;
+    }
+    if (error && trimmed.startsWith("[")) {
       const e = findJsonError(text);
       const where = e ? `:${lineIndex(text).lineOf(e.offset)}` : "";
       throw new Error(
-        `${path}${where}: not valid JSON: ${e?.reason ?? (err as Error).message}`,
+        `${path}${where}: not valid JSON: ${e?.reason ?? (error as Error).message}`,
       );
     }
-    const starts = arrayItemStarts(text);
-    const lines = lineIndex(text);
-    return {
-      items: (parsed as unknown[]).map((value, i) => ({
-        value,
-        line: starts[i] !== undefined ? lines.lineOf(starts[i]) : 1,
-      })),
-      bad: [],
-    };
+    if (!error && Array.isArray(parsed)) return arrayItems(parsed, text);
+    if (!error && parsed !== null && typeof parsed === "object") {
+      return objectItems(parsed as Record<string, unknown>, text, itemKeys);
+    }
+    // `{` that is not one value: JSON Lines
   }
   const items: JsonItem[] = [];
   const bad: { line: number; reason: string }[] = [];
@@ -74,6 +80,56 @@ export function jsonItems(
     }
   });
   return { items, bad };
+}
+
+function arrayItems(parsed: unknown[], text: string): { items: JsonItem[]; bad: [] } {
+  const starts = arrayItemStarts(text);
+  const lines = lineIndex(text);
+  return {
+    items: parsed.map((value, i) => ({
+      value,
+      line: starts[i] !== undefined ? lines.lineOf(starts[i]) : 1,
+    })),
+    bad: [],
+  };
+}
+
+function objectItems(
+  o: Record<string, unknown>,
+  text: string,
+  itemKeys: readonly string[],
+): { items: JsonItem[]; bad: { line: number; reason: string }[] } {
+  const keys = Object.keys(o);
+  // one line holding one item: a JSON Lines file of one line
+  if (itemKeys.length === 0 || itemKeys.some((k) => k in o)) {
+    return { items: [{ value: o, line: 1 }], bad: [] };
+  }
+  const lists = keys.filter((k) =>
+    Array.isArray(o[k]) && (o[k] as unknown[]).length > 0 &&
+    (o[k] as unknown[]).every((v) => v !== null && typeof v === "object" && !Array.isArray(v))
+  );
+  if (lists.length === 1) {
+    const list = o[lists[0]] as unknown[];
+    // lines of the wrapped items: the array's own item starts, found inside the object text
+    const at = text.indexOf("[", text.indexOf(JSON.stringify(lists[0])));
+    const starts = at >= 0 ? arrayItemStarts(text.slice(at)).map((s) => s + at) : [];
+    const lines = lineIndex(text);
+    return {
+      items: list.map((value, i) => ({
+        value,
+        line: starts[i] !== undefined ? lines.lineOf(starts[i]) : 1,
+      })),
+      bad: [],
+    };
+  }
+  const shown = keys.slice(0, 6).join(", ") + (keys.length > 6 ? `, … (${keys.length} keys)` : "");
+  return {
+    items: [],
+    bad: [{
+      line: 1,
+      reason: `one JSON object (keys: ${shown}), not a list of items nor JSON Lines: skipped`,
+    }],
+  };
 }
 
 const FULL_WIDTH_A = 0xff21;

@@ -3,6 +3,12 @@ export { csvSubject, parseMcCsv, readMcCsv } from "./cmmlu.ts";
 export { jsonMcItem, parseMcJson, readAnswerList, readCmb, readMcJson } from "./cmb.ts";
 export { parsePromptCblue, readPromptCblue } from "./promptcblue.ts";
 export {
+  loadOpenTask,
+  type OpenQuestion,
+  type OpenTask,
+  parseOpenQuestions,
+} from "./open_questions.ts";
+export {
   asciiLetters,
   checkOptions,
   jsonItems,

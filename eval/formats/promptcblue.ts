@@ -11,7 +11,7 @@ import type { EvalIssue, McItem, McReadResult } from "../types.ts";
 import { jsonItems, readEvalText } from "./common.ts";
 
 export function parsePromptCblue(text: string, path: string): McReadResult {
-  const { items: raw, bad } = jsonItems(text, path);
+  const { items: raw, bad } = jsonItems(text, path, ["input", "target", "answer_choices"]);
   const issues: EvalIssue[] = bad.map((b) => ({
     file: path,
     line: b.line,

@@ -14,8 +14,20 @@ export const RESULTS_FORMAT = "medglm-eval/1";
 
 function cell(s: Score | undefined, unparsed: boolean): string {
   if (!s || s.total === 0) return "–";
-  const base = `${(100 * s.accuracy).toFixed(1)}% (${s.correct}/${s.total})`;
-  return unparsed && s.unparsed > 0 ? `${base} ${s.unparsed} unparsed` : base;
+  let out = `${(100 * s.accuracy).toFixed(1)}% (${s.correct}/${s.total})`;
+  if (unparsed && s.unparsed > 0) out += ` ${s.unparsed} unparsed`;
+  // prompts cut to the context were scored without their start: say how many
+  if ((s.truncated ?? 0) > 0) out += ` ${s.truncated} cut`;
+  if ((s.errors ?? 0) > 0) out += ` ${s.errors} failed`;
+  return out;
+}
+
+/** `A 24% B 31% C 45%`: how often each answer was predicted. */
+export function letterShares(s: Score | undefined): string {
+  const entries = Object.entries(s?.letters ?? {});
+  const n = entries.reduce((a, [, c]) => a + c, 0);
+  if (n === 0) return "–";
+  return entries.map(([l, c]) => `${l} ${Math.round((100 * c) / n)}%`).join(" ");
 }
 
 function rowKeys(
@@ -62,6 +74,7 @@ export function comparisonTable(variants: readonly VariantResult[]): string {
         ...variants.map((v) => cell(v.tasks[task], unparsed)),
       ]);
     }
+    rows.push([`${task} answers`, ...variants.map((v) => letterShares(v.tasks[task]))]);
   }
   rows.push(["overall", ...variants.map((v) => cell(v.overall, unparsed))]);
   if (variants.some((v) => v.heldout)) {
@@ -73,6 +86,12 @@ export function comparisonTable(variants: readonly VariantResult[]): string {
       "held-out perplexity",
       ...variants.map((v) => fixed(v.heldout?.perplexity, 3)),
     ]);
+    if (variants.some((v) => (v.heldout?.truncated ?? 0) > 0)) {
+      rows.push([
+        "held-out cut to context",
+        ...variants.map((v) => `${v.heldout?.truncated ?? 0} of ${v.heldout?.examples ?? 0}`),
+      ]);
+    }
     if (variants.some((v) => v.heldout?.rougeL !== undefined)) {
       rows.push([
         "held-out ROUGE-L",
@@ -84,6 +103,17 @@ export function comparisonTable(variants: readonly VariantResult[]): string {
       ]);
     }
   }
+  const openTasks = [...new Set(variants.flatMap((v) => Object.keys(v.open ?? {})))];
+  for (const t of openTasks) {
+    rows.push([
+      `${t} answers (to judge)`,
+      ...variants.map((v) => {
+        const o = v.open?.[t];
+        if (!o) return "–";
+        return `${o.questions - o.errors}/${o.questions} → ${o.file}`;
+      }),
+    ]);
+  }
   // CJK characters take two columns in a terminal
   const width = (s: string) =>
     [...s].reduce((w, ch) => w + (/[\u1100-\uffff]/.test(ch) ? 2 : 1), 0);
@@ -91,7 +121,14 @@ export function comparisonTable(variants: readonly VariantResult[]): string {
   const line = (r: string[]) =>
     r.map((s, c) => s + " ".repeat(widths[c] - width(s))).join("  ").trimEnd();
   const sep = widths.map((w) => "-".repeat(w)).join("  ");
-  return [line(rows[0]), sep, ...rows.slice(1).map(line)].join("\n");
+  const warnings = variants.flatMap((v) => v.warnings ?? []).map((w) => `warning: ${w}`);
+  return [
+    line(rows[0]),
+    sep,
+    ...rows.slice(1).map(line),
+    ...(warnings.length ? ["", ...warnings] : []),
+  ]
+    .join("\n");
 }
 
 /** The bar chart: accuracy per subject and overall, one bar per variant. */
@@ -126,6 +163,8 @@ export interface ResultsFile {
     questions: number;
     skipped: number;
   }[];
+  /** Open-question tasks (answers written for later judging). */
+  open?: { name: string; path: string; questions: number; skipped: number }[];
   variants: VariantResult[];
   issues: string[];
 }

@@ -54,6 +54,8 @@ button:focus-visible, textarea:focus-visible, input:focus-visible {
 #settings[hidden] { display: none; }
 #settings label { display: flex; flex-direction: column; font-size: 13px; color: var(--muted); gap: 2px; }
 #settings label.wide { grid-column: 1 / -1; }
+#settings label.check { flex-direction: row; align-items: center; gap: 6px; }
+#settings label.check input { width: auto; }
 #settings input, #settings textarea {
   font: inherit; font-size: 14px; padding: 4px 8px; border: 1px solid var(--line);
   border-radius: 6px; color: var(--text); background: var(--panel); width: 100%;
@@ -105,22 +107,52 @@ const SCRIPT = `
   var history = [];
   var controller = null;
   var modelName = "";
+  // The model's context (from /health) and the prompt tokens per character of what was sent
+  // (learned from each answer's usage), to keep the newest turns that fit.
+  var maxContext = 0;
+  var tokensPerChar = 1;
 
   var FIELDS = ["temperature", "top_p", "max_tokens", "top_k", "repetition_penalty", "seed",
-    "system", "api_key"];
+    "system"];
   var STORE = "medglm.settings";
+  // The API key lives in this tab's sessionStorage; only "remember" puts it in localStorage.
+  var KEY_STORE = "medglm.api_key";
 
+  function storage(kind) {
+    try { return kind === "local" ? localStorage : sessionStorage; } catch (e) { return null; }
+  }
   function loadSettings() {
+    var local = storage("local"), session = storage("session");
     var saved = {};
-    try { saved = JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { saved = {}; }
+    try { saved = JSON.parse((local && local.getItem(STORE)) || "{}") || {}; } catch (e) { saved = {}; }
     FIELDS.forEach(function (name) {
       if (typeof saved[name] === "string") $("set-" + name).value = saved[name];
     });
+    var remembered = local ? local.getItem(KEY_STORE) : null;
+    // An earlier page kept the key with the settings in localStorage: it moves to this session.
+    var key = remembered || (session && session.getItem(KEY_STORE)) ||
+      (typeof saved.api_key === "string" ? saved.api_key : "");
+    $("set-api_key").value = key;
+    $("set-remember_key").checked = !!remembered;
+    if (typeof saved.api_key === "string") saveSettings();
   }
   function saveSettings() {
+    var local = storage("local"), session = storage("session");
     var values = {};
     FIELDS.forEach(function (name) { values[name] = $("set-" + name).value; });
-    try { localStorage.setItem(STORE, JSON.stringify(values)); } catch (e) { /* private mode */ }
+    var key = $("set-api_key").value.trim();
+    var remember = $("set-remember_key").checked;
+    try {
+      if (local) local.setItem(STORE, JSON.stringify(values));
+      if (local) {
+        if (remember && key) local.setItem(KEY_STORE, key);
+        else local.removeItem(KEY_STORE);
+      }
+      if (session) {
+        if (!remember && key) session.setItem(KEY_STORE, key);
+        else session.removeItem(KEY_STORE);
+      }
+    } catch (e) { /* private mode */ }
   }
   function numberSetting(name, integer) {
     var raw = $("set-" + name).value.trim();
@@ -148,6 +180,7 @@ const SCRIPT = `
     }).then(function (r) {
       if (r.ok) {
         modelName = r.body.model || "";
+        maxContext = Number(r.body.maxContext) || 0;
         setStatus(modelName + (r.body.demo ? "（演示模型 demo）" : ""), "ready");
       } else if (r.body && r.body.status === "loading") {
         setStatus("模型加载中… / loading the model…", "down");
@@ -191,12 +224,42 @@ const SCRIPT = `
   function errorMessage(res, body) {
     var e = body && body.error;
     var text = e && e.message ? e.message : ("HTTP " + res.status);
+    if (e && e.code === "context_length_exceeded") {
+      text = "问题太长，超出了模型能处理的长度" + (maxContext ? "（" + maxContext + " tokens）" : "") +
+        "，请缩短问题 / the question alone is too long for the model's context";
+    }
     if (res.status === 401) text += "（请在设置中填写 API key / set the API key in settings）";
     if (res.status === 429) {
       var after = res.headers.get("Retry-After");
       text = "服务器繁忙，请稍后再试 / the server is busy" + (after ? "（" + after + " s）" : "");
     }
     return text;
+  }
+
+  // Characters the messages count for the estimate (each message also carries template words).
+  function charCount(messages) {
+    return messages.reduce(function (n, m) { return n + Array.from(m.content).length + 6; }, 0);
+  }
+  // The newest turns that fit: the oldest question/answer pairs go first, leaving room for an
+  // answer (as the terminal chat and the bot do). convo is [q, a, q, a, …, q].
+  function fitConversation(convo, system, maxTokens) {
+    var head = system ? [{ role: "system", content: system }] : [];
+    var dropped = 0;
+    if (maxContext > 0) {
+      var room = Math.min(maxTokens || 512, Math.floor(maxContext / 4));
+      while (convo.length - 2 * dropped > 1 &&
+        charCount(head.concat(convo.slice(2 * dropped))) * tokensPerChar > maxContext - room) {
+        dropped++;
+      }
+    }
+    return { messages: head.concat(convo.slice(2 * dropped)), dropped: dropped };
+  }
+  function droppedNote(n) {
+    return "较早的 " + n + " 轮对话超出了模型的上下文长度，本次回答未参考 / " + n +
+      " earlier turn(s) left out: they no longer fit the model's context";
+  }
+  function contextError(res, body) {
+    return res.status === 400 && body && body.error && body.error.code === "context_length_exceeded";
   }
 
   async function send(question) {
@@ -225,25 +288,35 @@ const SCRIPT = `
     var textEl = bubble.querySelector(".text"), metaEl = bubble.querySelector(".meta");
     var answer = "", finish = null, usage = null, started = performance.now(), firstAt = 0;
     var system = $("set-system").value.trim();
-    var messages = (system ? [{ role: "system", content: system }] : []).concat(convo);
+    var fit = fitConversation(convo, system, sampling.max_tokens);
     var own = new AbortController();
     controller = own;
     setBusy(true);
     try {
-      var res = await fetch("/v1/chat/completions", {
-        method: "POST",
-        headers: headers(),
-        body: JSON.stringify(Object.assign({
-          model: modelName || undefined,
-          messages: messages,
-          stream: true,
-          stream_options: { include_usage: true },
-        }, sampling)),
-        signal: own.signal,
-      });
-      if (!res.ok) {
+      var res;
+      while (true) {
+        if (fit.dropped) metaEl.textContent = droppedNote(fit.dropped);
+        res = await fetch("/v1/chat/completions", {
+          method: "POST",
+          headers: headers(),
+          body: JSON.stringify(Object.assign({
+            model: modelName || undefined,
+            messages: fit.messages,
+            stream: true,
+            stream_options: { include_usage: true },
+          }, sampling)),
+          signal: own.signal,
+        });
+        if (res.ok) break;
         var body = null;
         try { body = await res.json(); } catch (e) { body = null; }
+        // The estimate was short: leave out one more old turn while any is left.
+        var turns = (fit.messages.length - (system ? 1 : 0) - 1) / 2;
+        if (contextError(res, body) && turns > 0) {
+          var d = fit.dropped + 1;
+          fit = { messages: fit.messages.slice(0, system ? 1 : 0).concat(convo.slice(2 * d)), dropped: d };
+          continue;
+        }
         throw new Error(errorMessage(res, body));
       }
       var reader = res.body.getReader(), decoder = new TextDecoder(), buffer = "", done = false;
@@ -275,6 +348,10 @@ const SCRIPT = `
       }
       if (!done) throw new Error("连接中断 / the connection closed before the answer finished");
       var notes = [];
+      if (fit.dropped) notes.push(droppedNote(fit.dropped));
+      if (usage && usage.prompt_tokens > 0) {
+        tokensPerChar = usage.prompt_tokens / charCount(fit.messages);
+      }
       if (finish === "length") notes.push("已达到长度上限 / length limit reached");
       if (usage) notes.push(usage.completion_tokens + " tokens");
       if (firstAt) notes.push("首字 " + Math.round(firstAt - started) + " ms");
@@ -316,11 +393,13 @@ const SCRIPT = `
       $("composer").requestSubmit();
     }
   });
+  // The height follows the text, and the placeholder when empty (it wraps on a phone).
   function autosize() {
     input.style.height = "auto";
     input.style.height = Math.min(input.scrollHeight + 2, window.innerHeight * 0.3) + "px";
   }
   input.addEventListener("input", autosize);
+  window.addEventListener("resize", autosize);
   stopBtn.addEventListener("click", function () { if (controller) controller.abort(); });
   $("new-chat").addEventListener("click", function () {
     if (controller) controller.abort();
@@ -340,6 +419,7 @@ const SCRIPT = `
 
   loadSettings();
   checkHealth();
+  autosize();
   input.focus();
 })();
 `;
@@ -367,6 +447,7 @@ medical advice. In an emergency call your local emergency number.</span></p>
   <label>随机种子 seed<input id="set-seed" type="number" step="1" placeholder="随机 random"></label>
   <label class="wide">系统提示 system prompt<textarea id="set-system" rows="2" placeholder="可选 optional"></textarea></label>
   <label class="wide">API key<input id="set-api_key" type="password" autocomplete="off" placeholder="服务器要求时填写 only if the server needs one"></label>
+  <label class="check wide"><input id="set-remember_key" type="checkbox"> 在此浏览器记住 API key（否则关闭标签页即清除）/ remember the key in this browser</label>
 </section>
 <main>
   <div id="messages" aria-live="polite">

@@ -1,5 +1,6 @@
 /**
- * `deno task demo [--install] [--out DIR] [--full-epochs N] [--lora-epochs N] [--seed N]`:
+ * `deno task demo [--install] [--out DIR] [--full-epochs N] [--lora-epochs N] [--seed N]
+ * [--hold-out-topics]`:
  * rebuilds the demo model from scratch (data → full training → LoRA → a few answers), printing
  * progress throughout; `--install` copies the result into models/demo.
  */
@@ -19,6 +20,8 @@ options:
   --init-from DIR    continue full training from this model directory (an earlier build's
                      model/) instead of random weights
   --full-lr LR       peak learning rate of the full training (default 5e-3)
+  --hold-out-topics  train the base without samples 110-185 (children … hygiene), leaving those
+                     topics for a LoRA to teach
   --install          copy the result into models/demo
   -h, --help         this help`;
 
@@ -36,6 +39,7 @@ export async function demoMain(args: string[]): Promise<number> {
         install: { type: "boolean" },
         "init-from": { type: "string" },
         "full-lr": { type: "string" },
+        "hold-out-topics": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -57,6 +61,7 @@ export async function demoMain(args: string[]): Promise<number> {
       questions: intFlag("questions", values.questions, 0),
       seed: intFlag("seed", values.seed, 0),
       install: values.install ?? false,
+      holdOutTopics: values["hold-out-topics"] ?? false,
       initFrom: values["init-from"],
       fullLr: numberFlag("full-lr", values["full-lr"], (v) => v > 0, "a number > 0"),
     });

@@ -23,6 +23,13 @@ import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
 import { DEMO_DATA_CONFIG } from "../loop/demo_paths.ts";
 import { writeRandomChatGLM } from "./init_model.ts";
 import { answerInstructions, overlap } from "./generate.ts";
+import {
+  isLoraOnly,
+  LORA_ONLY_SAMPLES,
+  readBuildRecords,
+  readSamples,
+  recordKey,
+} from "./split.ts";
 
 export interface DemoOptions {
   /** Work folder (default runs/demo-build). */
@@ -42,6 +49,11 @@ export interface DemoOptions {
   initFrom?: string;
   /** Peak learning rate of the full training (default 5e-3). */
   fullLr?: number;
+  /**
+   * Train the base without the topics of samples 110-185 (split.ts), so that a LoRA on all the
+   * samples has something new to teach (default false: the base sees every training record).
+   */
+  holdOutTopics?: boolean;
   /** Where the tokenizer files come from (default models/demo). */
   tokenizerDir?: string;
   log?: (line: string) => void;
@@ -124,6 +136,47 @@ came from a longer run: 25 epochs (learning rate 3e-3) continued for 10 more (\`
 learning rate 6e-4).
 `;
 
+/**
+ * The demo's data under `out`: `data/` (data/configs/demo.json: the LoRA's, and the base's unless
+ * `holdOutTopics`) and with `holdOutTopics` also `base-data/`, the base's: that build's training
+ * records less the topics kept for the LoRA (split.ts). The validation records stay unseen by both.
+ */
+export async function buildDemoData(
+  out: string,
+  tokDir: string,
+  holdOutTopics: boolean,
+): Promise<{ samples: number; baseSamples: number; baseDir: string }> {
+  const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
+  const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
+  await buildDataset({ ...dataConfig, tokens }, {
+    baseDir: DEMO_DATA_CONFIG.replace(/\/[^/]*$/, ""),
+    out: `${out}/data`,
+    progress: false,
+  });
+  const samples = await readSamples();
+  if (!holdOutTopics) {
+    const train = await readBuildRecords(`${out}/data`, "train");
+    return { samples: samples.length, baseSamples: train.length, baseDir: `${out}/data` };
+  }
+  const validKeys = new Set((await readBuildRecords(`${out}/data`, "valid")).map(recordKey));
+  const baseSamples = samples.filter((s, i) => !isLoraOnly(i) && !validKeys.has(recordKey(s)));
+  await Deno.mkdir(`${out}/base-samples`, { recursive: true });
+  await writeFileAtomic(
+    `${out}/base-samples/medical_qa.json`,
+    JSON.stringify(baseSamples, null, 1) + "\n",
+  );
+  await buildDataset({ ...dataConfig, root: ".", split: { by: "record", validRatio: 0 }, tokens }, {
+    baseDir: `${out}/base-samples`,
+    out: `${out}/base-data`,
+    progress: false,
+  });
+  return {
+    samples: samples.length,
+    baseSamples: baseSamples.length,
+    baseDir: `${out}/base-data`,
+  };
+}
+
 function lossRange(losses: { loss: number }[]) {
   const k = Math.min(5, losses.length);
   const mean = (xs: { loss: number }[]) => xs.reduce((s, l) => s + l.loss, 0) / xs.length;
@@ -139,13 +192,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   await Deno.mkdir(out, { recursive: true });
 
   log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data`);
-  const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
-  const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
-  await buildDataset({ ...dataConfig, tokens }, {
-    baseDir: DEMO_DATA_CONFIG.replace(/\/[^/]*$/, ""),
-    out: `${out}/data`,
-    progress: false,
-  });
+  const data = await buildDemoData(out, tokDir, options.holdOutTopics ?? false);
+  if (options.holdOutTopics) {
+    log(
+      `       base data: ${data.baseSamples} of ${data.samples} samples into ${out}/base-data ` +
+        `(samples ${LORA_ONLY_SAMPLES.from}-${LORA_ONLY_SAMPLES.to - 1} are left to the LoRA)`,
+    );
+  }
 
   const tok = await loadTokenizer(tokDir);
   const modelJson = demoConfigJson(tok);
@@ -182,6 +235,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const fullConfig: TrainConfig = {
     ...preset("demo"),
     ...common,
+    data: data.baseDir,
     preset: "demo",
     model: `${out}/base`,
     full: true,
@@ -241,9 +295,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   }
 
   log(`[5/5] answers (greedy, base + adapter) to training questions`);
-  const samples = JSON.parse(
-    await Deno.readTextFile(new URL("../../data/samples/medical_qa.json", import.meta.url)),
-  ) as { instruction: string; input?: string; output: string }[];
+  const samples = await readSamples();
   const model = await loadModel(modelDir, {
     adapter: adapterDir,
     log: () => {},
@@ -251,6 +303,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
   const answers: DemoAnswer[] = [];
   try {
+    // Questions from both parts: the base's own and the ones only the adapter has seen.
     const n = Math.min(options.questions ?? 5, samples.length);
     const picked = Array.from(
       { length: n },

@@ -22,6 +22,15 @@ export interface LoadedExamples {
   files: string[];
 }
 
+/**
+ * Why examples were dropped: a prompt of exactly `maxLength` tokens is dropped too (no position is
+ * left for the first answer token), so the message says "maxLength or more", not "exceeds".
+ */
+export function droppedMessage(dropped: number, maxLength: number): string {
+  return `${dropped} training examples dropped: their prompt takes ${maxLength} tokens or more ` +
+    `(maxLength ${maxLength}), leaving no room for the answer`;
+}
+
 /** Reads every example of a split; cuts each to `maxLength` tokens. */
 export async function loadExamples(
   dataDir: string,

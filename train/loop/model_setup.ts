@@ -20,6 +20,7 @@ import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
+import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
 export function freshLoraConfigJson(config: TrainConfig, baseModel: string): unknown {
@@ -46,8 +47,25 @@ export async function setupModel(
   log: (line: string) => void,
 ): Promise<ChatGLMModel> {
   const gpu = await getGpu();
-  const quiet = { log, progressBar: false };
+  // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
+  // inference plan (context, batch 1), which says nothing about a training run.
+  const quiet = { log: () => {}, progressBar: false };
+  const modelConfig = await readChatGLMConfig(modelDir);
+  const plan = (adapter?: LoraAdapter) =>
+    log(formatTrainPlanSummary(trainMemoryPlan({
+      model: modelConfig,
+      weightDtype: config.dtype,
+      full: config.full,
+      loraR: config.loraR,
+      targetModules: config.targetModules,
+      batchSize: config.batchSize,
+      gradAccumulation: config.gradAccumulation,
+      seqLen: config.maxLength,
+      recompute: config.recompute,
+      adapter,
+    })));
   if (config.full) {
+    plan();
     const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu });
     if (resume) {
       if (resume.weights.kind !== "full") {
@@ -69,7 +87,6 @@ export async function setupModel(
     }
     return model;
   }
-  const modelConfig = await readChatGLMConfig(modelDir);
   const base = { linearModules: linearModules(modelConfig), name: modelDir };
   let adapter: LoraAdapter;
   if (resume) {
@@ -89,5 +106,6 @@ export async function setupModel(
   }
   // The run's dropout setting wins over the one stored with an initial adapter.
   adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
+  plan(adapter);
   return await loadModel(modelDir, { ...quiet, dtype: config.dtype, adapter, gpu });
 }
