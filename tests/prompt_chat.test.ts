@@ -9,7 +9,7 @@ import {
   messagesToChat,
   processResponse,
 } from "../data/prompt/mod.ts";
-import { loadTokenizer } from "../data/tokenizer/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/tokenizer/mod.ts";
 
 const FIX = new URL("./fixtures/chatglm-tokenizer/", import.meta.url);
 const tok = await loadTokenizer(FIX.pathname);

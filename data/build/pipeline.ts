@@ -32,7 +32,13 @@ import {
 import { createRng, seedFor, shuffle } from "../../core/random.ts";
 import { applyWeight, splitIndices } from "./split.ts";
 import { encodeTokenShard } from "./token_shard.ts";
-import { bucketOrder, type Example, lengthHistogram, tokenizeRecord } from "./tokenize.ts";
+import {
+  bucketOrder,
+  checkPromptFormat,
+  type Example,
+  lengthHistogram,
+  tokenizeRecord,
+} from "./tokenize.ts";
 
 export interface BuildOptions {
   /** Folder the config's relative paths start from (the config file's folder); default cwd. */
@@ -98,6 +104,7 @@ export async function buildDataset(
   if (cfg.tokens) {
     try {
       tok = await loadTokenizer(cfg.tokens.dir);
+      checkPromptFormat(tok, cfg.tokens);
     } catch (err) {
       throw new Error(
         `tokens.tokenizer "${cfg.tokens.tokenizer}": ${(err as Error).message} ` +
@@ -343,6 +350,7 @@ export async function buildDataset(
         maxSeqLength: cfg.tokens.maxSeqLength,
         maxTokens: cfg.tokens.maxTokens,
         bucketWindow: cfg.tokens.bucketWindow,
+        promptFormat: cfg.tokens.promptFormat,
         totalTokens,
         meanLength: lengths.length ? (totalTokens.train + totalTokens.valid) / lengths.length : 0,
         maxLength: lengths.reduce((a, b) => Math.max(a, b), 0),

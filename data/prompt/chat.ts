@@ -3,6 +3,7 @@
  * truncation, and the 2-D position ids the model derives from the ids (prompt side only).
  */
 import type { ChatGLMTokenizer } from "../tokenizer/chatglm/tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/common.ts";
 
 export type ChatHistory = [string, string][];
 
@@ -54,7 +55,7 @@ export interface ChatInput {
  * and `<sop>` are always kept.
  */
 export function buildChatInput(
-  tok: ChatGLMTokenizer,
+  tok: Pick<Tokenizer, "encode">,
   query: string,
   history: readonly [string, string][],
   opts: { maxTokens?: number; template?: PromptTemplate } = {},

@@ -26,3 +26,15 @@ export {
   compileChatTemplate,
   type TemplateMessage,
 } from "./chat_template.ts";
+export {
+  createPromptBuilder,
+  PROMPT_FORMATS,
+  type PromptBuilder,
+  type PromptBuilderOptions,
+  type PromptFormat,
+} from "./builder.ts";
+export {
+  buildTemplateTrainExample,
+  recordMessages,
+  type TemplateTrainRecord,
+} from "./template_example.ts";

@@ -9,7 +9,7 @@ import { getGpu, type Gpu } from "../../core/gpu/device.ts";
 import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
 import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
+import { PROMPT_FORMATS, type PromptFormat } from "../../data/prompt/builder.ts";
 import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
@@ -43,7 +43,7 @@ export interface LoadEngineOptions {
   log?: (line: string) => void;
   progressBar?: boolean;
   /** How conversations become prompts; default: what the model directory declares, else chat. */
-  promptTemplate?: PromptTemplate;
+  promptTemplate?: PromptFormat;
 }
 
 /**
@@ -51,20 +51,20 @@ export interface LoadEngineOptions {
  * (`"medglm_prompt_template": "instruction"` for models fine-tuned only on the seed's template,
  * such as the demo model); ChatGLM's chat template when it declares none.
  */
-export async function declaredPromptTemplate(dir: string): Promise<PromptTemplate> {
+export async function declaredPromptTemplate(dir: string): Promise<PromptFormat> {
   const path = `${dir}/config.json`;
   const json = await readJsonFile(path, {
     notFoundHint: "a model directory needs an HF config.json",
   });
   const value = isJsonObject(json) ? json.medglm_prompt_template : undefined;
   if (value === undefined) return "chat";
-  if (!PROMPT_TEMPLATES.includes(value as PromptTemplate)) {
+  if (!PROMPT_FORMATS.includes(value as PromptFormat)) {
     throw new EngineLoadError(
-      `${path}: medglm_prompt_template must be one of ${PROMPT_TEMPLATES.join(", ")} ` +
+      `${path}: medglm_prompt_template must be one of ${PROMPT_FORMATS.join(", ")} ` +
         `(got ${JSON.stringify(value)})\nfix: correct or remove the key`,
     );
   }
-  return value as PromptTemplate;
+  return value as PromptFormat;
 }
 
 /** An error whose message already says how to fix it (front ends print it as is). */
