@@ -72,7 +72,10 @@ export async function loadTokenizer(dir: string): Promise<AnyTokenizer> {
   const root = dir.replace(/\/+$/, "") || dir;
   const kind = await detectTokenizerKind(root);
   if (kind === "bytelevel-bpe") {
-    return await loadByteLevelTokenizer(root, { endOfTurnIds: await generationEndIds(root) });
+    return await loadByteLevelTokenizer(root, {
+      endOfTurnIds: await generationEndIds(root),
+      endOfTurnSource: `${root}/generation_config.json eos_token_id`,
+    });
   }
   if (kind === "chatglm") return await loadChatGLMTokenizer(root);
   throw new Error(

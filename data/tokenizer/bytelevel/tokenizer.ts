@@ -58,6 +58,8 @@ export interface ByteLevelTokenizerOptions {
    * `eos_token_id` list: Qwen's `<|endoftext|>`, Llama 3.1's three ends).
    */
   endOfTurnIds?: readonly number[];
+  /** Where they came from, for errors (e.g. the generation_config.json path). */
+  endOfTurnSource?: string;
 }
 
 function isObject(v: unknown): v is Json {
@@ -286,7 +288,10 @@ export function createByteLevelTokenizer(
   const endOfTurnIds: number[] = eosId === null ? [] : [eosId];
   for (const id of options.endOfTurnIds ?? []) {
     if (!Number.isInteger(id) || id < 0 || id >= size) {
-      throw new Error(`${source}: end-of-turn id ${id} is not a token id (0..${size - 1})`);
+      throw new Error(
+        `${options.endOfTurnSource ?? source}: end-of-turn id ${id} is not a token id of ` +
+          `${source} (0..${size - 1})`,
+      );
     }
     if (!endOfTurnIds.includes(id)) endOfTurnIds.push(id);
   }
