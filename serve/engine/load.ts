@@ -13,8 +13,7 @@ import { PROMPT_FORMATS, type PromptFormat } from "../../data/prompt/builder.ts"
 import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
-import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
-import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
+import { type AnyTokenizer, loadTokenizer } from "../../data/tokenizer/load.ts";
 import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/backend.ts";
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
 import { BUILTIN_GENERATION_DEFAULTS, readGenerationDefaults } from "./generation_defaults.ts";
@@ -143,29 +142,36 @@ export async function chooseBackend(
   };
 }
 
-/** Loads the tokenizer of `dir` and checks it belongs to the model of `config.json`. */
+/**
+ * Loads the tokenizer of `dir` (whichever kind its files hold) and checks it belongs to the model
+ * of `config.json`: no more tokens than embedding rows; for ChatGLM also its special ids.
+ */
 async function tokenizerFor(
   dir: string,
   vocabSize: number,
   ids: { eos: number; bos: number; gmask: number },
-): Promise<ChatGLMTokenizer> {
-  let tok: ChatGLMTokenizer;
+): Promise<AnyTokenizer> {
+  let tok: AnyTokenizer;
   try {
     tok = await loadTokenizer(dir);
   } catch (err) {
     throw new EngineLoadError(
       `${(err as Error).message}\nfix: a model directory needs the tokenizer files of its model ` +
-        `(ice_text.model, tokenizer_config.json); copy them from the checkpoint into ${dir}`,
+        `(ice_text.model and tokenizer_config.json, or tokenizer.json); copy them from the ` +
+        `checkpoint into ${dir}`,
     );
   }
-  if (tok.textVocabSize > vocabSize) {
+  if (tok.vocabSize > vocabSize) {
     throw new EngineLoadError(
-      `${tok.source}: the tokenizer has ${tok.textVocabSize} tokens but the model's embedding ` +
+      `${tok.source}: the tokenizer has ${tok.vocabSize} tokens but the model's embedding ` +
         `has only ${vocabSize} rows (vocab_size in config.json): the tokenizer belongs to another ` +
-        `model.\nfix: use the ice_text.model that came with this checkpoint`,
+        `model.\nfix: use the tokenizer files that came with this checkpoint`,
     );
   }
-  if (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask) {
+  if (
+    tok.kind === "chatglm" &&
+    (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask)
+  ) {
     throw new EngineLoadError(
       `${tok.source}: the tokenizer's <sop>/<eop>/[gMASK] ids (${tok.sopId}/${tok.eopId}/` +
         `${tok.gmaskId}) differ from config.json's bos/eos/gmask_token_id (${ids.bos}/${ids.eos}/` +
