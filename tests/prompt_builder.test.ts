@@ -14,6 +14,7 @@ import { loadByteLevelTokenizer, loadChatGLMTokenizer } from "../data/tokenizer/
 import { resolveConfig } from "../data/build/config.ts";
 import { tokenizeRecord } from "../data/build/tokenize.ts";
 import { createTally } from "../data/clean/tally.ts";
+import { preset } from "../train/config.ts";
 import { QWEN3_TOKENIZER_FIXTURES, qwen3TokenizerDir } from "./helpers/qwen3_tokenizer.ts";
 
 const QWEN_DIR = await qwen3TokenizerDir();
@@ -213,4 +214,17 @@ Deno.test("data build: tokens.promptFormat chat-template makes template examples
     () => tokenizeRecord(glm, rec, settings("chat-template"), createTally()),
     /tokenizer_config\.json has no chat_template/,
   );
+});
+
+Deno.test("train preset medical-lora: the seed's recipe with Llama-family LoRA targets", () => {
+  const seed = preset("chatglm-lora-medical");
+  const p = preset("medical-lora");
+  assert.equal(p.preset, "medical-lora");
+  assert.deepEqual(p.targetModules, ["q_proj", "k_proj", "v_proj", "o_proj"]);
+  for (
+    const k of ["lr", "loraR", "loraAlpha", "loraDropout", "scheduler", "warmupSteps"] as const
+  ) {
+    assert.equal(p[k], seed[k], k);
+  }
+  assert.equal(p.batchSize * p.gradAccumulation, seed.batchSize * seed.gradAccumulation);
 });
