@@ -41,22 +41,28 @@ export interface LoadEngineOptions {
   /** Progress and memory plan lines (default stderr). */
   log?: (line: string) => void;
   progressBar?: boolean;
-  /** How conversations become prompts; default: what the model directory declares, else chat. */
+  /**
+   * How conversations become prompts; default: what the model directory declares, else the
+   * tokenizer's chat template when it has one, else ChatGLM's chat format.
+   */
   promptTemplate?: PromptFormat;
+  /** Qwen3 chat template: false closes the think block of the generation prompt. */
+  enableThinking?: boolean;
 }
 
 /**
- * The prompt template a model directory declares in its config.json
+ * The prompt format a model directory declares in its config.json
  * (`"medglm_prompt_template": "instruction"` for models fine-tuned only on the seed's template,
- * such as the demo model); ChatGLM's chat template when it declares none.
+ * such as the demo model); undefined when it declares none, and the engine takes the tokenizer's
+ * chat template when it has one, else ChatGLM's chat format.
  */
-export async function declaredPromptTemplate(dir: string): Promise<PromptFormat> {
+export async function declaredPromptTemplate(dir: string): Promise<PromptFormat | undefined> {
   const path = `${dir}/config.json`;
   const json = await readJsonFile(path, {
     notFoundHint: "a model directory needs an HF config.json",
   });
   const value = isJsonObject(json) ? json.medglm_prompt_template : undefined;
-  if (value === undefined) return "chat";
+  if (value === undefined) return undefined;
   if (!PROMPT_FORMATS.includes(value as PromptFormat)) {
     throw new EngineLoadError(
       `${path}: medglm_prompt_template must be one of ${PROMPT_FORMATS.join(", ")} ` +
@@ -221,6 +227,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     gmask: config.gmaskTokenId,
   });
   const promptTemplate = opts.promptTemplate ?? await declaredPromptTemplate(dir);
+  const enableThinking = opts.enableThinking;
   // The demo's tiny vocabulary spells many characters in byte tokens and the small model gets
   // them wrong often enough to show U+FFFD: mask invalid UTF-8 for it by default.
   let defaults;
@@ -253,7 +260,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
       slots: maxBatch,
       maxContext: opts.maxContext,
     });
-    return buildEngine({ decoder, tokenizer, info, promptTemplate });
+    return buildEngine({ decoder, tokenizer, info, promptTemplate, enableThinking });
   }
   let model: ChatGLMModel;
   try {
@@ -285,5 +292,5 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     model.dispose();
     throw err;
   }
-  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate });
+  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate, enableThinking });
 }

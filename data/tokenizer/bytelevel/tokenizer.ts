@@ -6,7 +6,7 @@
  */
 
 import type { Tokenizer } from "../common.ts";
-import { fromByteLevel } from "./byte_map.ts";
+import { BYTE_TO_CHAR, fromByteLevel } from "./byte_map.ts";
 import { createBpeModel, createWordEncoder } from "./bpe.ts";
 import { splitIsolated, translatePattern } from "./pretokenizer.ts";
 
@@ -171,6 +171,25 @@ function postProcessorOf(
   );
 }
 
+/** Code unit → byte for the 256 characters of the byte-level map (all below U+0144), else -1. */
+const UNIT_TO_BYTE: Int16Array = (() => {
+  const t = new Int16Array(0x144).fill(-1);
+  for (let b = 0; b < 256; b++) t[BYTE_TO_CHAR[b].charCodeAt(0)] = b;
+  return t;
+})();
+
+/** The bytes of a vocabulary piece: a fast path for pieces made only of mapped characters. */
+function pieceBytes(piece: string): Uint8Array {
+  const out = new Uint8Array(piece.length);
+  for (let i = 0; i < piece.length; i++) {
+    const c = piece.charCodeAt(i);
+    const b = c < 0x144 ? UNIT_TO_BYTE[c] : -1;
+    if (b < 0) return Uint8Array.from(fromByteLevel(piece));
+    out[i] = b;
+  }
+  return out;
+}
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
@@ -312,7 +331,7 @@ export function createByteLevelTokenizer(
       const hit = bytesCache[id];
       if (hit !== undefined) return hit;
       const piece = addedById.has(id) ? undefined : pieces[id];
-      const out = typeof piece === "string" ? Uint8Array.from(fromByteLevel(piece)) : null;
+      const out = typeof piece === "string" ? pieceBytes(piece) : null;
       if (Number.isInteger(id) && id >= 0 && id < size) bytesCache[id] = out;
       return out;
     },
