@@ -8,10 +8,9 @@
  * and usage.
  */
 
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { Tokenizer } from "../../data/tokenizer/common.ts";
 import { createPromptBuilder, type PromptFormat } from "../../data/prompt/builder.ts";
-import { type Decoder, webgpuDecoder } from "./decoder.ts";
+import { type Decoder, type SlotModel, webgpuDecoder } from "./decoder.ts";
 import { loadEngine, type LoadEngineOptions } from "./load.ts";
 import { createRng } from "../../core/random.ts";
 import { createScheduler } from "./scheduler.ts";
@@ -33,8 +32,8 @@ import {
 export const DEFAULT_MAX_BATCH = 8;
 
 export interface CreateEngineOptions {
-  /** A loaded model (WebGPU backend) … */
-  model?: ChatGLMModel;
+  /** A loaded model (WebGPU backend: ChatGLM-6B or any model with the slot calls) … */
+  model?: SlotModel;
   /** … or any decoder (the ONNX Runtime backend). */
   decoder?: Decoder;
   tokenizer: Tokenizer;
