@@ -37,8 +37,8 @@ export function recordMessages(r: TemplateTrainRecord): TemplateMessage[] {
 
 /**
  * One example (same fields and limits as the instruction template's `buildTrainExample`). Over the
- * limits the answer is cut first (its end-of-turn id kept), then the question's end (whole code
- * points; the template's structure is never cut), then the oldest turns.
+ * limits the answer is cut first (its end-of-turn id kept), then the oldest turns, then the
+ * question's end (whole code points; the template's structure is never cut).
  */
 export function buildTemplateTrainExample(
   tok: Tokenizer,
