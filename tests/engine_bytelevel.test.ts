@@ -10,6 +10,7 @@ import type { Decoder } from "../serve/engine/decoder.ts";
 import { chooseToken } from "../serve/engine/sampling.ts";
 import { byteTokensOf, pendingBytes } from "../serve/engine/utf8_tokens.ts";
 import { createTextStream } from "../serve/engine/text_stream.ts";
+import { createApp } from "../serve/http/app.ts";
 import {
   QWEN3_TOKENIZER_CONFIG,
   QWEN3_TOKENIZER_FIXTURES,
@@ -295,4 +296,37 @@ Deno.test("validUtf8 mask agrees with a UTF-8 decoder on every token, in every o
     }
   }
   assert.ok(checked > 2 * 150000, `${checked}`);
+});
+
+Deno.test("byte-level answer through the HTTP API, streamed and not: no U+FFFD, <|im_end|> stops", async () => {
+  const { ids, text } = hardScript();
+  const engine = buildEngine({ decoder: scriptedDecoder([...ids, IM_END]), tokenizer: tok });
+  try {
+    const app = createApp(engine);
+    for (const stream of [false, true]) {
+      const res = await app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          messages: [{ role: "user", content: "头痛怎么办？" }],
+          temperature: 0,
+          stream,
+        }),
+      });
+      const raw = await res.text();
+      assert.ok(!raw.includes("\\ufffd") && !raw.includes("\ufffd"), raw);
+      if (!stream) {
+        const body = JSON.parse(raw);
+        assert.equal(body.choices[0].message.content, text);
+        assert.equal(body.choices[0].finish_reason, "stop");
+      } else {
+        const events = raw.split("\n\n").filter((e) => e.startsWith("data: {"))
+          .map((e) => JSON.parse(e.slice(6)));
+        assert.equal(events.map((e) => e.choices[0].delta.content ?? "").join(""), text);
+        assert.ok(events.length > 3, "streamed in pieces");
+      }
+    }
+  } finally {
+    await engine.close();
+  }
 });
