@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { buildDataset } from "./build/pipeline.ts";
-import { loadConfig } from "./build/config.ts";
+import { loadConfig, TOKEN_PROMPT_FORMATS, type TokenPromptFormat } from "./build/config.ts";
 import { formatBuildSummary, type Manifest, readManifest } from "./build/manifest.ts";
 import { intFlag, numberFlag } from "../core/io/flags.ts";
 
@@ -24,6 +24,8 @@ options:
       --strict          strict JSON: skip a file with a trailing comma instead of repairing it
       --tokenizer DIR   override the config's tokenizer folder (relative to the current folder)
       --no-tokens       skip the token stage (JSONL shards and manifest only)
+      --prompt-format F instruction (the seed's template, ChatGLM tokenizer; default) or
+                        chat-template (the tokenizer's own chat template: Qwen, Llama 3)
       --seed N          override the config's seed
       --valid-ratio R   override the validation share (e.g. 0.02)
       --warnings N      print at most N warnings per action (default 20; all are counted)
@@ -65,6 +67,7 @@ export async function main(args: string[]): Promise<number> {
         seed: { type: "string" },
         tokenizer: { type: "string" },
         "no-tokens": { type: "boolean" },
+        "prompt-format": { type: "string" },
         "valid-ratio": { type: "string" },
         warnings: { type: "string" },
         quiet: { type: "boolean", short: "q" },
@@ -94,6 +97,22 @@ export async function main(args: string[]): Promise<number> {
     if (v.tokenizer !== undefined) {
       const dir = v.tokenizer.startsWith("/") ? v.tokenizer : `${Deno.cwd()}/${v.tokenizer}`;
       config.tokens = { ...(config.tokens ?? {}), tokenizer: dir };
+    }
+    if (v["prompt-format"] !== undefined) {
+      const f = v["prompt-format"];
+      if (!TOKEN_PROMPT_FORMATS.includes(f as TokenPromptFormat)) {
+        console.error(
+          `error: --prompt-format: expected ${TOKEN_PROMPT_FORMATS.join(" or ")} (got "${f}")`,
+        );
+        return 2;
+      }
+      if (!config.tokens) {
+        console.error(
+          "error: --prompt-format needs a token stage (tokens in the config, or --tokenizer DIR)",
+        );
+        return 2;
+      }
+      config.tokens = { ...config.tokens, promptFormat: f as TokenPromptFormat };
     }
     if (v["no-tokens"]) config.tokens = null;
     if (v.seed !== undefined) {

@@ -17,7 +17,7 @@ import {
 } from "../data/build/mod.ts";
 import { createTally, exactKey } from "../data/clean/mod.ts";
 import { downloadSources } from "../data/sources/mod.ts";
-import { loadTokenizer } from "../data/tokenizer/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/tokenizer/mod.ts";
 import { main as cli } from "../data/cli.ts";
 
 const ROOT = new URL("./fixtures/datasets", import.meta.url).pathname;

@@ -1,6 +1,6 @@
 // The token stage: examples, label masks, truncation, the binary shard format and its readers.
 import assert from "node:assert/strict";
-import { loadTokenizer } from "../data/tokenizer/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/tokenizer/mod.ts";
 import { IGNORE_INDEX } from "../data/prompt/mod.ts";
 import {
   bucketOrder,

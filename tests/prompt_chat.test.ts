@@ -8,7 +8,7 @@ import {
   messagesToChat,
   processResponse,
 } from "../data/prompt/mod.ts";
-import { loadTokenizer } from "../data/tokenizer/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/tokenizer/mod.ts";
 import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { contextOf, positionAt } from "../core/models/chatglm/inputs.ts";
 

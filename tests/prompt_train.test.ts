@@ -1,7 +1,7 @@
 // Fine-tuning examples (§13 and chatglm6b-tiny §8): ids, labels, truncation.
 import assert from "node:assert/strict";
 import { buildInstructionContext, buildTrainExample, IGNORE_INDEX } from "../data/prompt/mod.ts";
-import { loadTokenizer } from "../data/tokenizer/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/tokenizer/mod.ts";
 
 const FIX = new URL("./fixtures/chatglm-tokenizer/", import.meta.url);
 const tok = await loadTokenizer(FIX.pathname);

@@ -1,6 +1,10 @@
 // Every golden case of the ChatGLM tokenizer fixtures: pieces, normalization, ids, both decodes.
 import assert from "node:assert/strict";
-import { chatglmPre, createTokenizer, loadTokenizer } from "../data/tokenizer/mod.ts";
+import {
+  chatglmPre,
+  createTokenizer,
+  loadChatGLMTokenizer as loadTokenizer,
+} from "../data/tokenizer/mod.ts";
 
 const DIR = new URL("./fixtures/chatglm-tokenizer/", import.meta.url);
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   createTokenizer,
-  loadTokenizer,
+  loadChatGLMTokenizer as loadTokenizer,
   parseSentencePieceModel,
   SentencePieceModelError,
 } from "../data/tokenizer/mod.ts";

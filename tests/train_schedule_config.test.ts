@@ -69,7 +69,7 @@ Deno.test("the chatglm-lora-medical preset holds the seed's settings", () => {
   assert.deepEqual(preset("chatglm-lora-medical").targetModules, ["query_key_value"]);
   assert.throws(
     () => preset("nope"),
-    /unknown preset "nope" \(known: chatglm-lora-medical, demo\)/,
+    /unknown preset "nope" \(known: chatglm-lora-medical, medical-lora, demo\)/,
   );
 });
 

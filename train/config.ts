@@ -128,8 +128,23 @@ const DEMO: TrainConfig = {
   dtype: "f32",
 };
 
+/**
+ * The seed's medical recipe carried over to the Llama family (Qwen2/2.5, Qwen3, Llama 3): the
+ * same data, lr, schedule, batch and LoRA r/alpha/dropout; LoRA on the attention projections
+ * (ChatGLM's fused `query_key_value` is q, k and v together; `o_proj` as the usual Llama-family
+ * choice). Its data set is built with the model's chat template as the training format
+ * (`deno task data --tokenizer DIR --prompt-format chat-template`).
+ */
+const MEDICAL_LORA: TrainConfig = {
+  ...CHATGLM_LORA_MEDICAL,
+  preset: "medical-lora",
+  outputDir: "runs/medical-lora",
+  targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+};
+
 export const PRESETS: Readonly<Record<string, Readonly<TrainConfig>>> = {
   "chatglm-lora-medical": CHATGLM_LORA_MEDICAL,
+  "medical-lora": MEDICAL_LORA,
   demo: DEMO,
 };
 

@@ -62,7 +62,15 @@ export interface TokenConfig {
   maxTokens?: number | null;
   /** Examples sorted by length inside windows of this many (length bucketing; default 1024). */
   bucketWindow?: number;
+  /**
+   * How a record becomes an example: `instruction` (default; the seed's template, ChatGLM's
+   * tokenizer) or `chat-template` (the tokenizer's own chat template, for Qwen/Llama models).
+   */
+  promptFormat?: TokenPromptFormat;
 }
+
+export type TokenPromptFormat = "instruction" | "chat-template";
+export const TOKEN_PROMPT_FORMATS: readonly TokenPromptFormat[] = ["instruction", "chat-template"];
 
 export interface DatasetConfig {
   name: string;
@@ -299,9 +307,21 @@ export function validateConfig(value: unknown, where = "config"): DatasetConfig 
         "maxSeqLength",
         "maxTokens",
         "bucketWindow",
+        "promptFormat",
       ],
       w,
     );
+    if (
+      t.promptFormat !== undefined &&
+      !TOKEN_PROMPT_FORMATS.includes(t.promptFormat as TokenPromptFormat)
+    ) {
+      fail(
+        `${w}.promptFormat`,
+        `expected one of ${TOKEN_PROMPT_FORMATS.join(", ")} (got ${
+          JSON.stringify(t.promptFormat)
+        })`,
+      );
+    }
     str(t.tokenizer, `${w}.tokenizer`);
     if (t.maxSourceLength !== undefined) num(t.maxSourceLength, `${w}.maxSourceLength`, 3, true);
     if (t.maxTargetLength !== undefined) num(t.maxTargetLength, `${w}.maxTargetLength`, 1, true);
@@ -367,6 +387,7 @@ export function resolveConfig(config: DatasetConfig, baseDir: string): ResolvedC
         maxSeqLength: t.maxSeqLength ?? (t.maxSourceLength ?? 512) + (t.maxTargetLength ?? 512) + 1,
         maxTokens: t.maxTokens ?? null,
         bucketWindow: t.bucketWindow ?? 1024,
+        promptFormat: t.promptFormat ?? "instruction",
       }
       : null,
   };

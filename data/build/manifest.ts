@@ -86,6 +86,8 @@ export interface Manifest {
     maxSeqLength: number;
     maxTokens: number | null;
     bucketWindow: number;
+    /** How records became examples (absent in manifests written before it existed: instruction). */
+    promptFormat?: "instruction" | "chat-template";
     totalTokens: { train: number; valid: number };
     meanLength: number;
     maxLength: number;

@@ -31,4 +31,4 @@ export {
   tokenShardPaths,
 } from "./manifest.ts";
 export { applyWeight, splitIndices, splitIndicesBy, validCount } from "./split.ts";
-export { bucketOrder, lengthHistogram, tokenizeRecord } from "./tokenize.ts";
+export { bucketOrder, checkPromptFormat, lengthHistogram, tokenizeRecord } from "./tokenize.ts";

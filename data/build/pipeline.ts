@@ -42,7 +42,7 @@ import { GrowArray, Spool } from "./spool.ts";
 import { createRng, seedFor, shuffle } from "../../core/random.ts";
 import { applyWeight, splitIndicesBy } from "./split.ts";
 import { encodeTokenShard } from "./token_shard.ts";
-import { bucketOrder, lengthHistogram, tokenizeRecord } from "./tokenize.ts";
+import { bucketOrder, checkPromptFormat, lengthHistogram, tokenizeRecord } from "./tokenize.ts";
 
 export interface BuildOptions {
   /** Folder the config's relative paths start from (the config file's folder); default cwd. */
@@ -113,6 +113,7 @@ export async function buildDataset(
   if (cfg.tokens) {
     try {
       tok = await loadTokenizer(cfg.tokens.dir);
+      checkPromptFormat(tok, cfg.tokens);
     } catch (err) {
       throw new Error(
         `tokens.tokenizer "${cfg.tokens.tokenizer}": ${(err as Error).message} ` +
@@ -555,6 +556,7 @@ export async function buildDataset(
           maxSeqLength: cfg.tokens.maxSeqLength,
           maxTokens: cfg.tokens.maxTokens,
           bucketWindow: cfg.tokens.bucketWindow,
+          promptFormat: cfg.tokens.promptFormat,
           totalTokens,
           meanLength: examples ? (totalTokens.train + totalTokens.valid) / examples : 0,
           maxLength,

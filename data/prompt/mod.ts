@@ -1,8 +1,10 @@
 // Prompt formats shared by training, the terminal, the HTTP API and the bot.
 export {
+  buildChatInput,
   buildChatPrompt,
   buildPrompt,
   type ChatHistory,
+  type ChatInput,
   PROMPT_TEMPLATES,
   type PromptTemplate,
 } from "./chat.ts";
@@ -23,3 +25,15 @@ export {
   compileChatTemplate,
   type TemplateMessage,
 } from "./chat_template.ts";
+export {
+  createPromptBuilder,
+  PROMPT_FORMATS,
+  type PromptBuilder,
+  type PromptBuilderOptions,
+  type PromptFormat,
+} from "./builder.ts";
+export {
+  buildTemplateTrainExample,
+  recordMessages,
+  type TemplateTrainRecord,
+} from "./template_example.ts";

@@ -6,7 +6,29 @@
  * implements the same calls with its cache kept in ORT.
  */
 
-import type { ChatGLMCache, ChatGLMModel } from "../../core/models/chatglm/model.ts";
+/** A KV cache with per-slot rows, as a slot model makes it. */
+export interface SlotCache {
+  free(): void;
+}
+
+/**
+ * What the WebGPU decoder needs of a model: a cache of slots and the three slot calls. ChatGLM-6B's
+ * model has them; any architecture that implements them (the Llama family) is served by the same
+ * engine, scheduler and front ends.
+ */
+export interface SlotModel<C extends SlotCache = SlotCache> {
+  /** `vocabSize`: the length of a logits row. */
+  readonly config: { readonly vocabSize: number };
+  readonly maxContext: number;
+  /** Directory the model came from (shown to front ends). */
+  readonly source: string;
+  createCache(slots: number, maxContext?: number): C;
+  prefillSlot(ids: number[], cache: C, slot: number): Promise<Float32Array>;
+  prefillSlots(entries: { slot: number; ids: number[] }[], cache: C): Promise<Float32Array>;
+  decodeSlots(steps: { slot: number; id: number }[], cache: C): Promise<Float32Array>;
+  releaseSlot(cache: C, slot: number): void;
+  dispose(): void;
+}
 
 export interface Decoder {
   /** Length of one logits row (the model's vocab_size, text ids and beyond). */
@@ -41,16 +63,19 @@ export interface WebGpuDecoderOptions {
 }
 
 /**
- * A decoder over a loaded ChatGLM model. The slot cache is allocated when the first sequence
+ * A decoder over a loaded slot model (ChatGLM-6B, or any architecture with the slot calls). The slot cache is allocated when the first sequence
  * arrives and returned to the buffer pool whenever no sequence is live, so an idle engine holds
  * only the weights.
  */
-export function webgpuDecoder(model: ChatGLMModel, opts: WebGpuDecoderOptions): Decoder {
+export function webgpuDecoder<C extends SlotCache>(
+  model: SlotModel<C>,
+  opts: WebGpuDecoderOptions,
+): Decoder {
   const maxContext = opts.maxContext ?? model.maxContext;
   if (!Number.isInteger(opts.slots) || opts.slots < 1) {
     throw new RangeError(`decoder slots must be an integer >= 1, got ${opts.slots}`);
   }
-  let cache: ChatGLMCache | null = null;
+  let cache: C | null = null;
   const live = new Set<number>();
   const cacheFor = () => cache ??= model.createCache(opts.slots, maxContext);
   return {

@@ -1,22 +1,21 @@
 /**
  * `createEngine({ model, tokenizer })`: the engine contract (types.ts) over the continuous-batching
- * scheduler. A request's messages become ChatGLM's chat prompt; its tokens come back as
- * append-only text deltas (post-processed with `processResponse`, never splitting a character,
- * held back while a stop string may be starting); the last delta carries the finish reason and
- * usage.
+ * scheduler, for any tokenizer of the common interface. A request's messages become the prompt of
+ * the one prompt builder (ChatGLM's chat format, or the model's own chat template); its tokens
+ * come back as append-only text deltas (post-processed as the format says, never splitting a
+ * character, held back while a stop string may be starting) until a tokenizer end-of-turn id
+ * (`<eop>`, `<|im_end|>`, generation_config's eos list); the last delta carries the finish reason
+ * and usage.
  */
 
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
-import { buildPrompt, type PromptTemplate } from "../../data/prompt/chat.ts";
-import { messagesToChat } from "../../data/prompt/messages.ts";
-import { processResponse } from "../../data/prompt/response.ts";
-import { type Decoder, webgpuDecoder } from "./decoder.ts";
+import type { Tokenizer } from "../../data/tokenizer/common.ts";
+import { createPromptBuilder, type PromptFormat } from "../../data/prompt/builder.ts";
+import { type Decoder, type SlotModel, webgpuDecoder } from "./decoder.ts";
 import { loadEngine, type LoadEngineOptions } from "./load.ts";
 import { createRng } from "../../core/random.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
-import { byteTokens } from "./utf8_tokens.ts";
+import { byteTokensOf } from "./utf8_tokens.ts";
 import { BUILTIN_GENERATION_DEFAULTS, withGenerationDefaults } from "./generation_defaults.ts";
 import {
   type ChatMessage,
@@ -33,11 +32,11 @@ import {
 export const DEFAULT_MAX_BATCH = 8;
 
 export interface CreateEngineOptions {
-  /** A loaded model (WebGPU backend) … */
-  model?: ChatGLMModel;
+  /** A loaded model (WebGPU backend: ChatGLM-6B or any model with the slot calls) … */
+  model?: SlotModel;
   /** … or any decoder (the ONNX Runtime backend). */
   decoder?: Decoder;
-  tokenizer: ChatGLMTokenizer;
+  tokenizer: Tokenizer;
   /** Slots of the WebGPU decoder (default 8). Ignored with `decoder`. */
   maxBatch?: number;
   /** Longest prompt + answer (default: the model's maxContext). */
@@ -46,8 +45,14 @@ export interface CreateEngineOptions {
   info?: Partial<EngineInfo>;
   /** Dispose the model when the engine closes (default true). */
   ownsModel?: boolean;
-  /** How conversations become prompts (default ChatGLM's chat template). */
-  promptTemplate?: PromptTemplate;
+  /**
+   * How conversations become prompts: `chat`, `instruction` (ChatGLM-6B's) or `chat-template`
+   * (the tokenizer's own Jinja template). Default: the template when the tokenizer has one, else
+   * ChatGLM's chat format.
+   */
+  promptTemplate?: PromptFormat;
+  /** Qwen3 chat template: false closes the think block of the generation prompt. */
+  enableThinking?: boolean;
 }
 
 /** A request by token ids instead of messages (tests, benchmarks, raw completion). */
@@ -65,7 +70,7 @@ export interface LocalEngine extends Engine {
   generateTokens(request: TokenRequest): AsyncIterable<TokenDelta>;
   /** The prompt ids a conversation encodes to. */
   encodeMessages(messages: ChatMessage[]): number[];
-  readonly tokenizer: ChatGLMTokenizer;
+  readonly tokenizer: Tokenizer;
 }
 
 function checkSampling(req: Omit<GenerationRequest, "messages">): void {
@@ -126,9 +131,9 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
       maxContext: opts.maxContext,
       ownsModel: opts.ownsModel,
     });
-  if (opts.model && tok.textVocabSize > opts.model.config.vocabSize) {
+  if (opts.model && tok.vocabSize > opts.model.config.vocabSize) {
     throw new Error(
-      `tokenizer ${tok.source} has ${tok.textVocabSize} tokens but the model's embedding has ` +
+      `tokenizer ${tok.source} has ${tok.vocabSize} tokens but the model's embedding has ` +
         `${opts.model.config.vocabSize} rows: they belong to different models (use the ` +
         "tokenizer files of the model directory)",
     );
@@ -143,23 +148,34 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     defaults: opts.info?.defaults ?? { ...BUILTIN_GENERATION_DEFAULTS },
   };
   const defaults = info.defaults!;
-  const bytes = byteTokens(tok.textVocabSize, tok.sp.model.byteIds, tok.numImageTokens);
+  const bytes = byteTokensOf(tok);
+  const endIds = new Set(tok.endOfTurnIds);
+  if (endIds.size === 0) {
+    throw new Error(
+      `tokenizer ${tok.source} has no end-of-turn token (eos_token in tokenizer_config.json, ` +
+        "eos_token_id in generation_config.json): generation could never stop",
+    );
+  }
   const scheduler = createScheduler(decoder, {
-    textVocab: tok.textVocabSize,
-    endId: tok.eopId,
+    textVocab: tok.vocabSize,
+    endId: tok.endOfTurnIds[0],
+    endIds: tok.endOfTurnIds,
     bytes,
   });
+  const prompts = createPromptBuilder(tok, {
+    format: opts.promptTemplate,
+    enableThinking: opts.enableThinking,
+  });
+  // Answers leave out special tokens (a template model's control tokens are not text).
+  const decodeAnswer = (ids: number[]) => tok.decode(ids, { skipSpecialTokens: true });
   let closed = false;
 
-  const encodeMessages = (messages: ChatMessage[]): number[] => {
-    const { query, history } = messagesToChat(messages);
-    return tok.encode(buildPrompt(query, history, opts.promptTemplate ?? "chat"));
-  };
+  const encodeMessages = (messages: ChatMessage[]): number[] => prompts.encode(messages);
 
   async function* run(
     promptIds: number[],
     req: Omit<GenerationRequest, "messages">,
-    postProcess: (text: string) => string = processResponse,
+    postProcess: (text: string) => string = prompts.postProcess,
   ): AsyncGenerator<TokenDelta> {
     if (closed) throw new Error("the engine is closed");
     checkSampling(req);
@@ -167,10 +183,11 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     const room = maxContext - promptIds.length;
     const maxNew = Math.min(req.maxNewTokens ?? room, room);
     const stream = createTextStream({
-      decode: (ids) => tok.decode(ids),
+      decode: decodeAnswer,
       postProcess,
       stop: req.stop,
       byteOf: bytes.byteOf,
+      seqs: bytes.seqs,
     });
     // Tokens arrive from the scheduler loop; the consumer pulls them at its own pace.
     type Event = { id: number } | { end: FinishReason; error?: unknown };
@@ -205,7 +222,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
         signal,
         onToken(id) {
           push({ id });
-          return id === tok.eopId ? false : stopCheck(id);
+          return endIds.has(id) ? false : stopCheck(id);
         },
         onEnd(reason, error) {
           push({ end: reason, error });
@@ -216,7 +233,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
         const e = events.shift()!;
         if ("id" in e) {
           completion++;
-          const text = e.id === tok.eopId ? "" : pending.shift() ?? "";
+          const text = endIds.has(e.id) ? "" : pending.shift() ?? "";
           yield { text, tokens: [e.id] };
           continue;
         }

@@ -9,12 +9,11 @@ import { getGpu, type Gpu } from "../../core/gpu/device.ts";
 import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
 import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
+import { PROMPT_FORMATS, type PromptFormat } from "../../data/prompt/builder.ts";
 import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
 import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
-import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
-import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
+import { type AnyTokenizer, loadTokenizer } from "../../data/tokenizer/load.ts";
 import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/backend.ts";
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
 import { BUILTIN_GENERATION_DEFAULTS, readGenerationDefaults } from "./generation_defaults.ts";
@@ -42,29 +41,35 @@ export interface LoadEngineOptions {
   /** Progress and memory plan lines (default stderr). */
   log?: (line: string) => void;
   progressBar?: boolean;
-  /** How conversations become prompts; default: what the model directory declares, else chat. */
-  promptTemplate?: PromptTemplate;
+  /**
+   * How conversations become prompts; default: what the model directory declares, else the
+   * tokenizer's chat template when it has one, else ChatGLM's chat format.
+   */
+  promptTemplate?: PromptFormat;
+  /** Qwen3 chat template: false closes the think block of the generation prompt. */
+  enableThinking?: boolean;
 }
 
 /**
- * The prompt template a model directory declares in its config.json
+ * The prompt format a model directory declares in its config.json
  * (`"medglm_prompt_template": "instruction"` for models fine-tuned only on the seed's template,
- * such as the demo model); ChatGLM's chat template when it declares none.
+ * such as the demo model); undefined when it declares none, and the engine takes the tokenizer's
+ * chat template when it has one, else ChatGLM's chat format.
  */
-export async function declaredPromptTemplate(dir: string): Promise<PromptTemplate> {
+export async function declaredPromptTemplate(dir: string): Promise<PromptFormat | undefined> {
   const path = `${dir}/config.json`;
   const json = await readJsonFile(path, {
     notFoundHint: "a model directory needs an HF config.json",
   });
   const value = isJsonObject(json) ? json.medglm_prompt_template : undefined;
-  if (value === undefined) return "chat";
-  if (!PROMPT_TEMPLATES.includes(value as PromptTemplate)) {
+  if (value === undefined) return undefined;
+  if (!PROMPT_FORMATS.includes(value as PromptFormat)) {
     throw new EngineLoadError(
-      `${path}: medglm_prompt_template must be one of ${PROMPT_TEMPLATES.join(", ")} ` +
+      `${path}: medglm_prompt_template must be one of ${PROMPT_FORMATS.join(", ")} ` +
         `(got ${JSON.stringify(value)})\nfix: correct or remove the key`,
     );
   }
-  return value as PromptTemplate;
+  return value as PromptFormat;
 }
 
 /** An error whose message already says how to fix it (front ends print it as is). */
@@ -143,29 +148,36 @@ export async function chooseBackend(
   };
 }
 
-/** Loads the tokenizer of `dir` and checks it belongs to the model of `config.json`. */
+/**
+ * Loads the tokenizer of `dir` (whichever kind its files hold) and checks it belongs to the model
+ * of `config.json`: no more tokens than embedding rows; for ChatGLM also its special ids.
+ */
 async function tokenizerFor(
   dir: string,
   vocabSize: number,
   ids: { eos: number; bos: number; gmask: number },
-): Promise<ChatGLMTokenizer> {
-  let tok: ChatGLMTokenizer;
+): Promise<AnyTokenizer> {
+  let tok: AnyTokenizer;
   try {
     tok = await loadTokenizer(dir);
   } catch (err) {
     throw new EngineLoadError(
       `${(err as Error).message}\nfix: a model directory needs the tokenizer files of its model ` +
-        `(ice_text.model, tokenizer_config.json); copy them from the checkpoint into ${dir}`,
+        `(ice_text.model and tokenizer_config.json, or tokenizer.json); copy them from the ` +
+        `checkpoint into ${dir}`,
     );
   }
-  if (tok.textVocabSize > vocabSize) {
+  if (tok.vocabSize > vocabSize) {
     throw new EngineLoadError(
-      `${tok.source}: the tokenizer has ${tok.textVocabSize} tokens but the model's embedding ` +
+      `${tok.source}: the tokenizer has ${tok.vocabSize} tokens but the model's embedding ` +
         `has only ${vocabSize} rows (vocab_size in config.json): the tokenizer belongs to another ` +
-        `model.\nfix: use the ice_text.model that came with this checkpoint`,
+        `model.\nfix: use the tokenizer files that came with this checkpoint`,
     );
   }
-  if (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask) {
+  if (
+    tok.kind === "chatglm" &&
+    (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask)
+  ) {
     throw new EngineLoadError(
       `${tok.source}: the tokenizer's <sop>/<eop>/[gMASK] ids (${tok.sopId}/${tok.eopId}/` +
         `${tok.gmaskId}) differ from config.json's bos/eos/gmask_token_id (${ids.bos}/${ids.eos}/` +
@@ -215,6 +227,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     gmask: config.gmaskTokenId,
   });
   const promptTemplate = opts.promptTemplate ?? await declaredPromptTemplate(dir);
+  const enableThinking = opts.enableThinking;
   // The demo's tiny vocabulary spells many characters in byte tokens and the small model gets
   // them wrong often enough to show U+FFFD: mask invalid UTF-8 for it by default.
   let defaults;
@@ -247,7 +260,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
       slots: maxBatch,
       maxContext: opts.maxContext,
     });
-    return buildEngine({ decoder, tokenizer, info, promptTemplate });
+    return buildEngine({ decoder, tokenizer, info, promptTemplate, enableThinking });
   }
   let model: ChatGLMModel;
   try {
@@ -279,5 +292,5 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     model.dispose();
     throw err;
   }
-  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate });
+  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate, enableThinking });
 }

@@ -8,7 +8,13 @@ export {
   type TokenDelta,
   type TokenRequest,
 } from "./engine.ts";
-export { type Decoder, webgpuDecoder, type WebGpuDecoderOptions } from "./decoder.ts";
+export {
+  type Decoder,
+  type SlotCache,
+  type SlotModel,
+  webgpuDecoder,
+  type WebGpuDecoderOptions,
+} from "./decoder.ts";
 export { createScheduler, type Scheduler, type SequenceRequest } from "./scheduler.ts";
 export { argmax, chooseToken, maskInvalidUtf8, type SamplerSettings } from "./sampling.ts";
 export {

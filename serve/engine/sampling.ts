@@ -6,7 +6,14 @@
  */
 
 import type { Rng } from "../../core/random.ts";
-import { type ByteTokens, canStartUtf8, pendingChar } from "./utf8_tokens.ts";
+import {
+  type ByteTokens,
+  canStartUtf8,
+  continuesUtf8,
+  pendingBytes,
+  pendingChar,
+  type TokenByteTable,
+} from "./utf8_tokens.ts";
 
 export interface SamplerSettings {
   temperature?: number;
@@ -31,6 +38,7 @@ export function maskInvalidUtf8(
   bytes: ByteTokens,
   ids: readonly number[],
 ): void {
+  if (bytes.seqs) return maskInvalidUtf8Seqs(row, limit, bytes.seqs, ids);
   const pending = pendingChar(ids, bytes.byteOf);
   if (pending) {
     // Only the bytes that continue the character: everything else ends it broken.
@@ -51,6 +59,32 @@ export function maskInvalidUtf8(
     const id = bytes.idOf[b];
     if (id >= 0 && id < limit && !canStartUtf8(b)) row[id] = -Infinity;
   }
+}
+
+/**
+ * {@link maskInvalidUtf8} for byte-level vocabularies, where a token is several bytes: each id is
+ * checked as a whole against the open character (its first bytes must continue it, the rest must
+ * be valid UTF-8) or, with none open, for bytes that can never be valid (a leading continuation
+ * byte, C0, C1, F5–FF, a broken sequence inside).
+ */
+function maskInvalidUtf8Seqs(
+  row: Float32Array,
+  limit: number,
+  table: TokenByteTable,
+  ids: readonly number[],
+): void {
+  const pending = pendingBytes(ids, table);
+  const n = Math.min(limit, table.kind.length);
+  if (pending) {
+    let any = false;
+    for (let id = 0; id < n && !any; id++) {
+      if (row[id] > -Infinity && continuesUtf8(table, id, pending)) any = true;
+    }
+    if (!any) return;
+    for (let id = 0; id < limit; id++) if (!continuesUtf8(table, id, pending)) row[id] = -Infinity;
+    return;
+  }
+  for (let id = 0; id < n; id++) if (!continuesUtf8(table, id, null)) row[id] = -Infinity;
 }
 
 /** Index of the largest value; the first one on ties. Only `[0, limit)` is considered. */

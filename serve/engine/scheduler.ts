@@ -37,6 +37,8 @@ export interface SchedulerOptions {
   textVocab: number;
   /** `<eop>`: ends a sequence (kept in its output). */
   endId: number;
+  /** More ids that end a sequence (a tokenizer's end-of-turn ids: `<|im_end|>`, eos lists). */
+  endIds?: readonly number[];
   /** The vocabulary's byte tokens, for requests that ask for `validUtf8`. */
   bytes?: ByteTokens;
   /**
@@ -70,6 +72,7 @@ const INVALID_SCORE_ID = 5;
 
 export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Scheduler {
   const V = decoder.vocabSize;
+  const ends = new Set([opts.endId, ...(opts.endIds ?? [])]);
   const queue: Live[] = [];
   const active: Live[] = [];
   const free: number[] = [];
@@ -161,7 +164,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       releaseSlot(seq);
       return;
     }
-    if (id === opts.endId || stopped) {
+    if (ends.has(id) || stopped) {
       end(seq, "stop");
       releaseSlot(seq);
     } else if (seq.generated >= seq.req.maxNewTokens) {

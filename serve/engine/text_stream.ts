@@ -9,7 +9,7 @@
  * held back until they settle or the answer ends.
  */
 
-import { pendingChar } from "./utf8_tokens.ts";
+import { pendingBytes, pendingChar, type TokenByteTable } from "./utf8_tokens.ts";
 
 export interface TextStreamOptions {
   /** Ids → text (the tokenizer's decode). */
@@ -23,6 +23,11 @@ export interface TextStreamOptions {
    * in the decoded text is taken for an unfinished character.
    */
   byteOf?: Int16Array;
+  /**
+   * Byte-level vocabularies (tokens are byte strings, a character may span several of them and a
+   * token may end inside one): the table of every id's bytes. Takes precedence over `byteOf`.
+   */
+  seqs?: TokenByteTable;
 }
 
 export interface TextStream {
@@ -45,7 +50,12 @@ export function createTextStream(opts: TextStreamOptions): TextStream {
 
   function current(): { text: string; stopAt: number } {
     let raw: string;
-    if (opts.byteOf) {
+    if (opts.seqs) {
+      // The unfinished character's bytes decode (with replacement, at the end of the input) to
+      // exactly one U+FFFD: that one is held while the answer goes on and dropped at its end.
+      raw = opts.decode(ids);
+      if (pendingBytes(ids, opts.seqs) && raw.endsWith("\uFFFD")) raw = raw.slice(0, -1);
+    } else if (opts.byteOf) {
       // Bytes that may still become a character are left out: held while the answer goes on,
       // dropped when it ends (a cut at max_tokens never shows a broken character).
       const held = pendingChar(ids, opts.byteOf)?.count ?? 0;

@@ -21,8 +21,8 @@ export interface SamplingOptions {
   /** Seed for reproducible sampling. */
   seed?: number;
   /**
-   * Mask tokens that cannot continue valid UTF-8 (byte-fallback tokens that would leave a broken
-   * character). Default: the engine's generation defaults (on for the demo model).
+   * Mask tokens that cannot continue valid UTF-8 (byte-fallback or byte-level tokens that would
+   * leave a broken character). Default: the engine's generation defaults (on for the demo model).
    */
   validUtf8?: boolean;
 }
@@ -31,7 +31,7 @@ export interface GenerationRequest extends SamplingOptions {
   /** The conversation; the last message is the user's new question. */
   messages: ChatMessage[];
   maxNewTokens?: number;
-  /** Extra stop strings; `<eop>` always stops. */
+  /** Extra stop strings; the tokenizer's end-of-turn ids (`<eop>`, `<|im_end|>`) always stop. */
   stop?: string[];
   /** Aborting frees the sequence at the next step and ends the iterator with finishReason "abort". */
   signal?: AbortSignal;

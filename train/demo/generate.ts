@@ -4,14 +4,14 @@
  */
 
 import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import type { ChatGLMTokenizer } from "../../data/tokenizer/chatglm/tokenizer.ts";
+import type { Tokenizer } from "../../data/tokenizer/common.ts";
 import { lcsLength } from "../../eval/metrics/rouge.ts";
 import { buildEngine } from "../../serve/engine/engine.ts";
 
 /** Greedy answers to questions, prompted as `Instruction: …\nAnswer: ` (the model stays loaded). */
 export async function answerInstructions(
   model: ChatGLMModel,
-  tok: ChatGLMTokenizer,
+  tok: Tokenizer,
   questions: string[],
   maxNewTokens = 96,
 ): Promise<string[]> {

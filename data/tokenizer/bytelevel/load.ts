@@ -4,7 +4,11 @@
  * takes).
  */
 
-import { type ByteLevelTokenizer, createByteLevelTokenizer } from "./tokenizer.ts";
+import {
+  type ByteLevelTokenizer,
+  type ByteLevelTokenizerOptions,
+  createByteLevelTokenizer,
+} from "./tokenizer.ts";
 
 /** tokenizer.json of real models is 2–20 MB; refuse files far past that before reading them. */
 const MAX_TOKENIZER_JSON_BYTES = 256 * 1024 * 1024;
@@ -36,7 +40,10 @@ export async function hasTokenizerJson(dir: string): Promise<boolean> {
   }
 }
 
-export async function loadByteLevelTokenizer(dir: string): Promise<ByteLevelTokenizer> {
+export async function loadByteLevelTokenizer(
+  dir: string,
+  options: ByteLevelTokenizerOptions = {},
+): Promise<ByteLevelTokenizer> {
   const root = dir.replace(/\/+$/, "") || dir;
   const json = await readJson(`${root}/tokenizer.json`, MAX_TOKENIZER_JSON_BYTES);
   let config: Record<string, unknown> = {};
@@ -51,5 +58,5 @@ export async function loadByteLevelTokenizer(dir: string): Promise<ByteLevelToke
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
-  return createByteLevelTokenizer(json, config, `${root}/tokenizer.json`);
+  return createByteLevelTokenizer(json, config, `${root}/tokenizer.json`, options);
 }

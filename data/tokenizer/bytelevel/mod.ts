@@ -4,6 +4,7 @@ export {
   type ByteLevelDecodeOptions,
   type ByteLevelEncodeOptions,
   type ByteLevelTokenizer,
+  type ByteLevelTokenizerOptions,
   createByteLevelTokenizer,
 } from "./tokenizer.ts";
 export { hasTokenizerJson, loadByteLevelTokenizer } from "./load.ts";

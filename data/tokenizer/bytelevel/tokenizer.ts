@@ -5,7 +5,8 @@
  * UTF-8 with replacement. Only what these files use is accepted; anything else is refused by name.
  */
 
-import { fromByteLevel } from "./byte_map.ts";
+import type { Tokenizer } from "../common.ts";
+import { BYTE_TO_CHAR, fromByteLevel } from "./byte_map.ts";
 import { createBpeModel, createWordEncoder } from "./bpe.ts";
 import { splitIsolated, translatePattern } from "./pretokenizer.ts";
 
@@ -26,7 +27,8 @@ export interface ByteLevelDecodeOptions {
   skipSpecialTokens?: boolean;
 }
 
-export interface ByteLevelTokenizer {
+/** Also the common {@link Tokenizer} (`kind: "bytelevel-bpe"`). */
+export interface ByteLevelTokenizer extends Tokenizer {
   readonly kind: "bytelevel-bpe";
   encode(text: string, options?: ByteLevelEncodeOptions): number[];
   decode(ids: readonly number[], options?: ByteLevelDecodeOptions): string;
@@ -36,7 +38,7 @@ export interface ByteLevelTokenizer {
   pretokenize(text: string): string[];
   /** The token string of an id (byte-level form), or null for an id without a token. */
   idToPiece(id: number): string | null;
-  /** Tokens the tokenizer knows (vocabulary plus added tokens). */
+  /** Tokens the tokenizer knows (vocabulary plus added tokens); the same as `vocabSize`. */
   readonly size: number;
   readonly addedTokens: readonly AddedToken[];
   /** Ids of tokenizer_config's `eos_token` / `pad_token` / `bos_token`, or null. */
@@ -49,6 +51,16 @@ export interface ByteLevelTokenizer {
 }
 
 type Json = Record<string, unknown>;
+
+export interface ByteLevelTokenizerOptions {
+  /**
+   * More ids that end a generated turn besides tokenizer_config's `eos_token` (generation_config's
+   * `eos_token_id` list: Qwen's `<|endoftext|>`, Llama 3.1's three ends).
+   */
+  endOfTurnIds?: readonly number[];
+  /** Where they came from, for errors (e.g. the generation_config.json path). */
+  endOfTurnSource?: string;
+}
 
 function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -159,6 +171,25 @@ function postProcessorOf(
   );
 }
 
+/** Code unit → byte for the 256 characters of the byte-level map (all below U+0144), else -1. */
+const UNIT_TO_BYTE: Int16Array = (() => {
+  const t = new Int16Array(0x144).fill(-1);
+  for (let b = 0; b < 256; b++) t[BYTE_TO_CHAR[b].charCodeAt(0)] = b;
+  return t;
+})();
+
+/** The bytes of a vocabulary piece: a fast path for pieces made only of mapped characters. */
+function pieceBytes(piece: string): Uint8Array {
+  const out = new Uint8Array(piece.length);
+  for (let i = 0; i < piece.length; i++) {
+    const c = piece.charCodeAt(i);
+    const b = c < 0x144 ? UNIT_TO_BYTE[c] : -1;
+    if (b < 0) return Uint8Array.from(fromByteLevel(piece));
+    out[i] = b;
+  }
+  return out;
+}
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
@@ -171,6 +202,7 @@ export function createByteLevelTokenizer(
   json: unknown,
   config: Json = {},
   source = "tokenizer.json",
+  options: ByteLevelTokenizerOptions = {},
 ): ByteLevelTokenizer {
   if (!isObject(json)) throw new Error(`${source}: not a JSON object`);
   const model = json.model;
@@ -271,8 +303,38 @@ export function createByteLevelTokenizer(
   // ignoreBOM: a U+FEFF the text began with is text, not a byte-order mark to drop.
   const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
+  const eosId = configToken("eos_token");
+  const endOfTurnIds: number[] = eosId === null ? [] : [eosId];
+  for (const id of options.endOfTurnIds ?? []) {
+    if (!Number.isInteger(id) || id < 0 || id >= size) {
+      throw new Error(
+        `${options.endOfTurnSource ?? source}: end-of-turn id ${id} is not a token id of ` +
+          `${source} (0..${size - 1})`,
+      );
+    }
+    if (!endOfTurnIds.includes(id)) endOfTurnIds.push(id);
+  }
+  const tokenText = (key: string): string | null => {
+    const v = config[key];
+    if (typeof v === "string") return v;
+    return isObject(v) && typeof v.content === "string" ? v.content : null;
+  };
+  // Bytes of each vocabulary token, made on first use (the engine asks for all of them once).
+  const bytesCache: (Uint8Array | null | undefined)[] = [];
+
   return {
     kind: "bytelevel-bpe",
+    vocabSize: size,
+    endOfTurnIds,
+    specialTokenText: { bos: tokenText("bos_token"), eos: tokenText("eos_token") },
+    tokenBytes(id) {
+      const hit = bytesCache[id];
+      if (hit !== undefined) return hit;
+      const piece = addedById.has(id) ? undefined : pieces[id];
+      const out = typeof piece === "string" ? pieceBytes(piece) : null;
+      if (Number.isInteger(id) && id >= 0 && id < size) bytesCache[id] = out;
+      return out;
+    },
     encode(text, options = {}) {
       const ids: number[] = options.special === false ? [] : [...post.before];
       for (const seg of segments(text)) {
@@ -322,7 +384,7 @@ export function createByteLevelTokenizer(
     },
     size,
     addedTokens: added,
-    eosId: configToken("eos_token"),
+    eosId,
     padId: configToken("pad_token"),
     bosId: configToken("bos_token"),
     chatTemplate: typeof config.chat_template === "string" ? config.chat_template : null,

@@ -6,7 +6,8 @@ export {
   type EncodeOptions,
   type TokenizerConfig,
 } from "./tokenizer.ts";
-export { loadTokenizer, type LoadTokenizerOptions } from "./load.ts";
+// `loadTokenizer` of the package is the picking one (../load.ts); this is ChatGLM's own loader.
+export { loadTokenizer as loadChatGLMTokenizer, type LoadTokenizerOptions } from "./load.ts";
 export {
   chatglmPost,
   chatglmPre,

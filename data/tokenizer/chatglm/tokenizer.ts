@@ -8,6 +8,7 @@ import {
   createSentencePieceProcessor,
   type SentencePieceProcessor,
 } from "../sentencepiece/processor.ts";
+import type { Tokenizer } from "../common.ts";
 import {
   chatglmPost,
   chatglmPre,
@@ -24,7 +25,9 @@ export interface EncodeOptions {
   maxLength?: number;
 }
 
-export interface ChatGLMTokenizer {
+/** ChatGLM-6B's tokenizer; also the common {@link Tokenizer} (`kind: "chatglm"`). */
+export interface ChatGLMTokenizer extends Tokenizer {
+  readonly kind: "chatglm";
   encode(text: string, opts?: EncodeOptions): number[];
   /** Piece strings of `text` (special split + ChatGLM markers + SentencePiece), no specials. */
   tokenize(text: string): string[];
@@ -37,6 +40,10 @@ export interface ChatGLMTokenizer {
   /** Pieces + numImageTokens: ids >= this are not tokens. */
   readonly textVocabSize: number;
   readonly padId: number;
+  /** `<eop>` (ChatGLM's eos_token, the end of an answer). */
+  readonly eosId: number;
+  /** `<sop>`. */
+  readonly bosId: number;
   readonly unkId: number;
   readonly maskId: number;
   readonly gmaskId: number;
@@ -154,10 +161,25 @@ export function createTokenizer(
     return id < offset ? `<image_${id}>` : model.pieces[id - offset];
   };
 
+  // Byte-fallback pieces spell a character byte by byte: their bytes, for the engine's UTF-8 rules.
+  const byteOfId = new Map<number, Uint8Array>();
+  for (let b = 0; b < 256; b++) {
+    const id = model.byteIds[b];
+    if (id >= 0) byteOfId.set(id + offset, Uint8Array.of(b));
+  }
+
   return {
+    kind: "chatglm",
     sp,
     source,
     textVocabSize,
+    vocabSize: textVocabSize,
+    endOfTurnIds: [eopId],
+    eosId: eopId,
+    bosId: sopId,
+    chatTemplate: null,
+    specialTokenText: { bos: tokens.bos, eos: tokens.eos },
+    tokenBytes: (id) => byteOfId.get(id) ?? null,
     padId,
     unkId,
     maskId,
