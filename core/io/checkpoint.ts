@@ -6,7 +6,7 @@
  */
 
 import { bytesToF32, convertBytes, type Dtype, type FloatDtype } from "./dtype.ts";
-import { isJsonObject, parseJsonStrict } from "./json_strict.ts";
+import { isJsonObject, MAX_INDEX_JSON_BYTES, readJsonFile } from "./json_strict.ts";
 import { createProgress, type ProgressStream } from "./progress.ts";
 import { openSafetensors } from "./safetensors.ts";
 import { readStoredTensor, type StoredTensor } from "./stored_tensor.ts";
@@ -53,6 +53,11 @@ const SAFETENSORS_INDEX = "model.safetensors.index.json";
 const SAFETENSORS_SINGLE = "model.safetensors";
 const TORCH_INDEX = "pytorch_model.bin.index.json";
 const TORCH_SINGLE = "pytorch_model.bin";
+/**
+ * Most shards an index may name: real checkpoints have a few (8 for ChatGLM-6B, under 200 for the
+ * largest public models); each one is a file to open, so a hostile index is refused up front.
+ */
+export const MAX_INDEX_SHARDS = 10_000;
 // Pickles HF trainers leave next to weights; they are not state dicts.
 const NOT_WEIGHTS = /^(training_args|optimizer|scheduler|rng_state.*|trainer_state)\.bin$/;
 
@@ -164,9 +169,11 @@ async function fromIndex(
 ): Promise<Checkpoint> {
   let json: unknown;
   try {
-    json = parseJsonStrict(await Deno.readTextFile(indexPath));
+    json = await readJsonFile(indexPath, { maxBytes: MAX_INDEX_JSON_BYTES });
   } catch (err) {
-    throw new Error(`${indexPath}: not a valid index file: ${(err as Error).message}`);
+    const msg = (err as Error).message;
+    const reason = msg.startsWith(`${indexPath}: `) ? msg.slice(indexPath.length + 2) : msg;
+    throw new Error(`${indexPath}: not a valid index file: ${reason}`);
   }
   const map = isJsonObject(json) ? json.weight_map : undefined;
   if (!isJsonObject(map)) {
@@ -174,8 +181,9 @@ async function fromIndex(
       `${indexPath}: not a valid index file: "weight_map" is missing or not an object`,
     );
   }
+  // Sets and maps throughout: an index naming 200k shards must cost linear time to refuse.
   const shardOf = new Map<string, string>();
-  const shardNames: string[] = [];
+  const shardNames = new Set<string>();
   for (const [name, file] of Object.entries(map)) {
     if (
       typeof file !== "string" || !file || file.includes("/") || file.includes("\\") ||
@@ -188,15 +196,25 @@ async function fromIndex(
       );
     }
     shardOf.set(name, file);
-    if (!shardNames.includes(file)) shardNames.push(file);
+    shardNames.add(file);
+    if (shardNames.size > MAX_INDEX_SHARDS) {
+      throw new Error(
+        `${indexPath}: weight_map names more than ${MAX_INDEX_SHARDS} shard files (real ` +
+          "checkpoints have a few); refusing it",
+      );
+    }
   }
-  shardNames.sort();
-  const shards: CheckpointShard[] = [];
-  for (const file of shardNames) {
-    const path = join(dir, file);
-    if (!(await isFile(path))) {
+  const sorted = [...shardNames].sort();
+  // Every shard must exist before any is opened, so a missing one fails at once.
+  for (const file of sorted) {
+    if (!(await isFile(join(dir, file)))) {
       throw new Error(`${indexPath}: names shard ${file}, which is missing from ${dir}`);
     }
+  }
+  const shards: CheckpointShard[] = [];
+  const shardByFile = new Map<string, CheckpointShard>();
+  for (const file of sorted) {
+    const path = join(dir, file);
     const shard = await openShard(path, kind);
     for (const name of shard.tensors.keys()) {
       const want = shardOf.get(name);
@@ -212,10 +230,10 @@ async function fromIndex(
       }
     }
     shards.push(shard);
+    shardByFile.set(file, shard);
   }
   for (const [name, file] of shardOf) {
-    const shard = shards.find((s) => s.path === join(dir, file))!;
-    if (!shard.tensors.has(name)) {
+    if (!shardByFile.get(file)!.tensors.has(name)) {
       throw new Error(
         `${indexPath}: places tensor ${JSON.stringify(name)} in ${file}, which does not hold it`,
       );

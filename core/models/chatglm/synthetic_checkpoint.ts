@@ -84,7 +84,10 @@ export interface SyntheticCheckpoint {
 }
 
 /** The real `config.json` for these sizes, keys in the release's order. */
-export function chatglmConfigJson(sizes: ChatGLMSizes, torchDtype: string): Record<string, unknown> {
+export function chatglmConfigJson(
+  sizes: ChatGLMSizes,
+  torchDtype: string,
+): Record<string, unknown> {
   return {
     _name_or_path: "THUDM/chatglm-6b",
     architectures: ["ChatGLMModel"],
@@ -270,12 +273,22 @@ export async function writeSyntheticCheckpoint(
     if (format === "bin") {
       await writeTorchStateDict(
         path,
-        groups[s].map((t) => ({ name: t.name, shape: t.shape, dtype: dtype as Dtype, data: make(t) })),
+        groups[s].map((t) => ({
+          name: t.name,
+          shape: t.shape,
+          dtype: dtype as Dtype,
+          data: make(t),
+        })),
       );
     } else {
       await writeSafetensors(
         path,
-        groups[s].map((t) => ({ name: t.name, shape: t.shape, dtype: dtype as Dtype, data: make(t) })),
+        groups[s].map((t) => ({
+          name: t.name,
+          shape: t.shape,
+          dtype: dtype as Dtype,
+          data: make(t),
+        })),
         { format: "pt" },
       );
     }
