@@ -232,7 +232,9 @@ fn main(${WG_BUILTINS}) {
     const texture = device.createTexture({
       size: [KP, c.rows / per],
       format,
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+      // COPY_SRC: the packed form can be read back (tests compare the two ways of packing).
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+        GPUTextureUsage.COPY_SRC,
       label: `${w.label ?? "weight"} texture ${i}`,
     });
     recordDispatch(
@@ -609,7 +611,7 @@ export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
         size: [KP, Math.max(1, c.rows / per)],
         format,
         usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-          GPUTextureUsage.COPY_DST,
+          GPUTextureUsage.COPY_DST | GPUTextureUsage.COPY_SRC,
         label: `${w.label ?? "weight"} texture ${i}`,
       })
     );
