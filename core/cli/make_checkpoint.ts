@@ -19,7 +19,8 @@ export const MAKE_CHECKPOINT_USAGE = `usage: deno task make-checkpoint --out DIR
 
 Writes random weights in the real ChatGLM-6B layout: config.json, pytorch_model-0000k-of-0000n.bin
 shards (or model-0000k-of-0000n.safetensors) with the index, the rotary buffers, and tokenizer files
-(the project's small tokenizer, padded so that its control tokens have the real ids 130000 ...).
+(the project's small tokenizer, padded so that its control tokens have the real ids 130000 ...;
+with --vocab below 130006 it keeps its own ids, and config.json says so).
 
   --out DIR                 where to write (created; existing files of the same names are replaced)
   --preset NAME             chatglm-6b (default: hidden 4096, FFN 16384, vocab 130528, 32 heads) or tiny
@@ -140,15 +141,7 @@ export async function main(args: string[]): Promise<number> {
     vocabSize: flags.vocab ?? base.vocabSize,
   };
   try {
-    const tokenizerModel = sizes.vocabSize > 130343
-      ? await readTokenizer(flags.tokenizer)
-      : undefined;
-    if (!tokenizerModel) {
-      console.error(
-        `make-checkpoint: vocab ${sizes.vocabSize} is smaller than the real tokenizer's ids; ` +
-          "writing no tokenizer files",
-      );
-    }
+    const tokenizerModel = await readTokenizer(flags.tokenizer);
     let bar: ReturnType<typeof createProgress> | undefined;
     const t0 = performance.now();
     const made = await writeSyntheticCheckpoint(flags.out, {

@@ -110,15 +110,15 @@ async function readDirectory(file: Deno.FsFile, path: string, size: number): Pro
     cdOffset = u64(rdv, 48);
     directoryEnd = recOffset;
   }
-  if (cdOffset + cdSize > directoryEnd || cdSize > MAX_CENTRAL_DIRECTORY) {
-    refuse(path, `central directory [${cdOffset}, +${cdSize}) lies outside the archive`);
-  }
   if (entryCount > MAX_ZIP_ENTRIES) {
     refuse(
       path,
       `the archive declares ${entryCount} entries, over the limit of ${MAX_ZIP_ENTRIES} ` +
         "(a torch checkpoint has one per storage)",
     );
+  }
+  if (cdOffset + cdSize > directoryEnd || cdSize > MAX_CENTRAL_DIRECTORY) {
+    refuse(path, `central directory [${cdOffset}, +${cdSize}) lies outside the archive`);
   }
   if (entryCount * 46 > cdSize) {
     refuse(path, `${entryCount} entries do not fit the central directory`);

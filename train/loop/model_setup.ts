@@ -48,7 +48,7 @@ export async function setupModel(
   const gpu = await getGpu();
   const quiet = { log, progressBar: false };
   if (config.full) {
-    const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu });
+    const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu, trainable: true });
     if (resume) {
       if (resume.weights.kind !== "full") {
         model.dispose();
@@ -89,5 +89,11 @@ export async function setupModel(
   }
   // The run's dropout setting wins over the one stored with an initial adapter.
   adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
-  return await loadModel(modelDir, { ...quiet, dtype: config.dtype, adapter, gpu });
+  return await loadModel(modelDir, {
+    ...quiet,
+    dtype: config.dtype,
+    adapter,
+    gpu,
+    trainable: true,
+  });
 }

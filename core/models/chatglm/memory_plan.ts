@@ -67,8 +67,9 @@ export interface MemoryPlan {
   /** GPU memory after the load (weights, LoRA) and at the peak of a full-context step. */
   gpuAfterLoadBytes: number;
   gpuPeakBytes: number;
-  /** Host memory (resident set): after the load, and at the peak (the load or a full step). */
+  /** Host memory (resident set): after the load, at the load's worst moment, and at the peak. */
   hostAfterLoadBytes: number;
+  hostLoadPeakBytes: number;
   hostPeakBytes: number;
 }
 
@@ -124,19 +125,17 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     inner * h * el,
     options.largestStoredTensorBytes ?? 0,
   );
-  // The load holds one tensor as read (≤ its stored bytes, read in binding-sized chunks) plus
-  // its converted copy and the driver's staging copy of one chunk, and while a weight is packed
-  // its buffer beside its texture.
+  // The load reads in binding-sized chunks: it holds one chunk as read, the driver's staging
+  // copy of one chunk and, when packing on the CPU, the packed chunk (or, without packing, a
+  // chunk converted to the run's dtype). Weights never exist twice while loading.
   const chunk = Math.min(largestRun, bindingLimitHint);
-  const loadTransientBytes = 3 * chunk + (software && packed ? largestRun : 0);
+  const loadTransientBytes = 3 * chunk;
   const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
   const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
   const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;
   const hostAfterLoadBytes = runtime + (software ? gpuAfterLoadBytes : 0);
-  const hostPeakBytes = Math.max(
-    hostAfterLoadBytes + loadTransientBytes,
-    runtime + (software ? gpuPeakBytes : 0),
-  );
+  const hostLoadPeakBytes = hostAfterLoadBytes + loadTransientBytes;
+  const hostPeakBytes = Math.max(hostLoadPeakBytes, runtime + (software ? gpuPeakBytes : 0));
   return {
     dtype,
     maxContext: T,
@@ -153,6 +152,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     gpuAfterLoadBytes,
     gpuPeakBytes,
     hostAfterLoadBytes,
+    hostLoadPeakBytes,
     hostPeakBytes,
   };
 }

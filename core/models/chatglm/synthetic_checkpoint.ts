@@ -69,8 +69,9 @@ export interface SyntheticCheckpointOptions {
   /** Leave `lm_head.weight` out (a checkpoint whose output layer is tied to the embeddings). */
   omitLmHead?: boolean;
   /**
-   * A SentencePiece `ice_text.model` to ship (bytes). Padded with unused pieces so that its
-   * control tokens get the real ids (130000 …) when it is smaller than the real one.
+   * A SentencePiece `ice_text.model` to ship (bytes). Padded with filler pieces so that its
+   * control tokens get the real ids (130000 …) when it is smaller than the real one (and the
+   * vocabulary holds those ids; a smaller vocabulary keeps the small tokenizer's ids).
    */
   tokenizerModel?: Uint8Array;
   /** Called after each tensor is written (bytes of that tensor, bytes in all). */
@@ -83,11 +84,26 @@ export interface SyntheticCheckpoint {
   tensorBytes: number;
 }
 
-/** The real `config.json` for these sizes, keys in the release's order. */
+/** The project's small tokenizer's special ids (for a vocabulary too small for the real ones). */
+const SMALL_TOKENIZER_IDS = { mask: 1656, gmask: 1657, bos: 1660, eos: 1661 };
+
+/** Whether a vocabulary holds the real tokenizer's ids (`<eop>` = 130005). */
+export function hasRealTokenIds(sizes: ChatGLMSizes): boolean {
+  return sizes.vocabSize > 130005;
+}
+
+/**
+ * The real `config.json` for these sizes, keys in the release's order. A vocabulary too small for
+ * the real special ids gets the project's small tokenizer's ids instead.
+ */
 export function chatglmConfigJson(
   sizes: ChatGLMSizes,
   torchDtype: string,
 ): Record<string, unknown> {
+  const real = hasRealTokenIds(sizes);
+  if (!real && sizes.vocabSize < 2000) {
+    throw new Error(`vocab_size ${sizes.vocabSize} is below the small tokenizer's 2000 pieces`);
+  }
   return {
     _name_or_path: "THUDM/chatglm-6b",
     architectures: ["ChatGLMModel"],
@@ -96,10 +112,10 @@ export function chatglmConfigJson(
       AutoModel: "modeling_chatglm.ChatGLMForConditionalGeneration",
       AutoModelForSeq2SeqLM: "modeling_chatglm.ChatGLMForConditionalGeneration",
     },
-    bos_token_id: 130004,
-    eos_token_id: 130005,
-    mask_token_id: 130000,
-    gmask_token_id: 130001,
+    bos_token_id: real ? 130004 : SMALL_TOKENIZER_IDS.bos,
+    eos_token_id: real ? 130005 : SMALL_TOKENIZER_IDS.eos,
+    mask_token_id: real ? 130000 : SMALL_TOKENIZER_IDS.mask,
+    gmask_token_id: real ? 130001 : SMALL_TOKENIZER_IDS.gmask,
     pad_token_id: 3,
     hidden_size: sizes.hiddenSize,
     inner_hidden_size: sizes.innerHiddenSize,
@@ -308,7 +324,9 @@ export async function writeSyntheticCheckpoint(
   if (options.tokenizerModel) {
     await writeFileAtomic(
       `${dir}/ice_text.model`,
-      padSentencePieceModel(options.tokenizerModel, REAL_CONTROL_ID),
+      hasRealTokenIds(sizes)
+        ? padSentencePieceModel(options.tokenizerModel, REAL_CONTROL_ID)
+        : options.tokenizerModel,
     );
     await writeJsonAtomic(`${dir}/tokenizer_config.json`, TOKENIZER_CONFIG);
     files.push("ice_text.model", "tokenizer_config.json");
@@ -340,7 +358,6 @@ const TOKENIZER_CONFIG = {
 // --- SentencePiece padding ----------------------------------------------------------------------
 
 const PIECE_CONTROL = 3;
-const PIECE_UNUSED = 5;
 
 function readVarint(b: Uint8Array, p: number): [number, number] {
   let v = 0, mul = 1;
@@ -383,7 +400,8 @@ function pieceType(piece: Uint8Array): number {
 }
 
 /**
- * Inserts unused pieces (`<unused_pad_N>`, type UNUSED: never produced by segmentation) before
+ * Inserts filler pieces (`<unused_pad_N>`, type CONTROL: never produced by segmentation and
+ * decoded as nothing, like the real model's `<unused_0>`) before
  * the model's first control piece so that it lands on `controlId`, as in the real tokenizer whose
  * 130000 text pieces come first. A model already that large is returned unchanged.
  */
@@ -426,7 +444,7 @@ export function padSentencePieceModel(model: Uint8Array, controlId: number): Uin
     writeVarint(text.length, body);
     body.push(...text);
     body.push(0x15, 0, 0, 0, 0); // score 0.0
-    body.push(0x18, PIECE_UNUSED);
+    body.push(0x18, PIECE_CONTROL);
     padding.push(0x0a);
     writeVarint(body.length, padding);
     padding.push(...body);
