@@ -15,7 +15,7 @@ import { writeSafetensors } from "../core/io/safetensors.ts";
 import { openTorchZip } from "../core/io/torch_zip.ts";
 import { encodeStoredZip } from "../core/io/torch_writer.ts";
 import { pickleStateDict } from "../core/io/pickle_writer.ts";
-import { prepackWeight } from "../core/kernels/matmul_texture.ts";
+import { hostPackedWeight, prepackWeight } from "../core/kernels/matmul_texture.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
 import { planMemory } from "../core/models/chatglm/memory_plan.ts";
@@ -23,7 +23,13 @@ import {
   type ChatGLMSizes,
   writeSyntheticCheckpoint,
 } from "../core/models/chatglm/synthetic_checkpoint.ts";
-import { readRaw, type Tensor } from "../core/tensor/tensor.ts";
+import {
+  emptyTensor,
+  readRaw,
+  releaseTensor,
+  type Tensor,
+  uploadTensor,
+} from "../core/tensor/tensor.ts";
 import { loadTokenizer } from "../data/mod.ts";
 
 const TINY = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
@@ -168,6 +174,47 @@ Deno.test("streaming load: weights byte-identical to the checkpoint reader, ever
         kept.dispose();
         packed.dispose();
       }
+    }
+  }
+});
+
+Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture row, chunks", async () => {
+  const gpu = await getGpu();
+  if (!gpu.isSoftware) {
+    console.log("skipped: weights are packed into textures only on a software adapter");
+    return;
+  }
+  const maxDim = gpu.limits.maxTextureDimension2D;
+  const cases: { N: number; K: number; dtype: "f16" | "f32"; chunkBytes?: number }[] = [
+    { N: 4096, K: 20, dtype: "f16" }, // K % 8 ≠ 0: the half-at-a-time path
+    { N: 512, K: 136, dtype: "f16", chunkBytes: 256 * 136 * 2 }, // two chunks
+    { N: 1024, K: 66, dtype: "f32" },
+    { N: 16, K: maxDim + 64, dtype: "f16" }, // two K slices
+  ];
+  for (const { N, K, dtype, chunkBytes } of cases) {
+    const values = new Float32Array(N * K).map((_, i) => Math.sin(i * 0.37) * 3);
+    const ref = uploadTensor(gpu, values, [N, K], dtype, { chunkBytes });
+    const host = emptyTensor(gpu, [N, K], dtype, { chunkBytes });
+    try {
+      const rec = beginRecording(gpu);
+      assert.ok(prepackWeight(rec, ref));
+      await submit(rec);
+      const packer = hostPackedWeight(gpu, host);
+      assert.ok(packer);
+      const bytes = new Uint8Array(await readRaw(ref));
+      const el = dtype === "f16" ? 2 : 4;
+      for (let i = 0; i < host.chunks.length; i++) {
+        const c = host.chunks[i];
+        packer.writeChunk(i, bytes.slice(c.rowStart * K * el, (c.rowStart + c.rows) * K * el));
+      }
+      const a = forwardTextures(host), b = forwardTextures(ref);
+      assert.equal(a.length, b.length);
+      for (let i = 0; i < a.length; i++) {
+        assert.deepEqual(await readTexture(gpu, a[i]), await readTexture(gpu, b[i]), `${N}x${K}`);
+      }
+    } finally {
+      releaseTensor(ref);
+      releaseTensor(host);
     }
   }
 });
