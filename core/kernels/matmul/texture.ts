@@ -576,6 +576,8 @@ export function prepackWeight(rec: Recording, w: Tensor): boolean {
   return true;
 }
 
+let packScratch = new Uint32Array(0);
+
 /** Fills the packed textures of a weight from host memory, chunk by chunk (see below). */
 export interface HostPackedWeight {
   /**
@@ -626,7 +628,6 @@ export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
     w.meta.attachments.get(packedKey(w, layout, false, slice))?.destroy();
     w.meta.attachments.set(packedKey(w, layout, false, slice), packed);
   }
-  let scratch = new Uint32Array(0);
   return {
     writeChunk(i: number, bytes: Uint8Array) {
       const c = w.chunks[i];
@@ -641,13 +642,13 @@ export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
       for (const { slice, textures } of slices) {
         const KP = paddedK(slice.len);
         const G = c.rows / per;
-        // Reused while the size allows: texels past the slice's end are never written, so a
-        // padded slice (KP > len) gets a fresh, zeroed buffer.
+        // One buffer for every weight of the process (a fresh one per weight is garbage the
+        // engine frees only at its next GC: measured, a load then held each weight twice).
+        // Texels past the slice's end are never written: a padded slice (KP > len) clears them.
         const words = G * KP * 4;
-        if (KP !== slice.len || scratch.length < words) {
-          scratch = new Uint32Array(words);
-        }
-        const out = scratch.length === words ? scratch : scratch.subarray(0, words);
+        if (packScratch.length < words) packScratch = new Uint32Array(words);
+        const out = packScratch.subarray(0, words);
+        if (KP !== slice.len) out.fill(0);
         if (f16) packF16x8(bytes, K, G, slice, KP, out);
         else packF32x4(bytes, K, G, slice, KP, out);
         gpu.device.queue.writeTexture(
