@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { getGpu, type Gpu } from "../core/gpu/device.ts";
+import { createGpu, getGpu, type Gpu } from "../core/gpu/device.ts";
 import { beginRecording, submit } from "../core/gpu/recording.ts";
 import { openCheckpoint, readTensor as readStored } from "../core/io/checkpoint.ts";
 import { convertBytes } from "../core/io/dtype.ts";
@@ -279,6 +279,24 @@ Deno.test("a forced small binding limit splits the embedding and lm_head; same l
       whole.dispose();
       split.dispose();
     }
+  }
+});
+
+Deno.test("a device asking for a small binding limit splits the tables and gives the same logits", async () => {
+  const gpu = await getGpu();
+  // 256 KiB: the f32 [2048, 64] embedding and lm_head (512 KiB each) need two buffers each.
+  const small = await createGpu({ limits: { maxStorageBufferBindingSize: 256 * 1024 } });
+  assert.equal(small.limits.maxStorageBufferBindingSize, 256 * 1024);
+  const whole = await loadModel(TINY, { ...quiet, dtype: "f32", gpu });
+  const split = await loadModel(TINY, { ...quiet, dtype: "f32", gpu: small });
+  try {
+    assert.equal(split.embedding.weight.chunks.length, 2);
+    assert.equal(split.lmHead.weight.chunks.length, 2);
+    assert.deepEqual(await split.forward([PROMPT]), await whole.forward([PROMPT]));
+  } finally {
+    whole.dispose();
+    split.dispose();
+    small.device.destroy();
   }
 });
 
