@@ -16,6 +16,7 @@ import { openTorchZip } from "../core/io/torch_zip.ts";
 import { encodeStoredZip } from "../core/io/torch_writer.ts";
 import { pickleStateDict } from "../core/io/pickle_writer.ts";
 import { hostPackedWeight, prepackWeight } from "../core/kernels/matmul_texture.ts";
+import { main as makeCheckpointMain } from "../core/cli/make_checkpoint.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
 import { planMemory } from "../core/models/chatglm/memory_plan.ts";
@@ -129,6 +130,21 @@ Deno.test("make-checkpoint: the real release layout at small width, loadable, re
     } finally {
       model.dispose();
     }
+  });
+});
+
+Deno.test("make-checkpoint CLI: flags, a tied small checkpoint, bad flags exit 2", async () => {
+  await withTemp(async (dir) => {
+    const args = ["--out", dir, "--preset", "tiny", "--vocab", "2048", "--no-lm-head"];
+    assert.equal(await makeCheckpointMain([...args, "--format", "safetensors"]), 0);
+    const ckpt = await openCheckpoint(dir);
+    assert.equal(ckpt.format, "safetensors");
+    assert.ok(!ckpt.locate.has("lm_head.weight"));
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    assert.equal(config.gmask_token_id, 1657); // a vocabulary without the real ids: the tokenizer's
+    assert.equal(await makeCheckpointMain(["--out", dir, "--layers", "x"]), 2);
+    assert.equal(await makeCheckpointMain(["--out", dir, "--format", "zip"]), 2);
+    assert.equal(await makeCheckpointMain(["--layers", "2"]), 2);
   });
 });
 
