@@ -15,7 +15,7 @@ import { writeSafetensors } from "../core/io/safetensors.ts";
 import { openTorchZip } from "../core/io/torch_zip.ts";
 import { encodeStoredZip } from "../core/io/torch_writer.ts";
 import { pickleStateDict } from "../core/io/pickle_writer.ts";
-import { hostPackedWeight, prepackWeight } from "../core/kernels/matmul_texture.ts";
+import { hostPackedWeight, prepackWeight } from "../core/kernels/mod.ts";
 import { main as makeCheckpointMain } from "../core/cli/make_checkpoint.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";

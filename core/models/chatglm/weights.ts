@@ -20,7 +20,7 @@ import { bytesToF32, convertBytes, type Dtype, dtypeSize } from "../../io/dtype.
 import { readAt } from "../../io/file_range.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../io/progress.ts";
-import { hostPackedWeight, prepackWeight } from "../../kernels/matmul_texture.ts";
+import { forwardPacksWeight, hostPackedWeight, prepackWeight } from "../../kernels/mod.ts";
 import {
   dropStorage,
   emptyTensor,
@@ -311,7 +311,8 @@ export async function uploadLinearWeight(
   alsoStorage = false,
 ): Promise<Tensor> {
   const t = newWeightTensor(gpu, src, options);
-  const host = options.trainable || alsoStorage || src.stored.strides
+  const host = options.trainable || alsoStorage || src.stored.strides ||
+      !forwardPacksWeight(gpu, t)
     ? null
     : hostPackedWeight(gpu, t);
   if (!host) {
@@ -340,6 +341,7 @@ const PACKED_ONLY = "kept only as its packed texture for inference; load the mod
  * and, with `dropStorageAfter`, frees its storage buffer once packed.
  */
 export async function packWeight(gpu: Gpu, tensor: Tensor, dropStorageAfter: boolean) {
+  if (!forwardPacksWeight(gpu, tensor)) return;
   const rec = beginRecording(gpu);
   let packed = false;
   try {
