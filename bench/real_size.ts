@@ -1,8 +1,8 @@
 /**
  * The real ChatGLM-6B width on this machine: load time and throughput (from the page cache),
  * first forward, process start to first token, decode tokens/s and peak resident memory beside
- * the weights' size, for this checkout against a baseline checkout (the `main` branch by default)
- * in the same run. Each measurement is its own process (bench/real_size_child.ts), so each peak
+ * the weights' size, for this checkout against a baseline checkout (the code before the streaming
+ * load, by default) in the same run. Each measurement is its own process (bench/real_size_child.ts), so each peak
  * RSS (VmHWM) is that run's alone; old and new runs alternate.
  *
  * By default it makes a 2-layer full-width checkpoint (hidden 4096, FFN 16384, vocab 130528,
@@ -10,7 +10,8 @@
  * afterwards. Environment:
  * - MEDGLM_REAL_SIZE_MODEL=DIR: measure this checkpoint instead (e.g. a full 28-layer one made by
  *   `deno task make-checkpoint --out DIR`); it is not deleted.
- * - MEDGLM_REAL_SIZE_BASELINE=REF: the git ref of the baseline (default `main`); `none` skips it.
+ * - MEDGLM_REAL_SIZE_BASELINE=REF: the git ref of the baseline (default: 2abc221, the last commit
+ *   before the streaming load); `none` skips it.
  * - MEDGLM_REAL_SIZE_LAYERS=N (default 2), MEDGLM_REAL_SIZE_DECODE=N tokens (default 4),
  *   MEDGLM_REAL_SIZE_REPEAT=N runs of each (default 1).
  *
@@ -42,6 +43,8 @@ function env(name: string): string | undefined {
 }
 
 const ROOT = new URL("../", import.meta.url).pathname;
+/** The last commit whose loader held weights twice and packed them at the first forward. */
+const BEFORE_STREAMING_LOAD = "2abc221";
 const CHILD = new URL("./real_size_child.ts", import.meta.url).pathname;
 
 /** Extracts `core/` of a git ref into a temp folder; returns its mod.ts URL. */
@@ -135,7 +138,7 @@ function medianOf(runs: Measured[]): Measured {
 
 export async function bench(): Promise<void> {
   const given = env("MEDGLM_REAL_SIZE_MODEL");
-  const ref = env("MEDGLM_REAL_SIZE_BASELINE") ?? "main";
+  const ref = env("MEDGLM_REAL_SIZE_BASELINE") ?? BEFORE_STREAMING_LOAD;
   const layers = Number(env("MEDGLM_REAL_SIZE_LAYERS") ?? 2);
   const decode = Number(env("MEDGLM_REAL_SIZE_DECODE") ?? 4);
   const repeat = Number(env("MEDGLM_REAL_SIZE_REPEAT") ?? 1);
