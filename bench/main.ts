@@ -20,6 +20,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   engine: () => import("./engine.ts"),
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
+  "real-size": () => import("./real_size.ts"),
 };
 
 export async function runBenches(names: string[]): Promise<number> {

@@ -125,7 +125,7 @@ export async function bench(options: { small?: boolean } = {}): Promise<void> {
   const rows: Row[] = [];
   const quiet = { log: () => {}, progressBar: false };
   {
-    const model = await loadModel(TINY_DIR, { ...quiet, dtype: "f32" });
+    const model = await loadModel(TINY_DIR, { ...quiet, dtype: "f32", trainable: true });
     const batch = syntheticBatch(model.config, 4, 64);
     const full = prepareTraining(model, "full");
     rows.push(await measure("tiny full (b4 × s64)", full, batch, 3));

@@ -72,7 +72,11 @@ Deno.test("train golden: §8 batch layout matches the golden masks and positions
 
 for (const recompute of [false, true]) {
   Deno.test(`train golden: LoRA loss, gradients and 3 AdamW steps (recompute ${recompute})`, async () => {
-    const model = await loadModel(DIR, { ...quiet, adapter: `${DIR}/adapter-qkv` });
+    const model = await loadModel(DIR, {
+      ...quiet,
+      adapter: `${DIR}/adapter-qkv`,
+      trainable: true,
+    });
     const tm = prepareTraining(model, "lora");
     try {
       const batch = buildTrainBatch(values.input_ids, values.labels, model.config);
@@ -129,7 +133,7 @@ for (const recompute of [false, true]) {
 }
 
 Deno.test("train golden: full fine-tuning gradients of every base parameter", async () => {
-  const model = await loadModel(DIR, quiet);
+  const model = await loadModel(DIR, { ...quiet, trainable: true });
   const tm = prepareTraining(model, "full");
   try {
     const batch = buildTrainBatch(values.input_ids, values.labels, model.config);

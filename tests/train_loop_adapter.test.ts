@@ -120,7 +120,12 @@ Deno.test("LoRA over frozen f16 base weights: gradients for the adapter only, cl
   const v = goldens.cases.get("train")!.values as { input_ids: number[][]; labels: number[][] };
   const grads: Float32Array[][] = [];
   for (const dtype of ["f32", "f16"] as const) {
-    const model = await loadModel(MODEL, { ...loadQuiet, dtype, adapter: `${MODEL}/adapter-qkv` });
+    const model = await loadModel(MODEL, {
+      ...loadQuiet,
+      dtype,
+      adapter: `${MODEL}/adapter-qkv`,
+      trainable: true,
+    });
     const tm = prepareTraining(model, "lora");
     try {
       assert.deepEqual(

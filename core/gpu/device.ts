@@ -74,8 +74,20 @@ export function getGpu(): Promise<Gpu> {
   return shared;
 }
 
-/** Creates a new, separate device (tests of device loss use it; everything else shares getGpu()). */
-export async function createGpu(): Promise<Gpu> {
+export interface CreateGpuOptions {
+  /**
+   * Limits for core to keep below the device's (e.g. a small maxStorageBufferBindingSize, to test
+   * on llvmpipe how tensors larger than one binding are split). The device itself is still
+   * requested with the adapter's limits; values above them are clamped.
+   */
+  limits?: Partial<Record<keyof GPUSupportedLimits, number>>;
+}
+
+/**
+ * Creates a new, separate device (tests of device loss and of small limits use it; everything
+ * else shares getGpu()).
+ */
+export async function createGpu(options: CreateGpuOptions = {}): Promise<Gpu> {
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new GpuError(`navigator.gpu is not available in this runtime. ${NO_ADAPTER_HELP}`);
   }
@@ -113,6 +125,15 @@ export async function createGpu(): Promise<Gpu> {
   for (const key in device.limits) {
     const value = (device.limits as unknown as Record<string, unknown>)[key];
     if (typeof value === "number") limits[key] = value;
+  }
+  // WebGPU never grants less than its defaults, so a smaller limit is core's own: everything
+  // core sizes (tensor chunks, textures) follows `gpu.limits`.
+  for (const [key, value] of Object.entries(options.limits ?? {})) {
+    if (typeof value === "number" && key in limits) {
+      limits[key] = key.startsWith("min")
+        ? Math.max(value, limits[key]) // alignments: a smaller one is not allowed
+        : Math.min(value, limits[key]);
+    }
   }
 
   const errors: string[] = [];

@@ -6,7 +6,7 @@
  */
 
 import { bytesToF32, convertBytes, type Dtype, type FloatDtype } from "./dtype.ts";
-import { isJsonObject, parseJsonStrict } from "./json_strict.ts";
+import { isJsonObject, MAX_INDEX_JSON_BYTES, readJsonFile } from "./json_strict.ts";
 import { createProgress, type ProgressStream } from "./progress.ts";
 import { openSafetensors } from "./safetensors.ts";
 import { readStoredTensor, type StoredTensor } from "./stored_tensor.ts";
@@ -53,6 +53,11 @@ const SAFETENSORS_INDEX = "model.safetensors.index.json";
 const SAFETENSORS_SINGLE = "model.safetensors";
 const TORCH_INDEX = "pytorch_model.bin.index.json";
 const TORCH_SINGLE = "pytorch_model.bin";
+/**
+ * Most shards an index may name: real checkpoints have a few (8 for ChatGLM-6B, under 200 for the
+ * largest public models); each one is a file to open, so a hostile index is refused up front.
+ */
+export const MAX_INDEX_SHARDS = 10_000;
 // Pickles HF trainers leave next to weights; they are not state dicts.
 const NOT_WEIGHTS = /^(training_args|optimizer|scheduler|rng_state.*|trainer_state)\.bin$/;
 
@@ -157,6 +162,17 @@ async function fromShards(
   return assemble(dir, paths.length > 1 ? `${kind}-sharded` : format, shards);
 }
 
+function checkShardCount(indexPath: string, count: number, atLeast = false): void {
+  if (count > MAX_INDEX_SHARDS) {
+    throw new Error(
+      `${indexPath}: weight_map names ${
+        atLeast ? `more than ${MAX_INDEX_SHARDS}` : `${count}`
+      } shard files, over the limit of ${MAX_INDEX_SHARDS} (real checkpoints have a few); ` +
+        "refusing it",
+    );
+  }
+}
+
 async function fromIndex(
   dir: string,
   indexPath: string,
@@ -164,9 +180,26 @@ async function fromIndex(
 ): Promise<Checkpoint> {
   let json: unknown;
   try {
-    json = parseJsonStrict(await Deno.readTextFile(indexPath));
+    // The engine's own parser first (several times faster than the strict one): an index naming
+    // more shards than any checkpoint has is refused before the strict parse (which then still
+    // refuses a tensor named twice) spends a second on it.
+    const quick = await readJsonFile(indexPath, { maxBytes: MAX_INDEX_JSON_BYTES, strict: false });
+    const quickMap = isJsonObject(quick) ? quick.weight_map : undefined;
+    if (isJsonObject(quickMap)) {
+      // Counting stops past the limit: a Set of 200k names alone costs a second.
+      const seen = new Set<unknown>();
+      for (const k in quickMap) {
+        seen.add(quickMap[k]);
+        if (seen.size > MAX_INDEX_SHARDS) break;
+      }
+      checkShardCount(indexPath, seen.size, true);
+    }
+    json = await readJsonFile(indexPath, { maxBytes: MAX_INDEX_JSON_BYTES });
   } catch (err) {
-    throw new Error(`${indexPath}: not a valid index file: ${(err as Error).message}`);
+    const msg = (err as Error).message;
+    if (msg.includes("(real checkpoints have a few); refusing it")) throw err;
+    const reason = msg.startsWith(`${indexPath}: `) ? msg.slice(indexPath.length + 2) : msg;
+    throw new Error(`${indexPath}: not a valid index file: ${reason}`);
   }
   const map = isJsonObject(json) ? json.weight_map : undefined;
   if (!isJsonObject(map)) {
@@ -174,8 +207,9 @@ async function fromIndex(
       `${indexPath}: not a valid index file: "weight_map" is missing or not an object`,
     );
   }
+  // Sets and maps throughout: an index naming 200k shards must cost linear time to refuse.
   const shardOf = new Map<string, string>();
-  const shardNames: string[] = [];
+  const shardNames = new Set<string>();
   for (const [name, file] of Object.entries(map)) {
     if (
       typeof file !== "string" || !file || file.includes("/") || file.includes("\\") ||
@@ -188,15 +222,20 @@ async function fromIndex(
       );
     }
     shardOf.set(name, file);
-    if (!shardNames.includes(file)) shardNames.push(file);
+    shardNames.add(file);
   }
-  shardNames.sort();
-  const shards: CheckpointShard[] = [];
-  for (const file of shardNames) {
-    const path = join(dir, file);
-    if (!(await isFile(path))) {
+  checkShardCount(indexPath, shardNames.size);
+  const sorted = [...shardNames].sort();
+  // Every shard must exist before any is opened, so a missing one fails at once.
+  for (const file of sorted) {
+    if (!(await isFile(join(dir, file)))) {
       throw new Error(`${indexPath}: names shard ${file}, which is missing from ${dir}`);
     }
+  }
+  const shards: CheckpointShard[] = [];
+  const shardByFile = new Map<string, CheckpointShard>();
+  for (const file of sorted) {
+    const path = join(dir, file);
     const shard = await openShard(path, kind);
     for (const name of shard.tensors.keys()) {
       const want = shardOf.get(name);
@@ -212,10 +251,10 @@ async function fromIndex(
       }
     }
     shards.push(shard);
+    shardByFile.set(file, shard);
   }
   for (const [name, file] of shardOf) {
-    const shard = shards.find((s) => s.path === join(dir, file))!;
-    if (!shard.tensors.has(name)) {
+    if (!shardByFile.get(file)!.tensors.has(name)) {
       throw new Error(
         `${indexPath}: places tensor ${JSON.stringify(name)} in ${file}, which does not hold it`,
       );

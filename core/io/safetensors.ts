@@ -14,6 +14,12 @@ export { readTensorBytes } from "./stored_tensor.ts";
 
 /** The official reader's limit on the header length field. */
 export const MAX_HEADER_LENGTH = 100_000_000;
+/**
+ * Most tensors a header may list: real files list a few hundred (the largest public checkpoints
+ * a few thousand per shard). Counted on the raw bytes before the JSON is parsed, so a 70 MB
+ * header of a million tiny tensors is refused in milliseconds, not after seconds and gigabytes.
+ */
+export const MAX_HEADER_TENSORS = 100_000;
 
 export interface SafetensorsFile extends TensorFile {
   /** `__metadata__` (string → string), or null when the header has none. */
@@ -75,6 +81,13 @@ export function parseSafetensorsHeader(
   size: number,
 ): SafetensorsFile {
   const headerLength = header.length;
+  const declared = countDataOffsets(header, MAX_HEADER_TENSORS + 1);
+  if (declared > MAX_HEADER_TENSORS) {
+    refuse(
+      path,
+      `the header lists more than ${MAX_HEADER_TENSORS} tensors (real files list a few hundred)`,
+    );
+  }
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(header);
@@ -191,6 +204,22 @@ export function parseSafetensorsHeader(
     );
   }
   return { path, metadata, tensors, headerLength, fileSize: size };
+}
+
+const DATA_OFFSETS = new TextEncoder().encode('"data_offsets"');
+
+/** Occurrences of `"data_offsets"` in the header bytes, counting up to `stop`. */
+function countDataOffsets(header: Uint8Array, stop: number): number {
+  let count = 0;
+  const first = DATA_OFFSETS[0], n = DATA_OFFSETS.length;
+  let i = header.indexOf(first);
+  while (i >= 0 && i + n <= header.length) {
+    let j = 1;
+    while (j < n && header[i + j] === DATA_OFFSETS[j]) j++;
+    if (j === n && ++count >= stop) return count;
+    i = header.indexOf(first, i + 1);
+  }
+  return count;
 }
 
 function isSize(v: unknown): boolean {

@@ -89,13 +89,21 @@ export function gatherStrided(
   return out;
 }
 
-/** Reads one tensor's bytes (row-major, stored dtype) from an open file. */
+/**
+ * Reads one tensor's bytes (row-major, stored dtype) from an open file. A contiguous tensor is
+ * read into `scratch` when it is large enough (the result is then a view of it, valid until the
+ * next read into it), so a loader reuses one buffer for every tensor.
+ */
 export async function readStoredTensor(
   file: Deno.FsFile,
   path: string,
   t: StoredTensor,
+  scratch?: Uint8Array,
 ): Promise<Uint8Array> {
-  if (!t.strides) return await readAt(file, t.byteOffset, t.byteLength, path);
+  if (!t.strides) {
+    const out = scratch && scratch.length >= t.byteLength ? scratch : undefined;
+    return await readAt(file, t.byteOffset, t.byteLength, path, out);
+  }
   const raw = await readAt(file, t.byteOffset, storedSpanBytes(t), path);
   return gatherStrided(raw, t.shape, t.strides, dtypeSize(t.dtype));
 }

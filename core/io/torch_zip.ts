@@ -36,6 +36,12 @@ const EOCD64_LOCATOR_SIG = 0x07064b50;
 const CENTRAL_SIG = 0x02014b50;
 const LOCAL_SIG = 0x04034b50;
 const MAX_CENTRAL_DIRECTORY = 1 << 30;
+/**
+ * Most entries a torch zip may have: one per storage plus three (a real ChatGLM-6B shard has
+ * about 60, the largest public state dicts a few thousand). A million-entry directory is refused
+ * from the end record, before it is read.
+ */
+export const MAX_ZIP_ENTRIES = 100_000;
 
 function refuse(path: string, reason: string): never {
   throw new Error(`${path}: not a readable torch zip checkpoint: ${reason}`);
@@ -103,6 +109,13 @@ async function readDirectory(file: Deno.FsFile, path: string, size: number): Pro
     cdSize = u64(rdv, 40);
     cdOffset = u64(rdv, 48);
     directoryEnd = recOffset;
+  }
+  if (entryCount > MAX_ZIP_ENTRIES) {
+    refuse(
+      path,
+      `the archive declares ${entryCount} entries, over the limit of ${MAX_ZIP_ENTRIES} ` +
+        "(a torch checkpoint has one per storage)",
+    );
   }
   if (cdOffset + cdSize > directoryEnd || cdSize > MAX_CENTRAL_DIRECTORY) {
     refuse(path, `central directory [${cdOffset}, +${cdSize}) lies outside the archive`);
@@ -266,7 +279,14 @@ export async function openTorchZip(path: string): Promise<TorchZipFile> {
           `says ${p.storageNumel} ${p.dtype} elements (${want} bytes)`,
       );
     }
-    tensors.set(name, toStored(p, entry.dataOffset));
+    try {
+      tensors.set(name, toStored(p, entry.dataOffset));
+    } catch (err) {
+      // e.g. a stride-0 view whose shape has more elements than a number can count.
+      throw new Error(
+        `${path}: refused: tensor ${JSON.stringify(name)}: ${(err as Error).message}`,
+      );
+    }
   }
   return { path, root, tensors, pickled, archive };
 }

@@ -150,6 +150,17 @@ export function releaseBuffer(gpu: Gpu, buffer: GPUBuffer, rec?: Recording): voi
   else returnBuffer(gpu, buffer);
 }
 
+/**
+ * Destroys a buffer a tensor holds instead of pooling it (its memory goes back to the driver at
+ * once, e.g. a weight kept only in another form). Destroying after a submission is safe.
+ */
+export function destroyBuffer(gpu: Gpu, buffer: GPUBuffer): void {
+  const pool = poolOf(gpu);
+  pool.stats.bytesInUse -= buffer.size;
+  pool.stats.buffersInUse--;
+  buffer.destroy();
+}
+
 /** A snapshot of the pool's accounting. */
 export function poolStats(gpu: Gpu): PoolStats {
   flushDeferred(gpu);

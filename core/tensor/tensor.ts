@@ -13,7 +13,7 @@
 import { type Gpu, GpuError } from "../gpu/device.ts";
 import type { Recording } from "../gpu/recording.ts";
 import { fromF16Bits, toF16Bits } from "./f16.ts";
-import { acquireBuffer, releaseBuffer } from "./pool.ts";
+import { acquireBuffer, destroyBuffer, releaseBuffer } from "./pool.ts";
 
 export type DType = "f32" | "f16" | "i32" | "u32";
 
@@ -60,6 +60,32 @@ export interface Tensor {
 export interface TensorMeta {
   version: number;
   readonly attachments: Map<string, { version: number; destroy(): void }>;
+  /**
+   * Set when the storage buffers were freed because the kernels read only a derived attachment
+   * (a weight kept as its packed texture: one copy); says why, for the error of a later reader.
+   */
+  storageDropped?: string;
+}
+
+/**
+ * Frees the storage buffers of `t`, whose readers all use an attachment made from it (see
+ * {@link TensorMeta.storageDropped}); the tensor stays live for them. A later storage read throws
+ * an error quoting `reason`.
+ */
+export function dropStorage(t: Tensor, reason: string): void {
+  assertLive(t, "dropStorage");
+  if (t.base) throw new GpuError("dropStorage: a view owns no storage");
+  if (t.meta.storageDropped) return;
+  t.meta.storageDropped = reason;
+  for (const c of t.chunks) destroyBuffer(t.gpu, c.buffer);
+}
+
+function assertStorage(t: Tensor, what: string): void {
+  if (t.meta.storageDropped) {
+    throw new GpuError(
+      `${what}: ${t.label ?? "tensor"} has no storage buffer (${t.meta.storageDropped})`,
+    );
+  }
 }
 
 /** Marks `t` as written (invalidates derived attachments). Kernels call it for their outputs. */
@@ -217,6 +243,7 @@ export function uploadTensor(
 /** Overwrites the whole contents of `t` from raw element data (queue timeline: before later submits). */
 export function writeTensor(t: Tensor, data: ArrayBufferView): void {
   assertLive(t, "writeTensor");
+  assertStorage(t, "writeTensor");
   if (data.byteLength !== t.byteLength) {
     throw new RangeError(`writeTensor: ${data.byteLength} bytes for a tensor of ${t.byteLength}`);
   }
@@ -283,6 +310,7 @@ async function readRawMany(ts: readonly Tensor[]): Promise<ArrayBuffer[]> {
   const gpu = ts[0].gpu;
   for (const t of ts) {
     assertLive(t, "readTensor");
+    assertStorage(t, "readTensor");
     if (t.gpu !== gpu) throw new GpuError("readTensors: tensors live on different devices");
   }
   gpu.checkErrors();
@@ -339,7 +367,8 @@ export function releaseTensor(t: Tensor, rec?: Recording): void {
   t.released = true;
   for (const a of t.meta.attachments.values()) a.destroy();
   t.meta.attachments.clear();
-  for (const c of t.chunks) releaseBuffer(t.gpu, c.buffer, rec);
+  // Dropped storage was destroyed, never to be pooled again.
+  if (!t.meta.storageDropped) { for (const c of t.chunks) releaseBuffer(t.gpu, c.buffer, rec); }
 }
 
 /** Throws if `t` was released (or its base was). */
@@ -413,6 +442,7 @@ export function sliceRows(t: Tensor, start: number, count: number): Tensor {
 
 /** The binding of chunk `i` of `t` (whole tensor when unchunked), padded to 4 bytes, at least 4. */
 export function bindingOf(t: Tensor, i = 0): GPUBufferBinding {
+  assertStorage(t, "bindingOf");
   const c = t.chunks[i];
   const size = Math.max(4, Math.ceil(c.byteLength / 4) * 4);
   return { buffer: c.buffer, offset: c.byteOffset, size };

@@ -66,7 +66,7 @@ export async function setupModel(
     })));
   if (config.full) {
     plan();
-    const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu });
+    const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu, trainable: true });
     if (resume) {
       if (resume.weights.kind !== "full") {
         model.dispose();
@@ -107,5 +107,11 @@ export async function setupModel(
   // The run's dropout setting wins over the one stored with an initial adapter.
   adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
   plan(adapter);
-  return await loadModel(modelDir, { ...quiet, dtype: config.dtype, adapter, gpu });
+  return await loadModel(modelDir, {
+    ...quiet,
+    dtype: config.dtype,
+    adapter,
+    gpu,
+    trainable: true,
+  });
 }

@@ -16,7 +16,7 @@
  * transpose.ts for frozen weights.
  */
 
-import { GpuError } from "../../gpu/device.ts";
+import { type Gpu, GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { recordDispatch, type Recording } from "../../gpu/recording.ts";
 import { bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
@@ -93,6 +93,18 @@ function envKernel(): MatmulOptions["kernel"] {
  * the threshold keeps tiny test models off their cold compile).
  */
 export const TEXTURE_MIN_WEIGHT = 1 << 16;
+
+/**
+ * Whether `linear` on this device reads weight `w` ([N, K], y = x·Wᵀ) through its packed texture
+ * (texture.ts): a software adapter, a weight of at least {@link TEXTURE_MIN_WEIGHT} elements and
+ * no other design forced. Loaders pack such weights ahead (`prepackWeight`, `hostPackedWeight`).
+ */
+export function forwardPacksWeight(gpu: Gpu, w: Tensor): boolean {
+  if (!gpu.isSoftware || w.shape.length !== 2) return false;
+  const forced = envKernel();
+  if (forced && forced !== "auto") return false;
+  return w.shape[0] * w.shape[1] >= TEXTURE_MIN_WEIGHT;
+}
 
 /**
  * Problems of at least this many multiply-adds take the texture kernels on software adapters

@@ -22,6 +22,7 @@
  * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
+import type { Gpu } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording, whenIdle } from "../../gpu/recording.ts";
 import { bindingOf, type DType, type Tensor } from "../../tensor/tensor.ts";
@@ -138,7 +139,7 @@ interface PackedWeight {
   version: number;
   textures: GPUTexture[];
   /** The recording that packs it; usable by others only once that one was submitted. */
-  rec: Recording;
+  rec: Recording | null;
   ready: boolean;
   destroy(): void;
 }
@@ -158,6 +159,14 @@ function bufferId(buffer: GPUBuffer): number {
   return id;
 }
 
+/** The attachment key of a packed weight. */
+function packedKey(w: Tensor, layout: WeightLayout, kMajor: boolean, slice: KSlice): string {
+  const order = kMajor ? "kn" : "nk";
+  // Views of one tensor share its attachments: buffer and offset tell row slices apart.
+  const at0 = `${bufferId(w.buffer)}+${w.byteOffset}`;
+  return `matmul-texture:${w.shape.join("x")}@${at0}:${layout}:${order}:${slice.k0}+${slice.len}`;
+}
+
 /**
  * The texture form of each chunk of weight `w` ([N, K], or [K, N] when `kMajor`), packed in this
  * recording if stale.
@@ -172,11 +181,7 @@ function packedWeight(
   slice: KSlice,
 ): GPUTexture[] {
   const order = kMajor ? "kn" : "nk";
-  // Views of one tensor share its attachments: buffer and offset tell row slices apart.
-  const at0 = `${bufferId(w.buffer)}+${w.byteOffset}`;
-  const key = `matmul-texture:${
-    w.shape.join("x")
-  }@${at0}:${layout}:${order}:${slice.k0}+${slice.len}`;
+  const key = packedKey(w, layout, kMajor, slice);
   const cached = w.meta.attachments.get(key) as PackedWeight | undefined;
   if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
     return cached.textures;
@@ -227,7 +232,9 @@ fn main(${WG_BUILTINS}) {
     const texture = device.createTexture({
       size: [KP, c.rows / per],
       format,
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+      // COPY_SRC: the packed form can be read back (tests compare the two ways of packing).
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+        GPUTextureUsage.COPY_SRC,
       label: `${w.label ?? "weight"} texture ${i}`,
     });
     recordDispatch(
@@ -545,5 +552,184 @@ export function recordTextureMatmul(
         [Math.ceil(c.cols / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / R)],
       );
     });
+  }
+}
+
+/**
+ * Packs weight `w` ([N, K], the way `linear` reads it: y = x·Wᵀ) into the textures the forward
+ * kernels sample, in `rec`, exactly as a first forward would (same slices, same cache keys), so
+ * that loading pays for it instead of the first forward. Returns false, packing nothing, when the
+ * texture kernels cannot take the weight's shape. The caller first checks that the forward reads
+ * this weight as a texture at all (`forwardPacksWeight` in matmul.ts: a software adapter, a
+ * weight big enough, no other design forced).
+ */
+export function prepackWeight(rec: Recording, w: Tensor): boolean {
+  if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return false;
+  const [N, K] = w.shape;
+  const layout = weightLayout(w.dtype);
+  const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
+  const per = texelWidth(layout);
+  if (w.chunks.some((c) => c.rows % per !== 0 || c.rows / per > maxDim)) return false;
+  for (let k0 = 0; k0 < K; k0 += maxDim) {
+    packedWeight(rec, w, K, N, layout, false, { k0, len: Math.min(maxDim, K - k0) });
+  }
+  return true;
+}
+
+let packScratch = new Uint32Array(0);
+
+/** Fills the packed textures of a weight from host memory, chunk by chunk (see below). */
+export interface HostPackedWeight {
+  /**
+   * Packs chunk `i` of the weight from its row-major bytes (the weight's dtype: f16 bits or f32)
+   * and writes it into its textures. The bytes may be reused by the caller afterwards.
+   */
+  writeChunk(i: number, bytes: Uint8Array): void;
+}
+
+/**
+ * Packs weight `w` ([N, K], read as y = x·Wᵀ) on the CPU straight into the textures the forward
+ * kernels sample, registered under the same keys {@link prepackWeight} uses: a loader streams a
+ * weight chunk by chunk from its file into its texture, and the weight never needs a storage
+ * buffer. The packing is a transposition of 8 (f16) or 4 (f32) rows at a time, done 32 bits at
+ * a time (two halves per read). Returns null when the texture kernels cannot take the weight's
+ * shape (the caller checks `forwardPacksWeight` first, as for {@link prepackWeight}).
+ */
+export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
+  if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return null;
+  const [N, K] = w.shape;
+  const layout = weightLayout(w.dtype);
+  const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
+  const per = texelWidth(layout);
+  if (w.chunks.some((c) => c.rows % per !== 0 || c.rows / per > maxDim)) return null;
+  const f16 = layout === "f16x8";
+  const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
+  const slices: { slice: KSlice; textures: GPUTexture[] }[] = [];
+  for (let k0 = 0; k0 < K; k0 += maxDim) {
+    const slice = { k0, len: Math.min(maxDim, K - k0) };
+    const KP = paddedK(slice.len);
+    const textures = w.chunks.map((c, i) =>
+      gpu.device.createTexture({
+        size: [KP, Math.max(1, c.rows / per)],
+        format,
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+          GPUTextureUsage.COPY_DST | GPUTextureUsage.COPY_SRC,
+        label: `${w.label ?? "weight"} texture ${i}`,
+      })
+    );
+    slices.push({ slice, textures });
+    const packed: PackedWeight = {
+      version: w.meta.version,
+      textures,
+      rec: null,
+      ready: true,
+      destroy: () => whenIdle(gpu, () => textures.forEach((t) => t.destroy())),
+    };
+    w.meta.attachments.get(packedKey(w, layout, false, slice))?.destroy();
+    w.meta.attachments.set(packedKey(w, layout, false, slice), packed);
+  }
+  return {
+    writeChunk(i: number, bytes: Uint8Array) {
+      const c = w.chunks[i];
+      const el = f16 ? 2 : 4;
+      if (bytes.byteLength !== c.rows * K * el) {
+        throw new RangeError(
+          `hostPackedWeight ${w.label ?? ""}: chunk ${i} needs ${c.rows * K * el} bytes, got ` +
+            `${bytes.byteLength}`,
+        );
+      }
+      if (c.rows === 0) return;
+      for (const { slice, textures } of slices) {
+        const KP = paddedK(slice.len);
+        const G = c.rows / per;
+        // One buffer for every weight of the process (a fresh one per weight is garbage the
+        // engine frees only at its next GC: measured, a load then held each weight twice).
+        // Texels past the slice's end are never written: a padded slice (KP > len) clears them.
+        const words = G * KP * 4;
+        if (packScratch.length < words) packScratch = new Uint32Array(words);
+        const out = packScratch.subarray(0, words);
+        if (KP !== slice.len) out.fill(0);
+        if (f16) packF16x8(bytes, K, G, slice, KP, out);
+        else packF32x4(bytes, K, G, slice, KP, out);
+        gpu.device.queue.writeTexture(
+          { texture: textures[i] },
+          out,
+          { offset: 0, bytesPerRow: KP * 16, rowsPerImage: G },
+          [KP, G],
+        );
+      }
+    },
+  };
+}
+
+/** Texel (k, g) = rows 8g..8g+7 at column k0 + k, two halves per u32 (row 2q low, 2q+1 high). */
+function packF16x8(
+  bytes: Uint8Array,
+  K: number,
+  G: number,
+  slice: KSlice,
+  KP: number,
+  out: Uint32Array,
+): void {
+  const { k0, len } = slice;
+  const aligned = K % 2 === 0 && k0 % 2 === 0 && bytes.byteOffset % 4 === 0;
+  if (aligned) {
+    // Each u32 of the source holds columns k, k + 1 of one row: one read serves two texels,
+    // and the 8 rows of a group are walked together so that the output is written in order.
+    const src = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
+    const half = len & ~1;
+    const H = K >> 1;
+    for (let g = 0; g < G; g++) {
+      const r = (8 * g * K + k0) >> 1;
+      let o = g * KP * 4;
+      for (let k = 0; k < half >> 1; k++) {
+        const a0 = src[r + k], a1 = src[r + H + k], a2 = src[r + 2 * H + k];
+        const a3 = src[r + 3 * H + k], a4 = src[r + 4 * H + k], a5 = src[r + 5 * H + k];
+        const a6 = src[r + 6 * H + k], a7 = src[r + 7 * H + k];
+        out[o] = (a0 & 0xffff) | (a1 << 16);
+        out[o + 1] = (a2 & 0xffff) | (a3 << 16);
+        out[o + 2] = (a4 & 0xffff) | (a5 << 16);
+        out[o + 3] = (a6 & 0xffff) | (a7 << 16);
+        out[o + 4] = (a0 >>> 16) | (a1 & 0xffff0000);
+        out[o + 5] = (a2 >>> 16) | (a3 & 0xffff0000);
+        out[o + 6] = (a4 >>> 16) | (a5 & 0xffff0000);
+        out[o + 7] = (a6 >>> 16) | (a7 & 0xffff0000);
+        o += 8;
+      }
+    }
+    if (half === len) return;
+  }
+  // The general case (odd K) and an odd slice's last column, one half at a time.
+  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
+  const from = aligned ? len & ~1 : 0;
+  for (let g = 0; g < G; g++) {
+    for (let q = 0; q < 4; q++) {
+      const ra = (8 * g + 2 * q) * K + k0, rb = ra + K;
+      for (let k = from; k < len; k++) {
+        out[(g * KP + k) * 4 + q] = src[ra + k] | (src[rb + k] << 16);
+      }
+    }
+  }
+}
+
+/** Texel (k, g) = rows 4g..4g+3 at column k0 + k as f32 bits. */
+function packF32x4(
+  bytes: Uint8Array,
+  K: number,
+  G: number,
+  slice: KSlice,
+  KP: number,
+  out: Uint32Array,
+): void {
+  const src = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
+  for (let g = 0; g < G; g++) {
+    for (let q = 0; q < 4; q++) {
+      const r = (4 * g + q) * K + slice.k0;
+      let o = g * KP * 4 + q;
+      for (let k = 0; k < slice.len; k++) {
+        out[o] = src[r + k];
+        o += 4;
+      }
+    }
   }
 }

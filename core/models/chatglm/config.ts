@@ -3,6 +3,8 @@
  * needs comes from here, so one code path serves the tiny fixture and the real checkpoint.
  */
 
+import { readJsonFile } from "../../io/json_strict.ts";
+
 export interface ChatGLMConfig {
   hiddenSize: number;
   numHeads: number;
@@ -19,7 +21,26 @@ export interface ChatGLMConfig {
   padTokenId: number;
   /** The dtype the checkpoint says it was saved in (informational; file dtypes win). */
   torchDtype: string | null;
+  /** `tie_word_embeddings` when config.json sets it (absent: the output layer may be tied). */
+  tieWordEmbeddings?: boolean | null;
 }
+
+/**
+ * Upper bounds of the sizes a config may declare: far above any real ChatGLM (hidden 4096, 28
+ * layers, FFN 16384, vocab 130528, context 2048), yet small enough that a hostile config is
+ * refused before anything is sized from it (1e9 layers would otherwise run out of memory).
+ */
+export const CONFIG_LIMITS = {
+  hidden_size: 65536,
+  num_attention_heads: 1024,
+  num_layers: 1024,
+  inner_hidden_size: 262144,
+  vocab_size: 4_194_304,
+  max_sequence_length: 1_048_576,
+} as const;
+
+/** A model of more parameters than this is refused (10× the largest dense models of today). */
+export const MAX_PARAMETERS = 1e13;
 
 /**
  * The residual scale. The original builds its blocks without passing `num_layers`, so every
@@ -27,24 +48,12 @@ export interface ChatGLMConfig {
  */
 export const RESIDUAL_ALPHA: number = Math.sqrt(56);
 
-/** Reads and validates `<dir>/config.json`. */
+/** Reads and validates `<dir>/config.json` (size-capped: a 2 GiB file is refused unread). */
 export async function readChatGLMConfig(dir: string): Promise<ChatGLMConfig> {
   const path = `${dir.replace(/\/+$/, "")}/config.json`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(`${path}: not found (a model directory needs an HF config.json)`);
-    }
-    throw err;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const json = await readJsonFile(path, {
+    notFoundHint: "a model directory needs an HF config.json",
+  });
   return parseChatGLMConfig(json, path);
 }
 
@@ -106,8 +115,15 @@ export function parseChatGLMConfig(json: unknown, source = "config.json"): ChatG
 
   const int = (key: string, min: number): number => {
     const v = c[key];
+    const max = (CONFIG_LIMITS as Record<string, number>)[key] ?? Number.MAX_SAFE_INTEGER;
     if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
       fail(`${key} must be an integer >= ${min} (got ${JSON.stringify(v)})`);
+    }
+    if ((v as number) > max) {
+      fail(
+        `${key} ${v} is over the limit of ${max} (real ChatGLM checkpoints are far smaller; ` +
+          "is this config.json corrupt?)",
+      );
     }
     return v as number;
   };
@@ -137,6 +153,20 @@ export function parseChatGLMConfig(json: unknown, source = "config.json"): ChatG
     return v;
   };
   const torchDtype = typeof c.torch_dtype === "string" ? c.torch_dtype : null;
+  const tie = c.tie_word_embeddings;
+  if (tie !== undefined && tie !== null && typeof tie !== "boolean") {
+    fail(`tie_word_embeddings must be true or false (got ${JSON.stringify(tie)})`);
+  }
+  // Each bound alone is generous; together they could still describe an absurd model.
+  const params = vocabSize * hiddenSize * 2 +
+    numLayers * (4 * hiddenSize * hiddenSize + 2 * hiddenSize * innerHiddenSize);
+  if (params > MAX_PARAMETERS) {
+    fail(
+      `the sizes (hidden_size ${hiddenSize}, num_layers ${numLayers}, inner_hidden_size ` +
+        `${innerHiddenSize}, vocab_size ${vocabSize}) describe ${params.toExponential(2)} ` +
+        `parameters, over the limit of ${MAX_PARAMETERS.toExponential(0)}`,
+    );
+  }
   return {
     hiddenSize,
     numHeads,
@@ -152,5 +182,6 @@ export function parseChatGLMConfig(json: unknown, source = "config.json"): ChatG
     gmaskTokenId: tokenId("gmask_token_id"),
     padTokenId: tokenId("pad_token_id"),
     torchDtype,
+    tieWordEmbeddings: typeof tie === "boolean" ? tie : null,
   };
 }

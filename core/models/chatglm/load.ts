@@ -5,7 +5,7 @@
  */
 
 import { getGpu, type Gpu } from "../../gpu/device.ts";
-import { openCheckpoint } from "../../io/checkpoint.ts";
+import { type Checkpoint, openCheckpoint } from "../../io/checkpoint.ts";
 import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import { createEmbedding } from "../../nn/embedding.ts";
 import { createLayerNorm } from "../../nn/layer_norm.ts";
@@ -17,8 +17,14 @@ import { type ChatGLMConfig, readChatGLMConfig } from "./config.ts";
 import type { ChatGLMBlock } from "./block.ts";
 import { assembleChatGLM, type ChatGLMModel, type ChatGLMParts } from "./model.ts";
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
-import { linearModules } from "./params.ts";
-import { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
+import { checkParameters, linearModules, LM_HEAD, WORD_EMBEDDINGS } from "./params.ts";
+import {
+  type LoadProgress,
+  packWeight,
+  readParameterF32,
+  uploadChatGLMWeights,
+  type WeightDtype,
+} from "./weights.ts";
 
 export interface LoadModelOptions {
   /** Storage dtype of the base weights (compute is always f32). Default: f16 when the adapter has shader-f16, else f32. */
@@ -38,6 +44,14 @@ export interface LoadModelOptions {
   log?: (line: string) => void;
   /** The device (default: the shared one). */
   gpu?: Gpu;
+  /**
+   * The model will be trained (LoRA or full): every weight keeps its storage buffer, which the
+   * backward kernels read. Default false: on a software adapter each linear weight then lives
+   * only as the packed texture the forward kernels read (one copy of the weights, not two).
+   */
+  trainable?: boolean;
+  /** Largest storage chunk of a weight in bytes (default: the binding limit; tests force it small). */
+  chunkBytes?: number;
   /**
    * Largest activation buffer of one pass (default: the device's binding limit); longer batched
    * prefills run in groups of rows. Tests set it small.
@@ -69,22 +83,36 @@ export async function loadModel(
   const adapter = typeof options.adapter === "string"
     ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
     : options.adapter ?? null;
+  // Headers only: the weights present are checked against config.json before anything is
+  // sized from it or allocated.
+  const ckpt = await openCheckpoint(root);
+  const { tiedHead } = checkParameters(
+    config,
+    ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
+    ckpt.dir,
+  );
   const plan = planMemory(config, {
     dtype,
     maxContext,
     batch: options.maxBatch ?? 1,
     adapter: adapter ?? undefined,
+    tiedHead,
+    packedWeights: gpu.isSoftware && !options.trainable,
+    largestStoredTensorBytes: largestTensorBytes(ckpt),
   });
   const log = options.log ?? ((line: string) => console.error(line));
   log(formatMemoryPlan(plan));
   assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
 
-  const ckpt = await openCheckpoint(root);
-  const weights = await uploadChatGLMWeights(gpu, ckpt, config, {
+  const uploaded = await uploadChatGLMWeights(gpu, ckpt, config, {
     dtype,
     onProgress: options.onProgress,
     progressBar: options.progressBar,
+    trainable: options.trainable,
+    chunkBytes: options.chunkBytes,
   });
+  const weights = uploaded.tensors;
+  if (uploaded.tiedHead) log(`${root}: no ${LM_HEAD}; the output layer uses ${WORD_EMBEDDINGS}`);
   const model = assembleChatGLM({
     config,
     dtype,
@@ -95,6 +123,7 @@ export async function loadModel(
     adapter: null,
     maxActivationBytes: options.maxActivationBytes,
   });
+  checkpointOf.set(model, ckpt);
   if (adapter) {
     try {
       attachAdapter(model, adapter);
@@ -104,6 +133,15 @@ export async function loadModel(
     }
   }
   return model;
+}
+
+/** Where a loaded model's weights came from (to re-read a weight kept only as a texture). */
+const checkpointOf = new WeakMap<ChatGLMModel, Checkpoint>();
+
+function largestTensorBytes(ckpt: Checkpoint): number {
+  let max = 0;
+  for (const { tensor } of ckpt.locate.values()) max = Math.max(max, tensor.byteLength);
+  return max;
 }
 
 /** The model's layers from its weights by checkpoint name (as loaded or freshly made). */
@@ -225,11 +263,20 @@ export async function mergeAdapter(model: ChatGLMModel): Promise<void> {
   const linears = modelLinears(model);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
-    const w = await readTensor(lin.weight) as Float32Array;
+    // A weight kept only as its packed texture has no buffer to read: re-read the checkpoint.
+    const packedOnly = Boolean(lin.weight.meta.storageDropped);
+    const ckpt = checkpointOf.get(model);
+    if (packedOnly && !ckpt) {
+      throw new Error(`mergeAdapter: ${name}.weight has no storage and no checkpoint to re-read`);
+    }
+    const w = packedOnly
+      ? await readParameterF32(ckpt!, `${name}.weight`)
+      : await readTensor(lin.weight) as Float32Array;
     const merged = mergeLoraWeight(w, m, adapter.scaling);
     const fresh = uploadTensor(model.gpu, merged, [m.outFeatures, m.inFeatures], lin.weight.dtype, {
       label: `${name}.weight`,
     });
+    if (packedOnly) await packWeight(model.gpu, fresh, true);
     releaseTensor(lin.weight);
     lin.weight = fresh;
   }

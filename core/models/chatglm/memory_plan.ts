@@ -1,8 +1,9 @@
 /**
- * GPU memory planning before a load: what the weights, LoRA branches, KV cache and the largest
- * step's activations take for a dtype and context, and whether each buffer fits the adapter's
- * binding limits. WebGPU does not report free device memory, so the total is checked only
- * against a budget the user gives.
+ * Memory planning before a load: what the weights, LoRA branches, KV cache and the largest
+ * step's activations take for a dtype and context on the GPU, what the process holds in host
+ * memory (on a software adapter the GPU's memory is host memory), the peak of each during the
+ * load and after, and whether each buffer fits the adapter's binding limits. WebGPU does not
+ * report free device memory, so the total is checked only against a budget the user gives.
  */
 
 import type { GpuLimits } from "../../gpu/device.ts";
@@ -16,7 +17,26 @@ export interface MemoryPlanOptions {
   maxContext: number;
   batch: number;
   adapter?: Pick<LoraAdapter, "modules">;
+  /** `lm_head.weight` is absent and the output layer reads the embedding table. */
+  tiedHead?: boolean;
+  /**
+   * The adapter is a software one (llvmpipe): GPU buffers and textures are host memory.
+   * Default true when `packedWeights` is set, else false.
+   */
+  software?: boolean;
+  /**
+   * Linear weights live only as packed textures (software adapter, not trainable). When false on
+   * a software adapter, each linear weight is held twice once the forward packed it.
+   */
+  packedWeights?: boolean;
+  /** The largest tensor of the checkpoint in its stored dtype (the load reads it whole). */
+  largestStoredTensorBytes?: number;
+  /** Host memory of the runtime itself (Deno, the WebGPU driver, compiled kernels). */
+  runtimeBytes?: number;
 }
+
+/** Deno with a software WebGPU device and the model's kernels compiled, measured here. */
+export const RUNTIME_HOST_BYTES = 200 * 2 ** 20;
 
 /** One GPU buffer that must fit a single storage binding. */
 export interface PlannedBinding {
@@ -38,6 +58,19 @@ export interface MemoryPlan {
   totalBytes: number;
   /** The largest buffers, each of which must fit one binding (unless chunked). */
   bindings: PlannedBinding[];
+  /** Whether GPU memory is host memory (software adapter). */
+  software: boolean;
+  /** Weights as the kernels hold them (a tied embedding packed for the head counts twice). */
+  residentWeightsBytes: number;
+  /** What the load adds on top of the weights already uploaded, at its worst moment. */
+  loadTransientBytes: number;
+  /** GPU memory after the load (weights, LoRA) and at the peak of a full-context step. */
+  gpuAfterLoadBytes: number;
+  gpuPeakBytes: number;
+  /** Host memory (resident set): after the load, at the load's worst moment, and at the peak. */
+  hostAfterLoadBytes: number;
+  hostLoadPeakBytes: number;
+  hostPeakBytes: number;
 }
 
 export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): MemoryPlan {
@@ -65,6 +98,44 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     { what: "qkv activations of one row", bytes: T * 3 * h * 4, chunked: false },
     { what: "MLP activations of one row", bytes: T * inner * 4, chunked: false },
   ];
+  const software = options.software ?? options.packedWeights ?? false;
+  const packed = options.packedWeights ?? false;
+  const tied = options.tiedHead ?? false;
+  const headBytes = V * h * el;
+  let linearBytes = 0;
+  for (const p of parameterTable(config)) {
+    if (p.shape.length === 2 && p.name !== "transformer.word_embeddings.weight") {
+      linearBytes += p.shape[0] * p.shape[1] * el;
+    }
+  }
+  if (tied) {
+    weightsBytes -= headBytes;
+    linearBytes -= headBytes;
+  }
+  // On a software adapter the forward reads linear weights as packed textures (same bytes).
+  // Packed-only: one copy, except a tied table (the lookup reads its buffer, the head its
+  // texture). Not packed (trainable): buffer and texture both, once the forward packed them.
+  const residentWeightsBytes = !software
+    ? weightsBytes
+    : packed
+    ? weightsBytes + (tied ? headBytes : 0)
+    : weightsBytes + linearBytes + (tied ? headBytes : 0);
+  const largestRun = Math.max(
+    headBytes,
+    inner * h * el,
+    options.largestStoredTensorBytes ?? 0,
+  );
+  // The load reads in binding-sized chunks: it holds one chunk as read, the driver's staging
+  // copy of one chunk and, when packing on the CPU, the packed chunk (or, without packing, a
+  // chunk converted to the run's dtype). Weights never exist twice while loading.
+  const chunk = Math.min(largestRun, bindingLimitHint);
+  const loadTransientBytes = 3 * chunk;
+  const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
+  const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
+  const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;
+  const hostAfterLoadBytes = runtime + (software ? gpuAfterLoadBytes : 0);
+  const hostLoadPeakBytes = hostAfterLoadBytes + loadTransientBytes;
+  const hostPeakBytes = Math.max(hostLoadPeakBytes, runtime + (software ? gpuPeakBytes : 0));
   return {
     dtype,
     maxContext: T,
@@ -75,8 +146,19 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     activationBytes,
     totalBytes: weightsBytes + loraBytes + kvCacheBytes + activationBytes,
     bindings,
+    software,
+    residentWeightsBytes,
+    loadTransientBytes,
+    gpuAfterLoadBytes,
+    gpuPeakBytes,
+    hostAfterLoadBytes,
+    hostLoadPeakBytes,
+    hostPeakBytes,
   };
 }
+
+/** The chunk size a load reads and uploads at a time (the usual binding limit, 128 MiB). */
+const bindingLimitHint = 128 * 2 ** 20;
 
 function gib(n: number): string {
   if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
@@ -91,6 +173,15 @@ export function formatMemoryPlan(plan: MemoryPlan): string {
     `  weights ${gib(plan.weightsBytes)}, LoRA ${gib(plan.loraBytes)}, KV cache ${
       gib(plan.kvCacheBytes)
     }, activations ${gib(plan.activationBytes)}; total ${gib(plan.totalBytes)}`,
+    `  GPU: ${gib(plan.gpuAfterLoadBytes)} after the load, peak ${gib(plan.gpuPeakBytes)}` +
+    (plan.residentWeightsBytes !== plan.weightsBytes
+      ? ` (weights held as ${gib(plan.residentWeightsBytes)})`
+      : ""),
+    `  host${plan.software ? " (the software GPU's memory included)" : ""}: ${
+      gib(plan.hostAfterLoadBytes)
+    } after the load, peak ${gib(plan.hostPeakBytes)} (the load adds up to ${
+      gib(plan.loadTransientBytes)
+    })`,
   ].join("\n");
 }
 

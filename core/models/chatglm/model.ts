@@ -212,7 +212,8 @@ class ChatGLM implements ChatGLMModel {
 
   dispose(): void {
     if (this.disposed) return;
-    for (const t of this.parameters().values()) releaseTensor(t);
+    // A tied output layer shares the embedding's tensor: release each tensor once.
+    for (const t of new Set(this.parameters().values())) releaseTensor(t);
     for (const layer of this.layers) {
       for (const lin of blockLinears(layer)) {
         if (!lin.lora) continue;

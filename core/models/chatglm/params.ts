@@ -5,6 +5,10 @@
 
 import type { ChatGLMConfig } from "./config.ts";
 
+/** The embedding table, also the output layer when `lm_head.weight` is absent (tied). */
+export const WORD_EMBEDDINGS = "transformer.word_embeddings.weight";
+export const LM_HEAD = "lm_head.weight";
+
 export interface ParamSpec {
   name: string;
   shape: number[];
@@ -78,12 +82,16 @@ export function isIgnoredTensor(name: string, config: ChatGLMConfig): boolean {
 /**
  * Checks a checkpoint's tensor list against the table: every parameter present with its shape,
  * nothing else (except the ignored `inv_freq` buffers). `source` names the checkpoint in errors.
+ *
+ * `lm_head.weight` may be absent: the original ties the output layer to the embeddings, and the
+ * pre-quantized releases store only the embeddings. Then `tiedHead` is true, unless config.json
+ * sets `tie_word_embeddings` to false, which makes the absence an error.
  */
 export function checkParameters(
   config: ChatGLMConfig,
   tensors: Iterable<{ name: string; shape: readonly number[] }>,
   source: string,
-): void {
+): { tiedHead: boolean } {
   const expected = new Map(parameterTable(config).map((p) => [p.name, p.shape]));
   const seen = new Set<string>();
   const problems: string[] = [];
@@ -103,12 +111,22 @@ export function checkParameters(
       );
     }
   }
-  for (const name of expected.keys()) if (!seen.has(name)) problems.push(`missing tensor ${name}`);
+  const tiedHead = !seen.has(LM_HEAD) && config.tieWordEmbeddings !== false;
+  for (const name of expected.keys()) {
+    if (seen.has(name) || (name === LM_HEAD && tiedHead)) continue;
+    problems.push(
+      name === LM_HEAD
+        ? `missing tensor ${LM_HEAD} (config.json sets tie_word_embeddings to false, so the ` +
+          `output layer cannot reuse ${WORD_EMBEDDINGS})`
+        : `missing tensor ${name}`,
+    );
+  }
   if (problems.length > 0) {
     const shown = problems.slice(0, 8).join("; ");
     const more = problems.length > 8 ? `; and ${problems.length - 8} more` : "";
     throw new Error(`${source}: weights do not match config.json: ${shown}${more}`);
   }
+  return { tiedHead };
 }
 
 /** Every linear module a LoRA adapter may target, with its [out, in] shape. */

@@ -1,16 +1,35 @@
 /**
- * Streams a ChatGLM checkpoint to the GPU: checks names and shapes against config.json first
- * (nothing is uploaded for a wrong checkpoint), then reads one tensor at a time, shard by shard,
- * converts it to the run's dtype and uploads it, so host memory stays near one tensor.
+ * Streams a ChatGLM checkpoint to the GPU: checks names, shapes and dtypes against config.json
+ * first (nothing is uploaded for a wrong checkpoint), then reads one tensor at a time with
+ * positioned reads, shard by shard, converts it to the run's dtype and uploads it, so host memory
+ * stays near one tensor (never a whole shard).
+ *
+ * One copy of every weight: on a software adapter the matmul kernels read a linear weight only
+ * as its packed texture, so unless the model will be trained each one is packed as it is read
+ * (counted in load time, on the progress bar) and never gets a storage buffer: the texture is
+ * the weight's only form, and the first forward has nothing left to pack.
+ *
+ * Each tensor kind has its own upload function (float parameters, linear weights), so that other
+ * kinds (quantized weights) add a function rather than a branch in one loop.
  */
 
 import type { Gpu } from "../../gpu/device.ts";
-import { type Checkpoint, iterateTensors } from "../../io/checkpoint.ts";
-import { bytesToF32, convertBytes, viewAs } from "../../io/dtype.ts";
+import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
+import { type Checkpoint, readTensor as readCkptTensor } from "../../io/checkpoint.ts";
+import { bytesToF32, convertBytes, type Dtype, dtypeSize } from "../../io/dtype.ts";
+import { readAt } from "../../io/file_range.ts";
+import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../io/progress.ts";
-import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
+import { forwardPacksWeight, hostPackedWeight, prepackWeight } from "../../kernels/mod.ts";
+import {
+  dropStorage,
+  emptyTensor,
+  markWritten,
+  releaseTensor,
+  type Tensor,
+} from "../../tensor/tensor.ts";
 import type { ChatGLMConfig } from "./config.ts";
-import { checkParameters, isIgnoredTensor } from "./params.ts";
+import { checkParameters, isIgnoredTensor, LM_HEAD, WORD_EMBEDDINGS } from "./params.ts";
 
 export type WeightDtype = "f32" | "f16";
 
@@ -27,6 +46,32 @@ export interface LoadWeightsOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Draw a progress bar on stderr (default: when stderr is a terminal). */
   progressBar?: boolean;
+  /**
+   * The model will be trained (LoRA or full): keep every weight's storage buffer, which the
+   * backward kernels and weight updates read. Default false: one copy per weight.
+   */
+  trainable?: boolean;
+  /** Largest storage chunk in bytes (default: the device's binding limit; tests force it small). */
+  chunkBytes?: number;
+}
+
+export interface UploadedWeights {
+  /** Every parameter by checkpoint name; `lm_head.weight` is the embedding's tensor when tied. */
+  tensors: Map<string, Tensor>;
+  /** The output layer reuses `transformer.word_embeddings.weight` (lm_head absent). */
+  tiedHead: boolean;
+  /** Weights kept only as packed textures (storage freed). */
+  packedOnly: Set<string>;
+}
+
+/** Stored dtypes a float parameter may have. */
+const FLOAT_DTYPES: ReadonlySet<Dtype> = new Set(["F32", "F16", "BF16"]);
+
+/** A linear layer's weight [out, in] (read by matmul as y = x·Wᵀ): the packable kind. */
+export function isLinearWeight(name: string): boolean {
+  return name === LM_HEAD ||
+    /^transformer\.layers\.\d+\.(attention\.(query_key_value|dense)|mlp\.dense_(h_to_4h|4h_to_h))\.weight$/
+      .test(name);
 }
 
 /**
@@ -38,46 +83,281 @@ export async function uploadChatGLMWeights(
   ckpt: Checkpoint,
   config: ChatGLMConfig,
   options: LoadWeightsOptions,
-): Promise<Map<string, Tensor>> {
+): Promise<UploadedWeights> {
   const stored = ckpt.tensorNames.map((name) => ({
     name,
     shape: ckpt.locate.get(name)!.tensor.shape,
   }));
-  checkParameters(config, stored, ckpt.dir);
+  const { tiedHead } = checkParameters(config, stored, ckpt.dir);
   for (const name of ckpt.tensorNames) {
-    const dt = ckpt.locate.get(name)!.tensor.dtype;
-    if (!isIgnoredTensor(name, config) && dt !== "F32" && dt !== "F16" && dt !== "BF16") {
-      throw new Error(`${ckpt.dir}: tensor ${name} is stored as ${dt}; expected F32, F16 or BF16`);
+    const t = ckpt.locate.get(name)!;
+    if (!isIgnoredTensor(name, config) && !FLOAT_DTYPES.has(t.tensor.dtype)) {
+      throw new Error(
+        `${t.shard.path}: tensor ${name} is stored as ${t.tensor.dtype}; expected F32, F16 or BF16`,
+      );
     }
   }
-  const wanted = (name: string) => !isIgnoredTensor(name, config);
-  const totalBytes = ckpt.tensorNames.filter(wanted)
-    .reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
+  const wanted = ckpt.tensorNames.filter((name) => !isIgnoredTensor(name, config));
+  const totalBytes = wanted.reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
   const bar = (options.progressBar ?? Deno.stderr.isTerminal())
     ? createProgress({ label: `loading ${options.dtype} weights`, total: totalBytes, unit: "B" })
     : undefined;
   const tensors = new Map<string, Tensor>();
+  const packedOnly = new Set<string>();
   let loadedBytes = 0;
+  const reader = new ChunkReader();
   try {
-    for await (const t of iterateTensors(ckpt, { names: wanted })) {
-      let tensor: Tensor;
-      if (options.dtype === "f16") {
-        const bits = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);
-        tensor = uploadTensor(gpu, bits, t.shape, "f16", { label: t.name });
-      } else {
-        tensor = uploadTensor(gpu, bytesToF32(t.data, t.dtype), t.shape, "f32", { label: t.name });
+    for (const shard of ckpt.shards) {
+      const names = [...shard.tensors.keys()].filter((n) => !isIgnoredTensor(n, config));
+      if (!names.length) continue;
+      const file = await Deno.open(shard.path, { read: true });
+      try {
+        for (const name of names) {
+          const stored = shard.tensors.get(name)!;
+          const source: TensorSource = { name, path: shard.path, file, stored, reader };
+          const tied = tiedHead && name === WORD_EMBEDDINGS;
+          const tensor = isLinearWeight(name) || tied
+            ? await uploadLinearWeight(gpu, source, options, tied)
+            : await uploadFloatParameter(gpu, source, options);
+          tensors.set(name, tensor);
+          if (tensor.meta.storageDropped) packedOnly.add(name);
+          loadedBytes += stored.byteLength;
+          bar?.tick(stored.byteLength);
+          options.onProgress?.({ loadedBytes, totalBytes, tensor: name });
+        }
+      } finally {
+        file.close();
       }
-      tensors.set(t.name, tensor);
-      loadedBytes += t.data.byteLength;
-      bar?.tick(t.data.byteLength);
-      options.onProgress?.({ loadedBytes, totalBytes, tensor: t.name });
     }
   } catch (err) {
-    for (const t of tensors.values()) releaseTensor(t);
+    for (const t of tensors.values()) if (!t.released) releaseTensor(t);
     throw err;
   } finally {
     bar?.done();
   }
+  if (tiedHead) tensors.set(LM_HEAD, tensors.get(WORD_EMBEDDINGS)!);
   gpu.checkErrors();
-  return tensors;
+  return { tensors, tiedHead, packedOnly };
+}
+
+/** Uploaded bytes after which the load waits for the GPU to drain its staging copies. */
+const STAGING_BYTES = 256 * 2 ** 20;
+
+/** One stored tensor of an open shard, read by positioned reads. */
+export interface TensorSource {
+  name: string;
+  path: string;
+  file: Deno.FsFile;
+  stored: StoredTensor;
+  reader: ChunkReader;
+}
+
+/**
+ * Positioned reads into one reusable scratch buffer (grown to the largest chunk read), so the load
+ * allocates no buffer per tensor.
+ */
+export class ChunkReader {
+  #scratch = new Uint8Array(0);
+  #unflushed = 0;
+  /**
+   * After a chunk's upload: submits (so the driver copies it out of its staging memory) and,
+   * every {@link STAGING_BYTES}, waits for the GPU, so that staging copies are freed as the load
+   * goes instead of piling up (a whole 1 GiB embedding measured) until the load ends.
+   */
+  async flush(gpu: Gpu, bytes: number): Promise<void> {
+    gpu.device.queue.submit([]);
+    this.#unflushed += bytes;
+    if (this.#unflushed >= STAGING_BYTES) {
+      this.#unflushed = 0;
+      await gpu.device.queue.onSubmittedWorkDone();
+    }
+  }
+  /** Bytes [offset, offset + length) of the file; valid until the next read. */
+  async read(file: Deno.FsFile, path: string, offset: number, length: number) {
+    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
+    return await readAt(file, offset, length, path, this.#scratch);
+  }
+}
+
+/** Raw bytes of the stored dtype → bytes of the run's dtype (the input itself when equal). */
+function toRunBytes(raw: Uint8Array, from: Dtype, dtype: WeightDtype): Uint8Array {
+  if (dtype === "f16") return convertBytes(raw, from, "F16");
+  if (from === "F32") return raw;
+  const f = bytesToF32(raw, from);
+  return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+}
+
+/**
+ * Reads a float tensor into a new storage tensor of the run's dtype, one storage chunk (≤ the
+ * binding limit) at a time: the host holds one chunk, never the whole tensor. After each chunk an
+ * empty submit lets the driver free its staging copy (queued writes are otherwise kept until
+ * the next submit: a whole 1 GiB embedding).
+ */
+async function uploadStorage(
+  gpu: Gpu,
+  src: TensorSource,
+  options: LoadWeightsOptions,
+): Promise<Tensor> {
+  return await fillStorage(gpu, newWeightTensor(gpu, src, options), src, options);
+}
+
+function newWeightTensor(gpu: Gpu, src: TensorSource, options: LoadWeightsOptions): Tensor {
+  return emptyTensor(gpu, src.stored.shape, options.dtype, {
+    label: src.name,
+    chunkBytes: options.chunkBytes,
+  });
+}
+
+/** Reads chunk `i` of `t`'s rows from the source, in the run's dtype (valid until the next read). */
+async function readChunk(
+  t: Tensor,
+  i: number,
+  src: TensorSource,
+  options: LoadWeightsOptions,
+): Promise<Uint8Array> {
+  const c = t.chunks[i];
+  const srcRow = t.rowLength * dtypeSize(src.stored.dtype);
+  const raw = await src.reader.read(
+    src.file,
+    src.path,
+    src.stored.byteOffset + c.rowStart * srcRow,
+    c.rows * srcRow,
+  );
+  return toRunBytes(raw, src.stored.dtype, options.dtype);
+}
+
+async function fillStorage(
+  gpu: Gpu,
+  t: Tensor,
+  src: TensorSource,
+  options: LoadWeightsOptions,
+): Promise<Tensor> {
+  const { stored } = src;
+  try {
+    const queue = gpu.device.queue;
+    const write = (c: { buffer: GPUBuffer; byteOffset: number }, bytes: Uint8Array) => {
+      if (bytes.byteLength % 4 === 0) {
+        queue.writeBuffer(
+          c.buffer,
+          c.byteOffset,
+          bytes as Uint8Array<ArrayBuffer>,
+          0,
+          bytes.byteLength,
+        );
+      } else {
+        const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+        padded.set(bytes);
+        queue.writeBuffer(c.buffer, c.byteOffset, padded);
+      }
+    };
+    if (stored.strides) {
+      // A non-contiguous torch view (rare): gathered whole, then written chunk by chunk.
+      const all = toRunBytes(
+        await readStoredTensor(src.file, src.path, stored),
+        stored.dtype,
+        options.dtype,
+      );
+      for (const c of t.chunks) {
+        if (c.byteLength > 0) {
+          write(
+            c,
+            all.subarray(c.rowStart * t.rowLength * elBytes(options.dtype)).subarray(
+              0,
+              c.byteLength,
+            ),
+          );
+        }
+      }
+    } else {
+      for (let i = 0; i < t.chunks.length; i++) {
+        if (t.chunks[i].byteLength === 0) continue;
+        write(t.chunks[i], await readChunk(t, i, src, options));
+        await src.reader.flush(gpu, t.chunks[i].byteLength);
+      }
+    }
+    markWritten(t);
+  } catch (err) {
+    releaseTensor(t);
+    throw err;
+  }
+  return t;
+}
+
+function elBytes(dtype: WeightDtype): number {
+  return dtype === "f16" ? 2 : 4;
+}
+
+/** A float parameter (embedding, LayerNorm, bias): one storage tensor. */
+export function uploadFloatParameter(
+  gpu: Gpu,
+  src: TensorSource,
+  options: LoadWeightsOptions,
+): Promise<Tensor> {
+  return uploadStorage(gpu, src, options);
+}
+
+/**
+ * A linear weight. For inference on a software adapter it is packed on the CPU, chunk by chunk
+ * as it is read, straight into the textures the matmul kernels sample: it never has a storage
+ * buffer (one copy). Otherwise (training, a hardware adapter, a shape the texture kernels do not
+ * take) it is uploaded to storage; when the model is trained on a software adapter the forward
+ * packs its texture from there at first use, as before. `alsoStorage` (a tied embedding, whose
+ * lookup reads rows of its buffer) uploads the storage and packs the texture from it.
+ */
+export async function uploadLinearWeight(
+  gpu: Gpu,
+  src: TensorSource,
+  options: LoadWeightsOptions,
+  alsoStorage = false,
+): Promise<Tensor> {
+  const t = newWeightTensor(gpu, src, options);
+  const host = options.trainable || alsoStorage || src.stored.strides ||
+      !forwardPacksWeight(gpu, t)
+    ? null
+    : hostPackedWeight(gpu, t);
+  if (!host) {
+    await fillStorage(gpu, t, src, options);
+    if (alsoStorage) await packWeight(gpu, t, false);
+    return t;
+  }
+  dropStorage(t, PACKED_ONLY);
+  try {
+    for (let i = 0; i < t.chunks.length; i++) {
+      host.writeChunk(i, await readChunk(t, i, src, options));
+      await src.reader.flush(gpu, t.chunks[i].byteLength);
+    }
+  } catch (err) {
+    releaseTensor(t);
+    throw err;
+  }
+  return t;
+}
+
+const PACKED_ONLY = "kept only as its packed texture for inference; load the model with " +
+  "trainable: true to train it or read it back";
+
+/**
+ * Packs a linear weight into the matmul's textures now (software adapters; nothing elsewhere)
+ * and, with `dropStorageAfter`, frees its storage buffer once packed.
+ */
+export async function packWeight(gpu: Gpu, tensor: Tensor, dropStorageAfter: boolean) {
+  if (!forwardPacksWeight(gpu, tensor)) return;
+  const rec = beginRecording(gpu);
+  let packed = false;
+  try {
+    packed = prepackWeight(rec, tensor);
+  } catch (err) {
+    discardRecording(rec);
+    releaseTensor(tensor);
+    throw err;
+  }
+  if (packed) await submit(rec);
+  else discardRecording(rec);
+  if (packed && dropStorageAfter) dropStorage(tensor, PACKED_ONLY);
+}
+
+/** Re-reads one parameter from the checkpoint as f32 (for a weight whose storage was freed). */
+export async function readParameterF32(ckpt: Checkpoint, name: string): Promise<Float32Array> {
+  const t = await readCkptTensor(ckpt, name);
+  return bytesToF32(t.data, t.dtype);
 }

@@ -1,0 +1,206 @@
+/**
+ * The real ChatGLM-6B width on this machine: load time and throughput (from the page cache),
+ * first forward, process start to first token, decode tokens/s and peak resident memory beside
+ * the weights' size, for this checkout against a baseline checkout (the code before the streaming
+ * load, by default) in the same run. Each measurement is its own process (bench/real_size_child.ts), so each peak
+ * RSS (VmHWM) is that run's alone; old and new runs alternate.
+ *
+ * By default it makes a 2-layer full-width checkpoint (hidden 4096, FFN 16384, vocab 130528,
+ * 32 heads: 2.9 GB f16) in `.bin` shards and as safetensors, in a temporary folder it deletes
+ * afterwards. Environment:
+ * - MEDGLM_REAL_SIZE_MODEL=DIR: measure this checkpoint instead (e.g. a full 28-layer one made by
+ *   `deno task make-checkpoint --out DIR`); it is not deleted.
+ * - MEDGLM_REAL_SIZE_BASELINE=REF: the git ref of the baseline (default: 2abc221, the last commit
+ *   before the streaming load); `none` skips it.
+ * - MEDGLM_REAL_SIZE_LAYERS=N (default 2), MEDGLM_REAL_SIZE_DECODE=N tokens (default 4),
+ *   MEDGLM_REAL_SIZE_REPEAT=N runs of each (default 1).
+ *
+ * Run alone: `deno task bench real-size` (needs ~3× the weights in free memory and disk).
+ */
+
+import {
+  CHATGLM_6B,
+  writeSyntheticCheckpoint,
+} from "../core/models/chatglm/synthetic_checkpoint.ts";
+
+interface Measured {
+  processToLoadedS: number;
+  loadS: number;
+  firstForwardS: number;
+  startToFirstTokenS: number;
+  decodePerSecond: number | null;
+  loadPeakRss: number;
+  peakRss: number;
+  logitsFinite: boolean;
+}
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const ROOT = new URL("../", import.meta.url).pathname;
+/** The last commit whose loader held weights twice and packed them at the first forward. */
+const BEFORE_STREAMING_LOAD = "2abc221";
+const CHILD = new URL("./real_size_child.ts", import.meta.url).pathname;
+
+/** Extracts `core/` of a git ref into a temp folder; returns its mod.ts URL. */
+async function baselineCore(ref: string, into: string): Promise<string> {
+  const archive = await new Deno.Command("git", {
+    args: ["-C", ROOT, "archive", ref, "core"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!archive.success) {
+    throw new Error(`git archive ${ref} core: ${new TextDecoder().decode(archive.stderr)}`);
+  }
+  await Deno.writeFile(`${into}/core.tar`, archive.stdout);
+  const tar = await new Deno.Command("tar", { args: ["-x", "-f", `${into}/core.tar`, "-C", into] })
+    .output();
+  if (!tar.success) throw new Error("tar -x of the baseline core failed");
+  return new URL(`file://${into}/core/mod.ts`).href;
+}
+
+async function measure(coreUrl: string, dir: string, decode: number): Promise<Measured> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", CHILD, coreUrl, dir, String(decode)],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success || !text) {
+    throw new Error(
+      `measuring ${dir} with ${coreUrl} failed (exit ${out.code}): ` +
+        new TextDecoder().decode(out.stderr).slice(-2000),
+    );
+  }
+  return JSON.parse(text.split("\n").pop()!);
+}
+
+/** Reads every file once so that both runs read from the page cache. */
+async function warmCache(dir: string): Promise<number> {
+  let bytes = 0;
+  const buf = new Uint8Array(1 << 24);
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isFile) continue;
+    const f = await Deno.open(`${dir}/${e.name}`);
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      bytes += n;
+    }
+    f.close();
+  }
+  return bytes;
+}
+
+async function weightBytes(dir: string): Promise<number> {
+  let bytes = 0;
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && /\.(bin|safetensors)$/.test(e.name)) {
+      bytes += (await Deno.stat(`${dir}/${e.name}`)).size;
+    }
+  }
+  return bytes;
+}
+
+const gb = (n: number) => (n / 1e9).toFixed(2);
+
+function row(label: string, m: Measured, weights: number): string {
+  return `| ${label} | ${m.loadS.toFixed(1)} | ${(weights / 1e9 / m.loadS).toFixed(2)} | ` +
+    `${m.firstForwardS.toFixed(1)} | ${m.startToFirstTokenS.toFixed(1)} | ` +
+    `${m.decodePerSecond === null ? "–" : m.decodePerSecond.toFixed(2)} | ${gb(m.loadPeakRss)} | ` +
+    `${gb(m.peakRss)} | ${(m.peakRss / weights).toFixed(2)}× |`;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function medianOf(runs: Measured[]): Measured {
+  const pick = (k: keyof Measured) => median(runs.map((r) => Number(r[k] ?? NaN)));
+  return {
+    processToLoadedS: pick("processToLoadedS"),
+    loadS: pick("loadS"),
+    firstForwardS: pick("firstForwardS"),
+    startToFirstTokenS: pick("startToFirstTokenS"),
+    decodePerSecond: runs[0].decodePerSecond === null ? null : pick("decodePerSecond"),
+    loadPeakRss: pick("loadPeakRss"),
+    peakRss: pick("peakRss"),
+    logitsFinite: runs.every((r) => r.logitsFinite),
+  };
+}
+
+export async function bench(): Promise<void> {
+  const given = env("MEDGLM_REAL_SIZE_MODEL");
+  const ref = env("MEDGLM_REAL_SIZE_BASELINE") ?? BEFORE_STREAMING_LOAD;
+  const layers = Number(env("MEDGLM_REAL_SIZE_LAYERS") ?? 2);
+  const decode = Number(env("MEDGLM_REAL_SIZE_DECODE") ?? 4);
+  const repeat = Number(env("MEDGLM_REAL_SIZE_REPEAT") ?? 1);
+  const tmp = await Deno.makeTempDir({ prefix: "medglm-real-size-" });
+  try {
+    const dirs: { label: string; dir: string }[] = [];
+    if (given) dirs.push({ label: given, dir: given });
+    else {
+      const sizes = { ...CHATGLM_6B, numLayers: layers };
+      for (const format of ["bin", "safetensors"] as const) {
+        const dir = `${tmp}/${format}`;
+        const t0 = performance.now();
+        await writeSyntheticCheckpoint(dir, { sizes, format });
+        console.log(
+          `made ${layers}-layer full-width ${format} checkpoint in ` +
+            `${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        );
+        dirs.push({ label: `${layers} layers, ${format}`, dir });
+      }
+    }
+    const newCore = new URL("../core/mod.ts", import.meta.url).href;
+    let oldCore: string | null = null;
+    if (ref !== "none") {
+      await Deno.mkdir(`${tmp}/baseline`);
+      oldCore = await baselineCore(ref, `${tmp}/baseline`);
+    }
+    console.log(
+      "\n| checkpoint, code | load s | GB/s | first forward s | start→first token s | " +
+        "decode tok/s | load peak RSS GB | peak RSS GB | peak / weights |",
+    );
+    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    const ratios: string[] = [];
+    for (const { label, dir } of dirs) {
+      const weights = await weightBytes(dir);
+      await warmCache(dir);
+      const olds: Measured[] = [], news: Measured[] = [];
+      for (let r = 0; r < repeat; r++) {
+        if (oldCore) olds.push(await measure(oldCore, dir, decode));
+        news.push(await measure(newCore, dir, decode));
+      }
+      const n = medianOf(news);
+      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | |`);
+      if (olds.length) console.log(row(`${label}, ${ref}`, medianOf(olds), weights));
+      console.log(row(`${label}, this checkout`, n, weights));
+      if (!n.logitsFinite) console.log(`WARNING: ${label}: non-finite logits`);
+      if (olds.length) {
+        const o = medianOf(olds);
+        ratios.push(
+          `${label}: load ×${(o.loadS / n.loadS).toFixed(2)} faster, first forward ×${
+            (o.firstForwardS / n.firstForwardS).toFixed(2)
+          } faster, start→first token ×${
+            (o.startToFirstTokenS / n.startToFirstTokenS).toFixed(2)
+          } faster, peak RSS ${(n.peakRss / weights).toFixed(2)}× the weights (was ${
+            (o.peakRss / weights).toFixed(2)
+          }×)`,
+        );
+      }
+    }
+    if (ratios.length) console.log(`\nagainst ${ref} in the same run:\n- ${ratios.join("\n- ")}`);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+if (import.meta.main) await bench();

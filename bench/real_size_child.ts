@@ -1,0 +1,54 @@
+/**
+ * One measured run for bench/real_size.ts, in its own process so that its peak resident memory
+ * (VmHWM) is its own: `deno run -A bench/real_size_child.ts CORE_MOD_URL MODEL_DIR [DECODE_TOKENS]`.
+ * CORE_MOD_URL is the core member's mod.ts to use (this checkout's, or an older checkout's, for the
+ * before/after table). Prints one JSON line: load and first-forward seconds, decode tokens/s,
+ * peak RSS after the load and at the end.
+ */
+
+function vmHwmBytes(): number {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const m = /VmHWM:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+const [coreUrl, dir, decodeArg] = Deno.args;
+const decodeTokens = Number(decodeArg ?? 0);
+const started = performance.now();
+const core = await import(coreUrl);
+const gpu = await core.getGpu();
+const t0 = performance.now();
+const model = await core.loadModel(dir, { log: () => {}, progressBar: false, gpu });
+const t1 = performance.now();
+const loadHwm = vmHwmBytes();
+const { gmaskTokenId, bosTokenId } = model.config;
+// "你好" in the real tokenizer, then [gMASK] <sop>: a real prompt's shape.
+const prompt = [5, 74874, gmaskTokenId, bosTokenId];
+const logits: Float32Array = await model.forward([prompt]);
+const t2 = performance.now();
+let finite = true;
+for (let i = 0; i < logits.length; i += 97) if (!Number.isFinite(logits[i])) finite = false;
+let decodePerSecond: number | null = null;
+if (decodeTokens > 0) {
+  // Greedy decode through the KV cache (what `deno task infer` runs per token).
+  const cache = model.createCache(1, prompt.length + decodeTokens + 1);
+  let last: Float32Array = await model.prefill([prompt], cache);
+  const d0 = performance.now();
+  for (let n = 0; n < decodeTokens; n++) {
+    let best = 0;
+    for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
+    last = await model.decodeStep([best], cache);
+  }
+  decodePerSecond = decodeTokens / ((performance.now() - d0) / 1000);
+}
+console.log(JSON.stringify({
+  processToLoadedS: (t1 - started) / 1000,
+  loadS: (t1 - t0) / 1000,
+  firstForwardS: (t2 - t1) / 1000,
+  startToFirstTokenS: (t2 - started) / 1000,
+  decodePerSecond,
+  loadPeakRss: loadHwm,
+  peakRss: vmHwmBytes(),
+  logitsFinite: finite,
+}));
+model.dispose();
