@@ -26,6 +26,7 @@ import {
 import { SHARED_TILE, sharedCode } from "./matmul_shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./matmul_texture.ts";
 import { storeTile4x4 } from "./matmul_store.ts";
+import { quantLinear } from "./quant_matmul.ts";
 
 export interface MatmulOptions {
   /** Added to every row of the output; shape [N], f32 or f16. */
@@ -149,6 +150,8 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
 
 /** The layer form `x[..., M, K] · W[N, K]ᵀ (+ bias[N])`. */
 export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?: Tensor): Tensor {
+  // A quantized weight (int8/int4, core/quant) takes its own kernels.
+  if (w.quant) return quantLinear(rec, x, w, bias, out);
   return matmul(rec, x, w, { bias, transposeB: true, out });
 }
 

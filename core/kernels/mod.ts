@@ -33,6 +33,7 @@
  */
 
 export { linear, matmul, type MatmulOptions } from "./matmul.ts";
+export { isQuantized, quantEmbedding, quantLinear } from "./quant_matmul.ts";
 export { layerNorm, reduce, type ReduceOp, rmsNorm, softmax } from "./rows.ts";
 export {
   add,
