@@ -23,6 +23,7 @@ import {
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
 import { linearModules } from "./params.ts";
 import { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
+import { type QuantizeOption, resolveQuantization, uploadQuantizedChatGLM } from "./quantized.ts";
 
 export interface LoadModelOptions {
   /** Storage dtype of the base weights (compute is always f32). Default: f16 when the adapter has shader-f16, else f32. */
@@ -35,6 +36,13 @@ export interface LoadModelOptions {
   maxBatch?: number;
   /** Refuse to load when the plan's total exceeds this many bytes of GPU memory. */
   memoryBudgetBytes?: number;
+  /**
+   * Quantize a full-precision checkpoint's linear layers at load (the original's int8/int4
+   * arithmetic; core/models/chatglm/quantized.ts). A pre-quantized checkpoint needs no option.
+   */
+  quantize?: QuantizeOption;
+  /** Storage of quantized weights: "texture" (default on software adapters) or "buffer". */
+  quantDesign?: "texture" | "buffer";
   onProgress?: (p: LoadProgress) => void;
   /** Progress bar on stderr (default: when stderr is a terminal). */
   progressBar?: boolean;
@@ -84,11 +92,15 @@ export async function loadModel(
   assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
 
   const ckpt = await openCheckpoint(root);
-  const weights = await uploadChatGLMWeights(gpu, ckpt, config, {
-    dtype,
-    onProgress: options.onProgress,
-    progressBar: options.progressBar,
-  });
+  const quant = resolveQuantization(config, options.quantize, root);
+  const loadOptions = { dtype, onProgress: options.onProgress, progressBar: options.progressBar };
+  const weights = quant
+    ? await uploadQuantizedChatGLM(gpu, ckpt, config, {
+      ...loadOptions,
+      ...quant,
+      design: options.quantDesign,
+    })
+    : await uploadChatGLMWeights(gpu, ckpt, config, loadOptions);
   const model = assembleChatGLM({
     config,
     dtype,

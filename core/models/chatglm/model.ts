@@ -810,7 +810,8 @@ export function assembleChatGLM(parts: ChatGLMParts): ChatGLMModel {
 
     dispose() {
       if (model.disposed) return;
-      for (const t of model.parameters().values()) releaseTensor(t);
+      // A tied lm_head is the embedding tensor itself: release each tensor once.
+      for (const t of new Set(model.parameters().values())) releaseTensor(t);
       for (const layer of parts.layers) {
         for (const lin of [layer.queryKeyValue, layer.dense, layer.denseHTo4h, layer.dense4hToH]) {
           if (lin.lora) {
