@@ -137,6 +137,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     backendReason: opts.info?.backendReason,
     maxContext,
     demo: opts.info?.demo ?? false,
+    weights: opts.info?.weights,
   };
   const scheduler = createScheduler(decoder, { textVocab: tok.textVocabSize, endId: tok.eopId });
   let closed = false;

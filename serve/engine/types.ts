@@ -54,6 +54,8 @@ export interface EngineInfo {
   maxContext: number;
   /** True for the embedded demo model. */
   demo: boolean;
+  /** What the weights are, e.g. "int4 (per-row scales), 3.6 GiB" (shown by /v1/models). */
+  weights?: string;
 }
 
 export interface EngineStats {

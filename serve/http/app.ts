@@ -139,7 +139,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
 
   app.get("/v1/models", (c) => {
     requireEngine();
-    return c.json({ object: "list", data: [modelCard(modelName())] });
+    return c.json({ object: "list", data: [modelCard(modelName(), requireEngine())] });
   });
   app.all("/v1/models", () => methodNotAllowed("GET"));
   app.get("/v1/models/:id{.+}", (c) => {
@@ -154,7 +154,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
         "model_not_found",
       );
     }
-    return c.json(modelCard(id));
+    return c.json(modelCard(id, requireEngine()));
   });
 
   app.post("/v1/chat/completions", (c) =>
@@ -194,8 +194,11 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
   return app;
 }
 
-function modelCard(id: string) {
-  return { id, object: "model", created: 0, owned_by: "medglm" };
+function modelCard(id: string, engine: Engine) {
+  const { backend, weights } = engine.info;
+  const card = { id, object: "model", created: 0, owned_by: "medglm" };
+  // Our extension, where the engine knows its weights: the backend and the weights' bits and size.
+  return weights ? { ...card, medglm: { backend, weights } } : card;
 }
 
 function methodNotAllowed(allow: string): never {

@@ -81,18 +81,20 @@ export async function loadModel(
   const adapter = typeof options.adapter === "string"
     ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
     : options.adapter ?? null;
+  const ckpt = await openCheckpoint(root);
+  const quant = resolveQuantization(config, options.quantize, root);
   const plan = planMemory(config, {
     dtype,
     maxContext,
     batch: options.maxBatch ?? 1,
     adapter: adapter ?? undefined,
+    quant: quant?.spec,
+    tiedHead: !ckpt.locate.has("lm_head.weight") || (quant?.spec.embeddings ?? false),
   });
   const log = options.log ?? ((line: string) => console.error(line));
   log(formatMemoryPlan(plan));
   assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
 
-  const ckpt = await openCheckpoint(root);
-  const quant = resolveQuantization(config, options.quantize, root);
   const loadOptions = { dtype, onProgress: options.onProgress, progressBar: options.progressBar };
   const weights = quant
     ? await uploadQuantizedChatGLM(gpu, ckpt, config, {
@@ -102,7 +104,8 @@ export async function loadModel(
     })
     : await uploadChatGLMWeights(gpu, ckpt, config, loadOptions);
   const model = assembleChatGLM({
-    config,
+    // The model's config says how its weights were loaded (also when quantized at load).
+    config: quant ? { ...config, quantization: quant.spec } : config,
     dtype,
     gpu,
     maxContext,

@@ -9,6 +9,8 @@ import type { GpuLimits } from "../../gpu/device.ts";
 import type { LoraAdapter } from "../../adapters/lora_weights.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { parameterTable } from "./params.ts";
+import { isQuantizedWeight, type QuantSpec } from "../../quant/format.ts";
+import { describeQuant } from "./quantized.ts";
 import type { WeightDtype } from "./weights.ts";
 
 export interface MemoryPlanOptions {
@@ -16,6 +18,10 @@ export interface MemoryPlanOptions {
   maxContext: number;
   batch: number;
   adapter?: Pick<LoraAdapter, "modules">;
+  /** int8/int4 linears (and embeddings), core/quant; absent: float weights. */
+  quant?: QuantSpec | null;
+  /** The output layer is the embedding table (no second copy). */
+  tiedHead?: boolean;
 }
 
 /** One GPU buffer that must fit a single storage binding. */
@@ -28,6 +34,7 @@ export interface PlannedBinding {
 
 export interface MemoryPlan {
   dtype: WeightDtype;
+  quant: QuantSpec | null;
   maxContext: number;
   batch: number;
   weightsBytes: number;
@@ -45,7 +52,17 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   const el = dtype === "f16" ? 2 : 4;
   const h = config.hiddenSize, inner = config.innerHiddenSize, V = config.vocabSize;
   let weightsBytes = 0;
-  for (const p of parameterTable(config)) weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
+  const quant = options.quant ?? null;
+  for (const p of parameterTable(config)) {
+    if (p.name === "lm_head.weight" && options.tiedHead) continue;
+    if (quant && isQuantizedWeight(p.name, quant)) {
+      // Packed values plus one f16 scale per row (and group).
+      const [out, inp] = p.shape;
+      const perRow = quant.groupSize === null || p.name.startsWith("transformer.word_");
+      weightsBytes += (out * inp * quant.bits) / 8 +
+        out * (perRow ? 1 : inp / quant.groupSize!) * 2;
+    } else weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
+  }
   let loraBytes = 0;
   for (const m of options.adapter?.modules.values() ?? []) {
     loraBytes += (m.r * m.inFeatures + m.outFeatures * m.r) * 4;
@@ -67,6 +84,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   ];
   return {
     dtype,
+    quant,
     maxContext: T,
     batch: b,
     weightsBytes,
@@ -87,7 +105,11 @@ function gib(n: number): string {
 /** A few lines for the terminal. */
 export function formatMemoryPlan(plan: MemoryPlan): string {
   return [
-    `GPU memory plan (${plan.dtype} weights, context ${plan.maxContext}, batch ${plan.batch}):`,
+    `GPU memory plan (${
+      plan.quant
+        ? `${describeQuant(plan.quant)}, other weights ${plan.dtype}`
+        : `${plan.dtype} weights`
+    }, context ${plan.maxContext}, batch ${plan.batch}):`,
     `  weights ${gib(plan.weightsBytes)}, LoRA ${gib(plan.loraBytes)}, KV cache ${
       gib(plan.kvCacheBytes)
     }, activations ${gib(plan.activationBytes)}; total ${gib(plan.totalBytes)}`,

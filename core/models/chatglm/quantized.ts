@@ -86,6 +86,28 @@ export function describeQuant(spec: QuantSpec): string {
   }`;
 }
 
+/**
+ * What a loaded model's weights are and take on the GPU: "int4 (per-row scales), 3.6 GiB" or
+ * "f16, 12.5 GiB" (for logs, /v1/models, the web page).
+ */
+export function describeModelWeights(model: {
+  config: ChatGLMConfig;
+  parameters(): Map<string, Tensor>;
+}): string {
+  let bytes = 0;
+  const floats = new Set<string>();
+  for (const t of new Set(model.parameters().values())) {
+    bytes += t.byteLength;
+    // Scales: one f16 per row and group, counted as the checkpoint stores them.
+    if (t.quant) bytes += t.shape[0] * (t.shape[1] / t.quant.groupSize) * 2;
+    else floats.add(t.dtype);
+  }
+  const gib = (bytes / 2 ** 30).toFixed(bytes >= 2 ** 30 ? 2 : 4);
+  const q = model.config.quantization;
+  const rest = [...floats].join("/");
+  return `${q ? `${describeQuant(q)} (other weights ${rest})` : rest}, ${gib} GiB`;
+}
+
 function shapeText(s: readonly number[]): string {
   return `[${s.join(", ")}]`;
 }
