@@ -123,6 +123,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
         backend: info.backend,
         demo: info.demo,
         maxContext: info.maxContext,
+        ...(info.weights ? { weights: info.weights } : {}),
         active: admission.active,
         queued: admission.queued,
       });
