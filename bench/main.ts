@@ -19,6 +19,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   engine: () => import("./engine.ts"),
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
+  quant: () => import("./quant.ts"),
 };
 
 export async function runBenches(names: string[]): Promise<number> {

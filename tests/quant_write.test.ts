@@ -5,6 +5,7 @@ import { getGpu } from "../core/gpu/device.ts";
 import { openCheckpoint, readTensor } from "../core/io/checkpoint.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
 import { main as quantizeMain } from "../core/cli/quantize.ts";
+import { writeSafetensors } from "../core/io/safetensors.ts";
 
 const FIX = new URL("./fixtures/chatglm6b-tiny-quantized/", import.meta.url).pathname;
 const quiet = { log: () => {}, progressBar: false, dtype: "f32" } satisfies LoadModelOptions;
@@ -129,5 +130,45 @@ Deno.test("quantize flags are checked with the flag named", async () => {
       console.error = err;
     }
     assert.match(msg, re);
+  }
+});
+
+Deno.test("an untied head is kept (quantized per row with --embeddings), never replaced by the embeddings", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    // f16-tied/ plus an lm_head that differs from the embeddings (as the demo model's does).
+    const src = `${tmp}/untied`;
+    await Deno.mkdir(src);
+    await Deno.copyFile(`${FIX}f16-tied/config.json`, `${src}/config.json`);
+    const ck = await openCheckpoint(`${FIX}f16-tied`);
+    const tensors = [];
+    for (const name of ck.tensorNames) {
+      const t = await readTensor(ck, name);
+      tensors.push({ name, dtype: t.dtype, shape: t.shape, data: t.data });
+      if (name === "transformer.word_embeddings.weight") {
+        const head = new Uint16Array(t.data.slice().buffer);
+        head.reverse(); // other values, same magnitudes
+        tensors.push({ name: "lm_head.weight", dtype: t.dtype, shape: t.shape, data: head });
+      }
+    }
+    await writeSafetensors(`${src}/model.safetensors`, tensors);
+    const quantize = { bits: 4, embeddings: true } as const;
+    const m = await loadModel(src, { ...quiet, quantize });
+    try {
+      assert.notEqual(m.lmHead.weight, m.embedding.weight);
+      assert.equal(m.lmHead.weight.dtype, "q4");
+    } finally {
+      m.dispose();
+    }
+    const rc = await quiet2(() =>
+      quantizeMain(["--model", src, "--bits", "4", "--out", `${tmp}/q`, "--embeddings"])
+    );
+    assert.equal(rc, 0);
+    const out = await openCheckpoint(`${tmp}/q`);
+    assert.equal(out.locate.get("lm_head.weight")!.tensor.dtype, "I8");
+    assert.deepEqual(out.locate.get("lm_head.weight_scale")!.tensor.shape, [2048]);
+    assert.deepEqual(await logits(`${tmp}/q`), await logits(src, { quantize }));
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });

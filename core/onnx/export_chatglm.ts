@@ -293,8 +293,8 @@ export function buildChatGLMGraph(
   const y = layerNorm(x, "transformer.final_layernorm");
   const headName = "lm_head.weight";
   if (quant?.embeddings) {
-    // The tied head is the quantized embedding table.
-    g.node("Identity", [quantMatMul(g, y, embName, V, h, quant, "lm_head.nbits")], {
+    // The quantized head: the embedding table when tied (the reader maps the name), else its own.
+    g.node("Identity", [quantMatMul(g, y, headName, V, h, quant)], {
       outputs: ["logits"],
       name: "lm_head",
     });
@@ -343,7 +343,7 @@ function gelu(g: ReturnType<typeof createGraphBuilder>, x: string, name: string)
 
 /** MatMulNBits' block size for a weight: the group size, or per row (embeddings always per row). */
 function blockSizeOf(quant: GraphQuantization, name: string, K: number): number {
-  const perRow = name.startsWith("transformer.word_embeddings") || quant.groupSize === null;
+  const perRow = /^(transformer\.word_embeddings|lm_head)\./.test(name) || quant.groupSize === null;
   return nbitsBlockSize({ cols: K, groupSize: perRow ? K : quant.groupSize! });
 }
 

@@ -21,7 +21,7 @@ import { initializerByteLength, writeOnnxModel } from "./onnx_model.ts";
 import { MS_DOMAIN } from "./matmul_nbits.ts";
 import { convertBytes, viewAs } from "../io/dtype.ts";
 import { type QuantizedMatrix, quantizeF16, unpackInt4 } from "../quant/arith.ts";
-import { EMBEDDING_NAME, type QuantSpec } from "../quant/format.ts";
+import { isPerRowModule, type QuantSpec } from "../quant/format.ts";
 import {
   checkQuantizedCheckpoint,
   type QuantizeOption,
@@ -181,7 +181,14 @@ export async function exportChatGLMToOnnx(
         bits: quant.spec.bits,
         groupSize: quant.spec.groupSize,
         embeddings: quant.spec.embeddings,
-        read: (name) => readQuantized(ckpt, config, quant.spec, quant.prequantized, name),
+        read: (name) =>
+          readQuantized(
+            ckpt,
+            config,
+            quant.spec,
+            quant.prequantized,
+            tied && name === "lm_head.weight" ? "transformer.word_embeddings.weight" : name,
+          ),
       }
       : null,
   });
@@ -341,7 +348,7 @@ async function readQuantized(
 ): Promise<QuantizedMatrix> {
   const [rows, cols] = parameterTable(config).find((p) => p.name === name)!.shape;
   const module = name.slice(0, -".weight".length);
-  const groupSize = module === EMBEDDING_NAME || spec.groupSize === null ? cols : spec.groupSize;
+  const groupSize = isPerRowModule(module) || spec.groupSize === null ? cols : spec.groupSize;
   if (!prequantized) {
     const t = await readTensor(ckpt, name);
     const w16 = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);

@@ -7,7 +7,8 @@
  *   [out, in / 2] packed for 4 bits) and `<layer>.weight_scale` f16 [out] (per row) or, our
  *   extension, [out, in / G] with `medglm_quantization_group_size: G` in config.json.
  * - With `quantization_embeddings`, `transformer.word_embeddings.weight` is quantized the same way
- *   (per row) and the tied output layer reads it.
+ *   (per row) and the tied output layer reads it (a stored `lm_head.weight` that differs from the
+ *   embeddings is quantized per row too, as `lm_head.weight` + `lm_head.weight_scale`).
  * - Everything else is float16; `lm_head.weight` may be absent (tied to the embeddings).
  */
 
@@ -45,8 +46,19 @@ export function isQuantizedModule(module: string): boolean {
 export function isQuantizedWeight(name: string, spec: QuantSpec): boolean {
   if (!name.endsWith(".weight")) return false;
   const module = name.slice(0, -".weight".length);
-  return isQuantizedModule(module) || (spec.embeddings && module === EMBEDDING_NAME);
+  return isQuantizedModule(module) || (spec.embeddings && isPerRowModule(module));
 }
+
+/**
+ * The embeddings and the output layer: quantized (with `quantization_embeddings`) always per row.
+ * The head is usually tied (absent); a checkpoint whose head differs from its embeddings (the
+ * demo model's, trained untied) keeps its own quantized head.
+ */
+export function isPerRowModule(module: string): boolean {
+  return module === EMBEDDING_NAME || module === HEAD_NAME;
+}
+
+export const HEAD_NAME = "lm_head";
 
 /** The stored shapes of a quantized weight [out, in]: values and scales. */
 export function storedShapes(

@@ -19,6 +19,7 @@ import { writeJsonAtomic } from "../io/atomic.ts";
 import { type QuantizedMatrix, quantizeF16, storedBytes } from "./arith.ts";
 import {
   EMBEDDING_NAME,
+  isPerRowModule,
   isQuantizedWeight,
   quantConfigKeys,
   type QuantSpec,
@@ -65,13 +66,16 @@ export async function quantizeCheckpoint(
     throw new Error(`--out ${out}: the directory exists and is not empty (nothing was written)`);
   }
   const ckpt = await openCheckpoint(src);
-  const tied = !ckpt.locate.has("lm_head.weight") || spec.embeddings ||
-    configJson.tie_word_embeddings !== false;
   if (!ckpt.locate.has(`${EMBEDDING_NAME}.weight`)) {
     throw new Error(
       `${src}: no tensor ${EMBEDDING_NAME}.weight (is this a ChatGLM-6B checkpoint?)`,
     );
   }
+  // The original's releases store an lm_head equal to the embeddings (tied): left out here, as in
+  // its quantized releases. A head that differs (trained untied) is kept.
+  const tied = !ckpt.locate.has("lm_head.weight") ||
+    (configJson.tie_word_embeddings !== false &&
+      await sameTensor(ckpt, "lm_head.weight", `${EMBEDDING_NAME}.weight`));
   const names = ckpt.tensorNames.filter((n) =>
     !(tied && n === "lm_head.weight") && !/\.rotary_emb\.inv_freq$/.test(n)
   );
@@ -98,6 +102,16 @@ export async function quantizeCheckpoint(
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw err;
   }
+}
+
+/** Whether two stored tensors hold the same values (reads both: two tensors of host memory). */
+async function sameTensor(ckpt: Checkpoint, a: string, b: string): Promise<boolean> {
+  const [x, y] = [await readTensor(ckpt, a), await readTensor(ckpt, b)];
+  if (x.shape.join() !== y.shape.join()) return false;
+  const fx = convertBytes(x.data, x.dtype, "F16"), fy = convertBytes(y.data, y.dtype, "F16");
+  if (fx.length !== fy.length) return false;
+  for (let i = 0; i < fx.length; i++) if (fx[i] !== fy[i]) return false;
+  return true;
 }
 
 interface Entry {
@@ -134,7 +148,7 @@ function planEntries(
     const t = await readTensor(ckpt, name);
     const [rows, cols] = t.shape;
     const module = name.slice(0, -".weight".length);
-    const group = module === EMBEDDING_NAME || spec.groupSize === null ? cols : spec.groupSize;
+    const group = isPerRowModule(module) || spec.groupSize === null ? cols : spec.groupSize;
     const w16 = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);
     const m = quantizeF16(w16, rows, cols, spec.bits, group, name);
     last = { name, m };
@@ -146,7 +160,7 @@ function planEntries(
     if (isQuantizedWeight(name, spec)) {
       const [rows, cols] = stored.shape;
       const module = name.slice(0, -".weight".length);
-      const groups = module === EMBEDDING_NAME || spec.groupSize === null
+      const groups = isPerRowModule(module) || spec.groupSize === null
         ? null
         : cols / spec.groupSize;
       entries.push({

@@ -89,7 +89,7 @@ export async function loadModel(
     batch: options.maxBatch ?? 1,
     adapter: adapter ?? undefined,
     quant: quant?.spec,
-    tiedHead: !ckpt.locate.has("lm_head.weight") || (quant?.spec.embeddings ?? false),
+    tiedHead: !ckpt.locate.has("lm_head.weight"),
   });
   const log = options.log ?? ((line: string) => console.error(line));
   log(formatMemoryPlan(plan));

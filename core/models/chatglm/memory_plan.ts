@@ -58,7 +58,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     if (quant && isQuantizedWeight(p.name, quant)) {
       // Packed values plus one f16 scale per row (and group).
       const [out, inp] = p.shape;
-      const perRow = quant.groupSize === null || p.name.startsWith("transformer.word_");
+      const perRow = quant.groupSize === null || !p.name.startsWith("transformer.layers.");
       weightsBytes += (out * inp * quant.bits) / 8 +
         out * (perRow ? 1 : inp / quant.groupSize!) * 2;
     } else weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;

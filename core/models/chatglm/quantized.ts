@@ -15,6 +15,7 @@ import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts
 import { checkQuantShape, quantizeF16, storedBytes } from "../../quant/arith.ts";
 import {
   EMBEDDING_NAME,
+  isPerRowModule,
   isQuantizedWeight,
   type QuantSpec,
   storedShapes,
@@ -127,11 +128,10 @@ export function checkQuantizedCheckpoint(
   const seen = new Set<string>();
   const expected = new Map<string, { shape: number[]; dtype: "float" | "I8" | "F16" }>();
   for (const p of parameterTable(config)) {
-    if (p.name === "lm_head.weight") continue;
     if (prequantized && isQuantizedWeight(p.name, spec)) {
       const [out, inp] = p.shape;
       const module = p.name.slice(0, -".weight".length);
-      const group = module === EMBEDDING_NAME ? null : spec.groupSize;
+      const group = isPerRowModule(module) ? null : spec.groupSize;
       try {
         checkQuantShape(p.name, spec.bits, out, inp, group ?? inp);
       } catch (err) {
@@ -143,14 +143,16 @@ export function checkQuantizedCheckpoint(
       expected.set(`${module}.weight_scale`, { shape: s.scale, dtype: "F16" });
     } else expected.set(p.name, { shape: p.shape, dtype: "float" });
   }
-  const head = parameterTable(config).find((p) => p.name === "lm_head.weight")!;
   const hasHead = ckpt.locate.has("lm_head.weight");
   if (!hasHead && config.tieWordEmbeddings === false) {
     problems.push("missing tensor lm_head.weight (config.json says tie_word_embeddings: false)");
   }
-  // With quantized embeddings the head is the (quantized) embedding table, as in the original.
-  const tied = !hasHead || spec.embeddings;
-  if (hasHead) expected.set("lm_head.weight", { shape: head.shape, dtype: "float" });
+  // An absent head is the embedding table itself (the original's pre-quantized releases).
+  const tied = !hasHead;
+  if (tied) {
+    expected.delete("lm_head.weight");
+    expected.delete("lm_head.weight_scale");
+  }
   for (const name of ckpt.tensorNames) {
     if (isIgnoredTensor(name, config)) continue;
     const want = expected.get(name);
@@ -253,7 +255,7 @@ export async function uploadQuantizedChatGLM(
       const weightName = isScale ? t.name.replace(/_scale$/, "") : t.name;
       if (isQuantizedWeight(weightName, spec)) {
         const module = weightName.slice(0, -".weight".length);
-        const group = module === EMBEDDING_NAME ? null : spec.groupSize;
+        const group = isPerRowModule(module) ? null : spec.groupSize;
         const [out, inp] = shapeOf(weightName);
         if (prequantized) {
           const p = pending.get(module) ?? {};
