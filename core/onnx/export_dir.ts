@@ -40,6 +40,8 @@ export interface OnnxExportInfo {
   dtype: OnnxWeightDtype;
   /** int8/int4 weights (MatMulNBits), or absent/null for float weights. */
   quantization?: QuantSpec | null;
+  /** How MatMulNBits multiplies: int8 activations (fast) or f32 (quantized exports only). */
+  quantAccuracy?: "int8" | "f32";
   /** sha256 of the canonical model config (see `configHash`). */
   configHash: string;
   /** The model's config.json as read (the runner builds its config from it). */
@@ -136,6 +138,12 @@ export interface ExportOnnxOptions {
    * checkpoint is exported quantized without it.
    */
   quantize?: QuantizeOption;
+  /**
+   * How MatMulNBits multiplies (see GraphQuantization.accuracyLevel): "f32" (default; matches the
+   * WebGPU path) or "int8" (ORT's fast path: activations rounded to int8 per block; on the tiny
+   * random fixture this moved logits by ~10% of their range, so it is opt-in).
+   */
+  quantAccuracy?: "int8" | "f32";
 }
 
 const EXTERNAL_AUTO_BYTES = 1.5 * 2 ** 30;
@@ -181,6 +189,7 @@ export async function exportChatGLMToOnnx(
         bits: quant.spec.bits,
         groupSize: quant.spec.groupSize,
         embeddings: quant.spec.embeddings,
+        accuracyLevel: options.quantAccuracy === "int8" ? 4 : 0,
         read: (name) =>
           readQuantized(
             ckpt,
@@ -205,6 +214,7 @@ export async function exportChatGLMToOnnx(
     opset: ONNX_OPSET,
     dtype,
     quantization: quant?.spec ?? null,
+    ...(quant ? { quantAccuracy: options.quantAccuracy ?? "f32" } : {}),
     configHash: await configHash(config),
     config: json,
     maxPositions,
