@@ -170,22 +170,28 @@ async function speed(gpu: Gpu, ort: Ort | string, quick: boolean): Promise<strin
     const w = fillRandom(N * K, N + K);
     const w16bits = f32ToF16(w);
     const x = uploadTensor(gpu, fillRandom(K, 3), [1, K]);
-    const w16 = uploadTensor(gpu, w16bits, [N, K], "f16");
-    const tF16 = await timeOurs(gpu, x, w16, budget);
-    releaseTensor(w16);
-    const times: Record<string, number> = {};
+    // All three weights resident, timed in alternating rounds and the best kept: the machine is
+    // shared, and a burst of other load must not land on one contender only.
+    const ours: Record<string, Tensor> = { f16: uploadTensor(gpu, w16bits, [N, K], "f16") };
     const ortTimes: Record<string, number> = {};
     for (const bits of [8, 4] as const) {
       const m = quantizeF16(w16bits, N, K, bits);
-      const wq = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { label });
-      times[bits] = await timeOurs(gpu, x, wq, budget);
-      releaseTensor(wq);
+      ours[bits] = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { label });
       if (typeof ort !== "string") {
         // int8 weights with f32 activations have no fast ORT kernel (measured ~30× slower).
         if (bits === 4) ortTimes["4"] = await timeOrt(ort, nbitsGraph(K, N, m, 0), K, budget);
         ortTimes[`${bits}a8`] = await timeOrt(ort, nbitsGraph(K, N, m, 4), K, budget);
       }
     }
+    const times: Record<string, number> = {};
+    for (let round = 0; round < 3; round++) {
+      for (const [key, w] of Object.entries(ours)) {
+        const t = await timeOurs(gpu, x, w, budget);
+        times[key] = Math.min(times[key] ?? Infinity, t);
+      }
+    }
+    const tF16 = times.f16;
+    for (const w of Object.values(ours)) releaseTensor(w);
     releaseTensor(x);
     let tOrt = NaN;
     if (typeof ort !== "string") {
