@@ -7,7 +7,7 @@ import { openCheckpoint, readTensor } from "../core/io/checkpoint.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import type { Dtype } from "../core/io/dtype.ts";
 import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
-import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
+import { loadModel, type LoadModelOptions, mergeAdapter } from "../core/models/chatglm/load.ts";
 import { compareRule } from "./reference/chatglm.ts";
 
 const FIX = new URL("./fixtures/chatglm6b-tiny-quantized/", import.meta.url).pathname;
@@ -166,5 +166,21 @@ Deno.test("bad quantized checkpoints are refused naming the tensor and the rule"
     );
   } finally {
     for (const d of [bit3, shortScale, odd]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("a LoRA adapter runs on an int4 base (f32 branch); merging into int4 is refused", async () => {
+  const adapter = new URL("./fixtures/chatglm6b-tiny/adapter-qkv", import.meta.url).pathname;
+  const { g } = golden(4);
+  const base = await loadModel(`${FIX}int4`, { ...quiet, dtype: "f32" });
+  const tuned = await loadModel(`${FIX}int4`, { ...quiet, dtype: "f32", adapter });
+  try {
+    const a = await base.forward(g.input_ids), b = await tuned.forward(g.input_ids);
+    assert.ok(b.every(Number.isFinite));
+    assert.ok(a.some((v, i) => Math.abs(v - b[i]) > 1e-3), "the adapter changes the logits");
+    await assert.rejects(mergeAdapter(tuned), /weights are quantized .* cannot be merged/);
+  } finally {
+    base.dispose();
+    tuned.dispose();
   }
 });

@@ -242,6 +242,12 @@ export async function mergeAdapter(model: ChatGLMModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = modelLinears(model);
+  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
+    throw new Error(
+      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
+        "into them: keep it attached (leave out --merged) or load the model without --quantize",
+    );
+  }
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     const w = await readTensor(lin.weight) as Float32Array;
