@@ -184,3 +184,27 @@ Deno.test("a LoRA adapter runs on an int4 base (f32 branch); merging into int4 i
     tuned.dispose();
   }
 });
+
+Deno.test("--quantize keeps one tensor for an lm_head equal to the embeddings (the full release)", async () => {
+  const dir = await patchedCopy(`${FIX}f16-tied`, {}, (_name, t) => t);
+  try {
+    // Add lm_head = the embeddings, as THUDM's full-precision release stores it.
+    const ck = await openCheckpoint(dir);
+    const tensors = [];
+    for (const name of ck.tensorNames) {
+      const t = await readTensor(ck, name);
+      tensors.push({ name, dtype: t.dtype, shape: t.shape, data: t.data });
+      if (name === "transformer.word_embeddings.weight") {
+        tensors.unshift({ name: "lm_head.weight", dtype: t.dtype, shape: t.shape, data: t.data });
+      }
+    }
+    await writeSafetensors(`${dir}/model.safetensors`, tensors);
+    const { g, logits: want } = golden(4);
+    await withModel(dir, { dtype: "f32", quantize: 4 }, async (m) => {
+      assert.equal(m.lmHead.weight, m.embedding.weight);
+      checkLogits("tied by content", await m.forward(g.input_ids), g, want);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -25,6 +25,14 @@ import type { ChatGLMConfig } from "./config.ts";
 import { isIgnoredTensor, parameterTable } from "./params.ts";
 import type { LoadProgress, WeightDtype } from "./weights.ts";
 
+const EMB = `${EMBEDDING_NAME}.weight`;
+const HEAD = "lm_head.weight";
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** What `--quantize` / `loadModel({ quantize })` asks for. */
 export type QuantizeOption = 4 | 8 | {
   bits: 4 | 8;
@@ -236,6 +244,8 @@ export async function uploadQuantizedChatGLM(
   // A stored quantized weight waits for its scale (or the scale for its weight).
   const pending = new Map<string, { q?: Int8Array; scales?: Uint16Array }>();
   let loadedBytes = 0;
+  const digests = new Map<string, string>();
+  let tiedLate = false;
   const floatTensor = (data: Uint8Array, dtype: string, shape: number[], name: string) =>
     options.dtype === "f16"
       ? uploadTensor(
@@ -251,6 +261,24 @@ export async function uploadQuantizedChatGLM(
   const shapeOf = (name: string) => parameterTable(config).find((p) => p.name === name)!.shape;
   try {
     for await (const t of iterateTensors(ckpt, { names: wanted })) {
+      loadedBytes += t.data.byteLength;
+      bar?.tick(t.data.byteLength);
+      options.onProgress?.({ loadedBytes, totalBytes, tensor: t.name });
+      // The original's full-precision release stores an lm_head equal to the embeddings: keep
+      // one tensor (what tying means), found by content, in either order.
+      if (
+        !prequantized && config.tieWordEmbeddings !== false && (t.name === EMB || t.name === HEAD)
+      ) {
+        const digest = await sha256(t.data);
+        const other = t.name === EMB ? HEAD : EMB;
+        const same = digests.get(other) === digest;
+        digests.set(t.name, digest);
+        if (same && t.name === HEAD) {
+          tensors.set(HEAD, tensors.get(EMB)!);
+          continue;
+        }
+        if (same) tiedLate = true; // the head came first: replaced by the embeddings below
+      }
       const isScale = t.name.endsWith(".weight_scale");
       const weightName = isScale ? t.name.replace(/_scale$/, "") : t.name;
       if (isQuantizedWeight(weightName, spec)) {
@@ -288,9 +316,11 @@ export async function uploadQuantizedChatGLM(
           );
         }
       } else tensors.set(t.name, floatTensor(t.data, t.dtype, t.shape, t.name));
-      loadedBytes += t.data.byteLength;
-      bar?.tick(t.data.byteLength);
-      options.onProgress?.({ loadedBytes, totalBytes, tensor: t.name });
+      if (tiedLate && t.name === EMB) {
+        releaseTensor(tensors.get(HEAD)!);
+        tensors.set(HEAD, tensors.get(EMB)!);
+        tiedLate = false;
+      }
     }
     if (tied) tensors.set("lm_head.weight", tensors.get(`${EMBEDDING_NAME}.weight`)!);
   } catch (err) {
