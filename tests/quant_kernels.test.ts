@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { f16Round, readTensor, releaseTensor, uploadTensor } from "../core/tensor/mod.ts";
-import { embedding, linear } from "../core/kernels/mod.ts";
+import { embedding, linear, linearBackward } from "../core/kernels/mod.ts";
 import { numberToF16Bits } from "../core/io/dtype.ts";
 import { dequantize, quantizeF16, referenceLinear, storedBytes } from "../core/quant/arith.ts";
 import { type QuantDesign, uploadQuantWeight } from "../core/quant/gpu_weight.ts";
@@ -84,6 +84,44 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
         }
       });
       for (const t of [w, it, y]) releaseTensor(t);
+    });
+  }
+}
+
+for (const design of ["texture", "buffer"] as QuantDesign[]) {
+  for (
+    const c of [
+      { M: 3, N: 37, K: 90, bits: 8 as const },
+      { M: 5, N: 45, K: 50, bits: 4 as const },
+      { M: 2, N: 33, K: 96, bits: 4 as const, group: 32 },
+    ]
+  ) {
+    Deno.test(`dx through a frozen ${design} q${c.bits}${c.group ? ` g${c.group}` : ""} weight (LoRA on a quantized base)`, async () => {
+      const m = quantized(c.N, c.K, c.bits, c.group ?? c.K, 9);
+      const deq = dequantize(m);
+      const dy = randomArray(c.M * c.N, 21);
+      const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design });
+      const xt = uploadTensor(gpu, randomArray(c.M * c.K, 22), [c.M, c.K]);
+      const dyt = uploadTensor(gpu, dy, [c.M, c.N]);
+      const rec = beginRecording(gpu);
+      const dx = linearBackward(rec, xt, w, dyt, { input: true, frozen: true })!;
+      await submit(rec);
+      const got = await readTensor(dx) as Float32Array;
+      let maxErr = 0, maxRef = 0;
+      for (let i = 0; i < c.M; i++) {
+        for (let k = 0; k < c.K; k++) {
+          let s = 0;
+          for (let n = 0; n < c.N; n++) s += dy[i * c.N + n] * deq[n * c.K + k];
+          maxErr = Math.max(maxErr, Math.abs(got[i * c.K + k] - s));
+          maxRef = Math.max(maxRef, Math.abs(s));
+        }
+      }
+      assert.ok(maxErr <= 1e-5 * maxRef * Math.sqrt(c.N), `max error ${maxErr} (max ${maxRef})`);
+      assert.throws(
+        () => linearBackward(beginRecording(gpu), xt, w, dyt, { weight: dx }),
+        /quantized \(q[48]\): frozen, no gradient/,
+      );
+      for (const t of [w, xt, dyt, dx.base ?? dx]) releaseTensor(t);
     });
   }
 }

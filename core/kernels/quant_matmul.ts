@@ -507,3 +507,137 @@ fn main(${WG_BUILTINS}) {
   void grouped;
   return y;
 }
+
+// --- input gradient: dx = dy · W (training a LoRA on a quantized, frozen base) -----------------
+
+/**
+ * `dy[..., N] · W` for a quantized W [N, K] → f32 [..., K]: the input gradient through a frozen
+ * int8/int4 weight. One invocation per (row of dy, 32-bit word of W's rows) walks all N, so the
+ * weight is read once per row of dy; written into `out` when given (e.g. a row slice).
+ */
+export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tensor): Tensor {
+  const q = w.quant;
+  if (!q) throw new GpuError(`quantInputGrad: ${w.label ?? "weight"} is not quantized`);
+  expectDtype(dy, "quantInputGrad", "dy", ["f32"]);
+  const [N, K] = w.shape;
+  if (dy.rowLength !== N || dy.chunks.length > 1) {
+    throw new GpuError(
+      `quantInputGrad: dy [${dy.shape.join(", ")}] must be unchunked rows of ${N} (W [${N}, ${K}])`,
+    );
+  }
+  const M = numel(dy.shape) / N;
+  const dx = outputTensor(rec, "quantInputGrad", [...dy.shape.slice(0, -1), K], out);
+  if (M === 0 || K === 0) return dx;
+  const per = 32 / q.bits;
+  const unpack = q.bits === 8
+    ? "acc0 += mat4x4<f32>(q8(t.x), q8(t.y), q8(t.z), q8(t.w)) * ds;"
+    : "acc0 += mat4x4<f32>(q4lo(t.x), q4lo(t.y), q4lo(t.z), q4lo(t.w)) * ds;\n    " +
+      "acc1 += mat4x4<f32>(q4hi(t.x), q4hi(t.y), q4hi(t.z), q4hi(t.w)) * ds;";
+  const store = `
+  let k0 = kw * ${per}u;
+  for (var j = 0u; j < ${per}u; j++) {
+    let k = k0 + j;
+    if (k < P.K) {
+      var v = 0.0;
+      if (j < 4u) { v = acc0[j]; } else { v = acc1[j - 4u]; }
+      let o = m * P.K + k;
+      if (P.accumulate == 1u) { v += DX[o]; }
+      DX[o] = v;
+    }
+  }`;
+  const params = `struct Params { M: u32, N: u32, K: u32, W: u32, rowStart: u32, rows: u32,
+  accumulate: u32, wordsPerGroup: u32, groups: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;`;
+  const ldy = `fn ldy(m: u32, n: u32) -> f32 {
+  if (n >= P.rowStart + P.rows) { return 0.0; }
+  return DY[m * P.N + n];
+}`;
+  const groups = (q as QuantTextureStorage | QuantBufferStorage).groups;
+  const wordsPerGroup = groups > 1 ? q.groupSize / per : Number.MAX_SAFE_INTEGER >>> 0;
+  const W = (q as QuantTextureStorage | QuantBufferStorage).wordsPerRow;
+  const dispatch = grid(rec.gpu, Math.ceil((M * W) / 64));
+  if (q.design === "texture") {
+    const tq = q as QuantTextureStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-input-grad:texture:q${q.bits}`, () => `
+${params}
+@group(0) @binding(1) var Bt: texture_2d<u32>;
+@group(0) @binding(2) var St: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+${declareOutput(4, "DX")}
+${UNPACK}
+${ldy}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.M * P.W) { return; }
+  let m = e / P.W;
+  let kw = e - m * P.W;
+  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  let G = (P.rows + 3u) / 4u;
+  for (var g = 0u; g < G; g++) {
+    let t = textureLoad(Bt, vec2<u32>(kw, g), 0);
+    let n0 = P.rowStart + 4u * g;
+    let dy4 = vec4<f32>(ldy(m, n0), ldy(m, n0 + 1u), ldy(m, n0 + 2u), ldy(m, n0 + 3u));
+    let ds = dy4 * textureLoad(St, vec2<u32>(sg, g), 0);
+    ${unpack}
+  }
+  ${store}
+}
+`);
+    tq.blocks.forEach((b, i) => {
+      recordDispatch(
+        rec,
+        pipeline,
+        [M, N, K, W, b.rowStart, b.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+        [b.weights.createView(), b.scales.createView(), bindingOf(dy), bindingOf(dx)],
+        dispatch,
+      );
+    });
+  } else {
+    const bq = q as QuantBufferStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-input-grad:buffer:q${q.bits}`, () => `
+${params}
+@group(0) @binding(1) var<storage, read> Q: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+${declareOutput(4, "DX")}
+${UNPACK}
+${ldy}
+fn scale(i: u32) -> f32 { return unpack2x16float(S[i >> 1u])[i & 1u]; }
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.M * P.W) { return; }
+  let m = e / P.W;
+  let kw = e - m * P.W;
+  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  for (var n = 0u; n < P.rows; n++) {
+    let t = vec4<u32>(Q[n * P.W + kw], 0u, 0u, 0u);
+    let row = P.rowStart + n;
+    let ds = vec4<f32>(DY[m * P.N + row] * scale(row * P.groups + sg), 0.0, 0.0, 0.0);
+    ${unpack}
+  }
+  ${store}
+}
+`);
+    w.chunks.forEach((c, i) => {
+      recordDispatch(
+        rec,
+        pipeline,
+        [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+        [
+          bindingOf(w, i),
+          { buffer: bq.scales, offset: 0, size: bq.scales.size },
+          bindingOf(dy),
+          bindingOf(dx),
+        ],
+        dispatch,
+      );
+    });
+  }
+  return dx;
+}
