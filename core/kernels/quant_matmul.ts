@@ -90,7 +90,7 @@ export function quantLinear(
       : M <= 8
       ? SMALL
       : PREFILL;
-    recordTextureQuant(rec, x, w, q as QuantTextureStorage, M, N, K, bias, y, tile);
+    recordTextureQuant(rec, x, q as QuantTextureStorage, M, N, K, bias, y, tile);
   } else {
     recordBufferQuant(rec, x, w, q as QuantBufferStorage, M, N, K, bias, y);
   }
@@ -261,7 +261,6 @@ function zeroWord(rec: Recording): GPUBufferBinding {
 function recordTextureQuant(
   rec: Recording,
   x: Tensor,
-  w: Tensor,
   q: QuantTextureStorage,
   M: number,
   N: number,
@@ -293,7 +292,6 @@ function recordTextureQuant(
       [Math.ceil(G / tile.C4), Math.ceil(M / tile.R)],
     );
   }
-  void w;
 }
 
 // --- buffer design --------------------------------------------------------------------------------
@@ -425,7 +423,6 @@ export function quantEmbedding(rec: Recording, table: Tensor, ids: Tensor, out?:
   const n = numel(ids.shape);
   const y = outputTensor(rec, "embedding", [...ids.shape, h], out);
   if (n === 0 || h === 0) return y;
-  const grouped = (q as QuantTextureStorage).groups > 1;
   const per = 32 / q.bits;
   const value = q.bits === 8
     ? "let v = (bitcast<i32>(wd) << (24u - 8u * (j % 4u))) >> 24u;"
@@ -504,7 +501,6 @@ fn main(${WG_BUILTINS}) {
       );
     });
   }
-  void grouped;
   return y;
 }
 
