@@ -21,6 +21,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
   "real-size": () => import("./real_size.ts"),
+  quant: () => import("./quant.ts"),
 };
 
 export async function runBenches(names: string[]): Promise<number> {

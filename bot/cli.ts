@@ -3,6 +3,8 @@
  * OpenAI-compatible endpoint (`--endpoint`). The bot token comes only from TELEGRAM_BOT_TOKEN:
  * flags end up in shell history and process lists.
  */
+import { parseQuantizeFlag } from "../core/quant/flag.ts";
+import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { parseArgs } from "node:util";
 import type { Engine } from "../serve/engine/types.ts";
 import { type BotOptions, createBot, type MedBot } from "./bot.ts";
@@ -23,6 +25,7 @@ Engine:
   --model DIR             run the model in this process (HF model directory)
   --adapter DIR           PEFT LoRA adapter for --model
   --backend NAME          webgpu | onnx | auto, for --model (default auto)
+  --quantize SPEC         int8/int4 weights for --model: 8 | 4[,group=G][,embeddings]
 
 Telegram:
   --kv PATH               Deno KV file for history and settings (default out/bot/bot.kv)
@@ -66,6 +69,7 @@ export interface BotCliConfig {
     model: string;
     adapter?: string;
     backend: string;
+    quantize?: QuantizeOption;
   };
   options: BotOptions;
 }
@@ -92,6 +96,7 @@ export function parseBotArgs(
       model: { type: "string" },
       adapter: { type: "string" },
       backend: { type: "string" },
+      quantize: { type: "string" },
       kv: { type: "string" },
       store: { type: "string" },
       "replica-id": { type: "string" },
@@ -212,7 +217,13 @@ export function parseBotArgs(
       maxContext: intFlag("max-context", v["max-context"], 16) ?? 2048,
       apiKey: env.MEDGLM_API_KEY ?? env.OPENAI_API_KEY,
     }
-    : { kind: "local", model: v.model!, adapter: v.adapter, backend: v.backend ?? "auto" };
+    : {
+      kind: "local",
+      model: v.model!,
+      adapter: v.adapter,
+      backend: v.backend ?? "auto",
+      quantize: parseQuantizeFlag(v.quantize),
+    };
   return { engine, options };
 }
 
@@ -238,7 +249,12 @@ async function createLocalEngine(
         "and point the bot at it with --endpoint http://127.0.0.1:PORT",
     );
   }
-  return await create({ model: cfg.model, adapter: cfg.adapter, backend: cfg.backend }) as Engine;
+  return await create({
+    model: cfg.model,
+    adapter: cfg.adapter,
+    backend: cfg.backend,
+    quantize: cfg.quantize,
+  }) as Engine;
 }
 
 export async function createCliEngine(cfg: BotCliConfig["engine"]): Promise<Engine> {

@@ -5,6 +5,8 @@
  * so `--resume` continues an interrupted run.
  */
 
+import { parseQuantizeFlag } from "../core/quant/flag.ts";
+import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { parseArgs } from "node:util";
 import { loadLoraAdapter } from "../core/adapters/lora_weights.ts";
 import { attachAdapter, detachAdapter, loadModel } from "../core/models/chatglm/load.ts";
@@ -64,6 +66,7 @@ options:
   --max-new-tokens N   answer length for --scorer generate (default 32)
   --open-max-new-tokens N  answer length for held-out open questions (default 256)
   --dtype f32|f16      base weight storage (default: f16 where the GPU supports it)
+  --quantize SPEC      int8/int4 base weights at load: 8 | 4[,group=G][,embeddings]
   --out DIR            output folder (default out/eval)
   --resume             reuse cached per-question results in OUT/cache (default: start fresh)
   --no-progress        no progress bars
@@ -80,6 +83,7 @@ export interface EvalCliOptions {
   open: string[];
   settings: EvalSettings;
   dtype?: WeightDtype;
+  quantize?: QuantizeOption;
   issues: number;
 }
 
@@ -100,6 +104,7 @@ export function parseEvalArgs(args: string[]): EvalCliOptions | null {
       "max-new-tokens": { type: "string" },
       "open-max-new-tokens": { type: "string" },
       dtype: { type: "string" },
+      quantize: { type: "string" },
       out: { type: "string" },
       resume: { type: "boolean" },
       "no-progress": { type: "boolean" },
@@ -157,6 +162,7 @@ export function parseEvalArgs(args: string[]): EvalCliOptions | null {
     heldout,
     open,
     dtype: v.dtype as WeightDtype | undefined,
+    quantize: parseQuantizeFlag(v.quantize),
     issues: intFlag("issues", v.issues, 0) ?? 10,
     settings: {
       scorer,
@@ -245,6 +251,7 @@ export async function runEvaluation(
   try {
     model = await loadModel(modelDir, {
       dtype: opts.dtype,
+      quantize: opts.quantize,
       maxBatch: settings.batchSize,
       log,
       progressBar: settings.progress,

@@ -19,6 +19,7 @@ export function startEngine(
     model: flags.model,
     adapter: flags.adapter,
     backend: flags.backend,
+    quantize: flags.quantize,
     promptTemplate: flags.promptTemplate,
     maxBatch: flags.maxConcurrent,
     log,

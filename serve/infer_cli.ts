@@ -357,6 +357,7 @@ export async function main(args: string[]): Promise<number> {
       merged: flags.merged,
       backend: flags.backend,
       dtype: flags.dtype,
+      quantize: flags.quantize,
       promptTemplate: flags.promptTemplate,
       maxBatch: 1,
       log: (line) => io.err(`${line}\n`),

@@ -3,6 +3,8 @@ import { parseArgs } from "node:util";
 import type { WeightDtype } from "../core/models/chatglm/weights.ts";
 import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/prompt/chat.ts";
 import { FlagError, intFlag, numberFlag } from "../core/io/flags.ts";
+import { parseQuantizeFlag } from "../core/quant/flag.ts";
+import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 
 export interface InferFlags {
   model?: string;
@@ -10,6 +12,7 @@ export interface InferFlags {
   merged: boolean;
   backend: string;
   dtype?: WeightDtype;
+  quantize?: QuantizeOption;
   /** One-shot question; absent: interactive chat (or stdin when it is piped). */
   prompt?: string;
   /** Sampling settings; absent: the engine's generation defaults (generation_defaults.ts). */
@@ -37,6 +40,7 @@ only the answer on stdout.
   --merged                  fold the adapter into the weights at load (faster steps)
   --backend NAME            webgpu | onnx | auto (default auto)
   --dtype f16|f32           weight storage on the GPU (default f16 where supported)
+  --quantize SPEC           int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
   --prompt TEXT             one-shot: answer TEXT and exit
 Sampling defaults (for every front end): the model's generation_config.json, else these.
   --max-new-tokens N        longest answer in tokens (default 512)
@@ -69,6 +73,7 @@ export function parseInferFlags(args: string[]): InferFlags {
         merged: { type: "boolean" },
         backend: { type: "string" },
         dtype: { type: "string" },
+        quantize: { type: "string" },
         prompt: { type: "string" },
         "max-new-tokens": { type: "string" },
         temperature: { type: "string" },
@@ -112,6 +117,7 @@ export function parseInferFlags(args: string[]): InferFlags {
     merged: values.merged ?? false,
     backend,
     dtype: dtype as WeightDtype | undefined,
+    quantize: parseQuantizeFlag(values.quantize),
     prompt: values.prompt,
     promptTemplate: template as PromptTemplate | undefined,
     maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"], 1),

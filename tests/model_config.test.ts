@@ -49,7 +49,7 @@ Deno.test("config: unsupported configs are refused with the field named", () => 
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ position_encoding_2d: false }, /position_encoding_2d must be true/],
     [{ pre_seq_len: 128 }, /pre_seq_len is set.*p-tuning/],
-    [{ quantization_bit: 4 }, /quantization_bit is 4/],
+    [{ quantization_bit: 3 }, /quantization_bit is 3: only 4 and 8/],
     [{ quantization_embeddings: true }, /quantization_embeddings is true/],
     [{ model_type: "llama" }, /model_type "llama" is not supported/],
     [{ architectures: ["LlamaForCausalLM"] }, /architectures .* is not supported/],

@@ -35,6 +35,8 @@ import {
   parameterTable,
 } from "../core/models/chatglm/params.ts";
 import { isTargetModule } from "../core/adapters/peft_config.ts";
+import { planMemory } from "../core/models/chatglm/memory_plan.ts";
+import { describeQuant } from "../core/models/chatglm/quantized.ts";
 
 export interface TrainMemoryPlanInput {
   model: ChatGLMConfig;
@@ -147,13 +149,23 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
     bytes,
     detail,
   });
-  const weights = row(
-    "base weights",
-    baseParams * wBytes,
-    `${fmtCount(baseParams)} params × ${wBytes} B (${
-      input.full ? "f32, trainable" : input.weightDtype
-    })`,
-  );
+  // An int8/int4 base (config quantization_bit): packed, frozen (core/quant); LoRA only.
+  const quant = c.quantization ?? null;
+  if (quant && input.full) throw new Error("full fine-tuning needs float weights, not int8/int4");
+  const weights = quant
+    ? row(
+      "base weights",
+      planMemory(c, { dtype: input.weightDtype, maxContext: 1, batch: 1, quant, tiedHead: true })
+        .weightsBytes,
+      `${fmtCount(baseParams)} params: ${describeQuant(quant)}, others ${input.weightDtype}`,
+    )
+    : row(
+      "base weights",
+      baseParams * wBytes,
+      `${fmtCount(baseParams)} params × ${wBytes} B (${
+        input.full ? "f32, trainable" : input.weightDtype
+      })`,
+    );
   const trainable = row(
     input.full ? "trainable: grads" : "LoRA weights + grads",
     input.full ? trainableParams * F32 : trainableParams * 2 * F32,

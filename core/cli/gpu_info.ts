@@ -79,6 +79,11 @@ export async function main(args: string[]): Promise<number> {
     `f16 math:  ${
       gpu.hasF16 ? "yes (shader-f16)" : "no (f16 weights still work: unpacked to f32)"
     }`,
+    `int8/int4: ${
+      gpu.isSoftware
+        ? "yes (--quantize 8|4: packed weights in rgba32uint textures, 16/32 per fetch)"
+        : "yes (--quantize 8|4: packed weights in storage buffers)"
+    }, dequantized in registers, f32 math`,
     "limits:",
     ...KEY_LIMITS.map((k) => {
       const v = gpu.limits[k];

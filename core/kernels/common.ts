@@ -37,6 +37,10 @@ export function declareInput(binding: number, name: string, dtype: DType): strin
       return decl + `fn ld_${name}(i: u32) -> i32 { return ${name}[i]; }\n`;
     case "u32":
       return decl + `fn ld_${name}(i: u32) -> u32 { return ${name}[i]; }\n`;
+    default:
+      throw new Error(
+        `declareInput: ${name} is ${dtype}; quantized weights have their own kernels`,
+      );
   }
 }
 

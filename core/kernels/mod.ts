@@ -68,6 +68,7 @@ export { layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
 export { softmax } from "./softmax/softmax.ts";
 export { reduce, type ReduceOp } from "./softmax/reduce.ts";
 export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
+export { isQuantized, quantEmbedding, quantLinear } from "./matmul/quant.ts";
 export {
   add,
   addScaled,

@@ -8,11 +8,11 @@
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { readJsonFile } from "../io/json_strict.ts";
 import { concatArrays } from "../io/concat.ts";
-import { openCheckpoint, readTensorAsF32 } from "../io/checkpoint.ts";
+import { type Checkpoint, openCheckpoint, readTensor, readTensorAsF32 } from "../io/checkpoint.ts";
 import { createProgress } from "../io/progress.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, parseChatGLMConfig } from "../models/chatglm/config.ts";
-import { checkParameters, linearModules } from "../models/chatglm/params.ts";
+import { checkParameters, linearModules, parameterTable } from "../models/chatglm/params.ts";
 import {
   buildChatGLMGraph,
   EXPORTER_VERSION,
@@ -20,6 +20,15 @@ import {
   type OnnxWeightDtype,
 } from "./export_chatglm.ts";
 import { initializerByteLength, writeOnnxModel } from "./onnx_model.ts";
+import { MS_DOMAIN } from "./matmul_nbits.ts";
+import { convertBytes, viewAs } from "../io/dtype.ts";
+import { type QuantizedMatrix, quantizeF16, unpackInt4 } from "../quant/arith.ts";
+import { isPerRowModule, type QuantSpec } from "../quant/format.ts";
+import {
+  checkQuantizedCheckpoint,
+  type QuantizeOption,
+  resolveQuantization,
+} from "../models/chatglm/quantized.ts";
 
 export const ONNX_MODEL_FILE = "model.onnx";
 export const ONNX_DATA_FILE = "model.onnx.data";
@@ -31,6 +40,10 @@ export interface OnnxExportInfo {
   opset: number;
   /** Storage dtype of the weights in the graph (compute is f32). */
   dtype: OnnxWeightDtype;
+  /** int8/int4 weights (MatMulNBits), or absent/null for float weights. */
+  quantization?: QuantSpec | null;
+  /** How MatMulNBits multiplies: int8 activations (fast) or f32 (quantized exports only). */
+  quantAccuracy?: "int8" | "f32";
   /** sha256 of the canonical model config (see `configHash`). */
   configHash: string;
   /** The model's config.json as read (the runner builds its config from it). */
@@ -59,7 +72,11 @@ export interface OnnxExportInfo {
  * or informational keys), so an export and a model directory can be matched.
  */
 export async function configHash(config: ChatGLMConfig): Promise<string> {
-  const { torchDtype: _informational, ...rest } = config;
+  const { torchDtype: _informational, quantization, tieWordEmbeddings, ...all } = config;
+  // The quantization keys count only when set, so float exports keep their earlier hashes.
+  const rest: Record<string, unknown> = { ...all };
+  if (quantization) rest.quantization = quantization;
+  if (tieWordEmbeddings === false) rest.tieWordEmbeddings = false;
   const canonical = JSON.stringify(
     Object.keys(rest).sort().map((k) => [k, (rest as Record<string, unknown>)[k]]),
   );
@@ -103,6 +120,17 @@ export interface ExportOnnxOptions {
   maxPositions?: number;
   /** Progress bar on stderr. */
   progress?: boolean;
+  /**
+   * Quantize the weights (int8/int4 MatMulNBits, core/onnx/matmul_nbits.ts); a pre-quantized
+   * checkpoint is exported quantized without it.
+   */
+  quantize?: QuantizeOption;
+  /**
+   * How MatMulNBits multiplies (see GraphQuantization.accuracyLevel): "f32" (default; matches the
+   * WebGPU path) or "int8" (ORT's fast path: activations rounded to int8 per block; on the tiny
+   * random fixture this moved logits by ~10% of their range, so it is opt-in).
+   */
+  quantAccuracy?: "int8" | "f32";
 }
 
 const EXTERNAL_AUTO_BYTES = 1.5 * 2 ** 30;
@@ -123,16 +151,42 @@ export async function exportChatGLMToOnnx(
     ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
     : options.adapter ?? null;
   const ckpt = await openCheckpoint(root);
-  checkParameters(
-    config,
-    ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
-    root,
-  );
+  const quant = resolveQuantization(config, options.quantize, root);
+  let tied = false;
+  if (quant) tied = checkQuantizedCheckpoint(config, ckpt, quant.spec, quant.prequantized).tied;
+  else {
+    checkParameters(
+      config,
+      ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
+      root,
+    );
+  }
   const maxPositions = options.maxPositions ?? config.maxSequenceLength;
-  const graph = buildChatGLMGraph(config, (name) => readTensorAsF32(ckpt, name), {
+  const readFloat = (name: string) =>
+    readTensorAsF32(
+      ckpt,
+      tied && name === "lm_head.weight" ? "transformer.word_embeddings.weight" : name,
+    );
+  const graph = buildChatGLMGraph(config, readFloat, {
     dtype,
     adapter,
     maxPositions,
+    quant: quant
+      ? {
+        bits: quant.spec.bits,
+        groupSize: quant.spec.groupSize,
+        embeddings: quant.spec.embeddings,
+        accuracyLevel: options.quantAccuracy === "int8" ? 4 : 0,
+        read: (name) =>
+          readQuantized(
+            ckpt,
+            config,
+            quant.spec,
+            quant.prequantized,
+            tied && name === "lm_head.weight" ? "transformer.word_embeddings.weight" : name,
+          ),
+      }
+      : null,
   });
   const weightBytes = graph.initializers.reduce((a, t) => a + initializerByteLength(t), 0);
   const external = options.externalData === undefined || options.externalData === "auto"
@@ -146,6 +200,8 @@ export async function exportChatGLMToOnnx(
     exporter: EXPORTER_VERSION,
     opset: ONNX_OPSET,
     dtype,
+    quantization: quant?.spec ?? null,
+    ...(quant ? { quantAccuracy: options.quantAccuracy ?? "f32" } : {}),
     configHash: await configHash(config),
     config: json,
     maxPositions,
@@ -170,6 +226,7 @@ export async function exportChatGLMToOnnx(
   await Deno.remove(`${outDir}/${ONNX_EXPORT_INFO}`).catch(() => {});
   await writeOnnxModel(`${outDir}/${ONNX_MODEL_FILE}`, graph, {
     opset: ONNX_OPSET,
+    opsets: quant ? { [MS_DOMAIN]: 1 } : undefined,
     producerName: "medglm",
     producerVersion: EXPORTER_VERSION,
     externalData: external ? ONNX_DATA_FILE : undefined,
@@ -262,4 +319,27 @@ export async function checkExportMatchesModel(
         `${adapterDir}; re-export with --adapter ${adapterDir}`,
     );
   }
+}
+
+/** A weight's quantized form: read as stored (pre-quantized) or quantized now from the floats. */
+async function readQuantized(
+  ckpt: Checkpoint,
+  config: ChatGLMConfig,
+  spec: QuantSpec,
+  prequantized: boolean,
+  name: string,
+): Promise<QuantizedMatrix> {
+  const [rows, cols] = parameterTable(config).find((p) => p.name === name)!.shape;
+  const module = name.slice(0, -".weight".length);
+  const groupSize = isPerRowModule(module) || spec.groupSize === null ? cols : spec.groupSize;
+  if (!prequantized) {
+    const t = await readTensor(ckpt, name);
+    const w16 = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);
+    return quantizeF16(w16, rows, cols, spec.bits, groupSize, name);
+  }
+  const stored = await readTensor(ckpt, name);
+  const bytes = new Int8Array(stored.data.buffer, stored.data.byteOffset, stored.data.byteLength);
+  const scales = viewAs((await readTensor(ckpt, `${module}.weight_scale`)).data, Uint16Array);
+  const q = spec.bits === 8 ? bytes : unpackInt4(bytes, rows, cols);
+  return { bits: spec.bits, rows, cols, groupSize, q, scales };
 }

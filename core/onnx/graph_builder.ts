@@ -19,6 +19,8 @@ export interface NodeOptions {
   count?: number;
   /** A readable prefix for fresh output names and the node name. */
   name?: string;
+  /** The op's domain (e.g. "com.microsoft" for contrib ops); default ONNX. */
+  domain?: string;
 }
 
 export interface GraphBuilder {
@@ -64,6 +66,7 @@ export function createGraphBuilder(): GraphBuilder {
         outputs,
         name: `n${nodes.length}_${base}`,
         attributes: options.attributes,
+        ...(options.domain ? { domain: options.domain } : {}),
       });
       return outputs;
     },

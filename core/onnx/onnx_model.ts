@@ -85,6 +85,8 @@ export interface OnnxGraph {
 export interface OnnxModelOptions {
   /** Default-domain opset (17 for this project's exports). */
   opset: number;
+  /** Opsets of other domains the graph's nodes use, e.g. `{ "com.microsoft": 1 }`. */
+  opsets?: Record<string, number>;
   /** IR version (8 goes with opset 17). */
   irVersion?: number;
   producerName?: string;
@@ -237,6 +239,10 @@ function modelProto(graph: ProtoMessage, options: OnnxModelOptions): ProtoMessag
   if (options.docString) m.bytes(6, options.docString);
   m.bytes(7, graph);
   m.bytes(8, protoMessage().bytes(1, "").int(2, options.opset));
+  // Contrib ops (e.g. com.microsoft MatMulNBits) need their domain's opset imported too.
+  for (const [domain, version] of Object.entries(options.opsets ?? {})) {
+    m.bytes(8, protoMessage().bytes(1, domain).int(2, version));
+  }
   for (const [k, v] of Object.entries(options.metadata ?? {})) {
     m.bytes(14, protoMessage().bytes(1, k).bytes(2, v));
   }

@@ -15,7 +15,21 @@ import type { Recording } from "../gpu/recording.ts";
 import { fromF16Bits, toF16Bits } from "./f16.ts";
 import { acquireBuffer, destroyBuffer, releaseBuffer } from "./pool.ts";
 
-export type DType = "f32" | "f16" | "i32" | "u32";
+/** "q8"/"q4": a weight-only quantized [out, in] weight whose storage is in `Tensor.quant` (core/quant). */
+export type DType = "f32" | "f16" | "i32" | "u32" | "q8" | "q4";
+
+/**
+ * The storage of a quantized weight (built by core/quant/gpu_weight.ts, read by
+ * core/kernels/matmul/quant.ts): packed values and scales in the form the adapter's kernels read.
+ */
+export interface QuantStorage {
+  readonly bits: 4 | 8;
+  /** Input columns per scale (= in for the original's per-row layout). */
+  readonly groupSize: number;
+  /** "texture": rgba32uint textures (software adapters); "buffer": storage buffers. */
+  readonly design: "texture" | "buffer";
+  destroy(): void;
+}
 
 /** One buffer of a (possibly chunked) tensor: rows `[rowStart, rowStart + rows)`. */
 export interface TensorChunk {
@@ -54,6 +68,8 @@ export interface Tensor {
    * as a texture), tagged with the version they were made from and destroyed on release.
    */
   readonly meta: TensorMeta;
+  /** Set for dtype q8/q4: where the quantized values and scales are. */
+  readonly quant?: QuantStorage;
 }
 
 /** See {@link Tensor.meta}. */
@@ -107,7 +123,7 @@ export interface TensorOptions {
 
 /** Bytes per element. */
 export function dtypeBytes(dtype: DType): number {
-  return dtype === "f16" ? 2 : 4;
+  return dtype === "f16" ? 2 : dtype === "q8" ? 1 : dtype === "q4" ? 0.5 : 4;
 }
 
 /** Number of elements of a shape (1 for `[]`). */
@@ -310,6 +326,7 @@ async function readRawMany(ts: readonly Tensor[]): Promise<ArrayBuffer[]> {
   const gpu = ts[0].gpu;
   for (const t of ts) {
     assertLive(t, "readTensor");
+    if (t.quant) throw new GpuError(`readTensor: ${t.label ?? "tensor"} is quantized (${t.dtype})`);
     assertStorage(t, "readTensor");
     if (t.gpu !== gpu) throw new GpuError("readTensors: tensors live on different devices");
   }
@@ -367,6 +384,7 @@ export function releaseTensor(t: Tensor, rec?: Recording): void {
   t.released = true;
   for (const a of t.meta.attachments.values()) a.destroy();
   t.meta.attachments.clear();
+  t.quant?.destroy();
   // Dropped storage was destroyed, never to be pooled again.
   if (!t.meta.storageDropped) { for (const c of t.chunks) releaseBuffer(t.gpu, c.buffer, rec); }
 }

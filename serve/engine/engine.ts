@@ -146,6 +146,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     maxContext,
     demo: opts.info?.demo ?? false,
     defaults: opts.info?.defaults ?? { ...BUILTIN_GENERATION_DEFAULTS },
+    weights: opts.info?.weights,
   };
   const defaults = info.defaults!;
   const bytes = byteTokensOf(tok);

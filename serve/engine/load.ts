@@ -5,6 +5,11 @@
  * demo model yet) ends in an error that says what to do.
  */
 
+import {
+  describeModelWeights,
+  describeQuant,
+  type QuantizeOption,
+} from "../../core/models/chatglm/quantized.ts";
 import { getGpu, type Gpu } from "../../core/gpu/device.ts";
 import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
@@ -32,6 +37,8 @@ export interface LoadEngineOptions {
   backend?: BackendName | string;
   /** Base weight storage (default f16 where the adapter has shader-f16). */
   dtype?: WeightDtype;
+  /** int8/int4 weights (loadModel's `quantize`; an ONNX export must have been made quantized). */
+  quantize?: QuantizeOption;
   /** ONNX export directory for the onnx backend (default: DIR/onnx of the model). */
   onnx?: string;
   /** Sequences decoding together (default 8). */
@@ -253,19 +260,35 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
   };
   if (choice.backend === "onnx") {
     // onnxruntime-node itself loads only here: only this backend needs it and --allow-ffi.
-    const { decoder } = await loadOnnxDecoder({
+    const { decoder, model: onnxModel } = await loadOnnxDecoder({
       modelDir: dir,
       adapterDir: opts.adapter ?? null,
       exportDir: onnxDir,
       slots: maxBatch,
       maxContext: opts.maxContext,
     });
-    return buildEngine({ decoder, tokenizer, info, promptTemplate, enableThinking });
+    const q = onnxModel.info.quantization ?? null;
+    if (opts.quantize !== undefined && !q) {
+      onnxModel.dispose();
+      throw new EngineLoadError(
+        `--quantize: the ONNX export in ${onnxDir} has float weights.\nfix: export it with ` +
+          "`deno task export-onnx ... --quantize BITS`, or use --backend webgpu",
+      );
+    }
+    const weights = `${q ? describeQuant(q) : onnxModel.info.dtype} (ONNX Runtime)`;
+    return buildEngine({
+      decoder,
+      tokenizer,
+      info: { ...info, weights },
+      promptTemplate,
+      enableThinking,
+    });
   }
   let model: ChatGLMModel;
   try {
     model = await loadModel(dir, {
       dtype: opts.dtype,
+      quantize: opts.quantize,
       adapter: opts.adapter,
       maxContext: opts.maxContext,
       maxBatch,
@@ -292,5 +315,13 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     model.dispose();
     throw err;
   }
-  return buildEngine({ model, tokenizer, maxBatch, info, promptTemplate, enableThinking });
+  const weights = describeModelWeights(model);
+  return buildEngine({
+    model,
+    tokenizer,
+    maxBatch,
+    info: { ...info, weights },
+    promptTemplate,
+    enableThinking,
+  });
 }

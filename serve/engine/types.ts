@@ -75,6 +75,8 @@ export interface EngineInfo {
    * decides.
    */
   defaults?: GenerationDefaults;
+  /** What the weights are, e.g. "int4 (per-row scales), 3.6 GiB" (shown by /v1/models). */
+  weights?: string;
 }
 
 export interface EngineStats {

@@ -133,6 +133,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
         backend: info.backend,
         demo: info.demo,
         maxContext: info.maxContext,
+        ...(info.weights ? { weights: info.weights } : {}),
         active: admission.active,
         queued: admission.queued,
       });
@@ -149,14 +150,14 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
 
   app.get("/v1/models", (c) => {
     requireEngine();
-    return c.json({ object: "list", data: [modelCard(modelName())] });
+    return c.json({ object: "list", data: [modelCard(modelName(), requireEngine())] });
   });
   app.all("/v1/models", () => methodNotAllowed("GET"));
   app.get("/v1/models/:id{.+}", (c) => {
     requireEngine();
     const id = c.req.param("id");
     if (id !== modelName()) throw modelNotFound(id, modelName());
-    return c.json(modelCard(id));
+    return c.json(modelCard(id, requireEngine()));
   });
 
   const generationDeps = (): GenerationDeps => ({
@@ -197,8 +198,11 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
   return app;
 }
 
-function modelCard(id: string) {
-  return { id, object: "model", created: 0, owned_by: "medglm" };
+function modelCard(id: string, engine: Engine) {
+  const { backend, weights } = engine.info;
+  const card = { id, object: "model", created: 0, owned_by: "medglm" };
+  // Our extension, where the engine knows its weights: the backend and the weights' bits and size.
+  return weights ? { ...card, medglm: { backend, weights } } : card;
 }
 
 function methodNotAllowed(allow: string): never {

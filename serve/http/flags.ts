@@ -1,4 +1,6 @@
 /** The `deno task serve` flags, parsed with `node:util` parseArgs and checked with clear errors. */
+import { parseQuantizeFlag } from "../../core/quant/flag.ts";
+import type { QuantizeOption } from "../../core/models/chatglm/quantized.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
@@ -11,6 +13,8 @@ export interface ServeFlags {
   /** PEFT adapter directory. */
   adapter?: string;
   backend: "webgpu" | "onnx" | "auto";
+  /** int8/int4 weights at load (`--quantize`). */
+  quantize?: QuantizeOption;
   host: string;
   port: number;
   apiKey?: string;
@@ -29,6 +33,7 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --model DIR            model directory (config.json + weights); default: the demo model
   --adapter DIR          PEFT adapter directory (adapter_config.json + weights)
   --backend NAME         webgpu | onnx | auto (default auto)
+  --quantize SPEC        int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
   --host HOST            interface to listen on (default 127.0.0.1)
   --port N               port, 0 for any free one (default 8000)
   --api-key KEY          require "Authorization: Bearer KEY" on /v1 routes
@@ -56,6 +61,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         model: { type: "string" },
         adapter: { type: "string" },
         backend: { type: "string" },
+        quantize: { type: "string" },
         host: { type: "string" },
         port: { type: "string" },
         "api-key": { type: "string" },
@@ -97,6 +103,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
     model: values.model,
     adapter: values.adapter,
     backend: backend as ServeFlags["backend"],
+    ...(values.quantize === undefined ? {} : { quantize: parseQuantizeFlag(values.quantize) }),
     promptTemplate: template as PromptTemplate | undefined,
     host,
     port: intFlag("port", values.port, 0, 65535) ?? 8000,

@@ -181,7 +181,9 @@ const SCRIPT = `
       if (r.ok) {
         modelName = r.body.model || "";
         maxContext = Number(r.body.maxContext) || 0;
-        setStatus(modelName + (r.body.demo ? "（演示模型 demo）" : ""), "ready");
+        // What runs: the backend and, where known, the weights' bits and size.
+        var runs = r.body.weights ? " · " + r.body.backend + " · " + r.body.weights : "";
+        setStatus(modelName + (r.body.demo ? "（演示模型 demo）" : "") + runs, "ready");
       } else if (r.body && r.body.status === "loading") {
         setStatus("模型加载中… / loading the model…", "down");
         setTimeout(checkHealth, 2000);

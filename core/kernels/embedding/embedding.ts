@@ -20,6 +20,7 @@ import {
   WG_INDEX,
 } from "../common.ts";
 import { uniformLayout } from "../uniforms.ts";
+import { quantEmbedding } from "../matmul/quant.ts";
 
 const WG = 256;
 
@@ -38,6 +39,7 @@ const EmbeddingParams = uniformLayout({
 
 /** Rows of `table` [V, h] at `ids` (i32/u32, any shape) → f32 [...ids.shape, h]. */
 export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tensor): Tensor {
+  if (table.quant) return quantEmbedding(rec, table, ids, out);
   expectDtype(table, "embedding", "table", ["f32", "f16"]);
   expectDtype(ids, "embedding", "ids", ["i32", "u32"]);
   assertUnchunked(ids, "embedding", "ids");

@@ -23,6 +23,7 @@ import {
 import { matmul, TEXTURE_MIN_WEIGHT } from "./matmul.ts";
 import { accumulateInto, columnSumInto } from "../accumulate.ts";
 import { transposedWeight } from "./transpose.ts";
+import { quantInputGrad } from "./quant.ts";
 
 export interface LinearGrads {
   /** Return dx (default true). */
@@ -72,6 +73,11 @@ export function linearBackward(
       }] do not fit W [${N}, ${K}]`,
     );
   }
+  if (w.quant && grads.weight) {
+    throw new GpuError(
+      `linearBackward: ${w.label ?? "the weight"} is quantized (${w.dtype}): frozen, no gradient`,
+    );
+  }
   if (grads.bias && dy.chunks.length > 1) {
     throw new GpuError("linearBackward: a bias gradient needs an unchunked dy");
   }
@@ -91,7 +97,7 @@ export function linearBackward(
   }
   if (grads.bias) columnSumInto(rec, grads.bias, parts[0].dy);
   if (grads.input === false) return null;
-  const useTransposed = grads.frozen === true && rec.gpu.isSoftware &&
+  const useTransposed = !w.quant && grads.frozen === true && rec.gpu.isSoftware &&
     N * K >= TEXTURE_MIN_WEIGHT && w.chunks.length === 1 && N * K * 4 <= maxChunkBytes(rec.gpu);
   const wT = useTransposed ? transposedWeight(rec, w) : null;
   const dx = parts.length === 1
@@ -100,7 +106,11 @@ export function linearBackward(
   let single: Tensor | null = null;
   for (const p of parts) {
     const out = dx ? sliceRows(dx, p.start, p.rows) : undefined;
-    const r = wT ? matmul(rec, p.dy, wT, { transposeB: true, out }) : matmul(rec, p.dy, w, { out });
+    const r = w.quant
+      ? quantInputGrad(rec, w, p.dy, out) // int8/int4 base: dequantized in the kernel
+      : wT
+      ? matmul(rec, p.dy, wT, { transposeB: true, out })
+      : matmul(rec, p.dy, w, { out });
     if (!dx) single = r;
   }
   return reshape(dx ?? single!, [...x.shape.slice(0, -1), K]);

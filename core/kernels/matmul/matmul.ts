@@ -32,6 +32,7 @@ import { type MatmulOptions, type MatmulProblem, matmulProblem } from "./problem
 import { SHARED_TILE, sharedCode } from "./shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
 import { storeTile4x4, TiledParams } from "./store.ts";
+import { quantLinear } from "./quant.ts";
 
 export { type MatmulOptions, type MatmulProblem, matmulProblem };
 
@@ -71,6 +72,8 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
 
 /** The layer form `x[..., M, K] · W[N, K]ᵀ (+ bias[N])`. */
 export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?: Tensor): Tensor {
+  // A quantized weight (int8/int4, core/quant) takes its own kernels.
+  if (w.quant) return quantLinear(rec, x, w, bias, out);
   return matmul(rec, x, w, { bias, transposeB: true, out });
 }
 

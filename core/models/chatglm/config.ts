@@ -4,6 +4,7 @@
  */
 
 import { readJsonFile } from "../../io/json_strict.ts";
+import { type QuantSpec, readQuantSpec } from "../../quant/format.ts";
 
 export interface ChatGLMConfig {
   hiddenSize: number;
@@ -21,6 +22,8 @@ export interface ChatGLMConfig {
   padTokenId: number;
   /** The dtype the checkpoint says it was saved in (informational; file dtypes win). */
   torchDtype: string | null;
+  /** How the stored weights are quantized (`quantization_bit` 4/8), or null for float weights. */
+  quantization?: QuantSpec | null;
   /** `tie_word_embeddings` when config.json sets it (absent: the output layer may be tied). */
   tieWordEmbeddings?: boolean | null;
 }
@@ -102,16 +105,8 @@ export function parseChatGLMConfig(json: unknown, source = "config.json"): ChatG
       `pre_seq_len is set (${JSON.stringify(c.pre_seq_len)}): p-tuning prefixes are not supported`,
     );
   }
-  if (c.quantization_bit !== undefined && c.quantization_bit !== null && c.quantization_bit !== 0) {
-    fail(
-      `quantization_bit is ${JSON.stringify(c.quantization_bit)}: quantized checkpoints are not ` +
-        "supported; use the float16 checkpoint",
-    );
-  }
-
-  if (c.quantization_embeddings === true) {
-    fail("quantization_embeddings is true: quantized checkpoints are not supported");
-  }
+  // int8/int4 weights (ChatGLM's own format, core/quant); refuses other bit widths.
+  const quantization = readQuantSpec(c, source);
 
   const int = (key: string, min: number): number => {
     const v = c[key];
@@ -182,6 +177,7 @@ export function parseChatGLMConfig(json: unknown, source = "config.json"): ChatG
     gmaskTokenId: tokenId("gmask_token_id"),
     padTokenId: tokenId("pad_token_id"),
     torchDtype,
+    quantization,
     tieWordEmbeddings: typeof tie === "boolean" ? tie : null,
   };
 }

@@ -25,6 +25,7 @@ import {
   uploadChatGLMWeights,
   type WeightDtype,
 } from "./weights.ts";
+import { type QuantizeOption, resolveQuantization, uploadQuantizedChatGLM } from "./quantized.ts";
 
 export interface LoadModelOptions {
   /** Storage dtype of the base weights (compute is always f32). Default: f16 when the adapter has shader-f16, else f32. */
@@ -37,6 +38,13 @@ export interface LoadModelOptions {
   maxBatch?: number;
   /** Refuse to load when the plan's total exceeds this many bytes of GPU memory. */
   memoryBudgetBytes?: number;
+  /**
+   * Quantize a full-precision checkpoint's linear layers at load (the original's int8/int4
+   * arithmetic; core/models/chatglm/quantized.ts). A pre-quantized checkpoint needs no option.
+   */
+  quantize?: QuantizeOption;
+  /** Storage of quantized weights: "texture" (default on software adapters) or "buffer". */
+  quantDesign?: "texture" | "buffer";
   onProgress?: (p: LoadProgress) => void;
   /** Progress bar on stderr (default: when stderr is a terminal). */
   progressBar?: boolean;
@@ -84,13 +92,16 @@ export async function loadModel(
     ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
     : options.adapter ?? null;
   // Headers only: the weights present are checked against config.json before anything is
-  // sized from it or allocated.
+  // sized from it or allocated (a quantized checkpoint by its own rules, in quantized.ts).
   const ckpt = await openCheckpoint(root);
-  const { tiedHead } = checkParameters(
-    config,
-    ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
-    ckpt.dir,
-  );
+  const quant = resolveQuantization(config, options.quantize, root);
+  const { tiedHead } = quant?.prequantized
+    ? { tiedHead: !ckpt.locate.has(LM_HEAD) }
+    : checkParameters(
+      config,
+      ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
+      ckpt.dir,
+    );
   const plan = planMemory(config, {
     dtype,
     maxContext,
@@ -99,22 +110,35 @@ export async function loadModel(
     tiedHead,
     packedWeights: gpu.isSoftware && !options.trainable,
     largestStoredTensorBytes: largestTensorBytes(ckpt),
+    quant: quant?.spec,
   });
   const log = options.log ?? ((line: string) => console.error(line));
   log(formatMemoryPlan(plan));
   assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
 
-  const uploaded = await uploadChatGLMWeights(gpu, ckpt, config, {
-    dtype,
-    onProgress: options.onProgress,
-    progressBar: options.progressBar,
-    trainable: options.trainable,
-    chunkBytes: options.chunkBytes,
-  });
-  const weights = uploaded.tensors;
-  if (uploaded.tiedHead) log(`${root}: no ${LM_HEAD}; the output layer uses ${WORD_EMBEDDINGS}`);
+  let weights: Map<string, Tensor>;
+  if (quant) {
+    weights = await uploadQuantizedChatGLM(gpu, ckpt, config, {
+      dtype,
+      onProgress: options.onProgress,
+      progressBar: options.progressBar,
+      ...quant,
+      design: options.quantDesign,
+    });
+  } else {
+    const uploaded = await uploadChatGLMWeights(gpu, ckpt, config, {
+      dtype,
+      onProgress: options.onProgress,
+      progressBar: options.progressBar,
+      trainable: options.trainable,
+      chunkBytes: options.chunkBytes,
+    });
+    weights = uploaded.tensors;
+    if (uploaded.tiedHead) log(`${root}: no ${LM_HEAD}; the output layer uses ${WORD_EMBEDDINGS}`);
+  }
   const model = assembleChatGLM({
-    config,
+    // The model's config says how its weights were loaded (also when quantized at load).
+    config: quant ? { ...config, quantization: quant.spec } : config,
     dtype,
     gpu,
     maxContext,
@@ -261,6 +285,12 @@ export async function mergeAdapter(model: ChatGLMModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = modelLinears(model);
+  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
+    throw new Error(
+      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
+        "into them: keep it attached (leave out --merged) or load the model without --quantize",
+    );
+  }
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     // A weight kept only as its packed texture has no buffer to read: re-read the checkpoint.

@@ -10,6 +10,8 @@ import type { GpuLimits } from "../../gpu/device.ts";
 import type { LoraAdapter } from "../../adapters/lora_weights.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { parameterTable } from "./params.ts";
+import { isQuantizedWeight, type QuantSpec } from "../../quant/format.ts";
+import { describeQuant } from "./quantized.ts";
 import type { WeightDtype } from "./weights.ts";
 
 export interface MemoryPlanOptions {
@@ -33,6 +35,8 @@ export interface MemoryPlanOptions {
   largestStoredTensorBytes?: number;
   /** Host memory of the runtime itself (Deno, the WebGPU driver, compiled kernels). */
   runtimeBytes?: number;
+  /** int8/int4 linears (and embeddings), core/quant; absent: float weights. */
+  quant?: QuantSpec | null;
 }
 
 /** Deno with a software WebGPU device and the model's kernels compiled, measured here. */
@@ -48,6 +52,7 @@ export interface PlannedBinding {
 
 export interface MemoryPlan {
   dtype: WeightDtype;
+  quant: QuantSpec | null;
   maxContext: number;
   batch: number;
   weightsBytes: number;
@@ -78,7 +83,17 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   const el = dtype === "f16" ? 2 : 4;
   const h = config.hiddenSize, inner = config.innerHiddenSize, V = config.vocabSize;
   let weightsBytes = 0;
-  for (const p of parameterTable(config)) weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
+  const quant = options.quant ?? null;
+  for (const p of parameterTable(config)) {
+    if (p.name === "lm_head.weight" && options.tiedHead) continue;
+    if (quant && isQuantizedWeight(p.name, quant)) {
+      // Packed values plus one f16 scale per row (and group).
+      const [out, inp] = p.shape;
+      const perRow = quant.groupSize === null || !p.name.startsWith("transformer.layers.");
+      weightsBytes += (out * inp * quant.bits) / 8 +
+        out * (perRow ? 1 : inp / quant.groupSize!) * 2;
+    } else weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
+  }
   let loraBytes = 0;
   for (const m of options.adapter?.modules.values() ?? []) {
     loraBytes += (m.r * m.inFeatures + m.outFeatures * m.r) * 4;
@@ -104,22 +119,24 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   const headBytes = V * h * el;
   let linearBytes = 0;
   for (const p of parameterTable(config)) {
+    // int8/int4 weights live once, in the form their kernels read, whatever the adapter.
+    if (quant && isQuantizedWeight(p.name, quant)) continue;
     if (p.shape.length === 2 && p.name !== "transformer.word_embeddings.weight") {
       linearBytes += p.shape[0] * p.shape[1] * el;
     }
   }
-  if (tied) {
-    weightsBytes -= headBytes;
-    linearBytes -= headBytes;
-  }
+  // (weightsBytes skipped a tied head above.)
+  // A float tied table is read as a buffer by the lookup and as a texture by the head.
+  const tiedTwice = tied && !(quant && isQuantizedWeight("lm_head.weight", quant));
+  if (tiedTwice) linearBytes -= headBytes;
   // On a software adapter the forward reads linear weights as packed textures (same bytes).
   // Packed-only: one copy, except a tied table (the lookup reads its buffer, the head its
   // texture). Not packed (trainable): buffer and texture both, once the forward packed them.
   const residentWeightsBytes = !software
     ? weightsBytes
     : packed
-    ? weightsBytes + (tied ? headBytes : 0)
-    : weightsBytes + linearBytes + (tied ? headBytes : 0);
+    ? weightsBytes + (tiedTwice ? headBytes : 0)
+    : weightsBytes + linearBytes + (tiedTwice ? headBytes : 0);
   const largestRun = Math.max(
     headBytes,
     inner * h * el,
@@ -138,6 +155,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   const hostPeakBytes = Math.max(hostLoadPeakBytes, runtime + (software ? gpuPeakBytes : 0));
   return {
     dtype,
+    quant,
     maxContext: T,
     batch: b,
     weightsBytes,
@@ -169,7 +187,11 @@ function gib(n: number): string {
 /** A few lines for the terminal. */
 export function formatMemoryPlan(plan: MemoryPlan): string {
   return [
-    `GPU memory plan (${plan.dtype} weights, context ${plan.maxContext}, batch ${plan.batch}):`,
+    `GPU memory plan (${
+      plan.quant
+        ? `${describeQuant(plan.quant)}, other weights ${plan.dtype}`
+        : `${plan.dtype} weights`
+    }, context ${plan.maxContext}, batch ${plan.batch}):`,
     `  weights ${gib(plan.weightsBytes)}, LoRA ${gib(plan.loraBytes)}, KV cache ${
       gib(plan.kvCacheBytes)
     }, activations ${gib(plan.activationBytes)}; total ${gib(plan.totalBytes)}`,

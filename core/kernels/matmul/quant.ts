@@ -1,0 +1,639 @@
+/**
+ * Weight-only quantized matmul `y = x · Wᵀ + b` for int8 / int4 weights (ChatGLM-6B's format,
+ * core/quant), dequantizing in registers with f32 accumulation; the weight stays quantized in
+ * memory. Two designs, chosen by how the weight was uploaded (core/quant/gpu_weight.ts):
+ *
+ * - texture (software adapters): the f16 texture design of matmul_texture.ts with quantized
+ *   texels. One rgba32uint fetch brings a 4-row × 4-column int8 block (16 weights) or a 4 × 8
+ *   int4 block (32 weights), against 8 weights per f16 texel: decode on llvmpipe is bound by
+ *   texel fetches, so fewer fetches is the speed-up. Each workgroup of 8 shares one output tile
+ *   and splits K (every 8th texel); tiles are 1 × 32 (M = 1), 4 × 32 (M ≤ 8) and 16 × 16.
+ *   Values are sign-extended with vector shifts (`(i32 << s) >> 24|28`) and each row block's
+ *   4 dequantized vectors form a mat4x4, so `acc += a · B` takes 4 k-steps in one operation.
+ * - buffer (hardware adapters): storage buffers; 64 invocations split a row's words (coalesced
+ *   reads), each keeping 4 output rows × 1 or 4 activation rows, summed through workgroup memory.
+ *
+ * Per-row scales multiply the finished sums; group-wise scales multiply each group's partial.
+ */
+
+import { GpuError } from "../../gpu/device.ts";
+import { getPipeline } from "../../gpu/pipelines.ts";
+import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
+import { bindingOf, type DType, numel, type Tensor } from "../../tensor/tensor.ts";
+import type { QuantBufferStorage, QuantTextureStorage } from "../../quant/gpu_weight.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  outputTensor,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
+
+const WG = 8;
+
+interface Tile {
+  R: number;
+  C4: number;
+}
+const DECODE: Tile = { R: 1, C4: 8 };
+const SMALL: Tile = { R: 4, C4: 8 };
+const PREFILL: Tile = { R: 16, C4: 4 };
+
+/** True when `w` is a quantized weight (dtype q8/q4). */
+export function isQuantized(w: Tensor): boolean {
+  return w.quant !== undefined;
+}
+
+/** `x[..., K] · Wᵀ (+ bias)` for a quantized W [N, K] → f32 [..., N]. */
+export function quantLinear(
+  rec: Recording,
+  x: Tensor,
+  w: Tensor,
+  bias?: Tensor,
+  out?: Tensor,
+  options: { tile?: "decode" | "small" | "prefill" } = {},
+): Tensor {
+  const q = w.quant;
+  if (!q) throw new GpuError(`quantLinear: ${w.label ?? "weight"} is not quantized`);
+  expectDtype(x, "quantLinear", "x", ["f32"]);
+  const [N, K] = w.shape;
+  if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== K) {
+    throw new GpuError(
+      `quantLinear: x [${x.shape.join(", ")}] does not end in the weight's input width ${K}`,
+    );
+  }
+  if (bias) {
+    expectDtype(bias, "quantLinear", "bias", ["f32", "f16"]);
+    if (numel(bias.shape) !== N) {
+      throw new GpuError(`quantLinear: bias has ${numel(bias.shape)} elements, expected ${N}`);
+    }
+  }
+  if (x.chunks.length > 1) throw new GpuError("quantLinear: x must not be chunked");
+  const M = numel(x.shape) / K;
+  const y = outputTensor(rec, "quantLinear", [...x.shape.slice(0, -1), N], out);
+  if (y.chunks.length > 1) {
+    throw new GpuError(
+      `quantLinear: the output [${y.shape.join(", ")}] is larger than one binding; run fewer rows`,
+    );
+  }
+  if (M === 0 || N === 0) return y;
+  if (q.design === "texture") {
+    const tile = options.tile === "decode"
+      ? DECODE
+      : options.tile === "small"
+      ? SMALL
+      : options.tile === "prefill"
+      ? PREFILL
+      : M === 1
+      ? DECODE
+      : M <= 8
+      ? SMALL
+      : PREFILL;
+    recordTextureQuant(rec, x, q as QuantTextureStorage, M, N, K, bias, y, tile);
+  } else {
+    recordBufferQuant(rec, x, w, q as QuantBufferStorage, M, N, K, bias, y);
+  }
+  return y;
+}
+
+// --- texture design -------------------------------------------------------------------------------
+
+/** WGSL helpers: sign-extended int8 / int4 values of a word as vec4<f32>. */
+const UNPACK = `
+fn q8(w: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+// Byte j holds column 2j in its high nibble and 2j + 1 in its low nibble.
+fn q4lo(w: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 28u, 16u, 20u)) >> vec4<u32>(28u));
+}
+fn q4hi(w: u32) -> vec4<f32> {
+  return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(8u, 12u, 0u, 4u)) >> vec4<u32>(28u));
+}
+`;
+
+function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): string {
+  const { R, C4 } = tile;
+  const T = R * C4;
+  const acc: string[] = [];
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C4; c++) acc.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
+  }
+  const body: string[] = [];
+  for (let r = 0; r < R; r++) {
+    const row = `min(m0 + ${r}u, P.M - 1u)`;
+    if (bits === 8) body.push(`let a${r} = textureLoad(At, vec2<u32>(kk, ${row}), 0);`);
+    else {
+      body.push(
+        `let a${r}l = textureLoad(At, vec2<u32>(2u * kk, ${row}), 0);`,
+        `let a${r}h = textureLoad(At, vec2<u32>(2u * kk + 1u, ${row}), 0);`,
+      );
+    }
+  }
+  for (let c = 0; c < C4; c++) {
+    const g = `min(g0 + ${c}u, P.G - 1u)`;
+    body.push(`let t${c} = textureLoad(Bt, vec2<u32>(kk, ${g}), 0);`);
+    if (bits === 8) {
+      body.push(`let B${c} = mat4x4<f32>(q8(t${c}.x), q8(t${c}.y), q8(t${c}.z), q8(t${c}.w));`);
+    } else {
+      body.push(
+        `let L${c} = mat4x4<f32>(q4lo(t${c}.x), q4lo(t${c}.y), q4lo(t${c}.z), q4lo(t${c}.w));`,
+        `let H${c} = mat4x4<f32>(q4hi(t${c}.x), q4hi(t${c}.y), q4hi(t${c}.z), q4hi(t${c}.w));`,
+      );
+    }
+    if (grouped) {
+      body.push(`let s${c} = textureLoad(St, vec2<u32>(kk / P.wordsPerGroup, ${g}), 0);`);
+    }
+    for (let r = 0; r < R; r++) {
+      const prod = bits === 8 ? `a${r} * B${c}` : `a${r}l * L${c} + a${r}h * H${c}`;
+      body.push(`acc${r}_${c} += ${grouped ? `(${prod}) * s${c}` : prod};`);
+    }
+  }
+  const parts: string[] = [];
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C4; c++) parts.push(`part[lid.x * ${T}u + ${r * C4 + c}u] = acc${r}_${c};`);
+  }
+  return `
+struct Params { M: u32, N: u32, KT: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, wordsPerGroup: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var At: texture_2d<f32>;
+@group(0) @binding(2) var Bt: texture_2d<u32>;
+@group(0) @binding(3) var St: texture_2d<f32>;
+${declareOutput(4, "C")}
+${declareInput(5, "bias", bias)}
+${UNPACK}
+var<workgroup> part: array<vec4<f32>, ${WG * T}>;
+@compute @workgroup_size(${WG}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let g0 = wid.x * ${C4}u;
+  let m0 = wid.y * ${R}u;
+  if (g0 >= P.G || m0 >= P.M) { return; }
+  ${acc.join("\n  ")}
+  for (var kk = lid.x; kk < P.KT; kk += ${WG}u) {
+    ${body.join("\n    ")}
+  }
+  ${parts.join("\n  ")}
+  workgroupBarrier();
+  for (var t = lid.x; t < ${T}u; t += ${WG}u) {
+    let r = t / ${C4}u;
+    let c = t % ${C4}u;
+    if (m0 + r < P.M) {
+      var s = vec4<f32>(0.0);
+      for (var l = 0u; l < ${WG}u; l++) { s += part[l * ${T}u + t]; }
+      ${grouped ? "" : "s *= textureLoad(St, vec2<u32>(0u, min(g0 + c, P.G - 1u)), 0);"}
+      let n = (g0 + c) * 4u;
+      for (var j = 0u; j < 4u; j++) {
+        if (n + j < P.N) {
+          var b = 0.0;
+          if (P.hasBias == 1u) { b = ld_bias(P.colOffset + n + j); }
+          C[(m0 + r) * P.ldc + P.colOffset + n + j] = s[j] + b;
+        }
+      }
+    }
+  }
+}
+`;
+}
+
+/** The activations [M, K] as an rgba32float texture of width ⌈K / valuesPerTexel⌉ · texels, zero past K. */
+function activationTexture(
+  rec: Recording,
+  x: Tensor,
+  M: number,
+  K: number,
+  width: number,
+): GPUTexture {
+  const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
+  if (M > maxDim || width > maxDim) {
+    throw new GpuError(`quantLinear: ${M} rows of ${K} exceed the texture limit ${maxDim}`);
+  }
+  const height = Math.min(maxDim, 2 ** Math.ceil(Math.log2(Math.max(M, 1))));
+  const key = `quant-matmul:act:${width}x${height}`;
+  let texture = rec.gpu.cache.get(key) as GPUTexture | undefined;
+  if (!texture) {
+    texture = rec.gpu.device.createTexture({
+      size: [width, height],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+      label: key,
+    });
+    rec.gpu.cache.set(key, texture);
+  }
+  const pipeline = getPipeline(rec.gpu, "quant-matmul:act", () => `
+struct Params { M: u32, K: u32, W: u32, pad0: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var T: texture_storage_2d<rgba32float, write>;
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.M * P.W) { return; }
+  let m = e / P.W;
+  let t = e - m * P.W;
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) {
+    let k = t * 4u + j;
+    if (k < P.K) { v[j] = A[m * P.K + k]; }
+  }
+  textureStore(T, vec2<u32>(t, m), v);
+}
+`);
+  recordDispatch(
+    rec,
+    pipeline,
+    [M, K, width, 0],
+    [bindingOf(x), texture.createView()],
+    grid(rec.gpu, Math.ceil((M * width) / 64)),
+  );
+  return texture;
+}
+
+function zeroWord(rec: Recording): GPUBufferBinding {
+  let buffer = rec.gpu.cache.get("quant-matmul:zero") as GPUBuffer | undefined;
+  if (!buffer) {
+    buffer = rec.gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    rec.gpu.cache.set("quant-matmul:zero", buffer);
+  }
+  return { buffer, offset: 0, size: 16 };
+}
+
+function recordTextureQuant(
+  rec: Recording,
+  x: Tensor,
+  q: QuantTextureStorage,
+  M: number,
+  N: number,
+  K: number,
+  bias: Tensor | undefined,
+  y: Tensor,
+  tile: Tile,
+): void {
+  const grouped = q.groups > 1;
+  const biasDtype: DType = bias?.dtype ?? "f32";
+  const pipeline = getPipeline(
+    rec.gpu,
+    `quant-matmul:texture:${tile.R}x${tile.C4}:q${q.bits}:${grouped ? "g" : "row"}:${biasDtype}`,
+    () => textureCode(tile, q.bits, grouped, biasDtype),
+  );
+  // One weight word covers 4 (int8) or 8 (int4) values of K: one or two activation texels.
+  const actWidth = q.wordsPerRow * (q.bits === 8 ? 1 : 2);
+  const act = activationTexture(rec, x, M, K, actWidth).createView();
+  const valuesPerWord = 32 / q.bits;
+  const wordsPerGroup = grouped ? q.groupSize / valuesPerWord : 1;
+  const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
+  for (const b of q.blocks) {
+    const G = Math.ceil(b.rows / 4);
+    recordDispatch(
+      rec,
+      pipeline,
+      [M, b.rows, q.wordsPerRow, G, N, b.rowStart, bias ? 1 : 0, wordsPerGroup],
+      [act, b.weights.createView(), b.scales.createView(), bindingOf(y), biasBinding],
+      [Math.ceil(G / tile.C4), Math.ceil(M / tile.R)],
+    );
+  }
+}
+
+// --- buffer design --------------------------------------------------------------------------------
+
+const BWG = 64;
+const NB = 4;
+
+function bufferCode(MR: number, bits: 4 | 8, grouped: boolean, bias: DType): string {
+  const per = 32 / bits;
+  const acc: string[] = [];
+  for (let r = 0; r < MR; r++) for (let j = 0; j < NB; j++) acc.push(`var acc${r}_${j} = 0.0;`);
+  const body: string[] = [];
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < per / 4; v++) {
+      const comps = [0, 1, 2, 3].map((i) => `ldx(m0 + ${r}u, k0 + ${v * 4 + i}u)`);
+      body.push(`let x${r}_${v} = vec4<f32>(${comps.join(", ")});`);
+    }
+  }
+  for (let j = 0; j < NB; j++) {
+    body.push(`let wd${j} = Q[min(n0 + ${j}u, P.rows - 1u) * P.W + w];`);
+    const vecs = bits === 8 ? [`q8(wd${j})`] : [`q4lo(wd${j})`, `q4hi(wd${j})`];
+    if (grouped) {
+      body.push(
+        `let s${j} = scale((P.rowStart + min(n0 + ${j}u, P.rows - 1u)) * P.groups + w / P.wordsPerGroup);`,
+      );
+    }
+    for (let r = 0; r < MR; r++) {
+      const dot = vecs.map((v, i) => `dot(${v}, x${r}_${i})`).join(" + ");
+      body.push(`acc${r}_${j} += ${grouped ? `(${dot}) * s${j}` : dot};`);
+    }
+  }
+  const T = MR * NB;
+  const parts: string[] = [];
+  for (let r = 0; r < MR; r++) {
+    for (let j = 0; j < NB; j++) {
+      parts.push(`red[${r * NB + j}u * ${BWG}u + lid.x] = acc${r}_${j};`);
+    }
+  }
+  return `
+struct Params { M: u32, N: u32, K: u32, W: u32, rowStart: u32, rows: u32, hasBias: u32, groups: u32,
+  wordsPerGroup: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> Q: array<u32>;
+@group(0) @binding(3) var<storage, read> S: array<u32>;
+${declareOutput(4, "C")}
+${declareInput(5, "bias", bias)}
+${UNPACK}
+fn scale(i: u32) -> f32 { return unpack2x16float(S[i >> 1u])[i & 1u]; }
+fn ldx(m: u32, k: u32) -> f32 {
+  if (k >= P.K) { return 0.0; }
+  return X[min(m, P.M - 1u) * P.K + k];
+}
+var<workgroup> red: array<f32, ${T * BWG}>;
+@compute @workgroup_size(${BWG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n0 = wid.x * ${NB}u;
+  let m0 = wid.y * ${MR}u;
+  ${acc.join("\n  ")}
+  for (var w = lid.x; w < P.W; w += ${BWG}u) {
+    let k0 = w * ${per}u;
+    ${body.join("\n    ")}
+  }
+  ${parts.join("\n  ")}
+  workgroupBarrier();
+  for (var s = ${BWG / 2}u; s > 0u; s >>= 1u) {
+    if (lid.x < s) {
+      for (var t = 0u; t < ${T}u; t++) { red[t * ${BWG}u + lid.x] += red[t * ${BWG}u + lid.x + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (lid.x < ${T}u) {
+    let r = lid.x / ${NB}u;
+    let j = lid.x % ${NB}u;
+    let m = m0 + r;
+    let n = n0 + j;
+    if (m < P.M && n < P.rows) {
+      var v = red[lid.x * ${BWG}u];
+      ${grouped ? "" : "v *= scale(P.rowStart + n);"}
+      if (P.hasBias == 1u) { v += ld_bias(P.rowStart + n); }
+      C[m * P.N + P.rowStart + n] = v;
+    }
+  }
+}
+`;
+}
+
+function recordBufferQuant(
+  rec: Recording,
+  x: Tensor,
+  w: Tensor,
+  q: QuantBufferStorage,
+  M: number,
+  N: number,
+  K: number,
+  bias: Tensor | undefined,
+  y: Tensor,
+): void {
+  const grouped = q.groups > 1;
+  const MR = M === 1 ? 1 : 4;
+  const biasDtype: DType = bias?.dtype ?? "f32";
+  const pipeline = getPipeline(
+    rec.gpu,
+    `quant-matmul:buffer:${MR}:q${q.bits}:${grouped ? "g" : "row"}:${biasDtype}`,
+    () => bufferCode(MR, q.bits, grouped, biasDtype),
+  );
+  const wordsPerGroup = grouped ? q.groupSize / (32 / q.bits) : 1;
+  const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
+  const scales = { buffer: q.scales, offset: 0, size: q.scales.size };
+  w.chunks.forEach((c, i) => {
+    recordDispatch(
+      rec,
+      pipeline,
+      [M, N, K, q.wordsPerRow, c.rowStart, c.rows, bias ? 1 : 0, q.groups, wordsPerGroup, 0, 0, 0],
+      [bindingOf(x), bindingOf(w, i), scales, bindingOf(y), biasBinding],
+      [Math.ceil(c.rows / NB), Math.ceil(M / MR)],
+    );
+  });
+}
+
+// --- embedding rows of a quantized table ----------------------------------------------------------
+
+/** Rows of a quantized table [V, h] at `ids` → f32 [...ids.shape, h] (`quantization_embeddings`). */
+export function quantEmbedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tensor): Tensor {
+  const q = table.quant;
+  if (!q) throw new GpuError(`quantEmbedding: ${table.label ?? "table"} is not quantized`);
+  expectDtype(ids, "embedding", "ids", ["i32", "u32"]);
+  const [V, h] = table.shape;
+  const n = numel(ids.shape);
+  const y = outputTensor(rec, "embedding", [...ids.shape, h], out);
+  if (n === 0 || h === 0) return y;
+  const per = 32 / q.bits;
+  const value = q.bits === 8
+    ? "let v = (bitcast<i32>(wd) << (24u - 8u * (j % 4u))) >> 24u;"
+    // Column j of a word: byte j/2, high nibble for even j.
+    : "let v = (bitcast<i32>(wd) << (28u - 8u * ((j % 8u) / 2u) - 4u * (1u - (j % 2u)))) >> 28u;";
+  const idCheck = `
+  let id = i32(I[i]);
+  if (id < 0 || u32(id) >= P.V) { Y[e] = bitcast<f32>(0x7fc00000u); return; }
+  let row = u32(id);
+  if (row < P.rowStart || row >= P.rowStart + P.rows) { return; }
+  let r = row - P.rowStart;`;
+  if (q.design === "texture") {
+    const tq = q as QuantTextureStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-embedding:texture:q${q.bits}:${ids.dtype}`, () => `
+struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, groupSize: u32, pad0: u32, pad1: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var Bt: texture_2d<u32>;
+@group(0) @binding(2) var St: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read> I: array<${ids.dtype}>;
+${declareOutput(4, "Y")}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.n * P.h) { return; }
+  let i = e / P.h;
+  let j = e - i * P.h;
+  ${idCheck}
+  let wd = textureLoad(Bt, vec2<u32>(j / ${per}u, r / 4u), 0)[r % 4u];
+  ${value}
+  Y[e] = f32(v) * textureLoad(St, vec2<u32>(j / P.groupSize, r / 4u), 0)[r % 4u];
+}
+`);
+    for (const b of tq.blocks) {
+      recordDispatch(
+        rec,
+        pipeline,
+        [n, h, b.rowStart, b.rows, V, q.groupSize, 0, 0],
+        [b.weights.createView(), b.scales.createView(), bindingOf(ids), bindingOf(y)],
+        grid(rec.gpu, Math.ceil((n * h) / 64)),
+      );
+    }
+  } else {
+    const bq = q as QuantBufferStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-embedding:buffer:q${q.bits}:${ids.dtype}`, () => `
+struct Params { n: u32, h: u32, rowStart: u32, rows: u32, V: u32, groupSize: u32, W: u32, groups: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> Q: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+@group(0) @binding(3) var<storage, read> I: array<${ids.dtype}>;
+${declareOutput(4, "Y")}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.n * P.h) { return; }
+  let i = e / P.h;
+  let j = e - i * P.h;
+  ${idCheck}
+  let wd = Q[r * P.W + j / ${per}u];
+  ${value}
+  let si = row * P.groups + j / P.groupSize;
+  Y[e] = f32(v) * unpack2x16float(S[si >> 1u])[si & 1u];
+}
+`);
+    table.chunks.forEach((c, i) => {
+      recordDispatch(
+        rec,
+        pipeline,
+        [n, h, c.rowStart, c.rows, V, q.groupSize, bq.wordsPerRow, bq.groups],
+        [
+          bindingOf(table, i),
+          { buffer: bq.scales, offset: 0, size: bq.scales.size },
+          bindingOf(ids),
+          bindingOf(y),
+        ],
+        grid(rec.gpu, Math.ceil((n * h) / 64)),
+      );
+    });
+  }
+  return y;
+}
+
+// --- input gradient: dx = dy · W (training a LoRA on a quantized, frozen base) -----------------
+
+/**
+ * `dy[..., N] · W` for a quantized W [N, K] → f32 [..., K]: the input gradient through a frozen
+ * int8/int4 weight. One invocation per (row of dy, 32-bit word of W's rows) walks all N, so the
+ * weight is read once per row of dy; written into `out` when given (e.g. a row slice).
+ */
+export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tensor): Tensor {
+  const q = w.quant;
+  if (!q) throw new GpuError(`quantInputGrad: ${w.label ?? "weight"} is not quantized`);
+  expectDtype(dy, "quantInputGrad", "dy", ["f32"]);
+  const [N, K] = w.shape;
+  if (dy.rowLength !== N || dy.chunks.length > 1) {
+    throw new GpuError(
+      `quantInputGrad: dy [${dy.shape.join(", ")}] must be unchunked rows of ${N} (W [${N}, ${K}])`,
+    );
+  }
+  const M = numel(dy.shape) / N;
+  const dx = outputTensor(rec, "quantInputGrad", [...dy.shape.slice(0, -1), K], out);
+  if (M === 0 || K === 0) return dx;
+  const per = 32 / q.bits;
+  const unpack = q.bits === 8
+    ? "acc0 += mat4x4<f32>(q8(t.x), q8(t.y), q8(t.z), q8(t.w)) * ds;"
+    : "acc0 += mat4x4<f32>(q4lo(t.x), q4lo(t.y), q4lo(t.z), q4lo(t.w)) * ds;\n    " +
+      "acc1 += mat4x4<f32>(q4hi(t.x), q4hi(t.y), q4hi(t.z), q4hi(t.w)) * ds;";
+  const store = `
+  let k0 = kw * ${per}u;
+  for (var j = 0u; j < ${per}u; j++) {
+    let k = k0 + j;
+    if (k < P.K) {
+      var v = 0.0;
+      if (j < 4u) { v = acc0[j]; } else { v = acc1[j - 4u]; }
+      let o = m * P.K + k;
+      if (P.accumulate == 1u) { v += DX[o]; }
+      DX[o] = v;
+    }
+  }`;
+  const params = `struct Params { M: u32, N: u32, K: u32, W: u32, rowStart: u32, rows: u32,
+  accumulate: u32, wordsPerGroup: u32, groups: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;`;
+  const ldy = `fn ldy(m: u32, n: u32) -> f32 {
+  if (n >= P.rowStart + P.rows) { return 0.0; }
+  return DY[m * P.N + n];
+}`;
+  const groups = (q as QuantTextureStorage | QuantBufferStorage).groups;
+  const wordsPerGroup = groups > 1 ? q.groupSize / per : Number.MAX_SAFE_INTEGER >>> 0;
+  const W = (q as QuantTextureStorage | QuantBufferStorage).wordsPerRow;
+  const dispatch = grid(rec.gpu, Math.ceil((M * W) / 64));
+  if (q.design === "texture") {
+    const tq = q as QuantTextureStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-input-grad:texture:q${q.bits}`, () => `
+${params}
+@group(0) @binding(1) var Bt: texture_2d<u32>;
+@group(0) @binding(2) var St: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+${declareOutput(4, "DX")}
+${UNPACK}
+${ldy}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.M * P.W) { return; }
+  let m = e / P.W;
+  let kw = e - m * P.W;
+  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  let G = (P.rows + 3u) / 4u;
+  for (var g = 0u; g < G; g++) {
+    let t = textureLoad(Bt, vec2<u32>(kw, g), 0);
+    let n0 = P.rowStart + 4u * g;
+    let dy4 = vec4<f32>(ldy(m, n0), ldy(m, n0 + 1u), ldy(m, n0 + 2u), ldy(m, n0 + 3u));
+    let ds = dy4 * textureLoad(St, vec2<u32>(sg, g), 0);
+    ${unpack}
+  }
+  ${store}
+}
+`);
+    tq.blocks.forEach((b, i) => {
+      recordDispatch(
+        rec,
+        pipeline,
+        [M, N, K, W, b.rowStart, b.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+        [b.weights.createView(), b.scales.createView(), bindingOf(dy), bindingOf(dx)],
+        dispatch,
+      );
+    });
+  } else {
+    const bq = q as QuantBufferStorage;
+    const pipeline = getPipeline(rec.gpu, `quant-input-grad:buffer:q${q.bits}`, () => `
+${params}
+@group(0) @binding(1) var<storage, read> Q: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+${declareOutput(4, "DX")}
+${UNPACK}
+${ldy}
+fn scale(i: u32) -> f32 { return unpack2x16float(S[i >> 1u])[i & 1u]; }
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  if (e >= P.M * P.W) { return; }
+  let m = e / P.W;
+  let kw = e - m * P.W;
+  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  for (var n = 0u; n < P.rows; n++) {
+    let t = vec4<u32>(Q[n * P.W + kw], 0u, 0u, 0u);
+    let row = P.rowStart + n;
+    let ds = vec4<f32>(DY[m * P.N + row] * scale(row * P.groups + sg), 0.0, 0.0, 0.0);
+    ${unpack}
+  }
+  ${store}
+}
+`);
+    w.chunks.forEach((c, i) => {
+      recordDispatch(
+        rec,
+        pipeline,
+        [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+        [
+          bindingOf(w, i),
+          { buffer: bq.scales, offset: 0, size: bq.scales.size },
+          bindingOf(dy),
+          bindingOf(dx),
+        ],
+        dispatch,
+      );
+    });
+  }
+  return dx;
+}
