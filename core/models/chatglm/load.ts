@@ -158,10 +158,18 @@ export function modelLinears(model: ChatGLMModel): Map<string, LoraLinear> {
 
 /** Uploads an adapter's A, B (f32) into the targeted layers. One adapter at a time. */
 export function attachAdapter(model: ChatGLMModel, adapter: LoraAdapter): void {
+  attachToLinears(model, modelLinears(model), adapter);
+}
+
+/** {@link attachAdapter} for any architecture, given its linear layers by module name. */
+export function attachToLinears(
+  model: { gpu: Gpu; adapter: LoraAdapter | null },
+  linears: Map<string, LoraLinear>,
+  adapter: LoraAdapter,
+): void {
   if (model.adapter) {
     throw new Error("attachAdapter: the model already has an adapter; detach it first");
   }
-  const linears = modelLinears(model);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name);
     if (!lin) throw new Error(`attachAdapter: the model has no linear module ${name}`);

@@ -44,13 +44,25 @@ export async function uploadChatGLMWeights(
     shape: ckpt.locate.get(name)!.tensor.shape,
   }));
   checkParameters(config, stored, ckpt.dir);
+  return await uploadWeights(gpu, ckpt, (name) => !isIgnoredTensor(name, config), options);
+}
+
+/**
+ * Uploads the checkpoint's tensors that `wanted` selects (any architecture; names and shapes
+ * already checked), one at a time, converted to the run's dtype.
+ */
+export async function uploadWeights(
+  gpu: Gpu,
+  ckpt: Checkpoint,
+  wanted: (name: string) => boolean,
+  options: LoadWeightsOptions,
+): Promise<Map<string, Tensor>> {
   for (const name of ckpt.tensorNames) {
     const dt = ckpt.locate.get(name)!.tensor.dtype;
-    if (!isIgnoredTensor(name, config) && dt !== "F32" && dt !== "F16" && dt !== "BF16") {
+    if (wanted(name) && dt !== "F32" && dt !== "F16" && dt !== "BF16") {
       throw new Error(`${ckpt.dir}: tensor ${name} is stored as ${dt}; expected F32, F16 or BF16`);
     }
   }
-  const wanted = (name: string) => !isIgnoredTensor(name, config);
   const totalBytes = ckpt.tensorNames.filter(wanted)
     .reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
   const bar = (options.progressBar ?? Deno.stderr.isTerminal())
