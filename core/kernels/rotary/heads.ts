@@ -78,6 +78,11 @@ export interface HeadsRotaryOptions {
   past?: number;
   /** Write here ([b, heads, cap, d]); default a new [b, heads, s, d] tensor. */
   out?: Tensor;
+  /**
+   * Slot cache (continuous batching): i32 [b, 2] = (slot, length) per row; row bi's tokens go to
+   * row `slot` of `out` ([slots, heads, cap, d]) at positions length .. (then `past` is unused).
+   */
+  slotInfo?: Tensor;
 }
 
 function checkTable(kernel: string, table: Tensor, d: number): number {
@@ -120,12 +125,17 @@ export function headsRotary(
   const out = options.out ?? outputTensor(rec, kernel, [b, heads, s, d]);
   expectDtype(out, kernel, "out", ["f32"]);
   assertUnchunked(out, kernel, "out");
-  if (
-    out.shape.length !== 4 || out.shape[0] !== b || out.shape[1] !== heads || out.shape[3] !== d
-  ) {
-    throw new GpuError(`${kernel}: out [${out.shape}] is not [${b}, ${heads}, capacity, ${d}]`);
+  if (out.shape.length !== 4 || out.shape[1] !== heads || out.shape[3] !== d) {
+    throw new GpuError(`${kernel}: out [${out.shape}] is not [rows, ${heads}, capacity, ${d}]`);
   }
   const cap = out.shape[2];
+  const slots = options.slotInfo;
+  if (slots) {
+    expectDtype(slots, kernel, "slotInfo", ["i32"]);
+    expectShape(slots, kernel, "slotInfo", [b, 2]);
+  } else if (out.shape[0] !== b) {
+    throw new GpuError(`${kernel}: out has ${out.shape[0]} rows for ${b} input rows`);
+  }
   if (past < 0 || past + s > cap) {
     throw new GpuError(`${kernel}: rows [${past}, ${past + s}) exceed the capacity ${cap}`);
   }
@@ -140,10 +150,11 @@ export function headsRotary(
   }
   if (numel(x.shape) === 0) return out;
   const rotate = pos !== null;
-  const pipeline = getPipeline(rec.gpu, `headsRotary:${rotate}`, () => `
+  const pipeline = getPipeline(rec.gpu, `headsRotary:${rotate}:${!!slots}`, () => `
 ${HeadsParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareOutput(2, "O")}
 ${rotate ? declareInput(3, "POS", "i32") + declareInput(4, "TAB", "f32") + CS : ""}
+${slots ? declareInput(rotate ? 5 : 3, "SI", "i32") : ""}
 @compute @workgroup_size(${WG})
 fn main(${WG_BUILTINS}) {
   let e = ${WG_INDEX} * ${WG}u + lid.x;          // (bi, si, n, j) of x
@@ -164,11 +175,17 @@ fn main(${WG_BUILTINS}) {
   v = select(v * c.x + pv * c.y, v * c.x - pv * c.y, low);`
       : ""
   }
-  O[((bi * P.heads + n) * P.cap + P.past + si) * P.d + j] = v;
+  ${
+    slots
+      ? "let orow = u32(SI[bi * 2u]); let at = u32(SI[bi * 2u + 1u]) + si;"
+      : "let orow = bi; let at = P.past + si;"
+  }
+  O[((orow * P.heads + n) * P.cap + at) * P.d + j] = v;
 }
 `);
   const resources: GPUBindingResource[] = [bindingOf(x), bindingOf(out)];
   if (pos && table) resources.push(bindingOf(pos), bindingOf(table));
+  if (slots) resources.push(bindingOf(slots));
   recordDispatch(
     rec,
     pipeline,

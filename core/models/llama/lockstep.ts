@@ -6,7 +6,7 @@
 
 import type { Tensor } from "../../tensor/tensor.ts";
 import { rotaryTableOf } from "../../kernels/mod.ts";
-import { type ChatGLMCache, checkCache, createCache } from "../chatglm/cache.ts";
+import { type CacheView, type ChatGLMCache, checkCache, createCache } from "../chatglm/cache.ts";
 import type { ForwardOptions, PrefillOptions } from "../chatglm/model.ts";
 import { runModelStep, type StackPass, type StepInput, type Which } from "../chatglm/step.ts";
 import { cachedAttention } from "./attention.ts";
@@ -104,7 +104,7 @@ export function cacheOwner(model: LlamaModel) {
   };
 }
 
-function stepInput(inputIds: number[][], pads: number[], start: number): StepInput {
+export function stepInput(inputIds: number[][], pads: number[], start: number): StepInput {
   const b = inputIds.length, s = inputIds[0].length;
   return {
     ids: Int32Array.from(inputIds.flat()),
@@ -133,10 +133,25 @@ function runLockstep(
   which: Which,
   hook?: ForwardOptions["onHidden"],
 ): Promise<Float32Array> {
-  const pass: StackPass<Attend> = (tape, ids, attend, options) =>
-    llamaHidden(tape, model, ids, attend, options);
+  return runRows(model, cache, cache.rows.map((r) => r.pads), input, which, hook);
+}
+
+/** The step pass of this model (the shared forward up to the final norm). */
+export function stackPass(model: LlamaModel): StackPass<Attend> {
+  return (tape, ids, attend, options) => llamaHidden(tape, model, ids, attend, options);
+}
+
+/** One recorded lockstep step of rows with `pads` writing `cache` (a cache or a view of rows). */
+export function runRows(
+  model: LlamaModel,
+  cache: CacheView,
+  pads: number[],
+  input: StepInput,
+  which: Which,
+  hook?: ForwardOptions["onHidden"],
+): Promise<Float32Array> {
+  const pass = stackPass(model);
   const table = modelTable(model, cache.capacity);
-  const pads = cache.rows.map((r) => r.pads);
   return runModelStep(
     model,
     pass,
@@ -155,7 +170,7 @@ function runLockstep(
   );
 }
 
-function checkLength(model: LlamaModel, seq: number, what: string): void {
+export function checkLength(model: LlamaModel, seq: number, what: string): void {
   if (seq > model.maxContext) {
     throw new Error(
       `${what}: ${seq} tokens exceed the model's context of ${model.maxContext} ` +

@@ -12,7 +12,14 @@ import type { Linear } from "../../nn/linear.ts";
 import type { RmsNorm } from "../../nn/rms_norm.ts";
 import { releaseTensor, type Tensor } from "../../tensor/tensor.ts";
 import type { ChatGLMCache } from "../chatglm/cache.ts";
-import type { ForwardOptions, PrefillOptions, StepProfile } from "../chatglm/model.ts";
+import type {
+  ForwardOptions,
+  PrefillOptions,
+  SlotPrompt,
+  SlotStep,
+  StepProfile,
+} from "../chatglm/model.ts";
+import { decodeSlots, prefillSlot, prefillSlots } from "./slots.ts";
 import { blockLinears, type LlamaBlock } from "./block.ts";
 import type { LlamaConfig } from "./config.ts";
 import { cacheOwner, decodeStep, forward, prefill } from "./lockstep.ts";
@@ -43,6 +50,12 @@ export interface LlamaModel {
     options?: PrefillOptions,
   ): Promise<Float32Array>;
   decodeStep(nextIds: number[], cache: ChatGLMCache): Promise<Float32Array>;
+  /** Continuous batching: one unpadded prompt into row `slot`; logits of its last position [V]. */
+  prefillSlot(ids: number[], cache: ChatGLMCache, slot: number): Promise<Float32Array>;
+  /** Several unpadded prompts into their slots in one batched prefill; [n, V]. */
+  prefillSlots(entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array>;
+  /** One token appended to each listed slot (each its own length); [steps.length, V]. */
+  decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array>;
   releaseSlot(cache: ChatGLMCache, slot: number): void;
   /** Every base parameter by checkpoint name (tied: no lm_head entry). */
   parameters(): Map<string, Tensor>;
@@ -118,6 +131,18 @@ class Llama implements LlamaModel {
 
   async decodeStep(nextIds: number[], cache: ChatGLMCache): Promise<Float32Array> {
     return await decodeStep(this.live(), nextIds, cache);
+  }
+
+  async prefillSlot(ids: number[], cache: ChatGLMCache, slot: number): Promise<Float32Array> {
+    return await prefillSlot(this.live(), ids, cache, slot);
+  }
+
+  async prefillSlots(entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array> {
+    return await prefillSlots(this.live(), entries, cache);
+  }
+
+  async decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array> {
+    return await decodeSlots(this.live(), steps, cache);
   }
 
   releaseSlot(cache: ChatGLMCache, slot: number): void {
