@@ -17,6 +17,9 @@ import {
   uploadLlamaTrainBatch,
 } from "../core/models/llama/train.ts";
 import { compareRule, loadGoldens } from "./reference/chatglm.ts";
+import { loadModel } from "../core/models/load.ts";
+import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
+import { runMicroStep } from "../train/loop/step.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const quiet = { log: () => {}, progressBar: false };
@@ -94,6 +97,32 @@ for (const name of MODELS) {
         check(t.name, mine, data.subarray(t.offset, t.offset + n));
       }
     } finally {
+      model.dispose();
+    }
+  });
+
+  Deno.test(`${name}: train golden through the trainer's micro-step (LoRA)`, async () => {
+    const model = await loadModel(dir, { ...quiet, adapter: `${dir}/adapter` });
+    const tm = prepareTrainingFor(model, "lora");
+    try {
+      const batch = buildTrainBatchFor(model, v.input_ids, v.labels);
+      const r = await runMicroStep(tm, batch, { zeroGrads: true, dropout: 0 });
+      assert.equal(r.tokens, v.n_supervised);
+      check("lora_loss", [r.loss], [v.lora_loss]);
+      const data = goldens.read("train", "lora_grads").data as Float32Array;
+      const byName = new Map(tm.params.map((p) => [p.name, p.grad]));
+      for (const t of tensorsOf("lora_grads")) {
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        const grad = byName.get(t.name);
+        assert.ok(grad, `no gradient for ${t.name}`);
+        check(
+          t.name,
+          await readTensor(grad) as Float32Array,
+          data.subarray(t.offset, t.offset + n),
+        );
+      }
+    } finally {
+      tm.dispose();
       model.dispose();
     }
   });

@@ -13,10 +13,8 @@ import {
   type LoraAdapter,
 } from "../../core/adapters/lora_weights.ts";
 import { parseLoraConfig } from "../../core/adapters/peft_config.ts";
-import { loadModel } from "../../core/models/chatglm/load.ts";
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import { linearModules } from "../../core/models/chatglm/params.ts";
-import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { type CausalLM, loadModel } from "../../core/models/load.ts";
+import { linearModulesOf } from "../../core/models/training.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
@@ -44,7 +42,7 @@ export async function setupModel(
   modelDir: string,
   resume: LoadedCheckpoint | null,
   log: (line: string) => void,
-): Promise<ChatGLMModel> {
+): Promise<CausalLM> {
   const gpu = await getGpu();
   const quiet = { log, progressBar: false };
   if (config.full) {
@@ -69,8 +67,7 @@ export async function setupModel(
     }
     return model;
   }
-  const modelConfig = await readChatGLMConfig(modelDir);
-  const base = { linearModules: linearModules(modelConfig), name: modelDir };
+  const base = { linearModules: await linearModulesOf(modelDir), name: modelDir };
   let adapter: LoraAdapter;
   if (resume) {
     if (resume.weights.kind !== "lora") {

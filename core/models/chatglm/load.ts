@@ -209,9 +209,16 @@ export function detachAdapter(model: ChatGLMModel): void {
  * `saveLoraAdapter`.
  */
 export async function adapterFromModel(model: ChatGLMModel): Promise<LoraAdapter> {
+  return await adapterFromLinears(model, modelLinears(model));
+}
+
+/** {@link adapterFromModel} for any architecture, given its linear layers by module name. */
+export async function adapterFromLinears(
+  model: { adapter: LoraAdapter | null },
+  linears: Map<string, LoraLinear>,
+): Promise<LoraAdapter> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("adapterFromModel: the model has no adapter");
-  const linears = modelLinears(model);
   const modules = new Map(adapter.modules);
   for (const [name, m] of adapter.modules) {
     const lora = linears.get(name)?.lora;
