@@ -131,6 +131,23 @@ for (const name of MODELS) {
     }
   });
 
+  Deno.test(`${name}: a batch split into row groups (small activation limit) gives the same logits`, async () => {
+    const ids = goldens.read("forward_batch", "input_ids");
+    const [, S] = ids.shape;
+    const model = await loadLlamaModel(dir, { ...quiet, maxActivationBytes: S * 160 * 4 });
+    try {
+      const hidden = new Map<number, Float32Array>();
+      const logits = await model.forward(rows(ids.data as Int32Array, ids.shape), {
+        onHidden: (i, x) => hidden.set(i, x),
+      });
+      const gl = goldens.read("forward_batch", "logits").data as Float32Array;
+      check("grouped logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
+      assert.equal(hidden.get(0)!.length, 2 * S * model.config.hiddenSize);
+    } finally {
+      model.dispose();
+    }
+  });
+
   Deno.test(`${name}: lora adapter logits`, async () => {
     const model = await loadLlamaModel(dir, { ...quiet, adapter: `${dir}/adapter` });
     try {

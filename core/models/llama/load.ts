@@ -77,6 +77,7 @@ export async function loadLlamaModel(
     ...assembleLlamaWeights(config, weights),
     invFreq: llamaInvFreq(config.headDim, config.rope),
     adapter: null,
+    maxActivationBytes: options.maxActivationBytes,
   });
   if (adapter) {
     try {

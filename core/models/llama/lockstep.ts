@@ -6,7 +6,14 @@
 
 import type { Tensor } from "../../tensor/tensor.ts";
 import { rotaryTableOf } from "../../kernels/mod.ts";
-import { type CacheView, type ChatGLMCache, checkCache, createCache } from "../chatglm/cache.ts";
+import { concatArrays } from "../../io/concat.ts";
+import {
+  cacheRows,
+  type CacheView,
+  type ChatGLMCache,
+  checkCache,
+  createCache,
+} from "../chatglm/cache.ts";
 import type { ForwardOptions, PrefillOptions } from "../chatglm/model.ts";
 import { runModelStep, type StackPass, type StepInput, type Which } from "../chatglm/step.ts";
 import { cachedAttention } from "./attention.ts";
@@ -126,14 +133,55 @@ export function modelTable(model: LlamaModel, positions: number): Tensor {
   );
 }
 
-function runLockstep(
+/**
+ * One lockstep step over `input`. A batch whose activations exceed one storage binding runs in
+ * groups of rows, each writing its rows of the cache through views.
+ */
+async function runLockstep(
   model: LlamaModel,
   cache: ChatGLMCache,
   input: StepInput,
   which: Which,
   hook?: ForwardOptions["onHidden"],
 ): Promise<Float32Array> {
-  return runRows(model, cache, cache.rows.map((r) => r.pads), input, which, hook);
+  const pads = cache.rows.map((r) => r.pads);
+  const group = rowsPerPass(model, input.seq, input.batch);
+  if (group >= input.batch) return await runRows(model, cache, pads, input, which, hook);
+  const parts: Float32Array[] = [];
+  const hidden = new Map<number, Float32Array[]>();
+  const groupHook = hook
+    ? (i: number, x: Float32Array) => hidden.set(i, [...(hidden.get(i) ?? []), x])
+    : undefined;
+  const s = input.seq;
+  for (let start = 0; start < input.batch; start += group) {
+    const n = Math.min(group, input.batch - start);
+    const sub: StepInput = {
+      ...input,
+      batch: n,
+      ids: input.ids.subarray(start * s, (start + n) * s),
+      pos: input.pos.subarray(start * s, (start + n) * s),
+      posShape: [n, s],
+    };
+    const view = cacheRows(cache, start, n);
+    parts.push(await runRows(model, view, pads.slice(start, start + n), sub, which, groupHook));
+  }
+  if (hook) { for (const [i, xs] of hidden) hook(i, concatArrays(xs)); }
+  return concatArrays(parts);
+}
+
+/** Rows per pass so that the widest activation ([rows, s, max(nh·d, I, h)] f32) fits a binding. */
+function rowsPerPass(model: LlamaModel, seq: number, batch: number): number {
+  const { numHeads, headDim, intermediateSize, hiddenSize } = model.config;
+  const widest = seq * Math.max(numHeads * headDim, intermediateSize, hiddenSize) * 4;
+  const limit = model.maxActivationBytes ?? model.gpu.limits.maxStorageBufferBindingSize;
+  const rows = Math.floor(limit / widest);
+  if (rows < 1) {
+    throw new Error(
+      `${seq} tokens need ${widest} bytes of activations in one binding, over this GPU's ` +
+        `limit of ${limit}; use a shorter input`,
+    );
+  }
+  return Math.min(rows, batch);
 }
 
 /** The step pass of this model (the shared forward up to the final norm). */

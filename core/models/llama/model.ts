@@ -40,6 +40,11 @@ export interface LlamaModel {
   readonly lmHead: Linear;
   /** inv_freq [d/2] of the rotary (after Llama 3 scaling where configured). */
   readonly invFreq: Float32Array;
+  /**
+   * Largest activation buffer of one pass (default: the device's maxStorageBufferBindingSize);
+   * a prefill whose activations exceed it runs in groups of rows.
+   */
+  readonly maxActivationBytes?: number;
   adapter: LoraAdapter | null;
   /** Logits [b, s, V] of unpadded or left-padded rows (the config's pad id). */
   forward(inputIds: number[][], options?: ForwardOptions): Promise<Float32Array>;
@@ -77,6 +82,7 @@ export type LlamaParts = Pick<
   | "lmHead"
   | "invFreq"
   | "adapter"
+  | "maxActivationBytes"
 >;
 
 export function assembleLlama(parts: LlamaParts): LlamaModel {
@@ -95,6 +101,7 @@ class Llama implements LlamaModel {
   readonly norm: RmsNorm;
   readonly lmHead: Linear;
   readonly invFreq: Float32Array;
+  readonly maxActivationBytes?: number;
   adapter: LoraAdapter | null;
   disposed = false;
   profiler: ((p: StepProfile) => void) | null = null;
@@ -110,6 +117,7 @@ class Llama implements LlamaModel {
     this.norm = p.norm;
     this.lmHead = p.lmHead;
     this.invFreq = p.invFreq;
+    this.maxActivationBytes = p.maxActivationBytes;
     this.adapter = p.adapter;
   }
 
