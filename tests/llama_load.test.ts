@@ -119,3 +119,23 @@ Deno.test("checkpoints that do not match the config are refused with the tensor 
     }
   }
 });
+
+Deno.test("f16 weights on the GPU (f32 compute) stay close to the f32 logits", async () => {
+  const goldens = loadGoldens(`${FIX}/llama3-tiny`);
+  const gl = goldens.read("forward_batch", "logits").data as Float32Array;
+  const ids = goldens.read("forward_batch", "input_ids");
+  const [B, S] = ids.shape;
+  const pads = (goldens.cases.get("forward_batch")!.values as { pad: number[] }).pad;
+  const rows = Array.from({ length: B }, (_, b) => [...ids.data.subarray(b * S, (b + 1) * S)]);
+  const model = await loadLlamaModel(`${FIX}/llama3-tiny`, { ...quiet, dtype: "f16" });
+  try {
+    assert.equal(model.lmHead.weight.dtype, "f16");
+    const got = await model.forward(rows);
+    const V = model.config.vocabSize;
+    // f16 storage rounds each weight by up to 2^-11 relative: a loose bound, not the golden rule.
+    const r = compareRule(got, gl, 1e-2, 0, pads.map((p, b) => [(b * S + p) * V, (b + 1) * S * V]));
+    assert.ok(r.ok, `f16 logits differ by ${r.maxDiff} (limit ${r.limit})`);
+  } finally {
+    model.dispose();
+  }
+});
