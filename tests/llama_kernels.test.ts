@@ -21,6 +21,7 @@ import {
 import { llamaInvFreq } from "../core/models/llama/rotary.ts";
 import { dotWith, numericGrad } from "./reference/backward.ts";
 import { randomArray, relError } from "./reference/kernels.ts";
+import { rowDesignTest } from "./helpers/row_designs.ts";
 import { gqaAttention64, headsRotary64, rmsNorm64, siluGate64 } from "./reference/llama.ts";
 
 const gpu = await getGpu();
@@ -152,22 +153,25 @@ Deno.test("attentionSlots: grouped-query heads over each slot's own length", asy
   }
 });
 
-Deno.test("rmsNorm backward (dx and the weight gradient) matches float64 differences", async () => {
-  const rows = 5, cols = 12, eps = 1e-6;
-  const x = randomArray(rows * cols, 10), w = randomArray(cols, 11, 0.5, 1.5);
-  const g = randomArray(rows * cols, 12);
-  const rec = beginRecording(gpu);
-  const dw = f32(new Float32Array(cols).fill(0.25), [cols]); // gradients add into it
-  const xt = f32(x, [rows, cols]), wt = f32(w, [cols]);
-  const y = rmsNorm(rec, xt, wt, eps);
-  const dx = rmsNormBackward(rec, xt, wt, eps, f32(g, [rows, cols]), dw);
-  await submit(rec);
-  close("forward", await readFloat32(y), rmsNorm64(x, w, cols, eps));
-  const ndx = numericGrad((p) => dotWith(rmsNorm64(p, w, cols, eps), g), x);
-  close("dx", await readFloat32(dx), ndx, 1e-5);
-  const ndw = numericGrad((p) => dotWith(rmsNorm64(x, p, cols, eps), g), w);
-  close("dw", await readFloat32(dw), Float64Array.from(ndw, (v) => v + 0.25), 1e-5);
-});
+rowDesignTest(
+  "rmsNorm backward (dx and the weight gradient) matches float64 differences",
+  async () => {
+    const rows = 5, cols = 12, eps = 1e-6;
+    const x = randomArray(rows * cols, 10), w = randomArray(cols, 11, 0.5, 1.5);
+    const g = randomArray(rows * cols, 12);
+    const rec = beginRecording(gpu);
+    const dw = f32(new Float32Array(cols).fill(0.25), [cols]); // gradients add into it
+    const xt = f32(x, [rows, cols]), wt = f32(w, [cols]);
+    const y = rmsNorm(rec, xt, wt, eps);
+    const dx = rmsNormBackward(rec, xt, wt, eps, f32(g, [rows, cols]), dw);
+    await submit(rec);
+    close("forward", await readFloat32(y), rmsNorm64(x, w, cols, eps));
+    const ndx = numericGrad((p) => dotWith(rmsNorm64(p, w, cols, eps), g), x);
+    close("dx", await readFloat32(dx), ndx, 1e-5);
+    const ndw = numericGrad((p) => dotWith(rmsNorm64(x, p, cols, eps), g), w);
+    close("dw", await readFloat32(dw), Float64Array.from(ndw, (v) => v + 0.25), 1e-5);
+  },
+);
 
 Deno.test("siluGate and its backward match float64", async () => {
   const n = 300;

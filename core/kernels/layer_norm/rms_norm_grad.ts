@@ -6,10 +6,9 @@
  * dw += Σ_rows dy ⊙ x · r
  * ```
  *
- * Two passes: one invocation per row writes dx and the row's r (software and hardware alike:
- * a row is read three times, no barriers), then one invocation per column adds that column's
- * sum over rows into dw. Rows are at most a few thousand wide (hidden size, or head dim for
- * Qwen3's per-head q/k norms), so a serial loop per row is cheap beside the matmuls around it.
+ * Two passes: the rows write dx and each row's r (both row designs of `rowPlan`: a workgroup per
+ * row on hardware GPUs, an invocation per row on software adapters), then one invocation per
+ * column adds that column's sum over rows into dw (in row ranges, see `rowRanges`).
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -29,6 +28,8 @@ import {
   expectDtype,
   expectShape,
   outputTensor,
+  rowPlan,
+  rowRanges,
   rowsOf,
   WG_BUILTINS,
   WG_INDEX,
@@ -38,6 +39,8 @@ import { uniformLayout } from "../uniforms.ts";
 const WG = 64;
 
 const RmsGradParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32" });
+/** Rows [first, first + rows) of the weight-gradient column sums. */
+const RmsColumnParams = uniformLayout({ rows: "u32", cols: "u32", first: "u32" });
 
 /** Returns dx (shape of x); adds dw into `weightGrad` [cols] f32 when given. */
 export function rmsNormBackward(
@@ -62,39 +65,43 @@ export function rmsNormBackward(
   const dx = outputTensor(rec, kernel, x.shape);
   if (rows === 0 || cols === 0) return dx;
   const inv = outputTensor(rec, "rmsNormBackward r", [rows]);
-  const params = RmsGradParams.pack({ rows, cols, eps });
-  const rowPipe = getPipeline(rec.gpu, `rmsNormBackward:rows:${weight.dtype}`, () => `
+  // Both row designs (core/kernels/common.ts `rowPlan`): lanes of a workgroup share a row on
+  // hardware GPUs; one invocation owns a row on software adapters.
+  const plan = rowPlan(rec.gpu, WG, cols);
+  const L = plan.lanes;
+  const rowPipe = getPipeline(rec.gpu, `rmsNormBackward:rows:${plan.tag}:${weight.dtype}`, () => `
 ${RmsGradParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareInput(3, "DY", "f32")}
 ${declareOutput(4, "DX")}
 ${declareOutput(5, "R")}
-@compute @workgroup_size(${WG})
+${plan.reduce}
+@compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
-  let row = ${WG_INDEX} * ${WG}u + lid.x;
+  ${plan.prologue}
   if (row >= P.rows) { return; }
   let base = row * P.cols;
   var ss = 0.0;
   var dot = 0.0;
-  for (var j = 0u; j < P.cols; j++) {
+  for (var j = t; j < P.cols; j += ${L}u) {
     let xv = X[base + j];
     ss += xv * xv;
     dot += ld_W(j) * DY[base + j] * xv;
   }
-  let r = inverseSqrt(ss / f32(P.cols) + P.eps);
-  let k = r * r * r * dot / f32(P.cols);
-  for (var j = 0u; j < P.cols; j++) {
+  let r = inverseSqrt(wg_sum(ss, t) / f32(P.cols) + P.eps);
+  let k = r * r * r * wg_sum(dot, t) / f32(P.cols);
+  for (var j = t; j < P.cols; j += ${L}u) {
     DX[base + j] = r * ld_W(j) * DY[base + j] - X[base + j] * k;
   }
-  R[row] = r;
+  if (t == 0u) { R[row] = r; }
 }
 `);
   recordDispatch(
     rec,
     rowPipe,
-    params,
+    RmsGradParams.pack({ rows, cols, eps }),
     [bindingOf(x), bindingOf(weight), bindingOf(dy), bindingOf(dx), bindingOf(inv)],
-    grid(rec.gpu, Math.ceil(rows / WG)),
+    plan.workgroups(rows),
   );
   if (weightGrad) {
     expectDtype(weightGrad, kernel, "weightGrad", ["f32"]);
@@ -105,7 +112,7 @@ fn main(${WG_BUILTINS}) {
     }
     markWritten(weightGrad);
     const colPipe = getPipeline(rec.gpu, "rmsNormBackward:weight", () => `
-${RmsGradParams.wgsl}${declareInput(1, "X", "f32")}
+${RmsColumnParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "DY", "f32")}
 ${declareInput(3, "R", "f32")}
 ${declareOutput(4, "DW")}
@@ -114,19 +121,23 @@ fn main(${WG_BUILTINS}) {
   let j = ${WG_INDEX} * ${WG}u + lid.x;
   if (j >= P.cols) { return; }
   var acc = 0.0;
-  for (var row = 0u; row < P.rows; row++) {
+  for (var i = 0u; i < P.rows; i++) {
+    let row = P.first + i;
     acc += DY[row * P.cols + j] * X[row * P.cols + j] * R[row];
   }
   DW[j] += acc;
 }
 `);
-    recordDispatch(
-      rec,
-      colPipe,
-      params,
-      [bindingOf(x), bindingOf(dy), bindingOf(inv), bindingOf(weightGrad)],
-      grid(rec.gpu, Math.ceil(cols / WG)),
-    );
+    // Row ranges keep each invocation's loop inside the software adapter's iteration limit.
+    for (const [first, count] of rowRanges(rows)) {
+      recordDispatch(
+        rec,
+        colPipe,
+        RmsColumnParams.pack({ rows: count, cols, first }),
+        [bindingOf(x), bindingOf(dy), bindingOf(inv), bindingOf(weightGrad)],
+        grid(rec.gpu, Math.ceil(cols / WG)),
+      );
+    }
   }
   // r is scratch of this backward: back to the pool inside the recording.
   releaseTensor(inv, rec);
