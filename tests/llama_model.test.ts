@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { llamaInvFreq } from "../core/models/llama/rotary.ts";
 import { parseLlamaConfig, readLlamaConfig } from "../core/models/llama/config.ts";
-import { loadLlamaModel } from "../core/models/llama/load.ts";
+import { loadLlamaModel, mergeLlamaAdapter } from "../core/models/llama/load.ts";
 import type { LlamaModel } from "../core/models/llama/model.ts";
 import { compareRule, loadGoldens } from "./reference/chatglm.ts";
 
@@ -156,6 +156,11 @@ for (const name of MODELS) {
       const logits = await model.forward(rows(ids.data as Int32Array, ids.shape));
       const gl = goldens.read("lora", "logits").data as Float32Array;
       check("lora logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
+      // Merged into the base weights (W + scaling·B·A), the adapter gives the same logits.
+      await mergeLlamaAdapter(model);
+      assert.equal(model.adapter, null);
+      const merged = await model.forward(rows(ids.data as Int32Array, ids.shape));
+      check("merged lora logits", merged, gl, real(batch.pad, S, model.config.vocabSize));
     } finally {
       model.dispose();
     }

@@ -6,10 +6,11 @@
 
 import { getGpu, type Gpu } from "../../gpu/device.ts";
 import { openCheckpoint, readTensorAsF32 } from "../../io/checkpoint.ts";
-import type { Tensor } from "../../tensor/tensor.ts";
+import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
+import { mergeLoraWeight } from "../../adapters/merge.ts";
 import { createEmbedding } from "../../nn/embedding.ts";
 import { createLinear } from "../../nn/linear.ts";
-import { createLoraLinear, type LoraLinear } from "../../nn/lora_linear.ts";
+import { createLoraLinear, disposeLoraBranch, type LoraLinear } from "../../nn/lora_linear.ts";
 import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
@@ -145,4 +146,31 @@ export function llamaLinears(model: LlamaModel): Map<string, LoraLinear> {
 /** Uploads an adapter's A, B (f32) into the targeted layers. */
 export function attachLlamaAdapter(model: LlamaModel, adapter: LoraAdapter): void {
   attachToLinears(model, llamaLinears(model), adapter);
+}
+
+/** Removes the adapter's branches (their GPU memory goes back to the pool). */
+export function detachLlamaAdapter(model: LlamaModel): void {
+  for (const lin of llamaLinears(model).values()) disposeLoraBranch(lin);
+  model.adapter = null;
+}
+
+/**
+ * Merge-and-unload: W' = W + scaling · (B · A) for every targeted weight (on the CPU in f32, then
+ * stored back in the model's dtype); the adapter is detached.
+ */
+export async function mergeLlamaAdapter(model: LlamaModel): Promise<void> {
+  const adapter = model.adapter;
+  if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
+  const linears = llamaLinears(model);
+  for (const [name, m] of adapter.modules) {
+    const lin = linears.get(name)!;
+    const w = await readTensor(lin.weight) as Float32Array;
+    const merged = mergeLoraWeight(w, m, adapter.scaling);
+    const fresh = uploadTensor(model.gpu, merged, [m.outFeatures, m.inFeatures], lin.weight.dtype, {
+      label: `${name}.weight`,
+    });
+    releaseTensor(lin.weight);
+    lin.weight = fresh;
+  }
+  detachLlamaAdapter(model);
 }
