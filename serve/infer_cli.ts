@@ -8,6 +8,7 @@
 import type { Engine, GenerationRequest } from "./engine/types.ts";
 import { EngineLoadError, loadEngine } from "./engine/load.ts";
 import { FlagError, INFER_USAGE, type InferFlags, parseInferFlags } from "./infer_flags.ts";
+import { runPromptIds } from "./infer_ids.ts";
 
 export const DISCLAIMER =
   "注意：回答由语言模型生成，仅供参考，不能代替医生的诊断和治疗；身体不适请及时就医。" +
@@ -247,6 +248,7 @@ export async function main(args: string[]): Promise<number> {
     io.out(INFER_USAGE);
     return 0;
   }
+  if (flags.promptIds) return await runPromptIds(flags, flags.promptIds, io);
   const oneShot = flags.prompt !== undefined || !io.interactive;
   // In one-shot mode stdout carries only the answer.
   const notice = oneShot ? io.err : io.out;
