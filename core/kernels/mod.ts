@@ -16,7 +16,8 @@
  * - `matmul/`: matmul.ts (dispatch, generic kernel), shared.ts (hardware GPUs), texture.ts
  *   (software adapters), store.ts, problem.ts | backward: linear_grad.ts, transpose.ts
  * - `attention/`: attention.ts (workgroup design), rows.ts (software design), slots.ts (decode
- *   over a slot cache) | backward: attention_grad.ts, rows_grad.ts
+ *   over a slot cache); the forward kernels take kv caches of fewer heads dividing the query
+ *   heads (grouped-query attention) | backward: attention_grad.ts, rows_grad.ts
  * - `layer_norm/`: layer_norm.ts (LayerNorm, RMSNorm) | backward: layer_norm_grad.ts,
  *   rms_norm_grad.ts
  * - `softmax/`: softmax.ts, reduce.ts | backward: inside attention's and cross-entropy's
