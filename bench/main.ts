@@ -14,6 +14,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   dispatch: () => import("./dispatch.ts"),
   matmul: () => import("./matmul.ts"),
   model: () => import("./model.ts"),
+  llama: () => import("./llama.ts"),
   train: () => import("./train.ts"),
   "train-step": () => import("./train_step.ts"),
   onnx: () => import("./onnx.ts"),

@@ -9,6 +9,7 @@
 import type { Engine, GenerationRequest } from "./engine/types.ts";
 import { EngineLoadError, loadEngine } from "./engine/load.ts";
 import { FlagError, INFER_USAGE, type InferFlags, parseInferFlags } from "./infer_flags.ts";
+import { runPromptIds } from "./infer_ids.ts";
 import { createTerminalLines } from "./terminal_lines.ts";
 
 export const DISCLAIMER =
@@ -345,6 +346,7 @@ export async function main(args: string[]): Promise<number> {
     io.out(INFER_USAGE);
     return 0;
   }
+  if (flags.promptIds) return await runPromptIds(flags, flags.promptIds, io);
   const oneShot = flags.prompt !== undefined || !io.interactive;
   // In one-shot mode stdout carries only the answer.
   const notice = oneShot ? io.err : io.out;

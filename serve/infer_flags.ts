@@ -15,6 +15,8 @@ export interface InferFlags {
   quantize?: QuantizeOption;
   /** One-shot question; absent: interactive chat (or stdin when it is piped). */
   prompt?: string;
+  /** Token ids of a prompt: greedy ids out, no tokenizer (see infer_ids.ts). */
+  promptIds?: number[];
   /** Sampling settings; absent: the engine's generation defaults (generation_defaults.ts). */
   maxNewTokens?: number;
   temperature?: number;
@@ -42,6 +44,8 @@ only the answer on stdout.
   --dtype f16|f32           weight storage on the GPU (default f16 where supported)
   --quantize SPEC           int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
   --prompt TEXT             one-shot: answer TEXT and exit
+  --prompt-ids 1,2,3        one-shot without a tokenizer: greedy token ids for these prompt ids
+                            (any architecture, e.g. the tiny Llama-family test models)
 Sampling defaults (for every front end): the model's generation_config.json, else these.
   --max-new-tokens N        longest answer in tokens (default 512)
   --temperature T           0 = greedy (default 0.95, ChatGLM's chat default)
@@ -75,6 +79,7 @@ export function parseInferFlags(args: string[]): InferFlags {
         dtype: { type: "string" },
         quantize: { type: "string" },
         prompt: { type: "string" },
+        "prompt-ids": { type: "string" },
         "max-new-tokens": { type: "string" },
         temperature: { type: "string" },
         "top-p": { type: "string" },
@@ -111,7 +116,20 @@ export function parseInferFlags(args: string[]): InferFlags {
       `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
     );
   }
+  let promptIds: number[] | undefined;
+  if (values["prompt-ids"] !== undefined) {
+    const parts = values["prompt-ids"].split(",").map((x) => x.trim());
+    if (parts.some((x) => !/^\d+$/.test(x)) || values.prompt !== undefined) {
+      throw new FlagError(
+        `--prompt-ids: expected comma-separated token ids, without --prompt (got "${
+          values["prompt-ids"]
+        }")`,
+      );
+    }
+    promptIds = parts.map(Number);
+  }
   return {
+    promptIds,
     model: values.model,
     adapter: values.adapter,
     merged: values.merged ?? false,

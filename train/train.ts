@@ -13,11 +13,12 @@ import { resolve } from "node:path";
 import { pathExists } from "../core/io/atomic.ts";
 import { poolStats } from "../core/tensor/pool.ts";
 import { isProfiling, profileReport } from "../core/gpu/profile.ts";
-import { adapterFromModel } from "../core/models/chatglm/load.ts";
-import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import { buildTrainBatch } from "../core/models/chatglm/train_batch.ts";
-import { prepareTraining } from "../core/models/chatglm/train_forward.ts";
+import {
+  adapterFromModelFor,
+  buildTrainBatchFor,
+  linearModulesOf,
+  prepareTrainingFor,
+} from "../core/models/training.ts";
 import { readTensor } from "../core/tensor/tensor.ts";
 import type { ProgressStream } from "../core/io/progress.ts";
 import { buildDataset } from "../data/build/pipeline.ts";
@@ -124,10 +125,9 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
   const resumeDir = await resolveResume(config);
   let resume: LoadedCheckpoint | null = null;
   if (resumeDir) {
-    const modelConfig = await readChatGLMConfig(modelDir);
     resume = await loadCheckpoint(
       resumeDir,
-      config.full ? undefined : { linearModules: linearModules(modelConfig), name: modelDir },
+      config.full ? undefined : { linearModules: await linearModulesOf(modelDir), name: modelDir },
     );
     const check = checkResumeCompatible(resume.trainingArgs, config);
     if (check.errors.length > 0) {
@@ -145,7 +145,7 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
     log(droppedMessage(trainSet.dropped, config.maxLength));
   }
   const model = await setupModel(config, modelDir, resume, log);
-  const tm = prepareTraining(model, config.full ? "full" : "lora");
+  const tm = prepareTrainingFor(model, config.full ? "full" : "lora");
   const optimizer = createOptimizer(model.gpu, trainableTensors(tm), {
     beta1: config.adamBeta1,
     beta2: config.adamBeta2,
@@ -185,10 +185,10 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
     );
 
     const batchOf = (examples: Example[], indices: number[]) =>
-      buildTrainBatch(
+      buildTrainBatchFor(
+        model,
         indices.map((i) => examples[i].inputIds),
         indices.map((i) => examples[i].labels),
-        model.config,
       );
 
     const evaluate = async (step: number, epoch: number) => {
@@ -236,7 +236,7 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
           ),
           modelConfig: JSON.parse(await Deno.readTextFile(`${modelDir}/config.json`)),
         }
-        : { kind: "lora" as const, adapter: await adapterFromModel(model) };
+        : { kind: "lora" as const, adapter: await adapterFromModelFor(model) };
       const result = await saveRunCheckpoint(config.outputDir, {
         step,
         weights,

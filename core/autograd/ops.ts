@@ -19,15 +19,21 @@ import {
   fill,
   gelu,
   geluBackward,
+  headsRotary,
+  headsRotaryBackward,
   layerNorm,
   layerNormBackward,
   linear,
   linearBackward,
   qkvRotary,
   qkvRotaryBackward,
+  rmsNorm,
+  rmsNormBackward,
   scale,
+  siluGate,
+  siluGateBackward,
 } from "../kernels/mod.ts";
-import { emptyTensor, numel, reshape, type Tensor } from "../tensor/tensor.ts";
+import { emptyTensor, numel, reshape, type Tensor, uploadTensor } from "../tensor/tensor.ts";
 import { IGNORE_INDEX } from "./labels.ts";
 import { free, opOutput, recordOp, type Tape, type Var } from "./tape.ts";
 
@@ -145,6 +151,66 @@ export function layerNormOp(tape: Tape, x: Var, ln: LayerNormVars): Var {
       null,
       null,
     ],
+  });
+  return out;
+}
+
+/** An RMSNorm on the tape, over groups of `cols` of the last dim (default: all of it). */
+export interface RmsNormVars {
+  weight: Var;
+  eps: number;
+  /** Normalize each run of `cols` values on its own (Qwen3's per-head q/k norm: cols = d). */
+  cols?: number;
+}
+
+export function rmsNormOp(tape: Tape, x: Var, norm: RmsNormVars): Var {
+  const rec = tape.rec;
+  const shape = x.value.shape;
+  const cols = norm.cols ?? shape[shape.length - 1];
+  const rows = numel(shape) / cols;
+  const xv = reshape(x.value, [rows, cols]);
+  const y = reshape(rmsNorm(rec, xv, norm.weight.value, norm.eps), shape);
+  const inputs = [x, norm.weight];
+  const out = opOutput(tape, y, inputs, "rmsNorm");
+  recordOp(tape, {
+    label: "rmsNorm",
+    inputs,
+    outputs: [out],
+    saved: [x],
+    backward: ([dy]) => [
+      reshape(
+        rmsNormBackward(
+          rec,
+          reshape(x.value, [rows, cols]),
+          norm.weight.value,
+          norm.eps,
+          reshape(dy!, [rows, cols]),
+          norm.weight.gradSink ?? undefined,
+        ),
+        shape,
+      ),
+      null,
+    ],
+  });
+  return out;
+}
+
+/** SwiGLU's gate `silu(g) ⊙ u`. */
+export function siluGateOp(tape: Tape, g: Var, u: Var): Var {
+  const rec = tape.rec;
+  const out = opOutput(tape, siluGate(rec, g.value, u.value), [g, u], "siluGate");
+  recordOp(tape, {
+    label: "siluGate",
+    inputs: [g, u],
+    outputs: [out],
+    saved: [g, u],
+    backward: ([dy]) => {
+      const { dGate, dUp } = siluGateBackward(rec, g.value, u.value, dy!);
+      return [
+        g.requiresGrad ? dGate : (free(rec, dGate), null),
+        u.requiresGrad ? dUp : (free(rec, dUp), null),
+      ];
+    },
   });
   return out;
 }
@@ -280,6 +346,103 @@ export function selfAttentionOp(tape: Tape, qkv: Var, o: SelfAttentionOptions): 
     },
   });
   return out;
+}
+
+export interface GroupedAttentionOptions {
+  heads: number;
+  kvHeads: number;
+  /** Positions i32 [b, s] (1-D rotary). */
+  pos: Tensor;
+  /** cos/sin table [positions, d/2, 2] (`rotaryTableOf`). */
+  table: Tensor;
+  /** Compact mask i32 [b, 2] (pads, context length); training rows: (0, 0) = causal. */
+  maskInfo: Tensor;
+  maskValue: number;
+}
+
+/**
+ * Llama-family self-attention core for training: q [b, s, nh·d], k, v [b, s, nkv·d] → rotate-half
+ * rotary on q and k, grouped-query attention (query head n reads kv head n / (nh / nkv)) →
+ * ctx [b, s, nh·d]. The backward kernels take equal head counts, so k and v are expanded to nh
+ * heads by a row gather whose backward (a scatter-add) sums each group's gradients.
+ */
+export function groupedAttentionOp(
+  tape: Tape,
+  q: Var,
+  k: Var,
+  v: Var,
+  o: GroupedAttentionOptions,
+): Var {
+  const rec = tape.rec;
+  const [b, s] = q.value.shape;
+  const d = q.value.shape[2] / o.heads;
+  const group = o.heads / o.kvHeads;
+  const qh = headsRotary(rec, q.value, o.pos, o.table, { heads: o.heads });
+  const kh = headsRotary(rec, k.value, o.pos, o.table, { heads: o.kvHeads });
+  const vh = headsRotary(rec, v.value, null, null, { heads: o.kvHeads });
+  // Row bi·nh + n of the expanded [b·nh, s·d] is row bi·nkv + n / group of the kv heads.
+  const rows = Int32Array.from(
+    { length: b * o.heads },
+    (_, r) => Math.floor(r / o.heads) * o.kvHeads + Math.floor((r % o.heads) / group),
+  );
+  const expand = group === 1 ? null : uploadRowIds(rec, rows);
+  const widen = (t: Tensor) => {
+    if (!expand) return t;
+    const wide = reshape(embedding(rec, reshape(t, [b * o.kvHeads, s * d]), expand), [
+      b,
+      o.heads,
+      s,
+      d,
+    ]);
+    free(rec, t);
+    return wide;
+  };
+  const kx = widen(kh), vx = widen(vh);
+  const ctx = attention(rec, qh, kx, vx, {
+    keys: s,
+    maskValue: o.maskValue,
+    maskInfo: o.maskInfo,
+  });
+  const out = opOutput(tape, ctx, [q, k, v], "groupedAttention");
+  const narrow = (g: Tensor) => {
+    if (!expand) return g;
+    const n = emptyTensor(rec.gpu, [b, o.kvHeads, s, d], "f32", { rec, label: "gqa narrow" });
+    fill(rec, n, 0);
+    embeddingBackward(
+      rec,
+      expand,
+      reshape(g, [b * o.heads, s * d]),
+      reshape(n, [b * o.kvHeads, s * d]),
+    );
+    free(rec, g);
+    return n;
+  };
+  recordOp(tape, {
+    label: "groupedAttention",
+    inputs: [q, k, v],
+    outputs: [out],
+    scratch: [qh, kx, vx, ...(expand ? [expand] : [])],
+    backward: ([dctx]) => {
+      const g = attentionBackward(rec, qh, kx, vx, dctx!, {
+        maskValue: o.maskValue,
+        maskInfo: o.maskInfo,
+      });
+      const dk = narrow(g.dk), dv = narrow(g.dv);
+      const dq = headsRotaryBackward(rec, g.dq, o.pos, o.table);
+      const dkx = headsRotaryBackward(rec, dk, o.pos, o.table);
+      const dvx = headsRotaryBackward(rec, dv, null, null);
+      free(rec, g.dq);
+      free(rec, dk);
+      free(rec, dv);
+      return [dq, dkx, dvx];
+    },
+  });
+  return out;
+}
+
+/** A fresh (never pooled) buffer: a write before submit cannot reach an earlier kernel's use. */
+function uploadRowIds(rec: Tape["rec"], ids: Int32Array): Tensor {
+  return uploadTensor(rec.gpu, ids, [ids.length], "i32", { label: "gqa rows" });
 }
 
 /**

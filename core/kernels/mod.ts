@@ -16,13 +16,16 @@
  * - `matmul/`: matmul.ts (dispatch, generic kernel), shared.ts (hardware GPUs), texture.ts
  *   (software adapters), store.ts, problem.ts | backward: linear_grad.ts, transpose.ts
  * - `attention/`: attention.ts (workgroup design), rows.ts (software design), slots.ts (decode
- *   over a slot cache) | backward: attention_grad.ts, rows_grad.ts
- * - `layer_norm/`: layer_norm.ts (LayerNorm, RMSNorm) | backward: layer_norm_grad.ts
+ *   over a slot cache); the forward kernels take kv caches of fewer heads dividing the query
+ *   heads (grouped-query attention) | backward: attention_grad.ts, rows_grad.ts
+ * - `layer_norm/`: layer_norm.ts (LayerNorm, RMSNorm) | backward: layer_norm_grad.ts,
+ *   rms_norm_grad.ts
  * - `softmax/`: softmax.ts, reduce.ts | backward: inside attention's and cross-entropy's
  * - `cross_entropy/`: cross_entropy.ts | backward: cross_entropy_grad.ts
- * - `elementwise/`: elementwise.ts (GeLU, SiLU, add, scale, cast, fill, …) | backward:
- *   elementwise_grad.ts (GeLU, dropout)
- * - `rotary/`: rotary.ts | backward: rotary_grad.ts
+ * - `elementwise/`: elementwise.ts (GeLU, SiLU, add, scale, cast, fill, …), silu_gate.ts
+ *   (SwiGLU's silu(g)·u) | backward: elementwise_grad.ts (GeLU, dropout), silu_gate.ts
+ * - `rotary/`: rotary.ts, heads.ts (Llama: split heads + rotate half with a given table) |
+ *   backward: rotary_grad.ts, heads.ts
  * - `embedding/`: embedding.ts | backward: embedding_grad.ts
  *
  * Beside them: accumulate.ts (gradient sums into parameters), common.ts (WGSL declarations, row
@@ -69,6 +72,8 @@ export { softmax } from "./softmax/softmax.ts";
 export { reduce, type ReduceOp } from "./softmax/reduce.ts";
 export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
 export { isQuantized, quantEmbedding, quantLinear } from "./matmul/quant.ts";
+export { rmsNormBackward } from "./layer_norm/rms_norm_grad.ts";
+export { siluGate, siluGateBackward } from "./elementwise/silu_gate.ts";
 export {
   add,
   addScaled,
@@ -98,6 +103,12 @@ export {
   rotaryTable,
 } from "./rotary/rotary.ts";
 export { qkvRotaryBackward, type QkvRotaryBackwardOptions } from "./rotary/rotary_grad.ts";
+export {
+  headsRotary,
+  headsRotaryBackward,
+  type HeadsRotaryOptions,
+  rotaryTableOf,
+} from "./rotary/heads.ts";
 export { attention, type AttentionOptions } from "./attention/attention.ts";
 export {
   attentionSlots,

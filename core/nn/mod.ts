@@ -28,6 +28,7 @@ export {
   type LayerNorm,
   layerNormForward,
 } from "./layer_norm.ts";
+export { createRmsNorm, disposeRmsNorm, type RmsNorm, rmsNormForward } from "./rms_norm.ts";
 export {
   createEmbedding,
   disposeEmbedding,

@@ -13,10 +13,9 @@ import {
   type LoraAdapter,
 } from "../../core/adapters/lora_weights.ts";
 import { parseLoraConfig } from "../../core/adapters/peft_config.ts";
-import { loadModel } from "../../core/models/chatglm/load.ts";
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import { linearModules } from "../../core/models/chatglm/params.ts";
+import { type CausalLM, loadModel, modelTypeOf } from "../../core/models/load.ts";
 import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { linearModulesOf } from "../../core/models/training.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
@@ -45,14 +44,17 @@ export async function setupModel(
   modelDir: string,
   resume: LoadedCheckpoint | null,
   log: (line: string) => void,
-): Promise<ChatGLMModel> {
+): Promise<CausalLM> {
   const gpu = await getGpu();
   // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
   // inference plan (context, batch 1), which says nothing about a training run.
   const quiet = { log: () => {}, progressBar: false };
-  const modelConfig = await readChatGLMConfig(modelDir);
+  // The training plan is ChatGLM's (train/memory_plan.ts); other architectures print none yet.
+  const modelConfig = await modelTypeOf(modelDir) === "chatglm"
+    ? await readChatGLMConfig(modelDir)
+    : null;
   const plan = (adapter?: LoraAdapter) =>
-    log(formatTrainPlanSummary(trainMemoryPlan({
+    modelConfig && log(formatTrainPlanSummary(trainMemoryPlan({
       model: modelConfig,
       weightDtype: config.dtype,
       full: config.full,
@@ -87,7 +89,7 @@ export async function setupModel(
     }
     return model;
   }
-  const base = { linearModules: linearModules(modelConfig), name: modelDir };
+  const base = { linearModules: await linearModulesOf(modelDir), name: modelDir };
   let adapter: LoraAdapter;
   if (resume) {
     if (resume.weights.kind !== "lora") {

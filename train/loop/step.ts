@@ -8,12 +8,9 @@ import { beginRecording, discardRecording, submit } from "../../core/gpu/recordi
 import { readTensor, type Tensor } from "../../core/tensor/tensor.ts";
 import { backward, discardTape, free, unref } from "../../core/autograd/tape.ts";
 import type { TrainBatch } from "../../core/models/chatglm/train_batch.ts";
-import {
-  trainForward,
-  type TrainingModel,
-  trainingTape,
-  uploadTrainBatch,
-} from "../../core/models/chatglm/train_forward.ts";
+import { type TrainingModel, trainingTape } from "../../core/models/chatglm/train_forward.ts";
+import type { CausalLM } from "../../core/models/load.ts";
+import { trainForwardFor, uploadTrainBatchFor } from "../../core/models/training.ts";
 import type { Optimizer, StepReport } from "../optim/optimizer.ts";
 import { tensorRegions, type TrainableTensor } from "../optim/optimizer.ts";
 
@@ -45,12 +42,12 @@ export interface MicroStepResult {
 
 /** Runs one micro-batch (see the module comment). */
 export async function runMicroStep(
-  tm: TrainingModel,
+  tm: TrainingModel<CausalLM>,
   batch: TrainBatch,
   options: MicroStepOptions = {},
 ): Promise<MicroStepResult> {
   const gpu = tm.model.gpu;
-  const input = uploadTrainBatch(tm.model, batch);
+  const input = uploadTrainBatchFor(tm.model, batch);
   const rec = beginRecording(gpu);
   const evalOnly = options.evalOnly ?? false;
   const tape = trainingTape(rec, tm, {
@@ -60,7 +57,7 @@ export async function runMicroStep(
   let lossTensor: Tensor | null = null;
   try {
     if (options.zeroGrads && !evalOnly) tm.zeroGrads(rec);
-    const loss = trainForward(tape, tm, input, { recompute: options.recompute });
+    const loss = trainForwardFor(tape, tm, input, { recompute: options.recompute });
     lossTensor = loss.value;
     if (!evalOnly) backward(tape, loss, loss.value);
     if (options.optimizer && !evalOnly) {
@@ -89,7 +86,7 @@ export async function runMicroStep(
 }
 
 /** The optimizer's view of the trainable tensors. */
-export function trainableTensors(tm: TrainingModel): TrainableTensor[] {
+export function trainableTensors(tm: TrainingModel<unknown>): TrainableTensor[] {
   return tm.params.map((p) => ({
     name: p.name,
     shape: p.shape,

@@ -61,6 +61,7 @@ const AttentionParams = uniformLayout({
   cap: "u32",
   c: "f32",
   maskValue: "f32",
+  kvHeads: "u32",
 });
 
 export interface AttentionOptions {
@@ -84,7 +85,9 @@ export interface AttentionOptions {
 }
 
 /**
- * `q` [b, heads, s, d]; `kCache`, `vCache` [b, heads, capacity, d] (f32) holding `keys` rows.
+ * `q` [b, heads, s, d]; `kCache`, `vCache` [b, kvHeads, capacity, d] (f32) holding `keys` rows;
+ * kvHeads divides heads and query head n reads kv head n / (heads / kvHeads) (grouped-query
+ * attention, contiguous groups; kvHeads = heads is ordinary multi-head attention).
  * Returns ctx [b, s, heads·d] (head-major, what ChatGLM's dense layer expects).
  */
 export function attention(
@@ -104,11 +107,12 @@ export function attention(
   if (q.shape.length !== 4) throw new GpuError(`${kernel}: q must be [b, heads, s, d]`);
   const [b, heads, s, d] = q.shape;
   if (
-    kCache.shape.length !== 4 || kCache.shape[0] !== b || kCache.shape[1] !== heads ||
+    kCache.shape.length !== 4 || kCache.shape[0] !== b || heads % kCache.shape[1] !== 0 ||
     kCache.shape[3] !== d
   ) {
     throw new GpuError(
-      `${kernel}: kCache [${kCache.shape.join(", ")}] is not [${b}, ${heads}, capacity, ${d}]`,
+      `${kernel}: kCache [${kCache.shape.join(", ")}] is not [${b}, kvHeads, capacity, ${d}] ` +
+        `with kvHeads dividing ${heads}`,
     );
   }
   expectShape(vCache, kernel, "vCache", kCache.shape);
@@ -188,7 +192,8 @@ fn main(${WG_BUILTINS}) {
   let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
   for (var k = t; k < P.d; k += ${WG}u) { qv[k] = Q[row * P.d + k] * inv; }
   workgroupBarrier();
-  let kvBase = bn * P.cap * P.d;
+  // Grouped-query attention: query head n reads kv head n / (heads / kvHeads).
+  let kvBase = (bi * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;
   var m = -3.4028234e38;
   for (var j = t; j < P.S; j += ${WG}u) {
     var dot = 0.0;
@@ -224,6 +229,7 @@ fn main(${WG_BUILTINS}) {
       cap,
       c: options.layerScale ?? 1,
       maskValue: options.maskValue ?? -10000,
+      kvHeads: kCache.shape[1],
     }),
     resources,
     grid(rec.gpu, b * heads * s),

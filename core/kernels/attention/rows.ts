@@ -62,6 +62,7 @@ const RowsParams = uniformLayout({
   cap: "u32",
   c: "f32",
   maskValue: "f32",
+  kvHeads: "u32",
 });
 
 /** Lanes per workgroup: one SIMD batch of llvmpipe (16 and 64 measured the same). */
@@ -177,6 +178,7 @@ export function recordAttentionRows(
       cap,
       c: options.layerScale ?? 1,
       maskValue: options.maskValue ?? -10000,
+      kvHeads: kCache.shape[1],
     }),
     resources,
     grid(rec.gpu, Math.ceil((b * heads * blocks) / ROWS_WG)),
@@ -328,7 +330,7 @@ ${ROWS_MAIN}
     )
   }
   ${range}
-  let kvBase = bn * P.cap * ${C}u;
+  let kvBase = (bi * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * ${C}u; // GQA groups
   for (var j = lo; j < jEnd; j++) {
     let kb = kvBase + j * ${C}u;
     ${chunks((c) => `let k${c} = K[kb + ${c}u];`)}

@@ -51,6 +51,7 @@ const AttentionSlotsParams = uniformLayout({
   d: "u32",
   cap: "u32",
   c: "f32",
+  kvHeads: "u32",
 });
 /** `n` copies of at most `maxLen` positions between caches of `srcCap` and `dstCap`. */
 const CopySlotsParams = uniformLayout({
@@ -211,7 +212,7 @@ export interface AttentionSlotsOptions {
 const WG = 64;
 
 /**
- * `q` [b, heads, 1, d] f32 over the slot cache `kCache`, `vCache` [slots, heads, capacity, d] with
+ * `q` [b, heads, 1, d] f32 over the slot cache `kCache`, `vCache` [slots, kvHeads, capacity, d] with
  * `slotInfo` i32 [b, 2]: row bi attends to keys [0, length] of its slot. Returns ctx
  * [b, 1, heads·d].
  */
@@ -231,7 +232,13 @@ export function attentionSlots(
   }
   const [b, heads, , d] = q.shape;
   if (d > MAX_D) throw new GpuError(`${kernel}: head dim ${d} exceeds ${MAX_D}`);
-  checkSlotCache(kernel, kCache, vCache, heads, d);
+  // Grouped-query attention: the cache holds kvHeads (dividing heads); query head n reads kv
+  // head n / (heads / kvHeads).
+  const kvHeads = kCache.shape[1];
+  if (kCache.shape.length !== 4 || heads % kvHeads !== 0) {
+    throw new GpuError(`${kernel}: kCache [${kCache.shape}] heads do not divide ${heads}`);
+  }
+  checkSlotCache(kernel, kCache, vCache, kvHeads, d);
   expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
   expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
   const cap = kCache.shape[2];
@@ -263,7 +270,7 @@ fn main(${WG_BUILTINS}) {
   let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
   for (var k = t; k < P.d; k += ${WG}u) { qv[k] = Q[row * P.d + k] * inv; }
   workgroupBarrier();
-  let kvBase = (slot * P.heads + n) * P.cap * P.d;
+  let kvBase = (slot * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;
   var m = -3.4028234e38;
   for (var j = t; j < S; j += ${WG}u) {
     var dot = 0.0;
@@ -289,7 +296,7 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    AttentionSlotsParams.pack({ b, heads, d, cap, c: options.layerScale ?? 1 }),
+    AttentionSlotsParams.pack({ b, heads, d, cap, c: options.layerScale ?? 1, kvHeads }),
     [bindingOf(q), bindingOf(kCache), bindingOf(vCache), bindingOf(slotInfo), bindingOf(out)],
     grid(rec.gpu, b * heads),
   );

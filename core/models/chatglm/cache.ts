@@ -50,7 +50,8 @@ export interface CacheView {
 /** What a cache is sized from. */
 export interface CacheOwner {
   readonly gpu: Gpu;
-  readonly config: ChatGLMConfig;
+  /** Heads stored per row (kv heads), their dim, heads·d, layers: all a cache is sized from. */
+  readonly config: Pick<ChatGLMConfig, "numHeads" | "headDim" | "hiddenSize" | "numLayers">;
   readonly maxContext: number;
 }
 

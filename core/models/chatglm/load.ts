@@ -220,10 +220,18 @@ export function modelLinears(model: ChatGLMModel): Map<string, LoraLinear> {
 
 /** Uploads an adapter's A, B (f32) into the targeted layers. One adapter at a time. */
 export function attachAdapter(model: ChatGLMModel, adapter: LoraAdapter): void {
+  attachToLinears(model, modelLinears(model), adapter);
+}
+
+/** {@link attachAdapter} for any architecture, given its linear layers by module name. */
+export function attachToLinears(
+  model: { gpu: Gpu; adapter: LoraAdapter | null },
+  linears: Map<string, LoraLinear>,
+  adapter: LoraAdapter,
+): void {
   if (model.adapter) {
     throw new Error("attachAdapter: the model already has an adapter; detach it first");
   }
-  const linears = modelLinears(model);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name);
     if (!lin) throw new Error(`attachAdapter: the model has no linear module ${name}`);
@@ -263,9 +271,16 @@ export function detachAdapter(model: ChatGLMModel): void {
  * `saveLoraAdapter`.
  */
 export async function adapterFromModel(model: ChatGLMModel): Promise<LoraAdapter> {
+  return await adapterFromLinears(model, modelLinears(model));
+}
+
+/** {@link adapterFromModel} for any architecture, given its linear layers by module name. */
+export async function adapterFromLinears(
+  model: { adapter: LoraAdapter | null },
+  linears: Map<string, LoraLinear>,
+): Promise<LoraAdapter> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("adapterFromModel: the model has no adapter");
-  const linears = modelLinears(model);
   const modules = new Map(adapter.modules);
   for (const [name, m] of adapter.modules) {
     const lora = linears.get(name)?.lora;

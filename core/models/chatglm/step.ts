@@ -7,29 +7,46 @@
 
 import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
 import { gatherRowsOp } from "../../autograd/ops.ts";
-import { createTape, keep, scope, unref, type Var } from "../../autograd/tape.ts";
+import { createTape, keep, scope, type Tape, unref, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
 import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import type { Attend } from "./block.ts";
-import { chatglmHidden } from "./forward.ts";
+import { chatglmHidden, type StackOptions } from "./forward.ts";
 import type { ChatGLMModel, ForwardOptions } from "./model.ts";
 import { positionAt, type RowLayout } from "./inputs.ts";
 
 /** Token ids and 2-D positions of one step. */
 export interface StepInput {
   ids: Int32Array; // [b, s]
-  pos: Int32Array; // [b, 2, s]
+  pos: Int32Array; // [b, 2, s] (ChatGLM), or [b, s] with `posShape` (1-D rotary models)
   batch: number;
   seq: number;
   /** Positions already in the cache (lockstep steps). */
   past: number;
+  /** Shape of the uploaded positions (default [b, 2, s]). */
+  posShape?: number[];
 }
+
+/** What a step needs of a model, whatever its architecture. */
+export interface StepModel {
+  readonly gpu: ChatGLMModel["gpu"];
+  readonly lmHead: ChatGLMModel["lmHead"];
+  readonly profiler: ChatGLMModel["profiler"];
+}
+
+/** The pass up to the final norm: ids → [b, s, h] (ChatGLM: `chatglmHidden`). */
+export type StackPass<A> = (
+  tape: Tape,
+  ids: Tensor,
+  attend: A,
+  options: StackOptions,
+) => Var;
 
 /** Uploads an i32 tensor that lives until the step is done. */
 export type Upload = (data: Int32Array, shape: number[], label: string) => Tensor;
 
 /** Builds a step's attention; `pos` is the uploaded [b, 2, s] positions. */
-export type MakeAttend = (upload: Upload, pos: Tensor) => Attend;
+export type MakeAttend<A = Attend> = (upload: Upload, pos: Tensor) => A;
 
 /** Which logits a step returns: every position [b, s, V] or each row's last one [b, V]. */
 export type Which = "all" | "last";
@@ -56,10 +73,24 @@ export function stepInputs(
 }
 
 /** Records the step, submits it once and reads the logits (and hidden states when hooked). */
-export async function runStep(
+export function runStep(
   model: ChatGLMModel,
   input: StepInput,
   makeAttend: MakeAttend,
+  which: Which,
+  hook?: ForwardOptions["onHidden"],
+): Promise<Float32Array> {
+  const pass: StackPass<Attend> = (tape, ids, attend, options) =>
+    chatglmHidden(tape, model, ids, attend, options);
+  return runModelStep(model, pass, input, makeAttend, which, hook);
+}
+
+/** {@link runStep} for any architecture: `pass` is its forward up to the final norm. */
+export async function runModelStep<A>(
+  model: StepModel,
+  pass: StackPass<A>,
+  input: StepInput,
+  makeAttend: MakeAttend<A>,
   which: Which,
   hook?: ForwardOptions["onHidden"],
 ): Promise<Float32Array> {
@@ -78,10 +109,10 @@ export async function runStep(
   let logits: Var | null = null;
   try {
     const ids = upload(input.ids, [b, s], "ids");
-    const attend = makeAttend(upload, upload(input.pos, [b, 2, s], "pos"));
+    const attend = makeAttend(upload, upload(input.pos, input.posShape ?? [b, 2, s], "pos"));
     logits = scope(tape, () => {
       const onHidden = hook ? (v: Var) => void hidden.push(keep(v)) : undefined;
-      const y = chatglmHidden(tape, model, ids, attend, { onHidden });
+      const y = pass(tape, ids, attend, { onHidden });
       const head = which === "last" && s > 1
         ? gatherRowsOp(tape, y, upload(lastRows(b, s), [b], "last rows"))
         : y;

@@ -13,6 +13,7 @@ import { crossEntropyOp, gatherRowsOp } from "../../autograd/ops.ts";
 import { IGNORE_INDEX } from "../../autograd/labels.ts";
 import { createTape, scope, type StepDropout, type Tape, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
+import type { LoraLinear } from "../../nn/lora_linear.ts";
 import { loraTensorKey } from "../../adapters/peft_config.ts";
 import { fullAttention } from "./attention.ts";
 import { blockLinears } from "./block.ts";
@@ -29,8 +30,8 @@ export interface TrainableParam {
   grad: Tensor;
 }
 
-export interface TrainingModel {
-  readonly model: ChatGLMModel;
+export interface TrainingModel<M = ChatGLMModel> {
+  readonly model: M;
   readonly mode: "lora" | "full";
   /** Trainable tensors in a fixed order (the model's parameter order). */
   readonly params: TrainableParam[];
@@ -45,6 +46,22 @@ export interface TrainingModel {
  * weights (load with `dtype: "f32"`) and no adapter.
  */
 export function prepareTraining(model: ChatGLMModel, mode: "lora" | "full"): TrainingModel {
+  return prepareTrainingOf(model, model.layers.flatMap(blockLinears), mode);
+}
+
+/** What training needs of a model, whatever its architecture. */
+export interface TrainableModel {
+  readonly gpu: ChatGLMModel["gpu"];
+  readonly adapter: ChatGLMModel["adapter"];
+  parameters(): Map<string, Tensor>;
+}
+
+/** {@link prepareTraining} for any architecture, given its linear layers in parameter order. */
+export function prepareTrainingOf<M extends TrainableModel>(
+  model: M,
+  linears: readonly LoraLinear[],
+  mode: "lora" | "full",
+): TrainingModel<M> {
   const params: TrainableParam[] = [];
   const add = (name: string, t: Tensor) => {
     if (t.dtype !== "f32") {
@@ -60,12 +77,10 @@ export function prepareTraining(model: ChatGLMModel, mode: "lora" | "full"): Tra
   };
   if (mode === "lora") {
     if (!model.adapter) throw new Error("training: LoRA mode needs a model with an adapter");
-    for (const layer of model.layers) {
-      for (const lin of blockLinears(layer)) {
-        if (!lin.lora) continue;
-        add(loraTensorKey(lin.name, "A"), lin.lora.a);
-        add(loraTensorKey(lin.name, "B"), lin.lora.b);
-      }
+    for (const lin of linears) {
+      if (!lin.lora) continue;
+      add(loraTensorKey(lin.name, "A"), lin.lora.a);
+      add(loraTensorKey(lin.name, "B"), lin.lora.b);
     }
     if (params.length === 0) throw new Error("training: the adapter targets no module");
   } else {
@@ -150,7 +165,7 @@ export interface TrainForwardOptions {
  */
 export function trainingTape(
   rec: Recording,
-  tm: TrainingModel,
+  tm: TrainingModel<unknown>,
   options: { grads: boolean; dropout?: StepDropout },
 ): Tape {
   const sinks = new Map<Tensor, Tensor>(tm.params.map((p) => [p.param, p.grad]));

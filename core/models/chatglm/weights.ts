@@ -89,15 +89,53 @@ export async function uploadChatGLMWeights(
     shape: ckpt.locate.get(name)!.tensor.shape,
   }));
   const { tiedHead } = checkParameters(config, stored, ckpt.dir);
+  return await streamWeights(gpu, ckpt, {
+    wanted: (name) => !isIgnoredTensor(name, config),
+    packable: (name) => isLinearWeight(name),
+    tiedHead: tiedHead ? { head: LM_HEAD, embedding: WORD_EMBEDDINGS } : null,
+  }, options);
+}
+
+/**
+ * Uploads the checkpoint's tensors that `wanted` selects (any architecture; names and shapes
+ * already checked), streamed as for ChatGLM; no weight is packed ahead (the first forward packs
+ * what its kernels read).
+ */
+export async function uploadWeights(
+  gpu: Gpu,
+  ckpt: Checkpoint,
+  wanted: (name: string) => boolean,
+  options: LoadWeightsOptions,
+): Promise<Map<string, Tensor>> {
+  const selection = { wanted, packable: () => false, tiedHead: null };
+  return (await streamWeights(gpu, ckpt, selection, options)).tensors;
+}
+
+/** Which tensors a load reads, which it packs for the matmul kernels, and a tied output layer. */
+export interface WeightSelection {
+  wanted: (name: string) => boolean;
+  /** Linear weights [out, in] read by matmul: packed during the load unless trainable. */
+  packable: (name: string) => boolean;
+  /** The output layer reuses the embedding table (its checkpoint name is absent). */
+  tiedHead: { head: string; embedding: string } | null;
+}
+
+/** Streams the selected tensors shard by shard, one tensor at a time (see the module doc). */
+async function streamWeights(
+  gpu: Gpu,
+  ckpt: Checkpoint,
+  sel: WeightSelection,
+  options: LoadWeightsOptions,
+): Promise<UploadedWeights> {
   for (const name of ckpt.tensorNames) {
     const t = ckpt.locate.get(name)!;
-    if (!isIgnoredTensor(name, config) && !FLOAT_DTYPES.has(t.tensor.dtype)) {
+    if (sel.wanted(name) && !FLOAT_DTYPES.has(t.tensor.dtype)) {
       throw new Error(
         `${t.shard.path}: tensor ${name} is stored as ${t.tensor.dtype}; expected F32, F16 or BF16`,
       );
     }
   }
-  const wanted = ckpt.tensorNames.filter((name) => !isIgnoredTensor(name, config));
+  const wanted = ckpt.tensorNames.filter(sel.wanted);
   const totalBytes = wanted.reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
   const bar = (options.progressBar ?? Deno.stderr.isTerminal())
     ? createProgress({ label: `loading ${options.dtype} weights`, total: totalBytes, unit: "B" })
@@ -108,15 +146,15 @@ export async function uploadChatGLMWeights(
   const reader = new ChunkReader();
   try {
     for (const shard of ckpt.shards) {
-      const names = [...shard.tensors.keys()].filter((n) => !isIgnoredTensor(n, config));
+      const names = [...shard.tensors.keys()].filter(sel.wanted);
       if (!names.length) continue;
       const file = await Deno.open(shard.path, { read: true });
       try {
         for (const name of names) {
           const stored = shard.tensors.get(name)!;
           const source: TensorSource = { name, path: shard.path, file, stored, reader };
-          const tied = tiedHead && name === WORD_EMBEDDINGS;
-          const tensor = isLinearWeight(name) || tied
+          const tied = sel.tiedHead?.embedding === name;
+          const tensor = sel.packable(name) || tied
             ? await uploadLinearWeight(gpu, source, options, tied)
             : await uploadFloatParameter(gpu, source, options);
           tensors.set(name, tensor);
@@ -135,9 +173,9 @@ export async function uploadChatGLMWeights(
   } finally {
     bar?.done();
   }
-  if (tiedHead) tensors.set(LM_HEAD, tensors.get(WORD_EMBEDDINGS)!);
+  if (sel.tiedHead) tensors.set(sel.tiedHead.head, tensors.get(sel.tiedHead.embedding)!);
   gpu.checkErrors();
-  return { tensors, tiedHead, packedOnly };
+  return { tensors, tiedHead: sel.tiedHead !== null, packedOnly };
 }
 
 /** Uploaded bytes after which the load waits for the GPU to drain its staging copies. */
