@@ -358,6 +358,8 @@ const TOKENIZER_CONFIG = {
 // --- SentencePiece padding ----------------------------------------------------------------------
 
 const PIECE_CONTROL = 3;
+/** float32 -1e9, little-endian: lower than any real piece's score. */
+const FILLER_SCORE = [...new Uint8Array(new Float32Array([-1e9]).buffer)];
 
 function readVarint(b: Uint8Array, p: number): [number, number] {
   let v = 0, mul = 1;
@@ -400,10 +402,11 @@ function pieceType(piece: Uint8Array): number {
 }
 
 /**
- * Inserts filler pieces (`<unused_pad_N>`, type CONTROL: never produced by segmentation and
- * decoded as nothing, like the real model's `<unused_0>`) before
- * the model's first control piece so that it lands on `controlId`, as in the real tokenizer whose
- * 130000 text pieces come first. A model already that large is returned unchanged.
+ * Inserts filler pieces (`<pad_N>`, type NORMAL with a score no merge ever reaches, so text is
+ * never segmented into them) before the model's first control piece so that it lands on
+ * `controlId`, as in the real tokenizer whose 130000 text pieces come first. They decode as
+ * their own text, so a random model's answer shows which ids it picked. A model already that
+ * large is returned unchanged.
  */
 export function padSentencePieceModel(model: Uint8Array, controlId: number): Uint8Array {
   const fields: { field: number; start: number; end: number }[] = [];
@@ -439,12 +442,12 @@ export function padSentencePieceModel(model: Uint8Array, controlId: number): Uin
   const padding: number[] = [];
   const enc = new TextEncoder();
   for (let i = 0; i < controlId - firstControl; i++) {
-    const text = enc.encode(`<unused_pad_${i}>`);
+    const text = enc.encode(`<pad_${i}>`);
     const body: number[] = [0x0a];
     writeVarint(text.length, body);
     body.push(...text);
-    body.push(0x15, 0, 0, 0, 0); // score 0.0
-    body.push(0x18, PIECE_CONTROL);
+    body.push(0x15, ...FILLER_SCORE); // type NORMAL is the default: no type field
+
     padding.push(0x0a);
     writeVarint(body.length, padding);
     padding.push(...body);
