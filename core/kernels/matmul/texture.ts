@@ -597,7 +597,7 @@ export interface HostPackedWeight {
  */
 export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
   if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return null;
-  const [N, K] = w.shape;
+  const K = w.shape[1];
   const layout = weightLayout(w.dtype);
   const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
   const per = texelWidth(layout);
