@@ -37,7 +37,8 @@ export function chatglmBlock(t: Tape, layer: ChatGLMBlock, x: Var, attend: Atten
     return loraLinearForward(t, layer.dense, ctx);
   });
   return residual(t, h, layer.postAttentionLayerNorm, (m) => {
-    const up = geluOp(t, loraLinearForward(t, layer.denseHTo4h, m));
+    // Its own scope: the [.., 4h] pre-activation is released as soon as GeLU has read it.
+    const up = scope(t, () => geluOp(t, loraLinearForward(t, layer.denseHTo4h, m)));
     return loraLinearForward(t, layer.dense4hToH, up);
   });
 }
