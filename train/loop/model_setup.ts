@@ -21,9 +21,11 @@ import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
 import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
+import { baseQuantizationJson, trainQuantization } from "../quantize.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
 export function freshLoraConfigJson(config: TrainConfig, baseModel: string): unknown {
+  // medglm_base_quantization (added in setupModel) records the base the adapter is trained on.
   return {
     base_model_name_or_path: baseModel,
     bias: "none",
@@ -50,7 +52,10 @@ export async function setupModel(
   // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
   // inference plan (context, batch 1), which says nothing about a training run.
   const quiet = { log: () => {}, progressBar: false };
-  const modelConfig = await readChatGLMConfig(modelDir);
+  const stored = await readChatGLMConfig(modelDir);
+  // The base as it will be loaded: quantized at load (--quantize), pre-quantized, or float.
+  const { quantize, spec } = trainQuantization(config, stored, modelDir);
+  const modelConfig = { ...stored, quantization: spec };
   const plan = (adapter?: LoraAdapter) =>
     log(formatTrainPlanSummary(trainMemoryPlan({
       model: modelConfig,
@@ -104,8 +109,17 @@ export async function setupModel(
       () => rng.next(),
     );
   }
-  // The run's dropout setting wins over the one stored with an initial adapter.
-  adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
+  // The run's dropout setting wins over the one stored with an initial adapter; the adapter's
+  // config records the base this run trains it on (int8/int4 or float: null), so a served
+  // adapter can say what it was trained against.
+  adapter = {
+    ...adapter,
+    config: {
+      ...adapter.config,
+      loraDropout: config.loraDropout,
+      raw: { ...adapter.config.raw, ...baseQuantizationJson(spec) },
+    },
+  };
   plan(adapter);
   return await loadModel(modelDir, {
     ...quiet,
@@ -113,5 +127,6 @@ export async function setupModel(
     adapter,
     gpu,
     trainable: true,
+    quantize,
   });
 }
