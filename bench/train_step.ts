@@ -151,6 +151,7 @@ async function qloraRows(): Promise<Row[]> {
         progressBar: false,
         dtype: "f16",
         quantize,
+        trainable: true,
       });
       try {
         withAdapter(model);

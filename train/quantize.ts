@@ -47,7 +47,17 @@ export function trainQuantization(
   return { quantize, spec: resolved?.spec ?? null };
 }
 
-/** The adapter_config.json entry recording the base (see core/adapters/peft_config.ts). */
-export function baseQuantizationJson(spec: QuantSpec | null): Record<string, unknown> {
-  return { [BASE_QUANTIZATION_KEY]: baseQuantizationValue(spec) };
+/**
+ * The adapter config's raw keys with the base recorded (see core/adapters/peft_config.ts): set for
+ * an int8/int4 base, removed for a float one (so a float run writes the same adapter_config.json
+ * as before, and an adapter started from a QLoRA one does not keep a stale record).
+ */
+export function withBaseQuantization(
+  raw: Record<string, unknown>,
+  spec: QuantSpec | null,
+): Record<string, unknown> {
+  const out = { ...raw };
+  delete out[BASE_QUANTIZATION_KEY];
+  if (spec) out[BASE_QUANTIZATION_KEY] = baseQuantizationValue(spec);
+  return out;
 }

@@ -20,9 +20,12 @@ export interface LoraConfig {
 
 /**
  * Our own adapter_config.json key: the base the adapter was trained on, `{"bits": 4|8,
- * "group_size": G|null}` for an int8/int4 base (QLoRA-style), null for a float one. peft ignores
- * keys it does not know; the adapter serves on either base (a LoRA delta does not depend on how
- * the frozen weights are stored), the key only tells which base its training saw.
+ * "group_size": G|null}` for an int8/int4 base (QLoRA-style); the trainer leaves it out for a float
+ * base (null is read as float too). peft ≥ 0.14 drops config keys it does not know (its forward
+ * compatibility, huggingface/peft#2038); older peft raises a TypeError on any unknown key, so for
+ * those the key must be deleted, which is why a float run does not write it. The adapter serves on
+ * either base (a LoRA delta does not depend on how the frozen weights are stored); the key only
+ * tells which base its training saw.
  */
 export const BASE_QUANTIZATION_KEY = "medglm_base_quantization";
 

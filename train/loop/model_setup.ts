@@ -21,7 +21,7 @@ import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
 import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
-import { baseQuantizationJson, trainQuantization } from "../quantize.ts";
+import { trainQuantization, withBaseQuantization } from "../quantize.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
 export function freshLoraConfigJson(config: TrainConfig, baseModel: string): unknown {
@@ -110,14 +110,13 @@ export async function setupModel(
     );
   }
   // The run's dropout setting wins over the one stored with an initial adapter; the adapter's
-  // config records the base this run trains it on (int8/int4 or float: null), so a served
-  // adapter can say what it was trained against.
+  // config records the int8/int4 base this run trains it on (absent for a float base).
   adapter = {
     ...adapter,
     config: {
       ...adapter.config,
       loraDropout: config.loraDropout,
-      raw: { ...adapter.config.raw, ...baseQuantizationJson(spec) },
+      raw: withBaseQuantization(adapter.config.raw, spec),
     },
   };
   plan(adapter);
