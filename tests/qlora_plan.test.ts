@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { loadTrainConfig } from "../train/config.ts";
 import { dryRunReport } from "../train/dry_run.ts";
+import { withBaseQuantization } from "../train/quantize.ts";
+import { baseQuantizationOf, parseLoraConfig } from "../core/adapters/peft_config.ts";
 
 const ARGS = [
   "--preset",
@@ -42,4 +44,25 @@ Deno.test("train --dry-run --quantize 4: ChatGLM-6B, batch 1 × 512, LoRA r 8 qk
   );
   assert.match(g, /int4, group size 32/);
   assert.ok(gib(g, "base weights") > base, "group scales cost memory");
+});
+
+Deno.test("adapter config records an int8/int4 base and nothing for a float one", () => {
+  const raw = { r: 8, medglm_base_quantization: { bits: 8, group_size: null } };
+  const q4 = withBaseQuantization(raw, { bits: 4, groupSize: 32, embeddings: false });
+  assert.deepEqual(q4.medglm_base_quantization, { bits: 4, group_size: 32 });
+  assert.deepEqual(baseQuantizationOf({ raw: q4 }), { bits: 4, groupSize: 32 });
+  const float = withBaseQuantization(raw, null);
+  assert.ok(!("medglm_base_quantization" in float), "a stale record is removed");
+  assert.equal(baseQuantizationOf({ raw: float }), undefined);
+  assert.equal(raw.medglm_base_quantization.bits, 8, "the input is not changed");
+  assert.throws(
+    () =>
+      parseLoraConfig({
+        peft_type: "LORA",
+        r: 8,
+        target_modules: ["query_key_value"],
+        medglm_base_quantization: { bits: 3 },
+      }, "x/adapter_config.json"),
+    /x\/adapter_config.json: medglm_base_quantization must be null or/,
+  );
 });
