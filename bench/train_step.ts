@@ -8,6 +8,11 @@
  * f32 weights and gradients for 166M parameters). Forward = a forward-only pass (no tape); forward+backward
  * = the recorded training pass; optimizer = clipping + NaN guard + AdamW alone; each submitted
  * and awaited on its own, after one warm-up round (pipeline compiles).
+ *
+ * QLoRA (`--qlora`, also part of the default run): the small config written as an f16 checkpoint
+ * and loaded twice in the same run, as f16 and quantized to int4 at load (the base frozen and
+ * packed, dx through the packed weights), LoRA r 8 on query_key_value, batch 1 × 128; the ratio
+ * int4 / f16 of the step time is the number to read.
  */
 
 import { getGpu } from "../core/gpu/device.ts";
@@ -20,6 +25,7 @@ import { linearModules } from "../core/models/chatglm/params.ts";
 import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
 import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
 import { smallConfig } from "./small_model.ts";
+import { writeSyntheticCheckpoint } from "../core/models/chatglm/synthetic_checkpoint.ts";
 import { buildTrainBatch, type TrainBatch } from "../core/models/chatglm/train_batch.ts";
 import { prepareTraining, type TrainingModel } from "../core/models/chatglm/train_forward.ts";
 import { createOptimizer } from "../train/optim/optimizer.ts";
@@ -120,10 +126,76 @@ function table(rows: Row[]): string {
   return [head, "| --- | --- | --- | --- | --- | --- | --- | --- |", ...lines].join("\n");
 }
 
-export async function bench(options: { small?: boolean } = {}): Promise<void> {
+/** LoRA steps on the small config: f16 base vs the same weights quantized to int4 at load. */
+async function qloraRows(): Promise<Row[]> {
+  const c = smallConfig();
+  const dir = await Deno.makeTempDir({ prefix: "medglm-bench-qlora-" });
+  const rows: Row[] = [];
+  try {
+    await writeSyntheticCheckpoint(dir, {
+      sizes: {
+        hiddenSize: c.hiddenSize,
+        numHeads: c.numHeads,
+        innerHiddenSize: c.innerHiddenSize,
+        vocabSize: c.vocabSize,
+        numLayers: c.numLayers,
+        maxSequenceLength: c.maxSequenceLength,
+      },
+      format: "safetensors",
+      omitLmHead: true,
+      shards: 1,
+    });
+    for (const quantize of [undefined, 4 as const]) {
+      const model = await loadModel(dir, {
+        log: () => {},
+        progressBar: false,
+        dtype: "f16",
+        quantize,
+        trainable: true,
+      });
+      try {
+        withAdapter(model);
+        const lora = prepareTraining(model, "lora");
+        const name = `small LoRA qkv, ${quantize ? "int4" : "f16"} base (b1 × s128)`;
+        rows.push(await measure(name, lora, syntheticBatch(model.config, 1, 128), 2));
+        lora.dispose();
+      } finally {
+        model.dispose();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  return rows;
+}
+
+function qloraRatio(rows: Row[]): string {
+  const step = (r: Row) => r.forwardMs + r.backwardMs + r.optimizerMs;
+  const f16 = rows.find((r) => r.name.includes("f16 base"));
+  const int4 = rows.find((r) => r.name.includes("int4 base"));
+  return f16 && int4
+    ? `\n\nQLoRA: int4-base step / f16-base step = ${(step(int4) / step(f16)).toFixed(2)}× ` +
+      `(forward ${(int4.forwardMs / f16.forwardMs).toFixed(2)}×, backward ${
+        (int4.backwardMs / f16.backwardMs).toFixed(2)
+      }×), same run.`
+    : "";
+}
+
+export async function bench(
+  options: { small?: boolean; qlora?: boolean; only?: "qlora" } = {},
+): Promise<void> {
   const gpu = await getGpu();
   const rows: Row[] = [];
   const quiet = { log: () => {}, progressBar: false };
+  if (options.only === "qlora") {
+    const q = await qloraRows();
+    console.log(
+      `\n## QLoRA training step (bench/train_step.ts --qlora), ${
+        gpu.adapterInfo.description || "GPU"
+      }\n\n` + table(q) + qloraRatio(q),
+    );
+    return;
+  }
   {
     const model = await loadModel(TINY_DIR, { ...quiet, dtype: "f32", trainable: true });
     const batch = syntheticBatch(model.config, 4, 64);
@@ -145,11 +217,19 @@ export async function bench(options: { small?: boolean } = {}): Promise<void> {
     lora.dispose();
     model.dispose();
   }
+  const q = (options.qlora ?? true) ? await qloraRows() : [];
+  rows.push(...q);
   console.log(
     "\n## Training step (bench/train_step.ts) — forward / backward / optimizer, " +
       `${gpu.adapterInfo.description || "GPU"}\n\n` + table(rows) +
-      "\n\nstep / forward: DESIGN.md target ≤ 3×.",
+      "\n\nstep / forward: DESIGN.md target ≤ 3×." + qloraRatio(q),
   );
 }
 
-if (import.meta.main) await bench({ small: !Deno.args.includes("--tiny") });
+if (import.meta.main) {
+  await bench({
+    small: !Deno.args.includes("--tiny"),
+    qlora: !Deno.args.includes("--tiny"),
+    only: Deno.args.includes("--qlora") ? "qlora" : undefined,
+  });
+}

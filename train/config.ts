@@ -10,6 +10,8 @@
 
 import { parseArgs } from "node:util";
 import { SCHEDULE_KINDS, type ScheduleKind } from "./schedule.ts";
+import { parseQuantizeFlag } from "../core/quant/flag.ts";
+import { quantSpecOf } from "../core/models/chatglm/quantized.ts";
 
 export interface TrainConfig {
   /** The preset the values started from. */
@@ -61,6 +63,11 @@ export interface TrainConfig {
   dtype: "f16" | "f32";
   /** Recompute each layer's activations in the backward pass (gradient checkpointing). */
   recompute: boolean;
+  /**
+   * QLoRA-style: quantize the frozen base at load (`--quantize 4|8[,group=G]`, the syntax of
+   * core/quant/flag.ts); null = the checkpoint as stored (a pre-quantized one stays quantized).
+   */
+  quantize: string | null;
   /** Resume: null = fresh run, "" = newest checkpoint in outputDir, else that checkpoint dir. */
   resume: string | null;
   /** Print the memory plan and exit. */
@@ -102,6 +109,7 @@ const CHATGLM_LORA_MEDICAL: TrainConfig = {
   // the seed trained with fp16: here f16 weights where supported, f32 LoRA and optimizer state
   dtype: "f16",
   recompute: false,
+  quantize: null,
   resume: null,
   dryRun: false,
 };
@@ -170,7 +178,8 @@ type Kind =
   | { t: "bool" }
   | { t: "list" }
   | { t: "enum"; values: readonly string[] }
-  | { t: "resume" };
+  | { t: "resume" }
+  | { t: "quantize" };
 
 const FIELDS: Record<Exclude<keyof TrainConfig, "preset">, Kind> = {
   model: { t: "string", nullable: true },
@@ -203,6 +212,7 @@ const FIELDS: Record<Exclude<keyof TrainConfig, "preset">, Kind> = {
   seed: { t: "int", min: 0 },
   dtype: { t: "enum", values: ["f16", "f32"] },
   recompute: { t: "bool" },
+  quantize: { t: "quantize" },
   resume: { t: "resume" },
   dryRun: { t: "bool" },
 };
@@ -246,6 +256,12 @@ function fromJson(field: string, kind: Kind, value: unknown, where: string): unk
     case "enum":
       if (!kind.values.includes(value as string)) bad(`must be one of ${kind.values.join(", ")}`);
       return value;
+    case "quantize":
+      if (value === null) return null;
+      if (typeof value !== "string" && typeof value !== "number") {
+        bad('must be null or a quantization such as "4" or "4,group=32"');
+      }
+      return checkQuantize(String(value), (why) => bad(why));
     case "resume":
       if (value === null || value === false) return null;
       if (value === true) return "";
@@ -301,7 +317,30 @@ function fromFlag(field: string, kind: Kind, value: string | boolean): unknown {
     case "enum":
       if (!kind.values.includes(s)) bad(`must be one of ${kind.values.join(", ")}`);
       return s;
+    case "quantize":
+      if (s === "none") return null;
+      return checkQuantize(s, (why) => {
+        throw new Error(why);
+      });
   }
+}
+
+/**
+ * Validates a `--quantize` value with the one parser every command uses; returns it normalized.
+ * The trainer quantizes the block linear layers only (what LoRA adapts and what QLoRA freezes);
+ * `,embeddings` is refused rather than trained through untested.
+ */
+function checkQuantize(value: string, bad: (why: string) => never): string {
+  let spec;
+  try {
+    spec = quantSpecOf(parseQuantizeFlag(value)!);
+  } catch (err) {
+    return bad((err as Error).message);
+  }
+  if (spec.embeddings) {
+    bad("--quantize: ,embeddings is not supported for training (the block linear layers only)");
+  }
+  return value.split(",").map((p) => p.trim()).join(",");
 }
 
 // --- parsing -------------------------------------------------------------------------------------
@@ -452,6 +491,15 @@ export function validateTrainConfig(c: TrainConfig, sources: Record<string, stri
   if (!c.full && c.targetModules.length === 0) {
     throw new Error(
       `targetModules (${from("targetModules")}): LoRA needs at least one target module`,
+    );
+  }
+  if (c.full && c.quantize !== null) {
+    throw new Error(
+      `--full (set by ${from("full")}) cannot be combined with --quantize (set by ${
+        from("quantize")
+      }): ` +
+        "an int8/int4 base is frozen; train LoRA on it (leave out --full), or fine-tune the " +
+        "full-precision model without --quantize",
     );
   }
   if (c.full && c.adapterInit !== null) {

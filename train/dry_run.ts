@@ -10,6 +10,7 @@ import type { TrainConfig } from "./config.ts";
 import { loadLoraAdapter } from "../core/adapters/lora_weights.ts";
 import { linearModules } from "../core/models/chatglm/params.ts";
 import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
+import { trainQuantization } from "./quantize.ts";
 
 export const CHATGLM_6B_CONFIG_URL: URL = new URL(
   "./configs/chatglm-6b.config.json",
@@ -75,9 +76,11 @@ export async function dryRunReport(
     })
     : undefined;
   for (const m of models) {
+    // --quantize applies to both (the bundled 6B config is planned as the run would load it).
+    const { spec } = trainQuantization(config, m.config, m.label);
     const plan = trainMemoryPlan({
       adapter: m === chosen ? adapter : undefined,
-      model: m.config,
+      model: { ...m.config, quantization: spec },
       weightDtype: config.dtype,
       full: config.full,
       loraR: config.loraR,

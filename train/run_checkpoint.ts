@@ -90,6 +90,7 @@ export async function resolveResume(
 /** Settings that must match for a resumed run to continue the same training. */
 const MUST_MATCH: (keyof TrainConfig)[] = [
   "full",
+  "quantize",
   "loraR",
   "loraAlpha",
   "targetModules",

@@ -18,6 +18,51 @@ export interface LoraConfig {
   raw: Record<string, unknown>;
 }
 
+/**
+ * Our own adapter_config.json key: the base the adapter was trained on, `{"bits": 4|8,
+ * "group_size": G|null}` for an int8/int4 base (QLoRA-style); the trainer leaves it out for a float
+ * base (null is read as float too). peft ≥ 0.14 drops config keys it does not know (its forward
+ * compatibility, huggingface/peft#2038); older peft raises a TypeError on any unknown key, so for
+ * those the key must be deleted, which is why a float run does not write it. The adapter serves on
+ * either base (a LoRA delta does not depend on how the frozen weights are stored); the key only
+ * tells which base its training saw.
+ */
+export const BASE_QUANTIZATION_KEY = "medglm_base_quantization";
+
+export interface BaseQuantization {
+  bits: 4 | 8;
+  groupSize: number | null;
+}
+
+/** The key's JSON value for a base (null: float weights). */
+export function baseQuantizationValue(
+  spec: BaseQuantization | null,
+): { bits: number; group_size: number | null } | null {
+  return spec ? { bits: spec.bits, group_size: spec.groupSize } : null;
+}
+
+/** The base an adapter records (undefined: not recorded); throws on a malformed value. */
+export function baseQuantizationOf(
+  config: Pick<LoraConfig, "raw">,
+  source = "adapter_config.json",
+): BaseQuantization | null | undefined {
+  const v = config.raw[BASE_QUANTIZATION_KEY];
+  if (v === undefined) return undefined;
+  if (v === null) return null;
+  const o = v as Record<string, unknown>;
+  const g = o?.group_size;
+  if (
+    typeof v !== "object" || Array.isArray(v) || (o.bits !== 4 && o.bits !== 8) ||
+    !(g === null || g === undefined || (Number.isInteger(g) && (g as number) > 0))
+  ) {
+    throw new Error(
+      `${source}: ${BASE_QUANTIZATION_KEY} must be null or {"bits": 4|8, "group_size": G|null} ` +
+        `(got ${JSON.stringify(v)})`,
+    );
+  }
+  return { bits: o.bits as 4 | 8, groupSize: (g as number | null | undefined) ?? null };
+}
+
 /** `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA. */
 export function loraScaling(config: Pick<LoraConfig, "r" | "loraAlpha" | "useRslora">): number {
   return config.useRslora ? config.loraAlpha / Math.sqrt(config.r) : config.loraAlpha / config.r;
@@ -155,6 +200,7 @@ export function parseLoraConfig(json: unknown, source = "adapter_config.json"): 
   if (c.use_rslora !== undefined && typeof c.use_rslora !== "boolean") {
     fail(`use_rslora must be true or false (got ${JSON.stringify(c.use_rslora)})`);
   }
+  baseQuantizationOf({ raw: c }, source); // a malformed record is an error, not ignored
   return {
     r: c.r as number,
     loraAlpha: alpha as number,

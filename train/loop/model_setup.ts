@@ -20,9 +20,11 @@ import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../core/random.ts";
 import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
+import { trainQuantization, withBaseQuantization } from "../quantize.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
 export function freshLoraConfigJson(config: TrainConfig, baseModel: string): unknown {
+  // medglm_base_quantization (added in setupModel) records the base the adapter is trained on.
   return {
     base_model_name_or_path: baseModel,
     bias: "none",
@@ -49,10 +51,22 @@ export async function setupModel(
   // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
   // inference plan (context, batch 1), which says nothing about a training run.
   const quiet = { log: () => {}, progressBar: false };
-  // The training plan is ChatGLM's (train/memory_plan.ts); other architectures print none yet.
-  const modelConfig = await modelTypeOf(modelDir) === "chatglm"
+  // The training plan is ChatGLM's (train/memory_plan.ts); other architectures print none yet,
+  // and train on a float base.
+  const stored = await modelTypeOf(modelDir) === "chatglm"
     ? await readChatGLMConfig(modelDir)
     : null;
+  if (!stored && config.quantize !== null) {
+    throw new Error(
+      `--quantize: ${modelDir} is not a ChatGLM checkpoint; an int8/int4 base trains only for ` +
+        "ChatGLM so far",
+    );
+  }
+  // The base as it will be loaded: quantized at load (--quantize), pre-quantized, or float.
+  const { quantize, spec } = stored
+    ? trainQuantization(config, stored, modelDir)
+    : { quantize: undefined, spec: null };
+  const modelConfig = stored ? { ...stored, quantization: spec } : null;
   const plan = (adapter?: LoraAdapter) =>
     modelConfig && log(formatTrainPlanSummary(trainMemoryPlan({
       model: modelConfig,
@@ -106,8 +120,16 @@ export async function setupModel(
       () => rng.next(),
     );
   }
-  // The run's dropout setting wins over the one stored with an initial adapter.
-  adapter = { ...adapter, config: { ...adapter.config, loraDropout: config.loraDropout } };
+  // The run's dropout setting wins over the one stored with an initial adapter; the adapter's
+  // config records the int8/int4 base this run trains it on (absent for a float base).
+  adapter = {
+    ...adapter,
+    config: {
+      ...adapter.config,
+      loraDropout: config.loraDropout,
+      raw: withBaseQuantization(adapter.config.raw, spec),
+    },
+  };
   plan(adapter);
   return await loadModel(modelDir, {
     ...quiet,
@@ -115,5 +137,6 @@ export async function setupModel(
     adapter,
     gpu,
     trainable: true,
+    quantize,
   });
 }
