@@ -24,6 +24,7 @@
  *   elementwise_grad.ts (GeLU, dropout)
  * - `rotary/`: rotary.ts | backward: rotary_grad.ts
  * - `embedding/`: embedding.ts | backward: embedding_grad.ts
+ * - `sampling/`: sampling.ts (next-token choice from logits rows, as the host sampler) | no backward
  *
  * Beside them: accumulate.ts (gradient sums into parameters), common.ts (WGSL declarations, row
  * designs, argument checks) and uniforms.ts: each kernel declares its parameters once by name
@@ -123,3 +124,10 @@ export {
   type UniformType,
   type UniformValues,
 } from "./uniforms.ts";
+export {
+  packSamplingRows,
+  sampleTokens,
+  type SampleTokensOptions,
+  type SamplingRow,
+  samplingStepLimit,
+} from "./sampling/sampling.ts";
