@@ -104,6 +104,14 @@ Deno.test("GPU sampler writes into a ring at an offset and checks its arguments"
   assert.throws(() => sampleTokens(rec, logits, 3, s, h, { out: ring, outOffset: 4 }), /fit/);
   await submit(rec);
   assert.deepEqual([...(await readTensor(ring))], [7, 7, 1, 0, 7]);
+  // NaN or ±Infinity anywhere in a row: id 5, as the scheduler does on the host.
+  const bad = uploadTensor(gpu, Float32Array.from({ length: 16 }, (_, i) => i === 9 ? NaN : i), [2, 8]);
+  const s2 = uploadTensor(gpu, packSamplingRows([{}, {}]).settings, [16]);
+  const rec2 = beginRecording(gpu);
+  const badIds = sampleTokens(rec2, bad, 8, s2, h);
+  await submit(rec2);
+  assert.deepEqual([...(await readTensor(badIds))], [7, 5]);
+  for (const t of [bad, s2, badIds]) releaseTensor(t);
   assert.throws(() => packSamplingRows([{ repetitionPenalty: 0 }]), /row 0: repetition penalty/);
   assert.throws(() => packSamplingRows([{ uniform: 1 }]), /uniform/);
   for (const t of [logits, s, h, ring]) releaseTensor(t);

@@ -130,4 +130,5 @@ export {
   type SampleTokensOptions,
   type SamplingRow,
   samplingStepLimit,
+  SETTINGS_WORDS,
 } from "./sampling/sampling.ts";

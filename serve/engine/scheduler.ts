@@ -11,6 +11,13 @@
  * prompt + answer ids, then greedy or seeded sampling with the sequence's own generator. NaN or
  * ±∞ in the logits (checked before the non-text mask, README §5) make the step choose id 5 as
  * ChatGLM's chat does (`InvalidScoreLogitsProcessor`), so one bad step cannot crash a server.
+ *
+ * Grouped decoding (`gpuSampling`, on by default where the decoder has `decodeGroup`): the live
+ * sequences advance k steps at a time with their ids sampled on the GPU (the same ids as the
+ * host sampler, see core/kernels/sampling) and read back once per group (group_decode.ts says
+ * why and how k grows). Stops (end ids, max tokens, stop strings via `onToken`) and aborts are
+ * checked as the ids arrive; the steps after a stop are discarded. A batch with a sequence that
+ * asks for the UTF-8 mask takes the per-token path.
  */
 
 import type { Decoder } from "./decoder.ts";
@@ -18,6 +25,7 @@ import type { Rng } from "../../core/random.ts";
 import { chooseToken, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 import type { FinishReason } from "./types.ts";
+import { gpuSamplable, groupSteps, MAX_GROUP, packGroup, queuedRng } from "./group_decode.ts";
 
 export interface SequenceRequest {
   promptIds: number[];
@@ -47,6 +55,14 @@ export interface SchedulerOptions {
    * requests stalls the answers already streaming; on an idle engine every free slot is filled.
    */
   prefillBudget?: number;
+  /**
+   * Sample on the GPU and read ids back once per group of steps when the decoder can
+   * (`decodeGroup`; default true). False: every step reads its logits and samples on the host
+   * (the per-token path, kept for comparison and for decoders without groups).
+   */
+  gpuSampling?: boolean;
+  /** Most steps in one group (default 16). */
+  maxGroup?: number;
 }
 
 export interface Scheduler {
@@ -64,6 +80,12 @@ interface Live {
   generated: number;
   last: number;
   ended: boolean;
+  /** Draws made for a group's steps that were redone on the host: used before new ones. */
+  queued: number[];
+  /** The sequence's generator with `queued` in front: every choice draws through it. */
+  rng: Rng;
+  /** Steps of its next group (grows 1, 2, 4, … to maxGroup). */
+  target: number;
   /** Removes the abort listener (requests may share a long-lived signal). */
   unlisten?: () => void;
 }
@@ -149,9 +171,14 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       opts.textVocab,
       seq.req.settings,
       seq.seen,
-      seq.req.rng,
+      seq.rng,
       opts.bytes,
     );
+    accept(seq, id);
+  };
+
+  /** Takes `id` as the sequence's next token and applies the stop rules. */
+  const accept = (seq: Live, id: number) => {
     seq.generated++;
     tokensGenerated++;
     seq.seen.push(id);
@@ -238,9 +265,79 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     if (group.length > 0) await prefillGroup(group);
   };
 
+  const grouped = (opts.gpuSampling ?? true) && decoder.decodeGroup !== undefined &&
+    decoder.rewind !== undefined;
+  const maxGroup = opts.maxGroup ?? MAX_GROUP;
+  /** Positions the sequence's slot holds (its last id is fed by the next step). */
+  const held = (seq: Live) => seq.req.promptIds.length + seq.generated - 1;
+
+  /** Advances `batch` by a group of GPU-sampled steps (see the module doc). */
+  const stepGroup = async (batch: Live[]) => {
+    const n = batch.length;
+    const k = groupSteps(
+      batch.map((s) => ({
+        target: s.target,
+        remaining: s.req.maxNewTokens - s.generated,
+        room: decoder.maxContext - held(s),
+      })),
+      maxGroup,
+    );
+    const packed = packGroup(
+      batch.map((s) => ({ settings: s.req.settings, seen: s.seen, rng: s.rng })),
+      k,
+    );
+    let ids: Int32Array;
+    try {
+      ids = await decoder.decodeGroup!({
+        slots: batch.map((s) => s.slot),
+        ids: batch.map((s) => s.last),
+        steps: k,
+        textVocab: opts.textVocab,
+        settings: packed.settings,
+        history: packed.history,
+      });
+    } catch (err) {
+      for (const seq of batch) {
+        end(seq, "stop", err);
+        releaseSlot(seq);
+      }
+      return;
+    }
+    const redo: Live[] = [];
+    batch.forEach((seq, i) => {
+      seq.target = Math.min(maxGroup, seq.target * 2);
+      for (let j = 0; j < k && seq.slot >= 0; j++) {
+        if (seq.ended || seq.req.signal?.aborted) {
+          end(seq, "abort");
+          releaseSlot(seq);
+          break;
+        }
+        const id = ids[j * n + i];
+        if (id < 0) {
+          // The GPU sampler could not walk far enough: this step again on the host, with the
+          // same draw (the later steps' draws stay queued for the steps that follow).
+          seq.queued.unshift(...packed.draws[i].slice(j));
+          decoder.rewind!(seq.slot, held(seq));
+          redo.push(seq);
+          break;
+        }
+        accept(seq, id);
+      }
+    });
+    if (redo.length > 0) await stepHost(redo);
+  };
+
   const step = async () => {
     const batch = active.filter((s) => !s.ended);
     if (batch.length === 0) return;
+    if (grouped && batch.every((s) => gpuSamplable(s.req.settings, opts.bytes !== undefined))) {
+      return await stepGroup(batch);
+    }
+    await stepHost(batch);
+  };
+
+  /** One step for `batch`: logits read back, ids chosen on the host. */
+  const stepHost = async (batch: Live[]) => {
     let logits: Float32Array;
     try {
       logits = await decoder.decode(batch.map((s) => ({ slot: s.slot, id: s.last })));
@@ -291,7 +388,11 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         generated: 0,
         last: -1,
         ended: false,
+        queued: [],
+        rng: req.rng,
+        target: 1,
       };
+      seq.rng = queuedRng(req.rng, seq.queued);
       if (req.maxNewTokens < 1) {
         end(seq, "length");
         return;

@@ -15,11 +15,15 @@
  *   (relative) of a cumulative boundary may pick the neighbouring id. Greedy is exact.
  * - the penalty is applied in f32 (`v / penalty`, `v * penalty` with the penalty rounded to f32):
  *   exact for penalties representable in f32 (1, 1.25, 1.5, 2, …), within one ulp otherwise.
- * - rows whose every text logit is -Infinity or NaN give id 0 (the host errors on NaN logits).
+ * - a row with NaN or ±Infinity anywhere gives `invalidId` (ChatGLM's chat: id 5), as the
+ *   scheduler does on the host (`InvalidScoreLogitsProcessor`); a row whose every text logit is
+ *   -Infinity otherwise gives id 0.
  * - no UTF-8 mask (`validUtf8`): sequences that need it are sampled on the host.
- * - the walk through the candidates stops after `samplingStepLimit(textVocab)` ranks (llvmpipe
- *   stops loops past 65535 iterations per invocation); a row that needs more writes -1 and must
- *   be sampled on the host. Peaked distributions, top-k and top-p stay far below it.
+ * - on software adapters the walk through the candidates stops after
+ *   `samplingStepLimit(textVocab)` ranks (llvmpipe stops loops past 65535 iterations per
+ *   invocation): ~2500 for a 2048-id vocabulary (every rank), ~240 for 32000, ~60 for 130k. A
+ *   row that needs more writes -1 and must be sampled on the host (the engine does).
+ *   Peaked distributions, top-k and top-p stay far below it.
  *
  * Design: a workgroup of {@link LANES} invocations per row; passes over the row strided by lane
  * with tree reductions in workgroup memory; each rank of the walk is one pass finding the
@@ -57,7 +61,9 @@ export const SETTINGS_WORDS = 8;
 /**
  * `rows` rows of stride `V` in the logits; ids at or above `limit` are never chosen; `outOffset`:
  * where row 0's id goes in `out`; `maxSteps`: ranks the walk may visit; `negInf`: the bits of
- * -Infinity (WGSL has no infinity literal).
+ * -Infinity (WGSL has no infinity literal); `settingsBase`: word of row 0's settings; the
+ * `recent` ids (earlier steps of a decode group, in `out`): `recentCount` rows of `recentStride`
+ * ids from `recentStart`, row r's id at `+ row`.
  */
 const SamplingParams = uniformLayout({
   rows: "u32",
@@ -66,6 +72,11 @@ const SamplingParams = uniformLayout({
   outOffset: "u32",
   maxSteps: "u32",
   negInf: "u32",
+  settingsBase: "u32",
+  recentStart: "u32",
+  recentCount: "u32",
+  recentStride: "u32",
+  invalidId: "u32",
 });
 
 /** One row's settings, as the host sampler takes them plus its draw. */
@@ -138,6 +149,15 @@ export interface SampleTokensOptions {
   outOffset?: number;
   /** Ranks the walk may visit (default and maximum {@link samplingStepLimit}). */
   maxSteps?: number;
+  /** Word in `settings` where row 0's settings start (the settings of several steps in one). */
+  settingsBase?: number;
+  /**
+   * Ids of earlier steps in `out` that join each row's history for the repetition penalty (a
+   * decode group's ring of generated ids): `count` rows of `stride` ids from index `start`.
+   */
+  recent?: { start: number; count: number; stride: number };
+  /** The id a row with NaN or ±Infinity logits gets (default 5, ChatGLM's chat). */
+  invalidId?: number;
 }
 
 /**
@@ -167,18 +187,27 @@ export function sampleTokens(
   if (!(Number.isInteger(textVocab) && textVocab >= 1)) {
     throw new GpuError(`sampleTokens: textVocab must be an integer >= 1, got ${textVocab}`);
   }
-  if (numel(settings.shape) < rows * SETTINGS_WORDS) {
+  const settingsBase = opts.settingsBase ?? 0;
+  if (numel(settings.shape) < settingsBase + rows * SETTINGS_WORDS) {
     throw new GpuError(
       `sampleTokens: settings hold ${numel(settings.shape)} words, expected ${
-        rows * SETTINGS_WORDS
-      } (${SETTINGS_WORDS} per row)`,
+        settingsBase + rows * SETTINGS_WORDS
+      } (${SETTINGS_WORDS} per row from word ${settingsBase})`,
     );
+  }
+  const recent = opts.recent ?? { start: 0, count: 0, stride: 0 };
+  if (recent.count > 0 && !opts.out) {
+    throw new GpuError("sampleTokens: recent ids are read from `out`; give it");
   }
   const outOffset = opts.outOffset ?? 0;
   const y = opts.out ?? outputTensor(rec, "sampleTokens", [rows], undefined, "i32");
   if (opts.out) {
     expectDtype(opts.out, "sampleTokens", "out", ["i32"]);
     assertUnchunked(opts.out, "sampleTokens", "out");
+    const lastRecent = recent.start + (recent.count - 1) * recent.stride + rows;
+    if (recent.count > 0 && lastRecent > numel(y.shape)) {
+      throw new GpuError(`sampleTokens: recent ids reach index ${lastRecent} of ${numel(y.shape)}`);
+    }
     if (!(Number.isInteger(outOffset) && outOffset >= 0) || outOffset + rows > numel(y.shape)) {
       throw new GpuError(
         `sampleTokens: out has ${numel(y.shape)} ids, rows ${outOffset}..${
@@ -188,7 +217,8 @@ export function sampleTokens(
     }
   }
   if (rows === 0) return y;
-  const cap = samplingStepLimit(limit);
+  // Only llvmpipe stops long loops; a hardware GPU may walk every candidate.
+  const cap = rec.gpu.isSoftware ? samplingStepLimit(limit) : limit;
   const maxSteps = Math.min(opts.maxSteps ?? cap, cap);
   const scratch = emptyTensor(rec.gpu, [rows, limit], "f32", {
     rec,
@@ -198,7 +228,19 @@ export function sampleTokens(
   recordDispatch(
     rec,
     pipeline,
-    SamplingParams.pack({ rows, V, limit, outOffset, maxSteps, negInf: 0xff800000 }),
+    SamplingParams.pack({
+      rows,
+      V,
+      limit,
+      outOffset,
+      maxSteps,
+      negInf: 0xff800000,
+      settingsBase,
+      recentStart: recent.start,
+      recentCount: recent.count,
+      recentStride: recent.stride,
+      invalidId: opts.invalidId ?? 5,
+    }),
     [bindingOf(logits), bindingOf(settings), bindingOf(history), bindingOf(scratch), bindingOf(y)],
     grid(rec.gpu, rows),
   );
@@ -252,7 +294,7 @@ fn main(${WG_BUILTINS}) {
   let t = lid.x;
   if (row >= P.rows) { return; }
   let ninf = bitcast<f32>(P.negInf);
-  let cb = row * ${SETTINGS_WORDS}u;
+  let cb = P.settingsBase + row * ${SETTINGS_WORDS}u;
   let temp = bitcast<f32>(C[cb]);
   let topP = bitcast<f32>(C[cb + 1u]);
   let pen = bitcast<f32>(C[cb + 2u]);
@@ -265,10 +307,27 @@ fn main(${WG_BUILTINS}) {
 
   // The penalised row: written from the logits each time, so an id seen twice is penalised once.
   for (var i = t; i < P.limit; i += ${LANES}u) { S[sb + i] = L[lb + i]; }
+  // Any NaN or ±Infinity in the whole row (non-text ids too, as the host checks).
+  var bad = 0.0;
+  for (var i = t; i < P.V; i += ${LANES}u) {
+    if ((bitcast<u32>(L[lb + i]) & 0x7f800000u) == 0x7f800000u) { bad = 1.0; }
+  }
+  sum_of(t, bad);
+  if (workgroupUniformLoad(&rv[0]) > 0.0) {
+    if (t == 0u) { Y[P.outOffset + row] = select(0, i32(P.invalidId), P.invalidId < P.limit); }
+    return;
+  }
   storageBarrier();
   if (pen != 1.0) {
     for (var j = t; j < hl; j += ${LANES}u) {
       let id = H[hs + j];
+      if (id >= 0 && u32(id) < P.limit) {
+        let v = L[lb + u32(id)];
+        S[sb + u32(id)] = select(v / pen, v * pen, v < 0.0);
+      }
+    }
+    for (var j = t; j < P.recentCount; j += ${LANES}u) {
+      let id = Y[P.recentStart + j * P.recentStride + row];
       if (id >= 0 && u32(id) < P.limit) {
         let v = L[lb + u32(id)];
         S[sb + u32(id)] = select(v / pen, v * pen, v < 0.0);

@@ -1,0 +1,182 @@
+/**
+ * Decode without a host round trip per token: `k` slot decode steps recorded and submitted one
+ * after another, each sampling its ids on the GPU (core/kernels/sampling) into a ring of
+ * generated ids that the next step's embedding lookup reads; the host reads the ring once, after
+ * the last step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS),
+ * so a group of k steps pays it once instead of k times.
+ *
+ * Everything else a step needs is known on the host in advance: each row's positions and cache
+ * length advance by one per step. Submitting does not wait: a step's validation is awaited with
+ * the others at the end of the group (`submit` resolves after its error scopes), so the GPU
+ * works through the steps while the host records the next ones.
+ */
+
+import { beginRecording, discardRecording, type Recording, submit } from "../../gpu/recording.ts";
+import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
+import { linearForward } from "../../nn/linear.ts";
+import { sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
+import {
+  readTensor,
+  releaseTensor,
+  reshape,
+  sliceRows,
+  type Tensor,
+  uploadTensor,
+} from "../../tensor/tensor.ts";
+import { slotAttention } from "./attention.ts";
+import { type ChatGLMCache, checkCache, checkSlot } from "./cache.ts";
+import { chatglmHidden } from "./forward.ts";
+import { positionAt } from "./inputs.ts";
+import { checkIds } from "./lockstep.ts";
+import type { ChatGLMModel } from "./model.ts";
+
+/** A group of decode steps over some slots, sampled on the GPU. */
+export interface SlotGroup {
+  /** The slots (prefilled, distinct); row i of every step is `slots[i]`. */
+  slots: number[];
+  /** The id each slot is fed at the group's first step (its last chosen id). */
+  ids: number[];
+  /** Steps in the group (k >= 1). */
+  steps: number;
+  /** Ids at and above this are never sampled. */
+  textVocab: number;
+  /**
+   * The sampler's settings of every step: `steps` blocks of `slots.length` rows of
+   * `SETTINGS_WORDS` words (`packSamplingRows` per step, concatenated), with `history` the ids
+   * they point at (the ids before the group; the group's own ids are added on the GPU).
+   */
+  settings: Uint32Array;
+  history: Int32Array;
+}
+
+/**
+ * Runs the group; returns the sampled ids [steps, slots.length] (step-major). Each slot's cache
+ * grows by `steps` positions. An id of -1 means the GPU sampler could not walk that far
+ * (see core/kernels/sampling): the caller samples that step on the host.
+ */
+export async function decodeSlotsGroup(
+  model: ChatGLMModel,
+  group: SlotGroup,
+  cache: ChatGLMCache,
+): Promise<Int32Array> {
+  const { gpu, config } = model;
+  checkCache(cache, "decodeSlotsGroup");
+  const { slots, steps: k } = group;
+  const n = slots.length;
+  if (n === 0 || group.ids.length !== n) {
+    throw new Error(`decodeSlotsGroup: expected one id per slot (${n} slots, ${group.ids.length} ids)`);
+  }
+  if (!Number.isInteger(k) || k < 1) throw new Error(`decodeSlotsGroup: steps must be >= 1, got ${k}`);
+  if (group.settings.length !== k * n * SETTINGS_WORDS) {
+    throw new Error(
+      `decodeSlotsGroup: settings hold ${group.settings.length} words, expected ${
+        k * n * SETTINGS_WORDS
+      } (${k} steps × ${n} rows × ${SETTINGS_WORDS})`,
+    );
+  }
+  checkIds(group.ids, config, "decodeSlotsGroup ids");
+  const seen = new Set<number>();
+  for (const slot of slots) {
+    checkSlot(cache, slot, "decodeSlotsGroup");
+    if (seen.has(slot)) throw new Error(`decodeSlotsGroup: slot ${slot} appears twice`);
+    seen.add(slot);
+    const state = cache.slots[slot];
+    if (!state.layout || state.length === 0) {
+      throw new Error(`decodeSlotsGroup: slot ${slot} is free; run prefillSlot on it first`);
+    }
+    if (state.length + k > cache.capacity) {
+      throw new Error(
+        `decodeSlotsGroup: slot ${slot} holds ${state.length} of ${cache.capacity} positions; ` +
+          `${k} more do not fit`,
+      );
+    }
+  }
+  // Ring rows padded so that every row's view starts on the storage offset alignment.
+  const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
+  const stride = Math.ceil(n / align) * align;
+  const ringData = new Int32Array((k + 1) * stride);
+  ringData.set(group.ids);
+  const uploads: Tensor[] = [];
+  const upload = (data: Int32Array | Uint32Array, label: string) => {
+    const t = uploadTensor(gpu, data, [data.length], undefined, { label });
+    uploads.push(t);
+    return t;
+  };
+  const ring = upload(ringData, "decode ring");
+  const settingsT = upload(group.settings, "sampling settings");
+  const historyT = upload(group.history.length ? group.history : new Int32Array(1), "history");
+  const lengths = slots.map((s) => cache.slots[s].length);
+  const pending: Promise<void>[] = [];
+  let rec: Recording | null = null;
+  try {
+    for (let j = 0; j < k; j++) {
+      const pos = new Int32Array(n * 2);
+      const info = new Int32Array(n * 2);
+      let maxKeys = 0;
+      slots.forEach((slot, i) => {
+        const length = lengths[i] + j;
+        pos.set(positionAt(cache.slots[slot].layout!, length), i * 2);
+        info.set([slot, length], i * 2);
+        maxKeys = Math.max(maxKeys, length + 1);
+      });
+      const posT = uploadTensor(gpu, pos, [n, 2, 1], "i32", { label: "pos" });
+      const infoT = uploadTensor(gpu, info, [n, 2], "i32", { label: "slotInfo" });
+      uploads.push(posT, infoT);
+      // Step j reads ring row j (row 0: the given ids) and writes row j + 1.
+      const ids = sliceRows(reshape(ring, [(k + 1) * stride, 1]), j * stride, n);
+      rec = beginRecording(gpu);
+      const tape = createTape(rec, false);
+      let logits: Var | null = null;
+      try {
+        const attend = slotAttention(config, cache, posT, infoT, maxKeys);
+        logits = scope(tape, () => {
+          const y = chatglmHidden(tape, model, ids, attend, {});
+          return linearForward(tape, model.lmHead, y);
+        });
+        sampleTokens(
+          rec,
+          reshape(logits.value, [n, config.vocabSize]),
+          group.textVocab,
+          settingsT,
+          historyT,
+          {
+            out: ring,
+            outOffset: (j + 1) * stride,
+            settingsBase: j * n * SETTINGS_WORDS,
+            recent: { start: stride, count: j, stride },
+          },
+        );
+      } finally {
+        if (logits) unref(tape, logits);
+      }
+      // Submitted now; its validation is awaited with the others below.
+      pending.push(submit(rec));
+      rec = null;
+    }
+    await Promise.all(pending);
+    const out = await readTensor(ring) as Int32Array;
+    for (let i = 0; i < n; i++) cache.slots[slots[i]].length = lengths[i] + k;
+    const ids = new Int32Array(k * n);
+    for (let j = 0; j < k; j++) ids.set(out.subarray((j + 1) * stride, (j + 1) * stride + n), j * n);
+    return ids;
+  } catch (err) {
+    if (rec) discardRecording(rec);
+    await Promise.allSettled(pending);
+    throw err;
+  } finally {
+    for (const t of uploads) releaseTensor(t);
+  }
+}
+
+/**
+ * Drops a slot's positions after `length` (they are overwritten by the next step): used when the
+ * host must redo a step of a group (an id the GPU sampler could not choose, -1).
+ */
+export function rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
+  checkSlot(cache, slot, "rewindSlot");
+  const state = cache.slots[slot];
+  if (!state.layout || !(Number.isInteger(length) && length >= 1 && length <= state.length)) {
+    throw new Error(`rewindSlot: slot ${slot} holds ${state.length} positions; cannot keep ${length}`);
+  }
+  state.length = length;
+}

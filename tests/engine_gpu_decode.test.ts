@@ -1,0 +1,163 @@
+// Grouped decoding (ids sampled on the GPU, read back once per group) against the per-token path
+// on the tiny fixture model: the same tokens for greedy and seeded sampling, alone and batched
+// with requests joining; a stop string spanning a group stops at the same text; an abort frees
+// the slot within one group.
+
+import assert from "node:assert/strict";
+import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
+import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
+import { type Decoder, webgpuDecoder } from "../serve/engine/decoder.ts";
+import { createEngine, type LocalEngine, type TokenDelta } from "../serve/engine/engine.ts";
+import { loadGoldens } from "./reference/chatglm.ts";
+
+const DIR = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
+const gen = loadGoldens(DIR).cases.get("generate")!.values as { prompts_ids: number[][] };
+const quiet = { log: () => {}, progressBar: false, dtype: "f32" } satisfies LoadModelOptions;
+const tokenizer = await loadTokenizer(DIR);
+
+interface Counts {
+  groups: number[];
+  perToken: number;
+  released: number[];
+}
+
+/** An engine over the tiny model whose decoder counts groups (their sizes) and per-token steps. */
+async function withEngine(
+  gpuSampling: boolean,
+  fn: (e: LocalEngine, counts: Counts) => Promise<void>,
+  maxBatch = 4,
+): Promise<void> {
+  const model = await loadModel(DIR, quiet);
+  const inner = webgpuDecoder(model, { slots: maxBatch });
+  const counts: Counts = { groups: [], perToken: 0, released: [] };
+  const decoder: Decoder = {
+    ...inner,
+    decode(steps) {
+      counts.perToken++;
+      return inner.decode(steps);
+    },
+    decodeGroup(g) {
+      counts.groups.push(g.steps);
+      return inner.decodeGroup!(g);
+    },
+    release(slot) {
+      counts.released.push(slot);
+      inner.release(slot);
+    },
+  };
+  const engine = createEngine({ decoder, tokenizer, gpuSampling });
+  try {
+    await fn(engine, counts);
+  } finally {
+    await engine.close();
+  }
+}
+
+async function collect(it: AsyncIterable<TokenDelta>) {
+  const tokens: number[] = [];
+  const deltas: TokenDelta[] = [];
+  for await (const d of it) {
+    tokens.push(...d.tokens);
+    deltas.push(d);
+  }
+  return { tokens, deltas, text: deltas.map((d) => d.text).join(""), last: deltas.at(-1)! };
+}
+
+const SETTINGS = [
+  { temperature: 0 },
+  { temperature: 0, repetitionPenalty: 1.5 },
+  { temperature: 0.9, topP: 0.8, seed: 7 },
+  { temperature: 1.2, topK: 30, repetitionPenalty: 1.25, seed: 11 },
+  { temperature: 0.7, topK: 50, topP: 0.95, repetitionPenalty: 1.1, seed: 3 },
+];
+
+/** Every prompt × settings at once, some joining after others started; tokens per request. */
+async function runAll(engine: LocalEngine): Promise<number[][]> {
+  const jobs: Promise<number[]>[] = [];
+  for (const [si, s] of SETTINGS.entries()) {
+    for (const p of gen.prompts_ids) {
+      jobs.push(
+        collect(engine.generateTokens({ promptIds: p, maxNewTokens: 24, validUtf8: false, ...s }))
+          .then((r) => r.tokens),
+      );
+    }
+    // Later settings join while the earlier ones decode.
+    if (si % 2 === 1) await new Promise((r) => setTimeout(r, 30));
+  }
+  return await Promise.all(jobs);
+}
+
+Deno.test("grouped GPU decoding gives the per-token path's tokens (greedy, seeded, batched)", async () => {
+  let perToken: number[][] = [];
+  await withEngine(false, async (e, counts) => {
+    perToken = await runAll(e);
+    assert.equal(counts.groups.length, 0, "gpuSampling false never groups");
+    assert.ok(counts.perToken > 0);
+  });
+  await withEngine(true, async (e, counts) => {
+    const grouped = await runAll(e);
+    assert.deepEqual(grouped, perToken);
+    assert.equal(counts.perToken, 0, "every step went through groups");
+    assert.ok(Math.max(...counts.groups) >= 8, `groups grew: ${counts.groups}`);
+    assert.equal(e.stats().active, 0);
+  });
+});
+
+Deno.test("grouped decoding: a stop string spanning a group stops at the same text", async () => {
+  const p = gen.prompts_ids[1];
+  const base = { promptIds: p, maxNewTokens: 30, temperature: 0, validUtf8: false };
+  let full = "";
+  await withEngine(false, async (e) => {
+    full = (await collect(e.generateTokens(base))).text;
+  });
+  const chars = [...full];
+  assert.ok(chars.length >= 14, `answer long enough to cut: ${JSON.stringify(full)}`);
+  // Tokens 8.. come from groups of 4 and 8 steps: a stop string there spans ids of one group.
+  const stop = chars.slice(10, 13).join("");
+  const at = full.indexOf(stop);
+  const results: { tokens: number[] }[] = [];
+  for (const gpu of [false, true]) {
+    await withEngine(gpu, async (e, counts) => {
+      const r = await collect(e.generateTokens({ ...base, stop: [stop] }));
+      results.push(r);
+      assert.equal(r.text, full.slice(0, at), `gpuSampling ${gpu}`);
+      assert.equal(r.last.finishReason, "stop");
+      if (gpu) assert.ok(counts.groups.some((k) => k >= 4), `groups: ${counts.groups}`);
+    });
+  }
+  assert.deepEqual(results[0].tokens, results[1].tokens);
+});
+
+Deno.test("grouped decoding: an abort frees the slot within one group", async () => {
+  await withEngine(true, async (e, counts) => {
+    const ac = new AbortController();
+    const deltas: TokenDelta[] = [];
+    let groupsAtAbort = -1;
+    for await (
+      const d of e.generateTokens({
+        promptIds: gen.prompts_ids[0],
+        maxNewTokens: 300,
+        temperature: 0,
+        signal: ac.signal,
+      })
+    ) {
+      deltas.push(d);
+      if (deltas.length === 12) {
+        groupsAtAbort = counts.groups.length;
+        ac.abort();
+      }
+    }
+    assert.equal(deltas.at(-1)!.finishReason, "abort");
+    assert.ok(counts.released.length === 1, "the slot was released");
+    assert.ok(
+      counts.groups.length <= groupsAtAbort + 1,
+      `at most one more group ran after the abort (${groupsAtAbort} → ${counts.groups.length})`,
+    );
+    assert.equal(e.stats().active, 0);
+    // The slot serves the next request.
+    const r = await collect(
+      e.generateTokens({ promptIds: gen.prompts_ids[1], maxNewTokens: 5, temperature: 0 }),
+    );
+    assert.equal(r.tokens.length > 0, true);
+  }, 1);
+});
