@@ -135,20 +135,26 @@ Deno.test("grouped decoding: an abort frees the slot within one group", async ()
     let groupsAtAbort = -1;
     for await (
       const d of e.generateTokens({
-        promptIds: gen.prompts_ids[0],
+        promptIds: gen.prompts_ids[1],
         maxNewTokens: 300,
         temperature: 0,
+        validUtf8: false,
         signal: ac.signal,
       })
     ) {
       deltas.push(d);
-      if (deltas.length === 12) {
+      if (deltas.length === 6) {
         groupsAtAbort = counts.groups.length;
         ac.abort();
       }
     }
-    assert.equal(deltas.at(-1)!.finishReason, "abort");
-    assert.ok(counts.released.length === 1, "the slot was released");
+    assert.equal(deltas.at(-1)!.finishReason, "abort", `${deltas.length} deltas`);
+    // The abort ends the stream at once; the loop frees the slot when the running group is done.
+    const t0 = Date.now();
+    while (counts.released.length === 0 && Date.now() - t0 < 10_000) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.deepEqual(counts.released, [0], "the slot was released");
     assert.ok(
       counts.groups.length <= groupsAtAbort + 1,
       `at most one more group ran after the abort (${groupsAtAbort} → ${counts.groups.length})`,
