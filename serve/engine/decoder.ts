@@ -30,6 +30,8 @@ export interface SlotModel<C extends SlotCache = SlotCache> {
   decodeSlotsGroup?(group: DecodeGroup, cache: C): Promise<Int32Array>;
   /** Optional, with `decodeSlotsGroup`: keeps a slot's first `length` positions. */
   rewindSlot?(cache: C, slot: number, length: number): void;
+  /** Optional, with `decodeSlotsGroup`: frees what it keeps between groups. */
+  endGroups?(cache: C): void;
   releaseSlot(cache: C, slot: number): void;
   dispose(): void;
 }
@@ -44,6 +46,11 @@ export interface DecodeGroup {
   /** The id each slot is fed at the first step. */
   ids: number[];
   steps: number;
+  /**
+   * Start from the previous group's last ids while they are still on the GPU (same slots in the
+   * same order; `ids` ignored): the host may start this group before it reads the previous one.
+   */
+  follow?: boolean;
   /** Ids at and above this are never sampled. */
   textVocab: number;
   /** Per step, per row: `packSamplingRows` words (with each step's draw), steps concatenated. */
@@ -71,7 +78,8 @@ export interface Decoder {
   /**
    * Optional: runs a {@link DecodeGroup}; the sampled ids [steps, slots] (step-major), -1 where
    * the GPU sampler could not choose (the caller rewinds and redoes that step on the host). Each
-   * slot grows by `steps` positions.
+   * slot grows by `steps` positions at once: the group is recorded and submitted before the call
+   * returns its promise, so the caller may start a `follow` group before awaiting this one.
    */
   decodeGroup?(group: DecodeGroup): Promise<Int32Array>;
   /** With `decodeGroup`: keeps the slot's first `length` positions (drops a group's tail). */
@@ -145,11 +153,13 @@ export function webgpuDecoder<C extends SlotCache>(
     },
     idle() {
       if (live.size === 0 && cache) {
+        model.endGroups?.(cache);
         cache.free();
         cache = null;
       }
     },
     close() {
+      if (cache) model.endGroups?.(cache);
       cache?.free();
       cache = null;
       if (opts.ownsModel ?? true) model.dispose();

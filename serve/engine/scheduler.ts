@@ -145,7 +145,8 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         releaseSlot(seq);
       }
     }
-    if (active.length === 0) decoder.idle();
+    // A group in flight still writes to the cache: the loop lands it first.
+    if (active.length === 0 && flight === null) decoder.idle();
   };
 
   /** Chooses the next token from one logits row and applies the stop rules. */
@@ -271,14 +272,29 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
   /** Positions the sequence's slot holds (its last id is fed by the next step). */
   const held = (seq: Live) => seq.req.promptIds.length + seq.generated - 1;
 
-  /** Advances `batch` by a group of GPU-sampled steps (see the module doc). */
-  const stepGroup = async (batch: Live[]) => {
-    const n = batch.length;
+  /** A group of GPU-sampled steps on its way (recorded and submitted, ids not read yet). */
+  interface Flight {
+    batch: Live[];
+    k: number;
+    draws: number[][];
+    ids: Promise<Int32Array>;
+    /** Steps of earlier groups still in flight before this one (0 or the previous group's k). */
+    ahead: number;
+  }
+  /** The group in flight whose ids the loop reads next. */
+  let flight: Flight | null = null;
+
+  /**
+   * Records and submits a group for `batch` (see the module doc); `after`: the group in flight it
+   * follows (its ids still on the GPU), whose steps count as done for the sizes here.
+   */
+  const launch = (batch: Live[], after: Flight | null): Flight => {
+    const ahead = after ? after.k : 0;
     const k = groupSteps(
       batch.map((s) => ({
         target: s.target,
-        remaining: s.req.maxNewTokens - s.generated,
-        room: decoder.maxContext - held(s),
+        remaining: s.req.maxNewTokens - s.generated - ahead,
+        room: decoder.maxContext - held(s) - ahead,
       })),
       maxGroup,
     );
@@ -286,26 +302,66 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       batch.map((s) => ({ settings: s.req.settings, seen: s.seen, rng: s.rng })),
       k,
     );
+    for (const s of batch) s.target = Math.min(maxGroup, s.target * 2);
+    const ids = decoder.decodeGroup!({
+      slots: batch.map((s) => s.slot),
+      ids: batch.map((s) => s.last),
+      follow: after !== null,
+      steps: k,
+      textVocab: opts.textVocab,
+      settings: packed.settings,
+      history: packed.history,
+    });
+    // Awaited by `land`; until then a rejection is not unhandled.
+    ids.catch(() => {});
+    return { batch, k, draws: packed.draws, ids, ahead };
+  };
+
+  /**
+   * Whether a group can follow `f` before its ids are read: the same sequences, all still live,
+   * nobody waiting for a slot (they join between groups), and something left to generate.
+   */
+  const canFollow = (f: Flight, batch: Live[]) =>
+    queue.length === 0 && batch.length === f.batch.length &&
+    batch.every((s, i) => s === f.batch[i] && !s.req.signal?.aborted) &&
+    batch.some((s) => s.req.maxNewTokens - s.generated > f.k) &&
+    batch.every((s) => decoder.maxContext - held(s) > f.k);
+
+  /**
+   * Reads a group's ids and takes them (stops, aborts, redo on the host). `next`: the group that
+   * follows it, already submitted; returns it, or null when it had to be discarded (a step of
+   * this group is redone on the host, so the one after it started from a wrong id).
+   */
+  const land = async (f: Flight, next: Flight | null): Promise<Flight | null> => {
+    const { batch, k } = f;
+    const n = batch.length;
     let ids: Int32Array;
     try {
-      ids = await decoder.decodeGroup!({
-        slots: batch.map((s) => s.slot),
-        ids: batch.map((s) => s.last),
-        steps: k,
-        textVocab: opts.textVocab,
-        settings: packed.settings,
-        history: packed.history,
-      });
+      ids = await f.ids;
     } catch (err) {
+      if (next) await next.ids.catch(() => {});
       for (const seq of batch) {
         end(seq, "stop", err);
         releaseSlot(seq);
       }
-      return;
+      return null;
+    }
+    const failed = batch.some((s, i) => {
+      if (s.slot < 0) return false;
+      for (let j = 0; j < k; j++) if (ids[j * n + i] < 0) return true;
+      return false;
+    });
+    let discarded = false;
+    if (next && failed) {
+      // Discarded: its draws go back in front, after this group's unused ones (queued below).
+      const dropped = next;
+      await dropped.ids.catch(() => {});
+      dropped.batch.forEach((s, i) => s.queued.unshift(...dropped.draws[i]));
+      next = null;
+      discarded = true;
     }
     const redo: Live[] = [];
     batch.forEach((seq, i) => {
-      seq.target = Math.min(maxGroup, seq.target * 2);
       for (let j = 0; j < k && seq.slot >= 0; j++) {
         if (seq.ended || seq.req.signal?.aborted) {
           end(seq, "abort");
@@ -316,15 +372,33 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         if (id < 0) {
           // The GPU sampler could not walk far enough: this step again on the host, with the
           // same draw (the later steps' draws stay queued for the steps that follow).
-          seq.queued.unshift(...packed.draws[i].slice(j));
-          decoder.rewind!(seq.slot, held(seq));
+          seq.queued.unshift(...f.draws[i].slice(j));
           redo.push(seq);
           break;
         }
         accept(seq, id);
       }
     });
+    if (discarded || redo.length > 0) {
+      // The slots hold the steps of discarded groups too: back to what the sequences took.
+      for (const seq of batch) if (seq.slot >= 0) decoder.rewind!(seq.slot, held(seq));
+    }
     if (redo.length > 0) await stepHost(redo);
+    return next;
+  };
+
+  /** Advances `batch` by a group of GPU-sampled steps, the next one started before reading. */
+  const stepGroup = async (batch: Live[]) => {
+    const current = flight ?? launch(batch, null);
+    const next = canFollow(current, batch) ? launch(batch, current) : null;
+    flight = await land(current, next);
+  };
+
+  /** Takes the ids of a group still in flight (before a per-token step or the loop's end). */
+  const drain = async () => {
+    const f = flight;
+    flight = null;
+    if (f) await land(f, null);
   };
 
   const step = async () => {
@@ -333,7 +407,9 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     if (grouped && batch.every((s) => gpuSamplable(s.req.settings, opts.bytes !== undefined))) {
       return await stepGroup(batch);
     }
-    await stepHost(batch);
+    await drain();
+    const live = batch.filter((s) => s.slot >= 0 && !s.ended);
+    if (live.length > 0) await stepHost(live);
   };
 
   /** One step for `batch`: logits read back, ids chosen on the host. */
@@ -366,10 +442,16 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         await step();
         continue;
       }
+      if (flight) {
+        // Every sequence of the group in flight ended meanwhile: take it, then idle.
+        await drain();
+        continue;
+      }
       if (queue.length > 0 || kicked || closed) continue;
       await new Promise<void>((resolve) => wake = resolve);
       await settle();
     }
+    await drain();
     for (const seq of [...queue, ...active]) {
       end(seq, "abort");
       releaseSlot(seq);

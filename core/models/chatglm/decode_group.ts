@@ -9,9 +9,21 @@
  * length advance by one per step. Submitting does not wait: a step's validation is awaited with
  * the others at the end of the group (`submit` resolves after its error scopes), so the GPU
  * works through the steps while the host records the next ones.
+ *
+ * Pipelining (`follow`): a group may start from the previous group's last ids while those are
+ * still on the GPU (its ring is carried over, its ids joining the repetition penalty's history),
+ * so the host records group g + 1 before it reads group g and the readback is hidden. Everything
+ * up to the readback happens synchronously, so a caller can start the next group before awaiting
+ * this one; each slot's length grows at once.
  */
 
-import { beginRecording, discardRecording, type Recording, submit } from "../../gpu/recording.ts";
+import {
+  beginRecording,
+  discardRecording,
+  recordCopy,
+  type Recording,
+  submit,
+} from "../../gpu/recording.ts";
 import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
 import { sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
@@ -36,6 +48,11 @@ export interface SlotGroup {
   slots: number[];
   /** The id each slot is fed at the group's first step (its last chosen id). */
   ids: number[];
+  /**
+   * Start from the previous group's last ids, still on the GPU (same slots, same order); `ids`
+   * is then ignored. The previous group's ids join each row's penalty history.
+   */
+  follow?: boolean;
   /** Steps in the group (k >= 1). */
   steps: number;
   /** Ids at and above this are never sampled. */
@@ -74,7 +91,12 @@ export async function decodeSlotsGroup(
       } (${k} steps × ${n} rows × ${SETTINGS_WORDS})`,
     );
   }
-  checkIds(group.ids, config, "decodeSlotsGroup ids");
+  const prev = carried.get(cache);
+  if (group.follow) {
+    if (!prev || prev.slots.length !== n || prev.slots.some((s, i) => s !== slots[i])) {
+      throw new Error("decodeSlotsGroup: follow needs a previous group over the same slots");
+    }
+  } else checkIds(group.ids, config, "decodeSlotsGroup ids");
   const seen = new Set<number>();
   for (const slot of slots) {
     checkSlot(cache, slot, "decodeSlotsGroup");
@@ -94,15 +116,20 @@ export async function decodeSlotsGroup(
   // Ring rows padded so that every row's view starts on the storage offset alignment.
   const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
   const stride = Math.ceil(n / align) * align;
-  const ringData = new Int32Array((k + 1) * stride);
-  ringData.set(group.ids);
+  // Rows 1..c: the previous group's ids (follow), row c: the ids of step 0; step j reads row
+  // c + j and writes row c + j + 1.
+  const c = group.follow ? prev!.k : 0;
+  const ringData = new Int32Array((c + k + 1) * stride);
+  if (!group.follow) ringData.set(group.ids);
   const uploads: Tensor[] = [];
   const upload = (data: Int32Array | Uint32Array, label: string) => {
     const t = uploadTensor(gpu, data, [data.length], undefined, { label });
     uploads.push(t);
     return t;
   };
-  const ring = upload(ringData, "decode ring");
+  // The ring outlives this call when a following group copies from it (see `carried`).
+  const ring = uploadTensor(gpu, ringData, [ringData.length], "i32", { label: "decode ring" });
+  const held: Carried = { ring, first: c + 1, k, stride, slots: [...slots], refs: 2 };
   const settingsT = upload(group.settings, "sampling settings");
   const historyT = upload(group.history.length ? group.history : new Int32Array(1), "history");
   const lengths = slots.map((s) => cache.slots[s].length);
@@ -122,9 +149,19 @@ export async function decodeSlotsGroup(
       const posT = uploadTensor(gpu, pos, [n, 2, 1], "i32", { label: "pos" });
       const infoT = uploadTensor(gpu, info, [n, 2], "i32", { label: "slotInfo" });
       uploads.push(posT, infoT);
-      // Step j reads ring row j (row 0: the given ids) and writes row j + 1.
-      const ids = sliceRows(reshape(ring, [(k + 1) * stride, 1]), j * stride, n);
+      const ids = sliceRows(reshape(ring, [(c + k + 1) * stride, 1]), (c + j) * stride, n);
       rec = beginRecording(gpu);
+      if (j === 0 && group.follow) {
+        const p = prev!;
+        recordCopy(
+          rec,
+          p.ring.buffer,
+          p.ring.byteOffset + p.first * p.stride * 4,
+          ring.buffer,
+          ring.byteOffset + stride * 4,
+          c * stride * 4,
+        );
+      }
       const tape = createTape(rec, false);
       let logits: Var | null = null;
       try {
@@ -141,9 +178,9 @@ export async function decodeSlotsGroup(
           historyT,
           {
             out: ring,
-            outOffset: (j + 1) * stride,
+            outOffset: (c + j + 1) * stride,
             settingsBase: j * n * SETTINGS_WORDS,
-            recent: { start: stride, count: j, stride },
+            recent: { start: stride, count: c + j, stride },
           },
         );
       } finally {
@@ -153,19 +190,57 @@ export async function decodeSlotsGroup(
       pending.push(submit(rec));
       rec = null;
     }
-    await Promise.all(pending);
-    const out = await readTensor(ring) as Int32Array;
+    // Recorded and submitted: the slots hold k more positions now (a following group may start
+    // before this one is read), and this ring replaces the previous one as the one to follow.
     for (let i = 0; i < n; i++) cache.slots[slots[i]].length = lengths[i] + k;
+    if (prev) drop(prev);
+    carried.set(cache, held);
+    const [, read] = await Promise.all([Promise.all(pending), readTensor(ring)]);
+    const out = read as Int32Array;
     const ids = new Int32Array(k * n);
-    for (let j = 0; j < k; j++) ids.set(out.subarray((j + 1) * stride, (j + 1) * stride + n), j * n);
+    for (let j = 0; j < k; j++) {
+      ids.set(out.subarray((c + j + 1) * stride, (c + j + 1) * stride + n), j * n);
+    }
     return ids;
   } catch (err) {
     if (rec) discardRecording(rec);
     await Promise.allSettled(pending);
+    // The hold of being followed, carried or not yet: nothing can follow a failed group.
+    if (carried.get(cache) === held) carried.delete(cache);
+    drop(held);
     throw err;
   } finally {
+    // The readback's hold on the ring.
+    drop(held);
     for (const t of uploads) releaseTensor(t);
   }
+}
+
+/** A group's ring while a following group may still copy its ids. */
+interface Carried {
+  ring: Tensor;
+  /** Ring row of the group's first sampled ids; `k` rows of `stride` ids. */
+  first: number;
+  k: number;
+  stride: number;
+  slots: number[];
+  /** Holds: its own readback, and being the ring the next group follows. */
+  refs: number;
+}
+
+/** The last group's ring per cache (what `follow` continues). */
+const carried = new WeakMap<ChatGLMCache, Carried>();
+
+function drop(c: Carried): void {
+  if (--c.refs === 0) releaseTensor(c.ring);
+}
+
+/** Ends grouped decoding on `cache`: the last group's ring is freed (no group can follow). */
+export function endGroups(cache: ChatGLMCache): void {
+  const c = carried.get(cache);
+  if (!c) return;
+  carried.delete(cache);
+  drop(c);
 }
 
 /**

@@ -17,7 +17,7 @@ import { type ChatGLMCache, createCache, releaseSlot } from "./cache.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { decodeStep, forward, prefill } from "./lockstep.ts";
 import { decodeSlots, prefillSlot, prefillSlots } from "./slots.ts";
-import { decodeSlotsGroup, rewindSlot, type SlotGroup } from "./decode_group.ts";
+import { decodeSlotsGroup, endGroups, rewindSlot, type SlotGroup } from "./decode_group.ts";
 import type { WeightDtype } from "./weights.ts";
 
 export type { ChatGLMBlock } from "./block.ts";
@@ -113,6 +113,8 @@ export interface ChatGLMModel {
   decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array>;
   /** Keeps a slot's first `length` positions (a group step redone on the host). */
   rewindSlot(cache: ChatGLMCache, slot: number, length: number): void;
+  /** Frees what grouped decoding keeps between groups (call before freeing the cache). */
+  endGroups(cache: ChatGLMCache): void;
   /** Marks a slot free (its rows are overwritten by the next prefillSlot). */
   releaseSlot(cache: ChatGLMCache, slot: number): void;
   /** Every base parameter by checkpoint name. */
@@ -213,6 +215,10 @@ class ChatGLM implements ChatGLMModel {
 
   rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
     rewindSlot(cache, slot, length);
+  }
+
+  endGroups(cache: ChatGLMCache): void {
+    endGroups(cache);
   }
 
   releaseSlot(cache: ChatGLMCache, slot: number): void {
