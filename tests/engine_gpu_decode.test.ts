@@ -26,6 +26,7 @@ async function withEngine(
   gpuSampling: boolean,
   fn: (e: LocalEngine, counts: Counts) => Promise<void>,
   maxBatch = 4,
+  samplingWalkLimit?: number,
 ): Promise<void> {
   const model = await loadModel(DIR, quiet);
   const inner = webgpuDecoder(model, { slots: maxBatch });
@@ -45,7 +46,7 @@ async function withEngine(
       inner.release(slot);
     },
   };
-  const engine = createEngine({ decoder, tokenizer, gpuSampling });
+  const engine = createEngine({ decoder, tokenizer, gpuSampling, samplingWalkLimit });
   try {
     await fn(engine, counts);
   } finally {
@@ -166,4 +167,36 @@ Deno.test("grouped decoding: an abort frees the slot within one group", async ()
     );
     assert.equal(r.tokens.length > 0, true);
   }, 1);
+});
+
+Deno.test("grouped decoding: steps the GPU sampler cannot walk are redone on the host, same ids", async () => {
+  // Flat distributions (high temperature, no top-k/top-p) walk far past 3 ranks: many steps come
+  // back -1, the slot is rewound, the step redone on the host with the same draw, and a group
+  // already following is discarded.
+  const jobs = (e: LocalEngine) =>
+    Promise.all(gen.prompts_ids.map((p, i) =>
+      collect(e.generateTokens({
+        promptIds: p,
+        maxNewTokens: 20,
+        temperature: 1.5,
+        repetitionPenalty: 1.25,
+        seed: 40 + i,
+        validUtf8: false,
+      })).then((r) => r.tokens)
+    ));
+  let want: number[][] = [];
+  await withEngine(false, async (e) => {
+    want = await jobs(e);
+  });
+  await withEngine(
+    true,
+    async (e, counts) => {
+      assert.deepEqual(await jobs(e), want);
+      assert.ok(counts.perToken > 0, "some steps were redone on the host");
+      assert.ok(counts.groups.length > 0);
+      assert.equal(e.stats().active, 0);
+    },
+    4,
+    3,
+  );
 });

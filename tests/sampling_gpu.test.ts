@@ -105,7 +105,10 @@ Deno.test("GPU sampler writes into a ring at an offset and checks its arguments"
   await submit(rec);
   assert.deepEqual([...(await readTensor(ring))], [7, 7, 1, 0, 7]);
   // NaN or ±Infinity anywhere in a row: id 5, as the scheduler does on the host.
-  const bad = uploadTensor(gpu, Float32Array.from({ length: 16 }, (_, i) => i === 9 ? NaN : i), [2, 8]);
+  const bad = uploadTensor(gpu, Float32Array.from({ length: 16 }, (_, i) => i === 9 ? NaN : i), [
+    2,
+    8,
+  ]);
   const s2 = uploadTensor(gpu, packSamplingRows([{}, {}]).settings, [16]);
   const rec2 = beginRecording(gpu);
   const badIds = sampleTokens(rec2, bad, 8, s2, h);

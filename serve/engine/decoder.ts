@@ -57,6 +57,8 @@ export interface DecodeGroup {
   settings: Uint32Array;
   /** The ids the settings' histories point at (the ids before the group). */
   history: Int32Array;
+  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
+  walkLimit?: number;
 }
 
 export interface Decoder {

@@ -58,6 +58,8 @@ export interface CreateEngineOptions {
    * (default true); false: the per-token path (logits read back each step, host sampler).
    */
   gpuSampling?: boolean;
+  /** Ranks the GPU sampler may walk per choice before the host redoes the step (tests). */
+  samplingWalkLimit?: number;
 }
 
 /** A request by token ids instead of messages (tests, benchmarks, raw completion). */
@@ -168,6 +170,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     endIds: tok.endOfTurnIds,
     bytes,
     gpuSampling: opts.gpuSampling,
+    samplingWalkLimit: opts.samplingWalkLimit,
   });
   const prompts = createPromptBuilder(tok, {
     format: opts.promptTemplate,

@@ -81,7 +81,8 @@ export function packGroup(
  * were not used), then continues `rng`; `next()` stays the same stream either way.
  */
 export function queuedRng(rng: Rng, queued: number[]): Rng {
-  const nextU32 = () => queued.length > 0 ? Math.round(queued.shift()! * 4294967296) : rng.nextU32();
+  const nextU32 = () =>
+    queued.length > 0 ? Math.round(queued.shift()! * 4294967296) : rng.nextU32();
   return {
     nextU32,
     next: () => queued.length > 0 ? queued.shift()! : rng.next(),

@@ -63,6 +63,11 @@ export interface SchedulerOptions {
   gpuSampling?: boolean;
   /** Most steps in one group (default 16). */
   maxGroup?: number;
+  /**
+   * Ranks the GPU sampler may walk per choice before the host redoes the step (default: as far
+   * as the adapter allows; tests lower it to exercise the redo).
+   */
+  samplingWalkLimit?: number;
 }
 
 export interface Scheduler {
@@ -311,6 +316,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       textVocab: opts.textVocab,
       settings: packed.settings,
       history: packed.history,
+      walkLimit: opts.samplingWalkLimit,
     });
     // Awaited by `land`; until then a rejection is not unhandled.
     ids.catch(() => {});

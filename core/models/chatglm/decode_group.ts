@@ -64,6 +64,8 @@ export interface SlotGroup {
    */
   settings: Uint32Array;
   history: Int32Array;
+  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
+  walkLimit?: number;
 }
 
 /**
@@ -81,9 +83,13 @@ export async function decodeSlotsGroup(
   const { slots, steps: k } = group;
   const n = slots.length;
   if (n === 0 || group.ids.length !== n) {
-    throw new Error(`decodeSlotsGroup: expected one id per slot (${n} slots, ${group.ids.length} ids)`);
+    throw new Error(
+      `decodeSlotsGroup: expected one id per slot (${n} slots, ${group.ids.length} ids)`,
+    );
   }
-  if (!Number.isInteger(k) || k < 1) throw new Error(`decodeSlotsGroup: steps must be >= 1, got ${k}`);
+  if (!Number.isInteger(k) || k < 1) {
+    throw new Error(`decodeSlotsGroup: steps must be >= 1, got ${k}`);
+  }
   if (group.settings.length !== k * n * SETTINGS_WORDS) {
     throw new Error(
       `decodeSlotsGroup: settings hold ${group.settings.length} words, expected ${
@@ -181,6 +187,7 @@ export async function decodeSlotsGroup(
             outOffset: (c + j + 1) * stride,
             settingsBase: j * n * SETTINGS_WORDS,
             recent: { start: stride, count: c + j, stride },
+            maxSteps: group.walkLimit,
           },
         );
       } finally {
@@ -251,7 +258,9 @@ export function rewindSlot(cache: ChatGLMCache, slot: number, length: number): v
   checkSlot(cache, slot, "rewindSlot");
   const state = cache.slots[slot];
   if (!state.layout || !(Number.isInteger(length) && length >= 1 && length <= state.length)) {
-    throw new Error(`rewindSlot: slot ${slot} holds ${state.length} positions; cannot keep ${length}`);
+    throw new Error(
+      `rewindSlot: slot ${slot} holds ${state.length} positions; cannot keep ${length}`,
+    );
   }
   state.length = length;
 }
