@@ -272,7 +272,7 @@ export async function bench(): Promise<void> {
     console.log([line(head), ...rows.map(line)].join("\n"));
     console.log(
       `prompt ${PROMPT_LEN} tokens, ${DECODE_STEPS} decode steps. engine: scheduler + slot KV ` +
-        "cache (each sequence its own length), tokens/s over the steps after every first token; " +
+        "cache (each sequence its own length; grouped GPU sampling, the default), tokens/s over the steps after every first token; " +
         "lockstep: the model's decodeStep on one cache whose rows advance together (baseline). " +
         "TTFT: submit → first token, all submitted at once (similar-length prompts prefill as one " +
         "batch). Best of two alternating runs each.",
