@@ -200,3 +200,27 @@ Deno.test("grouped decoding: steps the GPU sampler cannot walk are redone on the
     3,
   );
 });
+
+Deno.test("grouped decoding: greedy with the UTF-8 mask gives the per-token path's tokens", async () => {
+  // The mask is checked on the host as the ids arrive; a rejected greedy id is redone there.
+  const jobs = (e: LocalEngine) =>
+    Promise.all(
+      [...gen.prompts_ids, ...gen.prompts_ids].map((p, i) =>
+        collect(e.generateTokens({
+          promptIds: p,
+          maxNewTokens: 24,
+          temperature: 0,
+          repetitionPenalty: i % 2 ? 1.25 : 1,
+          validUtf8: true,
+        })).then((r) => r.tokens)
+      ),
+    );
+  let want: number[][] = [];
+  await withEngine(false, async (e) => {
+    want = await jobs(e);
+  });
+  await withEngine(true, async (e, counts) => {
+    assert.deepEqual(await jobs(e), want);
+    assert.ok(counts.groups.length > 0, "greedy requests with the mask use groups");
+  });
+});

@@ -15,15 +15,20 @@
 
 import type { Rng } from "../../core/random.ts";
 import { packSamplingRows, SETTINGS_WORDS } from "../../core/kernels/mod.ts";
-import type { SamplerSettings } from "./sampling.ts";
+import { maskInvalidUtf8, type SamplerSettings } from "./sampling.ts";
+import type { ByteTokens } from "./utf8_tokens.ts";
 
 /** The most steps in one group (default). */
 export const MAX_GROUP = 16;
 
-/** Whether the GPU sampler can choose for these settings (else the host samples). */
+/**
+ * Whether the GPU sampler can choose for these settings (else the host samples). The UTF-8 mask
+ * is not applied on the GPU: greedy choices are checked against it on the host instead
+ * ({@link utf8Allows}), sampling with it stays on the host (masking renormalises the draw).
+ */
 export function gpuSamplable(settings: SamplerSettings, utf8Mask: boolean): boolean {
-  if (settings.validUtf8 && utf8Mask) return false;
   const t = settings.temperature ?? 0;
+  if (settings.validUtf8 && utf8Mask && t > 0) return false;
   const p = settings.topP ?? 1;
   const k = settings.topK ?? 0;
   const r = settings.repetitionPenalty ?? 1;
@@ -117,4 +122,24 @@ export function groupSteps(
     remaining = Math.max(remaining, s.remaining);
   }
   return Math.max(1, Math.min(k, remaining));
+}
+
+/**
+ * Whether the host's UTF-8 mask (`maskInvalidUtf8`) keeps `id` after `seen`. For greedy choice
+ * this makes a GPU id exact: the mask only removes ids and leaves the others' logits alone, so an
+ * argmax it keeps is also the masked row's argmax (first index on ties too). A rejected id is
+ * redone on the host with the real logits (which also covers the mask's "nothing allowed" case).
+ */
+export function utf8Allows(
+  id: number,
+  limit: number,
+  bytes: ByteTokens,
+  seen: readonly number[],
+  scratch: { row?: Float32Array },
+): boolean {
+  if (!scratch.row || scratch.row.length !== limit) scratch.row = new Float32Array(limit);
+  const row = scratch.row;
+  row.fill(0);
+  maskInvalidUtf8(row, limit, bytes, seen);
+  return row[id] > -Infinity;
 }

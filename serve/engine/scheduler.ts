@@ -17,7 +17,8 @@
  * host sampler, see core/kernels/sampling) and read back once per group (group_decode.ts says
  * why and how k grows). Stops (end ids, max tokens, stop strings via `onToken`) and aborts are
  * checked as the ids arrive; the steps after a stop are discarded. A batch with a sequence that
- * asks for the UTF-8 mask takes the per-token path.
+ * samples (temperature > 0) with the UTF-8 mask takes the per-token path; greedy ids are checked
+ * against the mask on the host.
  */
 
 import type { Decoder } from "./decoder.ts";
@@ -25,7 +26,14 @@ import type { Rng } from "../../core/random.ts";
 import { chooseToken, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 import type { FinishReason } from "./types.ts";
-import { gpuSamplable, groupSteps, MAX_GROUP, packGroup, queuedRng } from "./group_decode.ts";
+import {
+  gpuSamplable,
+  groupSteps,
+  MAX_GROUP,
+  packGroup,
+  queuedRng,
+  utf8Allows,
+} from "./group_decode.ts";
 
 export interface SequenceRequest {
   promptIds: number[];
@@ -352,11 +360,24 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       }
       return null;
     }
-    const failed = batch.some((s, i) => {
-      if (s.slot < 0) return false;
-      for (let j = 0; j < k; j++) if (ids[j * n + i] < 0) return true;
-      return false;
+    // Per sequence, the first step whose id cannot be taken as is: -1 from the GPU sampler, or a
+    // greedy id the UTF-8 mask would reject (see `utf8Allows`); k when every id can.
+    const scratch = {};
+    const firstBad = batch.map((s, i) => {
+      if (s.slot < 0) return k;
+      const mask = s.req.settings.validUtf8 && opts.bytes ? opts.bytes : null;
+      const seen = mask ? [...s.seen] : [];
+      for (let j = 0; j < k; j++) {
+        const id = ids[j * n + i];
+        if (id < 0) return j;
+        if (mask) {
+          if (!utf8Allows(id, Math.min(opts.textVocab, V), mask, seen, scratch)) return j;
+          seen.push(id);
+        }
+      }
+      return k;
     });
+    const failed = firstBad.some((j) => j < k);
     let discarded = false;
     if (next && failed) {
       // Discarded: its draws go back in front, after this group's unused ones (queued below).
@@ -375,9 +396,10 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
           break;
         }
         const id = ids[j * n + i];
-        if (id < 0) {
-          // The GPU sampler could not walk far enough: this step again on the host, with the
-          // same draw (the later steps' draws stay queued for the steps that follow).
+        if (j === firstBad[i]) {
+          // The GPU sampler could not walk far enough (or the UTF-8 mask rejects its greedy id):
+          // this step again on the host, with the same draw (the later steps' draws stay queued
+          // for the steps that follow).
           seq.queued.unshift(...f.draws[i].slice(j));
           redo.push(seq);
           break;
