@@ -6,10 +6,16 @@
  * same run; and first-token latency (request in → first token out) for one request on an idle
  * engine and for one joining a batch of 15 that is already decoding.
  *
+ * First, decode at batch 1 on the tiny fixture and the demo model: the per-token path (logits
+ * read back every step, host sampler) against grouped decoding (ids sampled on the GPU, read back
+ * once per group of steps) in the same run.
+ *
  * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
  */
 
-import { getGpu } from "../core/gpu/device.ts";
+import { getGpu, type Gpu } from "../core/gpu/device.ts";
+import { loadModel } from "../core/models/chatglm/load.ts";
+import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
 import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
 import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
@@ -23,7 +29,8 @@ const PROMPT_LEN = 16;
 const DECODE_STEPS = 8;
 
 function promptIds(config: ChatGLMConfig, n: number, salt: number): number[] {
-  const ids = Array.from({ length: n - 2 }, (_, i) => 5 + ((i * 7919 + salt * 104729) % 20000));
+  const span = Math.min(20000, config.vocabSize - 200);
+  const ids = Array.from({ length: n - 2 }, (_, i) => 5 + ((i * 7919 + salt * 104729) % span));
   return [...ids, config.gmaskTokenId, config.bosTokenId];
 }
 
@@ -82,8 +89,107 @@ async function lockstepDecodeMs(model: ChatGLMModel, batch: number): Promise<num
   }
 }
 
+const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
+/** Tokens decoded per run of the batch-1 comparison (after the first, which prefill gives). */
+const GROUP_BENCH_TOKENS = 64;
+
+/** One greedy request on an otherwise idle scheduler: decode ms after the first token, TTFT. */
+async function oneRequest(
+  sched: Scheduler,
+  config: ChatGLMConfig,
+  tokens: number,
+): Promise<{ decodeMs: number; ttftMs: number }> {
+  const [t] = await new Promise<SeqTiming[]>((resolve, reject) => {
+    const t: SeqTiming = { submitted: performance.now(), firstToken: 0, last: 0, tokens: 0 };
+    sched.submit({
+      promptIds: promptIds(config, PROMPT_LEN, 3),
+      settings: { temperature: 0 },
+      rng: createRng(1),
+      maxNewTokens: tokens + 1,
+      onToken() {
+        const now = performance.now();
+        if (t.tokens === 0) t.firstToken = now;
+        t.last = now;
+        t.tokens++;
+        return false;
+      },
+      onEnd: (_r, error) => error ? reject(error) : resolve([t]),
+    });
+  });
+  if (t.tokens !== tokens + 1) throw new Error(`expected ${tokens + 1} tokens, got ${t.tokens}`);
+  return { decodeMs: t.last - t.firstToken, ttftMs: t.firstToken - t.submitted };
+}
+
+/**
+ * Batch-1 decode tok/s, per-token path vs grouped GPU sampling, on the tiny fixture and the demo
+ * model (f32 weights), alternating three times (best of each counts: the machine is shared).
+ */
+export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
+  console.log(
+    `\n## Decode at batch 1: per-token readback vs grouped GPU sampling (bench/engine.ts) — ` +
+      `${gpu.adapterInfo.description} (${gpu.backend})`,
+  );
+  const head = [
+    "model",
+    "per-token tok/s",
+    "grouped tok/s",
+    "ratio",
+    "TTFT per-token ms",
+    "TTFT grouped ms",
+  ];
+  const rows: string[][] = [];
+  for (const [name, dir] of [["tiny", TINY_DIR], ["demo", DEMO_MODEL_DIR]]) {
+    const model = await loadModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+    const make = (gpuSampling: boolean) => {
+      const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
+      // endId -1: every run decodes its full length.
+      const sched = createScheduler(decoder, {
+        textVocab: model.config.vocabSize,
+        endId: -1,
+        gpuSampling,
+      });
+      return { decoder, sched };
+    };
+    const perToken = make(false), grouped = make(true);
+    try {
+      await oneRequest(perToken.sched, model.config, 4); // warm-up: compiles every pipeline
+      await oneRequest(grouped.sched, model.config, 4);
+      let a = { decodeMs: Infinity, ttftMs: Infinity }, b = { ...a };
+      for (let rep = 0; rep < 3; rep++) {
+        const x = await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS);
+        const y = await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS);
+        a = { decodeMs: Math.min(a.decodeMs, x.decodeMs), ttftMs: Math.min(a.ttftMs, x.ttftMs) };
+        b = { decodeMs: Math.min(b.decodeMs, y.decodeMs), ttftMs: Math.min(b.ttftMs, y.ttftMs) };
+      }
+      const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
+      rows.push([
+        name,
+        tokS(a.decodeMs).toFixed(1),
+        tokS(b.decodeMs).toFixed(1),
+        (a.decodeMs / b.decodeMs).toFixed(2),
+        a.ttftMs.toFixed(0),
+        b.ttftMs.toFixed(0),
+      ]);
+    } finally {
+      await perToken.sched.close();
+      await grouped.sched.close();
+      perToken.decoder.close();
+      grouped.decoder.close();
+      model.dispose();
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
+  console.log([line(head), ...rows.map(line)].join("\n"));
+  console.log(
+    `prompt ${PROMPT_LEN} tokens, greedy, ${GROUP_BENCH_TOKENS} tokens after the first; groups ` +
+      "grow 1, 2, 4, 8, 16 steps. Best of three alternating runs each.",
+  );
+}
+
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
+  await groupedDecodeTable(gpu);
   const config = smallConfig(256);
   const dtype: WeightDtype = gpu.hasF16 ? "f16" : "f32";
   console.log(
@@ -166,7 +272,7 @@ export async function bench(): Promise<void> {
     console.log([line(head), ...rows.map(line)].join("\n"));
     console.log(
       `prompt ${PROMPT_LEN} tokens, ${DECODE_STEPS} decode steps. engine: scheduler + slot KV ` +
-        "cache (each sequence its own length), tokens/s over the steps after every first token; " +
+        "cache (each sequence its own length; grouped GPU sampling, the default), tokens/s over the steps after every first token; " +
         "lockstep: the model's decodeStep on one cache whose rows advance together (baseline). " +
         "TTFT: submit → first token, all submitted at once (similar-length prompts prefill as one " +
         "batch). Best of two alternating runs each.",

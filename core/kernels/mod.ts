@@ -27,6 +27,7 @@
  * - `rotary/`: rotary.ts, heads.ts (Llama: split heads + rotate half with a given table) |
  *   backward: rotary_grad.ts, heads.ts
  * - `embedding/`: embedding.ts | backward: embedding_grad.ts
+ * - `sampling/`: sampling.ts (next-token choice from logits rows, as the host sampler) | no backward
  *
  * Beside them: accumulate.ts (gradient sums into parameters), common.ts (WGSL declarations, row
  * designs, argument checks) and uniforms.ts: each kernel declares its parameters once by name
@@ -134,3 +135,11 @@ export {
   type UniformType,
   type UniformValues,
 } from "./uniforms.ts";
+export {
+  packSamplingRows,
+  sampleTokens,
+  type SampleTokensOptions,
+  type SamplingRow,
+  samplingStepLimit,
+  SETTINGS_WORDS,
+} from "./sampling/sampling.ts";

@@ -26,8 +26,39 @@ export interface SlotModel<C extends SlotCache = SlotCache> {
   prefillSlot(ids: number[], cache: C, slot: number): Promise<Float32Array>;
   prefillSlots(entries: { slot: number; ids: number[] }[], cache: C): Promise<Float32Array>;
   decodeSlots(steps: { slot: number; id: number }[], cache: C): Promise<Float32Array>;
+  /** Optional: k steps sampled on the GPU, ids read back once (see {@link Decoder.decodeGroup}). */
+  decodeSlotsGroup?(group: DecodeGroup, cache: C): Promise<Int32Array>;
+  /** Optional, with `decodeSlotsGroup`: keeps a slot's first `length` positions. */
+  rewindSlot?(cache: C, slot: number, length: number): void;
+  /** Optional, with `decodeSlotsGroup`: frees what it keeps between groups. */
+  endGroups?(cache: C): void;
   releaseSlot(cache: C, slot: number): void;
   dispose(): void;
+}
+
+/**
+ * k decode steps over some slots with the next ids sampled on the GPU (core/kernels/sampling) and
+ * fed to the next step there; the host sees the ids once, after the k steps.
+ */
+export interface DecodeGroup {
+  /** Slots (prefilled, distinct); row i of every step is `slots[i]`. */
+  slots: number[];
+  /** The id each slot is fed at the first step. */
+  ids: number[];
+  steps: number;
+  /**
+   * Start from the previous group's last ids while they are still on the GPU (same slots in the
+   * same order; `ids` ignored): the host may start this group before it reads the previous one.
+   */
+  follow?: boolean;
+  /** Ids at and above this are never sampled. */
+  textVocab: number;
+  /** Per step, per row: `packSamplingRows` words (with each step's draw), steps concatenated. */
+  settings: Uint32Array;
+  /** The ids the settings' histories point at (the ids before the group). */
+  history: Int32Array;
+  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
+  walkLimit?: number;
 }
 
 export interface Decoder {
@@ -46,6 +77,15 @@ export interface Decoder {
   prefillMany?(entries: { slot: number; ids: number[] }[]): Promise<Float32Array>;
   /** Feeds one token to each listed slot in one batched step; logits [steps.length, vocabSize]. */
   decode(steps: { slot: number; id: number }[]): Promise<Float32Array>;
+  /**
+   * Optional: runs a {@link DecodeGroup}; the sampled ids [steps, slots] (step-major), -1 where
+   * the GPU sampler could not choose (the caller rewinds and redoes that step on the host). Each
+   * slot grows by `steps` positions at once: the group is recorded and submitted before the call
+   * returns its promise, so the caller may start a `follow` group before awaiting this one.
+   */
+  decodeGroup?(group: DecodeGroup): Promise<Int32Array>;
+  /** With `decodeGroup`: keeps the slot's first `length` positions (drops a group's tail). */
+  rewind?(slot: number, length: number): void;
   /** The slot's sequence is over (finished or aborted): its cache rows may be reused. */
   release(slot: number): void;
   /** Called when no slot is in use: a backend may give its cache memory back. */
@@ -78,7 +118,20 @@ export function webgpuDecoder<C extends SlotCache>(
   let cache: C | null = null;
   const live = new Set<number>();
   const cacheFor = () => cache ??= model.createCache(opts.slots, maxContext);
+  const group = model.decodeSlotsGroup && model.rewindSlot
+    ? {
+      async decodeGroup(g: DecodeGroup) {
+        if (!cache) throw new Error("decodeGroup: no slot has been prefilled");
+        return await model.decodeSlotsGroup!(g, cache);
+      },
+      rewind(slot: number, length: number) {
+        if (!cache) throw new Error("rewind: no slot has been prefilled");
+        model.rewindSlot!(cache, slot, length);
+      },
+    }
+    : {};
   return {
+    ...group,
     vocabSize: model.config.vocabSize,
     maxContext,
     slots: opts.slots,
@@ -102,11 +155,13 @@ export function webgpuDecoder<C extends SlotCache>(
     },
     idle() {
       if (live.size === 0 && cache) {
+        model.endGroups?.(cache);
         cache.free();
         cache = null;
       }
     },
     close() {
+      if (cache) model.endGroups?.(cache);
       cache?.free();
       cache = null;
       if (opts.ownsModel ?? true) model.dispose();

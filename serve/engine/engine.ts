@@ -53,6 +53,13 @@ export interface CreateEngineOptions {
   promptTemplate?: PromptFormat;
   /** Qwen3 chat template: false closes the think block of the generation prompt. */
   enableThinking?: boolean;
+  /**
+   * Sample on the GPU and read the ids back once per group of decode steps where the decoder can
+   * (default true); false: the per-token path (logits read back each step, host sampler).
+   */
+  gpuSampling?: boolean;
+  /** Ranks the GPU sampler may walk per choice before the host redoes the step (tests). */
+  samplingWalkLimit?: number;
 }
 
 /** A request by token ids instead of messages (tests, benchmarks, raw completion). */
@@ -162,6 +169,8 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     endId: tok.endOfTurnIds[0],
     endIds: tok.endOfTurnIds,
     bytes,
+    gpuSampling: opts.gpuSampling,
+    samplingWalkLimit: opts.samplingWalkLimit,
   });
   const prompts = createPromptBuilder(tok, {
     format: opts.promptTemplate,

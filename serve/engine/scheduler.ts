@@ -11,6 +11,14 @@
  * prompt + answer ids, then greedy or seeded sampling with the sequence's own generator. NaN or
  * ±∞ in the logits (checked before the non-text mask, README §5) make the step choose id 5 as
  * ChatGLM's chat does (`InvalidScoreLogitsProcessor`), so one bad step cannot crash a server.
+ *
+ * Grouped decoding (`gpuSampling`, on by default where the decoder has `decodeGroup`): the live
+ * sequences advance k steps at a time with their ids sampled on the GPU (the same ids as the
+ * host sampler, see core/kernels/sampling) and read back once per group (group_decode.ts says
+ * why and how k grows). Stops (end ids, max tokens, stop strings via `onToken`) and aborts are
+ * checked as the ids arrive; the steps after a stop are discarded. A batch with a sequence that
+ * samples (temperature > 0) with the UTF-8 mask takes the per-token path; greedy ids are checked
+ * against the mask on the host.
  */
 
 import type { Decoder } from "./decoder.ts";
@@ -18,6 +26,14 @@ import type { Rng } from "../../core/random.ts";
 import { chooseToken, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 import type { FinishReason } from "./types.ts";
+import {
+  gpuSamplable,
+  groupSteps,
+  MAX_GROUP,
+  packGroup,
+  queuedRng,
+  utf8Allows,
+} from "./group_decode.ts";
 
 export interface SequenceRequest {
   promptIds: number[];
@@ -47,6 +63,19 @@ export interface SchedulerOptions {
    * requests stalls the answers already streaming; on an idle engine every free slot is filled.
    */
   prefillBudget?: number;
+  /**
+   * Sample on the GPU and read ids back once per group of steps when the decoder can
+   * (`decodeGroup`; default true). False: every step reads its logits and samples on the host
+   * (the per-token path, kept for comparison and for decoders without groups).
+   */
+  gpuSampling?: boolean;
+  /** Most steps in one group (default 16). */
+  maxGroup?: number;
+  /**
+   * Ranks the GPU sampler may walk per choice before the host redoes the step (default: as far
+   * as the adapter allows; tests lower it to exercise the redo).
+   */
+  samplingWalkLimit?: number;
 }
 
 export interface Scheduler {
@@ -64,6 +93,12 @@ interface Live {
   generated: number;
   last: number;
   ended: boolean;
+  /** Draws made for a group's steps that were redone on the host: used before new ones. */
+  queued: number[];
+  /** The sequence's generator with `queued` in front: every choice draws through it. */
+  rng: Rng;
+  /** Steps of its next group (grows 1, 2, 4, … to maxGroup). */
+  target: number;
   /** Removes the abort listener (requests may share a long-lived signal). */
   unlisten?: () => void;
 }
@@ -123,7 +158,8 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         releaseSlot(seq);
       }
     }
-    if (active.length === 0) decoder.idle();
+    // A group in flight still writes to the cache: the loop lands it first.
+    if (active.length === 0 && flight === null) decoder.idle();
   };
 
   /** Chooses the next token from one logits row and applies the stop rules. */
@@ -149,9 +185,14 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       opts.textVocab,
       seq.req.settings,
       seq.seen,
-      seq.req.rng,
+      seq.rng,
       opts.bytes,
     );
+    accept(seq, id);
+  };
+
+  /** Takes `id` as the sequence's next token and applies the stop rules. */
+  const accept = (seq: Live, id: number) => {
     seq.generated++;
     tokensGenerated++;
     seq.seen.push(id);
@@ -238,9 +279,169 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     if (group.length > 0) await prefillGroup(group);
   };
 
+  const grouped = (opts.gpuSampling ?? true) && decoder.decodeGroup !== undefined &&
+    decoder.rewind !== undefined;
+  const maxGroup = opts.maxGroup ?? MAX_GROUP;
+  /** Positions the sequence's slot holds (its last id is fed by the next step). */
+  const held = (seq: Live) => seq.req.promptIds.length + seq.generated - 1;
+
+  /** A group of GPU-sampled steps on its way (recorded and submitted, ids not read yet). */
+  interface Flight {
+    batch: Live[];
+    k: number;
+    draws: number[][];
+    ids: Promise<Int32Array>;
+    /** Steps of earlier groups still in flight before this one (0 or the previous group's k). */
+    ahead: number;
+  }
+  /** The group in flight whose ids the loop reads next. */
+  let flight: Flight | null = null;
+
+  /**
+   * Records and submits a group for `batch` (see the module doc); `after`: the group in flight it
+   * follows (its ids still on the GPU), whose steps count as done for the sizes here.
+   */
+  const launch = (batch: Live[], after: Flight | null): Flight => {
+    const ahead = after ? after.k : 0;
+    const k = groupSteps(
+      batch.map((s) => ({
+        target: s.target,
+        remaining: s.req.maxNewTokens - s.generated - ahead,
+        room: decoder.maxContext - held(s) - ahead,
+      })),
+      maxGroup,
+    );
+    const packed = packGroup(
+      batch.map((s) => ({ settings: s.req.settings, seen: s.seen, rng: s.rng })),
+      k,
+    );
+    for (const s of batch) s.target = Math.min(maxGroup, s.target * 2);
+    const ids = decoder.decodeGroup!({
+      slots: batch.map((s) => s.slot),
+      ids: batch.map((s) => s.last),
+      follow: after !== null,
+      steps: k,
+      textVocab: opts.textVocab,
+      settings: packed.settings,
+      history: packed.history,
+      walkLimit: opts.samplingWalkLimit,
+    });
+    // Awaited by `land`; until then a rejection is not unhandled.
+    ids.catch(() => {});
+    return { batch, k, draws: packed.draws, ids, ahead };
+  };
+
+  /**
+   * Whether a group can follow `f` before its ids are read: the same sequences, all still live,
+   * nobody waiting for a slot (they join between groups), and something left to generate.
+   */
+  const canFollow = (f: Flight, batch: Live[]) =>
+    queue.length === 0 && batch.length === f.batch.length &&
+    batch.every((s, i) => s === f.batch[i] && !s.req.signal?.aborted) &&
+    batch.some((s) => s.req.maxNewTokens - s.generated > f.k) &&
+    batch.every((s) => decoder.maxContext - held(s) > f.k);
+
+  /**
+   * Reads a group's ids and takes them (stops, aborts, redo on the host). `next`: the group that
+   * follows it, already submitted; returns it, or null when it had to be discarded (a step of
+   * this group is redone on the host, so the one after it started from a wrong id).
+   */
+  const land = async (f: Flight, next: Flight | null): Promise<Flight | null> => {
+    const { batch, k } = f;
+    const n = batch.length;
+    let ids: Int32Array;
+    try {
+      ids = await f.ids;
+    } catch (err) {
+      if (next) await next.ids.catch(() => {});
+      for (const seq of batch) {
+        end(seq, "stop", err);
+        releaseSlot(seq);
+      }
+      return null;
+    }
+    // Per sequence, the first step whose id cannot be taken as is: -1 from the GPU sampler, or a
+    // greedy id the UTF-8 mask would reject (see `utf8Allows`); k when every id can.
+    const scratch = {};
+    const firstBad = batch.map((s, i) => {
+      if (s.slot < 0) return k;
+      const mask = s.req.settings.validUtf8 && opts.bytes ? opts.bytes : null;
+      const seen = mask ? [...s.seen] : [];
+      for (let j = 0; j < k; j++) {
+        const id = ids[j * n + i];
+        if (id < 0) return j;
+        if (mask) {
+          if (!utf8Allows(id, Math.min(opts.textVocab, V), mask, seen, scratch)) return j;
+          seen.push(id);
+        }
+      }
+      return k;
+    });
+    const failed = firstBad.some((j) => j < k);
+    let discarded = false;
+    if (next && failed) {
+      // Discarded: its draws go back in front, after this group's unused ones (queued below).
+      const dropped = next;
+      await dropped.ids.catch(() => {});
+      dropped.batch.forEach((s, i) => s.queued.unshift(...dropped.draws[i]));
+      next = null;
+      discarded = true;
+    }
+    const redo: Live[] = [];
+    batch.forEach((seq, i) => {
+      for (let j = 0; j < k && seq.slot >= 0; j++) {
+        if (seq.ended || seq.req.signal?.aborted) {
+          end(seq, "abort");
+          releaseSlot(seq);
+          break;
+        }
+        const id = ids[j * n + i];
+        if (j === firstBad[i]) {
+          // The GPU sampler could not walk far enough (or the UTF-8 mask rejects its greedy id):
+          // this step again on the host, with the same draw (the later steps' draws stay queued
+          // for the steps that follow).
+          seq.queued.unshift(...f.draws[i].slice(j));
+          redo.push(seq);
+          break;
+        }
+        accept(seq, id);
+      }
+    });
+    if (discarded || redo.length > 0) {
+      // The slots hold the steps of discarded groups too: back to what the sequences took.
+      for (const seq of batch) if (seq.slot >= 0) decoder.rewind!(seq.slot, held(seq));
+    }
+    if (redo.length > 0) await stepHost(redo);
+    return next;
+  };
+
+  /** Advances `batch` by a group of GPU-sampled steps, the next one started before reading. */
+  const stepGroup = async (batch: Live[]) => {
+    const current = flight ?? launch(batch, null);
+    const next = canFollow(current, batch) ? launch(batch, current) : null;
+    flight = await land(current, next);
+  };
+
+  /** Takes the ids of a group still in flight (before a per-token step or the loop's end). */
+  const drain = async () => {
+    const f = flight;
+    flight = null;
+    if (f) await land(f, null);
+  };
+
   const step = async () => {
     const batch = active.filter((s) => !s.ended);
     if (batch.length === 0) return;
+    if (grouped && batch.every((s) => gpuSamplable(s.req.settings, opts.bytes !== undefined))) {
+      return await stepGroup(batch);
+    }
+    await drain();
+    const live = batch.filter((s) => s.slot >= 0 && !s.ended);
+    if (live.length > 0) await stepHost(live);
+  };
+
+  /** One step for `batch`: logits read back, ids chosen on the host. */
+  const stepHost = async (batch: Live[]) => {
     let logits: Float32Array;
     try {
       logits = await decoder.decode(batch.map((s) => ({ slot: s.slot, id: s.last })));
@@ -269,10 +470,16 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         await step();
         continue;
       }
+      if (flight) {
+        // Every sequence of the group in flight ended meanwhile: take it, then idle.
+        await drain();
+        continue;
+      }
       if (queue.length > 0 || kicked || closed) continue;
       await new Promise<void>((resolve) => wake = resolve);
       await settle();
     }
+    await drain();
     for (const seq of [...queue, ...active]) {
       end(seq, "abort");
       releaseSlot(seq);
@@ -291,7 +498,11 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         generated: 0,
         last: -1,
         ended: false,
+        queued: [],
+        rng: req.rng,
+        target: 1,
       };
+      seq.rng = queuedRng(req.rng, seq.queued);
       if (req.maxNewTokens < 1) {
         end(seq, "length");
         return;

@@ -17,6 +17,7 @@ import { type ChatGLMCache, createCache, releaseSlot } from "./cache.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { decodeStep, forward, prefill } from "./lockstep.ts";
 import { decodeSlots, prefillSlot, prefillSlots } from "./slots.ts";
+import { decodeSlotsGroup, endGroups, rewindSlot, type SlotGroup } from "./decode_group.ts";
 import type { WeightDtype } from "./weights.ts";
 
 export type { ChatGLMBlock } from "./block.ts";
@@ -108,6 +109,12 @@ export interface ChatGLMModel {
    * each with its own length) in one batched step; returns logits [steps.length, V] in order.
    */
   decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array>;
+  /** k decode steps sampled on the GPU, ids read back once (decode_group.ts); ids [k, slots]. */
+  decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array>;
+  /** Keeps a slot's first `length` positions (a group step redone on the host). */
+  rewindSlot(cache: ChatGLMCache, slot: number, length: number): void;
+  /** Frees what grouped decoding keeps between groups (call before freeing the cache). */
+  endGroups(cache: ChatGLMCache): void;
   /** Marks a slot free (its rows are overwritten by the next prefillSlot). */
   releaseSlot(cache: ChatGLMCache, slot: number): void;
   /** Every base parameter by checkpoint name. */
@@ -200,6 +207,18 @@ class ChatGLM implements ChatGLMModel {
 
   async decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array> {
     return await decodeSlots(this.live(), steps, cache);
+  }
+
+  async decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array> {
+    return await decodeSlotsGroup(this.live(), group, cache);
+  }
+
+  rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
+    rewindSlot(cache, slot, length);
+  }
+
+  endGroups(cache: ChatGLMCache): void {
+    endGroups(cache);
   }
 
   releaseSlot(cache: ChatGLMCache, slot: number): void {

@@ -1,0 +1,277 @@
+/**
+ * Decode without a host round trip per token: `k` slot decode steps recorded and submitted one
+ * after another, each sampling its ids on the GPU (core/kernels/sampling) into a ring of
+ * generated ids that the next step's embedding lookup reads; the host reads the ring once, after
+ * the last step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS),
+ * so a group of k steps pays it once instead of k times.
+ *
+ * Everything else a step needs is known on the host in advance: each row's positions and cache
+ * length advance by one per step. Submitting does not wait: a step's validation is awaited with
+ * the others at the end of the group (`submit` resolves after its error scopes), so the GPU
+ * works through the steps while the host records the next ones.
+ *
+ * Pipelining (`follow`): a group may start from the previous group's last ids while those are
+ * still on the GPU (its ring is carried over, its ids joining the repetition penalty's history),
+ * so the host records group g + 1 before it reads group g and the readback is hidden. Everything
+ * up to the readback happens synchronously, so a caller can start the next group before awaiting
+ * this one; each slot's length grows at once.
+ */
+
+import {
+  beginRecording,
+  discardRecording,
+  recordCopy,
+  type Recording,
+  submit,
+} from "../../gpu/recording.ts";
+import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
+import { linearForward } from "../../nn/linear.ts";
+import { sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
+import {
+  readTensor,
+  releaseTensor,
+  reshape,
+  sliceRows,
+  type Tensor,
+  uploadTensor,
+} from "../../tensor/tensor.ts";
+import { slotAttention } from "./attention.ts";
+import { type ChatGLMCache, checkCache, checkSlot } from "./cache.ts";
+import { chatglmHidden } from "./forward.ts";
+import { positionAt } from "./inputs.ts";
+import { checkIds } from "./lockstep.ts";
+import type { ChatGLMModel } from "./model.ts";
+
+/** A group of decode steps over some slots, sampled on the GPU. */
+export interface SlotGroup {
+  /** The slots (prefilled, distinct); row i of every step is `slots[i]`. */
+  slots: number[];
+  /** The id each slot is fed at the group's first step (its last chosen id). */
+  ids: number[];
+  /**
+   * Start from the previous group's last ids, still on the GPU (same slots, same order); `ids`
+   * is then ignored. The previous group's ids join each row's penalty history.
+   */
+  follow?: boolean;
+  /** Steps in the group (k >= 1). */
+  steps: number;
+  /** Ids at and above this are never sampled. */
+  textVocab: number;
+  /**
+   * The sampler's settings of every step: `steps` blocks of `slots.length` rows of
+   * `SETTINGS_WORDS` words (`packSamplingRows` per step, concatenated), with `history` the ids
+   * they point at (the ids before the group; the group's own ids are added on the GPU).
+   */
+  settings: Uint32Array;
+  history: Int32Array;
+  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
+  walkLimit?: number;
+}
+
+/**
+ * Runs the group; returns the sampled ids [steps, slots.length] (step-major). Each slot's cache
+ * grows by `steps` positions. An id of -1 means the GPU sampler could not walk that far
+ * (see core/kernels/sampling): the caller samples that step on the host.
+ */
+export async function decodeSlotsGroup(
+  model: ChatGLMModel,
+  group: SlotGroup,
+  cache: ChatGLMCache,
+): Promise<Int32Array> {
+  const { gpu, config } = model;
+  checkCache(cache, "decodeSlotsGroup");
+  const { slots, steps: k } = group;
+  const n = slots.length;
+  if (n === 0 || group.ids.length !== n) {
+    throw new Error(
+      `decodeSlotsGroup: expected one id per slot (${n} slots, ${group.ids.length} ids)`,
+    );
+  }
+  if (!Number.isInteger(k) || k < 1) {
+    throw new Error(`decodeSlotsGroup: steps must be >= 1, got ${k}`);
+  }
+  if (group.settings.length !== k * n * SETTINGS_WORDS) {
+    throw new Error(
+      `decodeSlotsGroup: settings hold ${group.settings.length} words, expected ${
+        k * n * SETTINGS_WORDS
+      } (${k} steps × ${n} rows × ${SETTINGS_WORDS})`,
+    );
+  }
+  const prev = carried.get(cache);
+  if (group.follow) {
+    if (!prev || prev.slots.length !== n || prev.slots.some((s, i) => s !== slots[i])) {
+      throw new Error("decodeSlotsGroup: follow needs a previous group over the same slots");
+    }
+  } else checkIds(group.ids, config, "decodeSlotsGroup ids");
+  const seen = new Set<number>();
+  for (const slot of slots) {
+    checkSlot(cache, slot, "decodeSlotsGroup");
+    if (seen.has(slot)) throw new Error(`decodeSlotsGroup: slot ${slot} appears twice`);
+    seen.add(slot);
+    const state = cache.slots[slot];
+    if (!state.layout || state.length === 0) {
+      throw new Error(`decodeSlotsGroup: slot ${slot} is free; run prefillSlot on it first`);
+    }
+    if (state.length + k > cache.capacity) {
+      throw new Error(
+        `decodeSlotsGroup: slot ${slot} holds ${state.length} of ${cache.capacity} positions; ` +
+          `${k} more do not fit`,
+      );
+    }
+  }
+  // Ring rows padded so that every row's view starts on the storage offset alignment.
+  const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
+  const stride = Math.ceil(n / align) * align;
+  // Rows 1..c: the previous group's ids (follow), row c: the ids of step 0; step j reads row
+  // c + j and writes row c + j + 1.
+  const c = group.follow ? prev!.k : 0;
+  const ringData = new Int32Array((c + k + 1) * stride);
+  if (!group.follow) ringData.set(group.ids);
+  const uploads: Tensor[] = [];
+  const upload = (data: Int32Array | Uint32Array, label: string) => {
+    const t = uploadTensor(gpu, data, [data.length], undefined, { label });
+    uploads.push(t);
+    return t;
+  };
+  // The ring outlives this call when a following group copies from it (see `carried`).
+  const ring = uploadTensor(gpu, ringData, [ringData.length], "i32", { label: "decode ring" });
+  const held: Carried = { ring, first: c + 1, k, stride, slots: [...slots], refs: 2 };
+  const settingsT = upload(group.settings, "sampling settings");
+  const historyT = upload(group.history.length ? group.history : new Int32Array(1), "history");
+  const lengths = slots.map((s) => cache.slots[s].length);
+  const pending: Promise<void>[] = [];
+  let rec: Recording | null = null;
+  try {
+    for (let j = 0; j < k; j++) {
+      const pos = new Int32Array(n * 2);
+      const info = new Int32Array(n * 2);
+      let maxKeys = 0;
+      slots.forEach((slot, i) => {
+        const length = lengths[i] + j;
+        pos.set(positionAt(cache.slots[slot].layout!, length), i * 2);
+        info.set([slot, length], i * 2);
+        maxKeys = Math.max(maxKeys, length + 1);
+      });
+      const posT = uploadTensor(gpu, pos, [n, 2, 1], "i32", { label: "pos" });
+      const infoT = uploadTensor(gpu, info, [n, 2], "i32", { label: "slotInfo" });
+      uploads.push(posT, infoT);
+      const ids = sliceRows(reshape(ring, [(c + k + 1) * stride, 1]), (c + j) * stride, n);
+      rec ??= beginRecording(gpu);
+      if (j === 0 && group.follow) {
+        const p = prev!;
+        recordCopy(
+          rec,
+          p.ring.buffer,
+          p.ring.byteOffset + p.first * p.stride * 4,
+          ring.buffer,
+          ring.byteOffset + stride * 4,
+          c * stride * 4,
+        );
+      }
+      const tape = createTape(rec, false);
+      let logits: Var | null = null;
+      try {
+        const attend = slotAttention(config, cache, posT, infoT, maxKeys);
+        logits = scope(tape, () => {
+          const y = chatglmHidden(tape, model, ids, attend, {});
+          return linearForward(tape, model.lmHead, y);
+        });
+        sampleTokens(
+          rec,
+          reshape(logits.value, [n, config.vocabSize]),
+          group.textVocab,
+          settingsT,
+          historyT,
+          {
+            out: ring,
+            outOffset: (c + j + 1) * stride,
+            settingsBase: j * n * SETTINGS_WORDS,
+            recent: { start: stride, count: c + j, stride },
+            maxSteps: group.walkLimit,
+          },
+        );
+      } finally {
+        if (logits) unref(tape, logits);
+      }
+      // Submitted every few steps, so the GPU starts early while each submission's fixed cost
+      // (encoder, error scopes) is shared; its validation is awaited with the others below.
+      if ((j + 1) % STEPS_PER_SUBMIT === 0 || j === k - 1) {
+        pending.push(submit(rec));
+        rec = null;
+      }
+    }
+    // Recorded and submitted: the slots hold k more positions now (a following group may start
+    // before this one is read), and this ring replaces the previous one as the one to follow.
+    for (let i = 0; i < n; i++) cache.slots[slots[i]].length = lengths[i] + k;
+    if (prev) drop(prev);
+    carried.set(cache, held);
+    const [, read] = await Promise.all([Promise.all(pending), readTensor(ring)]);
+    const out = read as Int32Array;
+    const ids = new Int32Array(k * n);
+    for (let j = 0; j < k; j++) {
+      ids.set(out.subarray((c + j + 1) * stride, (c + j + 1) * stride + n), j * n);
+    }
+    return ids;
+  } catch (err) {
+    if (rec) discardRecording(rec);
+    await Promise.allSettled(pending);
+    // The hold of being followed, carried or not yet: nothing can follow a failed group.
+    if (carried.get(cache) === held) carried.delete(cache);
+    drop(held);
+    throw err;
+  } finally {
+    // The readback's hold on the ring.
+    drop(held);
+    for (const t of uploads) releaseTensor(t);
+  }
+}
+
+/**
+ * Steps recorded into one submission. Measured on llvmpipe (demo model, k = 16, shared machine):
+ * a submission per step 8.2–11.3 ms/step, per 4 steps 6.2–6.3, per 16 steps 5.4–5.5: each
+ * submission's fixed host cost (encoder, error scopes) weighs more than the GPU starting early,
+ * and with pipelined groups the GPU has the previous group to work on meanwhile.
+ */
+export const STEPS_PER_SUBMIT = 8;
+
+/** A group's ring while a following group may still copy its ids. */
+interface Carried {
+  ring: Tensor;
+  /** Ring row of the group's first sampled ids; `k` rows of `stride` ids. */
+  first: number;
+  k: number;
+  stride: number;
+  slots: number[];
+  /** Holds: its own readback, and being the ring the next group follows. */
+  refs: number;
+}
+
+/** The last group's ring per cache (what `follow` continues). */
+const carried = new WeakMap<ChatGLMCache, Carried>();
+
+function drop(c: Carried): void {
+  if (--c.refs === 0) releaseTensor(c.ring);
+}
+
+/** Ends grouped decoding on `cache`: the last group's ring is freed (no group can follow). */
+export function endGroups(cache: ChatGLMCache): void {
+  const c = carried.get(cache);
+  if (!c) return;
+  carried.delete(cache);
+  drop(c);
+}
+
+/**
+ * Drops a slot's positions after `length` (they are overwritten by the next step): used when the
+ * host must redo a step of a group (an id the GPU sampler could not choose, -1).
+ */
+export function rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
+  checkSlot(cache, slot, "rewindSlot");
+  const state = cache.slots[slot];
+  if (!state.layout || !(Number.isInteger(length) && length >= 1 && length <= state.length)) {
+    throw new Error(
+      `rewindSlot: slot ${slot} holds ${state.length} positions; cannot keep ${length}`,
+    );
+  }
+  state.length = length;
+}
