@@ -23,7 +23,7 @@ interface Counts {
 
 /** An engine over the tiny model whose decoder counts groups (their sizes) and per-token steps. */
 async function withEngine(
-  gpuSampling: boolean,
+  gpuSampling: boolean | "greedy" | undefined,
   fn: (e: LocalEngine, counts: Counts) => Promise<void>,
   maxBatch = 4,
   samplingWalkLimit?: number,
@@ -222,5 +222,26 @@ Deno.test("grouped decoding: greedy with the UTF-8 mask gives the per-token path
   await withEngine(true, async (e, counts) => {
     assert.deepEqual(await jobs(e), want);
     assert.ok(counts.groups.length > 0, "greedy requests with the mask use groups");
+  });
+});
+
+Deno.test("by default only greedy requests decode in GPU groups; sampled ones stay per-token", async () => {
+  await withEngine(undefined, async (e, counts) => {
+    const p = gen.prompts_ids[0];
+    await collect(
+      e.generateTokens({ promptIds: p, maxNewTokens: 8, validUtf8: false, temperature: 0 }),
+    );
+    assert.ok(counts.groups.length > 0, "a greedy request decodes in groups");
+    const before = counts.perToken;
+    await collect(
+      e.generateTokens({
+        promptIds: p,
+        maxNewTokens: 8,
+        validUtf8: false,
+        temperature: 0.9,
+        seed: 1,
+      }),
+    );
+    assert.ok(counts.perToken > before, "a sampled request decodes per token");
   });
 });

@@ -54,10 +54,11 @@ export interface CreateEngineOptions {
   /** Qwen3 chat template: false closes the think block of the generation prompt. */
   enableThinking?: boolean;
   /**
-   * Sample on the GPU and read the ids back once per group of decode steps where the decoder can
-   * (default true); false: the per-token path (logits read back each step, host sampler).
+   * Sample on the GPU and read the ids back once per group of decode steps where the decoder can:
+   * `"greedy"` (default) for greedy requests, true for every request, false never (the per-token
+   * path: logits read back each step, host sampler). See scheduler.ts.
    */
-  gpuSampling?: boolean;
+  gpuSampling?: boolean | "greedy";
   /** Ranks the GPU sampler may walk per choice before the host redoes the step (tests). */
   samplingWalkLimit?: number;
 }

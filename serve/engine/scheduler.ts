@@ -65,10 +65,12 @@ export interface SchedulerOptions {
   prefillBudget?: number;
   /**
    * Sample on the GPU and read ids back once per group of steps when the decoder can
-   * (`decodeGroup`; default true). False: every step reads its logits and samples on the host
-   * (the per-token path, kept for comparison and for decoders without groups).
+   * (`decodeGroup`). `"greedy"` (the default): greedy requests only, where the GPU's choice is
+   * exact and cheap; a sampled request's candidate walk is serial on the GPU and, on a flat
+   * distribution or a large vocabulary, slower than the host. True: every samplable request.
+   * False: every step reads its logits and samples on the host (the per-token path).
    */
-  gpuSampling?: boolean;
+  gpuSampling?: boolean | "greedy";
   /** Most steps in one group (default 16). */
   maxGroup?: number;
   /**
@@ -279,7 +281,11 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     if (group.length > 0) await prefillGroup(group);
   };
 
-  const grouped = (opts.gpuSampling ?? true) && decoder.decodeGroup !== undefined &&
+  const gpuMode = opts.gpuSampling ?? "greedy";
+  const onGpu = (settings: SamplerSettings) =>
+    gpuSamplable(settings, opts.bytes !== undefined) &&
+    (gpuMode === true || (settings.temperature ?? 0) === 0);
+  const grouped = gpuMode !== false && decoder.decodeGroup !== undefined &&
     decoder.rewind !== undefined;
   const maxGroup = opts.maxGroup ?? MAX_GROUP;
   /** Positions the sequence's slot holds (its last id is fed by the next step). */
@@ -432,7 +438,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
   const step = async () => {
     const batch = active.filter((s) => !s.ended);
     if (batch.length === 0) return;
-    if (grouped && batch.every((s) => gpuSamplable(s.req.settings, opts.bytes !== undefined))) {
+    if (grouped && batch.every((s) => onGpu(s.req.settings))) {
       return await stepGroup(batch);
     }
     await drain();
