@@ -5,8 +5,8 @@
  * and against a baseline measured in the same run: reading + `JSON.parse` of the same files.
  */
 
-import { buildDataset } from "../data/build/pipeline.ts";
-import { createRng, seedFor } from "../core/random.ts";
+import { buildDataset } from "../data/mod.ts";
+import { createRng, seedFor } from "../base/mod.ts";
 
 const TOKENIZER = new URL("../tests/fixtures/chatglm-tokenizer", import.meta.url).pathname;
 const SYMPTOMS = [

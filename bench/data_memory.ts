@@ -8,7 +8,7 @@
  * fit it: the peak RSS without a cap is mostly garbage V8 has not yet needed to collect.
  */
 
-import { buildDataset } from "../data/build/pipeline.ts";
+import { buildDataset } from "../data/mod.ts";
 
 const TOKENIZER = new URL("../tests/fixtures/chatglm-tokenizer", import.meta.url).pathname;
 const SYMPTOMS = ["头痛", "发热", "咳嗽", "失眠", "胃痛", "腹泻", "过敏", "高血压"];

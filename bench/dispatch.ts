@@ -7,33 +7,29 @@
  */
 
 import {
+  add,
+  attention,
   beginRecording,
+  crossEntropy,
+  embedding,
+  emptyTensor,
+  gelu,
   getGpu,
   getPipeline,
   type Gpu,
-  recordDispatch,
-  type Recording,
-  submit,
-  sync,
-} from "../core/gpu/mod.ts";
-import {
-  emptyTensor,
-  readTensor,
-  releaseTensor,
-  type Tensor,
-  uploadTensor,
-} from "../core/tensor/mod.ts";
-import {
-  add,
-  attention,
-  crossEntropy,
-  embedding,
-  gelu,
   layerNorm,
   linear,
   qkvRotary,
+  readTensor,
+  recordDispatch,
+  type Recording,
+  releaseTensor,
   softmax,
-} from "../core/kernels/mod.ts";
+  submit,
+  sync,
+  type Tensor,
+  uploadTensor,
+} from "../core/mod.ts";
 
 /** Microseconds per item: records `n` items with `body`, submits once, waits for the GPU. */
 async function perDispatch(

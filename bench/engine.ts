@@ -13,17 +13,19 @@
  * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
  */
 
-import { getGpu, type Gpu } from "../core/gpu/device.ts";
-import { loadModel } from "../core/models/chatglm/load.ts";
-import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
-import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
-import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
-import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
-import type { WeightDtype } from "../core/models/chatglm/weights.ts";
-import { createRng } from "../core/random.ts";
+import {
+  type ChatGLMConfig,
+  type ChatGLMModel,
+  DEMO_MODEL_DIR,
+  getGpu,
+  type Gpu,
+  loadChatGLM as loadModel,
+  randomChatGLM,
+  type WeightDtype,
+} from "../core/mod.ts";
+import { createRng } from "../base/mod.ts";
 import { smallConfig } from "./small_model.ts";
-import { webgpuDecoder } from "../serve/engine/decoder.ts";
-import { createScheduler, type Scheduler } from "../serve/engine/scheduler.ts";
+import { createScheduler, type Scheduler, webgpuDecoder } from "../serve/mod.ts";
 
 const PROMPT_LEN = 16;
 const DECODE_STEPS = 8;

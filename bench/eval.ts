@@ -6,13 +6,17 @@
  * Chinese texts.
  */
 
-import { loadModel } from "../core/models/chatglm/load.ts";
-import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
-import { loadTask } from "../eval/formats/tasks.ts";
-import { fromChatGLMModel, type LogitsModel } from "../eval/model.ts";
-import { buildMcPrompt } from "../eval/prompts.ts";
-import { scoreLoglik } from "../eval/scorers/loglik.ts";
-import { bleu4, rougeL } from "../eval/metrics/mod.ts";
+import { loadChatGLM as loadModel } from "../core/mod.ts";
+import { loadChatGLMTokenizer as loadTokenizer } from "../data/mod.ts";
+import {
+  bleu4,
+  buildMcPrompt,
+  fromChatGLMModel,
+  loadTask,
+  type LogitsModel,
+  rougeL,
+  scoreLoglik,
+} from "../eval/mod.ts";
 
 const TINY = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 const DATA = new URL("../tests/fixtures/datasets", import.meta.url).pathname;

@@ -8,9 +8,7 @@
  */
 import v8 from "node:v8";
 import vm from "node:vm";
-import { createApp } from "../serve/http/app.ts";
-import { startServer } from "../serve/http/server.ts";
-import type { Engine } from "../serve/engine/types.ts";
+import { createApp, type Engine, startServer } from "../serve/mod.ts";
 import { createScriptedEngine } from "../tests/helpers/scripted_engine.ts";
 
 export interface StreamResult {

@@ -10,21 +10,24 @@
  * Run alone: `deno task bench llama`.
  */
 
-import { getGpu } from "../core/gpu/device.ts";
-import { initLoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
-import { attachAdapter } from "../core/models/chatglm/load.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
-import { parseLlamaConfig } from "../core/models/llama/config.ts";
-import { attachLlamaAdapter } from "../core/models/llama/load.ts";
-import { linearShapes } from "../core/models/llama/params.ts";
-import { randomLlama } from "../core/models/llama/random_init.ts";
-import type { CausalLM } from "../core/models/load.ts";
-import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
-import { runMicroStep } from "../train/loop/step.ts";
+import {
+  attachAdapter,
+  attachLlamaAdapter,
+  buildTrainBatchFor,
+  type CausalLM,
+  getGpu,
+  initLoraAdapter,
+  linearModules,
+  llamaLinearShapes as linearShapes,
+  type LoraAdapter,
+  parseLlamaConfig,
+  parseLoraConfig,
+  prepareTrainingFor,
+  randomChatGLM,
+  randomLlama,
+} from "../core/mod.ts";
+import { runMicroStep } from "../train/mod.ts";
 import { smallConfig } from "./small_model.ts";
-import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
 
 const PROMPT = 64, DECODE = 8, TRAIN_B = 2, TRAIN_S = 64;
 

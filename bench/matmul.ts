@@ -13,10 +13,19 @@
  */
 
 import { parseArgs } from "node:util";
-import { beginRecording, getGpu, type Gpu, submit, sync } from "../core/gpu/mod.ts";
-import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
-import { linear } from "../core/kernels/mod.ts";
-import { encodeOnnxModel } from "../core/onnx/onnx_model.ts";
+import {
+  beginRecording,
+  encodeOnnxModel,
+  getGpu,
+  type Gpu,
+  linear,
+  readTensor,
+  releaseTensor,
+  submit,
+  sync,
+  type Tensor,
+  uploadTensor,
+} from "../core/mod.ts";
 
 interface Shape {
   label: string;

@@ -7,11 +7,15 @@
  * Run alone: `deno run --allow-all bench/model.ts`.
  */
 
-import { getGpu, type Gpu } from "../core/gpu/device.ts";
-import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { loadModel } from "../core/models/chatglm/load.ts";
-import type { ChatGLMModel, StepProfile } from "../core/models/chatglm/model.ts";
-import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
+import {
+  type ChatGLMConfig,
+  type ChatGLMModel,
+  getGpu,
+  type Gpu,
+  loadChatGLM as loadModel,
+  randomChatGLM,
+  type StepProfile,
+} from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;

@@ -10,25 +10,32 @@
  */
 
 import { parseArgs } from "node:util";
-import { openCheckpoint, readTensorAsF32 } from "../core/io/checkpoint.ts";
-import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { parameterTable } from "../core/models/chatglm/params.ts";
-import { loadModel } from "../core/models/chatglm/load.ts";
-import { getGpu } from "../core/gpu/device.ts";
-import { writeSafetensors } from "../core/io/safetensors.ts";
 import {
   buildChatGLMGraph,
   cacheNames,
+  type ChatGLMConfig,
+  encodeOnnxModel,
   EXPORTER_VERSION,
+  getGpu,
+  loadChatGLM as loadModel,
   ONNX_OPSET,
+  type OnnxExportInfo,
   type OnnxWeightDtype,
+  openCheckpoint,
+  parameterTable,
+  parseChatGLMConfig,
+  readTensorAsF32,
   type WeightReader,
-} from "../core/onnx/export_chatglm.ts";
-import { encodeOnnxModel } from "../core/onnx/onnx_model.ts";
-import type { OnnxExportInfo } from "../core/onnx/export_dir.ts";
-import { createOnnxModel } from "../serve/onnx/runner.ts";
-import { onnxDecoder } from "../serve/onnx/decoder.ts";
-import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from "../serve/onnx/ort.ts";
+  writeSafetensors,
+} from "../core/mod.ts";
+import {
+  createOnnxModel,
+  loadOrt,
+  onnxDecoder,
+  type OrtModule,
+  type OrtSession,
+  type OrtTensor,
+} from "../serve/mod.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 

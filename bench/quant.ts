@@ -11,25 +11,34 @@
  * `deno task bench quant` (needs --allow-ffi for ORT). `--quick`: one layer shape.
  */
 
-import { beginRecording, getGpu, type Gpu, submit, sync } from "../core/gpu/mod.ts";
-import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
-import { linear } from "../core/kernels/mod.ts";
-import { f32ToF16 } from "../core/io/dtype.ts";
-import { quantizeF16, storedBytes } from "../core/quant/arith.ts";
-import { uploadQuantWeight } from "../core/quant/gpu_weight.ts";
-import { encodeOnnxModel, type OnnxGraph } from "../core/onnx/onnx_model.ts";
-import { MS_DOMAIN, toMatMulNBits } from "../core/onnx/matmul_nbits.ts";
-import { loadModel } from "../core/models/chatglm/load.ts";
-import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
-import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
-import { buildDataset } from "../data/build/pipeline.ts";
-import { loadConfig } from "../data/build/config.ts";
-import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
-import { exampleNll, perplexityOf, readHeldout } from "../eval/open_qa.ts";
-import { fromChatGLMModel } from "../eval/model.ts";
-import { DEMO_DATA_CONFIG } from "../train/loop/demo_paths.ts";
-import { exportChatGLMToOnnx } from "../core/onnx/export_dir.ts";
-import { loadOnnxModel } from "../serve/onnx/runner.ts";
+import {
+  beginRecording,
+  DEMO_MODEL_DIR,
+  encodeOnnxModel,
+  exportChatGLMToOnnx,
+  f32ToF16,
+  getGpu,
+  type Gpu,
+  linear,
+  loadChatGLM as loadModel,
+  MS_DOMAIN,
+  type OnnxGraph,
+  quantizeF16,
+  type QuantizeOption,
+  readTensor,
+  releaseTensor,
+  storedBytes,
+  submit,
+  sync,
+  type Tensor,
+  toMatMulNBits,
+  uploadQuantWeight,
+  uploadTensor,
+} from "../core/mod.ts";
+import { buildDataset, loadChatGLMTokenizer as loadTokenizer, loadConfig } from "../data/mod.ts";
+import { exampleNll, fromChatGLMModel, perplexityOf, readHeldout } from "../eval/mod.ts";
+import { DEMO_DATA_CONFIG } from "../train/mod.ts";
+import { loadOnnxModel } from "../serve/mod.ts";
 
 const LAYERS: [string, number, number][] = [
   ["qkv 4096x12288", 4096, 12288],

@@ -18,10 +18,7 @@
  * Run alone: `deno task bench real-size` (needs ~3× the weights in free memory and disk).
  */
 
-import {
-  CHATGLM_6B,
-  writeSyntheticCheckpoint,
-} from "../core/models/chatglm/synthetic_checkpoint.ts";
+import { CHATGLM_6B, writeSyntheticCheckpoint } from "../core/mod.ts";
 
 interface Measured {
   processToLoadedS: number;

@@ -2,7 +2,7 @@
  * The "small" ChatGLM config the benchmarks share (hidden 1024, 8 layers, 16 heads, vocab 32000):
  * big enough that matmuls dominate, small enough for a software adapter.
  */
-import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
+import { type ChatGLMConfig, parseChatGLMConfig } from "../core/mod.ts";
 
 export function smallConfig(maxSequenceLength = 512): ChatGLMConfig {
   return parseChatGLMConfig({

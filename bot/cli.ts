@@ -3,16 +3,15 @@
  * OpenAI-compatible endpoint (`--endpoint`). The bot token comes only from TELEGRAM_BOT_TOKEN:
  * flags end up in shell history and process lists.
  */
-import { parseQuantizeFlag } from "../core/quant/flag.ts";
-import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
+import { parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
 import { parseArgs } from "node:util";
-import type { Engine } from "../serve/engine/types.ts";
+import type { Engine } from "../serve/mod.ts";
 import { type BotOptions, createBot, type MedBot } from "./bot.ts";
 import { connectOpenAIEngine } from "./openai_engine.ts";
 import { connectEndpointPool, splitEndpoints } from "./endpoint_pool.ts";
 import { isPostgresUrl, redact } from "./store_postgres.ts";
 import type { AnswerLength } from "./store.ts";
-import { intFlag } from "../core/io/flags.ts";
+import { intFlag } from "../base/mod.ts";
 
 export const USAGE = `Usage: deno task bot (--endpoint URL | --model DIR [--adapter DIR]) [options]
 
@@ -233,28 +232,17 @@ export class HelpRequested extends Error {
   }
 }
 
-/**
- * The in-process engine from `serve`. Imported lazily (by a computed URL) so the bot's module graph
- * does not depend on the generation engine being built.
- */
+/** The in-process engine from `serve` (loaded only when the bot runs the model itself). */
 async function createLocalEngine(
   cfg: Extract<BotCliConfig["engine"], { kind: "local" }>,
 ): Promise<Engine> {
-  const serveMod = new URL("../serve/mod.ts", import.meta.url).href;
-  const mod = await import(serveMod) as Record<string, unknown>;
-  const create = mod.createEngine;
-  if (typeof create !== "function") {
-    throw new Error(
-      "--model: this build of serve/mod.ts has no createEngine yet; run `deno task serve` " +
-        "and point the bot at it with --endpoint http://127.0.0.1:PORT",
-    );
-  }
-  return await create({
+  const { createEngine } = await import("../serve/mod.ts");
+  return await createEngine({
     model: cfg.model,
     adapter: cfg.adapter,
     backend: cfg.backend,
     quantize: cfg.quantize,
-  }) as Engine;
+  });
 }
 
 export async function createCliEngine(cfg: BotCliConfig["engine"]): Promise<Engine> {

@@ -3,7 +3,7 @@
  * leaves for the chat's turn) and the services every composer is built from.
  */
 import type { Context } from "npm:grammy@1.46.0/web";
-import type { Engine } from "../serve/engine/types.ts";
+import type { Engine } from "../serve/mod.ts";
 import type { createSemaphore, RateLimit } from "./limits.ts";
 import type { AnswerLength, BotStore, ChatSettings } from "./store.ts";
 import type { ChatPace } from "./stream_reply.ts";

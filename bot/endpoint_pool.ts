@@ -6,13 +6,13 @@
  * error and the bot writes a fresh answer over the broken one. A server whose `/health` fails, or
  * that failed a request, is skipped until its `/health` says ready again.
  */
-import type {
-  Engine,
-  EngineInfo,
-  GenerationDelta,
-  GenerationRequest,
-} from "../serve/engine/types.ts";
-import { PromptTooLongError } from "../serve/engine/types.ts";
+import {
+  type Engine,
+  type EngineInfo,
+  type GenerationDelta,
+  type GenerationRequest,
+  PromptTooLongError,
+} from "../serve/mod.ts";
 import {
   connectOpenAIEngine,
   createOpenAIEngine,

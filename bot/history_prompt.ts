@@ -1,5 +1,5 @@
 /** Turning a chat's stored history and a new question into the engine's messages. */
-import type { ChatMessage, Engine } from "../serve/engine/types.ts";
+import type { ChatMessage, Engine } from "../serve/mod.ts";
 import type { Turn } from "./store.ts";
 
 export interface HistoryBounds {

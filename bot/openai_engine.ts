@@ -2,15 +2,15 @@
  * An `Engine` backed by any OpenAI-compatible `/v1/chat/completions` endpoint (our own `serve`,
  * vLLM, llama.cpp, ...), streamed with server-sent events. Lets the bot run apart from the model.
  */
-import type {
-  ChatMessage,
-  Engine,
-  EngineInfo,
-  FinishReason,
-  GenerationDelta,
-  GenerationRequest,
-} from "../serve/engine/types.ts";
-import { PromptTooLongError } from "../serve/engine/types.ts";
+import {
+  type ChatMessage,
+  type Engine,
+  type EngineInfo,
+  type FinishReason,
+  type GenerationDelta,
+  type GenerationRequest,
+  PromptTooLongError,
+} from "../serve/mod.ts";
 
 export interface OpenAIEngineOptions {
   /** Server root (`http://host:8000`), its `/v1`, or the full `/v1/chat/completions` URL. */

@@ -1,6 +1,6 @@
 /** The services the middleware files share, made from the bot's options. */
 import type { Context } from "npm:grammy@1.46.0/web";
-import type { Engine } from "../serve/engine/types.ts";
+import type { Engine } from "../serve/mod.ts";
 import { sleep } from "./api_retry.ts";
 import { type BotServices, isGroupChat, replyTo } from "./context.ts";
 import { createSemaphore } from "./limits.ts";

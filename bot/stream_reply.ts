@@ -6,7 +6,7 @@
  * and no Markdown can break.
  */
 import { GrammyError } from "npm:grammy@1.46.0/web";
-import type { FinishReason, GenerationDelta } from "../serve/engine/types.ts";
+import type { FinishReason, GenerationDelta } from "../serve/mod.ts";
 import { findCut, TELEGRAM_TEXT_LIMIT } from "./split_text.ts";
 
 /** The slice of grammY's `Api` the streamer uses. */

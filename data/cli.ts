@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { buildDataset } from "./build/pipeline.ts";
 import { loadConfig, TOKEN_PROMPT_FORMATS, type TokenPromptFormat } from "./build/config.ts";
 import { formatBuildSummary, type Manifest, readManifest } from "./build/manifest.ts";
-import { intFlag, numberFlag } from "../core/io/flags.ts";
+import { intFlag, numberFlag } from "../base/mod.ts";
 
 const HELP = `deno task data — build the instruction data set (JSONL + token shards + manifest)
 

@@ -4,3 +4,5 @@ export * from "./prompt/mod.ts";
 export * from "./build/mod.ts";
 export * from "./sources/mod.ts";
 export * from "./clean/mod.ts";
+
+export { arrayItemStarts, findJsonError, lineIndex } from "./sources/json_text.ts";

@@ -7,8 +7,7 @@
  */
 
 import { dirname } from "node:path";
-import { fnv1a } from "../core/random.ts";
-import { writeFileAtomic } from "../core/io/atomic.ts";
+import { fnv1a, writeFileAtomic } from "../base/mod.ts";
 
 export interface Keyed {
   id: string;

@@ -5,18 +5,20 @@
  * so `--resume` continues an interrupted run.
  */
 
-import { parseQuantizeFlag } from "../core/quant/flag.ts";
-import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
+import {
+  attachAdapter,
+  type ChatGLMModel,
+  detachAdapter,
+  linearModules,
+  loadChatGLM as loadModel,
+  loadLoraAdapter,
+  parseQuantizeFlag,
+  type QuantizeOption,
+  type WeightDtype,
+} from "../core/mod.ts";
 import { parseArgs } from "node:util";
-import { loadLoraAdapter } from "../core/adapters/lora_weights.ts";
-import { attachAdapter, detachAdapter, loadModel } from "../core/models/chatglm/load.ts";
-import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import type { WeightDtype } from "../core/models/chatglm/weights.ts";
-import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
-import type { ChatGLMTokenizer } from "../data/tokenizer/chatglm/tokenizer.ts";
-import { buildEngine } from "../serve/engine/engine.ts";
-import type { Engine } from "../serve/engine/types.ts";
+import { type ChatGLMTokenizer, loadChatGLMTokenizer as loadTokenizer } from "../data/mod.ts";
+import { buildEngine, type Engine } from "../serve/mod.ts";
 import {
   type EvalSettings,
   evaluateVariant,
@@ -31,7 +33,7 @@ import { loadOpenTask, type OpenTask } from "./formats/open_questions.ts";
 import type { McPromptStyle } from "./prompts.ts";
 import { comparisonTable, RESULTS_FORMAT, writeComparison } from "./report/comparison.ts";
 import { formatIssue } from "./types.ts";
-import { intFlag } from "../core/io/flags.ts";
+import { intFlag } from "../base/mod.ts";
 
 export const HELP = `deno task eval — base model vs adapters on medical benchmarks
 

@@ -5,12 +5,11 @@
  * hand-made models.
  */
 
-import { createProgress, type Progress } from "../core/io/progress.ts";
-import type { Engine } from "../serve/engine/types.ts";
+import { createProgress, type Progress, writeFileAtomic } from "../base/mod.ts";
+import type { Engine } from "../serve/mod.ts";
 import { fingerprint, runCached } from "./cache.ts";
 import type { McTask } from "./formats/tasks.ts";
 import type { OpenTask } from "./formats/open_questions.ts";
-import { writeFileAtomic } from "../core/io/atomic.ts";
 import type { LogitsModel, TokenEncoder } from "./model.ts";
 import {
   type AnswerResult,

@@ -3,7 +3,7 @@
  * CPU reference in tests, or on a hand-made model whose log-probs a test computes by hand.
  */
 
-import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
+import type { ChatGLMModel } from "../core/mod.ts";
 
 export interface LogitsModel {
   /** Logits [b, s, V] (row-major) for left-padded rows of equal length s. */

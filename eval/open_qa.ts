@@ -12,11 +12,15 @@
  */
 
 import { basename } from "node:path";
-import { streamTokenShard } from "../data/build/token_shard.ts";
-import { readManifest } from "../data/build/manifest.ts";
-import { buildInstructionContext, buildTrainExample, IGNORE_INDEX } from "../data/prompt/mod.ts";
-import type { ChatGLMTokenizer } from "../data/tokenizer/mod.ts";
-import type { Engine } from "../serve/engine/types.ts";
+import {
+  buildInstructionContext,
+  buildTrainExample,
+  type ChatGLMTokenizer,
+  IGNORE_INDEX,
+  readManifest,
+  streamTokenShard,
+} from "../data/mod.ts";
+import type { Engine } from "../serve/mod.ts";
 import { fingerprint } from "./cache.ts";
 import { bleu4, rougeL } from "./metrics/mod.ts";
 import { leftPad, type LogitsModel, logSumExp } from "./model.ts";

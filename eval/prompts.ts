@@ -25,8 +25,8 @@
  * model saw in training. Either way the scored continuation is the answer letter(s).
  */
 
-import { buildChatPrompt } from "../data/prompt/chat.ts";
-import type { ChatMessage } from "../serve/engine/types.ts";
+import { buildChatPrompt } from "../data/mod.ts";
+import type { ChatMessage } from "../serve/mod.ts";
 import type { McItem } from "./types.ts";
 
 export type McPromptStyle = "plain" | "chat";

@@ -14,7 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import postgres from "npm:postgres@3.4.10";
-import { intFlag } from "../core/io/flags.ts";
+import { intFlag } from "../base/flags.ts";
 import { SECRET_HEADER } from "../bot/webhook.ts";
 import { FAILED_TEXT } from "../bot/texts.ts";
 import { startFakeTelegram } from "../tests/helpers/fake_telegram.ts";

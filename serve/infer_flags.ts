@@ -1,10 +1,8 @@
 /** The `deno task infer` flags, parsed with `node:util` parseArgs and checked with clear errors. */
 import { parseArgs } from "node:util";
-import type { WeightDtype } from "../core/models/chatglm/weights.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/prompt/chat.ts";
-import { FlagError, intFlag, numberFlag } from "../core/io/flags.ts";
-import { parseQuantizeFlag } from "../core/quant/flag.ts";
-import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
+import { parseQuantizeFlag, type QuantizeOption, type WeightDtype } from "../core/mod.ts";
+import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/mod.ts";
+import { FlagError, intFlag, numberFlag } from "../base/mod.ts";
 
 export interface InferFlags {
   model?: string;

@@ -6,7 +6,7 @@
  * id of the model or after --max-new-tokens (default 32). Prints the new ids, space-separated.
  */
 
-import { isLlamaModel, loadModel } from "../core/models/load.ts";
+import { isLlamaModel, loadModel } from "../core/mod.ts";
 import type { InferFlags } from "./infer_flags.ts";
 
 export interface IdsIo {

@@ -9,10 +9,10 @@ import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { preset } from "../train/config.ts";
 import { train } from "../train/train.ts";
 import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
-import { buildDemoData, demoConfigJson, runDemo } from "../train/demo/pipeline.ts";
-import { isLoraOnly, readBuildRecords, readSamples, recordKey } from "../train/demo/split.ts";
-import { writeRandomChatGLM } from "../train/demo/init_model.ts";
-import { answerInstructions, overlap } from "../train/demo/generate.ts";
+import { buildDemoData, demoConfigJson, runDemo } from "../demo/pipeline.ts";
+import { isLoraOnly, readBuildRecords, readSamples, recordKey } from "../demo/split.ts";
+import { writeRandomChatGLM } from "../demo/init_model.ts";
+import { answerInstructions, overlap } from "../demo/generate.ts";
 import { loadEngine } from "../serve/engine/load.ts";
 import { readTensor } from "../core/tensor/tensor.ts";
 

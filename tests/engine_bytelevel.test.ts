@@ -4,7 +4,7 @@
 // validUtf8 mask works on multi-byte tokens.
 import assert from "node:assert/strict";
 import { createByteLevelTokenizer } from "../data/tokenizer/mod.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 import { buildEngine, type LocalEngine } from "../serve/engine/engine.ts";
 import type { Decoder } from "../serve/engine/decoder.ts";
 import { chooseToken } from "../serve/engine/sampling.ts";

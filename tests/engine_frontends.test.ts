@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { createBot } from "../bot/bot.ts";
 import { createApp } from "../serve/http/app.ts";
-import { createEngine, type LocalEngine } from "../serve/engine/engine.ts";
+import { createEngine, type LocalEngine } from "../serve/engine/mod.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { startFakeTelegram } from "./helpers/fake_telegram.ts";
 

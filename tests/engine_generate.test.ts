@@ -8,7 +8,7 @@ import type { ChatGLMModel } from "../core/models/chatglm/model.ts";
 import { poolStats } from "../core/tensor/pool.ts";
 import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { processResponse } from "../data/prompt/response.ts";
-import { createEngine, type LocalEngine, type TokenDelta } from "../serve/engine/engine.ts";
+import { createEngine, type LocalEngine, type TokenDelta } from "../serve/engine/mod.ts";
 import { PromptTooLongError } from "../serve/engine/types.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
 

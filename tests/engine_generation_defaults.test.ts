@@ -8,7 +8,7 @@ import {
   readGenerationDefaults,
   withGenerationDefaults,
 } from "../serve/engine/generation_defaults.ts";
-import { buildEngine, createEngine } from "../serve/engine/engine.ts";
+import { buildEngine, createEngine } from "../serve/engine/mod.ts";
 import type { Decoder } from "../serve/engine/decoder.ts";
 import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { parseInferFlags } from "../serve/infer_flags.ts";

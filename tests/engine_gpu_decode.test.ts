@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
 import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { type Decoder, webgpuDecoder } from "../serve/engine/decoder.ts";
-import { createEngine, type LocalEngine, type TokenDelta } from "../serve/engine/engine.ts";
+import { createEngine, type LocalEngine, type TokenDelta } from "../serve/engine/mod.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
 
 const DIR = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { applyRepetitionPenalty, argmax, chooseToken } from "../serve/engine/sampling.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 import { createTextStream } from "../serve/engine/text_stream.ts";
 
 Deno.test("argmax takes the first index on ties and honours the limit", () => {

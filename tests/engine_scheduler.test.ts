@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import type { Decoder } from "../serve/engine/decoder.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 import { createScheduler, type SequenceRequest } from "../serve/engine/scheduler.ts";
 import type { FinishReason } from "../serve/engine/types.ts";
 

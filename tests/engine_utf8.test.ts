@@ -4,7 +4,7 @@
 // a scripted decoder (logits chosen by the test), so no GPU is needed.
 import assert from "node:assert/strict";
 import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 import { createTextStream } from "../serve/engine/text_stream.ts";
 import { chooseToken, maskInvalidUtf8 } from "../serve/engine/sampling.ts";
 import { byteTokens, pendingChar } from "../serve/engine/utf8_tokens.ts";

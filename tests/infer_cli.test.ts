@@ -3,7 +3,7 @@
 // terminal (tmux): answers, keeps history, /history, /reset, /exit.
 
 import assert from "node:assert/strict";
-import { createEngine } from "../serve/engine/engine.ts";
+import { createEngine } from "../serve/engine/mod.ts";
 import { chatRequest, DISCLAIMER, runChat, SAME_CTRL_C_MS } from "../serve/infer_cli.ts";
 import { createTerminalLines } from "../serve/terminal_lines.ts";
 import { parseInferFlags } from "../serve/infer_flags.ts";

@@ -10,7 +10,7 @@ import {
 import { bytesToF32, f32ToBf16, f32ToF16 } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { writeTorchStateDict } from "../core/io/torch_writer.ts";
-import { createProgress } from "../core/io/progress.ts";
+import { createProgress } from "../base/progress.ts";
 
 const FIX = new URL("./fixtures/chatglm6b-tiny/", import.meta.url).pathname;
 

@@ -1,7 +1,7 @@
 // The one number-flag parser of the command-line tools: absent → undefined, bad → a FlagError
 // naming the flag, the rule and the value given.
 import assert from "node:assert/strict";
-import { FlagError, intFlag, numberFlag } from "../core/io/flags.ts";
+import { FlagError, intFlag, numberFlag } from "../base/flags.ts";
 
 Deno.test("intFlag: decimal integers in range; the error names flag, rule and value", () => {
   assert.equal(intFlag("port", undefined, 0, 65535), undefined);

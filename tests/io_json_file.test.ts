@@ -1,11 +1,7 @@
 // The one JSON file reader (core/io/json_strict.ts readJsonFile): bounded work on hostile files
 // (sparse 2 GiB files, endless devices), and every refusal names the file.
 import assert from "node:assert/strict";
-import {
-  MAX_CONFIG_JSON_BYTES,
-  MAX_INDEX_JSON_BYTES,
-  readJsonFile,
-} from "../core/io/json_strict.ts";
+import { MAX_CONFIG_JSON_BYTES, MAX_INDEX_JSON_BYTES, readJsonFile } from "../base/json_strict.ts";
 import { declaredPromptTemplate } from "../serve/engine/load.ts";
 
 async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {

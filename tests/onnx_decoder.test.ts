@@ -7,7 +7,7 @@ import { exportChatGLMToOnnx } from "../core/onnx/export_dir.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
 import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../serve/onnx/backend.ts";
-import { createEngine } from "../serve/engine/engine.ts";
+import { createEngine } from "../serve/engine/mod.ts";
 import { loadTokenizer } from "../data/tokenizer/chatglm/load.ts";
 import { compareRule, loadGoldens } from "./reference/chatglm.ts";
 

@@ -19,7 +19,7 @@ import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
 import { isQuantizedModule } from "../core/quant/format.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
 

@@ -1,7 +1,7 @@
 // --quantize everywhere a model loads: the flag's parser, its pass-through in infer, serve, bot,
 // eval and export-onnx, the memory plan's sizes, and /v1/models saying what the weights are.
 import assert from "node:assert/strict";
-import { FlagError } from "../core/io/flags.ts";
+import { FlagError } from "../base/flags.ts";
 import { parseQuantizeFlag } from "../core/quant/flag.ts";
 import { parseInferFlags } from "../serve/infer_flags.ts";
 import { parseServeFlags } from "../serve/http/flags.ts";

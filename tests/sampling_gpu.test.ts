@@ -5,7 +5,7 @@ import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { readTensor, releaseTensor, uploadTensor } from "../core/tensor/mod.ts";
 import { packSamplingRows, sampleTokens, type SamplingRow } from "../core/kernels/mod.ts";
 import { argmax, chooseToken, type SamplerSettings } from "../serve/engine/sampling.ts";
-import { createRng } from "../core/random.ts";
+import { createRng } from "../base/random.ts";
 
 interface Case {
   logits: Float32Array;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { type CheckpointData, listCheckpoints } from "../train/checkpoint.ts";
 import { preset } from "../train/config.ts";
 import { evalAccumulator } from "../train/eval_metrics.ts";
-import { createRng, rngFromState, shuffle } from "../core/random.ts";
+import { createRng, rngFromState, shuffle } from "../base/random.ts";
 import {
   checkResumeCompatible,
   isBestStep,

@@ -15,18 +15,25 @@
  * directory never looks like a checkpoint either.
  */
 
-import { pathExists, syncDir, writeJsonAtomic } from "../core/io/atomic.ts";
-import { MAX_INDEX_JSON_BYTES, readJsonFile } from "../core/io/json_strict.ts";
-import { decodeSafetensors, writeSafetensors } from "../core/io/safetensors.ts";
-import { bytesToF32 } from "../core/io/dtype.ts";
+import {
+  MAX_INDEX_JSON_BYTES,
+  pathExists,
+  readJsonFile,
+  syncDir,
+  writeJsonAtomic,
+} from "../base/mod.ts";
 import {
   buildLoraAdapter,
+  bytesToF32,
+  decodeSafetensors,
   loadLoraAdapter,
   type LoraAdapter,
   type LoraBase,
+  parseLoraTensorKey,
+  readLoraConfig,
   saveLoraAdapter,
-} from "../core/adapters/lora_weights.ts";
-import { parseLoraTensorKey, readLoraConfig } from "../core/adapters/peft_config.ts";
+  writeSafetensors,
+} from "../core/mod.ts";
 import type { OptimizerState } from "./optim/optimizer.ts";
 import { parseSchedulerState, type SchedulerState } from "./schedule.ts";
 import { parseTrainerState, type TrainerState } from "./trainer_state.ts";

@@ -10,8 +10,7 @@
 
 import { parseArgs } from "node:util";
 import { SCHEDULE_KINDS, type ScheduleKind } from "./schedule.ts";
-import { parseQuantizeFlag } from "../core/quant/flag.ts";
-import { quantSpecOf } from "../core/models/chatglm/quantized.ts";
+import { parseQuantizeFlag, quantSpecOf } from "../core/mod.ts";
 
 export interface TrainConfig {
   /** The preset the values started from. */

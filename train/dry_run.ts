@@ -4,11 +4,15 @@
  * needed), and checks the largest buffers against the WebGPU adapter's limits when one exists.
  */
 
-import { readJsonFile } from "../core/io/json_strict.ts";
-import { type ChatGLMConfig, parseChatGLMConfig } from "../core/models/chatglm/config.ts";
+import { readJsonFile } from "../base/mod.ts";
+import {
+  type ChatGLMConfig,
+  getGpu,
+  linearModules,
+  loadLoraAdapter,
+  parseChatGLMConfig,
+} from "../core/mod.ts";
 import type { TrainConfig } from "./config.ts";
-import { loadLoraAdapter } from "../core/adapters/lora_weights.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
 import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
 import { trainQuantization } from "./quantize.ts";
 
@@ -111,7 +115,6 @@ export async function dryRunReport(
 /** Limits of the shared device, or null when there is no adapter. */
 export async function adapterLimits(): Promise<AdapterLimits | null> {
   try {
-    const { getGpu } = await import("../core/gpu/device.ts");
     const gpu = await getGpu();
     return {
       maxBufferSize: gpu.limits.maxBufferSize,

@@ -27,16 +27,16 @@
  * - for reference, the KV cache an inference run of the same batch and length would hold.
  */
 
-import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import {
+  type ChatGLMConfig,
+  describeQuant,
+  isTargetModule,
   LINEAR_MODULES,
   linearModuleName,
   linearShape,
   parameterTable,
-} from "../core/models/chatglm/params.ts";
-import { isTargetModule } from "../core/adapters/peft_config.ts";
-import { planMemory } from "../core/models/chatglm/memory_plan.ts";
-import { describeQuant } from "../core/models/chatglm/quantized.ts";
+  planMemory,
+} from "../core/mod.ts";
 
 export interface TrainMemoryPlanInput {
   model: ChatGLMConfig;

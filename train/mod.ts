@@ -1,3 +1,2 @@
 // @medglm/train: the LoRA and full fine-tuning trainer.
 export * from "./lib.ts";
-export * from "./demo/mod.ts";

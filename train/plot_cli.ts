@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { pathExists } from "../core/io/atomic.ts";
+import { pathExists } from "../base/mod.ts";
 import { findLatestCheckpoint } from "./checkpoint.ts";
 import { writeLossPlots } from "./plot/loss_plot.ts";
 import { readTrainerState } from "./trainer_state.ts";

@@ -5,7 +5,7 @@
  * and the final summary table.
  */
 
-import { formatCount, formatDuration, type ProgressStream } from "../core/io/progress.ts";
+import { formatCount, formatDuration, type ProgressStream } from "../base/mod.ts";
 
 export interface StepStatus {
   step: number;

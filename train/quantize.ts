@@ -6,15 +6,16 @@
  * through the packed weights (core/kernels/matmul/linear_grad.ts → `quantInputGrad`).
  */
 
-import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import {
+  BASE_QUANTIZATION_KEY,
+  baseQuantizationValue,
+  type ChatGLMConfig,
   describeQuant,
+  parseQuantizeFlag,
   type QuantizeOption,
+  type QuantSpec,
   resolveQuantization,
-} from "../core/models/chatglm/quantized.ts";
-import type { QuantSpec } from "../core/quant/format.ts";
-import { parseQuantizeFlag } from "../core/quant/flag.ts";
-import { BASE_QUANTIZATION_KEY, baseQuantizationValue } from "../core/adapters/peft_config.ts";
+} from "../core/mod.ts";
 import type { TrainConfig } from "./config.ts";
 
 export interface TrainQuantization {

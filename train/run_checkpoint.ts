@@ -5,7 +5,7 @@
  * Also: finding the checkpoint a `--resume` means and checking it fits the current config.
  */
 
-import { writeJsonAtomic } from "../core/io/atomic.ts";
+import { writeJsonAtomic } from "../base/mod.ts";
 import {
   type CheckpointData,
   checkpointName,

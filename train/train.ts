@@ -10,19 +10,19 @@
  */
 
 import { resolve } from "node:path";
-import { pathExists } from "../core/io/atomic.ts";
-import { poolStats } from "../core/tensor/pool.ts";
-import { isProfiling, profileReport } from "../core/gpu/profile.ts";
+import { createRng, pathExists, type ProgressStream } from "../base/mod.ts";
 import {
   adapterFromModelFor,
   buildTrainBatchFor,
+  DEMO_MODEL_DIR,
+  isProfiling,
   linearModulesOf,
+  poolStats,
   prepareTrainingFor,
-} from "../core/models/training.ts";
-import { readTensor } from "../core/tensor/tensor.ts";
-import type { ProgressStream } from "../core/io/progress.ts";
-import { buildDataset } from "../data/build/pipeline.ts";
-import { loadConfig } from "../data/build/config.ts";
+  profileReport,
+  readTensor,
+} from "../core/mod.ts";
+import { buildDataset, loadConfig } from "../data/mod.ts";
 import { loadCheckpoint, type LoadedCheckpoint, type SaveHooks } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { evalAccumulator } from "./eval_metrics.ts";
@@ -30,7 +30,6 @@ import { watchInterrupt } from "./interrupt.ts";
 import { createOptimizer } from "./optim/optimizer.ts";
 import { lossWindow } from "./optim/accumulate.ts";
 import { createTrainProgress, formatTrainSummary, type TrainSummary } from "./progress.ts";
-import { createRng } from "../core/random.ts";
 import { checkResumeCompatible, resolveResume, saveRunCheckpoint } from "./run_checkpoint.ts";
 import { lrAt, type ScheduleConfig, schedulerState } from "./schedule.ts";
 import { createTrainerState, logEval, logTrain, type TrainerState } from "./trainer_state.ts";
@@ -43,7 +42,6 @@ import {
 } from "./loop/examples.ts";
 import { setupModel } from "./loop/model_setup.ts";
 import { runMicroStep, trainableTensors } from "./loop/step.ts";
-import { DEMO_MODEL_DIR } from "../core/models/demo_dir.ts";
 import { DEMO_DATA_CONFIG, DEMO_NOTICE } from "./loop/demo_paths.ts";
 
 export interface TrainOptions {

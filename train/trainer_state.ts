@@ -5,7 +5,7 @@
  * loss) and `best_model_checkpoint`, and the run's step settings.
  */
 
-import { MAX_INDEX_JSON_BYTES, readJsonFile } from "../core/io/json_strict.ts";
+import { MAX_INDEX_JSON_BYTES, readJsonFile } from "../base/mod.ts";
 
 export interface TrainLogEntry {
   step: number;

@@ -4,7 +4,7 @@
  * same layout so peft loads what we write (README §7).
  */
 
-import { pathExists } from "../io/atomic.ts";
+import { pathExists } from "../../base/mod.ts";
 import { iterateTensors, openCheckpoint } from "../io/checkpoint.ts";
 import { bytesToF32 } from "../io/dtype.ts";
 import { writeSafetensors } from "../io/safetensors.ts";

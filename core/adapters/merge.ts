@@ -3,11 +3,10 @@
  * unchanged; and the export of a merged model directory as safetensors.
  */
 
-import { writeFileAtomic } from "../io/atomic.ts";
+import { createProgress, writeFileAtomic } from "../../base/mod.ts";
 import { openCheckpoint, readTensor } from "../io/checkpoint.ts";
 import { bytesToF32, type Dtype } from "../io/dtype.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { createProgress } from "../io/progress.ts";
 import { readChatGLMConfig } from "../models/chatglm/config.ts";
 import { linearModules } from "../models/chatglm/params.ts";
 import { loadLoraAdapter, type LoraAdapter, type LoraModuleWeights } from "./lora_weights.ts";

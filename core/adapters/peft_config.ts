@@ -3,8 +3,7 @@
  * target matching, tensor key names, and the JSON peft writes.
  */
 
-import { writeFileAtomic } from "../io/atomic.ts";
-import { readJsonFile } from "../io/json_strict.ts";
+import { readJsonFile, writeFileAtomic } from "../../base/mod.ts";
 
 export interface LoraConfig {
   r: number;

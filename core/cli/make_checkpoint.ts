@@ -6,8 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { FlagError, intFlag, numberFlag } from "../io/flags.ts";
-import { createProgress } from "../io/progress.ts";
+import { createProgress, FlagError, intFlag, numberFlag } from "../../base/mod.ts";
 import {
   PRESETS,
   type SyntheticDtype,

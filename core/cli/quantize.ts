@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { FlagError, intFlag } from "../io/flags.ts";
+import { FlagError, intFlag } from "../../base/mod.ts";
 import type { QuantSpec } from "../quant/format.ts";
 import { describeQuant } from "../models/chatglm/quantized.ts";
 import { quantizeCheckpoint } from "../quant/write.ts";

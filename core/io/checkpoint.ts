@@ -6,8 +6,13 @@
  */
 
 import { bytesToF32, convertBytes, type Dtype, type FloatDtype } from "./dtype.ts";
-import { isJsonObject, MAX_INDEX_JSON_BYTES, readJsonFile } from "./json_strict.ts";
-import { createProgress, type ProgressStream } from "./progress.ts";
+import {
+  createProgress,
+  isJsonObject,
+  MAX_INDEX_JSON_BYTES,
+  type ProgressStream,
+  readJsonFile,
+} from "../../base/mod.ts";
 import { openSafetensors } from "./safetensors.ts";
 import { readStoredTensor, type StoredTensor } from "./stored_tensor.ts";
 import { openTorchZip } from "./torch_zip.ts";

@@ -1,6 +1,6 @@
-// Checkpoint IO: safetensors, torch .bin zips (safe unpickler), sharded model directories,
-// float conversions, atomic writes, progress bars and the CLIs' number flags.
-export { pathExists, syncDir, writeFileAtomic, writeJsonAtomic } from "./atomic.ts";
+// Checkpoint IO: safetensors, torch .bin zips (safe unpickler), sharded model directories and
+// float conversions (atomic writes, progress, flags and JSON reading are in base/).
+
 export { concatArrays } from "./concat.ts";
 export {
   bf16BitsToNumber,
@@ -65,16 +65,5 @@ export {
   readTensorAsF32,
   tensorBytesAs,
 } from "./checkpoint.ts";
-export { createProgress, type Progress, type ProgressOptions } from "./progress.ts";
+
 export { readFileRange } from "./file_range.ts";
-export {
-  isJsonObject,
-  type JsonObject,
-  type JsonValue,
-  MAX_CONFIG_JSON_BYTES,
-  MAX_INDEX_JSON_BYTES,
-  parseJsonStrict,
-  readJsonFile,
-  type ReadJsonFileOptions,
-} from "./json_strict.ts";
-export { FlagError, intFlag, numberFlag } from "./flags.ts";

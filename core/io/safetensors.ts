@@ -4,10 +4,9 @@
  * are identical to the official library's.
  */
 
-import { writeFileAtomic } from "./atomic.ts";
+import { isJsonObject, parseJsonStrict, writeFileAtomic } from "../../base/mod.ts";
 import { type Dtype, dtypeRank, dtypeSize, f32ToBytes, isDtype, numelOf } from "./dtype.ts";
 import { fileSize, readAt } from "./file_range.ts";
-import { isJsonObject, parseJsonStrict } from "./json_strict.ts";
 import type { StoredTensor, TensorFile } from "./stored_tensor.ts";
 
 export { readTensorBytes } from "./stored_tensor.ts";

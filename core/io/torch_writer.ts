@@ -6,7 +6,7 @@
  * storages and `<root>/version`. Streamed (one storage at a time) and atomic.
  */
 
-import { writeFileAtomic } from "./atomic.ts";
+import { writeFileAtomic } from "../../base/mod.ts";
 import { type Dtype, dtypeSize, f32ToBytes, numelOf } from "./dtype.ts";
 import { crc32 } from "./crc32.ts";
 import {

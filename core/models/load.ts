@@ -5,7 +5,7 @@
  * (`CausalLM`): forward, KV cache steps, slots, parameters, adapter, dispose, profiler.
  */
 
-import { readJsonFile } from "../io/json_strict.ts";
+import { readJsonFile } from "../../base/mod.ts";
 import type { ChatGLMModel } from "./chatglm/model.ts";
 import { loadModel as loadChatGLM, type LoadModelOptions } from "./chatglm/load.ts";
 import { LLAMA_MODEL_TYPES } from "./llama/config.ts";

@@ -5,11 +5,9 @@
  * made for another model.
  */
 
-import { writeJsonAtomic } from "../io/atomic.ts";
-import { readJsonFile } from "../io/json_strict.ts";
+import { createProgress, readJsonFile, writeJsonAtomic } from "../../base/mod.ts";
 import { concatArrays } from "../io/concat.ts";
 import { type Checkpoint, openCheckpoint, readTensor, readTensorAsF32 } from "../io/checkpoint.ts";
-import { createProgress } from "../io/progress.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, parseChatGLMConfig } from "../models/chatglm/config.ts";
 import { checkParameters, linearModules, parameterTable } from "../models/chatglm/params.ts";

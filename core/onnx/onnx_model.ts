@@ -7,7 +7,7 @@
  * AttributeProto, TensorProto, ValueInfoProto/TypeProto, OperatorSetIdProto.
  */
 
-import { writeFileAtomic } from "../io/atomic.ts";
+import { writeFileAtomic } from "../../base/mod.ts";
 import { type ProtoMessage, protoMessage } from "./protobuf.ts";
 
 /** Element types (TensorProto.DataType) this project writes. */

@@ -4,7 +4,7 @@
  * `--quantize 4,embeddings`. One value, so each CLI adds one flag and passes it through.
  */
 
-import { FlagError } from "../io/flags.ts";
+import { FlagError } from "../../base/mod.ts";
 import type { QuantizeOption } from "../models/chatglm/quantized.ts";
 
 export const QUANTIZE_FLAG_HELP =

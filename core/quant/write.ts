@@ -12,10 +12,9 @@
 
 import { type Checkpoint, openCheckpoint, readTensor } from "../io/checkpoint.ts";
 import { convertBytes, type Dtype, viewAs } from "../io/dtype.ts";
-import { createProgress } from "../io/progress.ts";
+import { createProgress, writeJsonAtomic } from "../../base/mod.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { writeTorchStateDict } from "../io/torch_writer.ts";
-import { writeJsonAtomic } from "../io/atomic.ts";
 import { type QuantizedMatrix, quantizeF16, storedBytes } from "./arith.ts";
 import {
   EMBEDDING_NAME,

@@ -17,8 +17,15 @@
  */
 
 import { createHash } from "node:crypto";
-import { writeFileAtomic, writeJsonAtomic } from "../../core/io/atomic.ts";
-import { createProgress, type Progress } from "../../core/io/progress.ts";
+import {
+  createProgress,
+  createRng,
+  type Progress,
+  seedFor,
+  shuffle,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from "../../base/mod.ts";
 import { type CleanRecord, cleanRecord, createDeduper } from "../clean/clean.ts";
 import type { Language } from "../clean/language.ts";
 import { addWarning, count, createTally, mergeCounts, type Tally, warn } from "../clean/tally.ts";
@@ -39,7 +46,6 @@ import {
   type SourceStats,
 } from "./manifest.ts";
 import { GrowArray, Spool } from "./spool.ts";
-import { createRng, seedFor, shuffle } from "../../core/random.ts";
 import { applyWeight, splitIndicesBy } from "./split.ts";
 import { encodeTokenShard } from "./token_shard.ts";
 import { bucketOrder, checkPromptFormat, lengthHistogram, tokenizeRecord } from "./tokenize.ts";

@@ -6,7 +6,7 @@
  * record can never also sit in validation.
  */
 
-import { createRng, seedFor, shuffle } from "../../core/random.ts";
+import { createRng, seedFor, shuffle } from "../../base/mod.ts";
 
 export function validCount(n: number, ratio: number): number {
   if (ratio <= 0 || n < 2) return 0;

@@ -12,7 +12,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { createProgress, type Progress } from "../../core/io/progress.ts";
+import { createProgress, type Progress } from "../../base/mod.ts";
 
 export interface DownloadSpec {
   url: string;

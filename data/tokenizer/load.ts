@@ -7,7 +7,7 @@
  */
 
 import { isAbsolute, join } from "node:path";
-import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
+import { isJsonObject, readJsonFile } from "../../base/mod.ts";
 import { loadTokenizer as loadChatGLMTokenizer } from "./chatglm/load.ts";
 import type { ChatGLMTokenizer } from "./chatglm/tokenizer.ts";
 import { loadByteLevelTokenizer } from "./bytelevel/load.ts";

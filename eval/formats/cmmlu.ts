@@ -6,7 +6,7 @@
  * options are reported and skipped. C-Eval's hidden test answers (empty) are reported the same way.
  */
 
-import { parseDelimited } from "../../data/sources/csv.ts";
+import { parseDelimited } from "../../data/mod.ts";
 import type { EvalIssue, McItem, McReadResult } from "../types.ts";
 import { checkOptions, fileStem, normalizeAnswer, readEvalText } from "./common.ts";
 

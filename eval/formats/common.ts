@@ -3,8 +3,7 @@
  * each item starts on, answer letters and option lists (also packed in one string, as MMCU does).
  */
 
-import { decodeSource } from "../../data/sources/decode.ts";
-import { arrayItemStarts, findJsonError, lineIndex } from "../../data/sources/json_text.ts";
+import { arrayItemStarts, decodeSource, findJsonError, lineIndex } from "../../data/mod.ts";
 import { optionLetters } from "../types.ts";
 
 /** Reads a benchmark file as text: UTF-8 (BOM stripped), GB18030 allowed only for CSV files. */

@@ -4,10 +4,9 @@
  * Everything is derived from the results alone, so the same results give byte-identical files.
  */
 
-import { writeFileAtomic, writeJsonAtomic } from "../../core/io/atomic.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../../base/mod.ts";
 import type { EvalSettings, Score, VariantResult } from "../evaluate.ts";
-import type { EvalIssue } from "../types.ts";
-import { formatIssue } from "../types.ts";
+import { type EvalIssue, formatIssue } from "../types.ts";
 import { barChartSvg, SERIES_COLORS } from "./bar_chart.ts";
 
 export const RESULTS_FORMAT = "medglm-eval/1";

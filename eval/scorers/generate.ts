@@ -5,7 +5,7 @@
  * the engine refuses as too long is the same, with `error` saying why.
  */
 
-import type { ChatMessage, Engine } from "../../serve/engine/types.ts";
+import type { ChatMessage, Engine } from "../../serve/mod.ts";
 import type { McItem, QuestionResult } from "../types.ts";
 import { extractAnswer } from "./extract.ts";
 

@@ -1,5 +1,5 @@
 /**
- * `createEngine({ model, tokenizer })`: the engine contract (types.ts) over the continuous-batching
+ * `buildEngine({ model, tokenizer })`: the engine contract (types.ts) over the continuous-batching
  * scheduler, for any tokenizer of the common interface. A request's messages become the prompt of
  * the one prompt builder (ChatGLM's chat format, or the model's own chat template); its tokens
  * come back as append-only text deltas (post-processed as the format says, never splitting a
@@ -8,11 +8,9 @@
  * and usage.
  */
 
-import type { Tokenizer } from "../../data/tokenizer/common.ts";
-import { createPromptBuilder, type PromptFormat } from "../../data/prompt/builder.ts";
+import { createPromptBuilder, type PromptFormat, type Tokenizer } from "../../data/mod.ts";
 import { type Decoder, type SlotModel, webgpuDecoder } from "./decoder.ts";
-import { loadEngine, type LoadEngineOptions } from "./load.ts";
-import { createRng } from "../../core/random.ts";
+import { createRng } from "../../base/mod.ts";
 import { createScheduler } from "./scheduler.ts";
 import { createTextStream } from "./text_stream.ts";
 import { byteTokensOf } from "./utf8_tokens.ts";
@@ -114,22 +112,7 @@ function freshSeed(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0];
 }
 
-/**
- * The engine over a loaded model and tokenizer (`{ model, tokenizer }`, or `{ decoder, tokenizer }`
- * for another backend). Given a model *directory* instead (`{ model: "dir", adapter?, backend? }`,
- * or no model: the demo model), it loads everything first: see `loadEngine`.
- */
-export function createEngine(opts: CreateEngineOptions): LocalEngine;
-export function createEngine(opts: LoadEngineOptions): Promise<LocalEngine>;
-export function createEngine(
-  opts: CreateEngineOptions | LoadEngineOptions,
-): LocalEngine | Promise<LocalEngine> {
-  const o = opts as CreateEngineOptions;
-  if ((typeof o.model === "object" && o.model !== null) || o.decoder) return buildEngine(o);
-  return loadEngine(opts as LoadEngineOptions);
-}
-
-/** {@link createEngine} for a loaded model or a decoder. */
+/** The engine over a loaded model or a decoder (`createEngine` in create.ts picks it). */
 export function buildEngine(opts: CreateEngineOptions): LocalEngine {
   const tok = opts.tokenizer;
   if (!opts.model && !opts.decoder) throw new TypeError("createEngine: give a model or a decoder");

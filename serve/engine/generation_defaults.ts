@@ -5,7 +5,7 @@
  * chat settings (temperature 0.95, top_p 0.7), so `deno task infer`, `/v1/chat/completions` and
  * the bot sample the same way unless a user says otherwise.
  */
-import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
+import { isJsonObject, readJsonFile } from "../../base/mod.ts";
 import type { SamplingOptions } from "./types.ts";
 
 export interface GenerationDefaults {

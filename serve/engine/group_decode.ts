@@ -13,8 +13,8 @@
  * group of the batch back to 1 (so new requests join between groups, at most one group late).
  */
 
-import type { Rng } from "../../core/random.ts";
-import { packSamplingRows, SETTINGS_WORDS } from "../../core/kernels/mod.ts";
+import type { Rng } from "../../base/mod.ts";
+import { packSamplingRows, SETTINGS_WORDS } from "../../core/mod.ts";
 import { maskInvalidUtf8, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 

@@ -6,19 +6,25 @@
  */
 
 import {
+  type ChatGLMModel,
+  DEMO_MODEL_DIR,
   describeModelWeights,
   describeQuant,
+  getGpu,
+  type Gpu,
+  loadChatGLM as loadModel,
+  mergeAdapter,
   type QuantizeOption,
-} from "../../core/models/chatglm/quantized.ts";
-import { getGpu, type Gpu } from "../../core/gpu/device.ts";
-import { isJsonObject, readJsonFile } from "../../core/io/json_strict.ts";
-import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
-import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
-import { PROMPT_FORMATS, type PromptFormat } from "../../data/prompt/builder.ts";
-import { loadModel, mergeAdapter } from "../../core/models/chatglm/load.ts";
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import type { WeightDtype } from "../../core/models/chatglm/weights.ts";
-import { type AnyTokenizer, loadTokenizer } from "../../data/tokenizer/load.ts";
+  readChatGLMConfig,
+  type WeightDtype,
+} from "../../core/mod.ts";
+import { isJsonObject, readJsonFile } from "../../base/mod.ts";
+import {
+  type AnyTokenizer,
+  loadTokenizer,
+  PROMPT_FORMATS,
+  type PromptFormat,
+} from "../../data/mod.ts";
 import { defaultOnnxExportDir, loadOnnxDecoder, probeOnnxExport } from "../onnx/backend.ts";
 import { buildEngine, DEFAULT_MAX_BATCH, type LocalEngine } from "./engine.ts";
 import { BUILTIN_GENERATION_DEFAULTS, readGenerationDefaults } from "./generation_defaults.ts";

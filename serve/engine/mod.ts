@@ -1,7 +1,6 @@
 // The generation engine: continuous-batching scheduler over a decoder, sampling, streaming.
 export {
   buildEngine,
-  createEngine,
   type CreateEngineOptions,
   DEFAULT_MAX_BATCH,
   type LocalEngine,
@@ -35,3 +34,4 @@ export {
   loadEngine,
   type LoadEngineOptions,
 } from "./load.ts";
+export { createEngine } from "./create.ts";

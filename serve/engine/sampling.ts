@@ -5,7 +5,7 @@
  * Optionally (`validUtf8`), byte tokens that cannot continue valid UTF-8 are masked first.
  */
 
-import type { Rng } from "../../core/random.ts";
+import type { Rng } from "../../base/mod.ts";
 import {
   type ByteTokens,
   canStartUtf8,

@@ -22,7 +22,7 @@
  */
 
 import type { Decoder } from "./decoder.ts";
-import type { Rng } from "../../core/random.ts";
+import type { Rng } from "../../base/mod.ts";
 import { chooseToken, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 import type { FinishReason } from "./types.ts";

@@ -1,11 +1,10 @@
 /** The `deno task serve` flags, parsed with `node:util` parseArgs and checked with clear errors. */
-import { parseQuantizeFlag } from "../../core/quant/flag.ts";
-import type { QuantizeOption } from "../../core/models/chatglm/quantized.ts";
+import { parseQuantizeFlag, type QuantizeOption } from "../../core/mod.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/prompt/chat.ts";
-import { FlagError, intFlag, numberFlag } from "../../core/io/flags.ts";
+import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/mod.ts";
+import { FlagError, intFlag, numberFlag } from "../../base/mod.ts";
 
 export interface ServeFlags {
   /** Model directory (HF layout); absent means the embedded demo model. */

@@ -3,8 +3,11 @@
  * whether it is usable for the model (and adapter) being served, and the engine decoder over it.
  */
 
-import { checkExportMatchesModel, readOnnxExportInfo } from "../../core/onnx/export_dir.ts";
-import type { OnnxExportInfo } from "../../core/onnx/export_dir.ts";
+import {
+  checkExportMatchesModel,
+  type OnnxExportInfo,
+  readOnnxExportInfo,
+} from "../../core/mod.ts";
 import { onnxDecoder } from "./decoder.ts";
 import { loadOnnxModel, type OnnxDevice, type OnnxModel } from "./runner.ts";
 import type { Decoder } from "../engine/decoder.ts";

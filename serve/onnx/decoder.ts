@@ -18,7 +18,7 @@ import {
   layoutRows,
   positionAt,
   type RowLayout,
-} from "../../core/models/chatglm/inputs.ts";
+} from "../../core/mod.ts";
 import type { OnnxModel } from "./runner.ts";
 import type { OrtTensor } from "./ort.ts";
 

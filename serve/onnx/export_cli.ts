@@ -6,12 +6,12 @@
 
 import { parseArgs } from "node:util";
 import {
+  describeQuant,
   exportChatGLMToOnnx,
   ONNX_DATA_FILE,
   ONNX_MODEL_FILE,
-} from "../../core/onnx/export_dir.ts";
-import { parseQuantizeFlag } from "../../core/quant/flag.ts";
-import { describeQuant } from "../../core/models/chatglm/quantized.ts";
+  parseQuantizeFlag,
+} from "../../core/mod.ts";
 
 export const EXPORT_HELP = `deno task export-onnx --model DIR --out DIR [options]
 

@@ -11,17 +11,15 @@
 import {
   buildMask,
   buildPositions,
-  layoutRows,
-  type RowLayout,
-} from "../../core/models/chatglm/inputs.ts";
-import type { ChatGLMConfig } from "../../core/models/chatglm/config.ts";
-import { cacheNames } from "../../core/onnx/export_chatglm.ts";
-import {
+  cacheNames,
+  type ChatGLMConfig,
   checkExportMatchesModel,
+  layoutRows,
   ONNX_MODEL_FILE,
   type OnnxExportInfo,
   readOnnxExportInfo,
-} from "../../core/onnx/export_dir.ts";
+  type RowLayout,
+} from "../../core/mod.ts";
 import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from "./ort.ts";
 
 export type OnnxDevice = "cpu" | "cuda" | "auto";

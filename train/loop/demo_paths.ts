@@ -4,7 +4,7 @@
  * demo model is.
  */
 
-import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
+import { DEMO_MODEL_DIR } from "../../core/mod.ts";
 
 export const DEMO_DATA_CONFIG: string =
   new URL("../../data/configs/demo.json", import.meta.url).pathname;

@@ -6,9 +6,8 @@
  * uninterrupted run would have.
  */
 
-import { readTokenShard } from "../../data/build/token_shard.ts";
-import { tokenShardPaths } from "../../data/build/manifest.ts";
-import { type Rng, rngFromState, shuffle } from "../../core/random.ts";
+import { readTokenShard, tokenShardPaths } from "../../data/mod.ts";
+import { type Rng, rngFromState, shuffle } from "../../base/mod.ts";
 
 export interface Example {
   inputIds: number[];

@@ -5,20 +5,22 @@
  * resumed full fine-tuning run written back into the model.
  */
 
-import { getGpu } from "../../core/gpu/device.ts";
-import { writeTensor } from "../../core/tensor/tensor.ts";
 import {
+  type CausalLM,
+  getGpu,
   initLoraAdapter,
+  linearModulesOf,
   loadLoraAdapter,
+  loadModel,
   type LoraAdapter,
-} from "../../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../../core/adapters/peft_config.ts";
-import { type CausalLM, loadModel, modelTypeOf } from "../../core/models/load.ts";
-import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
-import { linearModulesOf } from "../../core/models/training.ts";
+  modelTypeOf,
+  parseLoraConfig,
+  readChatGLMConfig,
+  writeTensor,
+} from "../../core/mod.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
-import { createRng } from "../../core/random.ts";
+import { createRng } from "../../base/mod.ts";
 import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
 import { trainQuantization, withBaseQuantization } from "../quantize.ts";
 

@@ -4,15 +4,29 @@
  * micro-batch of an accumulation window) the optimizer step; then one read of the loss.
  */
 
-import { beginRecording, discardRecording, submit } from "../../core/gpu/recording.ts";
-import { readTensor, type Tensor } from "../../core/tensor/tensor.ts";
-import { backward, discardTape, free, unref } from "../../core/autograd/tape.ts";
-import type { TrainBatch } from "../../core/models/chatglm/train_batch.ts";
-import { type TrainingModel, trainingTape } from "../../core/models/chatglm/train_forward.ts";
-import type { CausalLM } from "../../core/models/load.ts";
-import { trainForwardFor, uploadTrainBatchFor } from "../../core/models/training.ts";
-import type { Optimizer, StepReport } from "../optim/optimizer.ts";
-import { tensorRegions, type TrainableTensor } from "../optim/optimizer.ts";
+import {
+  backward,
+  beginRecording,
+  type CausalLM,
+  discardRecording,
+  discardTape,
+  free,
+  readTensor,
+  submit,
+  type Tensor,
+  type TrainBatch,
+  trainForwardFor,
+  type TrainingModel,
+  trainingTape,
+  unref,
+  uploadTrainBatchFor,
+} from "../../core/mod.ts";
+import {
+  type Optimizer,
+  type StepReport,
+  tensorRegions,
+  type TrainableTensor,
+} from "../optim/optimizer.ts";
 
 export interface MicroStepOptions {
   /** Zero the gradient buffers first (first micro-batch of a window). */

@@ -11,8 +11,7 @@
  * `result[2]` is set (NaN/Inf gradients), so the step needs no host round trip before the update.
  */
 
-import { getPipeline } from "../../core/gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../../core/gpu/recording.ts";
+import { getPipeline, recordDispatch, type Recording } from "../../core/mod.ts";
 import { type AdamWHyper, adamwScalars } from "./adamw_reference.ts";
 import { type BufferRegion, type Chunk, chunkBinding } from "./chunks.ts";
 

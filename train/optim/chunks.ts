@@ -4,7 +4,7 @@
  * 2 GiB in f32) and must start at a multiple of `minStorageBufferOffsetAlignment`.
  */
 
-import type { Gpu } from "../../core/gpu/device.ts";
+import type { Gpu } from "../../core/mod.ts";
 
 /** A flat f32 tensor inside a GPU buffer (`byteOffset` aligned to the storage offset alignment). */
 export interface BufferRegion {

@@ -15,9 +15,7 @@
  * gradient makes Σ g² non-finite (Inf² = Inf, NaN propagates), so one check covers every tensor.
  */
 
-import type { Gpu } from "../../core/gpu/device.ts";
-import { getPipeline } from "../../core/gpu/pipelines.ts";
-import { recordDispatch, type Recording } from "../../core/gpu/recording.ts";
+import { getPipeline, type Gpu, recordDispatch, type Recording } from "../../core/mod.ts";
 import { type BufferRegion, type Chunk, chunkBinding } from "./chunks.ts";
 
 const WG = 256;

@@ -12,9 +12,14 @@
  * micro-batch mean losses' gradients (HF Trainer's semantics) without a separate scaling pass.
  */
 
-import type { Gpu } from "../../core/gpu/device.ts";
-import { markWritten, type Tensor } from "../../core/tensor/tensor.ts";
-import { recordClear, recordCopy, type Recording } from "../../core/gpu/recording.ts";
+import {
+  type Gpu,
+  markWritten,
+  recordClear,
+  recordCopy,
+  type Recording,
+  type Tensor,
+} from "../../core/mod.ts";
 import { ADAMW_DEFAULTS, type AdamWHyper } from "./adamw_reference.ts";
 import { type AdamWTensor, recordAdamW } from "./adamw.ts";
 import { type BufferRegion, checkRegion, maxChunkElements, splitChunks } from "./chunks.ts";

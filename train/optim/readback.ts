@@ -4,7 +4,7 @@
  * mapped once. Used for checkpoints (parameters, m, v) and for the step result.
  */
 
-import type { Gpu } from "../../core/gpu/device.ts";
+import type { Gpu } from "../../core/mod.ts";
 import type { BufferRegion } from "./chunks.ts";
 
 const STAGING_BYTES = 64 << 20;

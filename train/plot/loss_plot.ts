@@ -3,7 +3,7 @@
  * `loss.svg` and `loss.png` (atomically) into the run's output directory, beside the checkpoints.
  */
 
-import { writeFileAtomic } from "../../core/io/atomic.ts";
+import { writeFileAtomic } from "../../base/mod.ts";
 import { lossSeries, type TrainerState } from "../trainer_state.ts";
 import type { PlotSpec } from "./axes.ts";
 import { encodePng } from "./png.ts";

@@ -4,7 +4,7 @@
  * own CRC-32. Rows use filter 0 (none) — the plot is mostly flat colour, deflate does the rest.
  */
 
-import { concatArrays } from "../../core/io/concat.ts";
+import { concatArrays } from "../../core/mod.ts";
 import type { Canvas } from "./raster.ts";
 
 const CRC_TABLE = (() => {

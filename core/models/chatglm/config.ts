@@ -3,7 +3,7 @@
  * needs comes from here, so one code path serves the tiny fixture and the real checkpoint.
  */
 
-import { readJsonFile } from "../../io/json_strict.ts";
+import { readJsonFile } from "../../../base/mod.ts";
 import { type QuantSpec, readQuantSpec } from "../../quant/format.ts";
 
 export interface ChatGLMConfig {

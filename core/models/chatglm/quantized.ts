@@ -10,7 +10,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import { type Checkpoint, iterateTensors } from "../../io/checkpoint.ts";
 import { bytesToF32, convertBytes, viewAs } from "../../io/dtype.ts";
-import { createProgress } from "../../io/progress.ts";
+import { createProgress } from "../../../base/mod.ts";
 import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import { checkQuantShape, quantizeF16, storedBytes } from "../../quant/arith.ts";
 import {

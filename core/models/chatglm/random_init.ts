@@ -4,7 +4,7 @@
  * same numbers. For training from scratch (the demo model) and for benchmarks, which need the
  * real shapes but no checkpoint.
  */
-import { createRng } from "../../random.ts";
+import { createRng } from "../../../base/mod.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import { type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import type { ChatGLMConfig } from "./config.ts";

@@ -10,11 +10,10 @@
  * biases 0. The same seed gives the same bytes.
  */
 
-import { writeFileAtomic, writeJsonAtomic } from "../../io/atomic.ts";
+import { createRng, writeFileAtomic, writeJsonAtomic } from "../../../base/mod.ts";
 import { type Dtype, f32ToBytes } from "../../io/dtype.ts";
 import { writeSafetensors } from "../../io/safetensors.ts";
 import { writeTorchStateDict } from "../../io/torch_writer.ts";
-import { createRng } from "../../random.ts";
 import { parseChatGLMConfig } from "./config.ts";
 import { parameterTable } from "./params.ts";
 

@@ -19,7 +19,7 @@ import { type Checkpoint, readTensor as readCkptTensor } from "../../io/checkpoi
 import { bytesToF32, convertBytes, type Dtype, dtypeSize } from "../../io/dtype.ts";
 import { readAt } from "../../io/file_range.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
-import { createProgress } from "../../io/progress.ts";
+import { createProgress } from "../../../base/mod.ts";
 import { forwardPacksWeight, hostPackedWeight, prepackWeight } from "../../kernels/mod.ts";
 import {
   dropStorage,

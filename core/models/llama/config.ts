@@ -5,7 +5,7 @@
  * `torch_dtype`), plus `generation_config.json` when present (eos list, pad id).
  */
 
-import { isJsonObject, readJsonFile } from "../../io/json_strict.ts";
+import { isJsonObject, readJsonFile } from "../../../base/mod.ts";
 
 export type LlamaModelType = "qwen2" | "qwen3" | "llama";
 export const LLAMA_MODEL_TYPES: readonly LlamaModelType[] = ["qwen2", "qwen3", "llama"];

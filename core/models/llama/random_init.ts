@@ -3,7 +3,7 @@
  * normal(0, std), biases 0, RMSNorm weights 1; seeded. For benchmarks and from-scratch demos,
  * which need the real shapes but no checkpoint.
  */
-import { createRng } from "../../random.ts";
+import { createRng } from "../../../base/mod.ts";
 import type { Gpu } from "../../gpu/device.ts";
 import { type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import type { RandomModelOptions, RandomTensor } from "../chatglm/random_init.ts";

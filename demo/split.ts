@@ -21,7 +21,7 @@ export function isLoraOnly(index: number): boolean {
 }
 
 export const SAMPLES_PATH: string =
-  new URL("../../data/samples/medical_qa.json", import.meta.url).pathname;
+  new URL("../data/samples/medical_qa.json", import.meta.url).pathname;
 
 export async function readSamples(path = SAMPLES_PATH): Promise<SampleQA[]> {
   const text = new TextDecoder().decode(await readFileBytes(path));

@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { runDemo } from "./pipeline.ts";
-import { intFlag, numberFlag } from "../../core/io/flags.ts";
+import { intFlag, numberFlag } from "../base/mod.ts";
 
 const HELP = `deno task demo — rebuild the demo model from scratch (a demo, not a medical model)
 

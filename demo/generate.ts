@@ -3,10 +3,10 @@
  * demo was trained on), and are scored by how much of the training answer they reproduce.
  */
 
-import type { ChatGLMModel } from "../../core/models/chatglm/model.ts";
-import type { Tokenizer } from "../../data/tokenizer/common.ts";
-import { lcsLength } from "../../eval/metrics/rouge.ts";
-import { buildEngine } from "../../serve/engine/engine.ts";
+import type { ChatGLMModel } from "../core/mod.ts";
+import type { Tokenizer } from "../data/mod.ts";
+import { lcsLength } from "../eval/mod.ts";
+import { buildEngine } from "../serve/mod.ts";
 
 /** Greedy answers to questions, prompted as `Instruction: …\nAnswer: ` (the model stays loaded). */
 export async function answerInstructions(

@@ -1,3 +1,4 @@
+// @medglm/demo: the demo chain, a member above train, serve and eval.
 /**
  * The demo chain (`deno task demo`): data → full training from random weights → LoRA → answers.
  *

@@ -8,19 +8,18 @@
  */
 
 import { copy, readFileBytes } from "./files.ts";
-import { writeFileAtomic } from "../../core/io/atomic.ts";
-import { readLoraConfig, writeLoraConfig } from "../../core/adapters/peft_config.ts";
-import { writeSafetensors } from "../../core/io/safetensors.ts";
-import { decodeSafetensors } from "../../core/io/safetensors.ts";
-import { bytesToF32 } from "../../core/io/dtype.ts";
-import { loadModel } from "../../core/models/chatglm/load.ts";
-import { buildDataset } from "../../data/build/pipeline.ts";
-import { loadConfig } from "../../data/build/config.ts";
-import { loadTokenizer } from "../../data/tokenizer/chatglm/load.ts";
-import { preset, type TrainConfig } from "../config.ts";
-import { train } from "../train.ts";
-import { DEMO_MODEL_DIR } from "../../core/models/demo_dir.ts";
-import { DEMO_DATA_CONFIG } from "../loop/demo_paths.ts";
+import { writeFileAtomic } from "../base/mod.ts";
+import {
+  bytesToF32,
+  decodeSafetensors,
+  DEMO_MODEL_DIR,
+  loadChatGLM as loadModel,
+  readLoraConfig,
+  writeLoraConfig,
+  writeSafetensors,
+} from "../core/mod.ts";
+import { buildDataset, loadChatGLMTokenizer as loadTokenizer, loadConfig } from "../data/mod.ts";
+import { DEMO_DATA_CONFIG, preset, train, type TrainConfig } from "../train/mod.ts";
 import { writeRandomChatGLM } from "./init_model.ts";
 import { answerInstructions, overlap } from "./generate.ts";
 import {

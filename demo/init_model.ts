@@ -4,10 +4,8 @@
  * seeded, so the same seed writes the same file. Used to start the demo model from scratch.
  */
 
-import { writeJsonAtomic } from "../../core/io/atomic.ts";
-import { writeSafetensors } from "../../core/io/safetensors.ts";
-import { parseChatGLMConfig } from "../../core/models/chatglm/config.ts";
-import { randomChatGLMWeights } from "../../core/models/chatglm/random_init.ts";
+import { writeJsonAtomic } from "../base/mod.ts";
+import { parseChatGLMConfig, randomChatGLMWeights, writeSafetensors } from "../core/mod.ts";
 
 /** Writes `<dir>/config.json` and a random `<dir>/model.safetensors` (F32). */
 export async function writeRandomChatGLM(

@@ -1,4 +1,4 @@
-import { writeFileAtomic } from "../../core/io/atomic.ts";
+import { writeFileAtomic } from "../base/mod.ts";
 
 /** Reads a whole file, naming it in the error. */
 export async function readFileBytes(path: string): Promise<Uint8Array> {
