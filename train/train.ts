@@ -256,6 +256,16 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
       if (result.warning) progress.note(result.warning);
     };
 
+    if (config.evalOnStart && step === 0 && validSet.examples.length > 0) {
+      // Before any update: the base (or the initial adapter) on the validation split.
+      const entry = await evaluate(0, 0);
+      evals.push({ step: 0, loss: entry.eval_loss });
+      progress.note(
+        `eval before training: loss ${entry.eval_loss.toFixed(4)}, perplexity ${
+          entry.eval_perplexity!.toFixed(3)
+        }`,
+      );
+    }
     let sessionSteps = 0;
     while (step < totalSteps) {
       const window = lossWindow();
