@@ -101,9 +101,13 @@ function parseDataOrder(json: unknown, dir: string): DataOrderState {
 /** The data build of the demo (built from data/configs/demo.json on first use). */
 async function demoData(log: (line: string) => void): Promise<string> {
   const out = "out/data/demo";
-  if (await pathExists(`${out}/manifest.json`)) return out;
-  log(`no --data: building the demo data set from ${DEMO_DATA_CONFIG} into ${out}`);
   const { config } = await loadConfig(DEMO_DATA_CONFIG);
+  // Reused while it was built from this config (a build of an older demo.json is rebuilt).
+  if (await pathExists(`${out}/manifest.json`)) {
+    const built = JSON.parse(await Deno.readTextFile(`${out}/manifest.json`)).config;
+    if (JSON.stringify(built) === JSON.stringify(config)) return out;
+  }
+  log(`no --data: building the demo data set from ${DEMO_DATA_CONFIG} into ${out}`);
   const baseDir = DEMO_DATA_CONFIG.replace(/\/[^/]*$/, "");
   await buildDataset(config, { baseDir, out, progress: false });
   return out;

@@ -1,7 +1,8 @@
 /**
- * The demo chain behind `deno task demo`, from scratch: build the sample data set
- * (data/configs/demo.json) → initialise a small ChatGLM-architecture model → train it fully on
- * the data (`--full`) → train a LoRA adapter on top → answer a few training questions greedily.
+ * The demo chain behind `deno task demo`, from scratch: build the sample data sets
+ * (data/configs/demo-base.json, the base's; data/configs/demo.json, the quick start's new topics)
+ * → initialise a small ChatGLM-architecture model → train it fully on the base's data (`--full`)
+ * → train the quick start's LoRA on the new topics on top → answer a few questions greedily.
  * Everything goes under `out/` (a complete model directory in `out/model`, its adapter in
  * `out/model/adapter`); `install` copies that into models/demo, the model the commands use when
  * no `--model` is given.
@@ -107,22 +108,24 @@ const TOKENIZER_FILES = ["ice_text.model", "tokenizer_config.json"];
 const README = `# medglm demo model
 
 A **demo**, not a medical model. A tiny model with the ChatGLM-6B (v1) architecture (hidden 128,
-4 heads, 2 layers, vocabulary 2048) that this project trains itself, from random weights, on its
-own 300 sample Chinese medical Q&A pairs (\`data/samples/medical_qa.json\`), so that
+4 heads, 2 layers, vocabulary 2048) that this project trains itself, from random weights, on 224 of
+its own sample Chinese medical Q&A pairs (\`data/samples/medical_qa.json\`), so that
 \`deno task infer\` and \`deno task train\` run on a fresh clone with nothing downloaded. It repeats
 answers it was trained on (prompted as \`Instruction: <question>\\nAnswer: \`) and knows nothing
-else. Never use its output as medical advice.
+else: the 76 Q&A of \`data/samples/new_topics.json\` (children, the elderly, exercise, mood,
+women's health, eyes, teeth, smoking, organs, skin, hygiene) are left for the quick start's LoRA
+(\`deno task train\`) to teach. Never use its output as medical advice.
 
-- \`config.json\`, \`model.safetensors\` (float16): the base model, fully trained (\`--full\`).
+- \`config.json\`, \`model.safetensors\` (float16): the base model, fully trained (\`--full\`) on
+  data/configs/demo-base.json.
 - \`ice_text.model\`, \`tokenizer_config.json\`: the project's small SentencePiece tokenizer
   (2000 pieces).
-- \`adapter/\`: a PEFT LoRA adapter trained on top of it (r 8, \`query_key_value\` and \`dense\`).
+- \`adapter/\`: a PEFT LoRA adapter that teaches it the new topics: the quick start's
+  (\`deno task train\`: r 16 on all four linear types, 100 steps on data/configs/demo.json).
 
 Rebuild it from scratch with \`deno task demo --install\`: 20 epochs of full training (learning
-rate 5e-3), then 3 of LoRA, about 5 minutes on two CPU cores through llvmpipe; the result
-reproduces about half of the training answers it is asked, many word for word. The shipped weights
-came from a longer run: 25 epochs (learning rate 3e-3) continued for 10 more (\`--init-from\`,
-learning rate 6e-4).
+rate 5e-3), then 10 of the quick start's LoRA on the new topics, on two CPU cores through llvmpipe.
+The shipped base came from 35 epochs at learning rate 3e-3 (\`--full-epochs 35 --full-lr 3e-3\`).
 `;
 
 /**
