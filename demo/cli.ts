@@ -1,7 +1,8 @@
 /**
  * `deno task demo [--install] [--out DIR] [--full-epochs N] [--lora-epochs N] [--seed N]
- * [--hold-out-topics]`:
- * rebuilds the demo model from scratch (data → full training → LoRA → a few answers), printing
+ * [--init-from DIR] [--full-lr LR]`:
+ * rebuilds the demo model from scratch (data → full training of the base → LoRA on the topics
+ * the base has not seen → a few answers), printing
  * progress throughout; `--install` copies the result into models/demo.
  */
 
@@ -14,14 +15,12 @@ const HELP = `deno task demo — rebuild the demo model from scratch (a demo, no
 options:
   --out DIR          work folder (default runs/demo-build)
   --full-epochs N    epochs of full training (default 20)
-  --lora-epochs N    epochs of LoRA training on top (default 3)
+  --lora-epochs N    epochs of LoRA training on the new topics (default 10)
   --questions N      training questions answered at the end (default 5)
   --seed N           seed of the initial weights, data order and dropout (default 42)
   --init-from DIR    continue full training from this model directory (an earlier build's
                      model/) instead of random weights
   --full-lr LR       peak learning rate of the full training (default 5e-3)
-  --hold-out-topics  train the base without samples 110-185 (children … hygiene), leaving those
-                     topics for a LoRA to teach
   --install          copy the result into models/demo
   -h, --help         this help`;
 
@@ -39,7 +38,6 @@ export async function demoMain(args: string[]): Promise<number> {
         install: { type: "boolean" },
         "init-from": { type: "string" },
         "full-lr": { type: "string" },
-        "hold-out-topics": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -61,7 +59,6 @@ export async function demoMain(args: string[]): Promise<number> {
       questions: intFlag("questions", values.questions, 0),
       seed: intFlag("seed", values.seed, 0),
       install: values.install ?? false,
-      holdOutTopics: values["hold-out-topics"] ?? false,
       initFrom: values["init-from"],
       fullLr: numberFlag("full-lr", values["full-lr"], (v) => v > 0, "a number > 0"),
     });

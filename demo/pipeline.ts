@@ -1,7 +1,8 @@
 /**
- * The demo chain behind `deno task demo`, from scratch: build the sample data set
- * (data/configs/demo.json) → initialise a small ChatGLM-architecture model → train it fully on
- * the data (`--full`) → train a LoRA adapter on top → answer a few training questions greedily.
+ * The demo chain behind `deno task demo`, from scratch: build the sample data sets
+ * (data/configs/demo-base.json, the base's; data/configs/demo.json, the quick start's new topics)
+ * → initialise a small ChatGLM-architecture model → train it fully on the base's data (`--full`)
+ * → train the quick start's LoRA on the new topics on top → answer a few questions greedily.
  * Everything goes under `out/` (a complete model directory in `out/model`, its adapter in
  * `out/model/adapter`); `install` copies that into models/demo, the model the commands use when
  * no `--model` is given.
@@ -22,19 +23,13 @@ import { buildDataset, loadChatGLMTokenizer as loadTokenizer, loadConfig } from 
 import { DEMO_DATA_CONFIG, preset, train, type TrainConfig } from "../train/mod.ts";
 import { writeRandomChatGLM } from "./init_model.ts";
 import { answerInstructions, overlap } from "./generate.ts";
-import {
-  isLoraOnly,
-  LORA_ONLY_SAMPLES,
-  readBuildRecords,
-  readSamples,
-  recordKey,
-} from "./split.ts";
+import { DEMO_BASE_DATA_CONFIG, NEW_TOPICS_PATH, readSamples } from "./split.ts";
 
 export interface DemoOptions {
   /** Work folder (default runs/demo-build). */
   out?: string;
   seed?: number;
-  /** Epochs of full training (default 20) and of LoRA training (default 3). */
+  /** Epochs of full training (default 20) and of LoRA training on the new topics (default 10). */
   fullEpochs?: number;
   loraEpochs?: number;
   /** Training questions answered at the end (default 5). */
@@ -48,11 +43,6 @@ export interface DemoOptions {
   initFrom?: string;
   /** Peak learning rate of the full training (default 5e-3). */
   fullLr?: number;
-  /**
-   * Train the base without the topics of samples 110-185 (split.ts), so that a LoRA on all the
-   * samples has something new to teach (default false: the base sees every training record).
-   */
-  holdOutTopics?: boolean;
   /** Where the tokenizer files come from (default models/demo). */
   tokenizerDir?: string;
   log?: (line: string) => void;
@@ -117,63 +107,46 @@ const TOKENIZER_FILES = ["ice_text.model", "tokenizer_config.json"];
 const README = `# medglm demo model
 
 A **demo**, not a medical model. A tiny model with the ChatGLM-6B (v1) architecture (hidden 128,
-4 heads, 2 layers, vocabulary 2048) that this project trains itself, from random weights, on its
-own 300 sample Chinese medical Q&A pairs (\`data/samples/medical_qa.json\`), so that
+4 heads, 2 layers, vocabulary 2048) that this project trains itself, from random weights, on 224 of
+its own sample Chinese medical Q&A pairs (\`data/samples/medical_qa.json\`), so that
 \`deno task infer\` and \`deno task train\` run on a fresh clone with nothing downloaded. It repeats
 answers it was trained on (prompted as \`Instruction: <question>\\nAnswer: \`) and knows nothing
-else. Never use its output as medical advice.
+else: the 76 Q&A of \`data/samples/new_topics.json\` (children, the elderly, exercise, mood,
+women's health, eyes, teeth, smoking, organs, skin, hygiene) are left for the quick start's LoRA
+(\`deno task train\`) to teach. Never use its output as medical advice.
 
-- \`config.json\`, \`model.safetensors\` (float16): the base model, fully trained (\`--full\`).
+- \`config.json\`, \`model.safetensors\` (float16): the base model, fully trained (\`--full\`) on
+  data/configs/demo-base.json.
 - \`ice_text.model\`, \`tokenizer_config.json\`: the project's small SentencePiece tokenizer
   (2000 pieces).
-- \`adapter/\`: a PEFT LoRA adapter trained on top of it (r 8, \`query_key_value\` and \`dense\`).
+- \`adapter/\`: a PEFT LoRA adapter that teaches it the new topics: the quick start's
+  (\`deno task train\`: r 16 on all four linear types, 100 steps on data/configs/demo.json).
 
 Rebuild it from scratch with \`deno task demo --install\`: 20 epochs of full training (learning
-rate 5e-3), then 3 of LoRA, about 5 minutes on two CPU cores through llvmpipe; the result
-reproduces about half of the training answers it is asked, many word for word. The shipped weights
-came from a longer run: 25 epochs (learning rate 3e-3) continued for 10 more (\`--init-from\`,
-learning rate 6e-4).
+rate 5e-3), then 10 of the quick start's LoRA on the new topics, on two CPU cores through llvmpipe.
+The shipped base came from \`--full-epochs 35 --full-lr 3e-3\`, stopped (Ctrl-C saves) at step
+824 of 980, training loss 0.03.
 `;
 
 /**
- * The demo's data under `out`: `data/` (data/configs/demo.json: the LoRA's, and the base's unless
- * `holdOutTopics`) and with `holdOutTopics` also `base-data/`, the base's: that build's training
- * records less the topics kept for the LoRA (split.ts). The validation records stay unseen by both.
+ * The demo's data under `out`: `base-data/` (data/configs/demo-base.json, every record for the
+ * base's full training) and `data/` (data/configs/demo.json, the quick start's: new topics for
+ * the LoRA, reworded questions to evaluate it). split.ts says what each holds.
  */
 export async function buildDemoData(
   out: string,
   tokDir: string,
-  holdOutTopics: boolean,
-): Promise<{ samples: number; baseSamples: number; baseDir: string }> {
-  const { config: dataConfig } = await loadConfig(DEMO_DATA_CONFIG);
-  const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
-  await buildDataset({ ...dataConfig, tokens }, {
-    baseDir: DEMO_DATA_CONFIG.replace(/\/[^/]*$/, ""),
-    out: `${out}/data`,
-    progress: false,
-  });
-  const samples = await readSamples();
-  if (!holdOutTopics) {
-    const train = await readBuildRecords(`${out}/data`, "train");
-    return { samples: samples.length, baseSamples: train.length, baseDir: `${out}/data` };
+): Promise<{ baseDir: string; loraDir: string }> {
+  for (const [config, dir] of [[DEMO_BASE_DATA_CONFIG, "base-data"], [DEMO_DATA_CONFIG, "data"]]) {
+    const { config: dataConfig } = await loadConfig(config);
+    const tokens = dataConfig.tokens ? { ...dataConfig.tokens, tokenizer: tokDir } : undefined;
+    await buildDataset({ ...dataConfig, tokens }, {
+      baseDir: config.replace(/\/[^/]*$/, ""),
+      out: `${out}/${dir}`,
+      progress: false,
+    });
   }
-  const validKeys = new Set((await readBuildRecords(`${out}/data`, "valid")).map(recordKey));
-  const baseSamples = samples.filter((s, i) => !isLoraOnly(i) && !validKeys.has(recordKey(s)));
-  await Deno.mkdir(`${out}/base-samples`, { recursive: true });
-  await writeFileAtomic(
-    `${out}/base-samples/medical_qa.json`,
-    JSON.stringify(baseSamples, null, 1) + "\n",
-  );
-  await buildDataset({ ...dataConfig, root: ".", split: { by: "record", validRatio: 0 }, tokens }, {
-    baseDir: `${out}/base-samples`,
-    out: `${out}/base-data`,
-    progress: false,
-  });
-  return {
-    samples: samples.length,
-    baseSamples: baseSamples.length,
-    baseDir: `${out}/base-data`,
-  };
+  return { baseDir: `${out}/base-data`, loraDir: `${out}/data` };
 }
 
 function lossRange(losses: { loss: number }[]) {
@@ -190,14 +163,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();
   await Deno.mkdir(out, { recursive: true });
 
-  log(`[1/5] data: building ${DEMO_DATA_CONFIG} into ${out}/data`);
-  const data = await buildDemoData(out, tokDir, options.holdOutTopics ?? false);
-  if (options.holdOutTopics) {
-    log(
-      `       base data: ${data.baseSamples} of ${data.samples} samples into ${out}/base-data ` +
-        `(samples ${LORA_ONLY_SAMPLES.from}-${LORA_ONLY_SAMPLES.to - 1} are left to the LoRA)`,
-    );
-  }
+  log(
+    `[1/5] data: ${DEMO_BASE_DATA_CONFIG} (the base's) into ${out}/base-data, ` +
+      `${DEMO_DATA_CONFIG} (new topics, the LoRA's) into ${out}/data`,
+  );
+  const data = await buildDemoData(out, tokDir);
 
   const tok = await loadTokenizer(tokDir);
   const modelJson = demoConfigJson(tok);
@@ -267,22 +237,22 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   for (const f of TOKENIZER_FILES) await copy(`${tokDir}/${f}`, `${modelDir}/${f}`);
   await writeFileAtomic(`${modelDir}/README.md`, README);
 
-  log(`[4/5] LoRA on top of the trained model → ${out}/lora`);
+  // The LoRA is the quick start's (the demo preset's adapter and learning rate) on the topics
+  // the base has not seen, for whole epochs instead of the preset's step count.
+  log(`[4/5] LoRA on top of the trained model, on the new topics → ${out}/lora`);
   const loraConfig: TrainConfig = {
     ...preset("demo"),
     ...common,
+    data: data.loraDir,
     preset: "demo",
     model: modelDir,
     full: false,
     outputDir: `${out}/lora`,
-    loraR: 8,
-    loraAlpha: 16,
-    loraDropout: 0.05,
-    targetModules: ["query_key_value", "dense"],
-    lr: 2e-3,
-    warmupSteps: 5,
-    weightDecay: 0,
-    epochs: options.loraEpochs ?? 3,
+    batchSize: preset("demo").batchSize,
+    gradAccumulation: preset("demo").gradAccumulation,
+    maxLength: preset("demo").maxLength,
+    scheduler: preset("demo").scheduler,
+    epochs: options.loraEpochs ?? 10,
     saveSteps: 1_000_000,
   };
   const lora = await train(loraConfig, trainOptions);
@@ -293,8 +263,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     await copy(`${lora.lastCheckpoint}/${f}`, `${adapterDir}/${f}`);
   }
 
-  log(`[5/5] answers (greedy, base + adapter) to training questions`);
-  const samples = await readSamples();
+  log(`[5/5] answers (greedy, base + adapter) to training questions of both parts`);
   const model = await loadModel(modelDir, {
     adapter: adapterDir,
     log: () => {},
@@ -302,13 +271,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   });
   const answers: DemoAnswer[] = [];
   try {
-    // Questions from both parts: the base's own and the ones only the adapter has seen.
-    const n = Math.min(options.questions ?? 5, samples.length);
-    const picked = Array.from(
-      { length: n },
-      (_, i) => samples[Math.floor((i * samples.length) / n)],
-    )
-      .filter((s) => !s.input);
+    // Questions from both parts: the base's own and the new topics only the adapter has seen.
+    const n = options.questions ?? 5;
+    const parts = [await readSamples(), await readSamples(NEW_TOPICS_PATH)];
+    const perPart = Math.ceil(n / 2);
+    const picked = Array.from({ length: n }, (_, i) => {
+      const part = parts[i % 2];
+      return part[Math.floor(((i >> 1) * part.length) / perPart)];
+    }).filter((s) => !s.input);
     const replies = await answerInstructions(model, tok, picked.map((s) => s.instruction));
     for (const [i, s] of picked.entries()) {
       const answer = replies[i];

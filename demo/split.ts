@@ -1,8 +1,12 @@
 /**
- * Which sample Q&A the demo base is trained on and which are left for LoRA (`deno task demo
- * --hold-out-topics`). The base then never sees a block of topics in data/samples/medical_qa.json
- * (children, the elderly, exercise, mood, women's health, eyes, teeth and ears, smoking, organs,
- * skin and infections, hygiene), so a LoRA on all the samples has something new to teach.
+ * Which sample Q&A the demo base learns and which the quick start's LoRA teaches it. The base is
+ * trained fully on data/configs/demo-base.json (data/samples/medical_qa.json: colds, diet, sleep,
+ * chronic illness, first aid, medicines …); the quick start (`deno task train`, and the LoRA of
+ * `deno task demo`) trains on data/configs/demo.json: topics the base never sees
+ * (data/samples/new_topics.json: children, the elderly, exercise, mood, women's health, eyes,
+ * teeth and ears, smoking, organs, skin and infections, hygiene), evaluated on 24 of those
+ * questions reworded with the same answers (new_topics_reworded.json), so that a falling eval
+ * loss means the adapter learned the new answers, not one exact wording.
  */
 
 import { readFileBytes } from "./files.ts";
@@ -13,17 +17,18 @@ export interface SampleQA {
   output: string;
 }
 
-/** Sample indices [from, to) that only the LoRA sees (the file is ordered by topic). */
-export const LORA_ONLY_SAMPLES = { from: 110, to: 186 } as const;
+const here = (p: string) => new URL(p, import.meta.url).pathname;
 
-export function isLoraOnly(index: number): boolean {
-  return index >= LORA_ONLY_SAMPLES.from && index < LORA_ONLY_SAMPLES.to;
-}
+/** The base's data build config (every record for training). */
+export const DEMO_BASE_DATA_CONFIG: string = here("../data/configs/demo-base.json");
+/** The base's Q&A. */
+export const BASE_SAMPLES_PATH: string = here("../data/samples/medical_qa.json");
+/** The quick start's training Q&A (topics the base never sees). */
+export const NEW_TOPICS_PATH: string = here("../data/samples/new_topics.json");
+/** The quick start's validation: some new-topic questions reworded, answers unchanged. */
+export const REWORDED_PATH: string = here("../data/samples/new_topics_reworded.json");
 
-export const SAMPLES_PATH: string =
-  new URL("../data/samples/medical_qa.json", import.meta.url).pathname;
-
-export async function readSamples(path = SAMPLES_PATH): Promise<SampleQA[]> {
+export async function readSamples(path = BASE_SAMPLES_PATH): Promise<SampleQA[]> {
   const text = new TextDecoder().decode(await readFileBytes(path));
   const rows = JSON.parse(text);
   if (!Array.isArray(rows)) throw new Error(`${path}: expected a JSON array of Q&A records`);

@@ -309,15 +309,18 @@ Deno.test("dry-run report for a model directory also shows the real config", asy
 
 Deno.test("the training plan states the run's batch, accumulation, length and real adapter", async () => {
   const DEMO = new URL("../models/demo", import.meta.url).pathname;
-  // The flags say r 4 on query_key_value; the initial adapter is r 8 on query_key_value + dense:
+  // The flags say r 4; the initial adapter (the quick start's) is r 16 on all four linear types:
   // the plan counts the adapter the run trains (it used to say "LoRA 0.0 KiB" or the flags' r).
   const c = { ...preset("demo"), model: DEMO, loraR: 4, adapterInit: `${DEMO}/adapter` };
   const text = await dryRunReport(c, null);
   const demoPart = text.split("memory plan: ChatGLM-6B")[0];
   assert.match(demoPart, /batch 4 × 2 accumulation, length 128/);
-  assert.match(demoPart, /LoRA r 8 on query_key_value, dense \(4 modules\)/);
-  // 2 layers × r 8 × ((128 + 384) + (128 + 128)) = 12,288 values, f32 weight + grad
-  assert.match(demoPart, /LoRA weights \+ grads +96\.0 KiB +12\.3K params in 4 modules \(r 8\)/);
+  assert.match(
+    demoPart,
+    /LoRA r 16 on query_key_value, dense, dense_h_to_4h, dense_4h_to_h \(8 modules\)/,
+  );
+  // 2 layers × r 16 × ((128 + 384) + (128 + 128) + 2 × (128 + 512)) = 65,536 values, f32 w + grad
+  assert.match(demoPart, /LoRA weights \+ grads +512 KiB +65\.5K params in 8 modules \(r 16\)/);
   const model = parseChatGLMConfig(JSON.parse(await Deno.readTextFile(`${TINY}/config.json`)));
   const input = {
     model,

@@ -102,10 +102,10 @@ Deno.test("--resume resolution: newest checkpoint, a named one, or a clear error
 
 Deno.test("resume compatibility: shape-changing settings are errors, others are notes", () => {
   const saved = preset("demo");
-  const now = { ...preset("demo"), loraR: 16, lr: 1e-4, resume: "" };
+  const now = { ...preset("demo"), loraR: 32, lr: 1e-4, resume: "" };
   const { errors, notes } = checkResumeCompatible(JSON.parse(JSON.stringify(saved)), now);
-  assert.deepEqual(errors, ["loraR: checkpoint 8, now 16"]);
-  assert.deepEqual(notes, ["lr: checkpoint 0.002, now 0.0001"]);
+  assert.deepEqual(errors, ["loraR: checkpoint 16, now 32"]);
+  assert.deepEqual(notes, ["lr: checkpoint 0.01, now 0.0001"]);
   assert.deepEqual(checkResumeCompatible(saved, { ...saved }), { errors: [], notes: [] });
   assert.match(checkResumeCompatible(undefined, now).notes[0], /no training_args\.json/);
 });

@@ -100,9 +100,13 @@ function parseDataOrder(json: unknown, dir: string): DataOrderState {
 /** The data build of the demo (built from data/configs/demo.json on first use). */
 async function demoData(log: (line: string) => void): Promise<string> {
   const out = "out/data/demo";
-  if (await pathExists(`${out}/manifest.json`)) return out;
-  log(`no --data: building the demo data set from ${DEMO_DATA_CONFIG} into ${out}`);
   const { config } = await loadConfig(DEMO_DATA_CONFIG);
+  // Reused while it was built from this config (a build of an older demo.json is rebuilt).
+  if (await pathExists(`${out}/manifest.json`)) {
+    const built = JSON.parse(await Deno.readTextFile(`${out}/manifest.json`)).config;
+    if (JSON.stringify(built) === JSON.stringify(config)) return out;
+  }
+  log(`no --data: building the demo data set from ${DEMO_DATA_CONFIG} into ${out}`);
   const baseDir = DEMO_DATA_CONFIG.replace(/\/[^/]*$/, "");
   await buildDataset(config, { baseDir, out, progress: false });
   return out;
@@ -254,6 +258,16 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
       if (result.warning) progress.note(result.warning);
     };
 
+    if (config.evalOnStart && step === 0 && validSet.examples.length > 0) {
+      // Before any update: the base (or the initial adapter) on the validation split.
+      const entry = await evaluate(0, 0);
+      evals.push({ step: 0, loss: entry.eval_loss });
+      progress.note(
+        `eval before training: loss ${entry.eval_loss.toFixed(4)}, perplexity ${
+          entry.eval_perplexity!.toFixed(3)
+        }`,
+      );
+    }
     let sessionSteps = 0;
     while (step < totalSteps) {
       const window = lossWindow();

@@ -11,5 +11,5 @@ export const DEMO_DATA_CONFIG: string =
 
 export const DEMO_NOTICE =
   `using the project's demo model (${DEMO_MODEL_DIR}): a tiny ChatGLM-architecture ` +
-  "model trained here on 300 sample Q&A pairs to show the pipeline; it is a demo, not a medical " +
+  "model trained here on 224 sample Q&A pairs to show the pipeline; it is a demo, not a medical " +
   "model (pass --model DIR for a real checkpoint)";
