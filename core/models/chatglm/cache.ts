@@ -6,9 +6,18 @@
  */
 
 import type { Gpu } from "../../gpu/device.ts";
-import { emptyTensor, releaseTensor, sliceRows, type Tensor } from "../../tensor/tensor.ts";
+import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
+import { copyRowsToSlots } from "../../kernels/mod.ts";
+import {
+  emptyTensor,
+  releaseTensor,
+  sliceRows,
+  type Tensor,
+  uploadTensor,
+} from "../../tensor/tensor.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import type { RowLayout } from "./inputs.ts";
+import type { SlotPrompt, SlotStep } from "./model.ts";
 
 /** Per-layer keys (after rotary) and values of every position so far, plus each row's layout. */
 export interface ChatGLMCache {
@@ -130,4 +139,102 @@ export function releaseSlot(cache: ChatGLMCache, slot: number): void {
   checkSlot(cache, slot, "releaseSlot");
   cache.slots[slot].length = 0;
   cache.slots[slot].layout = null;
+}
+
+/**
+ * Checks a batched slot prefill (any architecture): at least one entry, distinct slots of this
+ * cache; `checkPrompt(ids, i)` checks each prompt by the architecture's own rules.
+ */
+export function checkSlotPrompts(
+  cache: ChatGLMCache,
+  entries: SlotPrompt[],
+  checkPrompt: (ids: number[], i: number) => void,
+): void {
+  checkCache(cache, "prefillSlots");
+  if (!Array.isArray(entries) || entries.length === 0) {
+    throw new Error("prefillSlots: expected at least one { slot, ids }");
+  }
+  const seen = new Set<number>();
+  entries.forEach(({ slot, ids }, i) => {
+    checkSlot(cache, slot, "prefillSlots");
+    if (seen.has(slot)) throw new Error(`prefillSlots: slot ${slot} appears twice`);
+    seen.add(slot);
+    checkPrompt(ids, i);
+  });
+}
+
+/** The prompts left-padded to one width with `pad` (a batched prefill's rows). */
+export function leftPadded(
+  entries: SlotPrompt[],
+  pad: number,
+): { rows: number[][]; width: number } {
+  const width = Math.max(...entries.map((e) => e.ids.length));
+  const rows = entries.map(({ ids }) => [...new Array(width - ids.length).fill(pad), ...ids]);
+  return { rows, width };
+}
+
+/**
+ * Moves the real positions of a batched prefill's rows (`temp`, left-padded to `width`) into
+ * their slots of `cache`: one dispatch per layer and k/v, submitted at once.
+ */
+export async function moveRowsToSlots(
+  gpu: Gpu,
+  temp: ChatGLMCache,
+  cache: ChatGLMCache,
+  entries: SlotPrompt[],
+  width: number,
+): Promise<void> {
+  const info = new Int32Array(entries.length * 3);
+  entries.forEach(({ slot, ids }, i) => info.set([slot, width - ids.length, ids.length], i * 3));
+  const infoT = uploadTensor(gpu, info, [entries.length, 3], "i32", { label: "slot rows" });
+  const rec = beginRecording(gpu);
+  try {
+    for (let l = 0; l < cache.k.length; l++) {
+      copyRowsToSlots(rec, temp.k[l], cache.k[l], infoT, width);
+      copyRowsToSlots(rec, temp.v[l], cache.v[l], infoT, width);
+    }
+    await submit(rec);
+  } catch (err) {
+    discardRecording(rec);
+    throw err;
+  } finally {
+    releaseTensor(infoT);
+  }
+}
+
+/**
+ * Checks a batched slot decode step (any architecture): distinct prefilled slots with room for
+ * one more token, token ids below `vocabSize`. Returns each row's (slot, length) for the slot
+ * attention and the most keys any row attends to.
+ */
+export function checkSlotSteps(
+  cache: ChatGLMCache,
+  steps: SlotStep[],
+  vocabSize: number,
+): { info: Int32Array; maxKeys: number } {
+  checkCache(cache, "decodeSlots");
+  if (!Array.isArray(steps) || steps.length === 0) {
+    throw new Error("decodeSlots: expected at least one { slot, id }");
+  }
+  const seen = new Set<number>();
+  const info = new Int32Array(steps.length * 2);
+  let maxKeys = 0;
+  steps.forEach(({ slot, id }, i) => {
+    checkSlot(cache, slot, "decodeSlots");
+    if (seen.has(slot)) throw new Error(`decodeSlots: slot ${slot} appears twice`);
+    seen.add(slot);
+    const state = cache.slots[slot];
+    if (!state.layout || state.length === 0) {
+      throw new Error(`decodeSlots: slot ${slot} is free; run prefillSlot on it first`);
+    }
+    if (state.length + 1 > cache.capacity) {
+      throw new Error(`decodeSlots: slot ${slot} is full (${cache.capacity} positions)`);
+    }
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new Error(`steps[${i}].id = ${id} is not a token id (vocab_size ${vocabSize})`);
+    }
+    info.set([slot, state.length], i * 2);
+    maxKeys = Math.max(maxKeys, state.length + 1);
+  });
+  return { info, maxKeys };
 }

@@ -4,13 +4,24 @@
  * tests/fixtures/chatglm6b-tiny/README.md).
  */
 
-import { concatArrays } from "../../io/concat.ts";
 import { cacheRows, type CacheView, type ChatGLMCache, checkCache, createCache } from "./cache.ts";
 import { cachedAttention } from "./attention.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { layoutRows, type RowLayout } from "./inputs.ts";
 import type { ChatGLMModel, ForwardOptions, PrefillOptions } from "./model.ts";
-import { maskInfo, rowsPerPass, runStep, type StepInput, stepInputs, type Which } from "./step.ts";
+import {
+  checkDecodeIds,
+  checkIds as checkTokenIds,
+  checkLength as checkContext,
+  checkPrefillRows,
+  inRowGroups,
+  maskInfo,
+  rowsPerPass,
+  runStep,
+  type StepInput,
+  stepInputs,
+  type Which,
+} from "./step.ts";
 
 /** Logits [b, s, V] of left-padded rows, with masks and positions derived from the ids. */
 export async function forward(
@@ -47,12 +58,7 @@ export async function prefill(
   const rows = layoutRows(inputIds, model.config);
   const seq = inputIds[0].length;
   checkLength(model, seq, "prefill");
-  if (rows.length !== cache.batch) {
-    throw new Error(`prefill: ${rows.length} rows for a cache of batch ${cache.batch}`);
-  }
-  if (seq > cache.capacity) {
-    throw new Error(`prefill: ${seq} tokens exceed the cache capacity ${cache.capacity}`);
-  }
+  checkPrefillRows(cache, rows.length, seq);
   cache.rows = rows;
   cache.length = 0;
   const which = options.allLogits ? "all" : "last";
@@ -67,18 +73,8 @@ export async function decodeStep(
   nextIds: number[],
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
-  checkCache(cache, "decodeStep");
-  if (cache.length === 0) throw new Error("decodeStep: run prefill on the cache first");
-  if (!Array.isArray(nextIds) || nextIds.length !== cache.batch) {
-    throw new Error(
-      `decodeStep: expected ${cache.batch} ids (one per row), got ${nextIds?.length}`,
-    );
-  }
-  checkIds(nextIds, model.config, "nextIds");
+  checkDecodeIds(cache, nextIds, model.config.vocabSize);
   const t = cache.length;
-  if (t + 1 > cache.capacity) {
-    throw new Error(`decodeStep: the cache is full (${cache.capacity} positions)`);
-  }
   // The new token's position stays at the mask position, its block position counts on (§5).
   const input = stepInputs(cache.rows, nextIds.map((id) => [id]), t, t);
   const out = await runLockstep(model, cache, input, "last");
@@ -99,26 +95,10 @@ async function runLockstep(
   hook?: ForwardOptions["onHidden"],
 ): Promise<Float32Array> {
   const group = rowsPerPass(model, input.seq, input.batch);
-  if (group >= input.batch) return await runRows(model, cache, cache.rows, input, which, hook);
-  const parts: Float32Array[] = [];
-  const hidden = new Map<number, Float32Array[]>();
-  const groupHook = hook
-    ? (i: number, x: Float32Array) => hidden.set(i, [...(hidden.get(i) ?? []), x])
-    : undefined;
-  for (let start = 0; start < input.batch; start += group) {
-    const n = Math.min(group, input.batch - start);
-    const sub: StepInput = {
-      ...input,
-      batch: n,
-      ids: input.ids.subarray(start * input.seq, (start + n) * input.seq),
-      pos: input.pos.subarray(start * 2 * input.seq, (start + n) * 2 * input.seq),
-    };
-    const view = cacheRows(cache, start, n);
-    const rows = cache.rows.slice(start, start + n);
-    parts.push(await runRows(model, view, rows, sub, which, groupHook));
-  }
-  if (hook) { for (const [i, xs] of hidden) hook(i, concatArrays(xs)); }
-  return concatArrays(parts);
+  return await inRowGroups(input, group, (sub, start, n, h) => {
+    const view = group >= input.batch ? cache : cacheRows(cache, start, n);
+    return runRows(model, view, cache.rows.slice(start, start + n), sub, which, h);
+  }, hook);
 }
 
 /** One recorded step of `rows` writing `cache` (the whole cache or a view of its rows). */
@@ -142,18 +122,14 @@ export function runRows(
 }
 
 export function checkIds(ids: readonly number[], config: ChatGLMConfig, what: string): void {
-  ids.forEach((id, i) => {
-    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) {
-      throw new Error(`${what}[${i}] = ${id} is not a token id (vocab_size ${config.vocabSize})`);
-    }
-  });
+  checkTokenIds(ids, config.vocabSize, what);
 }
 
 export function checkLength(model: ChatGLMModel, seq: number, what: string): void {
-  if (seq > model.maxContext) {
-    throw new Error(
-      `${what}: ${seq} tokens exceed the model's context of ${model.maxContext} ` +
-        `(max_sequence_length ${model.config.maxSequenceLength}; set maxContext to change)`,
-    );
-  }
+  checkContext(
+    model.maxContext,
+    seq,
+    what,
+    `max_sequence_length ${model.config.maxSequenceLength}; set maxContext to change`,
+  );
 }

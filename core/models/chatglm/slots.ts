@@ -5,13 +5,20 @@
  * subset of slots in one step (spec §5 per row; the spec is tests/fixtures/chatglm6b-tiny/README.md).
  */
 
-import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
-import { copyRowsToSlots } from "../../kernels/mod.ts";
-import { releaseTensor, uploadTensor } from "../../tensor/tensor.ts";
 import { slotAttention } from "./attention.ts";
-import { cacheRows, type ChatGLMCache, checkCache, checkSlot, createCache } from "./cache.ts";
+import {
+  cacheRows,
+  type ChatGLMCache,
+  checkCache,
+  checkSlot,
+  checkSlotPrompts,
+  checkSlotSteps,
+  createCache,
+  leftPadded,
+  moveRowsToSlots,
+} from "./cache.ts";
 import { layoutRows, positionAt, type RowLayout } from "./inputs.ts";
-import { checkIds, checkLength, prefill, runRows } from "./lockstep.ts";
+import { checkLength, prefill, runRows } from "./lockstep.ts";
 import type { ChatGLMModel, SlotPrompt, SlotStep } from "./model.ts";
 import { rowsPerPass, runStep, stepInputs } from "./step.ts";
 
@@ -58,16 +65,11 @@ export async function prefillSlots(
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
   const { config, gpu } = model;
-  checkCache(cache, "prefillSlots");
-  if (!Array.isArray(entries) || entries.length === 0) {
-    throw new Error("prefillSlots: expected at least one { slot, ids }");
+  if (Array.isArray(entries) && entries.length === 1) {
+    return await prefillSlot(model, entries[0].ids, cache, entries[0].slot);
   }
-  if (entries.length === 1) return await prefillSlot(model, entries[0].ids, cache, entries[0].slot);
-  const seen = new Set<number>();
-  const layouts = entries.map(({ slot, ids }, i) => {
-    checkSlot(cache, slot, "prefillSlots");
-    if (seen.has(slot)) throw new Error(`prefillSlots: slot ${slot} appears twice`);
-    seen.add(slot);
+  const layouts: RowLayout[] = [];
+  checkSlotPrompts(cache, entries, (ids, i) => {
     const [row] = layoutRows([ids], config);
     if (row.pads !== 0) {
       throw new Error(`prefillSlots: prompt ${i} starts with pad ids; give it unpadded`);
@@ -78,33 +80,16 @@ export async function prefillSlots(
           `${cache.capacity}`,
       );
     }
-    return row;
+    layouts.push(row);
   });
-  const width = Math.max(...entries.map((e) => e.ids.length));
-  const pad = config.padTokenId;
-  const rows = entries.map(({ ids }) => [...new Array(width - ids.length).fill(pad), ...ids]);
+  const { rows, width } = leftPadded(entries, config.padTokenId);
   for (const { slot } of entries) cache.slots[slot] = { length: 0, layout: null };
   // A left-padded batch gives each row the numbers it gets alone (spec §4.2); its keys and
-  // values then move to the slots, real positions only (one dispatch per layer and k/v).
+  // values then move to the slots, real positions only.
   const temp = createCache(model, entries.length, width);
   try {
     const logits = await prefill(model, rows, temp);
-    const info = new Int32Array(entries.length * 3);
-    entries.forEach(({ slot, ids }, i) => info.set([slot, width - ids.length, ids.length], i * 3));
-    const infoT = uploadTensor(gpu, info, [entries.length, 3], "i32", { label: "slot rows" });
-    const rec = beginRecording(gpu);
-    try {
-      for (let l = 0; l < config.numLayers; l++) {
-        copyRowsToSlots(rec, temp.k[l], cache.k[l], infoT, width);
-        copyRowsToSlots(rec, temp.v[l], cache.v[l], infoT, width);
-      }
-      await submit(rec);
-    } catch (err) {
-      discardRecording(rec);
-      throw err;
-    } finally {
-      releaseTensor(infoT);
-    }
+    await moveRowsToSlots(gpu, temp, cache, entries, width);
     entries.forEach(({ slot, ids }, i) => {
       cache.slots[slot] = { length: ids.length, layout: layouts[i] };
     });
@@ -123,30 +108,8 @@ export async function decodeSlots(
   steps: SlotStep[],
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
-  checkCache(cache, "decodeSlots");
-  if (!Array.isArray(steps) || steps.length === 0) {
-    throw new Error("decodeSlots: expected at least one { slot, id }");
-  }
-  const seen = new Set<number>();
-  const layouts: RowLayout[] = [];
-  const info = new Int32Array(steps.length * 2);
-  let maxKeys = 0;
-  steps.forEach(({ slot, id }, i) => {
-    checkSlot(cache, slot, "decodeSlots");
-    if (seen.has(slot)) throw new Error(`decodeSlots: slot ${slot} appears twice`);
-    seen.add(slot);
-    const state = cache.slots[slot];
-    if (!state.layout || state.length === 0) {
-      throw new Error(`decodeSlots: slot ${slot} is free; run prefillSlot on it first`);
-    }
-    if (state.length + 1 > cache.capacity) {
-      throw new Error(`decodeSlots: slot ${slot} is full (${cache.capacity} positions)`);
-    }
-    checkIds([id], model.config, `steps[${i}].id`);
-    layouts.push(state.layout);
-    info.set([slot, state.length], i * 2);
-    maxKeys = Math.max(maxKeys, state.length + 1);
-  });
+  const { info, maxKeys } = checkSlotSteps(cache, steps, model.config.vocabSize);
+  const layouts = steps.map(({ slot }) => cache.slots[slot].layout!);
   // Each row's new token sits at its own index; positions follow §5 per row.
   const n = steps.length;
   const ids = new Int32Array(n);

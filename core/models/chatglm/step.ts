@@ -14,6 +14,8 @@ import type { Attend } from "./block.ts";
 import { chatglmHidden, type StackOptions } from "./forward.ts";
 import type { ChatGLMModel, ForwardOptions } from "./model.ts";
 import { positionAt, type RowLayout } from "./inputs.ts";
+import { concatArrays } from "../../io/concat.ts";
+import { type ChatGLMCache, checkCache } from "./cache.ts";
 
 /** Token ids and 2-D positions of one step. */
 export interface StepInput {
@@ -162,15 +164,105 @@ export function maskInfo(upload: Upload, rows: RowLayout[]): Tensor {
 
 /** Rows per pass so that the widest activation ([rows, s, max(3h, inner)] f32) fits a binding. */
 export function rowsPerPass(model: ChatGLMModel, seq: number, batch: number): number {
-  const { config, gpu } = model;
-  const widest = seq * Math.max(3 * config.hiddenSize, config.innerHiddenSize) * 4;
-  const limit = model.maxActivationBytes ?? gpu.limits.maxStorageBufferBindingSize;
-  const rows = Math.floor(limit / widest);
+  const { config } = model;
+  return rowsPerPassOf(model, Math.max(3 * config.hiddenSize, config.innerHiddenSize), seq, batch);
+}
+
+/**
+ * Rows per pass so that the widest activation of a step ([rows, seq, widest] f32) fits one
+ * storage binding (any architecture; `widest` is its widest activation per token).
+ */
+export function rowsPerPassOf(
+  model: { gpu: { limits: { maxStorageBufferBindingSize: number } }; maxActivationBytes?: number },
+  widest: number,
+  seq: number,
+  batch: number,
+): number {
+  const bytes = seq * widest * 4;
+  const limit = model.maxActivationBytes ?? model.gpu.limits.maxStorageBufferBindingSize;
+  const rows = Math.floor(limit / bytes);
   if (rows < 1) {
     throw new Error(
-      `${seq} tokens need ${widest} bytes of activations in one binding, over this GPU's ` +
+      `${seq} tokens need ${bytes} bytes of activations in one binding, over this GPU's ` +
         `limit of ${limit}; use a shorter input`,
     );
   }
   return Math.min(rows, batch);
+}
+
+/**
+ * Runs `input` in groups of `group` rows (a batch whose activations exceed one binding), each
+ * through `run(sub, start, n)`, and joins the logits (and hidden states for `hook`) in row order.
+ */
+export async function inRowGroups(
+  input: StepInput,
+  group: number,
+  run: (sub: StepInput, start: number, n: number, hook?: ForwardOptions["onHidden"]) => Promise<
+    Float32Array
+  >,
+  hook?: ForwardOptions["onHidden"],
+): Promise<Float32Array> {
+  if (group >= input.batch) return await run(input, 0, input.batch, hook);
+  const parts: Float32Array[] = [];
+  const hidden = new Map<number, Float32Array[]>();
+  const groupHook = hook
+    ? (i: number, x: Float32Array) => hidden.set(i, [...(hidden.get(i) ?? []), x])
+    : undefined;
+  const s = input.seq, posPerRow = input.pos.length / input.batch;
+  for (let start = 0; start < input.batch; start += group) {
+    const n = Math.min(group, input.batch - start);
+    const sub: StepInput = {
+      ...input,
+      batch: n,
+      ids: input.ids.subarray(start * s, (start + n) * s),
+      pos: input.pos.subarray(start * posPerRow, (start + n) * posPerRow),
+      ...(input.posShape ? { posShape: [n, ...input.posShape.slice(1)] } : {}),
+    };
+    parts.push(await run(sub, start, n, groupHook));
+  }
+  if (hook) { for (const [i, xs] of hidden) hook(i, concatArrays(xs)); }
+  return concatArrays(parts);
+}
+
+/** A prefill's rows against its cache: one row per cache row, within the cache's capacity. */
+export function checkPrefillRows(cache: ChatGLMCache, rows: number, seq: number): void {
+  checkCache(cache, "prefill");
+  if (rows !== cache.batch) {
+    throw new Error(`prefill: ${rows} rows for a cache of batch ${cache.batch}`);
+  }
+  if (seq > cache.capacity) {
+    throw new Error(`prefill: ${seq} tokens exceed the cache capacity ${cache.capacity}`);
+  }
+}
+
+/** A decode step's ids: after a prefill, one token id per row, with room left in the cache. */
+export function checkDecodeIds(cache: ChatGLMCache, nextIds: number[], vocabSize: number): void {
+  checkCache(cache, "decodeStep");
+  if (cache.length === 0) throw new Error("decodeStep: run prefill on the cache first");
+  if (!Array.isArray(nextIds) || nextIds.length !== cache.batch) {
+    throw new Error(
+      `decodeStep: expected ${cache.batch} ids (one per row), got ${nextIds?.length}`,
+    );
+  }
+  checkIds(nextIds, vocabSize, "nextIds");
+  if (cache.length + 1 > cache.capacity) {
+    throw new Error(`decodeStep: the cache is full (${cache.capacity} positions)`);
+  }
+}
+
+export function checkIds(ids: readonly number[], vocabSize: number, what: string): void {
+  ids.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new Error(`${what}[${i}] = ${id} is not a token id (vocab_size ${vocabSize})`);
+    }
+  });
+}
+
+/** `seq` tokens within the model's context (`hint` says how to change it). */
+export function checkLength(maxContext: number, seq: number, what: string, hint: string): void {
+  if (seq > maxContext) {
+    throw new Error(
+      `${what}: ${seq} tokens exceed the model's context of ${maxContext} (${hint})`,
+    );
+  }
 }

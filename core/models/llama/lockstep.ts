@@ -6,7 +6,6 @@
 
 import type { Tensor } from "../../tensor/tensor.ts";
 import { rotaryTableOf } from "../../kernels/mod.ts";
-import { concatArrays } from "../../io/concat.ts";
 import {
   cacheRows,
   type CacheView,
@@ -15,7 +14,17 @@ import {
   createCache,
 } from "../chatglm/cache.ts";
 import type { ForwardOptions, PrefillOptions } from "../chatglm/model.ts";
-import { runModelStep, type StackPass, type StepInput, type Which } from "../chatglm/step.ts";
+import {
+  checkDecodeIds,
+  checkLength as checkContext,
+  checkPrefillRows,
+  inRowGroups,
+  rowsPerPassOf,
+  runModelStep,
+  type StackPass,
+  type StepInput,
+  type Which,
+} from "../chatglm/step.ts";
 import { cachedAttention } from "./attention.ts";
 import type { Attend } from "./block.ts";
 import { llamaHidden } from "./forward.ts";
@@ -52,12 +61,7 @@ export async function prefill(
   const pads = leftPads(inputIds, model.config);
   const seq = inputIds[0].length;
   checkLength(model, seq, "prefill");
-  if (pads.length !== cache.batch) {
-    throw new Error(`prefill: ${pads.length} rows for a cache of batch ${cache.batch}`);
-  }
-  if (seq > cache.capacity) {
-    throw new Error(`prefill: ${seq} tokens exceed the cache capacity ${cache.capacity}`);
-  }
+  checkPrefillRows(cache, pads.length, seq);
   cache.rows = pads.map((p) => ({ pads: p, ctx: 0, mpos: 0 }));
   cache.length = 0;
   const which = options.allLogits ? "all" : "last";
@@ -72,24 +76,8 @@ export async function decodeStep(
   nextIds: number[],
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
-  checkCache(cache, "decodeStep");
-  if (cache.length === 0) throw new Error("decodeStep: run prefill on the cache first");
-  if (!Array.isArray(nextIds) || nextIds.length !== cache.batch) {
-    throw new Error(
-      `decodeStep: expected ${cache.batch} ids (one per row), got ${nextIds?.length}`,
-    );
-  }
-  nextIds.forEach((id, i) => {
-    if (!Number.isInteger(id) || id < 0 || id >= model.config.vocabSize) {
-      throw new Error(
-        `nextIds[${i}] = ${id} is not a token id (vocab_size ${model.config.vocabSize})`,
-      );
-    }
-  });
+  checkDecodeIds(cache, nextIds, model.config.vocabSize);
   const t = cache.length;
-  if (t + 1 > cache.capacity) {
-    throw new Error(`decodeStep: the cache is full (${cache.capacity} positions)`);
-  }
   const pads = cache.rows.map((r) => r.pads);
   const out = await runLockstep(
     model,
@@ -146,42 +134,21 @@ async function runLockstep(
 ): Promise<Float32Array> {
   const pads = cache.rows.map((r) => r.pads);
   const group = rowsPerPass(model, input.seq, input.batch);
-  if (group >= input.batch) return await runRows(model, cache, pads, input, which, hook);
-  const parts: Float32Array[] = [];
-  const hidden = new Map<number, Float32Array[]>();
-  const groupHook = hook
-    ? (i: number, x: Float32Array) => hidden.set(i, [...(hidden.get(i) ?? []), x])
-    : undefined;
-  const s = input.seq;
-  for (let start = 0; start < input.batch; start += group) {
-    const n = Math.min(group, input.batch - start);
-    const sub: StepInput = {
-      ...input,
-      batch: n,
-      ids: input.ids.subarray(start * s, (start + n) * s),
-      pos: input.pos.subarray(start * s, (start + n) * s),
-      posShape: [n, s],
-    };
-    const view = cacheRows(cache, start, n);
-    parts.push(await runRows(model, view, pads.slice(start, start + n), sub, which, groupHook));
-  }
-  if (hook) { for (const [i, xs] of hidden) hook(i, concatArrays(xs)); }
-  return concatArrays(parts);
+  return await inRowGroups(input, group, (sub, start, n, h) => {
+    const view = group >= input.batch ? cache : cacheRows(cache, start, n);
+    return runRows(model, view, pads.slice(start, start + n), sub, which, h);
+  }, hook);
 }
 
 /** Rows per pass so that the widest activation ([rows, s, max(nh·d, I, h)] f32) fits a binding. */
 function rowsPerPass(model: LlamaModel, seq: number, batch: number): number {
   const { numHeads, headDim, intermediateSize, hiddenSize } = model.config;
-  const widest = seq * Math.max(numHeads * headDim, intermediateSize, hiddenSize) * 4;
-  const limit = model.maxActivationBytes ?? model.gpu.limits.maxStorageBufferBindingSize;
-  const rows = Math.floor(limit / widest);
-  if (rows < 1) {
-    throw new Error(
-      `${seq} tokens need ${widest} bytes of activations in one binding, over this GPU's ` +
-        `limit of ${limit}; use a shorter input`,
-    );
-  }
-  return Math.min(rows, batch);
+  return rowsPerPassOf(
+    model,
+    Math.max(numHeads * headDim, intermediateSize, hiddenSize),
+    seq,
+    batch,
+  );
 }
 
 /** The step pass of this model (the shared forward up to the final norm). */
@@ -219,10 +186,5 @@ export function runRows(
 }
 
 export function checkLength(model: LlamaModel, seq: number, what: string): void {
-  if (seq > model.maxContext) {
-    throw new Error(
-      `${what}: ${seq} tokens exceed the model's context of ${model.maxContext} ` +
-        "(set maxContext when loading to change)",
-    );
-  }
+  checkContext(model.maxContext, seq, what, "set maxContext when loading to change");
 }

@@ -6,16 +6,19 @@
  * token to any subset of slots, each at its own position (= its length: slots are unpadded).
  */
 
-import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
 import { forwardOnly, free } from "../../autograd/tape.ts";
-import { attentionSlots, copyRowsToSlots, headsRotary } from "../../kernels/mod.ts";
-import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
+import { attentionSlots, headsRotary } from "../../kernels/mod.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
 import {
   cacheRows,
   type ChatGLMCache,
   checkCache,
   checkSlot,
+  checkSlotPrompts,
+  checkSlotSteps,
   createCache,
+  leftPadded,
+  moveRowsToSlots,
 } from "../chatglm/cache.ts";
 import type { SlotPrompt, SlotStep } from "../chatglm/model.ts";
 import { runModelStep } from "../chatglm/step.ts";
@@ -78,41 +81,20 @@ export async function prefillSlots(
   entries: SlotPrompt[],
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
-  checkCache(cache, "prefillSlots");
-  if (!Array.isArray(entries) || entries.length === 0) {
-    throw new Error("prefillSlots: expected at least one { slot, ids }");
+  if (Array.isArray(entries) && entries.length === 1) {
+    return await prefillSlot(model, entries[0].ids, cache, entries[0].slot);
   }
-  if (entries.length === 1) return await prefillSlot(model, entries[0].ids, cache, entries[0].slot);
-  const seen = new Set<number>();
-  entries.forEach(({ slot, ids }, i) => {
-    checkSlot(cache, slot, "prefillSlots");
-    if (seen.has(slot)) throw new Error(`prefillSlots: slot ${slot} appears twice`);
-    seen.add(slot);
-    checkPrompt(model, ids, cache, `prefillSlots: prompt ${i}`);
-  });
-  const width = Math.max(...entries.map((e) => e.ids.length));
-  const pad = model.config.padTokenId;
-  const rows = entries.map(({ ids }) => [...new Array(width - ids.length).fill(pad), ...ids]);
+  checkSlotPrompts(
+    cache,
+    entries,
+    (ids, i) => checkPrompt(model, ids, cache, `prefillSlots: prompt ${i}`),
+  );
+  const { rows, width } = leftPadded(entries, model.config.padTokenId);
   for (const { slot } of entries) cache.slots[slot] = { length: 0, layout: null };
   const temp = createCache(cacheOwner(model), entries.length, width);
   try {
     const logits = await prefill(model, rows, temp);
-    const info = new Int32Array(entries.length * 3);
-    entries.forEach(({ slot, ids }, i) => info.set([slot, width - ids.length, ids.length], i * 3));
-    const infoT = uploadTensor(model.gpu, info, [entries.length, 3], "i32", { label: "slot rows" });
-    const rec = beginRecording(model.gpu);
-    try {
-      for (let l = 0; l < model.config.numLayers; l++) {
-        copyRowsToSlots(rec, temp.k[l], cache.k[l], infoT, width);
-        copyRowsToSlots(rec, temp.v[l], cache.v[l], infoT, width);
-      }
-      await submit(rec);
-    } catch (err) {
-      discardRecording(rec);
-      throw err;
-    } finally {
-      releaseTensor(infoT);
-    }
+    await moveRowsToSlots(model.gpu, temp, cache, entries, width);
     entries.forEach(({ slot, ids }) => {
       cache.slots[slot] = { length: ids.length, layout: UNPADDED };
     });
@@ -128,33 +110,8 @@ export async function decodeSlots(
   steps: SlotStep[],
   cache: ChatGLMCache,
 ): Promise<Float32Array> {
-  checkCache(cache, "decodeSlots");
-  if (!Array.isArray(steps) || steps.length === 0) {
-    throw new Error("decodeSlots: expected at least one { slot, id }");
-  }
-  const seen = new Set<number>();
+  const { info, maxKeys } = checkSlotSteps(cache, steps, model.config.vocabSize);
   const n = steps.length;
-  const info = new Int32Array(n * 2);
-  let maxKeys = 0;
-  steps.forEach(({ slot, id }, i) => {
-    checkSlot(cache, slot, "decodeSlots");
-    if (seen.has(slot)) throw new Error(`decodeSlots: slot ${slot} appears twice`);
-    seen.add(slot);
-    const state = cache.slots[slot];
-    if (!state.layout || state.length === 0) {
-      throw new Error(`decodeSlots: slot ${slot} is free; run prefillSlot on it first`);
-    }
-    if (state.length + 1 > cache.capacity) {
-      throw new Error(`decodeSlots: slot ${slot} is full (${cache.capacity} positions)`);
-    }
-    if (!Number.isInteger(id) || id < 0 || id >= model.config.vocabSize) {
-      throw new Error(
-        `steps[${i}].id = ${id} is not a token id (vocab_size ${model.config.vocabSize})`,
-      );
-    }
-    info.set([slot, state.length], i * 2);
-    maxKeys = Math.max(maxKeys, state.length + 1);
-  });
   // A slot is unpadded: the new token's position is the slot's length.
   const ids = Int32Array.from(steps, (s) => s.id);
   const pos = Int32Array.from(steps, (s) => cache.slots[s.slot].length);
