@@ -68,7 +68,6 @@ const cases = (await Deno.readTextFile(`${QWEN3_TOKENIZER_FIXTURES}chat_template
 
 Deno.test({
   name: "llama serve: createEngine on a Qwen3 directory answers, with the template's prompt",
-  sanitizeResources: false,
   fn: async () => {
     const dir = await dirPromise;
     const engine = await createEngine({ model: dir, ...quiet });
