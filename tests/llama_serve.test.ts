@@ -8,7 +8,10 @@ import assert from "node:assert/strict";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { readLlamaConfig } from "../core/models/llama/config.ts";
 import { randomLlamaWeights } from "../core/models/llama/random_init.ts";
+import { getGpu } from "../core/gpu/device.ts";
+import { loadModel } from "../core/models/load.ts";
 import { createEngine } from "../serve/engine/create.ts";
+import { webgpuDecoder } from "../serve/engine/decoder.ts";
 import { EngineLoadError } from "../serve/engine/load.ts";
 import { createApp } from "../serve/http/app.ts";
 import { QWEN3_TOKENIZER_FIXTURES, qwen3TokenizerDir } from "./helpers/qwen3_tokenizer.ts";
@@ -62,6 +65,9 @@ async function writeQwen3Dir(): Promise<string> {
 }
 
 const dirPromise = writeQwen3Dir();
+// The ~19 MB directory goes when the test process ends, whichever tests were filtered in.
+const made = await dirPromise;
+globalThis.addEventListener("unload", () => Deno.removeSync(made, { recursive: true }));
 // Transformers' renderings of the Qwen3 chat template (fixture), with their ids.
 const cases = (await Deno.readTextFile(`${QWEN3_TOKENIZER_FIXTURES}chat_template.jsonl`))
   .split("\n").filter((l) => l).map((l) => JSON.parse(l));
@@ -101,6 +107,8 @@ Deno.test({
       assert.ok(finish === "length" || finish === "stop", `finish reason ${finish}`);
 
       const app = createApp(engine);
+      const health = await (await app.request("/health")).json();
+      assert.equal(health.architecture, "qwen3");
       const res = await app.request("/v1/models");
       assert.equal(res.status, 200);
       const card = (await res.json()).data[0];
@@ -168,4 +176,76 @@ Deno.test("llama serve: `deno task infer --prompt` on a Qwen3 directory exits 0"
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, stderr);
   assert.ok(new TextDecoder().decode(out.stdout).endsWith("\n"));
+});
+
+Deno.test("llama serve: the decoder of a Llama model takes the per-token path (no GPU groups)", async () => {
+  const dir = await dirPromise;
+  const model = await loadModel(dir, { ...quiet, gpu: await getGpu() });
+  const decoder = webgpuDecoder(model, { slots: 2 });
+  try {
+    // Grouped GPU decoding is ChatGLM-only: without it the scheduler samples on the host.
+    assert.equal(decoder.decodeGroup, undefined);
+    assert.equal(decoder.rewind, undefined);
+    const logits = await decoder.prefill(0, [IM_END - 1, 872]);
+    assert.equal(logits.length, 151936);
+    const next = await decoder.decode([{ slot: 0, id: 198 }]);
+    assert.equal(next.length, 151936);
+    assert.ok(next.every(Number.isFinite));
+  } finally {
+    await decoder.close();
+  }
+});
+
+Deno.test("llama serve: `deno task serve` on a Qwen3 directory lists it and answers", async () => {
+  const dir = await dirPromise;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${ROOT}/serve/cli.ts`, "--model", dir, "--port", "0"],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderrText = new Response(child.stderr).text();
+  let seen = "";
+  let url = "";
+  try {
+    while (!url) {
+      const { value, done } = await stdout.read();
+      if (done) throw new Error(`serve exited early: ${seen}\n${await stderrText}`);
+      seen += value;
+      url = seen.match(/listening on (http:\/\/\S+)/)?.[1] ?? "";
+    }
+    let ready = false;
+    for (let i = 0; i < 600 && !ready; i++) {
+      const health = await fetch(`${url}/health`);
+      ready = health.status === 200;
+      await health.body?.cancel();
+      if (!ready) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(ready, "the model loaded");
+    const models = await (await fetch(`${url}/v1/models`)).json();
+    assert.equal(models.data[0].medglm.architecture, "qwen3");
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        messages: [{ role: "user", content: "头痛怎么办" }],
+        temperature: 0,
+        max_tokens: 4,
+      }),
+    });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.ok(body.usage.completion_tokens > 0);
+    assert.ok(body.choices[0].finish_reason);
+  } finally {
+    child.kill("SIGINT");
+  }
+  const status = await child.status;
+  await stdout.cancel();
+  const err = await stderrText;
+  assert.equal(status.code, 0, err);
+  assert.match(err, /\(qwen3\)/);
 });

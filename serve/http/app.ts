@@ -131,6 +131,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
         status: "ok",
         model: modelName(),
         backend: info.backend,
+        ...(info.architecture ? { architecture: info.architecture } : {}),
         demo: info.demo,
         maxContext: info.maxContext,
         ...(info.weights ? { weights: info.weights } : {}),
