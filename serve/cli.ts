@@ -26,7 +26,9 @@ export function startEngine(
   }).then((engine) => {
     const { info } = engine;
     log(
-      `model ${info.model}${info.demo ? " (the demo model: for trying things out only)" : ""}; ` +
+      `model ${info.model}${info.architecture ? ` (${info.architecture})` : ""}${
+        info.demo ? " (the demo model: for trying things out only)" : ""
+      }; ` +
         `backend ${info.backend}${info.backendReason ? ` (${info.backendReason})` : ""}`,
     );
     return engine;

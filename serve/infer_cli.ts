@@ -154,6 +154,9 @@ export async function runChat(
   interrupts: { onInterrupt(handler: () => boolean): void; now?: () => number },
 ): Promise<number> {
   const history: Turn[] = [];
+  // Who answers: ChatGLM for ChatGLM-6B (and engines that do not say), the assistant otherwise.
+  const arch = engine.info.architecture;
+  const speaker = arch === undefined || arch === "chatglm" ? "ChatGLM" : "助手";
   // Which turns were stopped by Ctrl-C (shown so in /history).
   const stoppedTurns: boolean[] = [];
   let current: AbortController | null = null;
@@ -192,7 +195,7 @@ export async function runChat(
       if (history.length === 0) io.out("(no history yet)\n");
       history.forEach(([q, a], i) =>
         io.out(
-          `[${i + 1}] 用户：${terminalText(q)}\n    ChatGLM：${terminalText(a)}${
+          `[${i + 1}] 用户：${terminalText(q)}\n    ${speaker}：${terminalText(a)}${
             stoppedTurns[i] ? " (stopped)" : ""
           }\n`,
         )
@@ -215,7 +218,7 @@ export async function runChat(
       if (dropped > 0) {
         io.err(`(the ${dropped} oldest turn(s) no longer fit the context and were left out)\n`);
       }
-      io.out("\nChatGLM：");
+      io.out(`\n${speaker}：`);
       const r = await answer(engine, request, (text) => {
         shown += text;
         io.out(terminalText(text));

@@ -34,7 +34,8 @@ export const INFER_USAGE = `Usage: deno task infer [options]
 Chat with the model in the terminal; with --prompt (or piped stdin) answer one question and print
 only the answer on stdout.
 
-  --model DIR               model directory (config.json + weights + ice_text.model);
+  --model DIR               model directory (config.json + weights + tokenizer files):
+                            ChatGLM-6B or Llama family (Qwen2/2.5, Qwen3, Llama 3);
                             default: the demo model in models/demo
   --adapter DIR             PEFT LoRA adapter directory
   --merged                  fold the adapter into the weights at load (faster steps)

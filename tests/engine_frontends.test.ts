@@ -117,7 +117,7 @@ Deno.test("createEngine({ model: dir }) loads; bad directories get errors with t
     const config = JSON.parse(await Deno.readTextFile(`${DIR}/config.json`));
     await Deno.writeTextFile(
       `${tmp}/config.json`,
-      JSON.stringify({ ...config, model_type: "llama", architectures: ["LlamaForCausalLM"] }),
+      JSON.stringify({ ...config, model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }),
     );
     await assert.rejects(
       () => createEngine({ model: tmp, log: () => {} }),

@@ -138,6 +138,7 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     demo: opts.info?.demo ?? false,
     defaults: opts.info?.defaults ?? { ...BUILTIN_GENERATION_DEFAULTS },
     weights: opts.info?.weights,
+    architecture: opts.info?.architecture,
   };
   const defaults = info.defaults!;
   const bytes = byteTokensOf(tok);

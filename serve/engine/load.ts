@@ -6,16 +6,19 @@
  */
 
 import {
-  type ChatGLMModel,
+  type CausalLM,
   DEMO_MODEL_DIR,
   describeModelWeights,
   describeQuant,
   getGpu,
   type Gpu,
-  loadChatGLM as loadModel,
+  isLlamaModel,
+  loadModel,
   mergeAdapter,
+  modelTypeOf,
   type QuantizeOption,
   readChatGLMConfig,
+  readLlamaConfig,
   type WeightDtype,
 } from "../../core/mod.ts";
 import { isJsonObject, readJsonFile } from "../../base/mod.ts";
@@ -163,12 +166,13 @@ export async function chooseBackend(
 
 /**
  * Loads the tokenizer of `dir` (whichever kind its files hold) and checks it belongs to the model
- * of `config.json`: no more tokens than embedding rows; for ChatGLM also its special ids.
+ * of `config.json`: no more tokens than embedding rows; for ChatGLM also its special ids (`ids`;
+ * null for a Llama-family model, whose end-of-turn ids come from the tokenizer files).
  */
 async function tokenizerFor(
   dir: string,
   vocabSize: number,
-  ids: { eos: number; bos: number; gmask: number },
+  ids: { eos: number; bos: number; gmask: number } | null,
 ): Promise<AnyTokenizer> {
   let tok: AnyTokenizer;
   try {
@@ -188,7 +192,7 @@ async function tokenizerFor(
     );
   }
   if (
-    tok.kind === "chatglm" &&
+    tok.kind === "chatglm" && ids !== null &&
     (tok.eopId !== ids.eos || tok.sopId !== ids.bos || tok.gmaskId !== ids.gmask)
   ) {
     throw new EngineLoadError(
@@ -225,20 +229,58 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
   if (opts.merged && opts.adapter === undefined) {
     throw new EngineLoadError("--merged needs --adapter DIR (the adapter to fold into the model)");
   }
-  let config;
+  let modelType: string;
   try {
-    config = await readChatGLMConfig(dir);
+    modelType = await modelTypeOf(dir);
   } catch (err) {
     throw new EngineLoadError(
-      `${(err as Error).message}\nfix: point --model at a ChatGLM-6B (v1) model directory; ` +
-        "other architectures are not implemented yet",
+      `${(err as Error).message}\nfix: point --model at a ChatGLM-6B (v1) or Llama-family ` +
+        "(Qwen2 / Qwen2.5, Qwen3, Llama 3) model directory",
     );
   }
-  const tokenizer = await tokenizerFor(dir, config.vocabSize, {
-    eos: config.eosTokenId,
-    bos: config.bosTokenId,
-    gmask: config.gmaskTokenId,
-  });
+  const llama = modelType !== "chatglm";
+  let tokenizer: AnyTokenizer;
+  if (llama) {
+    // The ONNX export, int8/int4 weights and merging are built for ChatGLM-6B only: say so
+    // rather than serve something other than what was asked for.
+    const chatglmOnly = (what: string, fix: string) =>
+      new EngineLoadError(
+        `${what} is implemented for ChatGLM-6B only; ${dir} holds a ${modelType} model.\n` +
+          `fix: ${fix}`,
+      );
+    if (opts.backend === "onnx") {
+      throw chatglmOnly("--backend onnx", "use --backend webgpu (or auto)");
+    }
+    if (opts.quantize !== undefined) {
+      throw chatglmOnly("--quantize", "leave out --quantize (the model loads as f32 or f16)");
+    }
+    if (opts.merged) {
+      throw chatglmOnly("--merged", "leave out --merged (the adapter is applied unmerged)");
+    }
+    if (opts.onnx !== undefined) throw chatglmOnly("--onnx", "leave out --onnx");
+    let config;
+    try {
+      config = await readLlamaConfig(dir);
+    } catch (err) {
+      throw new EngineLoadError(`${(err as Error).message}\nfix: correct config.json`);
+    }
+    // End-of-turn ids: the tokenizer's eos token and generation_config.json's eos_token_id list.
+    tokenizer = await tokenizerFor(dir, config.vocabSize, null);
+  } else {
+    let config;
+    try {
+      config = await readChatGLMConfig(dir);
+    } catch (err) {
+      throw new EngineLoadError(
+        `${(err as Error).message}\nfix: point --model at a ChatGLM-6B (v1) model directory`,
+      );
+    }
+    tokenizer = await tokenizerFor(dir, config.vocabSize, {
+      eos: config.eosTokenId,
+      bos: config.bosTokenId,
+      gmask: config.gmaskTokenId,
+    });
+  }
   const promptTemplate = opts.promptTemplate ?? await declaredPromptTemplate(dir);
   const enableThinking = opts.enableThinking;
   // The demo's tiny vocabulary spells many characters in byte tokens and the small model gets
@@ -253,7 +295,10 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     throw new EngineLoadError(`${(err as Error).message}\nfix: correct or remove the file`);
   }
   const onnxDir = opts.onnx ?? defaultOnnxExportDir(dir, opts.adapter);
-  const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
+  // A Llama-family model has no ONNX export: `auto` means WebGPU for it.
+  const choice = llama
+    ? await chooseBackend("webgpu", getGpu, onnxDir, dir, opts.adapter)
+    : await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   const name = dir.split("/").filter(Boolean).pop() ?? dir;
   const adapterName = opts.adapter?.split("/").filter(Boolean).pop();
@@ -261,6 +306,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     model: demo ? "medglm-demo" : adapterName ? `${name}+${adapterName}` : name,
     backend: choice.backend,
     backendReason: choice.reason,
+    architecture: modelType,
     demo,
     defaults,
   };
@@ -290,7 +336,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
       enableThinking,
     });
   }
-  let model: ChatGLMModel;
+  let model: CausalLM;
   try {
     model = await loadModel(dir, {
       dtype: opts.dtype,
@@ -316,7 +362,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     throw err;
   }
   try {
-    if (opts.merged) await mergeAdapter(model);
+    if (opts.merged && !isLlamaModel(model)) await mergeAdapter(model);
   } catch (err) {
     model.dispose();
     throw err;

@@ -77,6 +77,8 @@ export interface EngineInfo {
   defaults?: GenerationDefaults;
   /** What the weights are, e.g. "int4 (per-row scales), 3.6 GiB" (shown by /v1/models). */
   weights?: string;
+  /** The model's architecture, config.json's `model_type` ("chatglm", "qwen3", …; /v1/models). */
+  architecture?: string;
 }
 
 export interface EngineStats {

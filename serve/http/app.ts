@@ -131,6 +131,7 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
         status: "ok",
         model: modelName(),
         backend: info.backend,
+        ...(info.architecture ? { architecture: info.architecture } : {}),
         demo: info.demo,
         maxContext: info.maxContext,
         ...(info.weights ? { weights: info.weights } : {}),
@@ -199,10 +200,12 @@ export function createApp(engine: Engine | Promise<Engine>, options: AppOptions 
 }
 
 function modelCard(id: string, engine: Engine) {
-  const { backend, weights } = engine.info;
+  const { backend, weights, architecture } = engine.info;
   const card = { id, object: "model", created: 0, owned_by: "medglm" };
-  // Our extension, where the engine knows its weights: the backend and the weights' bits and size.
-  return weights ? { ...card, medglm: { backend, weights } } : card;
+  // Our extension, where the engine knows its model: the backend, the architecture (config.json's
+  // model_type) and the weights' bits and size.
+  if (!weights && !architecture) return card;
+  return { ...card, medglm: { backend, ...(architecture ? { architecture } : {}), weights } };
 }
 
 function methodNotAllowed(allow: string): never {

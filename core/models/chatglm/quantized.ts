@@ -100,7 +100,8 @@ export function describeQuant(spec: QuantSpec): string {
  * "f16, 12.5 GiB" (for logs, /v1/models, the web page).
  */
 export function describeModelWeights(model: {
-  config: ChatGLMConfig;
+  // Any architecture's model (every config has vocabSize); only ChatGLM's can be quantized.
+  config: { vocabSize: number; quantization?: ChatGLMConfig["quantization"] };
   parameters(): Map<string, Tensor>;
 }): string {
   let bytes = 0;

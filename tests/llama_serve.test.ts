@@ -1,0 +1,251 @@
+// The engine, `deno task infer` and the HTTP app on a Llama-family model directory: a Qwen3
+// model with random weights, the real vocabulary (151936 rows, so the real Qwen3 tokenizer fits)
+// and a tiny width (hidden 32, one layer: ~19 MB of f32 in a temp dir). Its answers are noise; what
+// is checked is that every layer above the model works on it: the architecture dispatch, the chat
+// template prompt, end-of-turn ids, the finish reason, /v1/models, the CLI's exit status, and the
+// clear refusals of what is ChatGLM-only.
+import assert from "node:assert/strict";
+import { writeSafetensors } from "../core/io/safetensors.ts";
+import { readLlamaConfig } from "../core/models/llama/config.ts";
+import { randomLlamaWeights } from "../core/models/llama/random_init.ts";
+import { getGpu } from "../core/gpu/device.ts";
+import { loadModel } from "../core/models/load.ts";
+import { createEngine } from "../serve/engine/create.ts";
+import { webgpuDecoder } from "../serve/engine/decoder.ts";
+import { EngineLoadError } from "../serve/engine/load.ts";
+import { createApp } from "../serve/http/app.ts";
+import { QWEN3_TOKENIZER_FIXTURES, qwen3TokenizerDir } from "./helpers/qwen3_tokenizer.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const CLI = new URL("../serve/infer_cli.ts", import.meta.url).pathname;
+const quiet = { log: () => {}, progressBar: false };
+const IM_END = 151645;
+const ENDOFTEXT = 151643;
+
+/** A Qwen3 model directory: tiny width, real vocabulary, random weights, the real tokenizer. */
+async function writeQwen3Dir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "medglm-llama-serve-" });
+  const config = {
+    architectures: ["Qwen3ForCausalLM"],
+    attention_bias: false,
+    bos_token_id: ENDOFTEXT,
+    eos_token_id: IM_END,
+    head_dim: 16,
+    hidden_act: "silu",
+    hidden_size: 32,
+    intermediate_size: 64,
+    max_position_embeddings: 512,
+    model_type: "qwen3",
+    num_attention_heads: 2,
+    num_hidden_layers: 1,
+    num_key_value_heads: 1,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000.0,
+    tie_word_embeddings: true,
+    vocab_size: 151936,
+  };
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
+  await Deno.writeTextFile(
+    `${dir}/generation_config.json`,
+    JSON.stringify({ bos_token_id: ENDOFTEXT, eos_token_id: [IM_END, ENDOFTEXT] }),
+  );
+  const tok = await qwen3TokenizerDir();
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    await Deno.copyFile(`${tok}/${f}`, `${dir}/${f}`);
+  }
+  const parsed = await readLlamaConfig(dir);
+  const tensors = [...randomLlamaWeights(parsed, 7)].map((t) => ({
+    name: t.name,
+    dtype: "F32" as const,
+    shape: t.shape,
+    data: t.data,
+  }));
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
+  return dir;
+}
+
+const dirPromise = writeQwen3Dir();
+// The ~19 MB directory goes when the test process ends, whichever tests were filtered in.
+const made = await dirPromise;
+globalThis.addEventListener("unload", () => Deno.removeSync(made, { recursive: true }));
+// Transformers' renderings of the Qwen3 chat template (fixture), with their ids.
+const cases = (await Deno.readTextFile(`${QWEN3_TOKENIZER_FIXTURES}chat_template.jsonl`))
+  .split("\n").filter((l) => l).map((l) => JSON.parse(l));
+
+Deno.test({
+  name: "llama serve: createEngine on a Qwen3 directory answers, with the template's prompt",
+  fn: async () => {
+    const dir = await dirPromise;
+    const engine = await createEngine({ model: dir, ...quiet });
+    try {
+      assert.equal(engine.info.architecture, "qwen3");
+      assert.equal(engine.info.backend, "webgpu");
+      assert.match(engine.info.weights ?? "", /^f32, /);
+      assert.deepEqual([...engine.tokenizer.endOfTurnIds].sort(), [ENDOFTEXT, IM_END].sort());
+      const withPrompt = cases.filter((c) =>
+        c.add_generation_prompt && c.enable_thinking === undefined
+      );
+      assert.ok(withPrompt.length > 0, "the fixture has generation-prompt cases");
+      for (const c of withPrompt) assert.deepEqual(engine.encodeMessages(c.messages), c.ids, c.id);
+
+      let text = "";
+      let finish: string | undefined;
+      let deltas = 0;
+      for await (
+        const d of engine.generate({
+          messages: [{ role: "user", content: "你好" }],
+          maxNewTokens: 6,
+          temperature: 0,
+        })
+      ) {
+        text += d.text;
+        deltas++;
+        if (d.finishReason) finish = d.finishReason;
+      }
+      assert.ok(deltas > 0);
+      assert.ok(text.length > 0, "the answer has text");
+      assert.ok(finish === "length" || finish === "stop", `finish reason ${finish}`);
+
+      const app = createApp(engine);
+      const health = await (await app.request("/health")).json();
+      assert.equal(health.architecture, "qwen3");
+      const res = await app.request("/v1/models");
+      assert.equal(res.status, 200);
+      const card = (await res.json()).data[0];
+      assert.equal(card.medglm.architecture, "qwen3");
+      assert.equal(card.medglm.backend, "webgpu");
+
+      const chat = await app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: card.id,
+          messages: [{ role: "user", content: "头痛怎么办" }],
+          max_tokens: 4,
+          temperature: 0,
+        }),
+      });
+      assert.equal(chat.status, 200);
+      const body = await chat.json();
+      assert.ok(body.choices[0].finish_reason, "the HTTP answer has a finish reason");
+    } finally {
+      await engine.close();
+    }
+  },
+});
+
+Deno.test("llama serve: ONNX, --quantize and --merged are refused as ChatGLM-only", async () => {
+  const dir = await dirPromise;
+  for (
+    const [opts, flag] of [
+      [{ backend: "onnx" }, /--backend onnx is implemented for ChatGLM-6B only/],
+      [{ quantize: 4 }, /--quantize is implemented for ChatGLM-6B only/],
+      [{ merged: true, adapter: dir }, /--merged is implemented for ChatGLM-6B only/],
+    ] as const
+  ) {
+    await assert.rejects(
+      () => createEngine({ model: dir, ...quiet, ...opts }),
+      (e: unknown) =>
+        e instanceof EngineLoadError && flag.test(e.message) && /qwen3/.test(e.message),
+    );
+  }
+});
+
+Deno.test("llama serve: `deno task infer --prompt` on a Qwen3 directory exits 0", async () => {
+  const dir = await dirPromise;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      CLI,
+      "--model",
+      dir,
+      "--prompt",
+      "你好",
+      "--max-new-tokens",
+      "4",
+      "--temperature",
+      "0",
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.ok(new TextDecoder().decode(out.stdout).endsWith("\n"));
+});
+
+Deno.test("llama serve: the decoder of a Llama model takes the per-token path (no GPU groups)", async () => {
+  const dir = await dirPromise;
+  const model = await loadModel(dir, { ...quiet, gpu: await getGpu() });
+  const decoder = webgpuDecoder(model, { slots: 2 });
+  try {
+    // Grouped GPU decoding is ChatGLM-only: without it the scheduler samples on the host.
+    assert.equal(decoder.decodeGroup, undefined);
+    assert.equal(decoder.rewind, undefined);
+    const logits = await decoder.prefill(0, [IM_END - 1, 872]);
+    assert.equal(logits.length, 151936);
+    const next = await decoder.decode([{ slot: 0, id: 198 }]);
+    assert.equal(next.length, 151936);
+    assert.ok(next.every(Number.isFinite));
+  } finally {
+    await decoder.close();
+  }
+});
+
+Deno.test("llama serve: `deno task serve` on a Qwen3 directory lists it and answers", async () => {
+  const dir = await dirPromise;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${ROOT}/serve/cli.ts`, "--model", dir, "--port", "0"],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderrText = new Response(child.stderr).text();
+  let seen = "";
+  let url = "";
+  try {
+    while (!url) {
+      const { value, done } = await stdout.read();
+      if (done) throw new Error(`serve exited early: ${seen}\n${await stderrText}`);
+      seen += value;
+      url = seen.match(/listening on (http:\/\/\S+)/)?.[1] ?? "";
+    }
+    let ready = false;
+    for (let i = 0; i < 600 && !ready; i++) {
+      const health = await fetch(`${url}/health`);
+      ready = health.status === 200;
+      await health.body?.cancel();
+      if (!ready) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(ready, "the model loaded");
+    const models = await (await fetch(`${url}/v1/models`)).json();
+    assert.equal(models.data[0].medglm.architecture, "qwen3");
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        messages: [{ role: "user", content: "头痛怎么办" }],
+        temperature: 0,
+        max_tokens: 4,
+      }),
+    });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.ok(body.usage.completion_tokens > 0);
+    assert.ok(body.choices[0].finish_reason);
+  } finally {
+    child.kill("SIGINT");
+  }
+  const status = await child.status;
+  await stdout.cancel();
+  const err = await stderrText;
+  assert.equal(status.code, 0, err);
+  assert.match(err, /\(qwen3\)/);
+});
