@@ -129,3 +129,28 @@ for (const bits of [8, 4] as const) {
     }
   });
 }
+
+Deno.test("a float checkpoint without lm_head exports with the tied head and agrees with WebGPU", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const { g } = golden(4);
+    await exportChatGLMToOnnx(`${FIX}f16-tied`, tmp, {});
+    const onnx = await loadOnnxModel(tmp, { modelDir: `${FIX}f16-tied` });
+    const gpu = await loadModel(`${FIX}f16-tied`, {
+      dtype: "f32",
+      log: () => {},
+      progressBar: false,
+    });
+    try {
+      const a = await onnx.forward(g.input_ids);
+      const b = await gpu.forward(g.input_ids);
+      const r = compareRule(a, b, 1e-4, 1e-6, ranges(g, gpu.config.vocabSize));
+      assert.ok(r.ok, `max |diff| ${r.maxDiff} > ${r.limit}`);
+    } finally {
+      onnx.dispose();
+      gpu.dispose();
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

@@ -153,11 +153,12 @@ export async function exportChatGLMToOnnx(
   let tied = false;
   if (quant) tied = checkQuantizedCheckpoint(config, ckpt, quant.spec, quant.prequantized).tied;
   else {
-    checkParameters(
+    // A float checkpoint without lm_head.weight ties the output layer to the embeddings.
+    tied = checkParameters(
       config,
       ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
       root,
-    );
+    ).tiedHead;
   }
   const maxPositions = options.maxPositions ?? config.maxSequenceLength;
   const readFloat = (name: string) =>
