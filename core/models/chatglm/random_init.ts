@@ -20,10 +20,23 @@ export interface RandomTensor {
 }
 
 /** Every parameter of the config, by checkpoint name, freshly initialised. */
-export function* randomChatGLMWeights(
+export function randomChatGLMWeights(
   config: ChatGLMConfig,
   seed: number,
   std = 0.02,
+): Generator<RandomTensor> {
+  return randomTensors(parameterTable(config), seed, std, (n) => n.endsWith("layernorm.weight"));
+}
+
+/**
+ * Fresh tensors for a parameter table (any architecture): `ones(name)` ones (norm weights), other
+ * matrices normal(0, std) from the seeded stream in table order, everything else (biases) zero.
+ */
+export function* randomTensors(
+  table: Iterable<{ name: string; shape: number[] }>,
+  seed: number,
+  std: number,
+  ones: (name: string) => boolean,
 ): Generator<RandomTensor> {
   const rng = createRng(seed);
   // Box–Muller over the seeded uniform stream.
@@ -31,12 +44,25 @@ export function* randomChatGLMWeights(
     const u = 1 - rng.next(), v = rng.next();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   };
-  for (const { name, shape } of parameterTable(config)) {
+  for (const { name, shape } of table) {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    if (name.endsWith("layernorm.weight")) data.fill(1);
+    if (ones(name)) data.fill(1);
     else if (shape.length === 2) { for (let i = 0; i < data.length; i++) data[i] = std * normal(); }
     yield { name, shape, data };
   }
+}
+
+/** Uploads fresh tensors in the run's dtype, by checkpoint name. */
+export function uploadRandom(
+  gpu: Gpu,
+  tensors: Iterable<RandomTensor>,
+  dtype: WeightDtype,
+): Map<string, Tensor> {
+  const weights = new Map<string, Tensor>();
+  for (const t of tensors) {
+    weights.set(t.name, uploadTensor(gpu, t.data, t.shape, dtype, { label: t.name }));
+  }
+  return weights;
 }
 
 export interface RandomModelOptions {
@@ -52,16 +78,14 @@ export function randomChatGLM(
   config: ChatGLMConfig,
   options: RandomModelOptions,
 ): ChatGLMModel {
-  const weights = new Map<string, Tensor>();
-  for (const t of randomChatGLMWeights(config, options.seed ?? 1234, options.std)) {
-    weights.set(t.name, uploadTensor(gpu, t.data, t.shape, options.dtype, { label: t.name }));
-  }
+  const seed = options.seed ?? 1234;
+  const weights = uploadRandom(gpu, randomChatGLMWeights(config, seed, options.std), options.dtype);
   return assembleChatGLM({
     config,
     dtype: options.dtype,
     gpu,
     maxContext: options.maxContext ?? config.maxSequenceLength,
-    source: `random (seed ${options.seed ?? 1234})`,
+    source: `random (seed ${seed})`,
     ...assembleWeights(config, weights),
     adapter: null,
   });
