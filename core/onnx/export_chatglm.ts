@@ -18,8 +18,7 @@
  * from cos/sin tables (θ = f32(p · f16(inv_freq)), §3.2) gathered by position.
  */
 
-import { f16BitsToNumber, f32ToF16 } from "../io/dtype.ts";
-import { mergeLoraWeight } from "../adapters/merge.ts";
+import { f16BitsToNumber } from "../io/dtype.ts";
 import type { LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, RESIDUAL_ALPHA } from "../models/chatglm/config.ts";
 import { rotaryInvFreq } from "../models/chatglm/rotary.ts";
@@ -27,16 +26,25 @@ import { linearModuleName } from "../models/chatglm/params.ts";
 import { createGraphBuilder, type GraphBuilder } from "./graph_builder.ts";
 import { MS_DOMAIN, nbitsBlockSize, type NBitsWeight, toMatMulNBits } from "./matmul_nbits.ts";
 import type { QuantizedMatrix } from "../quant/arith.ts";
-import { attr, type OnnxDtype, type OnnxGraph, type OnnxValueInfo } from "./onnx_model.ts";
+import { attr, type OnnxGraph, type OnnxValueInfo } from "./onnx_model.ts";
+import {
+  cachedAttention,
+  cacheValueInfos,
+  f32Bytes,
+  graphWeights,
+  type OnnxWeightDtype,
+  rotateHalf,
+  scoreMask,
+  swapHeadsAndSeq,
+  transpose,
+  type WeightReader,
+} from "./graph_parts.ts";
+
+export { cacheNames, type OnnxWeightDtype, type WeightReader } from "./graph_parts.ts";
 
 /** Bumped whenever the graph's inputs, outputs or numerics change. */
 export const EXPORTER_VERSION = "medglm-chatglm-onnx/1";
 export const ONNX_OPSET = 17;
-
-export type OnnxWeightDtype = "f32" | "f16";
-
-/** Reads one checkpoint tensor as f32 values (shape per README §2). */
-export type WeightReader = (name: string) => Promise<Float32Array>;
 
 /**
  * Quantized weights (int8/int4, core/quant): the block linears become `com.microsoft`
@@ -67,37 +75,6 @@ export interface ChatGLMGraphOptions {
   adapter?: LoraAdapter | null;
   /** Rows of the rotary tables: positions 0 .. maxPositions−1 (default max_sequence_length). */
   maxPositions?: number;
-}
-
-/** Names of the graph's cache inputs and outputs for layer `l`. */
-export const cacheNames = (l: number) => ({
-  pastKey: `past_key_${l}`,
-  pastValue: `past_value_${l}`,
-  presentKey: `present_key_${l}`,
-  presentValue: `present_value_${l}`,
-});
-
-function f32Bytes(v: Float32Array): Uint8Array {
-  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-}
-
-function toF16Bytes(v: Float32Array): Uint8Array {
-  return new Uint8Array(f32ToF16(v).buffer);
-}
-
-/** [rows, cols] → [cols, rows]. */
-function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
-  const B = 32;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const r1 = Math.min(rows, r0 + B), c1 = Math.min(cols, c0 + B);
-      for (let r = r0; r < r1; r++) {
-        for (let c = c0; c < c1; c++) out[c * rows + r] = w[r * cols + c];
-      }
-    }
-  }
-  return out;
 }
 
 /**
@@ -132,10 +109,6 @@ export function buildChatGLMGraph(
   read: WeightReader,
   options: ChatGLMGraphOptions = {},
 ): OnnxGraph {
-  const dtype = options.dtype ?? "f32";
-  if (dtype !== "f32" && dtype !== "f16") {
-    throw new Error(`ONNX export: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
-  }
   const maxPositions = options.maxPositions ?? config.maxSequenceLength;
   if (!Number.isInteger(maxPositions) || maxPositions < 1) {
     throw new Error(`ONNX export: maxPositions ${maxPositions} must be a positive integer`);
@@ -149,80 +122,33 @@ export function buildChatGLMGraph(
     config;
   const r = d / 2;
   const g = createGraphBuilder();
-  const wdtype: OnnxDtype = dtype === "f16" ? "float16" : "float32";
-  const store = (v: Float32Array) => (dtype === "f16" ? toF16Bytes(v) : f32Bytes(v));
-
-  const checked = async (name: string, numel: number) => {
-    const v = await read(name);
-    if (v.length !== numel) {
-      throw new Error(`ONNX export: ${name} has ${v.length} values, expected ${numel}`);
-    }
-    return v;
-  };
-  /** A stored weight read as f32 in the graph (a Cast for f16 storage). */
-  const asF32 = (name: string) => (dtype === "f16"
-    ? g.op("Cast", [name], {
-      attributes: { to: attr.int(1) },
-      name: `${name}.f32`,
-    })
-    : name);
-  /** Biases and LayerNorm parameters, stored in the export's dtype like every other weight. */
-  const vector = (name: string, n: number) =>
-    asF32(g.initializer({
-      name,
-      dtype: wdtype,
-      dims: [n],
-      data: async () => store(await checked(name, n)),
-    }));
-  /** A linear layer's weight, adapter merged, stored as [in, out]. */
-  const linearWeight = (module: string, out: number, inF: number) => {
-    const name = `${module}.weight`;
-    const stored = g.initializer({
-      name,
-      dtype: wdtype,
-      dims: [inF, out],
-      data: async () => {
-        let w = await checked(name, out * inF);
-        const lora = adapter?.modules.get(module);
-        if (lora) w = mergeLoraWeight(w, lora, adapter!.scaling);
-        return store(transpose(w, out, inF));
-      },
-    });
-    return asF32(stored);
-  };
-  const linear = (x: string, module: string, out: number, inF: number, bias = true) => {
-    const y = quant
-      ? quantMatMul(g, x, `${module}.weight`, out, inF, quant)
-      : g.op("MatMul", [x, linearWeight(module, out, inF)], { name: `${module}.mm` });
-    return bias ? g.op("Add", [y, vector(`${module}.bias`, out)], { name: `${module}.out` }) : y;
-  };
+  const w = graphWeights(g, read, {
+    dtype: options.dtype,
+    adapter,
+    matmul: quant
+      ? (x, module, out, inF) => quantMatMul(g, x, `${module}.weight`, out, inF, quant)
+      : null,
+  });
+  const linear = (x: string, module: string, out: number, inF: number) =>
+    w.linear(x, module, out, inF, true);
   const layerNorm = (x: string, prefix: string) =>
-    g.op("LayerNormalization", [x, vector(`${prefix}.weight`, h), vector(`${prefix}.bias`, h)], {
+    g.op("LayerNormalization", [
+      x,
+      w.tensor(`${prefix}.weight`, [h]),
+      w.tensor(`${prefix}.bias`, [h]),
+    ], {
       attributes: { axis: attr.int(-1), epsilon: attr.float(config.layernormEpsilon) },
       name: prefix,
     });
 
   // Embedding.
   const embName = "transformer.word_embeddings.weight";
-  let x: string;
-  if (quant?.embeddings) x = quantGather(g, embName, V, h, quant);
-  else {
-    const emb = g.initializer({
-      name: embName,
-      dtype: wdtype,
-      dims: [V, h],
-      data: async () => store(await checked(embName, V * h)),
-    });
-    x = g.op("Gather", [emb, "input_ids"], { attributes: { axis: attr.int(0) }, name: "embed" });
-    if (dtype === "f16") {
-      x = g.op("Cast", [x], { attributes: { to: attr.int(1) }, name: "embed.f32" });
-    }
-  }
+  let x = quant?.embeddings ? quantGather(g, embName, V, h, quant) : w.embedding(embName, V, h).x;
 
   // Rotary cos/sin per (row, position), laid out [b, s, 1, d] to broadcast over heads: the first
   // half of each head uses position_ids[:, 0], the second half position_ids[:, 1].
   const tables = rotaryTables(d, maxPositions);
-  const rotary = (which: "cos" | "sin") => {
+  const rotaryOf = (which: "cos" | "sin") => {
     const table = g.constant(
       `rotary_${which}`,
       "float32",
@@ -236,28 +162,16 @@ export function buildChatGLMGraph(
     const t = g.op("Transpose", [gathered], { attributes: { perm: attr.ints([0, 2, 1, 3]) } });
     return g.op("Reshape", [t, g.int64s("shape_rot", [0, 0, 1, d])], { name: `rotary_${which}` });
   };
-  const cos = rotary("cos"), sin = rotary("sin");
-  const rotate = (t: string, what: string) => {
-    // [b, s, heads, d] → [b, s, heads, 2 halves, 2 parts, r/2]; rotate_half swaps the parts
-    // within each half with a sign: (x1, x2) → (−x2, x1).
-    const split = g.op("Reshape", [t, g.int64s("shape_halves", [0, 0, heads, 2, 2, r / 2])]);
-    const [x1, x2] = g.node("Split", [split], { attributes: { axis: attr.int(4) }, count: 2 });
-    const swapped = g.op("Concat", [g.op("Neg", [x2]), x1], { attributes: { axis: attr.int(4) } });
-    const rot = g.op("Reshape", [swapped, g.int64s("shape_heads", [0, 0, heads, d])]);
-    return g.op("Add", [g.op("Mul", [t, cos]), g.op("Mul", [rot, sin])], { name: `${what}.rot` });
-  };
-
-  // The mask broadcast over heads: [b, 1, s, S].
-  const mask = g.op("Unsqueeze", ["attention_mask", g.int64s("axis1", [1])], { name: "mask4" });
+  // Each half of a head is rotated by its own position (2 chunks, rotate half within each).
+  const rotary = { cos: rotaryOf("cos"), sin: rotaryOf("sin"), heads, d, chunks: 2 };
+  const rotate = (t: string, what: string) => rotateHalf(g, t, rotary, what);
+  const mask = scoreMask(g, 1);
   const alpha = g.scalar("alpha", RESIDUAL_ALPHA);
-  const maskedValue = g.scalar("masked_score", -10000);
-  const toHeads = (t: string) =>
-    g.op("Transpose", [t], { attributes: { perm: attr.ints([0, 2, 1, 3]) } }); // [b, heads, s, d]
+  const toHeads = (t: string) => swapHeadsAndSeq(g, t); // [b, heads, s, d]
 
   for (let l = 0; l < config.numLayers; l++) {
     const p = `transformer.layers.${l}`;
     const c = l + 1;
-    const names = cacheNames(l);
     const a = layerNorm(x, `${p}.input_layernorm`);
     const qkvModule = linearModuleName(l, "attention.query_key_value");
     const qkv = linear(a, qkvModule, 3 * h, h);
@@ -271,22 +185,18 @@ export function buildChatGLMGraph(
     const qh = toHeads(rotate(q, `${p}.q`));
     const kh = toHeads(rotate(k, `${p}.k`));
     const vh = toHeads(v);
-    const keys = g.op("Concat", [names.pastKey, kh], {
-      attributes: { axis: attr.int(2) },
-      outputs: [names.presentKey],
-    });
-    const values = g.op("Concat", [names.pastValue, vh], {
-      attributes: { axis: attr.int(2) },
-      outputs: [names.presentValue],
-    });
     // §3.3: q / (sqrt(d)·c) · kᵀ, masked to −10000, then ×c, softmax in f32.
-    const qs = g.op("Div", [qh, g.scalar(`qk_scale_${l}`, Math.sqrt(d) * c)]);
-    const kt = g.op("Transpose", [keys], { attributes: { perm: attr.ints([0, 1, 3, 2]) } });
-    let scores = g.op("MatMul", [qs, kt], { name: `${p}.scores` });
-    scores = g.op("Where", [mask, maskedValue, scores]);
-    if (c !== 1) scores = g.op("Mul", [scores, g.scalar(`layer_coeff_${l}`, c)]);
-    const probs = g.op("Softmax", [scores], { attributes: { axis: attr.int(-1) } });
-    const ctx = g.op("MatMul", [probs, values], { name: `${p}.ctx` }); // [b, heads, s, d]
+    const ctx = cachedAttention(g, qh, kh, vh, {
+      layer: l,
+      heads,
+      kvHeads: heads,
+      d,
+      mask,
+      queryDivisor: Math.sqrt(d) * c,
+      maskedScore: -10000,
+      scoreScale: c,
+      name: p,
+    }); // [b, heads, s, d]
     const ctxFlat = g.op("Reshape", [toHeads(ctx), g.int64s("shape_hidden", [0, 0, h])]);
     const o = linear(ctxFlat, linearModuleName(l, "attention.dense"), h, h);
     const hmid = g.op("Add", [g.op("Mul", [a, alpha]), o], { name: `${p}.attn_residual` });
@@ -307,11 +217,11 @@ export function buildChatGLMGraph(
   } else {
     const head = g.initializer({
       name: headName,
-      dtype: wdtype,
+      dtype: w.onnxDtype,
       dims: [h, V],
-      data: async () => store(transpose(await checked(headName, V * h), V, h)),
+      data: async () => w.store(transpose(await w.read(headName, V * h), V, h)),
     });
-    g.node("MatMul", [y, asF32(head)], { outputs: ["logits"], name: "lm_head" });
+    g.node("MatMul", [y, w.asF32(head)], { outputs: ["logits"], name: "lm_head" });
   }
 
   const inputs: OnnxValueInfo[] = [
@@ -324,13 +234,9 @@ export function buildChatGLMGraph(
     dtype: "float32",
     shape: ["batch", "seq", V],
   }];
-  for (let l = 0; l < config.numLayers; l++) {
-    const n = cacheNames(l);
-    inputs.push({ name: n.pastKey, dtype: "float32", shape: ["batch", heads, "past", d] });
-    inputs.push({ name: n.pastValue, dtype: "float32", shape: ["batch", heads, "past", d] });
-    outputs.push({ name: n.presentKey, dtype: "float32", shape: ["batch", heads, "total", d] });
-    outputs.push({ name: n.presentValue, dtype: "float32", shape: ["batch", heads, "total", d] });
-  }
+  const cache = cacheValueInfos(config.numLayers, heads, d);
+  inputs.push(...cache.inputs);
+  outputs.push(...cache.outputs);
   return g.build("chatglm", inputs, outputs);
 }
 
