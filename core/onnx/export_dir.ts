@@ -2,7 +2,8 @@
  * Exporting a model directory (HF config.json + weights, optionally a PEFT adapter merged in) to
  * an ONNX export directory: `model.onnx` (+ `model.onnx.data` for large models) and
  * `onnx_export.json`, which says what the graph was made from so a runner can refuse an export
- * made for another model.
+ * made for another model. ChatGLM-6B (export_chatglm.ts) and the Llama family (export_llama.ts)
+ * share the directory, the info file and the checks; `exportModelToOnnx` picks by `model_type`.
  */
 
 import { createProgress, readJsonFile, writeJsonAtomic } from "../../base/mod.ts";
@@ -12,12 +13,20 @@ import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, parseChatGLMConfig } from "../models/chatglm/config.ts";
 import { checkParameters, linearModules, parameterTable } from "../models/chatglm/params.ts";
 import {
-  buildChatGLMGraph,
-  EXPORTER_VERSION,
-  ONNX_OPSET,
-  type OnnxWeightDtype,
-} from "./export_chatglm.ts";
-import { initializerByteLength, writeOnnxModel } from "./onnx_model.ts";
+  LLAMA_MODEL_TYPES,
+  type LlamaConfig,
+  type LlamaModelType,
+  parseLlamaConfig,
+} from "../models/llama/config.ts";
+import {
+  checkParameters as checkLlamaParameters,
+  linearShapes as llamaLinearShapes,
+} from "../models/llama/params.ts";
+import { KNOWN_MODEL_TYPES } from "../models/load.ts";
+import { buildChatGLMGraph, EXPORTER_VERSION, ONNX_OPSET } from "./export_chatglm.ts";
+import { buildLlamaGraph, LLAMA_EXPORTER_VERSION } from "./export_llama.ts";
+import type { OnnxWeightDtype } from "./graph_parts.ts";
+import { initializerByteLength, type OnnxGraph, writeOnnxModel } from "./onnx_model.ts";
 import { MS_DOMAIN } from "./matmul_nbits.ts";
 import { convertBytes, viewAs } from "../io/dtype.ts";
 import { type QuantizedMatrix, quantizeF16, unpackInt4 } from "../quant/arith.ts";
@@ -31,6 +40,14 @@ import {
 export const ONNX_MODEL_FILE = "model.onnx";
 export const ONNX_DATA_FILE = "model.onnx.data";
 export const ONNX_EXPORT_INFO = "onnx_export.json";
+
+/** The config of an exported model: ChatGLM-6B or a Llama-family model. */
+export type OnnxModelConfig = ChatGLMConfig | LlamaConfig;
+
+/** Whether an export's config is of the Llama family (qwen2, qwen3, llama). */
+export function isLlamaConfig(config: OnnxModelConfig): config is LlamaConfig {
+  return "modelType" in config;
+}
 
 /** Contents of `onnx_export.json`. */
 export interface OnnxExportInfo {
@@ -46,6 +63,11 @@ export interface OnnxExportInfo {
   configHash: string;
   /** The model's config.json as read (the runner builds its config from it). */
   config: Record<string, unknown>;
+  /**
+   * Llama family: the model's generation_config.json as read (its eos and pad ids complete the
+   * config), or null when it has none. Absent for ChatGLM.
+   */
+  generationConfig?: Record<string, unknown> | null;
   /** Rows of the rotary tables: the longest sequence the graph accepts. */
   maxPositions: number;
   /** The external data file, or null when every initializer is inline. */
@@ -69,12 +91,18 @@ export interface OnnxExportInfo {
  * A hash of what the graph's shape and numerics depend on in config.json (not its formatting
  * or informational keys), so an export and a model directory can be matched.
  */
-export async function configHash(config: ChatGLMConfig): Promise<string> {
-  const { torchDtype: _informational, quantization, tieWordEmbeddings, ...all } = config;
-  // The quantization keys count only when set, so float exports keep their earlier hashes.
-  const rest: Record<string, unknown> = { ...all };
-  if (quantization) rest.quantization = quantization;
-  if (tieWordEmbeddings === false) rest.tieWordEmbeddings = false;
+export async function configHash(config: OnnxModelConfig): Promise<string> {
+  let rest: Record<string, unknown>;
+  if (isLlamaConfig(config)) {
+    const { torchDtype: _informational, ...all } = config;
+    rest = all;
+  } else {
+    const { torchDtype: _informational, quantization, tieWordEmbeddings, ...all } = config;
+    // The quantization keys count only when set, so float exports keep their earlier hashes.
+    rest = { ...all };
+    if (quantization) rest.quantization = quantization;
+    if (tieWordEmbeddings === false) rest.tieWordEmbeddings = false;
+  }
   const canonical = JSON.stringify(
     Object.keys(rest).sort().map((k) => [k, (rest as Record<string, unknown>)[k]]),
   );
@@ -94,15 +122,58 @@ export async function adapterHash(adapter: LoraAdapter): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function readConfigJson(
-  dir: string,
-): Promise<{ json: Record<string, unknown>; config: ChatGLMConfig }> {
+/** A model directory's config (either architecture), as parsed and as the JSON read. */
+interface ModelConfigFiles<C extends OnnxModelConfig = OnnxModelConfig> {
+  json: Record<string, unknown>;
+  /** generation_config.json (Llama family; null when absent). */
+  generation: Record<string, unknown> | null;
+  config: C;
+}
+
+/** Parses an export's or a model's config JSON by its `model_type`. */
+function parseModelConfig(
+  json: unknown,
+  generation: unknown,
+  source: string,
+): OnnxModelConfig {
+  if (isLlamaJson(json)) return parseLlamaConfig(json, source, generation);
+  const type = (json as Record<string, unknown> | null)?.model_type;
+  if (type !== undefined && type !== "chatglm") {
+    throw new Error(
+      `${source}: model_type ${JSON.stringify(type)} has no ONNX export (known: ` +
+        `${KNOWN_MODEL_TYPES.join(", ")})`,
+    );
+  }
+  return parseChatGLMConfig(json, source);
+}
+
+function isLlamaJson(json: unknown): boolean {
+  const type = (json as Record<string, unknown> | null)?.model_type;
+  return LLAMA_MODEL_TYPES.includes(type as LlamaModelType);
+}
+
+async function readConfigJson(dir: string): Promise<ModelConfigFiles> {
   const path = `${dir}/config.json`;
   const json = await readJsonFile(path, {
     notFoundHint: "a model directory needs an HF config.json",
-  });
-  const config = parseChatGLMConfig(json, path);
-  return { json: json as Record<string, unknown>, config };
+  }) as Record<string, unknown>;
+  let generation: Record<string, unknown> | null = null;
+  if (isLlamaJson(json)) {
+    try {
+      generation = await readJsonFile(`${dir}/generation_config.json`) as Record<string, unknown>;
+    } catch (err) {
+      if (!/not found/.test((err as Error).message)) throw err;
+    }
+  }
+  return { json, generation, config: parseModelConfig(json, generation, path) };
+}
+
+/** The linear modules an adapter of this model may target ([out, in] by module name). */
+function adapterBase(config: OnnxModelConfig, name: string) {
+  return {
+    linearModules: isLlamaConfig(config) ? llamaLinearShapes(config) : linearModules(config),
+    name,
+  };
 }
 
 export interface ExportOnnxOptions {
@@ -133,21 +204,74 @@ export interface ExportOnnxOptions {
 
 const EXTERNAL_AUTO_BYTES = 1.5 * 2 ** 30;
 
-/** Exports `modelDir` to `outDir`; returns the written `onnx_export.json` contents. */
+/** What an architecture's exporter hands to the shared writer. */
+interface PreparedExport {
+  exporter: string;
+  graph: OnnxGraph;
+  files: ModelConfigFiles;
+  dtype: OnnxWeightDtype;
+  maxPositions: number;
+  adapter: LoraAdapter | null;
+  quantization: QuantSpec | null;
+}
+
+/**
+ * Exports the model directory `modelDir` (ChatGLM-6B or the Llama family, by config.json's
+ * `model_type`) to `outDir`; returns the written `onnx_export.json` contents.
+ */
+export async function exportModelToOnnx(
+  modelDir: string,
+  outDir: string,
+  options: ExportOnnxOptions = {},
+): Promise<OnnxExportInfo> {
+  const root = modelDir.replace(/\/+$/, "") || modelDir;
+  const files = await readConfigJson(root);
+  const prepared = isLlamaConfig(files.config)
+    ? await prepareLlama(root, files as ModelConfigFiles<LlamaConfig>, options)
+    : await prepareChatGLM(root, files as ModelConfigFiles<ChatGLMConfig>, options);
+  return await writeExport(root, outDir, prepared, options);
+}
+
+/** Exports a ChatGLM-6B `modelDir` to `outDir` (refuses another architecture). */
 export async function exportChatGLMToOnnx(
   modelDir: string,
   outDir: string,
   options: ExportOnnxOptions = {},
 ): Promise<OnnxExportInfo> {
   const root = modelDir.replace(/\/+$/, "") || modelDir;
-  const { json, config } = await readConfigJson(root);
-  const dtype = options.dtype ?? "f32";
+  const files = await readConfigJson(root);
+  if (isLlamaConfig(files.config)) {
+    throw new Error(`${root}: a ${files.config.modelType} model, not ChatGLM-6B`);
+  }
+  const prepared = await prepareChatGLM(root, files as ModelConfigFiles<ChatGLMConfig>, options);
+  return await writeExport(root, outDir, prepared, options);
+}
+
+function checkDtype(dtype: string): OnnxWeightDtype {
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`export-onnx: --dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }
-  const adapter = typeof options.adapter === "string"
-    ? await loadLoraAdapter(options.adapter, { linearModules: linearModules(config), name: root })
-    : options.adapter ?? null;
+  return dtype;
+}
+
+async function loadAdapterOption(
+  option: ExportOnnxOptions["adapter"],
+  config: OnnxModelConfig,
+  root: string,
+): Promise<LoraAdapter | null> {
+  return typeof option === "string"
+    ? await loadLoraAdapter(option, adapterBase(config, root))
+    : option ?? null;
+}
+
+async function prepareChatGLM(
+  root: string,
+  files: ModelConfigFiles<ChatGLMConfig>,
+  options: ExportOnnxOptions,
+): Promise<PreparedExport> {
+  const { config } = files;
+  const dtype = checkDtype(options.dtype ?? "f32");
+  const adapter = await loadAdapterOption(options.adapter, config, root);
   const ckpt = await openCheckpoint(root);
   const quant = resolveQuantization(config, options.quantize, root);
   let tied = false;
@@ -187,6 +311,67 @@ export async function exportChatGLMToOnnx(
       }
       : null,
   });
+  return {
+    exporter: EXPORTER_VERSION,
+    graph,
+    files,
+    dtype,
+    maxPositions,
+    adapter,
+    quantization: quant?.spec ?? null,
+  };
+}
+
+async function prepareLlama(
+  root: string,
+  files: ModelConfigFiles<LlamaConfig>,
+  options: ExportOnnxOptions,
+): Promise<PreparedExport> {
+  const { config } = files;
+  if (options.quantize !== undefined && options.quantize !== null) {
+    throw new Error(
+      `export-onnx: --quantize is implemented for ChatGLM-6B only; ${root} holds a ` +
+        `${config.modelType} model (export it with float weights: leave out --quantize)`,
+    );
+  }
+  const dtype = checkDtype(options.dtype ?? "f32");
+  const adapter = await loadAdapterOption(options.adapter, config, root);
+  const ckpt = await openCheckpoint(root);
+  checkLlamaParameters(
+    config,
+    ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
+    ckpt.dir,
+  );
+  // The graph computes its rotary angles, so any position works: the limit is the config's.
+  const maxPositions = options.maxPositions ?? config.maxPositionEmbeddings;
+  if (!Number.isInteger(maxPositions) || maxPositions < 1) {
+    throw new Error(`export-onnx: maxPositions ${maxPositions} must be a positive integer`);
+  }
+  // BF16 / F16 checkpoints are widened to f32 exactly as they are read.
+  const graph = buildLlamaGraph(config, (name) => readTensorAsF32(ckpt, name), {
+    dtype,
+    adapter,
+  });
+  return {
+    exporter: LLAMA_EXPORTER_VERSION,
+    graph,
+    files,
+    dtype,
+    maxPositions,
+    adapter,
+    quantization: null,
+  };
+}
+
+/** Writes the graph and then `onnx_export.json` (last: its presence marks a finished export). */
+async function writeExport(
+  root: string,
+  outDir: string,
+  p: PreparedExport,
+  options: ExportOnnxOptions,
+): Promise<OnnxExportInfo> {
+  const { graph, adapter, dtype } = p;
+  const quant = p.quantization;
   const weightBytes = graph.initializers.reduce((a, t) => a + initializerByteLength(t), 0);
   const external = options.externalData === undefined || options.externalData === "auto"
     ? weightBytes > EXTERNAL_AUTO_BYTES
@@ -196,14 +381,15 @@ export async function exportChatGLMToOnnx(
     ? createProgress({ label: "exporting ONNX", total: weightBytes, unit: "B" })
     : undefined;
   const info: OnnxExportInfo = {
-    exporter: EXPORTER_VERSION,
+    exporter: p.exporter,
     opset: ONNX_OPSET,
     dtype,
-    quantization: quant?.spec ?? null,
+    quantization: quant,
     ...(quant ? { quantAccuracy: options.quantAccuracy ?? "f32" } : {}),
-    configHash: await configHash(config),
-    config: json,
-    maxPositions,
+    configHash: await configHash(p.files.config),
+    config: p.files.json,
+    ...(isLlamaConfig(p.files.config) ? { generationConfig: p.files.generation } : {}),
+    maxPositions: p.maxPositions,
     externalData: external ? ONNX_DATA_FILE : null,
     source: {
       model: root,
@@ -227,9 +413,9 @@ export async function exportChatGLMToOnnx(
     opset: ONNX_OPSET,
     opsets: quant ? { [MS_DOMAIN]: 1 } : undefined,
     producerName: "medglm",
-    producerVersion: EXPORTER_VERSION,
+    producerVersion: p.exporter,
     externalData: external ? ONNX_DATA_FILE : undefined,
-    metadata: { exporter: EXPORTER_VERSION, dtype, config_hash: info.configHash },
+    metadata: { exporter: p.exporter, dtype, config_hash: info.configHash },
     onProgress: progress ? (done) => progress.update(done) : undefined,
   });
   progress?.done();
@@ -241,7 +427,7 @@ export async function exportChatGLMToOnnx(
 /** Reads and checks `<dir>/onnx_export.json`; says clearly when there is no export. */
 export async function readOnnxExportInfo(
   dir: string,
-): Promise<{ info: OnnxExportInfo; config: ChatGLMConfig }> {
+): Promise<{ info: OnnxExportInfo; config: OnnxModelConfig }> {
   const path = `${dir.replace(/\/+$/, "")}/${ONNX_EXPORT_INFO}`;
   const info = await readJsonFile(path, {
     notFoundHint: `${dir} holds no finished ONNX export ` +
@@ -251,9 +437,11 @@ export async function readOnnxExportInfo(
     throw new Error(`${path}: ${msg}`);
   };
   if (info === null || typeof info !== "object") fail("expected a JSON object");
-  if (info.exporter !== EXPORTER_VERSION) {
+  // Each architecture's graph has its own exporter version.
+  const exporter = isLlamaJson(info.config) ? LLAMA_EXPORTER_VERSION : EXPORTER_VERSION;
+  if (info.exporter !== exporter) {
     fail(
-      `made by exporter ${JSON.stringify(info.exporter)}, this runner reads ${EXPORTER_VERSION}: ` +
+      `made by exporter ${JSON.stringify(info.exporter)}, this runner reads ${exporter}: ` +
         "re-export the model",
     );
   }
@@ -264,7 +452,7 @@ export async function readOnnxExportInfo(
     fail("maxPositions is missing");
   }
   if (typeof info.configHash !== "string") fail("configHash is missing");
-  const config = parseChatGLMConfig(info.config, `${path} (config)`);
+  const config = parseModelConfig(info.config, info.generationConfig ?? null, `${path} (config)`);
   if (await configHash(config) !== info.configHash) {
     fail("configHash does not match the config stored beside it (file edited?)");
   }
@@ -308,10 +496,7 @@ export async function checkExportMatchesModel(
         `export with --adapter ${adapterDir}`,
     );
   }
-  const adapter = await loadLoraAdapter(adapterDir, {
-    linearModules: linearModules(config),
-    name: root,
-  });
+  const adapter = await loadLoraAdapter(adapterDir, adapterBase(config, root));
   if (await adapterHash(adapter) !== merged.hash) {
     throw new Error(
       `${exportDir}: this ONNX export has another adapter merged in (${merged.dir}), not ` +

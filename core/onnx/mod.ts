@@ -1,6 +1,7 @@
 /**
- * `core/onnx`: our own ONNX protobuf writer and the ChatGLM-6B graph exporter (KV cache as
- * inputs/outputs, f32 or f16-stored weights, adapters merged, external data for large models).
+ * `core/onnx`: our own ONNX protobuf writer and the graph exporters of ChatGLM-6B and the Llama
+ * family (KV cache as inputs/outputs, f32 or f16-stored weights, adapters merged, external data
+ * for large models), and the input rules (masks, positions) a runner feeds each graph.
  *
  * @module
  */
@@ -33,15 +34,20 @@ export {
   rotaryTables,
   type WeightReader,
 } from "./export_chatglm.ts";
+export { buildLlamaGraph, LLAMA_EXPORTER_VERSION, type LlamaGraphOptions } from "./export_llama.ts";
+export { type OnnxInputRules, onnxInputRules } from "./input_rules.ts";
 export {
   adapterHash,
   checkExportMatchesModel,
   configHash,
   exportChatGLMToOnnx,
+  exportModelToOnnx,
   type ExportOnnxOptions,
+  isLlamaConfig,
   ONNX_DATA_FILE,
   ONNX_EXPORT_INFO,
   ONNX_MODEL_FILE,
   type OnnxExportInfo,
+  type OnnxModelConfig,
   readOnnxExportInfo,
 } from "./export_dir.ts";

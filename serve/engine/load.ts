@@ -241,23 +241,19 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
   const llama = modelType !== "chatglm";
   let tokenizer: AnyTokenizer;
   if (llama) {
-    // The ONNX export, int8/int4 weights and merging are built for ChatGLM-6B only: say so
-    // rather than serve something other than what was asked for.
+    // int8/int4 weights and merging are built for ChatGLM-6B only: say so rather than serve
+    // something other than what was asked for.
     const chatglmOnly = (what: string, fix: string) =>
       new EngineLoadError(
         `${what} is implemented for ChatGLM-6B only; ${dir} holds a ${modelType} model.\n` +
           `fix: ${fix}`,
       );
-    if (opts.backend === "onnx") {
-      throw chatglmOnly("--backend onnx", "use --backend webgpu (or auto)");
-    }
     if (opts.quantize !== undefined) {
       throw chatglmOnly("--quantize", "leave out --quantize (the model loads as f32 or f16)");
     }
     if (opts.merged) {
       throw chatglmOnly("--merged", "leave out --merged (the adapter is applied unmerged)");
     }
-    if (opts.onnx !== undefined) throw chatglmOnly("--onnx", "leave out --onnx");
     let config;
     try {
       config = await readLlamaConfig(dir);
@@ -295,10 +291,7 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
     throw new EngineLoadError(`${(err as Error).message}\nfix: correct or remove the file`);
   }
   const onnxDir = opts.onnx ?? defaultOnnxExportDir(dir, opts.adapter);
-  // A Llama-family model has no ONNX export: `auto` means WebGPU for it.
-  const choice = llama
-    ? await chooseBackend("webgpu", getGpu, onnxDir, dir, opts.adapter)
-    : await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
+  const choice = await chooseBackend(opts.backend ?? "auto", getGpu, onnxDir, dir, opts.adapter);
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   const name = dir.split("/").filter(Boolean).pop() ?? dir;
   const adapterName = opts.adapter?.split("/").filter(Boolean).pop();

@@ -12,13 +12,7 @@
  */
 
 import type { Decoder } from "../engine/decoder.ts";
-import {
-  buildMask,
-  buildPositions,
-  layoutRows,
-  positionAt,
-  type RowLayout,
-} from "../../core/mod.ts";
+import type { RowLayout } from "../../core/mod.ts";
 import type { OnnxModel } from "./runner.ts";
 import type { OrtTensor } from "./ort.ts";
 
@@ -34,7 +28,7 @@ interface SlotState {
   layout: RowLayout;
   /** Positions filled (prompt + generated). */
   length: number;
-  /** The slot's own cache [1, heads, length, d] per layer (k0, v0, k1, …) while not in the group. */
+  /** The slot's own cache [1, kv heads, length, d] per layer (k0, v0, k1, …) while not in the group. */
   own: OrtTensor[] | null;
 }
 
@@ -42,7 +36,7 @@ interface Group {
   /** Slots in row order, and the sequence each row holds (a re-prefilled slot is another one). */
   slots: number[];
   members: SlotState[];
-  /** Batched cache [n, heads, columns, d] per layer (k0, v0, k1, …). */
+  /** Batched cache [n, kv heads, columns, d] per layer (k0, v0, k1, …). */
   past: OrtTensor[];
   columns: number;
   /** Columns from `base` on hold every row's keys; row i's keys also fill [0, filled[i]). */
@@ -55,8 +49,9 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
   if (!Number.isInteger(opts.slots) || opts.slots < 1) {
     throw new RangeError(`decoder slots must be an integer >= 1, got ${opts.slots}`);
   }
-  const config = model.config;
-  const V = config.vocabSize;
+  const rules = model.rules;
+  const V = rules.vocabSize;
+  const { cacheHeads: heads, headDim: d } = rules;
   const slots: (SlotState | null)[] = Array(opts.slots).fill(null);
   let group: Group | null = null;
 
@@ -68,7 +63,6 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
 
   /** Copies one row's keys/values (compacted: gap removed) out of the group, per layer. */
   const rowCache = (g: Group, row: number): Float32Array[] => {
-    const { numHeads: heads, headDim: d } = config;
     const own = g.filled[row], tail = g.columns - g.base;
     const len = own + tail;
     return g.past.map((t) => {
@@ -85,7 +79,6 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
 
   /** Rebuilds the group for exactly `wanted` (slot order kept), moving caches in and out. */
   const regroup = (wanted: number[]) => {
-    const { numHeads: heads, headDim: d } = config;
     const caches = new Map<number, Float32Array[]>();
     if (group) {
       group.slots.forEach((slot, row) => {
@@ -155,7 +148,7 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
       if (ids.length > maxContext) {
         throw new Error(`prefill: ${ids.length} tokens exceed the context of ${maxContext}`);
       }
-      const [layout] = layoutRows([ids], config);
+      const [layout] = rules.layout([ids]);
       if (layout.pads !== 0) {
         throw new Error("prefill: the prompt starts with pad ids; give it unpadded");
       }
@@ -164,8 +157,8 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
         batch: 1,
         seq: ids.length,
         inputIds: ids,
-        positionIds: buildPositions([layout], 0, ids.length),
-        attentionMask: buildMask([layout], 0, ids.length, ids.length),
+        positionIds: rules.positions([layout], 0, ids.length),
+        attentionMask: rules.mask([layout], 0, ids.length, ids.length),
         past: null,
       });
       slots[slot] = { layout, length: ids.length, own: run.present };
@@ -195,11 +188,12 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
       const g = group!;
       const idOf = new Map(steps.map((s) => [s.slot, s.id]));
       const n = g.slots.length, total = g.columns + 1;
-      const positions = new Int32Array(n * 2);
+      const k = rules.positionsPerToken;
+      const positions = new Int32Array(n * k);
       const mask = new Uint8Array(n * total);
       g.slots.forEach((slot, row) => {
         const s = slots[slot]!;
-        [positions[row * 2], positions[row * 2 + 1]] = positionAt(s.layout, s.length);
+        positions.set(rules.positionAt(s.layout, s.length), row * k);
         // A new token sees every key of its own sequence (README §5), nothing in the gap.
         for (let col = g.filled[row]; col < g.base; col++) mask[row * total + col] = 1;
       });

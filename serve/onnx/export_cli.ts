@@ -1,13 +1,13 @@
 /**
  * `deno task export-onnx --model DIR [--adapter DIR] --out DIR [--dtype f32|f16]`: exports a
- * ChatGLM-6B model directory (optionally with a PEFT adapter merged in) to an ONNX directory that
- * `serve --backend onnx` runs.
+ * ChatGLM-6B or Llama-family (Qwen2 / Qwen2.5, Qwen3, Llama 3) model directory (optionally with a
+ * PEFT adapter merged in) to an ONNX directory that `serve --backend onnx` runs.
  */
 
 import { parseArgs } from "node:util";
 import {
   describeQuant,
-  exportChatGLMToOnnx,
+  exportModelToOnnx,
   ONNX_DATA_FILE,
   ONNX_MODEL_FILE,
   parseQuantizeFlag,
@@ -15,8 +15,9 @@ import {
 
 export const EXPORT_HELP = `deno task export-onnx --model DIR --out DIR [options]
 
-Exports a ChatGLM-6B (v1) model directory to ONNX (opset 17, KV cache as inputs/outputs) for the
-ONNX Runtime backend. Writes ${ONNX_MODEL_FILE} (+ ${ONNX_DATA_FILE} for large models) and
+Exports a ChatGLM-6B (v1) or Llama-family (Qwen2 / Qwen2.5, Qwen3, Llama 3; config.json's
+model_type) model directory to ONNX (opset 17, KV cache as inputs/outputs) for the ONNX Runtime
+backend. Writes ${ONNX_MODEL_FILE} (+ ${ONNX_DATA_FILE} for large models) and
 onnx_export.json into --out.
 
   --model DIR            HF model directory (config.json + weights)            (required)
@@ -24,15 +25,16 @@ onnx_export.json into --out.
   --adapter DIR          PEFT LoRA adapter to merge into the weights (W + scaling·B·A)
   --dtype f32|f16        stored weight dtype; compute is f32 either way         (default f32)
   --quantize SPEC        int8/int4 linears as com.microsoft MatMulNBits: 8 | 4[,group=G]
-                         [,embeddings] (a pre-quantized checkpoint needs no flag)
+                         [,embeddings] (a pre-quantized checkpoint needs no flag; ChatGLM-6B
+                         only)
   --quant-accuracy MODE  f32 | int8: MatMulNBits multiplies in f32 (default; matches WebGPU)
                          or rounds activations to int8 per block (ORT's fast path: ~2x faster
                          for int4, ~30x for int8 weights, which have no fast f32 kernel; less
                          exact)
   --external-data MODE   auto|always|never: weights in ${ONNX_DATA_FILE}        (default auto:
                          when they exceed 1.5 GiB; ONNX files cannot exceed 2 GiB)
-  --max-positions N      longest sequence the graph accepts (default: the config's
-                         max_sequence_length)
+  --max-positions N      longest sequence the runner accepts (default: the config's
+                         max_sequence_length, or max_position_embeddings for the Llama family)
   --help                 this text`;
 
 export async function exportOnnxMain(args: string[]): Promise<number> {
@@ -94,7 +96,7 @@ export async function exportOnnxMain(args: string[]): Promise<number> {
   }
   try {
     const started = performance.now();
-    const info = await exportChatGLMToOnnx(values.model, values.out, {
+    const info = await exportModelToOnnx(values.model, values.out, {
       adapter: values.adapter ?? null,
       dtype: values.dtype,
       externalData: ext === "auto" ? "auto" : ext === "always",

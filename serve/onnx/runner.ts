@@ -1,22 +1,22 @@
 /**
- * The ONNX Runtime model runner: an exported ChatGLM graph (core/onnx) in an onnxruntime-node
- * InferenceSession, with the same prefill / decodeStep / cache API as the WebGPU model
- * (core/models/chatglm/model.ts), so one generation loop drives either backend.
+ * The ONNX Runtime model runner: an exported graph (core/onnx: ChatGLM-6B or the Llama family)
+ * in an onnxruntime-node InferenceSession, with the same prefill / decodeStep / cache API as the
+ * WebGPU models (core/models), so one generation loop drives either backend.
  *
  * The KV cache stays as the ORT tensors the previous step returned (`present_*` fed back as
  * `past_*`), never copied or converted in JS; masks and positions come from the rows' layouts
- * (README §4.2, §5), the same helpers the WebGPU model uses.
+ * through the architecture's input rules (core/onnx/input_rules.ts), the same helpers the WebGPU
+ * models use.
  */
 
 import {
-  buildMask,
-  buildPositions,
   cacheNames,
-  type ChatGLMConfig,
   checkExportMatchesModel,
-  layoutRows,
   ONNX_MODEL_FILE,
   type OnnxExportInfo,
+  type OnnxInputRules,
+  onnxInputRules,
+  type OnnxModelConfig,
   readOnnxExportInfo,
   type RowLayout,
 } from "../../core/mod.ts";
@@ -49,7 +49,7 @@ export interface OnnxCache {
 }
 
 interface CacheState extends OnnxCache {
-  /** past_key_0, past_value_0, past_key_1, … as ORT tensors [b, heads, length, d]. */
+  /** past_key_0, past_value_0, past_key_1, … as ORT tensors [b, kv heads, length, d]. */
   past: OrtTensor[];
 }
 
@@ -59,7 +59,7 @@ export interface OnnxForwardInputs {
   seq: number;
   /** [b, s] */
   inputIds: ArrayLike<number>;
-  /** [b, 2, s] */
+  /** [b, 2, s] for ChatGLM, [b, s] for the Llama family (`rules.positionsPerToken`). */
   positionIds: ArrayLike<number>;
   /** [b, s, s], 1/true = may NOT attend */
   attentionMask: ArrayLike<number | boolean>;
@@ -75,7 +75,9 @@ export interface OnnxStepInputs {
 }
 
 export interface OnnxModel {
-  readonly config: ChatGLMConfig;
+  readonly config: OnnxModelConfig;
+  /** Masks, positions, layouts and the cache shape of the export's architecture. */
+  readonly rules: OnnxInputRules;
   readonly backend: "onnx";
   readonly info: OnnxExportInfo;
   readonly dir: string;
@@ -84,13 +86,13 @@ export interface OnnxModel {
   /** Why these providers (e.g. "CPU: CUDA unavailable (…)" under device "auto"). */
   readonly providerNote?: string;
   readonly maxContext: number;
-  /** Logits [b, s, V] for left-padded ChatGLM inputs; masks and positions derived from the ids. */
+  /** Logits [b, s, V] for left-padded inputs; masks and positions derived from the ids. */
   forward(inputIds: number[][]): Promise<Float32Array>;
   /** Logits [b, s, V] for explicit masks and positions (no cache). */
   forwardWithInputs(inputs: OnnxForwardInputs): Promise<Float32Array>;
   createCache(batch: number, maxLen?: number): OnnxCache;
   /**
-   * Low level: one graph run with explicit inputs and a past cache (ORT tensors [b, heads, P, d]
+   * Low level: one graph run with explicit inputs and a past cache (ORT tensors [b, kv heads, P, d]
    * per layer: k0, v0, k1, …; null = empty). The mask is [b, s, P + s], 1 = may NOT attend.
    * Returns logits [b, s, V] and the present tensors (same order), which the caller owns.
    */
@@ -109,7 +111,7 @@ export interface OnnxModel {
   disposed: boolean;
 }
 
-/** Opens an export directory written by `exportChatGLMToOnnx` / `deno task export-onnx`. */
+/** Opens an export directory written by `exportModelToOnnx` / `deno task export-onnx`. */
 export async function loadOnnxModel(
   dir: string,
   options: LoadOnnxModelOptions = {},
@@ -174,18 +176,20 @@ async function hasNvidiaDriver(): Promise<boolean> {
   }
 }
 
-/** Wraps a session that runs an exported ChatGLM graph (also used by the benchmark). */
+/** Wraps a session that runs an exported graph (also used by the benchmark). */
 export function createOnnxModel(
   ort: OrtModule,
   session: OrtSession,
-  config: ChatGLMConfig,
+  config: OnnxModelConfig,
   info: OnnxExportInfo,
   dir: string,
   providers: string[],
   maxContext?: number,
   providerNote?: string,
 ): OnnxModel {
-  const L = config.numLayers, heads = config.numHeads, d = config.headDim, V = config.vocabSize;
+  const rules = onnxInputRules(config);
+  const L = rules.numLayers, heads = rules.cacheHeads, d = rules.headDim, V = rules.vocabSize;
+  const perToken = rules.positionsPerToken;
   const limit = Math.min(maxContext ?? info.maxPositions, info.maxPositions);
   const missing = [...Array(L).keys()].flatMap((l) => Object.values(cacheNames(l)))
     .concat(["input_ids", "position_ids", "attention_mask", "logits"])
@@ -233,7 +237,7 @@ export function createOnnxModel(
   ) => {
     const feeds: Record<string, OrtTensor> = {
       input_ids: int64(ids, [b, s]),
-      position_ids: int64(pos, [b, 2, s]),
+      position_ids: int64(pos, perToken === 2 ? [b, 2, s] : [b, s]),
       attention_mask: boolTensor(mask, [b, s, total]),
     };
     for (let l = 0; l < L; l++) {
@@ -271,6 +275,7 @@ export function createOnnxModel(
 
   const model: OnnxModel = {
     config,
+    rules,
     backend: "onnx",
     info,
     dir,
@@ -280,15 +285,15 @@ export function createOnnxModel(
     disposed: false,
     async forward(inputIds) {
       checkAlive("forward");
-      const rows = layoutRows(inputIds, config);
+      const rows = rules.layout(inputIds);
       const b = rows.length, s = inputIds[0].length;
       checkLength(s, "forward");
       const out = await run(
         b,
         s,
         inputIds.flat(),
-        buildPositions(rows, 0, s),
-        buildMask(rows, 0, s, s),
+        rules.positions(rows, 0, s),
+        rules.mask(rows, 0, s, s),
         s,
         emptyPast(b),
       );
@@ -299,7 +304,7 @@ export function createOnnxModel(
       const { batch: b, seq: s } = x;
       const sizes: [string, number, number][] = [
         ["inputIds", x.inputIds.length, b * s],
-        ["positionIds", x.positionIds.length, b * 2 * s],
+        ["positionIds", x.positionIds.length, b * perToken * s],
         ["attentionMask", x.attentionMask.length, b * s * s],
       ];
       for (const [name, got, want] of sizes) {
@@ -380,7 +385,7 @@ export function createOnnxModel(
     async prefill(inputIds, cache, options = {}) {
       checkAlive("prefill");
       const c = state(cache, "prefill");
-      const rows = layoutRows(inputIds, config);
+      const rows = rules.layout(inputIds);
       const s = inputIds[0].length;
       if (rows.length !== c.batch) {
         throw new Error(`prefill: ${rows.length} rows for a cache of batch ${c.batch}`);
@@ -392,8 +397,8 @@ export function createOnnxModel(
         c.batch,
         s,
         inputIds.flat(),
-        buildPositions(rows, 0, s),
-        buildMask(rows, 0, s, s),
+        rules.positions(rows, 0, s),
+        rules.mask(rows, 0, s, s),
         s,
         emptyPast(c.batch),
       );
@@ -425,8 +430,8 @@ export function createOnnxModel(
         c.batch,
         1,
         nextIds,
-        buildPositions(c.rows, t, 1),
-        buildMask(c.rows, t, 1, t + 1),
+        rules.positions(c.rows, t, 1),
+        rules.mask(c.rows, t, 1, t + 1),
         t + 1,
         c.past,
       );

@@ -1,0 +1,230 @@
+// The Llama-family ONNX export (core/onnx/export_llama.ts) run by onnxruntime-node through the
+// runner and the engine decoder (serve/onnx), against the fixture's goldens
+// (tests/fixtures/llama-family/README.md §10, same comparison rule as the WebGPU tests: max |diff|
+// ≤ 1e-4·max|golden| + 1e-6 over real positions), for each tiny model: left-padded batch logits
+// with derived and with the goldens' explicit masks and positions, the prompts alone, greedy
+// decoding with the KV cache (lockstep and through the decoder's slots), the peft adapter merged at
+// export; ORT beside WebGPU on the same inputs; and the refusals (unknown model_type, --quantize,
+// an export of another model).
+
+import assert from "node:assert/strict";
+import { exportModelToOnnx, ONNX_EXPORT_INFO } from "../core/onnx/export_dir.ts";
+import { loadLlamaModel } from "../core/models/llama/load.ts";
+import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
+import { onnxDecoder } from "../serve/onnx/decoder.ts";
+import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
+
+const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
+const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
+const tmp = await Deno.makeTempDir({ prefix: "medglm-llama-onnx-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tmp, { recursive: true }));
+
+function check(
+  name: string,
+  actual: ArrayLike<number>,
+  golden: ArrayLike<number>,
+  sel?: [number, number][],
+) {
+  const r = compareRule(actual, golden, 1e-4, 1e-6, sel);
+  assert.ok(r.ok, `${name}: max |diff| ${r.maxDiff} > ${r.limit} (max |golden| ${r.maxGolden})`);
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+/** The exports made so far (one per model and adapter), loaded once. */
+const loaded = new Map<string, Promise<OnnxModel>>();
+function exported(name: string, adapter = false): Promise<OnnxModel> {
+  const key = `${name}${adapter ? "+lora" : ""}`;
+  let m = loaded.get(key);
+  if (!m) {
+    const dir = dirOf(name), out = `${tmp}/${key}`;
+    const adapterDir = adapter ? `${dir}/adapter` : null;
+    m = exportModelToOnnx(dir, out, { adapter: adapterDir })
+      .then(() => loadOnnxModel(out, { modelDir: dir, adapterDir }));
+    loaded.set(key, m);
+  }
+  return m;
+}
+
+for (const name of MODELS) {
+  const dir = dirOf(name);
+  const goldens = loadGoldens(dir);
+  const batch = goldens.cases.get("forward_batch")!.values as {
+    pad: number[];
+    prompts_ids: number[][];
+  };
+  const gen = goldens.cases.get("generate")!.values as {
+    tokens: number[][];
+    max_new_tokens: number;
+  };
+  const ids = goldens.read("forward_batch", "input_ids");
+  const [B, S] = ids.shape;
+  const inputIds = Array.from({ length: B }, (_, b) => [...ids.data.subarray(b * S, (b + 1) * S)]);
+  const goldLogits = goldens.read("forward_batch", "logits").data as Float32Array;
+  const stepLogits = goldens.read("generate", "step_logits").data as Float32Array;
+
+  Deno.test(`${name} onnx: batch logits (derived and explicit masks), prompts alone`, async () => {
+    const model = await exported(name);
+    assert.equal(model.rules.architecture, name.split("-")[0].replace("llama3", "llama"));
+    assert.equal(model.rules.cacheHeads, 2, "the cache holds the key/value heads only");
+    const V = model.config.vocabSize;
+    const real = realRanges(batch.pad, S, V);
+    check("derived", await model.forward(inputIds), goldLogits, real);
+    // The goldens' own mask and positions (attention_allowed: 1 = may attend).
+    const allowed = goldens.read("forward_batch", "attention_allowed").data;
+    const explicit = await model.forwardWithInputs({
+      batch: B,
+      seq: S,
+      inputIds: ids.data,
+      positionIds: goldens.read("forward_batch", "position_ids").data,
+      attentionMask: Uint8Array.from(allowed, (a) => (a ? 0 : 1)),
+    });
+    check("explicit", explicit, goldLogits, real);
+    for (let b = 0; b < B; b++) {
+      const alone = await model.forward([batch.prompts_ids[b]]);
+      const p = batch.pad[b];
+      check(`prompt ${b} alone`, alone, goldLogits.subarray((b * S + p) * V, (b + 1) * S * V));
+    }
+  });
+
+  Deno.test(`${name} onnx: greedy tokens with the KV cache (lockstep and decoder slots)`, async () => {
+    const model = await exported(name);
+    const V = model.config.vocabSize;
+    const cache = model.createCache(B, S + gen.max_new_tokens);
+    try {
+      let logits = await model.prefill(inputIds, cache);
+      const tokens: number[][] = inputIds.map(() => []);
+      for (let t = 0; t < gen.max_new_tokens; t++) {
+        check(`step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+        const next = tokens.map((_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+        next.forEach((id, b) => tokens[b].push(id));
+        if (t + 1 < gen.max_new_tokens) logits = await model.decodeStep(next, cache);
+      }
+      assert.deepEqual(tokens, gen.tokens);
+    } finally {
+      cache.free();
+    }
+    // The engine's decoder: unpadded prompts in slots 2 and 0 (a third joins and leaves, so the
+    // grouped cache is repacked around it), decoded together.
+    const decoder = onnxDecoder(model, { slots: 3, ownsModel: false });
+    try {
+      const first = await decoder.prefill(2, batch.prompts_ids[0]);
+      const second = await decoder.prefill(0, batch.prompts_ids[1]);
+      await decoder.prefill(1, batch.prompts_ids[0].slice(0, 5));
+      let logits: Float32Array = new Float32Array(2 * V);
+      logits.set(first, 0);
+      logits.set(second, V);
+      const tokens: number[][] = [[], []];
+      for (let t = 0; t < gen.max_new_tokens; t++) {
+        check(`slot step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+        const next = [0, 1].map((b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+        next.forEach((id, b) => tokens[b].push(id));
+        if (t + 1 === gen.max_new_tokens) break;
+        const steps = [{ slot: 2, id: next[0] }, { slot: 0, id: next[1] }];
+        // Step 0 decodes slot 1 too, which then leaves the group.
+        logits = (await decoder.decode(t === 0 ? [...steps, { slot: 1, id: 5 }] : steps))
+          .slice(0, 2 * V);
+        if (t === 0) decoder.release(1);
+      }
+      assert.deepEqual(tokens, gen.tokens);
+    } finally {
+      decoder.close();
+    }
+  });
+
+  Deno.test(`${name} onnx: the peft adapter merged at export gives the lora logits`, async () => {
+    const model = await exported(name, true);
+    assert.ok(model.info.source.adapter, "onnx_export.json records the merged adapter");
+    const logits = await model.forward(inputIds);
+    check(
+      "lora",
+      logits,
+      goldens.read("lora", "logits").data,
+      realRanges(batch.pad, S, model.config.vocabSize),
+    );
+    await assert.rejects(
+      () => loadOnnxModel(`${tmp}/${name}+lora`, { modelDir: dir }),
+      /adapter .* merged in/,
+    );
+  });
+
+  Deno.test(`${name} onnx: ORT agrees with WebGPU on the batch and a decode step`, async () => {
+    const onnx = await exported(name);
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    try {
+      const V = onnx.config.vocabSize;
+      const mine = await onnx.forward(inputIds);
+      const theirs = await gpu.forward(inputIds);
+      check("ort vs webgpu", mine, theirs, realRanges(batch.pad, S, V));
+      const a = onnx.createCache(B, S + 1), b = gpu.createCache(B, S + 1);
+      try {
+        await onnx.prefill(inputIds, a);
+        await gpu.prefill(inputIds, b);
+        const next = gen.tokens.map((t) => t[0]);
+        check("decode", await onnx.decodeStep(next, a), await gpu.decodeStep(next, b));
+      } finally {
+        a.free();
+        b.free();
+      }
+    } finally {
+      gpu.dispose();
+    }
+  });
+}
+
+Deno.test("llama onnx: refusals name the file, the option and the rule", async () => {
+  const qwen2 = dirOf("qwen2-tiny"), qwen3 = dirOf("qwen3-tiny");
+  // An unknown architecture.
+  const odd = `${tmp}/odd`;
+  await Deno.mkdir(odd, { recursive: true });
+  const cfg = JSON.parse(await Deno.readTextFile(`${qwen3}/config.json`));
+  await Deno.writeTextFile(`${odd}/config.json`, JSON.stringify({ ...cfg, model_type: "gpt2" }));
+  await assert.rejects(
+    () => exportModelToOnnx(odd, `${tmp}/odd-out`),
+    /odd\/config\.json: model_type "gpt2" has no ONNX export \(known: chatglm, qwen2, qwen3, llama\)/,
+  );
+  // int8/int4 are ChatGLM's only.
+  await assert.rejects(
+    () => exportModelToOnnx(qwen3, `${tmp}/q4`, { quantize: 4 }),
+    /--quantize is implemented for ChatGLM-6B only; .*qwen3-tiny holds a qwen3 model/,
+  );
+  // A checkpoint that does not fit its config (a tensor missing) is refused before writing.
+  const cut = `${tmp}/cut`;
+  await Deno.mkdir(cut, { recursive: true });
+  await Deno.writeTextFile(
+    `${cut}/config.json`,
+    JSON.stringify({ ...cfg, num_hidden_layers: 3 }),
+  );
+  await Deno.copyFile(`${qwen3}/model.safetensors`, `${cut}/model.safetensors`);
+  await assert.rejects(
+    () => exportModelToOnnx(cut, `${tmp}/cut-out`),
+    /does not match config\.json \(qwen3\): missing tensor model\.layers\.2/,
+  );
+  await assert.rejects(() => Deno.stat(`${tmp}/cut-out/${ONNX_EXPORT_INFO}`), Deno.errors.NotFound);
+  // An export used for another model.
+  await exported("qwen2-tiny");
+  await assert.rejects(
+    () => loadOnnxModel(`${tmp}/qwen2-tiny`, { modelDir: qwen3 }),
+    /made for another model/,
+  );
+  // A stale exporter version is refused with what to do.
+  const stale = `${tmp}/stale`;
+  await Deno.mkdir(stale, { recursive: true });
+  const info = JSON.parse(await Deno.readTextFile(`${tmp}/qwen2-tiny/${ONNX_EXPORT_INFO}`));
+  await Deno.writeTextFile(
+    `${stale}/${ONNX_EXPORT_INFO}`,
+    JSON.stringify({ ...info, exporter: "medglm-chatglm-onnx/1" }),
+  );
+  await assert.rejects(
+    () => loadOnnxModel(stale, { modelDir: qwen2 }),
+    /this runner reads medglm-llama-onnx\/1: re-export the model/,
+  );
+});
+
+Deno.test("llama onnx: cleanup", async () => {
+  for (const m of loaded.values()) await (await m).dispose();
+});
