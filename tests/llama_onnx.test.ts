@@ -12,7 +12,11 @@ import { exportModelToOnnx, ONNX_EXPORT_INFO } from "../core/onnx/export_dir.ts"
 import { loadLlamaModel } from "../core/models/llama/load.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
+import { createEngine } from "../serve/engine/create.ts";
+import type { Engine } from "../serve/engine/types.ts";
+import { createApp } from "../serve/http/app.ts";
 import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
+import { writeQwen3Dir } from "./helpers/qwen3_model_dir.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
@@ -223,6 +227,95 @@ Deno.test("llama onnx: refusals name the file, the option and the rule", async (
     () => loadOnnxModel(stale, { modelDir: qwen2 }),
     /this runner reads medglm-llama-onnx\/1: re-export the model/,
   );
+});
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function cli(
+  script: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${ROOT}/${script}`, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
+}
+
+async function answer(engine: Engine, content: string): Promise<string> {
+  let text = "";
+  for await (
+    const d of engine.generate({
+      messages: [{ role: "user", content }],
+      maxNewTokens: 6,
+      temperature: 0,
+    })
+  ) text += d.text;
+  return text;
+}
+
+Deno.test("llama onnx: export-onnx and infer --backend onnx as commands; serve's engine and HTTP app on the export", async () => {
+  // A Qwen3 directory with the real tokenizer (random weights, real vocabulary, tiny width).
+  const dir = await writeQwen3Dir("medglm-llama-onnx-cli-");
+  try {
+    const exp = await cli("serve/onnx/export_cli.ts", ["--model", dir, "--out", `${dir}/onnx`]);
+    assert.equal(exp.code, 0, exp.err);
+    assert.match(exp.err, /wrote .*\/onnx\/model\.onnx \(f32 weights\)/);
+    const args = [
+      "--model",
+      dir,
+      "--prompt",
+      "头痛怎么办",
+      "--max-new-tokens",
+      "6",
+      "--temperature",
+      "0",
+    ];
+    const onnx = await cli("serve/infer_cli.ts", [...args, "--backend", "onnx"]);
+    assert.equal(onnx.code, 0, onnx.err);
+    assert.match(onnx.err, /backend: onnx \(requested/);
+    // The same greedy answer from WebGPU.
+    const webgpu = await cli("serve/infer_cli.ts", [...args, "--backend", "webgpu"]);
+    assert.equal(webgpu.code, 0, webgpu.err);
+    // (Tied random weights repeat the last prompt token: here the template's final newline, so
+    // the answer is 6 newlines; the fixture goldens above check the numbers.)
+    assert.equal(onnx.out, webgpu.out);
+    assert.equal(onnx.out.length, 7);
+
+    // serve --backend onnx: the engine and the HTTP app over it.
+    const quiet = { log: () => {}, progressBar: false };
+    const engine = await createEngine({ model: dir, backend: "onnx", ...quiet });
+    try {
+      assert.equal(engine.info.backend, "onnx");
+      assert.equal(engine.info.architecture, "qwen3");
+      const app = createApp(engine);
+      const card = (await (await app.request("/v1/models")).json()).data[0];
+      assert.equal(card.medglm.backend, "onnx");
+      assert.equal(card.medglm.architecture, "qwen3");
+      const res = await app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          messages: [{ role: "user", content: "头痛怎么办" }],
+          max_tokens: 6,
+          temperature: 0,
+        }),
+      });
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      assert.ok(body.usage.completion_tokens > 0);
+      assert.equal(body.choices[0].message.content, await answer(engine, "头痛怎么办"));
+    } finally {
+      await engine.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("llama onnx: cleanup", async () => {

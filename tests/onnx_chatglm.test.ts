@@ -5,6 +5,7 @@
 // errors for a missing export or an export made for another model.
 
 import assert from "node:assert/strict";
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { exportChatGLMToOnnx, ONNX_EXPORT_INFO } from "../core/onnx/export_dir.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
@@ -48,7 +49,7 @@ async function baseModel(): Promise<OnnxModel> {
 
 /** Greedy decoding as README §5: non-text ids masked, finished rows feed the pad id. */
 async function greedy(model: OnnxModel, prompts: number[][]) {
-  const { padTokenId: pad, eosTokenId: eos } = model.config;
+  const { padTokenId: pad, eosTokenId: eos } = model.config as ChatGLMConfig;
   const S = Math.max(...prompts.map((p) => p.length));
   const rows = prompts.map((p) => [...Array(S - p.length).fill(pad), ...p]);
   const cache = model.createCache(rows.length, S + gen.max_new_tokens);

@@ -3,6 +3,7 @@
 // (the cache repacked) decode exactly as alone; and the generation engine driven end to end by it.
 
 import assert from "node:assert/strict";
+import type { ChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { exportChatGLMToOnnx } from "../core/onnx/export_dir.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
@@ -36,7 +37,7 @@ function argmax(logits: Float32Array, at: number, V: number): number {
  */
 async function run(model: OnnxModel, joinAt: number[], slots = 4) {
   const dec = onnxDecoder(model, { slots, ownsModel: false });
-  const V = model.config.vocabSize, eos = model.config.eosTokenId;
+  const V = model.config.vocabSize, eos = (model.config as ChatGLMConfig).eosTokenId;
   const n = gen.prompts_ids.length;
   const tokens: number[][] = Array.from({ length: n }, () => []);
   const chosen: Float32Array[][] = Array.from({ length: n }, () => []);
