@@ -8,7 +8,12 @@
 // an export of another model).
 
 import assert from "node:assert/strict";
-import { exportModelToOnnx, ONNX_EXPORT_INFO } from "../core/onnx/export_dir.ts";
+import {
+  exportModelToOnnx,
+  ONNX_DATA_FILE,
+  ONNX_EXPORT_INFO,
+  ONNX_MODEL_FILE,
+} from "../core/onnx/export_dir.ts";
 import { loadLlamaModel } from "../core/models/llama/load.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
@@ -179,6 +184,34 @@ for (const name of MODELS) {
     }
   });
 }
+
+Deno.test("llama onnx: qwen3's BF16 weights stored f16 in an external data file still match the goldens", async () => {
+  // BF16 → f16 is exact for every value in f16's normal range (8 ≤ 11 significant bits); only
+  // weights under 6e-5 in magnitude round, by at most 3e-8.
+  const dir = dirOf("qwen3-tiny"), out = `${tmp}/qwen3-f16`;
+  const info = await exportModelToOnnx(dir, out, { dtype: "f16", externalData: true });
+  assert.equal(info.dtype, "f16");
+  assert.equal(info.externalData, ONNX_DATA_FILE);
+  const f32Bytes = (await Deno.stat(`${tmp}/qwen3-tiny/${ONNX_MODEL_FILE}`)).size;
+  const f16Bytes = (await Deno.stat(`${out}/${ONNX_DATA_FILE}`)).size;
+  assert.ok(f16Bytes < 0.55 * f32Bytes, `f16 data ${f16Bytes} B vs f32 model ${f32Bytes} B`);
+  const model = await loadOnnxModel(out, { modelDir: dir });
+  try {
+    const goldens = loadGoldens(dir);
+    const ids = goldens.read("forward_batch", "input_ids");
+    const [B, S] = ids.shape;
+    const rows = Array.from({ length: B }, (_, b) => [...ids.data.subarray(b * S, (b + 1) * S)]);
+    const pad = (goldens.cases.get("forward_batch")!.values as { pad: number[] }).pad;
+    check(
+      "f16 logits",
+      await model.forward(rows),
+      goldens.read("forward_batch", "logits").data,
+      realRanges(pad, S, model.config.vocabSize),
+    );
+  } finally {
+    await model.dispose();
+  }
+});
 
 Deno.test("llama onnx: refusals name the file, the option and the rule", async () => {
   const qwen2 = dirOf("qwen2-tiny"), qwen3 = dirOf("qwen3-tiny");

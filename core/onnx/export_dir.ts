@@ -232,20 +232,8 @@ export async function exportModelToOnnx(
   return await writeExport(root, outDir, prepared, options);
 }
 
-/** Exports a ChatGLM-6B `modelDir` to `outDir` (refuses another architecture). */
-export async function exportChatGLMToOnnx(
-  modelDir: string,
-  outDir: string,
-  options: ExportOnnxOptions = {},
-): Promise<OnnxExportInfo> {
-  const root = modelDir.replace(/\/+$/, "") || modelDir;
-  const files = await readConfigJson(root);
-  if (isLlamaConfig(files.config)) {
-    throw new Error(`${root}: a ${files.config.modelType} model, not ChatGLM-6B`);
-  }
-  const prepared = await prepareChatGLM(root, files as ModelConfigFiles<ChatGLMConfig>, options);
-  return await writeExport(root, outDir, prepared, options);
-}
+/** The name from when ChatGLM-6B was the only architecture: `exportModelToOnnx` itself. */
+export const exportChatGLMToOnnx = exportModelToOnnx;
 
 function checkDtype(dtype: string): OnnxWeightDtype {
   if (dtype !== "f32" && dtype !== "f16") {
