@@ -5,21 +5,30 @@
  * bookkeeping). The ratio column is the runner's overhead figure (DESIGN.md target ≥ 0.9×).
  * Models: the tiny fixture, and a "small" random config (hidden 1024, 8 layers, 16 heads,
  * vocab 32000) exported in memory, f32 weights and f16-stored weights (Cast to f32 in the graph).
+ * Last, the small Qwen3 of bench/llama.ts beside that small ChatGLM on ORT (prefill and the
+ * engine decoder's decode rate), as the WebGPU table of bench/llama.ts has them.
  *
- * `deno run --allow-all bench/onnx.ts [--quick]` (needs --allow-ffi for onnxruntime-node).
+ * `deno run --allow-all bench/onnx.ts [--quick] [--qwen-only]` (needs --allow-ffi for
+ * onnxruntime-node; `--qwen-only`: just the Qwen3 / ChatGLM table).
  */
 
 import { parseArgs } from "node:util";
 import {
   buildChatGLMGraph,
+  buildLlamaGraph,
   cacheNames,
   type ChatGLMConfig,
   encodeOnnxModel,
   EXPORTER_VERSION,
   getGpu,
+  isLlamaConfig,
+  LLAMA_EXPORTER_VERSION,
+  type LlamaConfig,
+  llamaParameters,
   loadChatGLM as loadModel,
   ONNX_OPSET,
   type OnnxExportInfo,
+  type OnnxModelConfig,
   type OnnxWeightDtype,
   openCheckpoint,
   parameterTable,
@@ -36,12 +45,13 @@ import {
   type OrtSession,
   type OrtTensor,
 } from "../serve/mod.ts";
+import { smallQwenConfig } from "./llama.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 
-interface BenchModel {
+interface BenchModel<C extends OnnxModelConfig = ChatGLMConfig> {
   label: string;
-  config: ChatGLMConfig;
+  config: C;
   json: Record<string, unknown>;
   read: WeightReader;
 }
@@ -65,12 +75,26 @@ function smallModel(): BenchModel {
   };
   const config = parseChatGLMConfig(json, "small bench config");
   const shapes = new Map(parameterTable(config).map((p) => [p.name, p.shape]));
+  const read = randomReader(shapes, (name) => name.endsWith("layernorm.weight"));
+  return { label: "small h1024 L8", config, json, read };
+}
+
+/** The small Qwen3 of bench/llama.ts (hidden 1024, 8 layers, 16/8 heads of 64, tied). */
+function smallQwenModel(): BenchModel<LlamaConfig> {
+  const config = smallQwenConfig();
+  const shapes = new Map(llamaParameters(config).map((p) => [p.name, p.shape]));
+  const read = randomReader(shapes, (name) => name.endsWith("norm.weight"));
+  return { label: "small qwen3 h1024 L8", config, json: { model_type: "qwen3" }, read };
+}
+
+/** Seeded xorshift weights in ±0.04 for the bench models (norm weights 1, biases 0). */
+function randomReader(shapes: Map<string, number[]>, isNorm: (name: string) => boolean) {
   let seed = 12345;
   const read: WeightReader = (name) => {
     const shape = shapes.get(name)!;
     const n = shape.reduce((a, b) => a * b, 1);
     const out = new Float32Array(n);
-    if (name.endsWith("layernorm.weight")) return Promise.resolve(out.fill(1));
+    if (isNorm(name)) return Promise.resolve(out.fill(1));
     if (shape.length === 1) return Promise.resolve(out);
     let x = (seed += 7919) | 1;
     for (let i = 0; i < n; i++) {
@@ -81,7 +105,7 @@ function smallModel(): BenchModel {
     }
     return Promise.resolve(out);
   };
-  return { label: "small h1024 L8", config, json, read };
+  return read;
 }
 
 async function tinyModel(): Promise<BenchModel> {
@@ -91,8 +115,14 @@ async function tinyModel(): Promise<BenchModel> {
   return { label: "tiny fixture", config, json, read: (name) => readTensorAsF32(ckpt, name) };
 }
 
-async function session(ort: OrtModule, m: BenchModel, dtype: OnnxWeightDtype) {
-  const graph = buildChatGLMGraph(m.config, m.read, { dtype });
+async function session(
+  ort: OrtModule,
+  m: BenchModel<OnnxModelConfig>,
+  dtype: OnnxWeightDtype,
+) {
+  const graph = isLlamaConfig(m.config)
+    ? buildLlamaGraph(m.config, m.read, { dtype })
+    : buildChatGLMGraph(m.config, m.read, { dtype });
   const bytes = await encodeOnnxModel(graph, { opset: ONNX_OPSET });
   return await ort.InferenceSession.create(bytes, {
     executionProviders: ["cpu"],
@@ -100,12 +130,12 @@ async function session(ort: OrtModule, m: BenchModel, dtype: OnnxWeightDtype) {
   });
 }
 
-/** Unpadded prompts of one length: [text…, [gMASK], <sop>]. */
-function prompts(config: ChatGLMConfig, batch: number, len: number): number[][] {
+/** Unpadded prompts of one length: text ids (ChatGLM: then [gMASK], <sop>). */
+function prompts(config: OnnxModelConfig, batch: number, len: number): number[][] {
+  const tail = isLlamaConfig(config) ? [] : [config.gmaskTokenId, config.bosTokenId];
   return Array.from({ length: batch }, (_, b) => [
-    ...Array.from({ length: len - 2 }, (_, i) => 100 + ((b * 31 + i * 7) % 1000)),
-    config.gmaskTokenId,
-    config.bosTokenId,
+    ...Array.from({ length: len - tail.length }, (_, i) => 100 + ((b * 31 + i * 7) % 1000)),
+    ...tail,
   ]);
 }
 
@@ -238,14 +268,22 @@ async function decodeRaw(
   return timer.finish(b * steps, steps);
 }
 
-function benchModel(ort: OrtModule, sess: OrtSession, m: BenchModel, dtype: OnnxWeightDtype) {
+function benchModel(
+  ort: OrtModule,
+  sess: OrtSession,
+  m: BenchModel<OnnxModelConfig>,
+  dtype: OnnxWeightDtype,
+) {
+  const llama = isLlamaConfig(m.config);
   const info: OnnxExportInfo = {
-    exporter: EXPORTER_VERSION,
+    exporter: llama ? LLAMA_EXPORTER_VERSION : EXPORTER_VERSION,
     opset: ONNX_OPSET,
     dtype,
     configHash: "",
     config: m.json,
-    maxPositions: m.config.maxSequenceLength,
+    maxPositions: isLlamaConfig(m.config)
+      ? m.config.maxPositionEmbeddings
+      : m.config.maxSequenceLength,
     externalData: null,
     source: { model: m.label, adapter: null },
     createdAt: new Date().toISOString(),
@@ -278,7 +316,7 @@ async function decodeRunner(
 async function decodeDecoder(
   ort: OrtModule,
   sess: OrtSession,
-  m: BenchModel,
+  m: BenchModel<OnnxModelConfig>,
   rows: number[][],
   steps: number,
 ): Promise<DecodeRate> {
@@ -400,9 +438,55 @@ async function webgpuVsOnnx(
   }
 }
 
+/**
+ * The small Qwen3 beside the small ChatGLM on ONNX Runtime (f32), one model in memory at a time:
+ * a 64-token prefill (best of 3) and the engine decoder's decode rate (best of 2) at batch 1 and 4.
+ */
+async function qwenBesideChatGLM(ort: OrtModule, quick: boolean): Promise<void> {
+  const steps = quick ? 8 : 24, batches = [1, 4];
+  console.log(
+    `\nsmall Qwen3 vs small ChatGLM on ORT CPU (f32): prefill 64 tokens (ms, best of 3); ` +
+      `decode tokens/s through the engine decoder (prompt 32, ${steps} steps, best of 2)`,
+  );
+  console.log(["model", "prefill ms", ...batches.map((b) => `decode b=${b}`)].join(" | "));
+  const times: number[][] = [];
+  for (const m of [smallModel(), smallQwenModel()] as BenchModel<OnnxModelConfig>[]) {
+    const sess = await session(ort, m, "f32");
+    try {
+      const model = benchModel(ort, sess, m, "f32");
+      const prompt = prompts(m.config, 1, 64);
+      let prefill = Infinity;
+      for (let rep = 0; rep < 4; rep++) {
+        const t0 = performance.now();
+        await model.forward(prompt);
+        if (rep > 0) prefill = Math.min(prefill, performance.now() - t0); // rep 0 warms up
+      }
+      const rates: number[] = [];
+      for (const b of batches) {
+        const rows = prompts(m.config, b, 32);
+        let best = 0;
+        for (let rep = 0; rep < 2; rep++) {
+          best = Math.max(best, (await decodeDecoder(ort, sess, m, rows, steps)).rate);
+        }
+        rates.push(best);
+      }
+      times.push([prefill, ...rates.map((r) => 1 / r)]);
+      console.log([m.label, prefill.toFixed(0), ...rates.map(fmt)].join(" | "));
+    } finally {
+      await sess.release();
+    }
+  }
+  const [glm, qwen] = times;
+  console.log(
+    ["time Qwen ÷ ChatGLM", ...qwen.map((t, i) => (t / glm[i]).toFixed(2))].join(" | "),
+  );
+}
+
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
-export async function bench(options: { quick?: boolean } = {}): Promise<void> {
+export async function bench(
+  options: { quick?: boolean; qwenOnly?: boolean } = {},
+): Promise<void> {
   let ort: OrtModule;
   try {
     ort = await loadOrt();
@@ -410,6 +494,7 @@ export async function bench(options: { quick?: boolean } = {}): Promise<void> {
     console.log(`onnx: skipped (${(err as Error).message})`);
     return;
   }
+  if (options.qwenOnly) return await qwenBesideChatGLM(ort, options.quick ?? false);
   const promptLen = 32;
   const plans: { model: BenchModel; steps: number; batches: number[]; f16: boolean }[] = [
     { model: await tinyModel(), steps: options.quick ? 32 : 128, batches: [1, 4, 16], f16: false },
@@ -498,12 +583,16 @@ export async function bench(options: { quick?: boolean } = {}): Promise<void> {
     [1, 4],
     (m) => (m === plans[0].model ? 16 : 4),
   );
+  await qwenBesideChatGLM(ort, options.quick ?? false);
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { quick: { type: "boolean", default: false } },
+    options: {
+      quick: { type: "boolean", default: false },
+      "qwen-only": { type: "boolean", default: false },
+    },
   });
-  await bench({ quick: values.quick });
+  await bench({ quick: values.quick, qwenOnly: values["qwen-only"] });
 }
