@@ -14,6 +14,7 @@ import {
   ONNX_EXPORT_INFO,
   ONNX_MODEL_FILE,
 } from "../core/onnx/export_dir.ts";
+import { getGpu } from "../core/gpu/device.ts";
 import { loadLlamaModel } from "../core/models/llama/load.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
@@ -345,6 +346,14 @@ Deno.test("llama onnx: export-onnx and infer --backend onnx as commands; serve's
       assert.equal(body.choices[0].message.content, await answer(engine, "头痛怎么办"));
     } finally {
       await engine.close();
+    }
+    // `auto` takes the export on a software adapter (and WebGPU on a hardware one).
+    const auto = await createEngine({ model: dir, ...quiet });
+    try {
+      const gpu = await getGpu();
+      assert.equal(auto.info.backend, gpu.isSoftware ? "onnx" : "webgpu", auto.info.backendReason);
+    } finally {
+      await auto.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
