@@ -16,6 +16,9 @@ import {
 } from "../core/onnx/export_dir.ts";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadLlamaModel } from "../core/models/llama/load.ts";
+import { readLlamaConfig } from "../core/models/llama/config.ts";
+import { randomLlamaWeights } from "../core/models/llama/random_init.ts";
+import { writeSafetensors } from "../core/io/safetensors.ts";
 import { loadOnnxModel, type OnnxModel } from "../serve/onnx/runner.ts";
 import { onnxDecoder } from "../serve/onnx/decoder.ts";
 import { createEngine } from "../serve/engine/create.ts";
@@ -182,6 +185,100 @@ for (const name of MODELS) {
       }
     } finally {
       gpu.dispose();
+    }
+  });
+}
+
+/**
+ * Config variants the fixture lacks, on random weights, ORT against WebGPU: Llama with
+ * attention_bias and mlp_bias (o and MLP biases), head_dim ≠ hidden / heads and a group of 4 query
+ * heads per kv head; Qwen2 without grouping (nkv = nh). Biases are random, not zero, so a bias left
+ * out shows.
+ */
+const VARIANTS: Record<string, Record<string, unknown>> = {
+  "llama-biases-gqa4": {
+    model_type: "llama",
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 1,
+    head_dim: 16,
+    attention_bias: true,
+    mlp_bias: true,
+    rms_norm_eps: 1e-5,
+    rope_theta: 500000,
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 16,
+    },
+    tie_word_embeddings: false,
+    vocab_size: 96,
+    eos_token_id: [1, 2],
+    max_position_embeddings: 128,
+  },
+  "qwen2-no-gqa": {
+    model_type: "qwen2",
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 4,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    tie_word_embeddings: true,
+    vocab_size: 96,
+    eos_token_id: 2,
+    pad_token_id: 0,
+    max_position_embeddings: 128,
+  },
+};
+
+for (const [variant, config] of Object.entries(VARIANTS)) {
+  Deno.test(`llama onnx: ${variant} (random weights): ORT agrees with WebGPU`, async () => {
+    const dir = `${tmp}/${variant}`;
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+    let x = 7;
+    const noise = () => ((x = (x * 48271) % 2147483647) / 2147483647 - 0.5) * 0.2;
+    const tensors = [...randomLlamaWeights(await readLlamaConfig(dir), 11)].map((t) => ({
+      name: t.name,
+      dtype: "F32" as const,
+      shape: t.shape,
+      data: t.name.endsWith(".bias") ? t.data.map(noise) : t.data,
+    }));
+    await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
+    await exportModelToOnnx(dir, `${dir}/onnx`);
+    const onnx = await loadOnnxModel(`${dir}/onnx`, { modelDir: dir });
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    try {
+      const pad = onnx.config.padTokenId;
+      const rows = [[pad, pad, pad, 5, 17, 33, 9, 60], [4, 8, 15, 16, 23, 42, 50, 70]];
+      const V = onnx.config.vocabSize;
+      check(
+        "batch",
+        await onnx.forward(rows),
+        await gpu.forward(rows),
+        realRanges([3, 0], 8, V),
+      );
+      const a = onnx.createCache(2, 12), b = gpu.createCache(2, 12);
+      try {
+        let mine = await onnx.prefill(rows, a), theirs = await gpu.prefill(rows, b);
+        for (let step = 0; step < 3; step++) {
+          check(`step ${step}`, mine, theirs);
+          const next = [0, 1].map((r) => argmax(theirs.subarray(r * V, (r + 1) * V)));
+          [mine, theirs] = [await onnx.decodeStep(next, a), await gpu.decodeStep(next, b)];
+        }
+      } finally {
+        a.free();
+        b.free();
+      }
+    } finally {
+      gpu.dispose();
+      await onnx.dispose();
     }
   });
 }
