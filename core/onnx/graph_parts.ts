@@ -59,8 +59,8 @@ export interface GraphWeights {
   readonly dtype: OnnxWeightDtype;
   /** A stored weight read as f32 in the graph (a Cast for f16 storage). */
   asF32(name: string): string;
-  /** A parameter of `numel` values stored with `dims` as in the checkpoint (norms, biases, tables). */
-  tensor(name: string, dims: number[], source?: string): string;
+  /** A parameter stored with `dims` as in the checkpoint (norm weights, biases). */
+  tensor(name: string, dims: number[]): string;
   /** `x · Wᵀ (+ b)` for a linear module with weight [out, inF] (stored [inF, out], adapter merged). */
   linear(x: string, module: string, out: number, inF: number, bias: boolean): string;
   /**
@@ -100,13 +100,13 @@ export function graphWeights(
     dtype === "f16"
       ? g.op("Cast", [name], { attributes: { to: attr.int(1) }, name: `${name}.f32` })
       : name;
-  const tensor = (name: string, dims: number[], source = name) => {
+  const tensor = (name: string, dims: number[]) => {
     const numel = dims.reduce((a, b) => a * b, 1);
     return asF32(g.initializer({
       name,
       dtype: onnxDtype,
       dims,
-      data: async () => store(await read(source, numel)),
+      data: async () => store(await read(name, numel)),
     }));
   };
   const linearWeight = (module: string, out: number, inF: number) => {

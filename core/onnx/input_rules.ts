@@ -15,7 +15,7 @@ import {
   type RowLayout,
 } from "../models/chatglm/inputs.ts";
 import { leftPads, positionIds } from "../models/llama/inputs.ts";
-import { isLlamaConfig, type OnnxModelConfig } from "./export_dir.ts";
+import { isLlamaConfig, type OnnxModelConfig } from "./export_info.ts";
 
 export interface OnnxInputRules {
   /** "chatglm", or the Llama family's model type. */

@@ -40,9 +40,6 @@ export {
   adapterHash,
   checkExportMatchesModel,
   configHash,
-  exportChatGLMToOnnx,
-  exportModelToOnnx,
-  type ExportOnnxOptions,
   isLlamaConfig,
   ONNX_DATA_FILE,
   ONNX_EXPORT_INFO,
@@ -50,4 +47,5 @@ export {
   type OnnxExportInfo,
   type OnnxModelConfig,
   readOnnxExportInfo,
-} from "./export_dir.ts";
+} from "./export_info.ts";
+export { exportChatGLMToOnnx, exportModelToOnnx, type ExportOnnxOptions } from "./export_dir.ts";
