@@ -8,12 +8,8 @@
 // an export of another model).
 
 import assert from "node:assert/strict";
-import {
-  exportModelToOnnx,
-  ONNX_DATA_FILE,
-  ONNX_EXPORT_INFO,
-  ONNX_MODEL_FILE,
-} from "../core/onnx/export_dir.ts";
+import { exportModelToOnnx } from "../core/onnx/export_dir.ts";
+import { ONNX_DATA_FILE, ONNX_EXPORT_INFO, ONNX_MODEL_FILE } from "../core/onnx/export_info.ts";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadLlamaModel } from "../core/models/llama/load.ts";
 import { readLlamaConfig } from "../core/models/llama/config.ts";

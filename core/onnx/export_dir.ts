@@ -67,18 +67,8 @@ export interface ExportOnnxOptions {
   quantAccuracy?: "int8" | "f32";
 }
 
-export {
-  adapterHash,
-  checkExportMatchesModel,
-  configHash,
-  isLlamaConfig,
-  ONNX_DATA_FILE,
-  ONNX_EXPORT_INFO,
-  ONNX_MODEL_FILE,
-  type OnnxExportInfo,
-  type OnnxModelConfig,
-  readOnnxExportInfo,
-} from "./export_info.ts";
+// What tests imported from here before export_info.ts was split off.
+export { ONNX_EXPORT_INFO, readOnnxExportInfo } from "./export_info.ts";
 
 const EXTERNAL_AUTO_BYTES = 1.5 * 2 ** 30;
 
