@@ -15,10 +15,22 @@ import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
 import { attachToLinears, type LoadModelOptions } from "../chatglm/load.ts";
+import {
+  type QuantArch,
+  resolveQuantization,
+  uploadQuantizedWeights,
+} from "../chatglm/quantized.ts";
+import { LLAMA_QUANT_LAYOUT } from "../../quant/format.ts";
 import type { LlamaBlock } from "./block.ts";
 import { type LlamaConfig, readLlamaConfig } from "./config.ts";
 import { assembleLlama, type LlamaModel } from "./model.ts";
-import { checkParameters, hasBias, isIgnoredTensor, linearShapes } from "./params.ts";
+import {
+  checkParameters,
+  hasBias,
+  isIgnoredTensor,
+  linearShapes,
+  llamaParameters,
+} from "./params.ts";
 import { llamaInvFreq } from "./rotary.ts";
 
 /** The largest number of keys the attention kernel handles per row. */
@@ -46,31 +58,41 @@ export async function loadLlamaModel(
     ? await loadLoraAdapter(options.adapter, { linearModules: linearShapes(config), name: root })
     : options.adapter ?? null;
   const ckpt = await openCheckpoint(root);
-  const stored = ckpt.tensorNames.map((name) => ({
-    name,
-    shape: ckpt.locate.get(name)!.tensor.shape,
-  }));
-  checkParameters(config, stored, ckpt.dir);
-  if (config.tieWordEmbeddings && ckpt.locate.has("lm_head.weight")) {
-    // Some converters write the tied head too: it must be the embedding (spec §3).
-    const [a, b] = await Promise.all([
-      readTensorAsF32(ckpt, "lm_head.weight"),
-      readTensorAsF32(ckpt, "model.embed_tokens.weight"),
-    ]);
-    if (a.some((v, i) => v !== b[i])) {
-      throw new Error(
-        `${ckpt.dir}: lm_head.weight differs from model.embed_tokens.weight in a tied model ` +
-          "(tie_word_embeddings: true)",
-      );
+  // int8/int4: pre-quantized (config `medglm_quantization`) or quantized at load (`quantize`),
+  // checked and uploaded by the one quantized path with this family's layout table.
+  const quant = resolveQuantization(config, options.quantize, root);
+  if (!quant?.prequantized) {
+    const stored = ckpt.tensorNames.map((name) => ({
+      name,
+      shape: ckpt.locate.get(name)!.tensor.shape,
+    }));
+    checkParameters(config, stored, ckpt.dir);
+    if (config.tieWordEmbeddings && ckpt.locate.has("lm_head.weight")) {
+      // Some converters write the tied head too: it must be the embedding (spec §3).
+      const [a, b] = await Promise.all([
+        readTensorAsF32(ckpt, "lm_head.weight"),
+        readTensorAsF32(ckpt, "model.embed_tokens.weight"),
+      ]);
+      if (a.some((v, i) => v !== b[i])) {
+        throw new Error(
+          `${ckpt.dir}: lm_head.weight differs from model.embed_tokens.weight in a tied model ` +
+            "(tie_word_embeddings: true)",
+        );
+      }
     }
   }
-  const weights = await uploadWeights(gpu, ckpt, (n) => !isIgnoredTensor(n, config), {
-    dtype,
-    onProgress: options.onProgress,
-    progressBar: options.progressBar,
-  });
+  const progress = { onProgress: options.onProgress, progressBar: options.progressBar };
+  const weights = quant
+    ? await uploadQuantizedWeights(gpu, ckpt, llamaQuantArch(config), {
+      dtype,
+      ...quant,
+      design: options.quantDesign,
+      ...progress,
+    })
+    : await uploadWeights(gpu, ckpt, (n) => !isIgnoredTensor(n, config), { dtype, ...progress });
   const model = assembleLlama({
-    config,
+    // The model's config says how its weights were loaded (also when quantized at load).
+    config: quant ? { ...config, quantization: quant.spec } : config,
     dtype,
     gpu,
     maxContext,
@@ -89,6 +111,16 @@ export async function loadLlamaModel(
     }
   }
   return model;
+}
+
+/** The Llama family's quantized layout with this config's parameter table. */
+export function llamaQuantArch(config: LlamaConfig): QuantArch {
+  return {
+    layout: LLAMA_QUANT_LAYOUT,
+    parameters: llamaParameters(config),
+    isIgnored: (name) => isIgnoredTensor(name, config),
+    tieWordEmbeddings: config.tieWordEmbeddings,
+  };
 }
 
 /** The model's layers from its weights by checkpoint name. */
@@ -162,6 +194,12 @@ export async function mergeLlamaAdapter(model: LlamaModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = llamaLinears(model);
+  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
+    throw new Error(
+      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
+        "into them: keep it attached (leave out --merged) or load the model without --quantize",
+    );
+  }
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     const w = await readTensor(lin.weight) as Float32Array;
