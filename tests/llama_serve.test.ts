@@ -134,12 +134,11 @@ Deno.test({
   },
 });
 
-Deno.test("llama serve: ONNX, --quantize and --merged are refused as ChatGLM-only", async () => {
+Deno.test("llama serve: ONNX and --merged are refused as ChatGLM-only", async () => {
   const dir = await dirPromise;
   for (
     const [opts, flag] of [
       [{ backend: "onnx" }, /--backend onnx is implemented for ChatGLM-6B only/],
-      [{ quantize: 4 }, /--quantize is implemented for ChatGLM-6B only/],
       [{ merged: true, adapter: dir }, /--merged is implemented for ChatGLM-6B only/],
     ] as const
   ) {

@@ -241,8 +241,8 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
   const llama = modelType !== "chatglm";
   let tokenizer: AnyTokenizer;
   if (llama) {
-    // The ONNX export, int8/int4 weights and merging are built for ChatGLM-6B only: say so
-    // rather than serve something other than what was asked for.
+    // The ONNX export and merging are built for ChatGLM-6B only: say so rather than serve
+    // something other than what was asked for. (int8/int4 weights load for both.)
     const chatglmOnly = (what: string, fix: string) =>
       new EngineLoadError(
         `${what} is implemented for ChatGLM-6B only; ${dir} holds a ${modelType} model.\n` +
@@ -250,9 +250,6 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
       );
     if (opts.backend === "onnx") {
       throw chatglmOnly("--backend onnx", "use --backend webgpu (or auto)");
-    }
-    if (opts.quantize !== undefined) {
-      throw chatglmOnly("--quantize", "leave out --quantize (the model loads as f32 or f16)");
     }
     if (opts.merged) {
       throw chatglmOnly("--merged", "leave out --merged (the adapter is applied unmerged)");

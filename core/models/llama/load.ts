@@ -36,6 +36,11 @@ import { llamaInvFreq } from "./rotary.ts";
 /** The largest number of keys the attention kernel handles per row. */
 const ATTENTION_MAX_KEYS = 4096;
 
+/** The context a load gets by default: the config's, up to what the attention kernel handles. */
+export function defaultLlamaContext(config: LlamaConfig): number {
+  return Math.min(config.maxPositionEmbeddings, ATTENTION_MAX_KEYS);
+}
+
 export async function loadLlamaModel(
   dir: string,
   options: LoadModelOptions = {},
@@ -47,8 +52,7 @@ export async function loadLlamaModel(
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }
-  const maxContext = options.maxContext ??
-    Math.min(config.maxPositionEmbeddings, ATTENTION_MAX_KEYS);
+  const maxContext = options.maxContext ?? defaultLlamaContext(config);
   if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > ATTENTION_MAX_KEYS) {
     throw new Error(
       `loadModel: maxContext ${maxContext} must be an integer in [1, ${ATTENTION_MAX_KEYS}]`,

@@ -1,0 +1,189 @@
+/**
+ * `--dry-run` of infer and serve: the memory plan of a model directory from its config.json alone
+ * (no weights, no tokenizer, no GPU), for f16 weights and for int8 and int4 weights side by side,
+ * each as GPU memory after the load and at a full-context step's peak, and host memory at its
+ * peak on a hardware GPU and on a software adapter (whose GPU memory is host memory). Any
+ * architecture `loadModel` takes: the plan's shapes come from the architecture's table.
+ */
+
+import { readJsonFile } from "../../base/mod.ts";
+import { readChatGLMConfig } from "./chatglm/config.ts";
+import {
+  chatglmPlanArch,
+  formatMemoryPlan,
+  gib,
+  type MemoryPlan,
+  planMemoryOf,
+  type PlanArch,
+} from "./chatglm/memory_plan.ts";
+import {
+  describeQuant,
+  type QuantizeOption,
+  quantSpecOf,
+  resolveQuantization,
+} from "./chatglm/quantized.ts";
+import type { WeightDtype } from "./chatglm/weights.ts";
+import { readLlamaConfig } from "./llama/config.ts";
+import { defaultLlamaContext } from "./llama/load.ts";
+import { llamaPlanArch } from "./llama/memory_plan.ts";
+import { modelTypeOf } from "./load.ts";
+import { groupSizeOf, isQuantizedWeight, type QuantSpec } from "../quant/format.ts";
+
+export interface DryRunOptions {
+  /** Context the plan reserves (default: what a load takes by default). */
+  maxContext?: number;
+  /** Rows of KV cache (default 1; serve: its --max-concurrent). */
+  batch?: number;
+  /** The run's float dtype (default f16, what a GPU with shader-f16 loads). */
+  dtype?: WeightDtype;
+  /** The run's --quantize: planned beside f16 / int8 / int4. */
+  quantize?: QuantizeOption;
+}
+
+/** One row of the comparison: a weight format's plan on a hardware GPU and on a software one. */
+export interface DryRunRow {
+  label: string;
+  quant: QuantSpec | null;
+  hardware: MemoryPlan;
+  software: MemoryPlan;
+}
+
+export interface DryRunReport {
+  modelType: string;
+  /** Parameters as stored (a tied head counted once). */
+  parameters: number;
+  maxContext: number;
+  batch: number;
+  rows: DryRunRow[];
+  text: string;
+}
+
+/** The int4 group size planned by default: 128 (the usual one) where it divides every width. */
+const INT4_GROUP = 128;
+
+/** The shapes, default context, stored quantization and a one-line description of `dir`'s model. */
+async function describeModel(dir: string): Promise<{
+  modelType: string;
+  arch: PlanArch;
+  maxContext: number;
+  tiedHead: boolean;
+  stored: QuantSpec | null;
+  summary: string;
+}> {
+  const modelType = await modelTypeOf(dir);
+  if (modelType === "chatglm") {
+    const c = await readChatGLMConfig(dir);
+    return {
+      modelType,
+      arch: chatglmPlanArch(c),
+      maxContext: c.maxSequenceLength,
+      // The release stores lm_head (equal to the embeddings): planned as stored.
+      tiedHead: false,
+      stored: c.quantization ?? null,
+      summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads, MLP ` +
+        `${c.innerHiddenSize}, vocabulary ${c.vocabSize}`,
+    };
+  }
+  const c = await readLlamaConfig(dir);
+  return {
+    modelType,
+    arch: llamaPlanArch(c),
+    maxContext: defaultLlamaContext(c),
+    tiedHead: c.tieWordEmbeddings,
+    stored: c.quantization,
+    summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
+      `key-value heads of ${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}, ` +
+      `output layer ${c.tieWordEmbeddings ? "tied to the embeddings" : "untied"}`,
+  };
+}
+
+/** Whether `group` divides the input width of every weight `spec` quantizes. */
+function groupFits(arch: PlanArch, spec: QuantSpec): boolean {
+  return arch.parameters.every((p) => {
+    if (!isQuantizedWeight(p.name, spec, arch.layout)) return true;
+    const g = groupSizeOf(p.name.slice(0, -".weight".length), spec, arch.layout);
+    return g === null || p.shape[1] % g === 0;
+  });
+}
+
+/** Plans `dir`'s model (config.json only) for f16, int8 and int4 weights and the run's choice. */
+export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Promise<DryRunReport> {
+  const root = dir.replace(/\/+$/, "") || dir;
+  // Nothing but config.json is read: say so when it is missing, before anything else.
+  await readJsonFile(`${root}/config.json`, {
+    notFoundHint: "--dry-run needs the model directory's config.json (weights are not read)",
+  });
+  const m = await describeModel(root);
+  const { arch } = m;
+  const maxContext = options.maxContext ?? m.maxContext;
+  const batch = options.batch ?? 1;
+  const dtype = options.dtype ?? "f16";
+  const tiedHead = m.tiedHead;
+  let parameters = 0;
+  for (const p of arch.parameters) {
+    if (tiedHead && p.name === `${arch.layout.head}.weight`) continue;
+    parameters += p.shape.reduce((a, d) => a * d, 1);
+  }
+  const resolved = resolveQuantization({ quantization: m.stored }, options.quantize, root);
+  const specs: (QuantSpec | null)[] = [];
+  if (resolved?.prequantized) specs.push(resolved.spec); // stored: the one way it loads
+  else {
+    const int4: QuantSpec = { bits: 4, groupSize: INT4_GROUP, embeddings: false };
+    specs.push(null, quantSpecOf(8), groupFits(arch, int4) ? int4 : quantSpecOf(4));
+    const asked = resolved?.spec;
+    const same = (a: QuantSpec | null, b: QuantSpec) =>
+      a !== null && a.bits === b.bits && a.groupSize === b.groupSize &&
+      a.embeddings === b.embeddings;
+    if (asked && !specs.some((s) => same(s, asked))) specs.push(asked);
+  }
+  // The largest stored tensor (the load reads it whole): in the checkpoint's usual bf16/f16.
+  const largestStored = Math.max(
+    ...arch.parameters.map((p) => p.shape.reduce((a, d) => a * d, 1) * 2),
+  );
+  const plan = (quant: QuantSpec | null, software: boolean) =>
+    planMemoryOf(arch, {
+      dtype,
+      maxContext,
+      batch,
+      tiedHead,
+      quant,
+      software,
+      packedWeights: software,
+      largestStoredTensorBytes: largestStored,
+    });
+  const rows: DryRunRow[] = specs.map((quant) => ({
+    label: quant ? describeQuant(quant) : dtype,
+    quant,
+    hardware: plan(quant, false),
+    software: plan(quant, true),
+  }));
+  const chosen = rows.find((r) =>
+    resolved ? r.quant?.bits === resolved.spec.bits && r.quant.groupSize === resolved.spec.groupSize &&
+      r.quant.embeddings === resolved.spec.embeddings : r.quant === null
+  )!;
+  const count = parameters.toLocaleString("en-US");
+  const billions = `${(parameters / 1e9).toFixed(2)}B`;
+  const col = (s: string, w: number) => s.padStart(w);
+  const lines = [
+    `dry run (config.json only; no weights, tokenizer or GPU used): ${root} (${m.modelType})`,
+    `  parameters ${count} (${billions}): ${m.summary}`,
+    `  context ${maxContext}, batch ${batch}; other weights ${dtype}`,
+    "",
+    `  ${"weights".padEnd(34)}${col("weights", 11)}${col("GPU after load", 16)}${col("GPU peak", 11)}` +
+    `${col("host peak", 11)}${col("host peak (software GPU)", 26)}`,
+    ...rows.map((r) =>
+      `  ${r.label.padEnd(34)}${col(gib(r.hardware.weightsBytes), 11)}${
+        col(gib(r.hardware.gpuAfterLoadBytes), 16)
+      }${col(gib(r.hardware.gpuPeakBytes), 11)}${col(gib(r.hardware.hostPeakBytes), 11)}${
+        col(gib(r.software.hostPeakBytes), 26)
+      }`
+    ),
+    "",
+    "  (host peak: a hardware GPU holds the weights, the host the runtime and one tensor being read;",
+    "  on a software adapter such as llvmpipe the GPU's memory is host memory.)",
+    "",
+    `the run as asked (${chosen.label}), on a hardware GPU:`,
+    formatMemoryPlan(chosen.hardware),
+  ];
+  return { modelType: m.modelType, parameters, maxContext, batch, rows, text: lines.join("\n") };
+}
