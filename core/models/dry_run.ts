@@ -7,7 +7,7 @@
  */
 
 import { readJsonFile } from "../../base/mod.ts";
-import { readChatGLMConfig } from "./chatglm/config.ts";
+import { type ChatGLMConfig, readChatGLMConfig } from "./chatglm/config.ts";
 import {
   chatglmPlanArch,
   formatMemoryPlan,
@@ -23,7 +23,7 @@ import {
   resolveQuantization,
 } from "./chatglm/quantized.ts";
 import type { WeightDtype } from "./chatglm/weights.ts";
-import { readLlamaConfig } from "./llama/config.ts";
+import { type LlamaConfig, readLlamaConfig } from "./llama/config.ts";
 import { defaultLlamaContext } from "./llama/load.ts";
 import { llamaPlanArch } from "./llama/memory_plan.ts";
 import { modelTypeOf } from "./load.ts";
@@ -106,6 +106,20 @@ function groupFits(arch: PlanArch, spec: QuantSpec): boolean {
   });
 }
 
+/**
+ * The quantized formats a dry run plans beside float weights: int8 per row, and int4 with group
+ * size 128 (the usual one) where it divides every width, else per row.
+ */
+export function plannedQuantFormats(arch: PlanArch): QuantSpec[] {
+  const int4: QuantSpec = { bits: 4, groupSize: INT4_GROUP, embeddings: false };
+  return [quantSpecOf(8), groupFits(arch, int4) ? int4 : quantSpecOf(4)];
+}
+
+/** The planner's shapes of a parsed config of either architecture. */
+export function planArchOf(config: ChatGLMConfig | LlamaConfig): PlanArch {
+  return "modelType" in config ? llamaPlanArch(config) : chatglmPlanArch(config);
+}
+
 /** Plans `dir`'s model (config.json only) for f16, int8 and int4 weights and the run's choice. */
 export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Promise<DryRunReport> {
   const root = dir.replace(/\/+$/, "") || dir;
@@ -128,8 +142,7 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
   const specs: (QuantSpec | null)[] = [];
   if (resolved?.prequantized) specs.push(resolved.spec); // stored: the one way it loads
   else {
-    const int4: QuantSpec = { bits: 4, groupSize: INT4_GROUP, embeddings: false };
-    specs.push(null, quantSpecOf(8), groupFits(arch, int4) ? int4 : quantSpecOf(4));
+    specs.push(null, ...plannedQuantFormats(arch));
     const asked = resolved?.spec;
     const same = (a: QuantSpec | null, b: QuantSpec) =>
       a !== null && a.bits === b.bits && a.groupSize === b.groupSize &&
