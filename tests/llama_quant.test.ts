@@ -123,3 +123,117 @@ for (const name of MODELS) {
     });
   }
 }
+
+/** Index of the largest value (first on ties: greedy, spec §6). */
+function argmax(row: ArrayLike<number>, from = 0, to = row.length): number {
+  let best = from;
+  for (let i = from + 1; i < to; i++) if (row[i] > row[best]) best = i;
+  return best - from;
+}
+
+/** `steps` greedy tokens per row with the model's KV cache, and each step's logits [b, V]. */
+async function greedy(
+  model: LlamaModel,
+  ids: number[][],
+  steps: number,
+): Promise<{ tokens: number[][]; logits: Float32Array[] }> {
+  const V = model.config.vocabSize;
+  const cache = model.createCache(ids.length, ids[0].length + steps);
+  try {
+    let logits = await model.prefill(ids, cache);
+    const out: number[][] = ids.map(() => []);
+    const all: Float32Array[] = [];
+    for (let t = 0; t < steps; t++) {
+      all.push(logits);
+      const next = ids.map((_, b) => argmax(logits, b * V, (b + 1) * V));
+      next.forEach((id, b) => out[b].push(id));
+      if (t + 1 < steps) logits = await model.decodeStep(next, cache);
+    }
+    return { tokens: out, logits: all };
+  } finally {
+    cache.free();
+  }
+}
+
+/** Largest minus second-largest value of row[from, to). */
+function margin(row: ArrayLike<number>, from: number, to: number): number {
+  let a = -Infinity, b = -Infinity;
+  for (let i = from; i < to; i++) {
+    if (row[i] > a) [a, b] = [row[i], a];
+    else if (row[i] > b) b = row[i];
+  }
+  return a - b;
+}
+
+/** Greedy tokens of the f64 reference: the whole sequence recomputed each step. */
+function greedy64(
+  config: LlamaConfig,
+  weights: Map<string, Float64Array>,
+  ids: number[][],
+  steps: number,
+): number[][] {
+  const rows = ids.map((r) => [...r]);
+  const V = config.vocabSize;
+  for (let t = 0; t < steps; t++) {
+    const logits = llamaForward64(config, weights, rows);
+    const S = rows[0].length;
+    rows.forEach((r, b) => r.push(argmax(logits, (b * S + S - 1) * V, (b * S + S) * V)));
+  }
+  return rows.map((r) => r.slice(ids[0].length));
+}
+
+for (const name of MODELS) {
+  const dir = dirOf(name);
+  Deno.test(`${name}: greedy tokens of int8 / int4 weights (KV cache) against f64 and float`, async () => {
+    const config = await readLlamaConfig(dir);
+    const ids = batchOf(dir);
+    const g = loadGoldens(dir).cases.get("generate")!.values as {
+      tokens: number[][];
+      max_new_tokens: number;
+    };
+    const steps = g.max_new_tokens;
+    const report: string[] = [];
+    const goldenLogits = loadGoldens(dir).read("generate", "step_logits").data as Float32Array;
+    const V = config.vocabSize, B = ids.length;
+    for (const quantize of [8, 4, { bits: 4, groupSize: 16 }] as QuantizeOption[]) {
+      const spec = quantSpecOf(quantize);
+      const model = await loadLlama(dir, quantize);
+      let run;
+      try {
+        run = await greedy(model, ids, steps);
+      } finally {
+        model.dispose();
+      }
+      // The cached decode of the packed weights picks what the f64 forward of the same
+      // (dequantized) weights picks, step after step.
+      const ref = greedy64(config, await dequantizedWeights(dir, config, spec), ids, steps);
+      assert.deepEqual(run.tokens, ref, `${name} ${JSON.stringify(quantize)}: tokens vs f64`);
+      // Against the float model (the fixture's tokens and step logits): while the prefixes agree,
+      // a step whose float margin (top-1 minus top-2) exceeds twice the largest logit change the
+      // quantization made there must pick the same token; where it does not, the weights decide.
+      const parts: string[] = [];
+      for (let b = 0; b < B; b++) {
+        let t = 0;
+        for (; t < steps; t++) {
+          const at = (t * B + b) * V;
+          const float = goldenLogits.subarray(at, at + V);
+          const mine = run.logits[t].subarray(b * V, (b + 1) * V);
+          let err = 0;
+          for (let i = 0; i < V; i++) err = Math.max(err, Math.abs(mine[i] - float[i]));
+          const m = margin(float, 0, V);
+          if (run.tokens[b][t] === g.tokens[b][t]) continue;
+          assert.ok(
+            m <= 2 * err,
+            `${name} ${JSON.stringify(quantize)} row ${b} step ${t}: the float margin ${m} ` +
+              `exceeds twice the quantization's logit change ${err}, yet the token differs`,
+          );
+          parts.push(`row ${b}: ${t}/${steps} (then margin ${m.toFixed(4)} < 2×${err.toFixed(4)})`);
+          break;
+        }
+        if (t === steps) parts.push(`row ${b}: ${steps}/${steps}`);
+      }
+      report.push(`${JSON.stringify(quantize)} ${parts.join(", ")}`);
+    }
+    console.log(`${name}: greedy tokens equal to the float model's, per row: ${report.join("; ")}`);
+  });
+}

@@ -22,6 +22,7 @@ import { isQuantizedModule } from "../core/quant/format.ts";
 import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
+import { assertSameGrads } from "./helpers/grads.ts";
 
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
@@ -100,27 +101,6 @@ async function loraGrads(
     tm.dispose();
     model.dispose();
   }
-}
-
-function assertSameGrads(
-  what: string,
-  got: Map<string, Float32Array>,
-  want: Map<string, Float32Array>,
-) {
-  assert.deepEqual([...got.keys()], [...want.keys()], `${what}: trainable tensors`);
-  let nonzero = 0;
-  for (const [name, w] of want) {
-    const g = got.get(name)!;
-    let maxW = 0, maxD = 0;
-    for (let i = 0; i < w.length; i++) {
-      maxW = Math.max(maxW, Math.abs(w[i]));
-      maxD = Math.max(maxD, Math.abs(g[i] - w[i]));
-    }
-    if (maxW > 0) nonzero++;
-    // f32 accumulation in a different order (packed kernel vs float matmul): relative 1e-4.
-    assert.ok(maxD <= 1e-4 * maxW + 1e-7, `${what}: ${name} max diff ${maxD} (max ${maxW})`);
-  }
-  assert.equal(nonzero, want.size, `${what}: every LoRA gradient is nonzero`);
 }
 
 const cases: {

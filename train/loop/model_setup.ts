@@ -16,6 +16,7 @@ import {
   modelTypeOf,
   parseLoraConfig,
   readChatGLMConfig,
+  readLlamaConfig,
   writeTensor,
 } from "../../core/mod.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
@@ -53,24 +54,15 @@ export async function setupModel(
   // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
   // inference plan (context, batch 1), which says nothing about a training run.
   const quiet = { log: () => {}, progressBar: false };
-  // The training plan is ChatGLM's (train/memory_plan.ts); other architectures print none yet,
-  // and train on a float base.
+  // The base's config (either architecture) and how it will be loaded: quantized at load
+  // (--quantize), pre-quantized, or float.
   const stored = await modelTypeOf(modelDir) === "chatglm"
     ? await readChatGLMConfig(modelDir)
-    : null;
-  if (!stored && config.quantize !== null) {
-    throw new Error(
-      `--quantize: ${modelDir} is not a ChatGLM checkpoint; an int8/int4 base trains only for ` +
-        "ChatGLM so far",
-    );
-  }
-  // The base as it will be loaded: quantized at load (--quantize), pre-quantized, or float.
-  const { quantize, spec } = stored
-    ? trainQuantization(config, stored, modelDir)
-    : { quantize: undefined, spec: null };
-  const modelConfig = stored ? { ...stored, quantization: spec } : null;
+    : await readLlamaConfig(modelDir);
+  const { quantize, spec } = trainQuantization(config, stored, modelDir);
+  const modelConfig = { ...stored, quantization: spec };
   const plan = (adapter?: LoraAdapter) =>
-    modelConfig && log(formatTrainPlanSummary(trainMemoryPlan({
+    log(formatTrainPlanSummary(trainMemoryPlan({
       model: modelConfig,
       weightDtype: config.dtype,
       full: config.full,
