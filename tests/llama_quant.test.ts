@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { loadModel } from "../core/models/load.ts";
 import { type LlamaConfig, readLlamaConfig } from "../core/models/llama/config.ts";
-import { llamaParameters } from "../core/models/llama/params.ts";
+import { linearShapes, llamaParameters } from "../core/models/llama/params.ts";
+import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
+import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
+import { parseLoraConfig } from "../core/adapters/peft_config.ts";
+import { writeSafetensors } from "../core/io/safetensors.ts";
+import { readTensor as readTensorGpu } from "../core/tensor/tensor.ts";
+import { createRng } from "../base/random.ts";
+import { runMicroStep } from "../train/loop/step.ts";
+import { assertSameGrads } from "./helpers/grads.ts";
 import type { LlamaModel } from "../core/models/llama/model.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { quantSpecOf } from "../core/models/chatglm/quantized.ts";
@@ -236,4 +244,231 @@ for (const name of MODELS) {
     }
     console.log(`${name}: greedy tokens equal to the float model's, per row: ${report.join("; ")}`);
   });
+}
+
+const WRITE_SPECS: Record<string, QuantSpec> = {
+  "qwen2-tiny": { bits: 4, groupSize: 32, embeddings: false },
+  "qwen3-tiny": { bits: 8, groupSize: 16, embeddings: true },
+  // Untied: the stored head is quantized per row with the embeddings.
+  "llama3-tiny": { bits: 4, groupSize: null, embeddings: true },
+};
+
+for (const name of MODELS) {
+  const dir = dirOf(name);
+  const spec = WRITE_SPECS[name];
+  Deno.test(`${name}: quantize → write → load back gives the same model (${JSON.stringify(spec)})`, async () => {
+    const tmp = await Deno.makeTempDir({ prefix: "medglm-llama-quant-" });
+    const out = `${tmp}/out`;
+    try {
+      const path = await quantizeCheckpoint(dir, out, spec, { progressBar: false });
+      assert.equal(path, `${out}/model.safetensors`, "safetensors is the Llama family's default");
+      const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+      assert.deepEqual(config.medglm_quantization, {
+        bits: spec.bits,
+        group_size: spec.groupSize,
+        embeddings: spec.embeddings,
+      });
+      assert.equal(config.quantization_bit, undefined, "ChatGLM's key is not written");
+      assert.ok(await Deno.stat(`${out}/generation_config.json`), "non-weight files are copied");
+      // The stored values and scales are the arithmetic's, tensor by tensor.
+      const parsed = await readLlamaConfig(dir);
+      const ckpt = await openCheckpoint(out);
+      let quantized = 0;
+      for (const p of llamaParameters(parsed)) {
+        if (!isQuantizedWeight(p.name, spec, LLAMA_QUANT_LAYOUT)) {
+          // Float tensors keep their stored dtype and values.
+          const src = await readTensor(await openCheckpoint(dir), p.name);
+          const t = await readTensor(ckpt, p.name);
+          assert.equal(t.dtype, src.dtype, p.name);
+          assert.deepEqual(t.data, src.data, p.name);
+          continue;
+        }
+        const [rows, cols] = p.shape;
+        const g = groupSizeOf(p.name.slice(0, -".weight".length), spec, LLAMA_QUANT_LAYOUT);
+        const m = quantizeF16(await f16Of(dir, p.name), rows, cols, spec.bits, g ?? cols, p.name);
+        const w = await readTensor(ckpt, p.name);
+        const sc = await readTensor(ckpt, `${p.name}_scale`);
+        assert.equal(w.dtype, "I8");
+        assert.deepEqual(new Int8Array(w.data.buffer, w.data.byteOffset, w.data.length), storedBytes(m));
+        assert.deepEqual(viewAs(sc.data, Uint16Array), m.scales, `${p.name}_scale`);
+        quantized++;
+      }
+      assert.equal(quantized, 7 * parsed.numLayers + (spec.embeddings ? (parsed.tieWordEmbeddings ? 1 : 2) : 0));
+      assert.equal(ckpt.locate.has("lm_head.weight"), !parsed.tieWordEmbeddings);
+
+      // Loaded back without options: the same spec and the same logits, bit for bit.
+      const ids = batchOf(dir);
+      const atLoad = await loadLlama(dir, spec);
+      const back = await loadLlama(out);
+      try {
+        assert.deepEqual(back.config.quantization, spec);
+        const [a, b] = [await atLoad.forward(ids), await back.forward(ids)];
+        assert.equal(a.length, b.length);
+        assert.ok(a.every((v, i) => Object.is(v, b[i])), "logits differ between load-time and written");
+      } finally {
+        atLoad.dispose();
+        back.dispose();
+      }
+      // Asking for another quantization of a quantized checkpoint is refused naming both.
+      await assert.rejects(
+        () => loadLlama(out, { bits: spec.bits === 8 ? 4 : 8 }),
+        /already quantized .*cannot be re-quantized/,
+      );
+      // …and quantizing it again too.
+      await assert.rejects(
+        () => quantizeCheckpoint(out, `${tmp}/again`, spec, { progressBar: false }),
+        /already quantized/,
+      );
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  });
+}
+
+Deno.test("a group size that does not divide an input width is refused naming the tensor", async () => {
+  const dir = dirOf("qwen3-tiny"); // inputs 64 (hidden), 128 (o_proj: 4 heads × 32), 160 (down)
+  await assert.rejects(
+    () => loadLlama(dir, { bits: 4, groupSize: 48 }),
+    /model\.layers\.0\.self_attn\.q_proj\.weight: group size 48 must divide the input width 64/,
+  );
+  // 64 divides the hidden width and o_proj's 128, not down_proj's 160.
+  await assert.rejects(
+    () => loadLlama(dir, { bits: 8, groupSize: 64 }),
+    (e: Error) =>
+      /model\.layers\.0\.mlp\.down_proj\.weight: group size 64 must divide the input width 160/
+        .test(e.message) && !/q_proj/.test(e.message),
+  );
+  const tmp = await Deno.makeTempDir({ prefix: "medglm-llama-quant-bad-" });
+  try {
+    await assert.rejects(
+      () =>
+        quantizeCheckpoint(dir, `${tmp}/out`, { bits: 4, groupSize: 64, embeddings: false }, {
+          progressBar: false,
+        }),
+      /mlp\.down_proj\.weight: group size 64 must divide the input width 160/,
+    );
+    // Nothing was written: no output directory, no temporary one left behind.
+    assert.deepEqual([...Deno.readDirSync(tmp)], []);
+    // A checkpoint whose config records such a group is refused at load, naming the tensor.
+    const out = `${tmp}/g32`;
+    await quantizeCheckpoint(dir, out, { bits: 4, groupSize: 32, embeddings: false }, {
+      progressBar: false,
+    });
+    const cfg = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+    cfg.medglm_quantization.group_size = 64;
+    await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(cfg));
+    await assert.rejects(() => loadLlama(out), /mlp\.down_proj\.weight: group size 64 must divide/);
+    // HF's quantization_config (GPTQ, AWQ, …) is another format: refused by name.
+    delete cfg.medglm_quantization;
+    cfg.quantization_config = { quant_method: "awq", bits: 4 };
+    await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(cfg));
+    await assert.rejects(() => loadLlama(out), /quantization_config \(quant_method "awq"\) is not supported/);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+// --- QLoRA: LoRA on an int4 base, gradients against the dequantized f32 model -------------------
+
+/** The model with its quantized weights replaced by their dequantized values, all in f32. */
+async function writeDequantizedLlama(dir: string, spec: QuantSpec): Promise<string> {
+  const out = await Deno.makeTempDir({ prefix: "medglm-llama-qlora-deq-" });
+  for (const f of ["config.json", "generation_config.json"]) {
+    await Deno.copyFile(`${dir}/${f}`, `${out}/${f}`);
+  }
+  const config = await readLlamaConfig(dir);
+  const weights = await dequantizedWeights(dir, config, spec);
+  // q · scale (a small integer times an f16) is exact in f32, as the kernels compute it.
+  await writeSafetensors(
+    `${out}/model.safetensors`,
+    llamaParameters(config).map((p) => ({
+      name: p.name,
+      dtype: "F32" as const,
+      shape: p.shape,
+      data: Float32Array.from(weights.get(p.name)!),
+    })),
+  );
+  return out;
+}
+
+/** A seeded adapter on all seven projections with A and B both nonzero. */
+async function randomLlamaAdapter(dir: string): Promise<LoraAdapter> {
+  const rng = createRng(11);
+  const adapter = initLoraAdapter(
+    parseLoraConfig({
+      peft_type: "LORA",
+      r: 4,
+      lora_alpha: 8,
+      target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    }, "test adapter"),
+    { linearModules: linearShapes(await readLlamaConfig(dir)), name: dir },
+    () => rng.next(),
+  );
+  for (const m of adapter.modules.values()) {
+    for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
+  }
+  return adapter;
+}
+
+/** Loss and every LoRA gradient of the fixture's training batch through the trainer's step. */
+async function llamaLoraGrads(
+  dir: string,
+  adapterDir: string,
+  quantize: QuantizeOption | undefined,
+  recompute: boolean,
+): Promise<{ loss: number; grads: Map<string, Float32Array>; quantized: boolean }> {
+  const v = loadGoldens(adapterDir).cases.get("train")!.values as {
+    input_ids: number[][];
+    labels: number[][];
+  };
+  // What `deno task train --quantize` loads (train/loop/model_setup.ts).
+  const model = await loadModel(dir, {
+    ...quiet,
+    adapter: await randomLlamaAdapter(adapterDir),
+    trainable: true,
+    quantize,
+  });
+  const tm = prepareTrainingFor(model, "lora");
+  try {
+    const batch = buildTrainBatchFor(model, v.input_ids, v.labels);
+    const r = await runMicroStep(tm, batch, { zeroGrads: true, dropout: 0, recompute });
+    const grads = new Map<string, Float32Array>();
+    for (const p of tm.params) grads.set(p.name, await readTensorGpu(p.grad) as Float32Array);
+    return { loss: r.loss, grads, quantized: model.config.quantization != null };
+  } finally {
+    tm.dispose();
+    model.dispose();
+  }
+}
+
+for (const name of MODELS) {
+  const dir = dirOf(name);
+  for (const spec of [quantSpecOf(4), quantSpecOf({ bits: 4, groupSize: 32 })]) {
+    Deno.test(`${name}: QLoRA gradients on ${JSON.stringify(spec)} equal the dequantized f32 model's`, async () => {
+      const ref = await writeDequantizedLlama(dir, spec);
+      try {
+        const want = await llamaLoraGrads(ref, dir, undefined, false);
+        assert.equal(want.quantized, false);
+        for (const recompute of [false, true]) {
+          const got = await llamaLoraGrads(dir, dir, spec, recompute);
+          assert.equal(got.quantized, true, "the base is loaded quantized");
+          const what = `${name} ${JSON.stringify(spec)}, recompute ${recompute}`;
+          assert.ok(
+            Math.abs(got.loss - want.loss) <= 1e-5 * Math.abs(want.loss),
+            `${what}: loss ${got.loss} vs ${want.loss}`,
+          );
+          assert.equal(got.grads.size, 7 * 2 * 2, "A and B of seven modules in two layers");
+          assertSameGrads(what, got.grads, want.grads);
+        }
+        // The comparison tells bases apart: the float model's gradients are others.
+        const float = await llamaLoraGrads(dir, dir, undefined, false);
+        assert.throws(
+          () => assertSameGrads("float vs dequantized", float.grads, want.grads),
+          /max diff/,
+        );
+      } finally {
+        await Deno.remove(ref, { recursive: true });
+      }
+    });
+  }
 }

@@ -11,7 +11,8 @@
  * - With `embeddings`, the embedding table is quantized the same way (per row) and a tied output
  *   layer reads it (a stored `lm_head.weight` that differs from the embeddings is quantized per row
  *   too, as `lm_head.weight` + `lm_head.weight_scale`).
- * - Everything else is float16; `lm_head.weight` may be absent (tied to the embeddings).
+ * - Everything else is float: f16 (ChatGLM) or as the source stored it (the Llama family);
+ *   `lm_head.weight` may be absent (tied to the embeddings).
  */
 
 import type { QuantBits } from "./arith.ts";
@@ -39,6 +40,11 @@ export interface QuantLayout {
   head: string;
   /** config.json without `tie_word_embeddings` means tied (ChatGLM) or untied (Llama family). */
   tiedByDefault: boolean;
+  /**
+   * The tensors left in float keep their stored dtype (Llama family: bf16 stays bf16) instead of
+   * f16 (ChatGLM, as its quantized releases).
+   */
+  floatsAsStored: boolean;
   /** Reads the quantization keys of a config.json object (null: not quantized). */
   readSpec(c: Record<string, unknown>, source: string): QuantSpec | null;
   /** The config.json keys that record `spec` (what `deno task quantize` writes). */
@@ -66,6 +72,7 @@ export const CHATGLM_QUANT_LAYOUT: QuantLayout = {
   embedding: "transformer.word_embeddings",
   head: "lm_head",
   tiedByDefault: true,
+  floatsAsStored: false,
   readSpec: readChatGLMQuantSpec,
   configKeys(spec) {
     const keys: Record<string, unknown> = { quantization_bit: spec.bits };
@@ -95,6 +102,7 @@ export const LLAMA_QUANT_LAYOUT: QuantLayout = {
   embedding: "model.embed_tokens",
   head: "lm_head",
   tiedByDefault: false,
+  floatsAsStored: true,
   readSpec: readLlamaQuantSpec,
   configKeys(spec) {
     return {

@@ -1,9 +1,11 @@
 /**
  * Writes a quantized copy of a model directory (what `deno task quantize` does), in the layout of
  * its architecture's table (format.ts): the block linears as int8/int4 + f16 `weight_scale`,
- * everything else f16, `lm_head.weight` left out when tied, config.json with the architecture's
+ * `lm_head.weight` left out when tied, config.json with the architecture's
  * quantization keys (ChatGLM: the original's `quantization_bit` and our group-size key; the Llama
- * family: our `medglm_quantization`), the tokenizer and other non-weight files copied. A torch
+ * family: our `medglm_quantization`), the tokenizer and other non-weight files copied. The other
+ * float tensors are f16 for ChatGLM (its releases' layout) and stay as stored (bf16, f16 or f32)
+ * for the Llama family, so that the written model equals the one quantized at load. A torch
  * `.bin` zip (ChatGLM's default, like THUDM's `chatglm-6b-int4` / `-int8` releases) or
  * safetensors (the Llama family's default).
  *
@@ -13,7 +15,7 @@
  */
 
 import { type Checkpoint, openCheckpoint, readTensor } from "../io/checkpoint.ts";
-import { convertBytes, type Dtype, viewAs } from "../io/dtype.ts";
+import { convertBytes, type Dtype, type FloatDtype, viewAs } from "../io/dtype.ts";
 import { createProgress, writeJsonAtomic } from "../../base/mod.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { writeTorchStateDict } from "../io/torch_writer.ts";
@@ -112,9 +114,12 @@ export async function quantizeCheckpoint(
       if (!e.isFile || e.name === "config.json" || WEIGHT_FILE.test(e.name)) continue;
       await Deno.copyFile(`${src}/${e.name}`, `${tmp}/${e.name}`);
     }
-    // The stored float dtype is f16 now: under the key the config already uses (v5 `dtype`).
-    const dtypeKey = "dtype" in configJson ? "dtype" : "torch_dtype";
-    const config = { ...configJson, ...layout.configKeys(spec), [dtypeKey]: "float16" };
+    // ChatGLM's float weights are f16 now (torch_dtype says so); the Llama family's keep theirs.
+    const config = {
+      ...configJson,
+      ...layout.configKeys(spec),
+      ...(layout.floatsAsStored ? {} : { torch_dtype: "float16" }),
+    };
     await writeJsonAtomic(`${tmp}/config.json`, config);
     await Deno.remove(out).catch(() => {}); // an empty directory may stand in the way
     await Deno.rename(tmp, out);
@@ -204,14 +209,15 @@ function planEntries(
         },
       });
     } else {
+      const dtype: FloatDtype = layout.floatsAsStored ? stored.dtype as FloatDtype : "F16";
       entries.push({
         name,
-        dtype: "F16",
+        dtype,
         shape: stored.shape,
         data: async () => {
           const t = await readTensor(ckpt, name);
           tick(name);
-          return convertBytes(t.data, t.dtype, "F16");
+          return convertBytes(t.data, t.dtype, dtype);
         },
       });
     }
