@@ -10,12 +10,18 @@ import { type LlamaConfig, readLlamaConfig } from "../core/models/llama/config.t
 import { linearShapes, llamaParameters } from "../core/models/llama/params.ts";
 import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
 import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
+import {
+  baseQuantizationOf,
+  parseLoraConfig,
+  readLoraConfig,
+} from "../core/adapters/peft_config.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { readTensor as readTensorGpu } from "../core/tensor/tensor.ts";
 import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { assertSameGrads } from "./helpers/grads.ts";
+import { buildTinyTrainData, tinyTrainConfig } from "./helpers/tiny_training.ts";
+import { train } from "../train/train.ts";
 import type { LlamaModel } from "../core/models/llama/model.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { quantSpecOf } from "../core/models/chatglm/quantized.ts";
@@ -472,3 +478,110 @@ for (const name of MODELS) {
     });
   }
 }
+
+// --- the commands: train --quantize, infer --quantize, deno task quantize on a Llama dir ----------
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function runCli(script: string, args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL(`../${script}`, import.meta.url).pathname, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+Deno.test("train --quantize 4,group=16 trains a LoRA on an int4 Qwen3 base and records it", async () => {
+  // The tiny ChatGLM tokenizer's ids (vocabulary 2048) fit the tiny Qwen3's vocabulary too.
+  const data = await buildTinyTrainData("llama-qlora", 8);
+  const out = await Deno.makeTempDir({ prefix: "medglm-llama-qlora-train-" });
+  try {
+    const lines: string[] = [];
+    const result = await train(
+      tinyTrainConfig(data, out, {
+        model: dirOf("qwen3-tiny"),
+        quantize: "4,group=16",
+        targetModules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        lr: 5e-3,
+        warmupSteps: 1,
+        gradAccumulation: 1,
+        maxSteps: 2,
+        evalSteps: 2,
+        saveSteps: 2,
+        recompute: true,
+      }),
+      { log: (l) => lines.push(l), progressStream: { writeSync: (b: Uint8Array) => b.length } },
+    );
+    assert.equal(result.steps, 2);
+    assert.ok(result.losses.every((l) => Number.isFinite(l.loss)), "finite losses");
+    // The run's plan is printed for the int4 base.
+    assert.ok(
+      lines.some((l) => /GPU memory plan \(training:/.test(l)) &&
+        lines.some((l) => /LoRA r \d+ on q_proj, k_proj, v_proj, o_proj \(8 modules\)/.test(l)),
+      lines.join("\n"),
+    );
+    const ckpt = `${out}/checkpoint-2`;
+    assert.deepEqual(baseQuantizationOf(await readLoraConfig(ckpt)), { bits: 4, groupSize: 16 });
+  } finally {
+    await Deno.remove(out, { recursive: true });
+    await Deno.remove(data, { recursive: true });
+  }
+});
+
+Deno.test("infer --quantize 8 --prompt-ids and deno task quantize on a Llama-family directory", async () => {
+  const dir = dirOf("qwen3-tiny");
+  const prompt = (loadGoldens(dir).cases.get("forward_batch")!.values as {
+    prompts_ids: number[][];
+  }).prompts_ids[0];
+  const model = await loadLlama(dir, 8);
+  let want: number[];
+  try {
+    want = (await greedy(model, [prompt], 6)).tokens[0];
+  } finally {
+    model.dispose();
+  }
+  const ids = ["--prompt-ids", prompt.join(","), "--max-new-tokens", "6"];
+  const r = await runCli("serve/infer_cli.ts", ["--model", dir, "--quantize", "8", ...ids]);
+  assert.equal(r.code, 0, r.stderr);
+  const eos = (await readLlamaConfig(dir)).eosTokenIds;
+  const cut = want.findIndex((id) => eos.includes(id));
+  assert.equal(r.stdout.trim(), (cut < 0 ? want : want.slice(0, cut + 1)).join(" "));
+
+  const tmp = await Deno.makeTempDir({ prefix: "medglm-llama-quantize-cli-" });
+  try {
+    const q = await runCli("core/cli/quantize.ts", [
+      "--model",
+      dir,
+      "--bits",
+      "8",
+      "--out",
+      `${tmp}/int8`,
+    ]);
+    assert.equal(q.code, 0, q.stderr);
+    assert.match(q.stderr, /wrote .*int8\/model\.safetensors \(int8, per-row scales\)/);
+    // The written directory answers without --quantize, as the quantized-at-load model does.
+    const back = await runCli("serve/infer_cli.ts", ["--model", `${tmp}/int8`, ...ids]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal(back.stdout, r.stdout);
+    const bad = await runCli("core/cli/quantize.ts", [
+      "--model",
+      dir,
+      "--bits",
+      "4",
+      "--group-size",
+      "48",
+      "--out",
+      `${tmp}/bad`,
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /nothing was written.*k_proj\.weight: group size 48 must divide the input width 64/);
+    assert.equal(await Deno.stat(`${tmp}/bad`).then(() => true, () => false), false);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

@@ -307,3 +307,10 @@ export function readLlamaQuantSpec(
 export function quantConfigKeys(spec: QuantSpec): Record<string, unknown> {
   return CHATGLM_QUANT_LAYOUT.configKeys(spec);
 }
+
+/** "int4, group size 32, embeddings quantized" and the like. */
+export function describeQuant(spec: QuantSpec): string {
+  return `int${spec.bits}${spec.groupSize ? `, group size ${spec.groupSize}` : ", per-row scales"}${
+    spec.embeddings ? ", embeddings quantized" : ""
+  }`;
+}

@@ -21,6 +21,7 @@ import { writeSafetensors } from "../io/safetensors.ts";
 import { writeTorchStateDict } from "../io/torch_writer.ts";
 import { checkQuantShape, type QuantizedMatrix, quantizeF16, storedBytes } from "./arith.ts";
 import {
+  describeQuant,
   groupSizeOf,
   isQuantizedWeight,
   type QuantLayout,
@@ -94,11 +95,23 @@ export async function quantizeCheckpoint(
     !(tied && n === HEAD) && !/\.rotary_emb\.inv_freq$/.test(n)
   );
   // Every weight must take the spec (group size dividing its input width) before a byte is written.
+  const problems: string[] = [];
   for (const name of names) {
     if (!isQuantizedWeight(name, spec, layout)) continue;
     const [rows, cols] = ckpt.locate.get(name)!.tensor.shape;
     const group = groupSizeOf(name.slice(0, -".weight".length), spec, layout);
-    checkQuantShape(name, spec.bits, rows, cols, group ?? cols);
+    try {
+      checkQuantShape(name, spec.bits, rows, cols, group ?? cols);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (problems.length > 0) {
+    throw new Error(
+      `${src}: cannot quantize as ${describeQuant(spec)} (nothing was written): ` +
+        problems.slice(0, 4).join("; ") +
+        (problems.length > 4 ? `; and ${problems.length - 4} more` : ""),
+    );
   }
   const format = options.format ?? (layout.tiedByDefault ? "torch" : "safetensors");
   const parent = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) || "/" : ".";

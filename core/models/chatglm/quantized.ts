@@ -15,6 +15,7 @@ import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts
 import { checkQuantShape, quantizeF16, storedBytes } from "../../quant/arith.ts";
 import {
   CHATGLM_QUANT_LAYOUT,
+  describeQuant,
   groupSizeOf,
   isQuantizedWeight,
   type QuantLayout,
@@ -25,6 +26,8 @@ import { type QuantDesign, uploadQuantWeight } from "../../quant/gpu_weight.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { isIgnoredTensor, parameterTable } from "./params.ts";
 import type { LoadProgress, WeightDtype } from "./weights.ts";
+
+export { describeQuant };
 
 /**
  * What the quantized load needs to know of an architecture: its layout table (core/quant/format.ts),
@@ -106,13 +109,6 @@ export function resolveQuantization(
     throw new Error(`quantize: group size ${spec.groupSize} must be a positive multiple of 8`);
   }
   return { spec, prequantized: false };
-}
-
-/** "int4, group size 32, embeddings quantized" and the like. */
-export function describeQuant(spec: QuantSpec): string {
-  return `int${spec.bits}${spec.groupSize ? `, group size ${spec.groupSize}` : ", per-row scales"}${
-    spec.embeddings ? ", embeddings quantized" : ""
-  }`;
 }
 
 /**
