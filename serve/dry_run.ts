@@ -4,7 +4,7 @@
  * or GPU needed) and exits.
  */
 
-import { DEMO_MODEL_DIR, dryRunPlans, type DryRunOptions } from "../core/mod.ts";
+import { DEMO_MODEL_DIR, type DryRunOptions, dryRunPlans } from "../core/mod.ts";
 
 export async function printDryRun(
   model: string | undefined,

@@ -129,7 +129,9 @@ Deno.test("serve --dry-run plans the KV cache of --max-concurrent rows", async (
     const q = await run("serve/cli.ts", ["--model", dir, "--dry-run", "--quantize", "4,group=32"]);
     assert.equal(q.code, 0, q.stderr);
     assert.match(q.stdout, /the run as asked \(int4, group size 32\)/);
-    assert.ok(rowGiB(q.stdout, /^int4, group size 32/)[0] > rowGiB(q.stdout, /^int4, group size 128/)[0]);
+    assert.ok(
+      rowGiB(q.stdout, /^int4, group size 32/)[0] > rowGiB(q.stdout, /^int4, group size 128/)[0],
+    );
     // A directory without config.json says what the dry run needs.
     const empty = await Deno.makeTempDir({ prefix: "medglm-empty-" });
     const bad = await run("serve/infer_cli.ts", ["--model", empty, "--dry-run"]);
@@ -201,7 +203,11 @@ Deno.test("the training plan of a Llama config counts what the family keeps", as
   assert.equal(plan.trainableParams, 36 * 8 * (2 * (4096 + 4096) + 2 * (4096 + 1024)));
   assert.equal(plan.targetedModules.length, 144);
   // Attention probabilities of one layer: 32 heads × 512² f32.
-  assert.ok(plan.largest.some((t) => t.name.startsWith("attention probs") && t.bytes === 32 * 512 * 512 * 4));
+  assert.ok(
+    plan.largest.some((t) =>
+      t.name.startsWith("attention probs") && t.bytes === 32 * 512 * 512 * 4
+    ),
+  );
   // KV cache (reference) of 8 kv heads of 128.
   assert.equal(plan.kvCache.bytes, 2 * 36 * 512 * 1024 * 2);
   assert.throws(

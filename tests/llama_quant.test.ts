@@ -295,11 +295,17 @@ for (const name of MODELS) {
         const w = await readTensor(ckpt, p.name);
         const sc = await readTensor(ckpt, `${p.name}_scale`);
         assert.equal(w.dtype, "I8");
-        assert.deepEqual(new Int8Array(w.data.buffer, w.data.byteOffset, w.data.length), storedBytes(m));
+        assert.deepEqual(
+          new Int8Array(w.data.buffer, w.data.byteOffset, w.data.length),
+          storedBytes(m),
+        );
         assert.deepEqual(viewAs(sc.data, Uint16Array), m.scales, `${p.name}_scale`);
         quantized++;
       }
-      assert.equal(quantized, 7 * parsed.numLayers + (spec.embeddings ? (parsed.tieWordEmbeddings ? 1 : 2) : 0));
+      assert.equal(
+        quantized,
+        7 * parsed.numLayers + (spec.embeddings ? (parsed.tieWordEmbeddings ? 1 : 2) : 0),
+      );
       assert.equal(ckpt.locate.has("lm_head.weight"), !parsed.tieWordEmbeddings);
 
       // Loaded back without options: the same spec and the same logits, bit for bit.
@@ -310,7 +316,10 @@ for (const name of MODELS) {
         assert.deepEqual(back.config.quantization, spec);
         const [a, b] = [await atLoad.forward(ids), await back.forward(ids)];
         assert.equal(a.length, b.length);
-        assert.ok(a.every((v, i) => Object.is(v, b[i])), "logits differ between load-time and written");
+        assert.ok(
+          a.every((v, i) => Object.is(v, b[i])),
+          "logits differ between load-time and written",
+        );
       } finally {
         atLoad.dispose();
         back.dispose();
@@ -368,7 +377,10 @@ Deno.test("a group size that does not divide an input width is refused naming th
     delete cfg.medglm_quantization;
     cfg.quantization_config = { quant_method: "awq", bits: 4 };
     await Deno.writeTextFile(`${out}/config.json`, JSON.stringify(cfg));
-    await assert.rejects(() => loadLlama(out), /quantization_config \(quant_method "awq"\) is not supported/);
+    await assert.rejects(
+      () => loadLlama(out),
+      /quantization_config \(quant_method "awq"\) is not supported/,
+    );
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
@@ -579,7 +591,10 @@ Deno.test("infer --quantize 8 --prompt-ids and deno task quantize on a Llama-fam
       `${tmp}/bad`,
     ]);
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /nothing was written.*k_proj\.weight: group size 48 must divide the input width 64/);
+    assert.match(
+      bad.stderr,
+      /nothing was written.*k_proj\.weight: group size 48 must divide the input width 64/,
+    );
     assert.equal(await Deno.stat(`${tmp}/bad`).then(() => true, () => false), false);
   } finally {
     await Deno.remove(tmp, { recursive: true });

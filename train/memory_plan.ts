@@ -35,17 +35,17 @@
  */
 
 import {
-  chatglmPlanArch,
   type ChatGLMConfig,
+  chatglmPlanArch,
   describeQuant,
   isTargetModule,
   LINEAR_MODULES,
+  linearModuleName,
+  linearShape,
   LLAMA_LINEARS,
   type LlamaConfig,
   llamaLinearShapes,
   llamaPlanArch,
-  linearModuleName,
-  linearShape,
   type PlanArch,
   planMemoryOf,
   type QuantSpec,

@@ -13,8 +13,8 @@ import {
   formatMemoryPlan,
   gib,
   type MemoryPlan,
-  planMemoryOf,
   type PlanArch,
+  planMemoryOf,
 } from "./chatglm/memory_plan.ts";
 import {
   describeQuant,
@@ -91,7 +91,8 @@ async function describeModel(dir: string): Promise<{
     maxContext: defaultLlamaContext(c),
     tiedHead: c.tieWordEmbeddings,
     stored: c.quantization,
-    summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
+    summary:
+      `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
       `key-value heads of ${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}, ` +
       `output layer ${c.tieWordEmbeddings ? "tied to the embeddings" : "untied"}`,
   };
@@ -171,8 +172,10 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
     software: plan(quant, true),
   }));
   const chosen = rows.find((r) =>
-    resolved ? r.quant?.bits === resolved.spec.bits && r.quant.groupSize === resolved.spec.groupSize &&
-      r.quant.embeddings === resolved.spec.embeddings : r.quant === null
+    resolved
+      ? r.quant?.bits === resolved.spec.bits && r.quant.groupSize === resolved.spec.groupSize &&
+        r.quant.embeddings === resolved.spec.embeddings
+      : r.quant === null
   )!;
   const count = parameters.toLocaleString("en-US");
   const billions = `${(parameters / 1e9).toFixed(2)}B`;
@@ -182,7 +185,9 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
     `  parameters ${count} (${billions}): ${m.summary}`,
     `  context ${maxContext}, batch ${batch}; other weights ${dtype}`,
     "",
-    `  ${"weights".padEnd(34)}${col("weights", 11)}${col("GPU after load", 16)}${col("GPU peak", 11)}` +
+    `  ${"weights".padEnd(34)}${col("weights", 11)}${col("GPU after load", 16)}${
+      col("GPU peak", 11)
+    }` +
     `${col("host peak", 11)}${col("host peak (software GPU)", 26)}`,
     ...rows.map((r) =>
       `  ${r.label.padEnd(34)}${col(gib(r.hardware.weightsBytes), 11)}${

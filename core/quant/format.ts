@@ -106,7 +106,11 @@ export const LLAMA_QUANT_LAYOUT: QuantLayout = {
   readSpec: readLlamaQuantSpec,
   configKeys(spec) {
     return {
-      [LLAMA_QUANT_KEY]: { bits: spec.bits, group_size: spec.groupSize, embeddings: spec.embeddings },
+      [LLAMA_QUANT_KEY]: {
+        bits: spec.bits,
+        group_size: spec.groupSize,
+        embeddings: spec.embeddings,
+      },
     };
   },
 };
@@ -166,7 +170,10 @@ export function isQuantizedWeight(
  * usually tied (absent); a checkpoint whose head differs from its embeddings (the demo model's,
  * trained untied) keeps its own quantized head.
  */
-export function isPerRowModule(module: string, layout: QuantLayout = CHATGLM_QUANT_LAYOUT): boolean {
+export function isPerRowModule(
+  module: string,
+  layout: QuantLayout = CHATGLM_QUANT_LAYOUT,
+): boolean {
   return module === layout.embedding || module === layout.head;
 }
 
@@ -212,9 +219,7 @@ function checkSpecValues(
 ): QuantSpec {
   if (bits !== 4 && bits !== 8) {
     fail(
-      `${keys.bits} is ${
-        JSON.stringify(bits)
-      }: only 4 and 8 (or 0, not quantized) are supported`,
+      `${keys.bits} is ${JSON.stringify(bits)}: only 4 and 8 (or 0, not quantized) are supported`,
     );
   }
   let g: number | null = null;

@@ -13,7 +13,13 @@ import { llamaInvFreq } from "../../core/models/llama/rotary.ts";
 import { gqaAttention64, headsRotary64, rmsNorm64, siluGate64 } from "./llama.ts";
 
 /** x [M, K] · wᵀ ([N, K]) + b. */
-function linear64(x: Float64Array, M: number, w: ArrayLike<number>, N: number, b?: ArrayLike<number>) {
+function linear64(
+  x: Float64Array,
+  M: number,
+  w: ArrayLike<number>,
+  N: number,
+  b?: ArrayLike<number>,
+) {
   const K = x.length / M;
   const out = new Float64Array(M * N);
   for (let i = 0; i < M; i++) {

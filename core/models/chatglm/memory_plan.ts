@@ -14,8 +14,8 @@ import {
   CHATGLM_QUANT_LAYOUT,
   groupSizeOf,
   isQuantizedWeight,
-  type QuantLayout,
   quantizedBytes,
+  type QuantLayout,
   type QuantSpec,
 } from "../../quant/format.ts";
 import { describeQuant } from "./quantized.ts";
