@@ -9,8 +9,8 @@ import { readLlamaConfig } from "../core/models/llama/config.ts";
 import { loadTrainConfig } from "../train/config.ts";
 import { dryRunReport } from "../train/dry_run.ts";
 import { trainMemoryPlan } from "../train/memory_plan.ts";
+import { runScript as run } from "./helpers/cli.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const REAL = new URL("./fixtures/real-configs", import.meta.url).pathname;
 
 /** Each real config with its published parameter count. */
@@ -19,20 +19,6 @@ const MODELS = [
   { dir: "qwen3-8b", type: "qwen3", params: 8.19e9 },
   { dir: "meta-llama-3-8b-instruct", type: "llama", params: 8.03e9 },
 ];
-
-/** Runs a CLI in a subprocess (no GPU work: the dry run reads config.json only). */
-async function run(script: string, args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${ROOT}/${script}`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
 
 /** GiB figures of a table row of the inference dry run: weights, GPU after load, GPU peak, … */
 function rowGiB(text: string, label: RegExp): number[] {

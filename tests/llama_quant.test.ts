@@ -9,17 +9,13 @@ import { loadModel } from "../core/models/load.ts";
 import { type LlamaConfig, readLlamaConfig } from "../core/models/llama/config.ts";
 import { linearShapes, llamaParameters } from "../core/models/llama/params.ts";
 import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
-import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
-import {
-  baseQuantizationOf,
-  parseLoraConfig,
-  readLoraConfig,
-} from "../core/adapters/peft_config.ts";
+import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
+import { baseQuantizationOf, readLoraConfig } from "../core/adapters/peft_config.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { readTensor as readTensorGpu } from "../core/tensor/tensor.ts";
-import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
-import { assertSameGrads } from "./helpers/grads.ts";
+import { assertSameGrads, seededAdapter } from "./helpers/grads.ts";
+import { runScript as runCli } from "./helpers/cli.ts";
 import { buildTinyTrainData, tinyTrainConfig } from "./helpers/tiny_training.ts";
 import { train } from "../train/train.ts";
 import type { LlamaModel } from "../core/models/llama/model.ts";
@@ -411,21 +407,8 @@ async function writeDequantizedLlama(dir: string, spec: QuantSpec): Promise<stri
 
 /** A seeded adapter on all seven projections with A and B both nonzero. */
 async function randomLlamaAdapter(dir: string): Promise<LoraAdapter> {
-  const rng = createRng(11);
-  const adapter = initLoraAdapter(
-    parseLoraConfig({
-      peft_type: "LORA",
-      r: 4,
-      lora_alpha: 8,
-      target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    }, "test adapter"),
-    { linearModules: linearShapes(await readLlamaConfig(dir)), name: dir },
-    () => rng.next(),
-  );
-  for (const m of adapter.modules.values()) {
-    for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
-  }
-  return adapter;
+  const targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+  return seededAdapter(targets, linearShapes(await readLlamaConfig(dir)), dir, 11);
 }
 
 /** Loss and every LoRA gradient of the fixture's training batch through the trainer's step. */
@@ -492,21 +475,6 @@ for (const name of MODELS) {
 }
 
 // --- the commands: train --quantize, infer --quantize, deno task quantize on a Llama dir ----------
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function runCli(script: string, args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL(`../${script}`, import.meta.url).pathname, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
 
 Deno.test("train --quantize 4,group=16 trains a LoRA on an int4 Qwen3 base and records it", async () => {
   // The tiny ChatGLM tokenizer's ids (vocabulary 2048) fit the tiny Qwen3's vocabulary too.

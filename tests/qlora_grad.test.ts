@@ -12,17 +12,15 @@ import { prepareTraining } from "../core/models/chatglm/train_forward.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { linearModules } from "../core/models/chatglm/params.ts";
-import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
+import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
 import { iterateTensors, openCheckpoint } from "../core/io/checkpoint.ts";
 import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
 import { isQuantizedModule } from "../core/quant/format.ts";
-import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
-import { assertSameGrads } from "./helpers/grads.ts";
+import { assertSameGrads, seededAdapter } from "./helpers/grads.ts";
 
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
@@ -60,22 +58,8 @@ async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<
 
 /** A seeded adapter on all four linear modules with A and B both nonzero. */
 async function randomAdapter(): Promise<LoraAdapter> {
-  const config = await readChatGLMConfig(F16);
-  const rng = createRng(7);
-  const adapter = initLoraAdapter(
-    parseLoraConfig({
-      peft_type: "LORA",
-      r: 4,
-      lora_alpha: 8,
-      target_modules: ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    }, "test adapter"),
-    { linearModules: linearModules(config), name: F16 },
-    () => rng.next(),
-  );
-  for (const m of adapter.modules.values()) {
-    for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
-  }
-  return adapter;
+  const targets = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+  return seededAdapter(targets, linearModules(await readChatGLMConfig(F16)), F16, 7);
 }
 
 /** Loss and every LoRA gradient of one micro-batch (no dropout). */

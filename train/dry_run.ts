@@ -26,6 +26,7 @@ import {
   fmtBytes,
   formatTrainMemoryPlan,
   limitWarnings,
+  runPlanInput,
   type TrainMemoryPlan,
   trainMemoryPlan,
 } from "./memory_plan.ts";
@@ -141,18 +142,9 @@ export async function dryRunReport(
     // --quantize applies to both (the bundled 6B config is planned as the run would load it).
     const { spec } = trainQuantization(config, m.config, m.label);
     const run = (quantization: QuantSpec | null) =>
-      trainMemoryPlan({
-        adapter: m === chosen ? adapter : undefined,
-        model: { ...m.config, quantization },
-        weightDtype: config.dtype,
-        full: config.full,
-        loraR: config.loraR,
-        targetModules: config.targetModules,
-        batchSize: config.batchSize,
-        gradAccumulation: config.gradAccumulation,
-        seqLen: config.maxLength,
-        recompute: config.recompute,
-      });
+      trainMemoryPlan(
+        runPlanInput(config, { ...m.config, quantization }, m === chosen ? adapter : undefined),
+      );
     const plan = run(spec);
     parts.push(formatTrainMemoryPlan(plan, m.label));
     // LoRA on a full-precision checkpoint: what an int8 / int4 base (--quantize) would save.

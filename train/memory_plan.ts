@@ -50,6 +50,7 @@ import {
   planMemoryOf,
   type QuantSpec,
 } from "../core/mod.ts";
+import type { TrainConfig } from "./config.ts";
 
 /** What the training plan needs of an architecture. */
 interface TrainArch {
@@ -180,6 +181,36 @@ export interface TrainMemoryPlan {
 }
 
 const F32 = 4;
+
+/** The plan input of a run's settings on `model` (the run's adapter when it has one). */
+export function runPlanInput(
+  config: Pick<
+    TrainConfig,
+    | "dtype"
+    | "full"
+    | "loraR"
+    | "targetModules"
+    | "batchSize"
+    | "gradAccumulation"
+    | "maxLength"
+    | "recompute"
+  >,
+  model: ChatGLMConfig | LlamaConfig,
+  adapter?: TrainMemoryPlanInput["adapter"],
+): TrainMemoryPlanInput {
+  return {
+    model,
+    weightDtype: config.dtype,
+    full: config.full,
+    loraR: config.loraR,
+    targetModules: config.targetModules,
+    batchSize: config.batchSize,
+    gradAccumulation: config.gradAccumulation,
+    seqLen: config.maxLength,
+    recompute: config.recompute,
+    adapter,
+  };
+}
 
 export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   const c = input.model;

@@ -16,6 +16,8 @@
  */
 
 import type { QuantBits } from "./arith.ts";
+import { LINEAR_MODULES } from "../models/chatglm/params.ts";
+import { LLAMA_LINEARS } from "../models/llama/params.ts";
 
 /** How a checkpoint (or a load) is quantized. */
 export interface QuantSpec {
@@ -63,12 +65,8 @@ export const LLAMA_QUANT_KEY = "medglm_quantization";
 export const CHATGLM_QUANT_LAYOUT: QuantLayout = {
   architecture: "ChatGLM-6B",
   layers: "transformer.layers",
-  modules: [
-    "attention.query_key_value",
-    "attention.dense",
-    "mlp.dense_h_to_4h",
-    "mlp.dense_4h_to_h",
-  ],
+  // The block's four linear layers (the model's table).
+  modules: LINEAR_MODULES,
   embedding: "transformer.word_embeddings",
   head: "lm_head",
   tiedByDefault: true,
@@ -90,15 +88,8 @@ export const CHATGLM_QUANT_LAYOUT: QuantLayout = {
 export const LLAMA_QUANT_LAYOUT: QuantLayout = {
   architecture: "Llama family (Qwen2, Qwen3, Llama 3)",
   layers: "model.layers",
-  modules: [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-  ],
+  // The seven projections (the model's table).
+  modules: LLAMA_LINEARS,
   embedding: "model.embed_tokens",
   head: "lm_head",
   tiedByDefault: false,

@@ -11,26 +11,7 @@ import type { LlamaConfig } from "../../core/models/llama/config.ts";
 import { leftPads, positionIds } from "../../core/models/llama/inputs.ts";
 import { llamaInvFreq } from "../../core/models/llama/rotary.ts";
 import { gqaAttention64, headsRotary64, rmsNorm64, siluGate64 } from "./llama.ts";
-
-/** x [M, K] · wᵀ ([N, K]) + b. */
-function linear64(
-  x: Float64Array,
-  M: number,
-  w: ArrayLike<number>,
-  N: number,
-  b?: ArrayLike<number>,
-) {
-  const K = x.length / M;
-  const out = new Float64Array(M * N);
-  for (let i = 0; i < M; i++) {
-    for (let n = 0; n < N; n++) {
-      let s = b ? b[n] : 0;
-      for (let k = 0; k < K; k++) s += x[i * K + k] * w[n * K + k];
-      out[i * N + n] = s;
-    }
-  }
-  return out;
-}
+import { linear64 } from "./backward.ts";
 
 /** Logits [b, s, V] of left-padded `inputIds` (pads: leading runs of the config's pad id). */
 export function llamaForward64(
@@ -59,7 +40,14 @@ export function llamaForward64(
     const p = `model.layers.${l}`;
     const a = rmsNorm64(x, get(`${p}.input_layernorm.weight`), h, eps);
     const proj = (m: string, n: number, input: Float64Array) =>
-      linear64(input, M, get(`${p}.${m}.weight`), n, bias(`${p}.${m}.bias`));
+      linear64(
+        input,
+        get(`${p}.${m}.weight`),
+        bias(`${p}.${m}.bias`) ?? null,
+        M,
+        n,
+        input.length / M,
+      );
     let q = proj("self_attn.q_proj", nh * d, a);
     let k = proj("self_attn.k_proj", nkv * d, a);
     const v = proj("self_attn.v_proj", nkv * d, a);
@@ -82,5 +70,5 @@ export function llamaForward64(
   }
   const xf = rmsNorm64(x, get("model.norm.weight"), h, eps);
   const head = config.tieWordEmbeddings ? emb : get("lm_head.weight");
-  return linear64(xf, M, head, V);
+  return linear64(xf, head, null, M, V, h);
 }

@@ -22,7 +22,7 @@ import {
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../base/mod.ts";
-import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
+import { formatTrainPlanSummary, runPlanInput, trainMemoryPlan } from "../memory_plan.ts";
 import { trainQuantization, withBaseQuantization } from "../quantize.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
@@ -62,18 +62,7 @@ export async function setupModel(
   const { quantize, spec } = trainQuantization(config, stored, modelDir);
   const modelConfig = { ...stored, quantization: spec };
   const plan = (adapter?: LoraAdapter) =>
-    log(formatTrainPlanSummary(trainMemoryPlan({
-      model: modelConfig,
-      weightDtype: config.dtype,
-      full: config.full,
-      loraR: config.loraR,
-      targetModules: config.targetModules,
-      batchSize: config.batchSize,
-      gradAccumulation: config.gradAccumulation,
-      seqLen: config.maxLength,
-      recompute: config.recompute,
-      adapter,
-    })));
+    log(formatTrainPlanSummary(trainMemoryPlan(runPlanInput(config, modelConfig, adapter))));
   if (config.full) {
     plan();
     const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu, trainable: true });
