@@ -25,12 +25,15 @@ import { openCheckpoint, readTensor, readTensorAsF32 } from "../core/io/checkpoi
 import { convertBytes, viewAs } from "../core/io/dtype.ts";
 import { dequantize, quantizeF16, storedBytes } from "../core/quant/arith.ts";
 import {
+  describeQuant,
   groupSizeOf,
   isQuantizedWeight,
   LLAMA_QUANT_LAYOUT,
   type QuantSpec,
 } from "../core/quant/format.ts";
 import { quantizeCheckpoint } from "../core/quant/write.ts";
+import { gib, planMemoryOf } from "../core/models/chatglm/memory_plan.ts";
+import { llamaPlanArch } from "../core/models/llama/memory_plan.ts";
 import { llamaForward64 } from "./reference/llama_forward.ts";
 import { compareRule, loadGoldens } from "./reference/chatglm.ts";
 
@@ -567,4 +570,50 @@ Deno.test("infer --quantize 8 --prompt-ids and deno task quantize on a Llama-fam
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+});
+
+Deno.test("a Llama-family load prints its memory plan, whose weights are the loaded bytes, and keeps to a budget", async () => {
+  for (
+    const [name, quantize] of [["qwen3-tiny", { bits: 4, groupSize: 16 }], [
+      "llama3-tiny",
+      8,
+    ]] as const
+  ) {
+    const lines: string[] = [];
+    const model = await loadModel(dirOf(name), {
+      ...quiet,
+      quantize,
+      log: (l) => lines.push(l),
+    }) as LlamaModel;
+    try {
+      const spec = quantSpecOf(quantize);
+      assert.match(lines.join("\n"), new RegExp(`GPU memory plan \\(${describeQuant(spec)}`));
+      let bytes = 0;
+      for (const t of new Set(model.parameters().values())) {
+        bytes += t.quant
+          ? (t.shape[0] * t.shape[1] * spec.bits) / 8 +
+            t.shape[0] * (t.shape[1] / t.quant.groupSize) * 2
+          : t.byteLength;
+      }
+      assert.match(
+        lines.join("\n"),
+        new RegExp(`  weights ${gib(bytes)}, `),
+        `${name}: plan vs loaded`,
+      );
+      const exact = planMemoryOf(llamaPlanArch(model.config), {
+        dtype: "f32",
+        maxContext: 1,
+        batch: 1,
+        tiedHead: model.config.tieWordEmbeddings,
+        quant: spec,
+      }).weightsBytes;
+      assert.equal(exact, bytes, `${name}: planned weight bytes vs the loaded tensors`);
+    } finally {
+      model.dispose();
+    }
+  }
+  await assert.rejects(
+    () => loadModel(dirOf("qwen3-tiny"), { ...quiet, quantize: 4, memoryBudgetBytes: 1024 }),
+    /exceeds the GPU memory budget of 1\.0 KiB/,
+  );
 });

@@ -68,6 +68,8 @@ async function describeModel(dir: string): Promise<{
   maxContext: number;
   tiedHead: boolean;
   stored: QuantSpec | null;
+  /** A load packs float linear weights into textures (one copy on a software adapter). */
+  packsAtLoad: boolean;
   summary: string;
 }> {
   const modelType = await modelTypeOf(dir);
@@ -80,6 +82,7 @@ async function describeModel(dir: string): Promise<{
       // The release stores lm_head (equal to the embeddings): planned as stored.
       tiedHead: false,
       stored: c.quantization ?? null,
+      packsAtLoad: true,
       summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads, MLP ` +
         `${c.innerHiddenSize}, vocabulary ${c.vocabSize}`,
     };
@@ -91,6 +94,8 @@ async function describeModel(dir: string): Promise<{
     maxContext: defaultLlamaContext(c),
     tiedHead: c.tieWordEmbeddings,
     stored: c.quantization,
+    // loadLlamaModel uploads float weights as buffers; the forward packs textures beside them.
+    packsAtLoad: false,
     summary:
       `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
       `key-value heads of ${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}, ` +
@@ -162,7 +167,7 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
       tiedHead,
       quant,
       software,
-      packedWeights: software,
+      packedWeights: software && m.packsAtLoad,
       largestStoredTensorBytes: largestStored,
     });
   const rows: DryRunRow[] = specs.map((quant) => ({

@@ -162,7 +162,8 @@ export async function loadModel(
 /** Where a loaded model's weights came from (to re-read a weight kept only as a texture). */
 const checkpointOf = new WeakMap<ChatGLMModel, Checkpoint>();
 
-function largestTensorBytes(ckpt: Checkpoint): number {
+/** The largest stored tensor's bytes (a load reads it whole). */
+export function largestTensorBytes(ckpt: Checkpoint): number {
   let max = 0;
   for (const { tensor } of ckpt.locate.values()) max = Math.max(max, tensor.byteLength);
   return max;

@@ -14,7 +14,9 @@ import { createLoraLinear, disposeLoraBranch, type LoraLinear } from "../../nn/l
 import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
-import { attachToLinears, type LoadModelOptions } from "../chatglm/load.ts";
+import { attachToLinears, largestTensorBytes, type LoadModelOptions } from "../chatglm/load.ts";
+import { assertPlanFits, formatMemoryPlan, planMemoryOf } from "../chatglm/memory_plan.ts";
+import { llamaPlanArch } from "./memory_plan.ts";
 import {
   type QuantArch,
   resolveQuantization,
@@ -85,6 +87,22 @@ export async function loadLlamaModel(
       }
     }
   }
+  // The plan (printed, and checked against the binding limits and a budget) before any upload.
+  // Float weights are not packed at load: on a software adapter the forward packs each linear
+  // weight's texture beside its buffer.
+  const plan = planMemoryOf(llamaPlanArch(config), {
+    dtype,
+    maxContext,
+    batch: options.maxBatch ?? 1,
+    adapter: adapter ?? undefined,
+    tiedHead: config.tieWordEmbeddings,
+    software: gpu.isSoftware,
+    packedWeights: false,
+    largestStoredTensorBytes: largestTensorBytes(ckpt),
+    quant: quant?.spec,
+  });
+  (options.log ?? ((line: string) => console.error(line)))(formatMemoryPlan(plan));
+  assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
   const progress = { onProgress: options.onProgress, progressBar: options.progressBar };
   const weights = quant
     ? await uploadQuantizedWeights(gpu, ckpt, llamaQuantArch(config), {
