@@ -183,7 +183,9 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
       : r.quant === null
   )!;
   const count = parameters.toLocaleString("en-US");
-  const billions = `${(parameters / 1e9).toFixed(2)}B`;
+  const billions = parameters >= 1e8
+    ? `${(parameters / 1e9).toFixed(2)}B`
+    : `${(parameters / 1e6).toFixed(2)}M`;
   const col = (s: string, w: number) => s.padStart(w);
   const lines = [
     `dry run (config.json only; no weights, tokenizer or GPU used): ${root} (${m.modelType})`,
