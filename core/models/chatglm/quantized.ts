@@ -5,6 +5,10 @@
  * name, dtype and shape before uploading anything; then streams tensor by tensor (a quantized
  * weight waits only for its scale), so host memory stays near one tensor. The tied `lm_head`
  * (absent from the checkpoint) is the embedding tensor itself.
+ *
+ * The checks and the upload read an architecture's table (`QuantArch`: its layout from
+ * core/quant/format.ts and its parameter table), so the Llama family loads through the same code
+ * (`llamaQuantArch` in ../llama/load.ts); `chatglmQuantArch` is ChatGLM-6B's.
  */
 
 import type { Gpu } from "../../gpu/device.ts";
