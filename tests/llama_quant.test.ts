@@ -8,8 +8,9 @@ import assert from "node:assert/strict";
 import { loadModel } from "../core/models/load.ts";
 import { type LlamaConfig, readLlamaConfig } from "../core/models/llama/config.ts";
 import { linearShapes, llamaParameters } from "../core/models/llama/params.ts";
+import { mergeLlamaAdapter } from "../core/models/llama/load.ts";
 import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.ts";
-import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
+import { loadLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
 import { baseQuantizationOf, readLoraConfig } from "../core/adapters/peft_config.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { readTensor as readTensorGpu } from "../core/tensor/tensor.ts";
@@ -616,4 +617,47 @@ Deno.test("a Llama-family load prints its memory plan, whose weights are the loa
     () => loadModel(dirOf("qwen3-tiny"), { ...quiet, quantize: 4, memoryBudgetBytes: 1024 }),
     /exceeds the GPU memory budget of 1\.0 KiB/,
   );
+});
+
+Deno.test("a peft adapter runs on an int4 Llama base, and merging into int4 weights is refused", async () => {
+  const dir = dirOf("qwen3-tiny");
+  const ids = batchOf(dir);
+  const base = await loadLlama(dir, { bits: 4, groupSize: 32 });
+  const withAdapter = await loadModel(dir, {
+    ...quiet,
+    quantize: { bits: 4, groupSize: 32 },
+    adapter: `${dir}/adapter`,
+  }) as LlamaModel;
+  try {
+    const [a, b] = [await base.forward(ids), await withAdapter.forward(ids)];
+    assert.ok(a.some((v, i) => v !== b[i]), "the adapter changes the logits");
+    // Against the f64 forward of W_dequantized + scaling · B·A.
+    const config = await readLlamaConfig(dir);
+    const spec = quantSpecOf({ bits: 4, groupSize: 32 });
+    const weights = await dequantizedWeights(dir, config, spec);
+    const adapter = await loadLoraAdapter(`${dir}/adapter`, {
+      linearModules: linearShapes(config),
+      name: dir,
+    });
+    for (const [name, m] of adapter.modules) {
+      const w = weights.get(`${name}.weight`)!;
+      for (let o = 0; o < m.outFeatures; o++) {
+        for (let i = 0; i < m.inFeatures; i++) {
+          let s = 0;
+          for (let k = 0; k < m.r; k++) s += m.b[o * m.r + k] * m.a[k * m.inFeatures + i];
+          w[o * m.inFeatures + i] += adapter.scaling * s;
+        }
+      }
+    }
+    const ref = llamaForward64(config, weights, ids);
+    const S = ids[0].length, V = config.vocabSize;
+    const pads = ids.map((row) => row.findIndex((t) => t !== config.padTokenId));
+    const sel = pads.map((p, r) => [(r * S + p) * V, (r + 1) * S * V] as [number, number]);
+    const r = compareRule(b, ref, 2e-5, 1e-6, sel);
+    assert.ok(r.ok, `adapter on int4: max |diff| ${r.maxDiff} > ${r.limit}`);
+    await assert.rejects(() => mergeLlamaAdapter(withAdapter), /cannot be merged/);
+  } finally {
+    base.dispose();
+    withAdapter.dispose();
+  }
 });

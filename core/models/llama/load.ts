@@ -14,7 +14,12 @@ import { createLoraLinear, disposeLoraBranch, type LoraLinear } from "../../nn/l
 import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
-import { attachToLinears, largestTensorBytes, type LoadModelOptions } from "../chatglm/load.ts";
+import {
+  assertMergeable,
+  attachToLinears,
+  largestTensorBytes,
+  type LoadModelOptions,
+} from "../chatglm/load.ts";
 import { assertPlanFits, formatMemoryPlan, planMemoryOf } from "../chatglm/memory_plan.ts";
 import { llamaPlanArch } from "./memory_plan.ts";
 import {
@@ -216,12 +221,7 @@ export async function mergeLlamaAdapter(model: LlamaModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = llamaLinears(model);
-  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
-    throw new Error(
-      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
-        "into them: keep it attached (leave out --merged) or load the model without --quantize",
-    );
-  }
+  assertMergeable(adapter, linears);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     const w = await readTensor(lin.weight) as Float32Array;
