@@ -34,7 +34,10 @@ export interface DryRunOptions {
   maxContext?: number;
   /** Rows of KV cache (default 1; serve: its --max-concurrent). */
   batch?: number;
-  /** The run's float dtype (default f16, what a GPU with shader-f16 loads). */
+  /**
+   * The run's float dtype (default: what a load takes by default — f16 for ChatGLM-6B on a GPU
+   * with shader-f16, f32 for the Llama family). The f16 / int8 / int4 rows keep other weights f16.
+   */
   dtype?: WeightDtype;
   /** The run's --quantize: planned beside f16 / int8 / int4. */
   quantize?: QuantizeOption;
@@ -43,6 +46,8 @@ export interface DryRunOptions {
 /** One row of the comparison: a weight format's plan on a hardware GPU and on a software one. */
 export interface DryRunRow {
   label: string;
+  /** The float weights' dtype (all of them, or those left unquantized). */
+  dtype: WeightDtype;
   quant: QuantSpec | null;
   hardware: MemoryPlan;
   software: MemoryPlan;
@@ -70,6 +75,8 @@ async function describeModel(dir: string): Promise<{
   stored: QuantSpec | null;
   /** A load packs float linear weights into textures (one copy on a software adapter). */
   packsAtLoad: boolean;
+  /** The float dtype a load takes when none is asked for. */
+  defaultDtype: WeightDtype;
   summary: string;
 }> {
   const modelType = await modelTypeOf(dir);
@@ -83,6 +90,7 @@ async function describeModel(dir: string): Promise<{
       tiedHead: false,
       stored: c.quantization ?? null,
       packsAtLoad: true,
+      defaultDtype: "f16",
       summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads, MLP ` +
         `${c.innerHiddenSize}, vocabulary ${c.vocabSize}`,
     };
@@ -96,6 +104,7 @@ async function describeModel(dir: string): Promise<{
     stored: c.quantization,
     // loadLlamaModel uploads float weights as buffers; the forward packs textures beside them.
     packsAtLoad: false,
+    defaultDtype: "f32",
     summary:
       `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
       `key-value heads of ${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}, ` +
@@ -137,7 +146,7 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
   const { arch } = m;
   const maxContext = options.maxContext ?? m.maxContext;
   const batch = options.batch ?? 1;
-  const dtype = options.dtype ?? "f16";
+  const runDtype = options.dtype ?? m.defaultDtype;
   const tiedHead = m.tiedHead;
   let parameters = 0;
   for (const p of arch.parameters) {
@@ -145,43 +154,40 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
     parameters += p.shape.reduce((a, d) => a * d, 1);
   }
   const resolved = resolveQuantization({ quantization: m.stored }, options.quantize, root);
-  const specs: (QuantSpec | null)[] = [];
-  if (resolved?.prequantized) specs.push(resolved.spec); // stored: the one way it loads
-  else {
-    specs.push(null, ...plannedQuantFormats(arch));
-    const asked = resolved?.spec;
-    const same = (a: QuantSpec | null, b: QuantSpec) =>
-      a !== null && a.bits === b.bits && a.groupSize === b.groupSize &&
-      a.embeddings === b.embeddings;
-    if (asked && !specs.some((s) => same(s, asked))) specs.push(asked);
-  }
+  // f16, int8 and int4 (other weights f16), then the run as asked when it is none of those.
+  const formats: { dtype: WeightDtype; quant: QuantSpec | null }[] = resolved?.prequantized
+    ? [] // stored: the one way it loads
+    : [null, ...plannedQuantFormats(arch)].map((quant) => ({ dtype: "f16", quant }));
+  const asked = { dtype: runDtype, quant: resolved?.spec ?? null };
+  const same = (a: typeof asked, b: typeof asked) =>
+    a.dtype === b.dtype &&
+    (a.quant === null ? b.quant === null : b.quant !== null && a.quant.bits === b.quant.bits &&
+      a.quant.groupSize === b.quant.groupSize && a.quant.embeddings === b.quant.embeddings);
+  if (!formats.some((f) => same(f, asked))) formats.push(asked);
   // The largest stored tensor (the load reads it whole): in the checkpoint's usual bf16/f16.
   const largestStored = Math.max(
     ...arch.parameters.map((p) => p.shape.reduce((a, d) => a * d, 1) * 2),
   );
-  const plan = (quant: QuantSpec | null, software: boolean) =>
+  const plan = (f: typeof asked, software: boolean) =>
     planMemoryOf(arch, {
-      dtype,
+      dtype: f.dtype,
       maxContext,
       batch,
       tiedHead,
-      quant,
+      quant: f.quant,
       software,
       packedWeights: software && m.packsAtLoad,
       largestStoredTensorBytes: largestStored,
     });
-  const rows: DryRunRow[] = specs.map((quant) => ({
-    label: quant ? describeQuant(quant) : dtype,
-    quant,
-    hardware: plan(quant, false),
-    software: plan(quant, true),
+  const rows: DryRunRow[] = formats.map((f) => ({
+    label: f.quant
+      ? `${describeQuant(f.quant)}${f.dtype === "f16" ? "" : `, other weights ${f.dtype}`}`
+      : f.dtype,
+    ...f,
+    hardware: plan(f, false),
+    software: plan(f, true),
   }));
-  const chosen = rows.find((r) =>
-    resolved
-      ? r.quant?.bits === resolved.spec.bits && r.quant.groupSize === resolved.spec.groupSize &&
-        r.quant.embeddings === resolved.spec.embeddings
-      : r.quant === null
-  )!;
+  const chosen = rows.find((r) => same(r, asked))!;
   const count = parameters.toLocaleString("en-US");
   const billions = parameters >= 1e8
     ? `${(parameters / 1e9).toFixed(2)}B`
@@ -190,7 +196,11 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
   const lines = [
     `dry run (config.json only; no weights, tokenizer or GPU used): ${root} (${m.modelType})`,
     `  parameters ${count} (${billions}): ${m.summary}`,
-    `  context ${maxContext}, batch ${batch}; other weights ${dtype}`,
+    `  context ${maxContext}, batch ${batch}; the int8/int4 rows keep the other weights in f16` +
+    (options.dtype === undefined && m.defaultDtype !== "f16"
+      ? `\n  (a ${m.modelType} load keeps float weights in ${m.defaultDtype} unless asked for ` +
+        "f16: `deno task infer --dtype f16`)"
+      : ""),
     "",
     `  ${"weights".padEnd(34)}${col("weights", 11)}${col("GPU after load", 16)}${
       col("GPU peak", 11)
