@@ -6,6 +6,9 @@
 import assert from "node:assert/strict";
 import { dryRunPlans } from "../core/models/dry_run.ts";
 import { readLlamaConfig } from "../core/models/llama/config.ts";
+import { llamaPlanArch } from "../core/models/llama/memory_plan.ts";
+import { assertPlanFits, planMemoryOf } from "../core/models/chatglm/memory_plan.ts";
+import type { GpuLimits } from "../core/gpu/device.ts";
 import { loadTrainConfig } from "../train/config.ts";
 import { dryRunReport } from "../train/dry_run.ts";
 import { trainMemoryPlan } from "../train/memory_plan.ts";
@@ -213,4 +216,22 @@ Deno.test("the training plan of a Llama config counts what the family keeps", as
     model: { ...c, quantization: { bits: 4, groupSize: 128, embeddings: false } },
   });
   assert.ok(int4.totalWithRecompute < plan.totalWithRecompute / 2);
+});
+
+Deno.test("the real configs' weights and KV cache fit llvmpipe's bindings; only a full-context row does not", async () => {
+  // llvmpipe's limits (the two the plan reads; the rest do not matter here).
+  const limits = {
+    maxStorageBufferBindingSize: 2 ** 27,
+    maxBufferSize: 2 ** 31 - 1,
+  } as unknown as GpuLimits;
+  for (const m of MODELS) {
+    const c = await readLlamaConfig(`${REAL}/${m.dir}`);
+    const plan = planMemoryOf(llamaPlanArch(c), { dtype: "f16", maxContext: 4096, batch: 1 });
+    // One row of 4096 positions of the MLP is over 128 MiB: a step refuses such an input itself,
+    // so loadLlamaModel checks the other buffers only (a load for shorter inputs goes ahead).
+    const rows = plan.bindings.filter((b) => b.perRow);
+    assert.ok(rows.some((b) => b.bytes > 2 ** 27), m.dir);
+    assert.throws(() => assertPlanFits(plan, limits), /MLP activations of one row/);
+    assertPlanFits({ ...plan, bindings: plan.bindings.filter((b) => !b.perRow) }, limits);
+  }
 });

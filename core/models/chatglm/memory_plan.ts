@@ -55,6 +55,11 @@ export interface PlannedBinding {
   bytes: number;
   /** Split into row chunks by core/tensor when larger than one binding (embedding, lm_head). */
   chunked: boolean;
+  /**
+   * One row of a full-context prefill's activations: a step checks its own input against the
+   * limit (`rowsPerPassOf`), so a long context need not stop a load.
+   */
+  perRow?: boolean;
 }
 
 export interface MemoryPlan {
@@ -166,7 +171,12 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
     ...arch.weightBindings.map((w) => ({ what: w.what, bytes: w.values * el, chunked: true })),
     { what: "KV cache (one layer's k or v)", bytes: kvLayer, chunked: false },
     // A long batched prefill runs row by row (model.ts), so one row must fit.
-    ...arch.rowBindings.map((r) => ({ what: r.what, bytes: T * r.values * 4, chunked: false })),
+    ...arch.rowBindings.map((r) => ({
+      what: r.what,
+      bytes: T * r.values * 4,
+      chunked: false,
+      perRow: true,
+    })),
   ];
   const software = options.software ?? options.packedWeights ?? false;
   const packed = options.packedWeights ?? false;

@@ -107,7 +107,11 @@ export async function loadLlamaModel(
     quant: quant?.spec,
   });
   (options.log ?? ((line: string) => console.error(line)))(formatMemoryPlan(plan));
-  assertPlanFits(plan, gpu.limits, options.memoryBudgetBytes);
+  // A prompt too long for one binding is refused by the step that gets it ("use a shorter
+  // input"): the real 7–8B configs' MLP rows at the default 4096 positions exceed llvmpipe's 128
+  // MiB, which must not stop loading them for shorter inputs.
+  const loadBindings = plan.bindings.filter((b) => !b.perRow);
+  assertPlanFits({ ...plan, bindings: loadBindings }, gpu.limits, options.memoryBudgetBytes);
   const progress = { onProgress: options.onProgress, progressBar: options.progressBar };
   const weights = quant
     ? await uploadQuantizedWeights(gpu, ckpt, llamaQuantArch(config), {
