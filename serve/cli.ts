@@ -9,6 +9,7 @@ import { EngineLoadError, loadEngine } from "./engine/load.ts";
 import type { Engine } from "./engine/types.ts";
 import { FlagError, parseServeFlags, SERVE_USAGE, type ServeFlags } from "./http/flags.ts";
 import { runServer } from "./http/run_server.ts";
+import { printDryRun } from "./dry_run.ts";
 
 /** Starts loading the engine the flags describe; says which backend it took and why. */
 export function startEngine(
@@ -49,6 +50,15 @@ export async function main(args: string[]): Promise<number> {
   if (flags.help) {
     console.log(SERVE_USAGE);
     return 0;
+  }
+  if (flags.dryRun) {
+    return await printDryRun(flags.model, {
+      batch: flags.maxConcurrent,
+      quantize: flags.quantize,
+    }, {
+      out: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),
+      err: (s) => Deno.stderr.writeSync(new TextEncoder().encode(s)),
+    });
   }
   const engine = startEngine(flags);
   // A model that fails to load stops the server with the loader's message (it says the fix).

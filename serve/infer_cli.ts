@@ -9,6 +9,7 @@
 import type { Engine, GenerationRequest } from "./engine/types.ts";
 import { EngineLoadError, loadEngine } from "./engine/load.ts";
 import { FlagError, INFER_USAGE, type InferFlags, parseInferFlags } from "./infer_flags.ts";
+import { printDryRun } from "./dry_run.ts";
 import { runPromptIds } from "./infer_ids.ts";
 import { createTerminalLines } from "./terminal_lines.ts";
 
@@ -348,6 +349,9 @@ export async function main(args: string[]): Promise<number> {
   if (flags.help) {
     io.out(INFER_USAGE);
     return 0;
+  }
+  if (flags.dryRun) {
+    return await printDryRun(flags.model, { dtype: flags.dtype, quantize: flags.quantize }, io);
   }
   if (flags.promptIds) return await runPromptIds(flags, flags.promptIds, io);
   const oneShot = flags.prompt !== undefined || !io.interactive;

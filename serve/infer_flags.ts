@@ -26,6 +26,8 @@ export interface InferFlags {
   historyTurns: number;
   /** Absent: what the model directory declares (chat unless it says otherwise). */
   promptTemplate?: PromptTemplate;
+  /** Print the memory plan (f16 / int8 / int4) from config.json and exit. */
+  dryRun?: boolean;
   help: boolean;
 }
 
@@ -42,6 +44,8 @@ only the answer on stdout.
   --backend NAME            webgpu | onnx | auto (default auto)
   --dtype f16|f32           weight storage on the GPU (default f16 where supported)
   --quantize SPEC           int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
+  --dry-run                 print the memory plan for f16, int8 and int4 weights from the model's
+                            config.json alone (no weights or tokenizer needed) and exit
   --prompt TEXT             one-shot: answer TEXT and exit
   --prompt-ids 1,2,3        one-shot without a tokenizer: greedy token ids for these prompt ids
                             (any architecture, e.g. the tiny Llama-family test models)
@@ -77,6 +81,7 @@ export function parseInferFlags(args: string[]): InferFlags {
         backend: { type: "string" },
         dtype: { type: "string" },
         quantize: { type: "string" },
+        "dry-run": { type: "boolean" },
         prompt: { type: "string" },
         "prompt-ids": { type: "string" },
         "max-new-tokens": { type: "string" },
@@ -149,6 +154,7 @@ export function parseInferFlags(args: string[]): InferFlags {
     ),
     seed: numberFlag("seed", values.seed, Number.isSafeInteger, "an integer"),
     historyTurns: intFlag("history-turns", values["history-turns"], 0) ?? 0,
+    ...(values["dry-run"] ? { dryRun: true } : {}),
     help: values.help ?? false,
   };
 }

@@ -23,6 +23,7 @@ export async function runPromptIds(flags: InferFlags, ids: number[], io: IdsIo):
   try {
     model = await loadModel(flags.model, {
       dtype: flags.dtype,
+      quantize: flags.quantize,
       adapter: flags.adapter,
       log: (line) => io.err(`${line}\n`),
       progressBar: false,

@@ -87,11 +87,10 @@ Deno.test({
   },
 });
 
-Deno.test("llama serve: --quantize and --merged are refused as ChatGLM-only, ONNX without an export", async () => {
+Deno.test("llama serve: --merged is refused as ChatGLM-only, ONNX without an export", async () => {
   const dir = await dirPromise;
   for (
     const [opts, flag] of [
-      [{ quantize: 4 }, /--quantize is implemented for ChatGLM-6B only/],
       [{ merged: true, adapter: dir }, /--merged is implemented for ChatGLM-6B only/],
     ] as const
   ) {

@@ -12,16 +12,15 @@ import { prepareTraining } from "../core/models/chatglm/train_forward.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { linearModules } from "../core/models/chatglm/params.ts";
-import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
+import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
 import { iterateTensors, openCheckpoint } from "../core/io/checkpoint.ts";
 import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
 import { isQuantizedModule } from "../core/quant/format.ts";
-import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
+import { assertSameGrads, seededAdapter } from "./helpers/grads.ts";
 
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
@@ -59,22 +58,8 @@ async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<
 
 /** A seeded adapter on all four linear modules with A and B both nonzero. */
 async function randomAdapter(): Promise<LoraAdapter> {
-  const config = await readChatGLMConfig(F16);
-  const rng = createRng(7);
-  const adapter = initLoraAdapter(
-    parseLoraConfig({
-      peft_type: "LORA",
-      r: 4,
-      lora_alpha: 8,
-      target_modules: ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    }, "test adapter"),
-    { linearModules: linearModules(config), name: F16 },
-    () => rng.next(),
-  );
-  for (const m of adapter.modules.values()) {
-    for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
-  }
-  return adapter;
+  const targets = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+  return seededAdapter(targets, linearModules(await readChatGLMConfig(F16)), F16, 7);
 }
 
 /** Loss and every LoRA gradient of one micro-batch (no dropout). */
@@ -100,27 +85,6 @@ async function loraGrads(
     tm.dispose();
     model.dispose();
   }
-}
-
-function assertSameGrads(
-  what: string,
-  got: Map<string, Float32Array>,
-  want: Map<string, Float32Array>,
-) {
-  assert.deepEqual([...got.keys()], [...want.keys()], `${what}: trainable tensors`);
-  let nonzero = 0;
-  for (const [name, w] of want) {
-    const g = got.get(name)!;
-    let maxW = 0, maxD = 0;
-    for (let i = 0; i < w.length; i++) {
-      maxW = Math.max(maxW, Math.abs(w[i]));
-      maxD = Math.max(maxD, Math.abs(g[i] - w[i]));
-    }
-    if (maxW > 0) nonzero++;
-    // f32 accumulation in a different order (packed kernel vs float matmul): relative 1e-4.
-    assert.ok(maxD <= 1e-4 * maxW + 1e-7, `${what}: ${name} max diff ${maxD} (max ${maxW})`);
-  }
-  assert.equal(nonzero, want.size, `${what}: every LoRA gradient is nonzero`);
 }
 
 const cases: {

@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { buildTinyTrainData, tinyTrainConfig } from "./helpers/tiny_training.ts";
+import { runScript } from "./helpers/cli.ts";
 import type { TrainConfig } from "../train/config.ts";
 import { loadTrainConfig } from "../train/config.ts";
 import { train } from "../train/train.ts";
@@ -21,8 +22,6 @@ import { baseQuantizationOf, readLoraConfig } from "../core/adapters/peft_config
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
 const INT4 = `${QDIR}/int4`;
-const ROOT = new URL("..", import.meta.url).pathname;
-const INFER = new URL("../serve/infer_cli.ts", import.meta.url).pathname;
 const quiet = { log: () => {}, progressStream: { writeSync: (b: Uint8Array) => b.length } };
 
 const dataDir = await buildTinyTrainData("qlora-train", 12);
@@ -153,17 +152,9 @@ async function meanLoss(
   }
 }
 
-async function infer(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", INFER, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** `deno task infer ARGS` in a subprocess. */
+function infer(args: string[]) {
+  return runScript("serve/infer_cli.ts", args);
 }
 
 Deno.test("QLoRA: an adapter trained on the pre-quantized int4 base serves on int4 and on f16", async () => {

@@ -1,19 +1,35 @@
 /**
- * `deno task train --dry-run`: prints the memory plan for the chosen model and batch, and for the
- * real ChatGLM-6B config (bundled as train/configs/chatglm-6b.config.json, so no checkpoint is
- * needed), and checks the largest buffers against the WebGPU adapter's limits when one exists.
+ * `deno task train --dry-run`: prints the memory plan for the chosen model and batch (a ChatGLM-6B
+ * or Llama-family directory: only its config.json is read), with the base in f16, int8 and int4
+ * side by side, and for the real ChatGLM-6B config (bundled as train/configs/chatglm-6b.config.json,
+ * so no checkpoint is needed), and checks the largest buffers against the WebGPU adapter's limits
+ * when one exists.
  */
 
 import { readJsonFile } from "../base/mod.ts";
 import {
   type ChatGLMConfig,
+  describeQuant,
   getGpu,
   linearModules,
+  type LlamaConfig,
+  llamaLinearShapes,
   loadLoraAdapter,
   parseChatGLMConfig,
+  parseLlamaConfig,
+  planArchOf,
+  plannedQuantFormats,
+  type QuantSpec,
 } from "../core/mod.ts";
 import type { TrainConfig } from "./config.ts";
-import { formatTrainMemoryPlan, limitWarnings, trainMemoryPlan } from "./memory_plan.ts";
+import {
+  fmtBytes,
+  formatTrainMemoryPlan,
+  limitWarnings,
+  runPlanInput,
+  type TrainMemoryPlan,
+  trainMemoryPlan,
+} from "./memory_plan.ts";
 import { trainQuantization } from "./quantize.ts";
 
 export const CHATGLM_6B_CONFIG_URL: URL = new URL(
@@ -37,10 +53,13 @@ async function readBundledJson(url: URL, label: string): Promise<unknown> {
   }
 }
 
-/** The model config of `--model`: a model directory (its config.json) or a config JSON file. */
+/**
+ * The model config of `--model`: a model directory (its config.json) or a config JSON file, of
+ * ChatGLM-6B or the Llama family (by `model_type`).
+ */
 export async function readModelConfig(
   model: string | null,
-): Promise<{ config: ChatGLMConfig; label: string }> {
+): Promise<{ config: ChatGLMConfig | LlamaConfig; label: string }> {
   if (model === null) {
     const label = "ChatGLM-6B (bundled config)";
     return {
@@ -54,7 +73,44 @@ export async function readModelConfig(
   } catch {
     throw new Error(`--model ${model}: no such directory or file`);
   }
-  return { config: parseChatGLMConfig(await readJsonFile(path), path), label: path };
+  const json = await readJsonFile(path);
+  const type = (json as Record<string, unknown> | null)?.model_type;
+  const config = type === "chatglm" || type === undefined
+    ? parseChatGLMConfig(json, path)
+    : parseLlamaConfig(json, path);
+  return { config, label: path };
+}
+
+/** The adapter's target shapes of a config: [out, in] by full module name. */
+function linearModulesOfConfig(
+  config: ChatGLMConfig | LlamaConfig,
+): Map<string, readonly [number, number]> {
+  return "modelType" in config ? llamaLinearShapes(config) : new Map(linearModules(config));
+}
+
+/**
+ * The chosen run's totals with the base in f16, int8 (per row) and int4 (group 128 where it
+ * divides every width, else per row): the table a LoRA dry run prints under its plan.
+ */
+function baseFormatsTable(
+  config: ChatGLMConfig | LlamaConfig,
+  run: (quant: QuantSpec | null) => TrainMemoryPlan,
+  recompute: boolean,
+  dtype: string,
+): string {
+  const rows = [null, ...plannedQuantFormats(planArchOf(config))].map((q) => ({
+    label: q ? describeQuant(q) : dtype,
+    plan: run(q),
+  }));
+  const total = (p: TrainMemoryPlan) => recompute ? p.totalWithRecompute : p.totalWithoutRecompute;
+  return [
+    `  base weights: f16, int8, int4 (total ${recompute ? "with" : "without"} recompute)`,
+    ...rows.map((r) =>
+      `    ${r.label.padEnd(28)} weights ${fmtBytes(r.plan.weights.bytes).padStart(10)}  total ${
+        fmtBytes(total(r.plan)).padStart(10)
+      }`
+    ),
+  ].join("\n");
 }
 
 export interface AdapterLimits {
@@ -70,31 +126,31 @@ export async function dryRunReport(
 ): Promise<string> {
   const chosen = await readModelConfig(config.model);
   const models = [chosen];
-  if (config.model !== null) models.push(await readModelConfig(null));
+  // The bundled ChatGLM-6B plan is a reference for ChatGLM runs.
+  if (config.model !== null && !("modelType" in chosen.config)) {
+    models.push(await readModelConfig(null));
+  }
   const parts: string[] = [];
   // An initial adapter's own r and modules are what the run trains, whatever the flags say.
   const adapter = config.adapterInit !== null && !config.full
     ? await loadLoraAdapter(config.adapterInit, {
-      linearModules: linearModules(chosen.config),
+      linearModules: linearModulesOfConfig(chosen.config),
       name: chosen.label,
     })
     : undefined;
   for (const m of models) {
     // --quantize applies to both (the bundled 6B config is planned as the run would load it).
     const { spec } = trainQuantization(config, m.config, m.label);
-    const plan = trainMemoryPlan({
-      adapter: m === chosen ? adapter : undefined,
-      model: { ...m.config, quantization: spec },
-      weightDtype: config.dtype,
-      full: config.full,
-      loraR: config.loraR,
-      targetModules: config.targetModules,
-      batchSize: config.batchSize,
-      gradAccumulation: config.gradAccumulation,
-      seqLen: config.maxLength,
-      recompute: config.recompute,
-    });
+    const run = (quantization: QuantSpec | null) =>
+      trainMemoryPlan(
+        runPlanInput(config, { ...m.config, quantization }, m === chosen ? adapter : undefined),
+      );
+    const plan = run(spec);
     parts.push(formatTrainMemoryPlan(plan, m.label));
+    // LoRA on a full-precision checkpoint: what an int8 / int4 base (--quantize) would save.
+    if (m === chosen && !config.full && !m.config.quantization) {
+      parts.push(baseFormatsTable(m.config, run, config.recompute, config.dtype));
+    }
     if (limits) {
       const warnings = limitWarnings(plan, limits);
       parts.push(

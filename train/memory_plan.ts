@@ -25,21 +25,115 @@
  * - logits and their gradient (f32, batch · seq · vocab each) and the loss's per-row statistics;
  * - the backward's working gradients: about one layer's activations at a time;
  * - for reference, the KV cache an inference run of the same batch and length would hold.
+ *
+ * The Llama family (Qwen2 / Qwen2.5, Qwen3, Llama 3) keeps, per layer and token: RMSNorm 1's input
+ * and 1/rms (h + 1), its output (h), q, k, v after the rotary (nh·d + 2·nkv·d; Qwen3 also q, k
+ * before their norm and one 1/rms per head), the probabilities (nh · seq per token), ctx (nh·d)
+ * only if o_proj trains, RMSNorm 2's input and 1/rms (h + 1), its output (h) only if gate/up
+ * train, gate and up (2·inner) for the SiLU gate's backward, silu(gate)·up (inner) only if
+ * down_proj trains, and LoRA's x·Aᵀ (r per targeted module). The KV cache holds nkv heads.
  */
 
 import {
   type ChatGLMConfig,
+  chatglmPlanArch,
   describeQuant,
   isTargetModule,
   LINEAR_MODULES,
   linearModuleName,
   linearShape,
-  parameterTable,
-  planMemory,
+  LLAMA_LINEARS,
+  type LlamaConfig,
+  llamaLinearShapes,
+  llamaPlanArch,
+  type PlanArch,
+  planMemoryOf,
+  type QuantSpec,
 } from "../core/mod.ts";
+import type { TrainConfig } from "./config.ts";
+
+/** What the training plan needs of an architecture. */
+interface TrainArch {
+  numLayers: number;
+  vocabSize: number;
+  /** Attention heads whose probabilities the backward keeps. */
+  numHeads: number;
+  plan: PlanArch;
+  tiedHead: boolean;
+  /** An int8/int4 base has no stored head (ChatGLM's quantized layout ties it; Llama: the config). */
+  quantTiedHead: boolean;
+  quantization: QuantSpec | null;
+  /** Linear modules of one layer (suffixes) and their full names / shapes. */
+  modules: readonly string[];
+  moduleName(layer: number, module: string): string;
+  moduleShape(module: string): readonly [number, number];
+  /** f32 values one layer keeps per token for the backward (LoRA's r not included). */
+  keptPerToken(trains: ReadonlySet<string>): number;
+  /** The largest weight buffers: name and element count. */
+  largestWeights: { name: string; values: number }[];
+}
+
+function chatglmTrainArch(c: ChatGLMConfig): TrainArch {
+  const h = c.hiddenSize, inner = c.innerHiddenSize;
+  return {
+    numLayers: c.numLayers,
+    vocabSize: c.vocabSize,
+    numHeads: c.numHeads,
+    plan: chatglmPlanArch(c),
+    // The bundled release stores lm_head (equal to the embeddings): counted as stored; its
+    // quantized layout leaves it out (tied).
+    tiedHead: false,
+    quantTiedHead: true,
+    quantization: c.quantization ?? null,
+    modules: LINEAR_MODULES,
+    moduleName: (l, m) => linearModuleName(l, m as (typeof LINEAR_MODULES)[number]),
+    moduleShape: (m) => linearShape(c, m as (typeof LINEAR_MODULES)[number]),
+    keptPerToken: (trains) =>
+      h + 2 + h + 3 * h + h + 2 + inner + (trains.has("attention.dense") ? h : 0) +
+      (trains.has("mlp.dense_h_to_4h") ? h : 0) + (trains.has("mlp.dense_4h_to_h") ? inner : 0),
+    largestWeights: [
+      { name: "transformer.word_embeddings.weight", values: c.vocabSize * h },
+      { name: "lm_head.weight", values: c.vocabSize * h },
+      { name: "mlp.dense_h_to_4h.weight", values: inner * h },
+    ],
+  };
+}
+
+function llamaTrainArch(c: LlamaConfig): TrainArch {
+  const h = c.hiddenSize, inner = c.intermediateSize;
+  const qo = c.numHeads * c.headDim, kvo = c.numKvHeads * c.headDim;
+  const shapes = llamaLinearShapes(c);
+  return {
+    numLayers: c.numLayers,
+    vocabSize: c.vocabSize,
+    numHeads: c.numHeads,
+    plan: llamaPlanArch(c),
+    tiedHead: c.tieWordEmbeddings,
+    quantTiedHead: c.tieWordEmbeddings,
+    quantization: c.quantization,
+    modules: LLAMA_LINEARS,
+    moduleName: (l, m) => `model.layers.${l}.${m}`,
+    moduleShape: (m) => shapes.get(`model.layers.0.${m}`)!,
+    keptPerToken: (trains) =>
+      h + 1 + h + qo + 2 * kvo + (c.qkNorm ? qo + kvo + c.numHeads + c.numKvHeads : 0) +
+      (trains.has("self_attn.o_proj") ? qo : 0) + h + 1 +
+      (trains.has("mlp.gate_proj") || trains.has("mlp.up_proj") ? h : 0) + 2 * inner +
+      (trains.has("mlp.down_proj") ? inner : 0),
+    largestWeights: [
+      { name: "model.embed_tokens.weight", values: c.vocabSize * h },
+      ...(c.tieWordEmbeddings ? [] : [{ name: "lm_head.weight", values: c.vocabSize * h }]),
+      { name: "mlp.gate_proj.weight", values: inner * h },
+    ],
+  };
+}
+
+function trainArchOf(model: ChatGLMConfig | LlamaConfig): TrainArch {
+  return "modelType" in model ? llamaTrainArch(model) : chatglmTrainArch(model);
+}
 
 export interface TrainMemoryPlanInput {
-  model: ChatGLMConfig;
+  /** The model's config: ChatGLM-6B or the Llama family (with its quantization, if any). */
+  model: ChatGLMConfig | LlamaConfig;
   /** Storage dtype of the frozen base weights. */
   weightDtype: "f16" | "f32";
   full: boolean;
@@ -88,6 +182,36 @@ export interface TrainMemoryPlan {
 
 const F32 = 4;
 
+/** The plan input of a run's settings on `model` (the run's adapter when it has one). */
+export function runPlanInput(
+  config: Pick<
+    TrainConfig,
+    | "dtype"
+    | "full"
+    | "loraR"
+    | "targetModules"
+    | "batchSize"
+    | "gradAccumulation"
+    | "maxLength"
+    | "recompute"
+  >,
+  model: ChatGLMConfig | LlamaConfig,
+  adapter?: TrainMemoryPlanInput["adapter"],
+): TrainMemoryPlanInput {
+  return {
+    model,
+    weightDtype: config.dtype,
+    full: config.full,
+    loraR: config.loraR,
+    targetModules: config.targetModules,
+    batchSize: config.batchSize,
+    gradAccumulation: config.gradAccumulation,
+    seqLen: config.maxLength,
+    recompute: config.recompute,
+    adapter,
+  };
+}
+
 export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   const c = input.model;
   const { batchSize: b, seqLen: s } = input;
@@ -95,10 +219,14 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   if (!(Number.isInteger(s) && s >= 1)) {
     throw new RangeError(`sequence length must be >= 1 (got ${s})`);
   }
-  const h = c.hiddenSize, inner = c.innerHiddenSize, heads = c.numHeads, L = c.numLayers;
-  const table = parameterTable(c);
-  const numel = (shape: number[]) => shape.reduce((x, y) => x * y, 1);
-  const baseParams = table.reduce((n, p) => n + numel(p.shape), 0);
+  const arch = trainArchOf(c);
+  const L = arch.numLayers, heads = arch.numHeads;
+  const numel = (shape: readonly number[]) => shape.reduce((x, y) => x * y, 1);
+  const headName = `${arch.plan.layout.head}.weight`;
+  const baseParams = arch.plan.parameters.reduce(
+    (n, p) => n + (arch.tiedHead && p.name === headName ? 0 : numel(p.shape)),
+    0,
+  );
   const wBytes = input.full ? F32 : input.weightDtype === "f16" ? 2 : 4;
 
   // which linear modules train (LoRA targets, or all with --full)
@@ -107,15 +235,15 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   let loraRanks = 0;
   const trainsModule = new Set<string>();
   for (let l = 0; l < L; l++) {
-    for (const m of LINEAR_MODULES) {
-      const name = linearModuleName(l, m);
+    for (const m of arch.modules) {
+      const name = arch.moduleName(l, m);
       const real = input.adapter?.modules.get(name);
       const lora = !input.full &&
         (input.adapter ? real !== undefined : isTargetModule(name, input.targetModules));
       if (input.full || lora) trainsModule.add(m);
       if (!lora) continue;
       targeted.push(name);
-      const [out, inF] = linearShape(c, m);
+      const [out, inF] = arch.moduleShape(m);
       const r = real?.r ?? input.loraR;
       loraParams += r * ((real?.inFeatures ?? inF) + (real?.outFeatures ?? out));
       loraRanks += r;
@@ -127,7 +255,9 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
         ? "the adapter has no module of this model"
         : `target modules ${
           JSON.stringify(input.targetModules)
-        } match no linear module of the model`,
+        } match no linear module of the model (its modules: ${
+          arch.modules.map((m) => m.split(".").pop()).join(", ")
+        })`,
     );
   }
   const trainableParams = input.full ? baseParams : loraParams;
@@ -135,14 +265,11 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
 
   // activations kept per layer per token (f32 values), see the module comment
   const tokens = b * s;
-  let perToken = h + 2 + h + 3 * h + h + 2 + inner + loraPerLayerR;
-  if (trainsModule.has("attention.dense")) perToken += h;
-  if (trainsModule.has("mlp.dense_h_to_4h")) perToken += h;
-  if (trainsModule.has("mlp.dense_4h_to_h")) perToken += inner;
+  const perToken = arch.keptPerToken(trainsModule) + loraPerLayerR;
   const probsPerLayer = b * heads * s * s * F32;
   const perLayer = tokens * perToken * F32 + probsPerLayer;
-  const layerInputs = L * tokens * h * F32;
-  const logitsBytes = tokens * c.vocabSize * F32;
+  const layerInputs = L * tokens * arch.plan.hiddenSize * F32;
+  const logitsBytes = tokens * arch.vocabSize * F32;
 
   const row = (name: string, bytes: number, detail: string): TrainMemoryPlanRow => ({
     name,
@@ -150,13 +277,18 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
     detail,
   });
   // An int8/int4 base (config quantization_bit): packed, frozen (core/quant); LoRA only.
-  const quant = c.quantization ?? null;
+  const quant = arch.quantization;
   if (quant && input.full) throw new Error("full fine-tuning needs float weights, not int8/int4");
   const weights = quant
     ? row(
       "base weights",
-      planMemory(c, { dtype: input.weightDtype, maxContext: 1, batch: 1, quant, tiedHead: true })
-        .weightsBytes,
+      planMemoryOf(arch.plan, {
+        dtype: input.weightDtype,
+        maxContext: 1,
+        batch: 1,
+        quant,
+        tiedHead: arch.quantTiedHead,
+      }).weightsBytes,
       `${fmtCount(baseParams)} params: ${describeQuant(quant)}, others ${input.weightDtype}`,
     )
     : row(
@@ -195,22 +327,21 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   const logits = row(
     "logits + grad + loss",
     2 * logitsBytes + tokens * 2 * F32,
-    `2 × ${b}·${s}·${c.vocabSize} f32 + row max/sum`,
+    `2 × ${b}·${s}·${arch.vocabSize} f32 + row max/sum`,
   );
   const workspace = row("backward workspace", perLayer, "about one layer's activation gradients");
+  const kv = arch.plan.kvValuesPerToken;
   const kvCache = row(
     "KV cache (inference, ref.)",
-    2 * L * tokens * h * (input.weightDtype === "f16" ? 2 : 4),
-    `2 × ${L} layers × ${b}·${s}·${h} (${input.weightDtype})`,
+    2 * L * tokens * kv * (input.weightDtype === "f16" ? 2 : 4),
+    `2 × ${L} layers × ${b}·${s}·${kv} (${input.weightDtype})`,
   );
   const common = weights.bytes + trainable.bytes + optimizer.bytes + logits.bytes + workspace.bytes;
 
   const largest = [
-    { name: "transformer.word_embeddings.weight", bytes: c.vocabSize * h * wBytes },
-    { name: "lm_head.weight", bytes: c.vocabSize * h * wBytes },
+    ...arch.largestWeights.map((w) => ({ name: w.name, bytes: w.values * wBytes })),
     { name: "logits (f32)", bytes: logitsBytes },
     { name: "attention probs of one layer (f32)", bytes: probsPerLayer },
-    { name: "mlp.dense_h_to_4h.weight", bytes: inner * h * wBytes },
   ].sort((x, y) => y.bytes - x.bytes);
 
   return {

@@ -1,6 +1,7 @@
 /**
  * The base a LoRA run trains on, QLoRA-style: `--quantize 4|8[,group=G]` quantizes the frozen
- * base's block linear layers at load (core/models/chatglm/quantized.ts); a pre-quantized
+ * base's block linear layers at load (ChatGLM-6B's four, the Llama family's seven projections:
+ * core/quant/format.ts); a pre-quantized
  * checkpoint (config `quantization_bit`) is trained on as stored. Either way the base stays packed
  * on the GPU, LoRA weights, gradients and AdamW state are f32, and the backward pass computes dx
  * through the packed weights (core/kernels/matmul/linear_grad.ts → `quantInputGrad`).
@@ -9,7 +10,6 @@
 import {
   BASE_QUANTIZATION_KEY,
   baseQuantizationValue,
-  type ChatGLMConfig,
   describeQuant,
   parseQuantizeFlag,
   type QuantizeOption,
@@ -32,7 +32,7 @@ export interface TrainQuantization {
  */
 export function trainQuantization(
   config: Pick<TrainConfig, "quantize" | "full">,
-  model: ChatGLMConfig,
+  model: { quantization?: QuantSpec | null },
   label: string,
 ): TrainQuantization {
   const quantize = config.quantize === null

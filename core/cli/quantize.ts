@@ -1,7 +1,8 @@
 /**
  * `deno task quantize --model DIR --bits 4|8 --out DIR [--group-size G] [--embeddings]
  * [--format torch|safetensors]`: writes an int8/int4 copy of a full-precision ChatGLM-6B model in
- * the original's layout (core/quant/write.ts), streaming with a progress bar, atomically.
+ * the original's layout, or of a Llama-family model in ours (core/quant/write.ts), streaming with
+ * a progress bar, atomically.
  */
 
 import { parseArgs } from "node:util";
@@ -12,18 +13,22 @@ import { quantizeCheckpoint } from "../quant/write.ts";
 
 export const QUANTIZE_USAGE = `Usage: deno task quantize --model DIR --bits 4|8 --out DIR [options]
 
-Writes an int8/int4 copy of a full-precision ChatGLM-6B model directory in the layout of THUDM's
-chatglm-6b-int8 / -int4 (loads here without options, and in the original).
+Writes an int8/int4 copy of a full-precision model directory: ChatGLM-6B in the layout of THUDM's
+chatglm-6b-int8 / -int4 (loads here without options, and in the original); a Llama-family model
+(Qwen2/2.5, Qwen3, Llama 3) with its seven projections quantized, recorded as medglm_quantization
+in config.json (core/quant/README.md; loads here without options).
 
   --model DIR          the full-precision model directory (config.json + weights)
   --bits 4|8           bits per weight of the block linear layers
   --out DIR            where to write (must not exist or be empty)
   --group-size G       one scale per G input columns (a multiple of 8, e.g. 32 or 128) instead of
-                       one per row; recorded as medglm_quantization_group_size in config.json
-                       (the original reads only per-row scales)
+                       one per row; it must divide every quantized weight's input width
+                       (ChatGLM: medglm_quantization_group_size in config.json; the original
+                       reads only per-row scales)
   --embeddings         quantize the embeddings (and so the tied output layer) per row too, as the
                        original's quantization_embeddings
-  --format NAME        torch (pytorch_model.bin, default) | safetensors
+  --format NAME        torch (pytorch_model.bin) | safetensors; default torch for ChatGLM-6B,
+                       safetensors for the Llama family
   -h, --help           show this help
 `;
 
@@ -31,7 +36,8 @@ export interface QuantizeFlags {
   model: string;
   out: string;
   spec: QuantSpec;
-  format: "torch" | "safetensors";
+  /** undefined: the architecture's default. */
+  format?: "torch" | "safetensors";
 }
 
 export function parseQuantizeFlags(args: string[]): QuantizeFlags | null {
@@ -45,7 +51,7 @@ export function parseQuantizeFlags(args: string[]): QuantizeFlags | null {
         out: { type: "string" },
         "group-size": { type: "string" },
         embeddings: { type: "boolean", default: false },
-        format: { type: "string", default: "torch" },
+        format: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -62,14 +68,16 @@ export function parseQuantizeFlags(args: string[]): QuantizeFlags | null {
   if (groupSize !== null && groupSize % 8 !== 0) {
     throw new FlagError(`--group-size: expected a multiple of 8 (got ${groupSize})`);
   }
-  if (values.format !== "torch" && values.format !== "safetensors") {
+  if (
+    values.format !== undefined && values.format !== "torch" && values.format !== "safetensors"
+  ) {
     throw new FlagError(`--format: expected torch or safetensors (got "${values.format}")`);
   }
   return {
     model: values.model,
     out: values.out,
     spec: { bits: Number(values.bits) as 4 | 8, groupSize, embeddings: values.embeddings },
-    format: values.format,
+    format: values.format as QuantizeFlags["format"],
   };
 }
 

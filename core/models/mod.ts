@@ -9,3 +9,10 @@ export * from "./chatglm/mod.ts";
 export * from "./llama/mod.ts";
 export { type CausalLM, isLlamaModel, KNOWN_MODEL_TYPES, loadModel, modelTypeOf } from "./load.ts";
 export { DEMO_MODEL_DIR } from "./demo_dir.ts";
+export {
+  type DryRunOptions,
+  dryRunPlans,
+  type DryRunReport,
+  planArchOf,
+  plannedQuantFormats,
+} from "./dry_run.ts";

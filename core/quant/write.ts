@@ -1,9 +1,13 @@
 /**
- * Writes a quantized copy of a ChatGLM-6B model directory in the original's layout (what
- * `deno task quantize` does): the block linears as int8/int4 + f16 `weight_scale`, everything
- * else f16, `lm_head.weight` left out when tied, config.json with `quantization_bit` (and our
- * group-size key), the tokenizer and other non-weight files copied. A torch `.bin` zip (default,
- * like THUDM's `chatglm-6b-int4` / `-int8` releases) or safetensors.
+ * Writes a quantized copy of a model directory (what `deno task quantize` does), in the layout of
+ * its architecture's table (format.ts): the block linears as int8/int4 + f16 `weight_scale`,
+ * `lm_head.weight` left out when tied, config.json with the architecture's
+ * quantization keys (ChatGLM: the original's `quantization_bit` and our group-size key; the Llama
+ * family: our `medglm_quantization`), the tokenizer and other non-weight files copied. The other
+ * float tensors are f16 for ChatGLM (its releases' layout) and stay as stored (bf16, f16 or f32)
+ * for the Llama family, so that the written model equals the one quantized at load. A torch
+ * `.bin` zip (ChatGLM's default, like THUDM's `chatglm-6b-int4` / `-int8` releases) or
+ * safetensors (the Llama family's default).
  *
  * Streaming: the writer asks for each tensor when it reaches it, which reads and quantizes that
  * one tensor (host memory ≈ one tensor). Atomic: everything goes to a temporary sibling
@@ -11,22 +15,25 @@
  */
 
 import { type Checkpoint, openCheckpoint, readTensor } from "../io/checkpoint.ts";
-import { convertBytes, type Dtype, viewAs } from "../io/dtype.ts";
+import { convertBytes, type Dtype, type FloatDtype, viewAs } from "../io/dtype.ts";
 import { createProgress, writeJsonAtomic } from "../../base/mod.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { writeTorchStateDict } from "../io/torch_writer.ts";
-import { type QuantizedMatrix, quantizeF16, storedBytes } from "./arith.ts";
+import { checkQuantShape, type QuantizedMatrix, quantizeF16, storedBytes } from "./arith.ts";
 import {
-  EMBEDDING_NAME,
-  isPerRowModule,
+  describeQuant,
+  groupSizeOf,
   isQuantizedWeight,
-  quantConfigKeys,
+  type QuantLayout,
+  quantLayoutOf,
   type QuantSpec,
-  readQuantSpec,
 } from "./format.ts";
 
 export interface QuantizeCheckpointOptions {
-  /** "torch" (pytorch_model.bin, default) or "safetensors" (model.safetensors). */
+  /**
+   * "torch" (pytorch_model.bin) or "safetensors" (model.safetensors); default: torch for
+   * ChatGLM-6B (like its releases), safetensors for the Llama family.
+   */
   format?: "torch" | "safetensors";
   /** Progress bar on stderr (default: when stderr is a terminal). */
   progressBar?: boolean;
@@ -56,7 +63,15 @@ export async function quantizeCheckpoint(
   const src = modelDir.replace(/\/+$/, "") || modelDir;
   const out = outDir.replace(/\/+$/, "") || outDir;
   const configJson = JSON.parse(await Deno.readTextFile(`${src}/config.json`));
-  if (readQuantSpec(configJson, `${src}/config.json`)) {
+  const modelType = configJson?.model_type;
+  let layout: QuantLayout;
+  try {
+    // ChatGLM-6B's own config.json names its type; one without any is read as ChatGLM's.
+    layout = quantLayoutOf(modelType === undefined ? "chatglm" : String(modelType));
+  } catch (err) {
+    throw new Error(`${src}/config.json: ${(err as Error).message}`);
+  }
+  if (layout.readSpec(configJson, `${src}/config.json`)) {
     throw new Error(
       `${src}/config.json: the model is already quantized; quantize its full-precision checkpoint`,
     );
@@ -65,25 +80,45 @@ export async function quantizeCheckpoint(
     throw new Error(`--out ${out}: the directory exists and is not empty (nothing was written)`);
   }
   const ckpt = await openCheckpoint(src);
-  if (!ckpt.locate.has(`${EMBEDDING_NAME}.weight`)) {
+  const EMB = `${layout.embedding}.weight`, HEAD = `${layout.head}.weight`;
+  if (!ckpt.locate.has(EMB)) {
+    throw new Error(`${src}: no tensor ${EMB} (is this a ${layout.architecture} checkpoint?)`);
+  }
+  // A stored head equal to the embeddings is left out (tied), as in ChatGLM's quantized
+  // releases; a head that differs (trained untied) is kept. The Llama family ties only when
+  // config.json says tie_word_embeddings: true (absent means untied there).
+  const mayTie = layout.tiedByDefault
+    ? configJson.tie_word_embeddings !== false
+    : configJson.tie_word_embeddings === true;
+  const tied = !ckpt.locate.has(HEAD) || (mayTie && await sameTensor(ckpt, HEAD, EMB));
+  const names = ckpt.tensorNames.filter((n) =>
+    !(tied && n === HEAD) && !/\.rotary_emb\.inv_freq$/.test(n)
+  );
+  // Every weight must take the spec (group size dividing its input width) before a byte is written.
+  const problems: string[] = [];
+  for (const name of names) {
+    if (!isQuantizedWeight(name, spec, layout)) continue;
+    const [rows, cols] = ckpt.locate.get(name)!.tensor.shape;
+    const group = groupSizeOf(name.slice(0, -".weight".length), spec, layout);
+    try {
+      checkQuantShape(name, spec.bits, rows, cols, group ?? cols);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (problems.length > 0) {
     throw new Error(
-      `${src}: no tensor ${EMBEDDING_NAME}.weight (is this a ChatGLM-6B checkpoint?)`,
+      `${src}: cannot quantize as ${describeQuant(spec)} (nothing was written): ` +
+        problems.slice(0, 4).join("; ") +
+        (problems.length > 4 ? `; and ${problems.length - 4} more` : ""),
     );
   }
-  // The original's releases store an lm_head equal to the embeddings (tied): left out here, as in
-  // its quantized releases. A head that differs (trained untied) is kept.
-  const tied = !ckpt.locate.has("lm_head.weight") ||
-    (configJson.tie_word_embeddings !== false &&
-      await sameTensor(ckpt, "lm_head.weight", `${EMBEDDING_NAME}.weight`));
-  const names = ckpt.tensorNames.filter((n) =>
-    !(tied && n === "lm_head.weight") && !/\.rotary_emb\.inv_freq$/.test(n)
-  );
-  const format = options.format ?? "torch";
+  const format = options.format ?? (layout.tiedByDefault ? "torch" : "safetensors");
   const parent = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) || "/" : ".";
   await Deno.mkdir(parent, { recursive: true });
   const tmp = await Deno.makeTempDir({ dir: parent, prefix: ".quantize-" });
   try {
-    const entries = planEntries(ckpt, names, spec, options);
+    const entries = planEntries(ckpt, names, spec, layout, options);
     const weightsName = format === "torch" ? "pytorch_model.bin" : "model.safetensors";
     if (format === "torch") await writeTorchStateDict(`${tmp}/${weightsName}`, entries);
     else await writeSafetensors(`${tmp}/${weightsName}`, entries, { format: "pt" });
@@ -92,7 +127,12 @@ export async function quantizeCheckpoint(
       if (!e.isFile || e.name === "config.json" || WEIGHT_FILE.test(e.name)) continue;
       await Deno.copyFile(`${src}/${e.name}`, `${tmp}/${e.name}`);
     }
-    const config = { ...configJson, ...quantConfigKeys(spec), torch_dtype: "float16" };
+    // ChatGLM's float weights are f16 now (torch_dtype says so); the Llama family's keep theirs.
+    const config = {
+      ...configJson,
+      ...layout.configKeys(spec),
+      ...(layout.floatsAsStored ? {} : { torch_dtype: "float16" }),
+    };
     await writeJsonAtomic(`${tmp}/config.json`, config);
     await Deno.remove(out).catch(() => {}); // an empty directory may stand in the way
     await Deno.rename(tmp, out);
@@ -125,6 +165,7 @@ function planEntries(
   ckpt: Checkpoint,
   names: string[],
   spec: QuantSpec,
+  layout: QuantLayout,
   options: QuantizeCheckpointOptions,
 ): Entry[] {
   const total = names.reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
@@ -146,8 +187,7 @@ function planEntries(
     if (last?.name === name) return last.m;
     const t = await readTensor(ckpt, name);
     const [rows, cols] = t.shape;
-    const module = name.slice(0, -".weight".length);
-    const group = isPerRowModule(module) || spec.groupSize === null ? cols : spec.groupSize;
+    const group = groupSizeOf(name.slice(0, -".weight".length), spec, layout) ?? cols;
     const w16 = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);
     const m = quantizeF16(w16, rows, cols, spec.bits, group, name);
     last = { name, m };
@@ -156,12 +196,11 @@ function planEntries(
   const entries: Entry[] = [];
   for (const name of names) {
     const stored = ckpt.locate.get(name)!.tensor;
-    if (isQuantizedWeight(name, spec)) {
+    if (isQuantizedWeight(name, spec, layout)) {
       const [rows, cols] = stored.shape;
       const module = name.slice(0, -".weight".length);
-      const groups = isPerRowModule(module) || spec.groupSize === null
-        ? null
-        : cols / spec.groupSize;
+      const group = groupSizeOf(module, spec, layout);
+      const groups = group === null ? null : cols / group;
       entries.push({
         name,
         dtype: "I8",
@@ -183,14 +222,15 @@ function planEntries(
         },
       });
     } else {
+      const dtype: FloatDtype = layout.floatsAsStored ? stored.dtype as FloatDtype : "F16";
       entries.push({
         name,
-        dtype: "F16",
+        dtype,
         shape: stored.shape,
         data: async () => {
           const t = await readTensor(ckpt, name);
           tick(name);
-          return convertBytes(t.data, t.dtype, "F16");
+          return convertBytes(t.data, t.dtype, dtype);
         },
       });
     }

@@ -241,16 +241,13 @@ export async function loadEngine(opts: LoadEngineOptions = {}): Promise<LocalEng
   const llama = modelType !== "chatglm";
   let tokenizer: AnyTokenizer;
   if (llama) {
-    // int8/int4 weights and merging are built for ChatGLM-6B only: say so rather than serve
-    // something other than what was asked for.
+    // Merging is built for ChatGLM-6B only: say so rather than serve something other than what
+    // was asked for. (int8/int4 weights and the ONNX backend work for both.)
     const chatglmOnly = (what: string, fix: string) =>
       new EngineLoadError(
         `${what} is implemented for ChatGLM-6B only; ${dir} holds a ${modelType} model.\n` +
           `fix: ${fix}`,
       );
-    if (opts.quantize !== undefined) {
-      throw chatglmOnly("--quantize", "leave out --quantize (the model loads as f32 or f16)");
-    }
     if (opts.merged) {
       throw chatglmOnly("--merged", "leave out --merged (the adapter is applied unmerged)");
     }

@@ -24,6 +24,8 @@ export interface ServeFlags {
   bodyTimeoutMs: number;
   /** Absent: what the model directory declares (chat unless it says otherwise). */
   promptTemplate?: PromptTemplate;
+  /** Print the memory plan (f16 / int8 / int4, KV cache for --max-concurrent rows) and exit. */
+  dryRun?: boolean;
   help: boolean;
 }
 
@@ -33,6 +35,8 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --adapter DIR          PEFT adapter directory (adapter_config.json + weights)
   --backend NAME         webgpu | onnx | auto (default auto)
   --quantize SPEC        int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
+  --dry-run              print the memory plan for f16, int8 and int4 weights (KV cache for
+                         --max-concurrent rows) from config.json alone, and exit
   --host HOST            interface to listen on (default 127.0.0.1)
   --port N               port, 0 for any free one (default 8000)
   --api-key KEY          require "Authorization: Bearer KEY" on /v1 routes
@@ -61,6 +65,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         adapter: { type: "string" },
         backend: { type: "string" },
         quantize: { type: "string" },
+        "dry-run": { type: "boolean" },
         host: { type: "string" },
         port: { type: "string" },
         "api-key": { type: "string" },
@@ -104,6 +109,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
     backend: backend as ServeFlags["backend"],
     ...(values.quantize === undefined ? {} : { quantize: parseQuantizeFlag(values.quantize) }),
     promptTemplate: template as PromptTemplate | undefined,
+    ...(values["dry-run"] ? { dryRun: true } : {}),
     host,
     port: intFlag("port", values.port, 0, 65535) ?? 8000,
     apiKey,

@@ -16,12 +16,13 @@ import {
   modelTypeOf,
   parseLoraConfig,
   readChatGLMConfig,
+  readLlamaConfig,
   writeTensor,
 } from "../../core/mod.ts";
 import type { LoadedCheckpoint } from "../checkpoint.ts";
 import type { TrainConfig } from "../config.ts";
 import { createRng } from "../../base/mod.ts";
-import { formatTrainPlanSummary, trainMemoryPlan } from "../memory_plan.ts";
+import { formatTrainPlanSummary, runPlanInput, trainMemoryPlan } from "../memory_plan.ts";
 import { trainQuantization, withBaseQuantization } from "../quantize.ts";
 
 /** A fresh adapter config in peft's shape for the run's LoRA settings. */
@@ -53,35 +54,15 @@ export async function setupModel(
   // The training plan (this run's batch, accumulation, length, adapter) replaces the load's
   // inference plan (context, batch 1), which says nothing about a training run.
   const quiet = { log: () => {}, progressBar: false };
-  // The training plan is ChatGLM's (train/memory_plan.ts); other architectures print none yet,
-  // and train on a float base.
+  // The base's config (either architecture) and how it will be loaded: quantized at load
+  // (--quantize), pre-quantized, or float.
   const stored = await modelTypeOf(modelDir) === "chatglm"
     ? await readChatGLMConfig(modelDir)
-    : null;
-  if (!stored && config.quantize !== null) {
-    throw new Error(
-      `--quantize: ${modelDir} is not a ChatGLM checkpoint; an int8/int4 base trains only for ` +
-        "ChatGLM so far",
-    );
-  }
-  // The base as it will be loaded: quantized at load (--quantize), pre-quantized, or float.
-  const { quantize, spec } = stored
-    ? trainQuantization(config, stored, modelDir)
-    : { quantize: undefined, spec: null };
-  const modelConfig = stored ? { ...stored, quantization: spec } : null;
+    : await readLlamaConfig(modelDir);
+  const { quantize, spec } = trainQuantization(config, stored, modelDir);
+  const modelConfig = { ...stored, quantization: spec };
   const plan = (adapter?: LoraAdapter) =>
-    modelConfig && log(formatTrainPlanSummary(trainMemoryPlan({
-      model: modelConfig,
-      weightDtype: config.dtype,
-      full: config.full,
-      loraR: config.loraR,
-      targetModules: config.targetModules,
-      batchSize: config.batchSize,
-      gradAccumulation: config.gradAccumulation,
-      seqLen: config.maxLength,
-      recompute: config.recompute,
-      adapter,
-    })));
+    log(formatTrainPlanSummary(trainMemoryPlan(runPlanInput(config, modelConfig, adapter))));
   if (config.full) {
     plan();
     const model = await loadModel(modelDir, { ...quiet, dtype: "f32", gpu, trainable: true });

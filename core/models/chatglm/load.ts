@@ -162,7 +162,8 @@ export async function loadModel(
 /** Where a loaded model's weights came from (to re-read a weight kept only as a texture). */
 const checkpointOf = new WeakMap<ChatGLMModel, Checkpoint>();
 
-function largestTensorBytes(ckpt: Checkpoint): number {
+/** The largest stored tensor's bytes (a load reads it whole). */
+export function largestTensorBytes(ckpt: Checkpoint): number {
   let max = 0;
   for (const { tensor } of ckpt.locate.values()) max = Math.max(max, tensor.byteLength);
   return max;
@@ -292,6 +293,16 @@ export async function adapterFromLinears(
   return { ...adapter, modules };
 }
 
+/** Refuses to merge an adapter into int8/int4 weights (any architecture's linear layers). */
+export function assertMergeable(adapter: LoraAdapter, linears: Map<string, LoraLinear>): void {
+  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
+    throw new Error(
+      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
+        "into them: keep it attached (leave out --merged) or load the model without --quantize",
+    );
+  }
+}
+
 /**
  * Merge-and-unload on a loaded model: W' = W + scaling · (B · A) for every targeted weight (done on
  * the CPU in f32, then stored back in the model's dtype), and the adapter is detached.
@@ -300,12 +311,7 @@ export async function mergeAdapter(model: ChatGLMModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = modelLinears(model);
-  if ([...adapter.modules.keys()].some((name) => linears.get(name)?.weight.quant)) {
-    throw new Error(
-      "mergeAdapter: the model's weights are quantized (int8/int4); an adapter cannot be merged " +
-        "into them: keep it attached (leave out --merged) or load the model without --quantize",
-    );
-  }
+  assertMergeable(adapter, linears);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     // A weight kept only as its packed texture has no buffer to read: re-read the checkpoint.

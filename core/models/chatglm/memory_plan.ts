@@ -10,7 +10,14 @@ import type { GpuLimits } from "../../gpu/device.ts";
 import type { LoraAdapter } from "../../adapters/lora_weights.ts";
 import type { ChatGLMConfig } from "./config.ts";
 import { parameterTable } from "./params.ts";
-import { isQuantizedWeight, type QuantSpec } from "../../quant/format.ts";
+import {
+  CHATGLM_QUANT_LAYOUT,
+  groupSizeOf,
+  isQuantizedWeight,
+  quantizedBytes,
+  type QuantLayout,
+  type QuantSpec,
+} from "../../quant/format.ts";
 import { describeQuant } from "./quantized.ts";
 import type { WeightDtype } from "./weights.ts";
 
@@ -48,6 +55,11 @@ export interface PlannedBinding {
   bytes: number;
   /** Split into row chunks by core/tensor when larger than one binding (embedding, lm_head). */
   chunked: boolean;
+  /**
+   * One row of a full-context prefill's activations: a step checks its own input against the
+   * limit (`rowsPerPassOf`), so a long context need not stop a load.
+   */
+  perRow?: boolean;
 }
 
 export interface MemoryPlan {
@@ -78,56 +90,109 @@ export interface MemoryPlan {
   hostPeakBytes: number;
 }
 
+/**
+ * What the planner needs of an architecture: its parameter table and quantized layout, the sizes
+ * of one layer's KV cache and of a step's live activations, and the buffers that must fit a binding.
+ */
+export interface PlanArch {
+  parameters: readonly { name: string; shape: number[] }[];
+  layout: QuantLayout;
+  numLayers: number;
+  /** Values of k (or of v) one token adds to one layer's cache (heads held × head size). */
+  kvValuesPerToken: number;
+  /** f32 values live per token at the peak of a layer (x, normed, projections, MLP). */
+  activationValuesPerToken: number;
+  vocabSize: number;
+  hiddenSize: number;
+  /** The largest linear weight's element count (the MLP's). */
+  largestLinear: number;
+  /** The weights that must fit a binding (chunked by core/tensor): name and element count. */
+  weightBindings: { what: string; values: number }[];
+  /** The widest per-token activations of a layer (one row of a prefill must fit a binding). */
+  rowBindings: { what: string; values: number }[];
+}
+
+/** ChatGLM-6B's {@link PlanArch}. */
+export function chatglmPlanArch(config: ChatGLMConfig): PlanArch {
+  const h = config.hiddenSize, inner = config.innerHiddenSize, V = config.vocabSize;
+  return {
+    parameters: parameterTable(config),
+    layout: CHATGLM_QUANT_LAYOUT,
+    numLayers: config.numLayers,
+    kvValuesPerToken: h,
+    // Live at the peak of a layer: x, a, qkv, q, attention output, the two MLP tensors.
+    activationValuesPerToken: 3 * h + 3 * h + h + 2 * inner,
+    vocabSize: V,
+    hiddenSize: h,
+    largestLinear: inner * h,
+    weightBindings: [
+      { what: "word_embeddings", values: V * h },
+      { what: "lm_head", values: V * h },
+      { what: "mlp weights", values: inner * h },
+      { what: "query_key_value weight", values: 3 * h * h },
+    ],
+    rowBindings: [
+      { what: "qkv activations of one row", values: 3 * h },
+      { what: "MLP activations of one row", values: inner },
+    ],
+  };
+}
+
 export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): MemoryPlan {
+  return planMemoryOf(chatglmPlanArch(config), options);
+}
+
+/** {@link planMemory} for any architecture. */
+export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): MemoryPlan {
   const { dtype, maxContext: T, batch: b } = options;
   const el = dtype === "f16" ? 2 : 4;
-  const h = config.hiddenSize, inner = config.innerHiddenSize, V = config.vocabSize;
+  const h = arch.hiddenSize, V = arch.vocabSize, { layout } = arch;
+  const head = `${layout.head}.weight`, embedding = `${layout.embedding}.weight`;
   let weightsBytes = 0;
   const quant = options.quant ?? null;
-  for (const p of parameterTable(config)) {
-    if (p.name === "lm_head.weight" && options.tiedHead) continue;
-    if (quant && isQuantizedWeight(p.name, quant)) {
+  for (const p of arch.parameters) {
+    if (p.name === head && options.tiedHead) continue;
+    if (quant && isQuantizedWeight(p.name, quant, layout)) {
       // Packed values plus one f16 scale per row (and group).
       const [out, inp] = p.shape;
-      const perRow = quant.groupSize === null || !p.name.startsWith("transformer.layers.");
-      weightsBytes += (out * inp * quant.bits) / 8 +
-        out * (perRow ? 1 : inp / quant.groupSize!) * 2;
+      const group = groupSizeOf(p.name.slice(0, -".weight".length), quant, layout);
+      weightsBytes += quantizedBytes(out, inp, quant.bits, group);
     } else weightsBytes += p.shape.reduce((a, d) => a * d, 1) * el;
   }
   let loraBytes = 0;
   for (const m of options.adapter?.modules.values() ?? []) {
     loraBytes += (m.r * m.inFeatures + m.outFeatures * m.r) * 4;
   }
-  const kvLayer = b * T * h * 4; // one of k or v, one layer: [b, heads, T, d] f32
-  const kvCacheBytes = 2 * config.numLayers * kvLayer;
-  // Live at the peak of a layer: x, a, qkv, q, attention output, the two MLP tensors, logits.
+  const kvLayer = b * T * arch.kvValuesPerToken * 4; // one of k or v, one layer, f32
+  const kvCacheBytes = 2 * arch.numLayers * kvLayer;
   const tokens = b * T;
-  const activationBytes = tokens * (3 * h + 3 * h + h + 2 * inner) * 4 + b * V * 4 + b * h * 4;
+  const activationBytes = tokens * arch.activationValuesPerToken * 4 + b * V * 4 + b * h * 4;
   const bindings: PlannedBinding[] = [
-    { what: "word_embeddings", bytes: V * h * el, chunked: true },
-    { what: "lm_head", bytes: V * h * el, chunked: true },
-    { what: "mlp weights", bytes: inner * h * el, chunked: true },
-    { what: "query_key_value weight", bytes: 3 * h * h * el, chunked: true },
+    ...arch.weightBindings.map((w) => ({ what: w.what, bytes: w.values * el, chunked: true })),
     { what: "KV cache (one layer's k or v)", bytes: kvLayer, chunked: false },
     // A long batched prefill runs row by row (model.ts), so one row must fit.
-    { what: "qkv activations of one row", bytes: T * 3 * h * 4, chunked: false },
-    { what: "MLP activations of one row", bytes: T * inner * 4, chunked: false },
+    ...arch.rowBindings.map((r) => ({
+      what: r.what,
+      bytes: T * r.values * 4,
+      chunked: false,
+      perRow: true,
+    })),
   ];
   const software = options.software ?? options.packedWeights ?? false;
   const packed = options.packedWeights ?? false;
   const tied = options.tiedHead ?? false;
   const headBytes = V * h * el;
   let linearBytes = 0;
-  for (const p of parameterTable(config)) {
+  for (const p of arch.parameters) {
     // int8/int4 weights live once, in the form their kernels read, whatever the adapter.
-    if (quant && isQuantizedWeight(p.name, quant)) continue;
-    if (p.shape.length === 2 && p.name !== "transformer.word_embeddings.weight") {
+    if (quant && isQuantizedWeight(p.name, quant, layout)) continue;
+    if (p.shape.length === 2 && p.name !== embedding) {
       linearBytes += p.shape[0] * p.shape[1] * el;
     }
   }
   // (weightsBytes skipped a tied head above.)
   // A float tied table is read as a buffer by the lookup and as a texture by the head.
-  const tiedTwice = tied && !(quant && isQuantizedWeight("lm_head.weight", quant));
+  const tiedTwice = tied && !(quant && isQuantizedWeight(head, quant, layout));
   if (tiedTwice) linearBytes -= headBytes;
   // On a software adapter the forward reads linear weights as packed textures (same bytes).
   // Packed-only: one copy, except a tied table (the lookup reads its buffer, the head its
@@ -139,7 +204,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     : weightsBytes + linearBytes + (tiedTwice ? headBytes : 0);
   const largestRun = Math.max(
     headBytes,
-    inner * h * el,
+    arch.largestLinear * el,
     options.largestStoredTensorBytes ?? 0,
   );
   // The load reads in binding-sized chunks: it holds one chunk as read, the driver's staging
@@ -178,7 +243,7 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
 /** The chunk size a load reads and uploads at a time (the usual binding limit, 128 MiB). */
 const bindingLimitHint = 128 * 2 ** 20;
 
-function gib(n: number): string {
+export function gib(n: number): string {
   if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
   if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
   return `${(n / 2 ** 10).toFixed(1)} KiB`;

@@ -72,10 +72,13 @@ export {
 } from "./load.ts";
 export {
   assertPlanFits,
+  chatglmPlanArch,
   formatMemoryPlan,
   type MemoryPlan,
   type MemoryPlanOptions,
+  type PlanArch,
   planMemory,
+  planMemoryOf,
 } from "./memory_plan.ts";
 export { type LoadProgress, uploadChatGLMWeights, type WeightDtype } from "./weights.ts";
 export {

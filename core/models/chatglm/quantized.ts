@@ -5,6 +5,10 @@
  * name, dtype and shape before uploading anything; then streams tensor by tensor (a quantized
  * weight waits only for its scale), so host memory stays near one tensor. The tied `lm_head`
  * (absent from the checkpoint) is the embedding tensor itself.
+ *
+ * The checks and the upload read an architecture's table (`QuantArch`: its layout from
+ * core/quant/format.ts and its parameter table), so the Llama family loads through the same code
+ * (`llamaQuantArch` in ../llama/load.ts); `chatglmQuantArch` is ChatGLM-6B's.
  */
 
 import type { Gpu } from "../../gpu/device.ts";
@@ -14,9 +18,11 @@ import { createProgress } from "../../../base/mod.ts";
 import { releaseTensor, type Tensor, uploadTensor } from "../../tensor/tensor.ts";
 import { checkQuantShape, quantizeF16, storedBytes } from "../../quant/arith.ts";
 import {
-  EMBEDDING_NAME,
-  isPerRowModule,
+  CHATGLM_QUANT_LAYOUT,
+  describeQuant,
+  groupSizeOf,
   isQuantizedWeight,
+  type QuantLayout,
   type QuantSpec,
   storedShapes,
 } from "../../quant/format.ts";
@@ -25,8 +31,29 @@ import type { ChatGLMConfig } from "./config.ts";
 import { isIgnoredTensor, parameterTable } from "./params.ts";
 import type { LoadProgress, WeightDtype } from "./weights.ts";
 
-const EMB = `${EMBEDDING_NAME}.weight`;
-const HEAD = "lm_head.weight";
+export { describeQuant };
+
+/**
+ * What the quantized load needs to know of an architecture: its layout table (core/quant/format.ts),
+ * its parameter table, the stored tensors it skips, and whether the head may be tied.
+ */
+export interface QuantArch {
+  layout: QuantLayout;
+  parameters: readonly { name: string; shape: number[] }[];
+  isIgnored(name: string): boolean;
+  /** false: the checkpoint must store its own `lm_head.weight`. */
+  tieWordEmbeddings?: boolean | null;
+}
+
+/** ChatGLM-6B's {@link QuantArch}. */
+export function chatglmQuantArch(config: ChatGLMConfig): QuantArch {
+  return {
+    layout: CHATGLM_QUANT_LAYOUT,
+    parameters: parameterTable(config),
+    isIgnored: (name) => isIgnoredTensor(name, config),
+    tieWordEmbeddings: config.tieWordEmbeddings,
+  };
+}
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
@@ -50,7 +77,7 @@ export function quantSpecOf(q: QuantizeOption): QuantSpec {
 
 /** How a load quantizes: the checkpoint's own spec, or the one asked for (never both differing). */
 export function resolveQuantization(
-  config: ChatGLMConfig,
+  config: { quantization?: QuantSpec | null },
   quantize: QuantizeOption | undefined,
   source: string,
 ): { spec: QuantSpec; prequantized: boolean } | null {
@@ -88,20 +115,13 @@ export function resolveQuantization(
   return { spec, prequantized: false };
 }
 
-/** "int4, group size 32, embeddings quantized" and the like. */
-export function describeQuant(spec: QuantSpec): string {
-  return `int${spec.bits}${spec.groupSize ? `, group size ${spec.groupSize}` : ", per-row scales"}${
-    spec.embeddings ? ", embeddings quantized" : ""
-  }`;
-}
-
 /**
  * What a loaded model's weights are and take on the GPU: "int4 (per-row scales), 3.6 GiB" or
  * "f16, 12.5 GiB" (for logs, /v1/models, the web page).
  */
 export function describeModelWeights(model: {
-  // Any architecture's model (every config has vocabSize); only ChatGLM's can be quantized.
-  config: { vocabSize: number; quantization?: ChatGLMConfig["quantization"] };
+  // Any architecture's model (every config has vocabSize and its quantization).
+  config: { vocabSize: number; quantization?: QuantSpec | null };
   parameters(): Map<string, Tensor>;
 }): string {
   let bytes = 0;
@@ -133,18 +153,35 @@ export function checkQuantizedCheckpoint(
   spec: QuantSpec,
   prequantized: boolean,
 ): { tied: boolean } {
+  return checkQuantizedWeights(chatglmQuantArch(config), ckpt, spec, prequantized);
+}
+
+/** {@link checkQuantizedCheckpoint} for any architecture. */
+export function checkQuantizedWeights(
+  arch: QuantArch,
+  ckpt: Checkpoint,
+  spec: QuantSpec,
+  prequantized: boolean,
+): { tied: boolean } {
   const problems: string[] = [];
   const seen = new Set<string>();
   const expected = new Map<string, { shape: number[]; dtype: "float" | "I8" | "F16" }>();
-  for (const p of parameterTable(config)) {
-    if (prequantized && isQuantizedWeight(p.name, spec)) {
+  // Quantizing at load: every weight must take the spec (group size dividing its input width)
+  // before anything is uploaded.
+  const unquantizable: string[] = [];
+  for (const p of arch.parameters) {
+    if (isQuantizedWeight(p.name, spec, arch.layout)) {
       const [out, inp] = p.shape;
       const module = p.name.slice(0, -".weight".length);
-      const group = isPerRowModule(module) ? null : spec.groupSize;
+      const group = groupSizeOf(module, spec, arch.layout);
       try {
         checkQuantShape(p.name, spec.bits, out, inp, group ?? inp);
       } catch (err) {
-        problems.push((err as Error).message);
+        (prequantized ? problems : unquantizable).push((err as Error).message);
+        continue;
+      }
+      if (!prequantized) {
+        expected.set(p.name, { shape: p.shape, dtype: "float" });
         continue;
       }
       const s = storedShapes(out, inp, spec.bits, group);
@@ -152,8 +189,15 @@ export function checkQuantizedCheckpoint(
       expected.set(`${module}.weight_scale`, { shape: s.scale, dtype: "F16" });
     } else expected.set(p.name, { shape: p.shape, dtype: "float" });
   }
+  if (unquantizable.length > 0) {
+    throw new Error(
+      `${ckpt.dir}: cannot quantize the weights as ${describeQuant(spec)}: ` +
+        unquantizable.slice(0, 4).join("; ") +
+        (unquantizable.length > 4 ? `; and ${unquantizable.length - 4} more` : ""),
+    );
+  }
   const hasHead = ckpt.locate.has("lm_head.weight");
-  if (!hasHead && config.tieWordEmbeddings === false) {
+  if (!hasHead && arch.tieWordEmbeddings === false) {
     problems.push("missing tensor lm_head.weight (config.json says tie_word_embeddings: false)");
   }
   // An absent head is the embedding table itself (the original's pre-quantized releases).
@@ -163,7 +207,7 @@ export function checkQuantizedCheckpoint(
     expected.delete("lm_head.weight_scale");
   }
   for (const name of ckpt.tensorNames) {
-    if (isIgnoredTensor(name, config)) continue;
+    if (arch.isIgnored(name)) continue;
     const want = expected.get(name);
     const t = ckpt.locate.get(name)!.tensor;
     if (!want) {
@@ -231,10 +275,24 @@ export async function uploadQuantizedChatGLM(
   config: ChatGLMConfig,
   options: LoadQuantizedOptions,
 ): Promise<Map<string, Tensor>> {
+  return await uploadQuantizedWeights(gpu, ckpt, chatglmQuantArch(config), options);
+}
+
+/**
+ * {@link uploadQuantizedChatGLM} for any architecture: parameters keyed by checkpoint name,
+ * quantized weights as q8/q4 tensors, `lm_head.weight` the embedding tensor when tied.
+ */
+export async function uploadQuantizedWeights(
+  gpu: Gpu,
+  ckpt: Checkpoint,
+  arch: QuantArch,
+  options: LoadQuantizedOptions,
+): Promise<Map<string, Tensor>> {
   const { spec, prequantized } = options;
-  const { tied } = checkQuantizedCheckpoint(config, ckpt, spec, prequantized);
-  const wanted = (name: string) =>
-    !isIgnoredTensor(name, config) && !(tied && name === "lm_head.weight");
+  const { layout } = arch;
+  const EMB = `${layout.embedding}.weight`, HEAD = `${layout.head}.weight`;
+  const { tied } = checkQuantizedWeights(arch, ckpt, spec, prequantized);
+  const wanted = (name: string) => !arch.isIgnored(name) && !(tied && name === HEAD);
   const totalBytes = ckpt.tensorNames.filter(wanted)
     .reduce((n, name) => n + ckpt.locate.get(name)!.tensor.byteLength, 0);
   const label = `loading ${describeQuant(spec)} weights`;
@@ -259,7 +317,8 @@ export async function uploadQuantizedChatGLM(
         },
       )
       : uploadTensor(gpu, bytesToF32(data, dtype as "F32"), shape, "f32", { label: name });
-  const shapeOf = (name: string) => parameterTable(config).find((p) => p.name === name)!.shape;
+  const shapes = new Map(arch.parameters.map((p) => [p.name, p.shape]));
+  const shapeOf = (name: string) => shapes.get(name)!;
   try {
     for await (const t of iterateTensors(ckpt, { names: wanted })) {
       loadedBytes += t.data.byteLength;
@@ -268,7 +327,7 @@ export async function uploadQuantizedChatGLM(
       // The original's full-precision release stores an lm_head equal to the embeddings: keep
       // one tensor (what tying means), found by content, in either order.
       if (
-        !prequantized && config.tieWordEmbeddings !== false && (t.name === EMB || t.name === HEAD)
+        !prequantized && arch.tieWordEmbeddings !== false && (t.name === EMB || t.name === HEAD)
       ) {
         const digest = await sha256(t.data);
         const other = t.name === EMB ? HEAD : EMB;
@@ -282,9 +341,9 @@ export async function uploadQuantizedChatGLM(
       }
       const isScale = t.name.endsWith(".weight_scale");
       const weightName = isScale ? t.name.replace(/_scale$/, "") : t.name;
-      if (isQuantizedWeight(weightName, spec)) {
+      if (isQuantizedWeight(weightName, spec, layout)) {
         const module = weightName.slice(0, -".weight".length);
-        const group = isPerRowModule(module) ? null : spec.groupSize;
+        const group = groupSizeOf(module, spec, layout);
         const [out, inp] = shapeOf(weightName);
         if (prequantized) {
           const p = pending.get(module) ?? {};
@@ -323,7 +382,7 @@ export async function uploadQuantizedChatGLM(
         tiedLate = false;
       }
     }
-    if (tied) tensors.set("lm_head.weight", tensors.get(`${EMBEDDING_NAME}.weight`)!);
+    if (tied) tensors.set(HEAD, tensors.get(EMB)!);
   } catch (err) {
     for (const t of new Set(tensors.values())) releaseTensor(t);
     throw err;

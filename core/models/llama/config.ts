@@ -6,6 +6,7 @@
  */
 
 import { isJsonObject, readJsonFile } from "../../../base/mod.ts";
+import { type QuantSpec, readLlamaQuantSpec } from "../../quant/format.ts";
 
 export type LlamaModelType = "qwen2" | "qwen3" | "llama";
 export const LLAMA_MODEL_TYPES: readonly LlamaModelType[] = ["qwen2", "qwen3", "llama"];
@@ -56,6 +57,11 @@ export interface LlamaConfig {
   padTokenId: number;
   /** The dtype the checkpoint says it was saved in (informational; file dtypes win). */
   torchDtype: string | null;
+  /**
+   * int8/int4 weights (core/quant/format.ts, our `medglm_quantization` key): how the checkpoint
+   * is stored, or, on a loaded model, how its weights were quantized at load. null: float.
+   */
+  quantization: QuantSpec | null;
 }
 
 /** Reads `<dir>/config.json` (and `generation_config.json` when there is one). */
@@ -205,6 +211,7 @@ export function parseLlamaConfig(
     eosTokenIds: eos!,
     padTokenId: pad,
     torchDtype: typeof dtype === "string" ? dtype : null,
+    quantization: readLlamaQuantSpec(c, source),
   };
 }
 

@@ -14,15 +14,39 @@ import { createLoraLinear, disposeLoraBranch, type LoraLinear } from "../../nn/l
 import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
 import { uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
-import { attachToLinears, type LoadModelOptions } from "../chatglm/load.ts";
+import {
+  assertMergeable,
+  attachToLinears,
+  largestTensorBytes,
+  type LoadModelOptions,
+} from "../chatglm/load.ts";
+import { assertPlanFits, formatMemoryPlan, planMemoryOf } from "../chatglm/memory_plan.ts";
+import { llamaPlanArch } from "./memory_plan.ts";
+import {
+  type QuantArch,
+  resolveQuantization,
+  uploadQuantizedWeights,
+} from "../chatglm/quantized.ts";
+import { LLAMA_QUANT_LAYOUT } from "../../quant/format.ts";
 import type { LlamaBlock } from "./block.ts";
 import { type LlamaConfig, readLlamaConfig } from "./config.ts";
 import { assembleLlama, type LlamaModel } from "./model.ts";
-import { checkParameters, hasBias, isIgnoredTensor, linearShapes } from "./params.ts";
+import {
+  checkParameters,
+  hasBias,
+  isIgnoredTensor,
+  linearShapes,
+  llamaParameters,
+} from "./params.ts";
 import { llamaInvFreq } from "./rotary.ts";
 
 /** The largest number of keys the attention kernel handles per row. */
 const ATTENTION_MAX_KEYS = 4096;
+
+/** The context a load gets by default: the config's, up to what the attention kernel handles. */
+export function defaultLlamaContext(config: LlamaConfig): number {
+  return Math.min(config.maxPositionEmbeddings, ATTENTION_MAX_KEYS);
+}
 
 export async function loadLlamaModel(
   dir: string,
@@ -35,8 +59,7 @@ export async function loadLlamaModel(
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }
-  const maxContext = options.maxContext ??
-    Math.min(config.maxPositionEmbeddings, ATTENTION_MAX_KEYS);
+  const maxContext = options.maxContext ?? defaultLlamaContext(config);
   if (!Number.isInteger(maxContext) || maxContext < 1 || maxContext > ATTENTION_MAX_KEYS) {
     throw new Error(
       `loadModel: maxContext ${maxContext} must be an integer in [1, ${ATTENTION_MAX_KEYS}]`,
@@ -46,31 +69,61 @@ export async function loadLlamaModel(
     ? await loadLoraAdapter(options.adapter, { linearModules: linearShapes(config), name: root })
     : options.adapter ?? null;
   const ckpt = await openCheckpoint(root);
-  const stored = ckpt.tensorNames.map((name) => ({
-    name,
-    shape: ckpt.locate.get(name)!.tensor.shape,
-  }));
-  checkParameters(config, stored, ckpt.dir);
-  if (config.tieWordEmbeddings && ckpt.locate.has("lm_head.weight")) {
-    // Some converters write the tied head too: it must be the embedding (spec §3).
-    const [a, b] = await Promise.all([
-      readTensorAsF32(ckpt, "lm_head.weight"),
-      readTensorAsF32(ckpt, "model.embed_tokens.weight"),
-    ]);
-    if (a.some((v, i) => v !== b[i])) {
-      throw new Error(
-        `${ckpt.dir}: lm_head.weight differs from model.embed_tokens.weight in a tied model ` +
-          "(tie_word_embeddings: true)",
-      );
+  // int8/int4: pre-quantized (config `medglm_quantization`) or quantized at load (`quantize`),
+  // checked and uploaded by the one quantized path with this family's layout table.
+  const quant = resolveQuantization(config, options.quantize, root);
+  if (!quant?.prequantized) {
+    const stored = ckpt.tensorNames.map((name) => ({
+      name,
+      shape: ckpt.locate.get(name)!.tensor.shape,
+    }));
+    checkParameters(config, stored, ckpt.dir);
+    if (config.tieWordEmbeddings && ckpt.locate.has("lm_head.weight")) {
+      // Some converters write the tied head too: it must be the embedding (spec §3).
+      const [a, b] = await Promise.all([
+        readTensorAsF32(ckpt, "lm_head.weight"),
+        readTensorAsF32(ckpt, "model.embed_tokens.weight"),
+      ]);
+      if (a.some((v, i) => v !== b[i])) {
+        throw new Error(
+          `${ckpt.dir}: lm_head.weight differs from model.embed_tokens.weight in a tied model ` +
+            "(tie_word_embeddings: true)",
+        );
+      }
     }
   }
-  const weights = await uploadWeights(gpu, ckpt, (n) => !isIgnoredTensor(n, config), {
+  // The plan (printed, and checked against the binding limits and a budget) before any upload.
+  // Float weights are not packed at load: on a software adapter the forward packs each linear
+  // weight's texture beside its buffer.
+  const plan = planMemoryOf(llamaPlanArch(config), {
     dtype,
-    onProgress: options.onProgress,
-    progressBar: options.progressBar,
+    maxContext,
+    batch: options.maxBatch ?? 1,
+    adapter: adapter ?? undefined,
+    tiedHead: config.tieWordEmbeddings,
+    software: gpu.isSoftware,
+    packedWeights: false,
+    largestStoredTensorBytes: largestTensorBytes(ckpt),
+    quant: quant?.spec,
   });
+  (options.log ?? ((line: string) => console.error(line)))(formatMemoryPlan(plan));
+  // A prompt too long for one binding is refused by the step that gets it ("use a shorter
+  // input"): the real 7–8B configs' MLP rows at the default 4096 positions exceed llvmpipe's 128
+  // MiB, which must not stop loading them for shorter inputs.
+  const loadBindings = plan.bindings.filter((b) => !b.perRow);
+  assertPlanFits({ ...plan, bindings: loadBindings }, gpu.limits, options.memoryBudgetBytes);
+  const progress = { onProgress: options.onProgress, progressBar: options.progressBar };
+  const weights = quant
+    ? await uploadQuantizedWeights(gpu, ckpt, llamaQuantArch(config), {
+      dtype,
+      ...quant,
+      design: options.quantDesign,
+      ...progress,
+    })
+    : await uploadWeights(gpu, ckpt, (n) => !isIgnoredTensor(n, config), { dtype, ...progress });
   const model = assembleLlama({
-    config,
+    // The model's config says how its weights were loaded (also when quantized at load).
+    config: quant ? { ...config, quantization: quant.spec } : config,
     dtype,
     gpu,
     maxContext,
@@ -89,6 +142,16 @@ export async function loadLlamaModel(
     }
   }
   return model;
+}
+
+/** The Llama family's quantized layout with this config's parameter table. */
+export function llamaQuantArch(config: LlamaConfig): QuantArch {
+  return {
+    layout: LLAMA_QUANT_LAYOUT,
+    parameters: llamaParameters(config),
+    isIgnored: (name) => isIgnoredTensor(name, config),
+    tieWordEmbeddings: config.tieWordEmbeddings,
+  };
 }
 
 /** The model's layers from its weights by checkpoint name. */
@@ -162,6 +225,7 @@ export async function mergeLlamaAdapter(model: LlamaModel): Promise<void> {
   const adapter = model.adapter;
   if (!adapter) throw new Error("mergeAdapter: the model has no adapter");
   const linears = llamaLinears(model);
+  assertMergeable(adapter, linears);
   for (const [name, m] of adapter.modules) {
     const lin = linears.get(name)!;
     const w = await readTensor(lin.weight) as Float32Array;

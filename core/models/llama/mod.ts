@@ -24,7 +24,14 @@ export { llamaInvFreq } from "./rotary.ts";
 export { type Attend as LlamaAttend, type LlamaBlock, llamaBlock } from "./block.ts";
 export { llamaHidden, type LlamaStack } from "./forward.ts";
 export { assembleLlama, type LlamaModel, llamaModelParameters } from "./model.ts";
-export { attachLlamaAdapter, llamaLinears, loadLlamaModel } from "./load.ts";
+export {
+  attachLlamaAdapter,
+  defaultLlamaContext,
+  llamaLinears,
+  llamaQuantArch,
+  loadLlamaModel,
+} from "./load.ts";
+export { llamaPlanArch } from "./memory_plan.ts";
 export {
   buildLlamaTrainBatch,
   llamaTrainForward,
