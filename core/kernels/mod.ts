@@ -137,15 +137,11 @@ export {
   type UniformValues,
 } from "./uniforms.ts";
 export {
+  maxSampledIds,
   packSamplingRows,
   sampleTokens,
   type SampleTokensOptions,
-  maxSampledIds,
   type SamplingRow,
   SETTINGS_WORDS,
 } from "./sampling/sampling.ts";
-export {
-  advanceDecode,
-  type AdvanceDecodeOptions,
-  type StepBump,
-} from "./sampling/advance.ts";
+export { advanceDecode, type AdvanceDecodeOptions, type StepBump } from "./sampling/advance.ts";

@@ -10,7 +10,7 @@
  * construction and the engine can draw the uniforms of the next k steps in advance (a sequence
  * draws exactly one per sampled step).
  *
- * Design: one workgroup of {@link LANES} invocations per row, no sort. Top-k, top-p and the draw
+ * Design: one workgroup per row ({@link samplingLanes} invocations), no sort. Top-k, top-p and the draw
  * are each "the first candidate, in the host's order, whose prefix reaches a goal" (a count of
  * k; a mass of top-p × total; a mass above u × total), found by one search ({@link SHADER}'s
  * `find`): the candidates' values as order-preserving u32 keys, 16 thresholds per pass over the
@@ -54,8 +54,10 @@ import {
 } from "../common.ts";
 import { uniformLayout } from "../uniforms.ts";
 
-/** Invocations per row. */
+/** Invocations per row at most (hardware adapters: always). */
 export const LANES = 256;
+/** Fewest invocations per row (software adapters). */
+const MIN_LANES = 32;
 
 /** u32 words of one row's settings (see {@link packSamplingRows}). */
 export const SETTINGS_WORDS = 8;
@@ -139,17 +141,32 @@ export function packSamplingRows(
   return { settings, history };
 }
 
-
 /** Passes over a row the kernel makes at most (see the shader's `find`). */
 const MAX_PASSES = 52;
 
+/** Loop iterations kept for the history (8192 ids at the fewest lanes) and the reductions. */
+const LOOP_MARGIN = 4096;
+
 /**
  * Most ids a row may hold on a software adapter: llvmpipe stops every loop of an invocation past
- * {@link SOFTWARE_LOOP_LIMIT} iterations in all, and each lane visits `V / LANES` ids per pass
- * (a margin of 2048 for the history and the reductions).
+ * {@link SOFTWARE_LOOP_LIMIT} iterations in all, and each lane visits `V / lanes` ids per pass.
  */
 export function maxSampledIds(): number {
-  return Math.floor((SOFTWARE_LOOP_LIMIT - 2048) / MAX_PASSES) * LANES;
+  return Math.floor((SOFTWARE_LOOP_LIMIT - LOOP_MARGIN) / MAX_PASSES) * LANES;
+}
+
+/**
+ * Invocations per row. On a software adapter a workgroup runs on one CPU thread, its lanes in
+ * SIMD batches of 8 with a switch at every barrier, so more lanes only add reduction work: the
+ * fewest that keep `V / lanes × passes` inside the loop limit. On hardware, {@link LANES}.
+ */
+export function samplingLanes(software: boolean, V: number): number {
+  if (!software) return LANES;
+  let lanes = MIN_LANES;
+  while (lanes < LANES && Math.ceil(V / lanes) * MAX_PASSES + LOOP_MARGIN > SOFTWARE_LOOP_LIMIT) {
+    lanes *= 2;
+  }
+  return lanes;
 }
 
 export interface SampleTokensOptions {
@@ -253,7 +270,8 @@ export function sampleTokens(
     rec,
     label: "sampleTokens weights",
   });
-  const pipeline = getPipeline(rec.gpu, "sampleTokens", () => SHADER);
+  const lanes = samplingLanes(rec.gpu.isSoftware, V);
+  const pipeline = getPipeline(rec.gpu, `sampleTokens:${lanes}`, () => shader(lanes));
   recordDispatch(
     rec,
     pipeline,
@@ -297,7 +315,7 @@ const ALL = `vec4<u32>(${NONE})`;
  * set (top-k, then top-p) is every candidate up to a bound element (`rbk`, `rbi`) in the host's
  * order (key descending, lower id first).
  */
-const SHADER = `
+const shader = (lanes: number) => `
 ${SamplingParams.wgsl}
 @group(0) @binding(1) var<storage, read> L: array<f32>;
 @group(0) @binding(2) var<storage, read> C: array<u32>;
@@ -307,10 +325,10 @@ ${SamplingParams.wgsl}
 @group(0) @binding(6) var<storage, read_write> Y: array<i32>;
 @group(0) @binding(7) var<storage, read> ST: array<u32>;
 
-var<workgroup> acc: array<array<vec4<f32>, 4>, ${LANES}>;
-var<workgroup> rv: array<f32, ${LANES}>;
-var<workgroup> ri: array<u32, ${LANES}>;
-var<workgroup> rk: array<u32, ${LANES}>;
+var<workgroup> acc: array<array<vec4<f32>, 4>, ${lanes}>;
+var<workgroup> rv: array<f32, ${lanes}>;
+var<workgroup> ri: array<u32, ${lanes}>;
+var<workgroup> rk: array<u32, ${lanes}>;
 
 // The row: base of its keys and weights, floor key, bound, and what the metric sums.
 var<private> rsb: u32;
@@ -342,7 +360,7 @@ fn metrics(t: u32, tk0: vec4<u32>, tk1: vec4<u32>, tk2: vec4<u32>, tk3: vec4<u32
   var a2 = vec4<f32>(0.0);
   var a3 = vec4<f32>(0.0);
   let zero = vec4<f32>(0.0);
-  for (var i = t; i < P.limit; i += ${LANES}u) {
+  for (var i = t; i < P.limit; i += ${lanes}u) {
     let k = K[rsb + i];
     if (k >= rfk && upto(k, i, rbk, rbi)) {
       let w = vec4<f32>(select(1.0, W[rsb + i], useMass));
@@ -360,7 +378,7 @@ fn metrics(t: u32, tk0: vec4<u32>, tk1: vec4<u32>, tk2: vec4<u32>, tk3: vec4<u32
   acc[t][2] = a2;
   acc[t][3] = a3;
   workgroupBarrier();
-  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (t < s) {
       acc[t][0] += acc[t + s][0];
       acc[t][1] += acc[t + s][1];
@@ -400,14 +418,14 @@ fn reached(m: array<vec4<f32>, 4>, goal: f32, strict: bool) -> u32 {
 fn ties(t: u32, kk: u32) -> vec2<u32> {
   var c = 0u;
   var m = ${NONE};
-  for (var i = t; i < P.limit; i += ${LANES}u) {
+  for (var i = t; i < P.limit; i += ${lanes}u) {
     if (K[rsb + i] == kk && upto(kk, i, rbk, rbi)) { c += 1u; m = min(m, i); }
   }
   workgroupBarrier();
   rk[t] = c;
   ri[t] = m;
   workgroupBarrier();
-  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (t < s) { rk[t] += rk[t + s]; ri[t] = min(ri[t], ri[t + s]); }
     workgroupBarrier();
   }
@@ -423,7 +441,8 @@ fn find(t: u32, goal: f32, strict: bool, whole: f32, bestK: u32) -> vec2<u32> {
   if (!select(whole >= goal, whole > goal, strict)) { return vec2<u32>(rbk, rbi); }
   let q0 = vec4<u32>(1u, 2u, 3u, 4u);
   let all = ${ALL};
-  var lo = rfk;
+  // Every kept candidate's key is at least the floor's and the bound's.
+  var lo = max(rfk, rbk);
   var hi = bestK;
   for (var it = 0u; it < 12u && lo < hi; it++) {
     let step = (hi - lo) / 16u + 1u;
@@ -461,7 +480,7 @@ fn find(t: u32, goal: f32, strict: bool, whole: f32, bestK: u32) -> vec2<u32> {
   return vec2<u32>(kk, a);
 }
 
-@compute @workgroup_size(${LANES})
+@compute @workgroup_size(${lanes})
 fn main(${WG_BUILTINS}) {
   let row = ${WG_INDEX};
   let t = lid.x;
@@ -479,54 +498,61 @@ fn main(${WG_BUILTINS}) {
   let out = P.outOffset + s * P.outStride + row;
   rsb = row * P.limit;
 
-  // The penalised row's keys: written from the logits each time, so an id seen twice is
+  // One pass: the row's keys, any NaN or ±Infinity in the whole row (non-text ids too, as the
+  // host checks), and the argmax (first index on ties; none above -Infinity gives id 0 as the
+  // host's argmax). Keys are written from the logits each time, so an id seen twice is
   // penalised once.
-  for (var i = t; i < P.limit; i += ${LANES}u) { K[rsb + i] = okey(L[lb + i]); }
-  // Any NaN or ±Infinity in the whole row (non-text ids too, as the host checks).
+  let none = okey(bitcast<f32>(P.negInf));
   var bad = 0u;
-  for (var i = t; i < P.V; i += ${LANES}u) {
-    if ((bitcast<u32>(L[lb + i]) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
+  var bk = none;
+  var bi = ${NONE};
+  for (var i = t; i < P.V; i += ${lanes}u) {
+    let v = L[lb + i];
+    if ((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
+    if (i < P.limit) {
+      let k = okey(v);
+      K[rsb + i] = k;
+      if (k > bk) { bk = k; bi = i; }
+    }
   }
   workgroupBarrier();
-  rk[t] = bad;
+  rv[t] = f32(bad);
   workgroupBarrier();
-  for (var w = ${LANES / 2}u; w > 0u; w >>= 1u) {
-    if (t < w) { rk[t] = max(rk[t], rk[t + w]); }
+  for (var w = ${lanes / 2}u; w > 0u; w >>= 1u) {
+    if (t < w) { rv[t] = max(rv[t], rv[t + w]); }
     workgroupBarrier();
   }
-  if (workgroupUniformLoad(&rk[0]) > 0u) {
+  if (workgroupUniformLoad(&rv[0]) > 0.0) {
     if (t == 0u) { Y[out] = select(0, i32(P.invalidId), P.invalidId < P.limit); }
     return;
   }
-  storageBarrier();
   if (pen != 1.0) {
-    for (var j = t; j < hl; j += ${LANES}u) {
+    storageBarrier();
+    for (var j = t; j < hl; j += ${lanes}u) {
       let id = H[hs + j];
       if (id >= 0 && u32(id) < P.limit) {
         let v = L[lb + u32(id)];
         K[rsb + u32(id)] = okey(select(v / pen, v * pen, v < 0.0));
       }
     }
-    for (var j = t; j < P.recentCount + s; j += ${LANES}u) {
+    for (var j = t; j < P.recentCount + s; j += ${lanes}u) {
       let id = Y[P.recentStart + j * P.recentStride + row];
       if (id >= 0 && u32(id) < P.limit) {
         let v = L[lb + u32(id)];
         K[rsb + u32(id)] = okey(select(v / pen, v * pen, v < 0.0));
       }
     }
+    storageBarrier();
+    // The argmax again, of the penalised keys.
+    bk = none;
+    bi = ${NONE};
+    for (var i = t; i < P.limit; i += ${lanes}u) { let k = K[rsb + i]; if (k > bk) { bk = k; bi = i; } }
   }
-  storageBarrier();
-
-  // argmax, first index on ties; none above -Infinity gives id 0 as the host's argmax.
-  let none = okey(bitcast<f32>(P.negInf));
-  var bk = none;
-  var bi = ${NONE};
-  for (var i = t; i < P.limit; i += ${LANES}u) { let k = K[rsb + i]; if (k > bk) { bk = k; bi = i; } }
   workgroupBarrier();
   rk[t] = bk;
   ri[t] = bi;
   workgroupBarrier();
-  for (var w = ${LANES / 2}u; w > 0u; w >>= 1u) {
+  for (var w = ${lanes / 2}u; w > 0u; w >>= 1u) {
     if (t < w && (rk[t + w] > rk[t] || (rk[t + w] == rk[t] && ri[t + w] < ri[t]))) {
       rk[t] = rk[t + w];
       ri[t] = ri[t + w];
@@ -544,7 +570,7 @@ fn main(${WG_BUILTINS}) {
   let bestV = ofkey(bestK);
   rfk = okey(bestV - 40.0 * temp);
   let mx = bestV / temp;
-  for (var i = t; i < P.limit; i += ${LANES}u) {
+  for (var i = t; i < P.limit; i += ${lanes}u) {
     let k = K[rsb + i];
     if (k >= rfk) { W[rsb + i] = exp(ofkey(k) / temp - mx); }
   }
@@ -552,13 +578,15 @@ fn main(${WG_BUILTINS}) {
   // The bound at the end of the order: everything kept.
   rbk = 0u;
   rbi = ${NONE};
-  useMass = false;
-  let count = kept_metric(t);
-  if (topK > 0u && f32(topK) < count) {
-    // top-k: the kept set ends at the k-th candidate.
-    let e = find(t, f32(topK), false, count, bestK);
-    rbk = e.x;
-    rbi = e.y;
+  if (topK > 0u) {
+    useMass = false;
+    let count = kept_metric(t);
+    if (f32(topK) < count) {
+      // top-k: the kept set ends at the k-th candidate.
+      let e = find(t, f32(topK), false, count, bestK);
+      rbk = e.x;
+      rbi = e.y;
+    }
   }
   useMass = true;
   var total = kept_metric(t);
@@ -574,6 +602,7 @@ fn main(${WG_BUILTINS}) {
   if (e.y == ${NONE}) {
     // Past every candidate (rounding) with nothing cut: the last candidate, by count.
     useMass = false;
+    let count = kept_metric(t);
     e = find(t, count, false, count, bestK);
   }
   if (t == 0u) { Y[out] = i32(e.y); }

@@ -18,20 +18,22 @@
  */
 
 import {
+  beginCapture,
   beginRecording,
   discardRecording,
+  endCapture,
   recordCopy,
   type Recording,
+  replayCapture,
   submit,
 } from "../../gpu/recording.ts";
 import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
-import { sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
+import { advanceDecode, sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
 import {
   readTensor,
   releaseTensor,
   reshape,
-  sliceRows,
   type Tensor,
   uploadTensor,
 } from "../../tensor/tensor.ts";
@@ -64,14 +66,11 @@ export interface SlotGroup {
    */
   settings: Uint32Array;
   history: Int32Array;
-  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
-  walkLimit?: number;
 }
 
 /**
  * Runs the group; returns the sampled ids [steps, slots.length] (step-major). Each slot's cache
- * grows by `steps` positions. An id of -1 means the GPU sampler could not walk that far
- * (see core/kernels/sampling): the caller samples that step on the host.
+ * grows by `steps` positions.
  */
 export async function decodeSlotsGroup(
   model: ChatGLMModel,
@@ -122,90 +121,121 @@ export async function decodeSlotsGroup(
   // Ring rows padded so that every row's view starts on the storage offset alignment.
   const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
   const stride = Math.ceil(n / align) * align;
-  // Rows 1..c: the previous group's ids (follow), row c: the ids of step 0; step j reads row
-  // c + j and writes row c + j + 1.
+  // Rows 1..c: the previous group's ids (follow); step j writes row c + j + 1.
   const c = group.follow ? prev!.k : 0;
   const ringData = new Int32Array((c + k + 1) * stride);
-  if (!group.follow) ringData.set(group.ids);
   const uploads: Tensor[] = [];
-  const upload = (data: Int32Array | Uint32Array, label: string) => {
-    const t = uploadTensor(gpu, data, [data.length], undefined, { label });
+  const upload = (data: Int32Array | Uint32Array, shape: number[], label: string) => {
+    const t = uploadTensor(gpu, data, shape, undefined, { label });
     uploads.push(t);
     return t;
   };
   // The ring outlives this call when a following group copies from it (see `carried`).
   const ring = uploadTensor(gpu, ringData, [ringData.length], "i32", { label: "decode ring" });
   const held: Carried = { ring, first: c + 1, k, stride, slots: [...slots], refs: 2 };
-  const settingsT = upload(group.settings, "sampling settings");
-  const historyT = upload(group.history.length ? group.history : new Int32Array(1), "history");
+  const settingsT = upload(group.settings, [group.settings.length], "sampling settings");
+  const historyT = upload(
+    group.history.length ? group.history : new Int32Array(1),
+    [Math.max(1, group.history.length)],
+    "history",
+  );
+  // Everything a step reads that changes from one step to the next is in GPU memory, moved on
+  // by `advanceDecode` after each step: the ids fed (`ids`), each row's position and cache
+  // length (`pos`, `info`: a generated token's block position and the length both grow by one)
+  // and the step counter the sampler reads its settings and ring row by. So every step is the
+  // same commands: step 0 is recorded (and captured), the others replay it.
   const lengths = slots.map((s) => cache.slots[s].length);
-  const pending: Promise<void>[] = [];
-  let rec: Recording | null = null;
-  try {
-    for (let j = 0; j < k; j++) {
-      const pos = new Int32Array(n * 2);
-      const info = new Int32Array(n * 2);
-      let maxKeys = 0;
-      slots.forEach((slot, i) => {
-        const length = lengths[i] + j;
-        pos.set(positionAt(cache.slots[slot].layout!, length), i * 2);
-        info.set([slot, length], i * 2);
-        maxKeys = Math.max(maxKeys, length + 1);
-      });
-      const posT = uploadTensor(gpu, pos, [n, 2, 1], "i32", { label: "pos" });
-      const infoT = uploadTensor(gpu, info, [n, 2], "i32", { label: "slotInfo" });
-      uploads.push(posT, infoT);
-      const ids = sliceRows(reshape(ring, [(c + k + 1) * stride, 1]), (c + j) * stride, n);
-      rec ??= beginRecording(gpu);
-      if (j === 0 && group.follow) {
-        const p = prev!;
-        recordCopy(
-          rec,
-          p.ring.buffer,
-          p.ring.byteOffset + p.first * p.stride * 4,
-          ring.buffer,
-          ring.byteOffset + stride * 4,
-          c * stride * 4,
-        );
-      }
-      const tape = createTape(rec, false);
-      let logits: Var | null = null;
-      try {
-        const attend = slotAttention(config, cache, posT, infoT, maxKeys);
-        logits = scope(tape, () => {
-          const y = chatglmHidden(tape, model, ids, attend, {});
-          return linearForward(tape, model.lmHead, y);
-        });
-        sampleTokens(
-          rec,
-          reshape(logits.value, [n, config.vocabSize]),
-          group.textVocab,
-          settingsT,
-          historyT,
-          {
-            out: ring,
-            outOffset: (c + j + 1) * stride,
-            settingsBase: j * n * SETTINGS_WORDS,
-            recent: { start: stride, count: c + j, stride },
-            maxSteps: group.walkLimit,
-          },
-        );
-      } finally {
-        if (logits) unref(tape, logits);
-      }
-      // Submitted every few steps, so the GPU starts early while each submission's fixed cost
-      // (encoder, error scopes) is shared; its validation is awaited with the others below.
-      if ((j + 1) % STEPS_PER_SUBMIT === 0 || j === k - 1) {
-        pending.push(submit(rec));
-        rec = null;
-      }
+  const pos = new Int32Array(n * 2);
+  const info = new Int32Array(n * 2);
+  let maxKeys = 0;
+  slots.forEach((slot, i) => {
+    const layout = cache.slots[slot].layout!;
+    const [p0, p1] = positionAt(layout, lengths[i]);
+    const [q0, q1] = positionAt(layout, lengths[i] + 1);
+    if (q0 !== p0 || q1 !== p1 + 1) {
+      throw new Error(`decodeSlotsGroup: slot ${slot} is not past its prompt's context`);
     }
+    pos.set([p0, p1], i * 2);
+    info.set([slot, lengths[i]], i * 2);
+    // The attention kernel sizes its score buffer for the longest row at the group's last step.
+    maxKeys = Math.max(maxKeys, lengths[i] + k);
+  });
+  const posT = upload(pos, [n, 2, 1], "pos");
+  const infoT = upload(info, [n, 2], "slotInfo");
+  const idsT = upload(
+    Int32Array.from(group.follow ? slots.map(() => 0) : group.ids),
+    [n, 1],
+    "ids",
+  );
+  const counter = upload(new Uint32Array(1), [1], "step counter");
+  let rec: Recording | null = null;
+  let pending: Promise<void> | null = null;
+  try {
+    rec = beginRecording(gpu);
+    if (group.follow) {
+      const p = prev!;
+      const from = p.ring.byteOffset + p.first * p.stride * 4;
+      recordCopy(
+        rec,
+        p.ring.buffer,
+        from,
+        ring.buffer,
+        ring.byteOffset + stride * 4,
+        c * stride * 4,
+      );
+      // The ids fed first: the previous group's last step's.
+      recordCopy(
+        rec,
+        p.ring.buffer,
+        from + (p.k - 1) * p.stride * 4,
+        idsT.buffer,
+        idsT.byteOffset,
+        n * 4,
+      );
+    }
+    beginCapture(rec);
+    const tape = createTape(rec, false);
+    let logits: Var | null = null;
+    try {
+      const attend = slotAttention(config, cache, posT, infoT, maxKeys);
+      logits = scope(tape, () => {
+        const y = chatglmHidden(tape, model, idsT, attend, {});
+        return linearForward(tape, model.lmHead, y);
+      });
+      sampleTokens(
+        rec,
+        reshape(logits.value, [n, config.vocabSize]),
+        group.textVocab,
+        settingsT,
+        historyT,
+        {
+          out: ring,
+          outOffset: (c + 1) * stride,
+          recent: { start: stride, count: c, stride },
+          step: { counter, steps: k, stride },
+        },
+      );
+      advanceDecode(rec, n, {
+        counter,
+        ring,
+        first: (c + 1) * stride,
+        stride,
+        ids: idsT,
+        bumps: [{ tensor: posT, stride: 2, offset: 1 }, { tensor: infoT, stride: 2, offset: 1 }],
+      });
+    } finally {
+      if (logits) unref(tape, logits);
+    }
+    const step = endCapture(rec);
+    for (let j = 1; j < k; j++) replayCapture(step);
+    pending = submit(rec);
+    rec = null;
     // Recorded and submitted: the slots hold k more positions now (a following group may start
     // before this one is read), and this ring replaces the previous one as the one to follow.
     for (let i = 0; i < n; i++) cache.slots[slots[i]].length = lengths[i] + k;
     if (prev) drop(prev);
     carried.set(cache, held);
-    const [, read] = await Promise.all([Promise.all(pending), readTensor(ring)]);
+    const [, read] = await Promise.all([pending, readTensor(ring)]);
     const out = read as Int32Array;
     const ids = new Int32Array(k * n);
     for (let j = 0; j < k; j++) {
@@ -214,7 +244,7 @@ export async function decodeSlotsGroup(
     return ids;
   } catch (err) {
     if (rec) discardRecording(rec);
-    await Promise.allSettled(pending);
+    if (pending) await pending.catch(() => {});
     // The hold of being followed, carried or not yet: nothing can follow a failed group.
     if (carried.get(cache) === held) carried.delete(cache);
     drop(held);
@@ -225,14 +255,6 @@ export async function decodeSlotsGroup(
     for (const t of uploads) releaseTensor(t);
   }
 }
-
-/**
- * Steps recorded into one submission. Measured on llvmpipe (demo model, k = 16, shared machine):
- * a submission per step 8.2–11.3 ms/step, per 4 steps 6.2–6.3, per 16 steps 5.4–5.5: each
- * submission's fixed host cost (encoder, error scopes) weighs more than the GPU starting early,
- * and with pipelined groups the GPU has the previous group to work on meanwhile.
- */
-export const STEPS_PER_SUBMIT = 8;
 
 /** A group's ring while a following group may still copy its ids. */
 interface Carried {
