@@ -25,7 +25,12 @@ import {
 } from "../core/mod.ts";
 import { createRng } from "../base/mod.ts";
 import { smallConfig } from "./small_model.ts";
-import { createScheduler, type Scheduler, webgpuDecoder } from "../serve/mod.ts";
+import {
+  createScheduler,
+  type SamplerSettings,
+  type Scheduler,
+  webgpuDecoder,
+} from "../serve/mod.ts";
 
 const PROMPT_LEN = 16;
 const DECODE_STEPS = 8;
@@ -95,22 +100,52 @@ const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pa
 /** Tokens decoded per run of the batch-1 comparison (after the first, which prefill gives). */
 const GROUP_BENCH_TOKENS = 64;
 
-/** One greedy request on an otherwise idle scheduler: decode ms after the first token, TTFT. */
+/**
+ * CPU time in ms of this process (`self`: every thread, the software adapter's included) or of
+ * the calling thread (`thread-self`: the JS thread, where commands are recorded), from
+ * /proc (10 ms ticks); null where /proc is not there.
+ */
+export function cpuMs(which: "self" | "thread-self"): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${which}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** The sampler settings of the batch-1 table's rows: greedy, and HTTP's defaults. */
+const DECODE_MODES = {
+  greedy: { temperature: 0 },
+  "T0.95 p0.7": { temperature: 0.95, topP: 0.7 },
+} as const;
+
+/**
+ * One request on an otherwise idle scheduler: decode ms after the first token, TTFT, and the
+ * JS thread's CPU ms over the decode (the host's share of it).
+ */
 async function oneRequest(
   sched: Scheduler,
   config: ChatGLMConfig,
   tokens: number,
-): Promise<{ decodeMs: number; ttftMs: number }> {
+  settings: SamplerSettings = { temperature: 0 },
+): Promise<{ decodeMs: number; ttftMs: number; hostMs: number }> {
+  let cpuAtFirst = 0;
   const [t] = await new Promise<SeqTiming[]>((resolve, reject) => {
     const t: SeqTiming = { submitted: performance.now(), firstToken: 0, last: 0, tokens: 0 };
     sched.submit({
       promptIds: promptIds(config, PROMPT_LEN, 3),
-      settings: { temperature: 0 },
+      settings: { ...settings, validUtf8: false },
       rng: createRng(1),
       maxNewTokens: tokens + 1,
       onToken() {
         const now = performance.now();
-        if (t.tokens === 0) t.firstToken = now;
+        if (t.tokens === 0) {
+          t.firstToken = now;
+          cpuAtFirst = cpuMs("thread-self") ?? 0;
+        }
         t.last = now;
         t.tokens++;
         return false;
@@ -119,7 +154,11 @@ async function oneRequest(
     });
   });
   if (t.tokens !== tokens + 1) throw new Error(`expected ${tokens + 1} tokens, got ${t.tokens}`);
-  return { decodeMs: t.last - t.firstToken, ttftMs: t.firstToken - t.submitted };
+  return {
+    decodeMs: t.last - t.firstToken,
+    ttftMs: t.firstToken - t.submitted,
+    hostMs: (cpuMs("thread-self") ?? NaN) - cpuAtFirst,
+  };
 }
 
 /**
@@ -133,9 +172,12 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   );
   const head = [
     "model",
+    "sampling",
     "per-token tok/s",
     "grouped tok/s",
     "ratio",
+    "host ms/tok per-token",
+    "host ms/tok grouped",
     "TTFT per-token ms",
     "TTFT grouped ms",
   ];
@@ -154,24 +196,35 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
     };
     const perToken = make(false), grouped = make(true);
     try {
-      await oneRequest(perToken.sched, model.config, 4); // warm-up: compiles every pipeline
-      await oneRequest(grouped.sched, model.config, 4);
-      let a = { decodeMs: Infinity, ttftMs: Infinity }, b = { ...a };
-      for (let rep = 0; rep < 3; rep++) {
-        const x = await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS);
-        const y = await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS);
-        a = { decodeMs: Math.min(a.decodeMs, x.decodeMs), ttftMs: Math.min(a.ttftMs, x.ttftMs) };
-        b = { decodeMs: Math.min(b.decodeMs, y.decodeMs), ttftMs: Math.min(b.ttftMs, y.ttftMs) };
+      for (const [mode, settings] of Object.entries(DECODE_MODES)) {
+        // Warm-up: compiles every pipeline.
+        await oneRequest(perToken.sched, model.config, 4, settings);
+        await oneRequest(grouped.sched, model.config, 4, settings);
+        const none = { decodeMs: Infinity, ttftMs: Infinity, hostMs: Infinity };
+        let a = none, b = none;
+        const best = (x: typeof none, y: typeof none) => ({
+          decodeMs: Math.min(x.decodeMs, y.decodeMs),
+          ttftMs: Math.min(x.ttftMs, y.ttftMs),
+          hostMs: Math.min(x.hostMs, y.hostMs),
+        });
+        for (let rep = 0; rep < 3; rep++) {
+          a = best(a, await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS, settings));
+          b = best(b, await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS, settings));
+        }
+        const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
+        const perTok = (ms: number) => (ms / GROUP_BENCH_TOKENS).toFixed(2);
+        rows.push([
+          name,
+          mode,
+          tokS(a.decodeMs).toFixed(1),
+          tokS(b.decodeMs).toFixed(1),
+          (a.decodeMs / b.decodeMs).toFixed(2),
+          perTok(a.hostMs),
+          perTok(b.hostMs),
+          a.ttftMs.toFixed(0),
+          b.ttftMs.toFixed(0),
+        ]);
       }
-      const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
-      rows.push([
-        name,
-        tokS(a.decodeMs).toFixed(1),
-        tokS(b.decodeMs).toFixed(1),
-        (a.decodeMs / b.decodeMs).toFixed(2),
-        a.ttftMs.toFixed(0),
-        b.ttftMs.toFixed(0),
-      ]);
     } finally {
       await perToken.sched.close();
       await grouped.sched.close();
@@ -184,8 +237,9 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
   console.log([line(head), ...rows.map(line)].join("\n"));
   console.log(
-    `prompt ${PROMPT_LEN} tokens, greedy, ${GROUP_BENCH_TOKENS} tokens after the first; groups ` +
-      "grow 1, 2, 4, 8, 16 steps. Best of three alternating runs each.",
+    `prompt ${PROMPT_LEN} tokens, ${GROUP_BENCH_TOKENS} tokens after the first; groups grow 1, ` +
+      "2, 4, 8, 16 steps. host ms/tok: CPU time of the JS thread (recording, readback, host " +
+      "sampling) per token, from /proc (10 ms ticks). Best of three alternating runs each.",
   );
 }
 
