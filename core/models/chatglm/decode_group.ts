@@ -1,14 +1,18 @@
 /**
- * Decode without a host round trip per token: `k` slot decode steps recorded and submitted one
- * after another, each sampling its ids on the GPU (core/kernels/sampling) into a ring of
- * generated ids that the next step's embedding lookup reads; the host reads the ring once, after
- * the last step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS),
- * so a group of k steps pays it once instead of k times.
+ * Decode without a host round trip per token: `k` slot decode steps in one submission, each
+ * sampling its ids on the GPU (core/kernels/sampling) into a ring of generated ids and feeding
+ * them to the next step's embedding lookup there; the host reads the ring once, after the last
+ * step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS), so a
+ * group of k steps pays it once instead of k times.
  *
- * Everything else a step needs is known on the host in advance: each row's positions and cache
- * length advance by one per step. Submitting does not wait: a step's validation is awaited with
- * the others at the end of the group (`submit` resolves after its error scopes), so the GPU
- * works through the steps while the host records the next ones.
+ * Record once, replay: what differs between the steps of a group (the ids fed, each row's
+ * position and cache length, which step's sampler settings and ring row) lives in GPU memory and
+ * is moved on by a small kernel after each step (`advanceDecode`), so every step is the same
+ * commands with the same bind groups and uniforms. The group records step 0 through the model's
+ * ordinary code (captured, core/gpu/recording.ts) and encodes it again k - 1 times; the host's
+ * cost of a step (bind groups, error scopes, the tape's bookkeeping: ~2 ms on llvmpipe for the
+ * tiny model) is paid once per group. The attention kernel's variant is chosen for the group's
+ * longest row at its last step; each row attends to its own length, read from GPU memory.
  *
  * Pipelining (`follow`): a group may start from the previous group's last ids while those are
  * still on the GPU (its ring is carried over, its ids joining the repetition penalty's history),
