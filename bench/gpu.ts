@@ -20,23 +20,18 @@
 import { parseArgs } from "node:util";
 import { numberFlag } from "../base/mod.ts";
 import {
-  beginRecording,
   type ChatGLMModel,
   getGpu,
-  type Gpu,
-  linear,
   loadChatGLM,
   packSamplingRows,
   randomChatGLM,
-  readTensor,
   releaseTensor,
-  submit,
   sync,
-  type Tensor,
   uploadTensor,
 } from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
 import { cpuMs } from "./engine.ts";
+import { fillRandom, linearSeconds } from "./linear_timing.ts";
 
 /** A card's FP32 peak (non-tensor-core) and memory bandwidth, from the vendors' data sheets. */
 export interface CardSpec {
@@ -126,40 +121,6 @@ function hostCopyGbs(): number {
     best = Math.min(best, performance.now() - t0);
   }
   return (2 * n) / (best / 1000) / 1e9;
-}
-
-/** Seconds per run of `reps` dispatches of `linear(x, w)` in one submission (best of 3). */
-async function linearSeconds(gpu: Gpu, x: Tensor, w: Tensor, budgetS: number): Promise<number> {
-  const run = async (reps: number) => {
-    const rec = beginRecording(gpu);
-    const outs: Tensor[] = [];
-    for (let i = 0; i < reps; i++) outs.push(linear(rec, x, w));
-    const t0 = performance.now();
-    await submit(rec);
-    await sync(gpu);
-    const dt = (performance.now() - t0) / 1000;
-    await readTensor(outs[0]);
-    for (const o of outs) releaseTensor(o);
-    return dt;
-  };
-  await run(1); // compile, weight packing
-  const once = await run(1);
-  const reps = Math.max(1, Math.min(100, Math.round(budgetS / Math.max(once, 1e-5))));
-  let best = Infinity;
-  for (let i = 0; i < 3; i++) best = Math.min(best, (await run(reps)) / reps);
-  return best;
-}
-
-function fill(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x & 0xffff) / 65536 - 0.5) * 0.1;
-  }
-  return out;
 }
 
 /** Bytes of weights one decode step of a ChatGLM reads (every linear layer and the head once). */
@@ -253,10 +214,10 @@ export async function bench(options: GpuBenchOptions = parseGpuBenchFlags(Deno.a
   // SGEMM.
   const n = options.size ?? (gpu.isSoftware ? 1024 : 2048);
   {
-    const x = uploadTensor(gpu, fill(n * n, 3), [n, n]);
-    const w = uploadTensor(gpu, fill(n * n, 5), [n, n]);
+    const x = uploadTensor(gpu, fillRandom(n * n, 3), [n, n]);
+    const w = uploadTensor(gpu, fillRandom(n * n, 5), [n, n]);
     try {
-      const s = await linearSeconds(gpu, x, w, gpu.isSoftware ? 0.5 : 0.2);
+      const s = await linearSeconds(gpu, x, w, gpu.isSoftware ? 0.5 : 0.2, 3);
       const gflops = (2 * n * n * n) / s / 1e9;
       rows.push([
         `SGEMM f32 ${n}³`,
@@ -272,10 +233,10 @@ export async function bench(options: GpuBenchOptions = parseGpuBenchFlags(Deno.a
   // Decode matmul, M = 1.
   const K = 4096, N = 16384;
   for (const dtype of gpu.hasF16 ? ["f32", "f16"] as const : ["f32"] as const) {
-    const x = uploadTensor(gpu, fill(K, 7), [1, K]);
-    const w = uploadTensor(gpu, fill(N * K, 9), [N, K], dtype);
+    const x = uploadTensor(gpu, fillRandom(K, 7), [1, K]);
+    const w = uploadTensor(gpu, fillRandom(N * K, 9), [N, K], dtype);
     try {
-      const s = await linearSeconds(gpu, x, w, gpu.isSoftware ? 0.5 : 0.2);
+      const s = await linearSeconds(gpu, x, w, gpu.isSoftware ? 0.5 : 0.2, 3);
       const gbs = (N * K * (dtype === "f16" ? 2 : 4)) / s / 1e9;
       rows.push([
         `decode matmul M=1 ${K}×${N} ${dtype} weights`,
