@@ -45,8 +45,9 @@ import { slotAttention } from "./attention.ts";
 import { type ChatGLMCache, checkCache, checkSlot } from "./cache.ts";
 import { chatglmHidden } from "./forward.ts";
 import { positionAt } from "./inputs.ts";
-import { checkIds } from "./lockstep.ts";
 import type { ChatGLMModel } from "./model.ts";
+import type { Attend } from "./block.ts";
+import { checkIds, type StackPass, type StepModel } from "./step.ts";
 
 /** A group of decode steps over some slots, sampled on the GPU. */
 export interface SlotGroup {
@@ -73,15 +74,64 @@ export interface SlotGroup {
 }
 
 /**
+ * What a group needs of an architecture, the rest being shared (slot cache, sampler, ring,
+ * replay): ChatGLM's below, the Llama family's in ../llama/decode_group.ts.
+ */
+export interface GroupArch<A> {
+  model: StepModel & { config: { vocabSize: number } };
+  /** The forward pass up to the final norm, with `attend` as the attention. */
+  pass: StackPass<A>;
+  /** The slot attention of a step: positions `pos`, (slot, length) rows `info`. */
+  attend(pos: Tensor, info: Tensor, maxKeys: number): A;
+  /**
+   * Each row's position words at cache length `length` (the token fed there), the positions'
+   * shape for `n` rows, and the one word per row (`row·stride + offset`) that grows by one per
+   * step. Throws when a row's positions do not move that way (a slot still inside its prompt).
+   */
+  positions(slot: number, length: number): number[];
+  posShape(n: number): number[];
+  posBump: { stride: number; offset: number };
+}
+
+/** ChatGLM's: 2-D positions; a generated token's block position grows by one per step. */
+function chatglmArch(model: ChatGLMModel, cache: ChatGLMCache): GroupArch<Attend> {
+  return {
+    model,
+    pass: (tape, ids, attend, options) => chatglmHidden(tape, model, ids, attend, options),
+    attend: (pos, info, maxKeys) => slotAttention(model.config, cache, pos, info, maxKeys),
+    positions(slot, length) {
+      const layout = cache.slots[slot].layout!;
+      const [p0, p1] = positionAt(layout, length);
+      const [q0, q1] = positionAt(layout, length + 1);
+      if (q0 !== p0 || q1 !== p1 + 1) {
+        throw new Error(`decodeSlotsGroup: slot ${slot} is not past its prompt's context`);
+      }
+      return [p0, p1];
+    },
+    posShape: (n) => [n, 2, 1],
+    posBump: { stride: 2, offset: 1 },
+  };
+}
+
+/**
  * Runs the group; returns the sampled ids [steps, slots.length] (step-major). Each slot's cache
  * grows by `steps` positions.
  */
-export async function decodeSlotsGroup(
+export function decodeSlotsGroup(
   model: ChatGLMModel,
   group: SlotGroup,
   cache: ChatGLMCache,
 ): Promise<Int32Array> {
-  const { gpu, config } = model;
+  return decodeGroupOf(chatglmArch(model, cache), group, cache);
+}
+
+/** {@link decodeSlotsGroup} for any architecture. */
+export async function decodeGroupOf<A>(
+  arch: GroupArch<A>,
+  group: SlotGroup,
+  cache: ChatGLMCache,
+): Promise<Int32Array> {
+  const { gpu, config } = arch.model;
   checkCache(cache, "decodeSlotsGroup");
   const { slots, steps: k } = group;
   const n = slots.length;
@@ -105,7 +155,7 @@ export async function decodeSlotsGroup(
     if (!prev || prev.slots.length !== n || prev.slots.some((s, i) => s !== slots[i])) {
       throw new Error("decodeSlotsGroup: follow needs a previous group over the same slots");
     }
-  } else checkIds(group.ids, config, "decodeSlotsGroup ids");
+  } else checkIds(group.ids, config.vocabSize, "decodeSlotsGroup ids");
   const seen = new Set<number>();
   for (const slot of slots) {
     checkSlot(cache, slot, "decodeSlotsGroup");
@@ -145,26 +195,19 @@ export async function decodeSlotsGroup(
   );
   // Everything a step reads that changes from one step to the next is in GPU memory, moved on
   // by `advanceDecode` after each step: the ids fed (`ids`), each row's position and cache
-  // length (`pos`, `info`: a generated token's block position and the length both grow by one)
+  // length (`pos`, `info`: the growing position word and the length both grow by one)
   // and the step counter the sampler reads its settings and ring row by. So every step is the
   // same commands: step 0 is recorded (and captured), the others replay it.
   const lengths = slots.map((s) => cache.slots[s].length);
-  const pos = new Int32Array(n * 2);
+  const pos = Int32Array.from(slots.flatMap((slot, i) => arch.positions(slot, lengths[i])));
   const info = new Int32Array(n * 2);
   let maxKeys = 0;
   slots.forEach((slot, i) => {
-    const layout = cache.slots[slot].layout!;
-    const [p0, p1] = positionAt(layout, lengths[i]);
-    const [q0, q1] = positionAt(layout, lengths[i] + 1);
-    if (q0 !== p0 || q1 !== p1 + 1) {
-      throw new Error(`decodeSlotsGroup: slot ${slot} is not past its prompt's context`);
-    }
-    pos.set([p0, p1], i * 2);
     info.set([slot, lengths[i]], i * 2);
     // The attention kernel sizes its score buffer for the longest row at the group's last step.
     maxKeys = Math.max(maxKeys, lengths[i] + k);
   });
-  const posT = upload(pos, [n, 2, 1], "pos");
+  const posT = upload(pos, arch.posShape(n), "pos");
   const infoT = upload(info, [n, 2], "slotInfo");
   const idsT = upload(
     Int32Array.from(group.follow ? slots.map(() => 0) : group.ids),
@@ -201,10 +244,10 @@ export async function decodeSlotsGroup(
     const tape = createTape(rec, false);
     let logits: Var | null = null;
     try {
-      const attend = slotAttention(config, cache, posT, infoT, maxKeys);
+      const attend = arch.attend(posT, infoT, maxKeys);
       logits = scope(tape, () => {
-        const y = chatglmHidden(tape, model, idsT, attend, {});
-        return linearForward(tape, model.lmHead, y);
+        const y = arch.pass(tape, idsT, attend, {});
+        return linearForward(tape, arch.model.lmHead, y);
       });
       sampleTokens(
         rec,
@@ -225,7 +268,7 @@ export async function decodeSlotsGroup(
         first: (c + 1) * stride,
         stride,
         ids: idsT,
-        bumps: [{ tensor: posT, stride: 2, offset: 1 }, { tensor: infoT, stride: 2, offset: 1 }],
+        bumps: [{ tensor: posT, ...arch.posBump }, { tensor: infoT, stride: 2, offset: 1 }],
       });
     } finally {
       if (logits) unref(tape, logits);
