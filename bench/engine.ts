@@ -6,9 +6,10 @@
  * same run; and first-token latency (request in → first token out) for one request on an idle
  * engine and for one joining a batch of 15 that is already decoding.
  *
- * First, decode at batch 1 on the tiny fixture and the demo model: the per-token path (logits
- * read back every step, host sampler) against grouped decoding (ids sampled on the GPU, read back
- * once per group of steps) in the same run.
+ * First, decode at batch 1 on the tiny fixture and the demo model, greedy and with HTTP's default
+ * sampling (temperature 0.95, top-p 0.7): the per-token path (logits read back every step, host
+ * sampler) against grouped decoding (ids sampled on the GPU, read back once per group of steps)
+ * in the same run, with the JS thread's CPU time per token (the host's cost).
  *
  * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
  */

@@ -105,6 +105,7 @@ export function endCapture(rec: Recording): Capture {
 export function replayCapture(cap: Capture): void {
   const rec = cap.rec;
   assertOpen(rec);
+  if (rec.capture) throw new GpuError("replayCapture: end the open capture first");
   for (const c of cap.commands) {
     if ("pipeline" in c) {
       encodeDispatch(rec, c.pipeline, c.bindGroup, c.grid);
@@ -368,6 +369,7 @@ export function discardRecording(rec: Recording): void {
     rec.pass = null;
   }
   rec.state = "discarded";
+  rec.capture = null;
   rec.checks.length = 0;
   openCounts.set(rec.gpu, Math.max(0, (openCounts.get(rec.gpu) ?? 1) - 1));
   uniformPool(rec.gpu).push(...rec.uniformBlocks.map((b) => b.buffer));
