@@ -25,8 +25,19 @@ import {
   type WeightDtype,
 } from "../core/mod.ts";
 import { createRng } from "../base/mod.ts";
+import {
+  beginRecording,
+  packSamplingRows,
+  readTensor,
+  releaseTensor,
+  sampleTokens,
+  submit,
+  sync,
+  uploadTensor,
+} from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
 import {
+  chooseToken,
   createScheduler,
   type SamplerSettings,
   type Scheduler,
@@ -244,9 +255,74 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   );
 }
 
+/**
+ * The GPU sampler against the host's `chooseToken` on one row: ms per row (GPU: 4 rows in one
+ * dispatch, one readback, less one empty round trip), for a small and a ChatGLM-6B-sized
+ * vocabulary, with flat logits (every id a candidate: the worst case for both) at HTTP's default
+ * settings and at temperature 1.5 with nothing cut; the ids must agree.
+ */
+export async function samplerTable(gpu: Gpu): Promise<void> {
+  console.log(`\n## Sampling one row: host chooseToken vs GPU sampleTokens (bench/engine.ts)`);
+  const rows: string[][] = [];
+  const R = 4;
+  const settingsOf = {
+    "T0.95 p0.7": { temperature: 0.95, topP: 0.7 },
+    "T1.5": { temperature: 1.5 },
+  };
+  for (const V of [2048, 130528]) {
+    for (const [mode, settings] of Object.entries(settingsOf)) {
+      const rng = createRng(V);
+      const logits = Float32Array.from({ length: R * V }, () => (rng.next() - 0.5) * 0.1);
+      const draws = Array.from({ length: R }, (_, i) => createRng(i).next());
+      const t0 = performance.now();
+      const host = draws.map((u, i) =>
+        chooseToken(logits.slice(i * V, (i + 1) * V), V, settings, [], {
+          ...createRng(0),
+          next: () => u,
+        })
+      );
+      const hostMs = (performance.now() - t0) / R;
+      const l = uploadTensor(gpu, logits, [R, V]);
+      const packed = packSamplingRows(draws.map((uniform) => ({ ...settings, uniform })));
+      const st = uploadTensor(gpu, packed.settings, [packed.settings.length]);
+      const h = uploadTensor(gpu, packed.history, [packed.history.length]);
+      let gpuMs = Infinity;
+      let ids: number[] = [];
+      try {
+        for (let rep = 0; rep < 3; rep++) {
+          const rec = beginRecording(gpu);
+          const out = sampleTokens(rec, l, V, st, h);
+          const t1 = performance.now();
+          await submit(rec);
+          ids = [...await readTensor(out)];
+          const ms = performance.now() - t1;
+          releaseTensor(out);
+          const t2 = performance.now();
+          await sync(gpu);
+          gpuMs = Math.min(gpuMs, (ms - (performance.now() - t2)) / R);
+        }
+      } finally {
+        for (const t of [l, st, h]) releaseTensor(t);
+      }
+      const same = ids.every((id, i) => id === host[i]);
+      rows.push([String(V), mode, hostMs.toFixed(2), gpuMs.toFixed(2), same ? "yes" : "NO"]);
+    }
+  }
+  const head = ["vocab", "sampling", "host ms/row", "GPU ms/row", "same ids"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
+  console.log([line(head), ...rows.map(line)].join("\n"));
+  console.log(
+    "flat logits (every id a candidate); GPU: 4 rows in one dispatch, time less one empty round " +
+      "trip, best of three; host: chooseToken (sorts the candidates). Before the threshold " +
+      "search, the GPU walked candidates one rank per pass and gave up past ~60 on 130k ids.",
+  );
+}
+
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
   await groupedDecodeTable(gpu);
+  await samplerTable(gpu);
   const config = smallConfig(256);
   const dtype: WeightDtype = gpu.hasF16 ? "f16" : "f32";
   console.log(
