@@ -6,9 +6,10 @@
  * same run; and first-token latency (request in → first token out) for one request on an idle
  * engine and for one joining a batch of 15 that is already decoding.
  *
- * First, decode at batch 1 on the tiny fixture and the demo model: the per-token path (logits
- * read back every step, host sampler) against grouped decoding (ids sampled on the GPU, read back
- * once per group of steps) in the same run.
+ * First, decode at batch 1 on the tiny fixture and the demo model, greedy and with HTTP's default
+ * sampling (temperature 0.95, top-p 0.7): the per-token path (logits read back every step, host
+ * sampler) against grouped decoding (ids sampled on the GPU, read back once per group of steps)
+ * in the same run, with the JS thread's CPU time per token (the host's cost).
  *
  * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
  */
@@ -24,8 +25,24 @@ import {
   type WeightDtype,
 } from "../core/mod.ts";
 import { createRng } from "../base/mod.ts";
+import {
+  beginRecording,
+  packSamplingRows,
+  readTensor,
+  releaseTensor,
+  sampleTokens,
+  submit,
+  sync,
+  uploadTensor,
+} from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
-import { createScheduler, type Scheduler, webgpuDecoder } from "../serve/mod.ts";
+import {
+  chooseToken,
+  createScheduler,
+  type SamplerSettings,
+  type Scheduler,
+  webgpuDecoder,
+} from "../serve/mod.ts";
 
 const PROMPT_LEN = 16;
 const DECODE_STEPS = 8;
@@ -95,22 +112,52 @@ const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pa
 /** Tokens decoded per run of the batch-1 comparison (after the first, which prefill gives). */
 const GROUP_BENCH_TOKENS = 64;
 
-/** One greedy request on an otherwise idle scheduler: decode ms after the first token, TTFT. */
+/**
+ * CPU time in ms of this process (`self`: every thread, the software adapter's included) or of
+ * the calling thread (`thread-self`: the JS thread, where commands are recorded), from
+ * /proc (10 ms ticks); null where /proc is not there.
+ */
+export function cpuMs(which: "self" | "thread-self"): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${which}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** The sampler settings of the batch-1 table's rows: greedy, and HTTP's defaults. */
+const DECODE_MODES = {
+  greedy: { temperature: 0 },
+  "T0.95 p0.7": { temperature: 0.95, topP: 0.7 },
+} as const;
+
+/**
+ * One request on an otherwise idle scheduler: decode ms after the first token, TTFT, and the
+ * JS thread's CPU ms over the decode (the host's share of it).
+ */
 async function oneRequest(
   sched: Scheduler,
   config: ChatGLMConfig,
   tokens: number,
-): Promise<{ decodeMs: number; ttftMs: number }> {
+  settings: SamplerSettings = { temperature: 0 },
+): Promise<{ decodeMs: number; ttftMs: number; hostMs: number }> {
+  let cpuAtFirst = 0;
   const [t] = await new Promise<SeqTiming[]>((resolve, reject) => {
     const t: SeqTiming = { submitted: performance.now(), firstToken: 0, last: 0, tokens: 0 };
     sched.submit({
       promptIds: promptIds(config, PROMPT_LEN, 3),
-      settings: { temperature: 0 },
+      settings: { ...settings, validUtf8: false },
       rng: createRng(1),
       maxNewTokens: tokens + 1,
       onToken() {
         const now = performance.now();
-        if (t.tokens === 0) t.firstToken = now;
+        if (t.tokens === 0) {
+          t.firstToken = now;
+          cpuAtFirst = cpuMs("thread-self") ?? 0;
+        }
         t.last = now;
         t.tokens++;
         return false;
@@ -119,7 +166,11 @@ async function oneRequest(
     });
   });
   if (t.tokens !== tokens + 1) throw new Error(`expected ${tokens + 1} tokens, got ${t.tokens}`);
-  return { decodeMs: t.last - t.firstToken, ttftMs: t.firstToken - t.submitted };
+  return {
+    decodeMs: t.last - t.firstToken,
+    ttftMs: t.firstToken - t.submitted,
+    hostMs: (cpuMs("thread-self") ?? NaN) - cpuAtFirst,
+  };
 }
 
 /**
@@ -133,9 +184,12 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   );
   const head = [
     "model",
+    "sampling",
     "per-token tok/s",
     "grouped tok/s",
     "ratio",
+    "host ms/tok per-token",
+    "host ms/tok grouped",
     "TTFT per-token ms",
     "TTFT grouped ms",
   ];
@@ -154,24 +208,35 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
     };
     const perToken = make(false), grouped = make(true);
     try {
-      await oneRequest(perToken.sched, model.config, 4); // warm-up: compiles every pipeline
-      await oneRequest(grouped.sched, model.config, 4);
-      let a = { decodeMs: Infinity, ttftMs: Infinity }, b = { ...a };
-      for (let rep = 0; rep < 3; rep++) {
-        const x = await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS);
-        const y = await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS);
-        a = { decodeMs: Math.min(a.decodeMs, x.decodeMs), ttftMs: Math.min(a.ttftMs, x.ttftMs) };
-        b = { decodeMs: Math.min(b.decodeMs, y.decodeMs), ttftMs: Math.min(b.ttftMs, y.ttftMs) };
+      for (const [mode, settings] of Object.entries(DECODE_MODES)) {
+        // Warm-up: compiles every pipeline.
+        await oneRequest(perToken.sched, model.config, 4, settings);
+        await oneRequest(grouped.sched, model.config, 4, settings);
+        const none = { decodeMs: Infinity, ttftMs: Infinity, hostMs: Infinity };
+        let a = none, b = none;
+        const best = (x: typeof none, y: typeof none) => ({
+          decodeMs: Math.min(x.decodeMs, y.decodeMs),
+          ttftMs: Math.min(x.ttftMs, y.ttftMs),
+          hostMs: Math.min(x.hostMs, y.hostMs),
+        });
+        for (let rep = 0; rep < 3; rep++) {
+          a = best(a, await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS, settings));
+          b = best(b, await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS, settings));
+        }
+        const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
+        const perTok = (ms: number) => (ms / GROUP_BENCH_TOKENS).toFixed(2);
+        rows.push([
+          name,
+          mode,
+          tokS(a.decodeMs).toFixed(1),
+          tokS(b.decodeMs).toFixed(1),
+          (a.decodeMs / b.decodeMs).toFixed(2),
+          perTok(a.hostMs),
+          perTok(b.hostMs),
+          a.ttftMs.toFixed(0),
+          b.ttftMs.toFixed(0),
+        ]);
       }
-      const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
-      rows.push([
-        name,
-        tokS(a.decodeMs).toFixed(1),
-        tokS(b.decodeMs).toFixed(1),
-        (a.decodeMs / b.decodeMs).toFixed(2),
-        a.ttftMs.toFixed(0),
-        b.ttftMs.toFixed(0),
-      ]);
     } finally {
       await perToken.sched.close();
       await grouped.sched.close();
@@ -184,14 +249,80 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
   console.log([line(head), ...rows.map(line)].join("\n"));
   console.log(
-    `prompt ${PROMPT_LEN} tokens, greedy, ${GROUP_BENCH_TOKENS} tokens after the first; groups ` +
-      "grow 1, 2, 4, 8, 16 steps. Best of three alternating runs each.",
+    `prompt ${PROMPT_LEN} tokens, ${GROUP_BENCH_TOKENS} tokens after the first; groups grow 1, ` +
+      "2, 4, 8, 16 steps. host ms/tok: CPU time of the JS thread (recording, readback, host " +
+      "sampling) per token, from /proc (10 ms ticks). Best of three alternating runs each.",
+  );
+}
+
+/**
+ * The GPU sampler against the host's `chooseToken` on one row: ms per row (GPU: 4 rows in one
+ * dispatch, one readback, less one empty round trip), for a small and a ChatGLM-6B-sized
+ * vocabulary, with flat logits (every id a candidate: the worst case for both) at HTTP's default
+ * settings and at temperature 1.5 with nothing cut; the ids must agree.
+ */
+export async function samplerTable(gpu: Gpu): Promise<void> {
+  console.log(`\n## Sampling one row: host chooseToken vs GPU sampleTokens (bench/engine.ts)`);
+  const rows: string[][] = [];
+  const R = 4;
+  const settingsOf = {
+    "T0.95 p0.7": { temperature: 0.95, topP: 0.7 },
+    "T1.5": { temperature: 1.5 },
+  };
+  for (const V of [2048, 130528]) {
+    for (const [mode, settings] of Object.entries(settingsOf)) {
+      const rng = createRng(V);
+      const logits = Float32Array.from({ length: R * V }, () => (rng.next() - 0.5) * 0.1);
+      const draws = Array.from({ length: R }, (_, i) => createRng(i).next());
+      const t0 = performance.now();
+      const host = draws.map((u, i) =>
+        chooseToken(logits.slice(i * V, (i + 1) * V), V, settings, [], {
+          ...createRng(0),
+          next: () => u,
+        })
+      );
+      const hostMs = (performance.now() - t0) / R;
+      const l = uploadTensor(gpu, logits, [R, V]);
+      const packed = packSamplingRows(draws.map((uniform) => ({ ...settings, uniform })));
+      const st = uploadTensor(gpu, packed.settings, [packed.settings.length]);
+      const h = uploadTensor(gpu, packed.history, [packed.history.length]);
+      let gpuMs = Infinity;
+      let ids: number[] = [];
+      try {
+        for (let rep = 0; rep < 3; rep++) {
+          const rec = beginRecording(gpu);
+          const out = sampleTokens(rec, l, V, st, h);
+          const t1 = performance.now();
+          await submit(rec);
+          ids = [...await readTensor(out)];
+          const ms = performance.now() - t1;
+          releaseTensor(out);
+          const t2 = performance.now();
+          await sync(gpu);
+          gpuMs = Math.min(gpuMs, (ms - (performance.now() - t2)) / R);
+        }
+      } finally {
+        for (const t of [l, st, h]) releaseTensor(t);
+      }
+      const same = ids.every((id, i) => id === host[i]);
+      rows.push([String(V), mode, hostMs.toFixed(2), gpuMs.toFixed(2), same ? "yes" : "NO"]);
+    }
+  }
+  const head = ["vocab", "sampling", "host ms/row", "GPU ms/row", "same ids"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
+  console.log([line(head), ...rows.map(line)].join("\n"));
+  console.log(
+    "flat logits (every id a candidate); GPU: 4 rows in one dispatch, time less one empty round " +
+      "trip, best of three; host: chooseToken (sorts the candidates). Before the threshold " +
+      "search, the GPU walked candidates one rank per pass and gave up past ~60 on 130k ids.",
   );
 }
 
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
   await groupedDecodeTable(gpu);
+  await samplerTable(gpu);
   const config = smallConfig(256);
   const dtype: WeightDtype = gpu.hasF16 ? "f16" : "f32";
   console.log(

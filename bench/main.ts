@@ -19,11 +19,26 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   "train-step": () => import("./train_step.ts"),
   onnx: () => import("./onnx.ts"),
   engine: () => import("./engine.ts"),
+  gpu: () => import("./gpu.ts"),
   http: () => import("./http.ts"),
   eval: () => import("./eval.ts"),
   "real-size": () => import("./real_size.ts"),
   quant: () => import("./quant.ts"),
 };
+
+/**
+ * The benchmark names among the arguments: flags (`--name=value`, or `--name value`) are left to
+ * the benchmarks that read them (`gpu`: `--peak-gflops`, `--bandwidth-gbs`, `--size`).
+ */
+export function benchNames(args: readonly string[]): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i].startsWith("--")) {
+      if (!args[i].includes("=") && i + 1 < args.length && !args[i + 1].startsWith("--")) i++;
+    } else names.push(args[i]);
+  }
+  return names;
+}
 
 export async function runBenches(names: string[]): Promise<number> {
   const unknown = names.filter((n) => !(n in BENCHES));
@@ -46,8 +61,11 @@ export async function runBenches(names: string[]): Promise<number> {
 
 if (import.meta.main) {
   if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(`usage: deno task bench [${Object.keys(BENCHES).join("|")} ...]`);
+    console.log(
+      `usage: deno task bench [${Object.keys(BENCHES).join("|")} ...] ` +
+        "[--peak-gflops=N --bandwidth-gbs=N --size=N (gpu)]",
+    );
     Deno.exit(0);
   }
-  Deno.exit(await runBenches(Deno.args));
+  Deno.exit(await runBenches(benchNames(Deno.args)));
 }

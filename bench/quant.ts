@@ -12,24 +12,19 @@
  */
 
 import {
-  beginRecording,
   DEMO_MODEL_DIR,
   encodeOnnxModel,
   exportChatGLMToOnnx,
   f32ToF16,
   getGpu,
   type Gpu,
-  linear,
   loadChatGLM as loadModel,
   MS_DOMAIN,
   type OnnxGraph,
   quantizeF16,
   type QuantizeOption,
-  readTensor,
   releaseTensor,
   storedBytes,
-  submit,
-  sync,
   type Tensor,
   toMatMulNBits,
   uploadQuantWeight,
@@ -38,6 +33,7 @@ import {
 import { buildDataset, loadChatGLMTokenizer as loadTokenizer, loadConfig } from "../data/mod.ts";
 import { exampleNll, fromChatGLMModel, perplexityOf, readHeldout } from "../eval/mod.ts";
 import { DEMO_DATA_CONFIG } from "../train/mod.ts";
+import { fillRandom, linearSeconds } from "./linear_timing.ts";
 import { loadOnnxModel } from "../serve/mod.ts";
 
 const LAYERS: [string, number, number][] = [
@@ -45,38 +41,6 @@ const LAYERS: [string, number, number][] = [
   ["h→4h 4096x16384", 4096, 16384],
   ["4h→h 16384x4096", 16384, 4096],
 ];
-
-function fillRandom(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x & 0xffff) / 65536 - 0.5) * 0.1;
-  }
-  return out;
-}
-
-/** Seconds per call of `linear(x, w)`, after a warm-up (compile, packing), over ~`budget` s. */
-async function timeOurs(gpu: Gpu, x: Tensor, w: Tensor, budget: number): Promise<number> {
-  const run = async (reps: number) => {
-    const rec = beginRecording(gpu);
-    const outs: Tensor[] = [];
-    for (let i = 0; i < reps; i++) outs.push(linear(rec, x, w));
-    const t0 = performance.now();
-    await submit(rec);
-    await sync(gpu);
-    const dt = (performance.now() - t0) / 1000;
-    await readTensor(outs[0]);
-    for (const o of outs) releaseTensor(o);
-    return dt;
-  };
-  await run(1);
-  const once = await run(1);
-  const reps = Math.max(2, Math.min(50, Math.round(budget / Math.max(once, 1e-4))));
-  return (await run(reps)) / reps;
-}
 
 // deno-lint-ignore no-explicit-any
 type Ort = any;
@@ -195,7 +159,7 @@ async function speed(gpu: Gpu, ort: Ort | string, quick: boolean): Promise<strin
     const times: Record<string, number> = {};
     for (let round = 0; round < 3; round++) {
       for (const [key, w] of Object.entries(ours)) {
-        const t = await timeOurs(gpu, x, w, budget);
+        const t = await linearSeconds(gpu, x, w, budget);
         times[key] = Math.min(times[key] ?? Infinity, t);
       }
     }

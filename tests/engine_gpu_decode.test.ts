@@ -26,7 +26,8 @@ async function withEngine(
   gpuSampling: boolean | "greedy" | undefined,
   fn: (e: LocalEngine, counts: Counts) => Promise<void>,
   maxBatch = 4,
-  samplingWalkLimit?: number,
+  /** Answers -1 (the decoder could not choose) for these steps of every group (by index). */
+  refuse?: (step: number, row: number) => boolean,
 ): Promise<void> {
   const model = await loadModel(DIR, quiet);
   const inner = webgpuDecoder(model, { slots: maxBatch });
@@ -37,16 +38,23 @@ async function withEngine(
       counts.perToken++;
       return inner.decode(steps);
     },
-    decodeGroup(g) {
+    async decodeGroup(g) {
       counts.groups.push(g.steps);
-      return inner.decodeGroup!(g);
+      const ids = await inner.decodeGroup!(g);
+      if (refuse) {
+        const n = g.slots.length;
+        for (let j = 0; j < g.steps; j++) {
+          for (let i = 0; i < n; i++) if (refuse(j, i)) ids[j * n + i] = -1;
+        }
+      }
+      return ids;
     },
     release(slot) {
       counts.released.push(slot);
       inner.release(slot);
     },
   };
-  const engine = createEngine({ decoder, tokenizer, gpuSampling, samplingWalkLimit });
+  const engine = createEngine({ decoder, tokenizer, gpuSampling });
   try {
     await fn(engine, counts);
   } finally {
@@ -169,10 +177,10 @@ Deno.test("grouped decoding: an abort frees the slot within one group", async ()
   }, 1);
 });
 
-Deno.test("grouped decoding: steps the GPU sampler cannot walk are redone on the host, same ids", async () => {
-  // Flat distributions (high temperature, no top-k/top-p) walk far past 3 ranks: many steps come
-  // back -1, the slot is rewound, the step redone on the host with the same draw, and a group
-  // already following is discarded.
+Deno.test("grouped decoding: steps a decoder answers -1 for are redone on the host, same ids", async () => {
+  // Flat distributions (high temperature, no top-k/top-p) sampled on the GPU; the decoder then
+  // refuses some steps (-1): the slot is rewound, the step redone on the host with the same
+  // draw, and a group already following is discarded.
   const jobs = (e: LocalEngine) =>
     Promise.all(gen.prompts_ids.map((p, i) =>
       collect(e.generateTokens({
@@ -197,7 +205,7 @@ Deno.test("grouped decoding: steps the GPU sampler cannot walk are redone on the
       assert.equal(e.stats().active, 0);
     },
     4,
-    3,
+    (j, i) => (j + i) % 3 === 2,
   );
 });
 
@@ -225,8 +233,23 @@ Deno.test("grouped decoding: greedy with the UTF-8 mask gives the per-token path
   });
 });
 
-Deno.test("by default only greedy requests decode in GPU groups; sampled ones stay per-token", async () => {
+Deno.test('by default greedy and sampled requests decode in GPU groups; "greedy" keeps sampled ones per-token', async () => {
   await withEngine(undefined, async (e, counts) => {
+    const before = counts.groups.length;
+    await collect(
+      e.generateTokens({
+        promptIds: gen.prompts_ids[0],
+        maxNewTokens: 8,
+        validUtf8: false,
+        temperature: 0.95,
+        topP: 0.7,
+        seed: 1,
+      }),
+    );
+    assert.ok(counts.groups.length > before, "a sampled request decodes in groups");
+    assert.equal(counts.perToken, 0);
+  });
+  await withEngine("greedy", async (e, counts) => {
     const p = gen.prompts_ids[0];
     await collect(
       e.generateTokens({ promptIds: p, maxNewTokens: 8, validUtf8: false, temperature: 0 }),

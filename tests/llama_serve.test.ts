@@ -8,7 +8,10 @@ import assert from "node:assert/strict";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel } from "../core/models/load.ts";
 import { createEngine } from "../serve/engine/create.ts";
-import { webgpuDecoder } from "../serve/engine/decoder.ts";
+import { type Decoder, webgpuDecoder } from "../serve/engine/decoder.ts";
+import { createScheduler } from "../serve/engine/scheduler.ts";
+import type { SamplerSettings } from "../serve/engine/sampling.ts";
+import { createRng } from "../base/random.ts";
 import { EngineLoadError } from "../serve/engine/load.ts";
 import { createApp } from "../serve/http/app.ts";
 import { QWEN3_TOKENIZER_FIXTURES } from "./helpers/qwen3_tokenizer.ts";
@@ -134,21 +137,67 @@ Deno.test("llama serve: `deno task infer --prompt` on a Qwen3 directory exits 0"
   assert.ok(new TextDecoder().decode(out.stdout).endsWith("\n"));
 });
 
-Deno.test("llama serve: the decoder of a Llama model takes the per-token path (no GPU groups)", async () => {
+Deno.test("llama serve: grouped GPU decoding gives the per-token path's tokens (greedy, sampled)", async () => {
   const dir = await dirPromise;
   const model = await loadModel(dir, { ...quiet, gpu: await getGpu() });
-  const decoder = webgpuDecoder(model, { slots: 2 });
+  // Three requests at once (batched slots), each 12 tokens: greedy, HTTP's default sampling, and
+  // top-k with a repetition penalty; seeded.
+  const settings: SamplerSettings[] = [
+    { temperature: 0 },
+    { temperature: 0.95, topP: 0.7 },
+    { temperature: 1.2, topK: 20, repetitionPenalty: 1.25 },
+  ];
+  const run = async (gpuSampling: boolean) => {
+    const inner = webgpuDecoder(model, { slots: 3, ownsModel: false });
+    let groups = 0, perToken = 0;
+    const decoder: Decoder = {
+      ...inner,
+      decode(steps) {
+        perToken++;
+        return inner.decode(steps);
+      },
+      decodeGroup(g) {
+        groups++;
+        return inner.decodeGroup!(g);
+      },
+    };
+    // endId -1: random weights must not stop early.
+    const sched = createScheduler(decoder, { textVocab: 151643, endId: -1, gpuSampling });
+    try {
+      const tokens = await Promise.all(
+        settings.map((s, i) =>
+          new Promise<number[]>((resolve, reject) => {
+            const ids: number[] = [];
+            sched.submit({
+              promptIds: [IM_END - 1, 872, 100 + i],
+              settings: s,
+              rng: createRng(40 + i),
+              maxNewTokens: 12,
+              onToken(id) {
+                ids.push(id);
+                return false;
+              },
+              onEnd: (_r, err) => err ? reject(err) : resolve(ids),
+            });
+          })
+        ),
+      );
+      return { tokens, groups, perToken };
+    } finally {
+      await sched.close();
+      await inner.close();
+    }
+  };
   try {
-    // Grouped GPU decoding is ChatGLM-only: without it the scheduler samples on the host.
-    assert.equal(decoder.decodeGroup, undefined);
-    assert.equal(decoder.rewind, undefined);
-    const logits = await decoder.prefill(0, [IM_END - 1, 872]);
-    assert.equal(logits.length, 151936);
-    const next = await decoder.decode([{ slot: 0, id: 198 }]);
-    assert.equal(next.length, 151936);
-    assert.ok(next.every(Number.isFinite));
+    const want = await run(false);
+    assert.equal(want.groups, 0);
+    const got = await run(true);
+    assert.deepEqual(got.tokens, want.tokens);
+    assert.ok(got.groups > 0, "the Llama decoder runs GPU groups");
+    assert.equal(got.perToken, 0);
+    assert.ok(want.tokens.every((t) => t.length === 12));
   } finally {
-    await decoder.close();
+    model.dispose();
   }
 });
 

@@ -1,9 +1,21 @@
 // The GPU sampler (core/kernels/sampling) against the host sampler (serve/engine/sampling.ts):
 // the same ids for the same logits, settings and seeded draws; greedy exact.
 import assert from "node:assert/strict";
-import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
+import {
+  beginCapture,
+  beginRecording,
+  endCapture,
+  getGpu,
+  replayCapture,
+  submit,
+} from "../core/gpu/mod.ts";
 import { readTensor, releaseTensor, uploadTensor } from "../core/tensor/mod.ts";
-import { packSamplingRows, sampleTokens, type SamplingRow } from "../core/kernels/mod.ts";
+import {
+  advanceDecode,
+  packSamplingRows,
+  sampleTokens,
+  type SamplingRow,
+} from "../core/kernels/mod.ts";
 import { argmax, chooseToken, type SamplerSettings } from "../serve/engine/sampling.ts";
 import { createRng } from "../base/random.ts";
 
@@ -118,4 +130,99 @@ Deno.test("GPU sampler writes into a ring at an offset and checks its arguments"
   assert.throws(() => packSamplingRows([{ repetitionPenalty: 0 }]), /row 0: repetition penalty/);
   assert.throws(() => packSamplingRows([{ uniform: 1 }]), /uniform/);
   for (const t of [logits, s, h, ring]) releaseTensor(t);
+});
+
+Deno.test("GPU sampled ids equal the host's on a 130k vocabulary (flat and peaked rows)", async () => {
+  // The real ChatGLM-6B vocabulary: the serial walk this replaces gave up after ~60 candidates
+  // here; the threshold search covers every candidate.
+  const V = 130528, textVocab = 130000;
+  const rng = createRng(77);
+  const cases: Case[] = [
+    { temperature: 0.95, topP: 0.7 },
+    { temperature: 1.5 },
+    { temperature: 0.8, topK: 40, topP: 0.9, repetitionPenalty: 1.25 },
+    { temperature: 0.95, topP: 0.7 },
+    { temperature: 0, repetitionPenalty: 1.5 },
+  ].map((settings, r) => {
+    // Rows 0–2 flat (every id a candidate), rows 3–4 peaked.
+    const scale = r < 3 ? 0.05 : 6;
+    const logits = Float32Array.from({ length: V }, () => (rng.next() - 0.5) * 2 * scale);
+    return {
+      logits,
+      settings,
+      history: Array.from({ length: 30 }, () => rng.below(textVocab)),
+      seed: 500 + r,
+    };
+  });
+  const { host, gpu } = await both(V, textVocab, cases);
+  assert.deepEqual(gpu, host);
+});
+
+Deno.test("decode group steps: the step counter picks each step's settings and ring row, replayed", async () => {
+  const gpu = await getGpu();
+  // Two rows, three steps, the same logits each step: step 0 greedy; step 1 a penalty so strong
+  // that step 0's id (a recent id in the ring) loses; step 2 samples with a draw.
+  const V = 6, rows = 2, steps = 3, stride = 64;
+  const logits = uploadTensor(
+    gpu,
+    new Float32Array([1, 5, 4, 0, 2, 3, 9, 1, 2, 8, 0, 7]),
+    [rows, V],
+  );
+  const step = (s: number): SamplingRow[] =>
+    s === 0
+      ? [{}, {}]
+      : s === 1
+      ? [{ repetitionPenalty: 100 }, { repetitionPenalty: 100 }]
+      : [{ temperature: 1, uniform: 0.99 }, { temperature: 1, uniform: 0 }];
+  const packed = [0, 1, 2].map((s) => packSamplingRows(step(s)).settings);
+  const settings = new Uint32Array(packed.flatMap((p) => [...p]));
+  const s = uploadTensor(gpu, settings, [settings.length]);
+  const h = uploadTensor(gpu, new Int32Array(1), [1]);
+  const ring = uploadTensor(gpu, new Int32Array((steps + 1) * stride).fill(-7), [
+    (steps + 1) * stride,
+  ]);
+  const counter = uploadTensor(gpu, new Uint32Array(1), [1]);
+  const ids = uploadTensor(gpu, new Int32Array([0, 0]), [rows]);
+  const pos = uploadTensor(gpu, new Int32Array([3, 1, 4, 1]), [rows, 2, 1]);
+  const info = uploadTensor(gpu, new Int32Array([0, 10, 1, 20]), [rows, 2]);
+  const rec = beginRecording(gpu);
+  beginCapture(rec);
+  sampleTokens(rec, logits, V, s, h, {
+    out: ring,
+    outOffset: stride,
+    recent: { start: stride, count: 0, stride },
+    step: { counter, steps, stride },
+  });
+  advanceDecode(rec, rows, {
+    counter,
+    ring,
+    first: stride,
+    stride,
+    ids,
+    bumps: [{ tensor: pos, stride: 2, offset: 1 }, { tensor: info, stride: 2, offset: 1 }],
+  });
+  const captured = endCapture(rec);
+  assert.equal(captured.dispatches, 2);
+  for (let j = 1; j < steps; j++) replayCapture(captured);
+  assert.equal(rec.dispatches, 6);
+  await submit(rec);
+  const out = await readTensor(ring) as Int32Array;
+  const at = (j: number) => [...out.subarray((j + 1) * stride, (j + 1) * stride + rows)];
+  // Step 0: argmax (1, 0). Step 1: those divided by 100: the next best (2, 3). Step 2: the
+  // penalty is off again; row 0 draws 0.99 (the last candidates), row 1 draws 0 (its argmax).
+  assert.deepEqual(at(0), [1, 0]);
+  assert.deepEqual(at(1), [2, 3]);
+  const host = chooseToken(
+    new Float32Array([1, 5, 4, 0, 2, 3]),
+    V,
+    { temperature: 1 },
+    [],
+    { next: () => 0.99 } as unknown as ReturnType<typeof createRng>,
+  );
+  assert.deepEqual(at(2), [host, 0]);
+  assert.deepEqual([...(await readTensor(ids))], at(2), "the next step's ids are the last ones");
+  assert.deepEqual([...(await readTensor(pos))], [3, 4, 4, 4], "block positions +3");
+  assert.deepEqual([...(await readTensor(info))], [0, 13, 1, 23], "lengths +3");
+  assert.deepEqual([...(await readTensor(counter))], [3]);
+  for (const t of [logits, s, h, ring, counter, ids, pos, info]) releaseTensor(t);
 });

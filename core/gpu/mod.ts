@@ -21,8 +21,11 @@ export {
   NO_ADAPTER_HELP,
 } from "./device.ts";
 export {
+  beginCapture,
   beginRecording,
+  type Capture,
   discardRecording,
+  endCapture,
   grid,
   openRecordingCount,
   type PackedParams,
@@ -31,6 +34,7 @@ export {
   recordCopy,
   recordDispatch,
   type Recording,
+  replayCapture,
   submit,
   sync,
   uniformParams,

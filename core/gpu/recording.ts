@@ -28,6 +28,25 @@ export interface Recording {
   checks: Promise<string | null>[];
   /** @internal the commands, kept to be run one by one, when the kernel profiler is on */
   profile: RecordingProfile | null;
+  /** @internal commands being captured for replay (see {@link beginCapture}) */
+  capture: CapturedCommand[] | null;
+}
+
+/** One command of a capture: a dispatch (pipeline, bind group, grid) or an encoder command. */
+type CapturedCommand =
+  | { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; grid: [number, number, number] }
+  | { label: string; encode: (encoder: GPUCommandEncoder) => void };
+
+/**
+ * Commands recorded once and encoded again as they are: the same pipelines, bind groups (so the
+ * same buffers and uniform values) and grids. What a replayed step does differently must live
+ * in GPU memory (e.g. a step counter a kernel advances), not in uniforms or bindings.
+ */
+export interface Capture {
+  readonly rec: Recording;
+  readonly commands: readonly CapturedCommand[];
+  /** Dispatches among the commands. */
+  readonly dispatches: number;
 }
 
 interface UniformBlock {
@@ -55,7 +74,44 @@ export function beginRecording(gpu: Gpu): Recording {
     uniformBlocks: [],
     checks: [],
     profile: isProfiling(gpu) ? { commands: [] } : null,
+    capture: null,
   };
+}
+
+/**
+ * Starts capturing the commands recorded into `rec` from here on, to be encoded again by
+ * {@link replayCapture} later in the same recording. Why: a decode step's host cost is mostly
+ * creating a bind group and an error scope per dispatch (and the tape's bookkeeping around it);
+ * the steps of a decode group are the same commands, so the group records its first step and
+ * replays it. The buffers a capture binds must stay as they are until the recording is submitted:
+ * the pool's buffers do as long as nothing else is acquired in between (a replay acquires none),
+ * and the uniform values live in the recording's own uniform blocks.
+ */
+export function beginCapture(rec: Recording): void {
+  assertOpen(rec);
+  if (rec.capture) throw new GpuError("beginCapture: a capture is already open");
+  rec.capture = [];
+}
+
+/** Ends the capture begun by {@link beginCapture}; returns the commands recorded since. */
+export function endCapture(rec: Recording): Capture {
+  const commands = rec.capture;
+  if (!commands) throw new GpuError("endCapture: no capture is open");
+  rec.capture = null;
+  return { rec, commands, dispatches: commands.filter((c) => "pipeline" in c).length };
+}
+
+/** Encodes the captured commands again, in order, into the recording they were captured from. */
+export function replayCapture(cap: Capture): void {
+  const rec = cap.rec;
+  assertOpen(rec);
+  if (rec.capture) throw new GpuError("replayCapture: end the open capture first");
+  for (const c of cap.commands) {
+    if ("pipeline" in c) {
+      encodeDispatch(rec, c.pipeline, c.bindGroup, c.grid);
+      rec.dispatches++;
+    } else encodeCommand(rec, c.label, c.encode);
+  }
 }
 
 /** Number of recordings begun and not yet submitted or discarded on this device. */
@@ -109,6 +165,7 @@ function encodeCommand(
   encode: (encoder: GPUCommandEncoder) => void,
 ): void {
   assertOpen(rec);
+  rec.capture?.push({ label, encode });
   if (rec.profile) rec.profile.commands.push({ label, encode });
   else encode(endPass(rec));
 }
@@ -202,6 +259,23 @@ export function recordDispatch(
   // error to the kernel that caused it; submit awaits them all.
   device.pushErrorScope("validation");
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  rec.capture?.push({ pipeline, bindGroup, grid: [x, y, z] });
+  encodeDispatch(rec, pipeline, bindGroup, [x, y, z]);
+  const index = rec.dispatches++;
+  rec.checks.push(
+    device.popErrorScope().then((e) =>
+      e ? `dispatch ${index} (${pipeline.label || "kernel"}): ${e.message}` : null
+    ),
+  );
+}
+
+/** Encodes one dispatch into the recording's compute pass (or its profile). */
+function encodeDispatch(
+  rec: Recording,
+  pipeline: GPUComputePipeline,
+  bindGroup: GPUBindGroup,
+  [x, y, z]: readonly [number, number, number],
+): void {
   const encode = (pass: GPUComputePassEncoder) => {
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -217,12 +291,6 @@ export function recordDispatch(
       },
     });
   } else encode(computePass(rec));
-  const index = rec.dispatches++;
-  rec.checks.push(
-    device.popErrorScope().then((e) =>
-      e ? `dispatch ${index} (${pipeline.label || "kernel"}): ${e.message}` : null
-    ),
-  );
 }
 
 /** Splits `count` workgroups over x and y so that neither exceeds the per-dimension limit. */
@@ -301,6 +369,7 @@ export function discardRecording(rec: Recording): void {
     rec.pass = null;
   }
   rec.state = "discarded";
+  rec.capture = null;
   rec.checks.length = 0;
   openCounts.set(rec.gpu, Math.max(0, (openCounts.get(rec.gpu) ?? 1) - 1));
   uniformPool(rec.gpu).push(...rec.uniformBlocks.map((b) => b.buffer));

@@ -27,7 +27,8 @@
  * - `rotary/`: rotary.ts, heads.ts (Llama: split heads + rotate half with a given table) |
  *   backward: rotary_grad.ts, heads.ts
  * - `embedding/`: embedding.ts | backward: embedding_grad.ts
- * - `sampling/`: sampling.ts (next-token choice from logits rows, as the host sampler) | no backward
+ * - `sampling/`: sampling.ts (next-token choice from logits rows, as the host sampler), advance.ts
+ *   (a decode group's step counter) | no backward
  *
  * Beside them: accumulate.ts (gradient sums into parameters), common.ts (WGSL declarations, row
  * designs, argument checks) and uniforms.ts: each kernel declares its parameters once by name
@@ -136,10 +137,11 @@ export {
   type UniformValues,
 } from "./uniforms.ts";
 export {
+  maxSampledIds,
   packSamplingRows,
   sampleTokens,
   type SampleTokensOptions,
   type SamplingRow,
-  samplingStepLimit,
   SETTINGS_WORDS,
 } from "./sampling/sampling.ts";
+export { advanceDecode, type AdvanceDecodeOptions, type StepBump } from "./sampling/advance.ts";

@@ -57,8 +57,6 @@ export interface DecodeGroup {
   settings: Uint32Array;
   /** The ids the settings' histories point at (the ids before the group). */
   history: Int32Array;
-  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
-  walkLimit?: number;
 }
 
 export interface Decoder {
@@ -79,7 +77,8 @@ export interface Decoder {
   decode(steps: { slot: number; id: number }[]): Promise<Float32Array>;
   /**
    * Optional: runs a {@link DecodeGroup}; the sampled ids [steps, slots] (step-major), -1 where
-   * the GPU sampler could not choose (the caller rewinds and redoes that step on the host). Each
+   * a backend could not choose (the caller rewinds and redoes that step on the host; WebGPU's
+   * sampler always chooses). Each
    * slot grows by `steps` positions at once: the group is recorded and submitted before the call
    * returns its promise, so the caller may start a `follow` group before awaiting this one.
    */
@@ -103,8 +102,8 @@ export interface WebGpuDecoderOptions {
 }
 
 /**
- * A decoder over a loaded slot model (ChatGLM-6B, or any architecture with the slot calls). The slot cache is allocated when the first sequence
- * arrives and returned to the buffer pool whenever no sequence is live, so an idle engine holds
+ * A decoder over a loaded slot model (ChatGLM-6B, or any architecture with the slot calls). The
+ * slot cache is allocated when the first sequence arrives and returned to the buffer pool whenever no sequence is live, so an idle engine holds
  * only the weights.
  */
 export function webgpuDecoder<C extends SlotCache>(

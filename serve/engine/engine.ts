@@ -53,12 +53,11 @@ export interface CreateEngineOptions {
   enableThinking?: boolean;
   /**
    * Sample on the GPU and read the ids back once per group of decode steps where the decoder can:
-   * `"greedy"` (default) for greedy requests, true for every request, false never (the per-token
-   * path: logits read back each step, host sampler). See scheduler.ts.
+   * true (default) for every request the GPU sampler can take, `"greedy"` for greedy requests
+   * only, false never (the per-token path: logits read back each step, host sampler). See
+   * scheduler.ts.
    */
   gpuSampling?: boolean | "greedy";
-  /** Ranks the GPU sampler may walk per choice before the host redoes the step (tests). */
-  samplingWalkLimit?: number;
 }
 
 /** A request by token ids instead of messages (tests, benchmarks, raw completion). */
@@ -155,7 +154,6 @@ export function buildEngine(opts: CreateEngineOptions): LocalEngine {
     endIds: tok.endOfTurnIds,
     bytes,
     gpuSampling: opts.gpuSampling,
-    samplingWalkLimit: opts.samplingWalkLimit,
   });
   const prompts = createPromptBuilder(tok, {
     format: opts.promptTemplate,

@@ -65,19 +65,13 @@ export interface SchedulerOptions {
   prefillBudget?: number;
   /**
    * Sample on the GPU and read ids back once per group of steps when the decoder can
-   * (`decodeGroup`). `"greedy"` (the default): greedy requests only, where the GPU's choice is
-   * exact and cheap; a sampled request's candidate walk is serial on the GPU and, on a flat
-   * distribution or a large vocabulary, slower than the host. True: every samplable request.
-   * False: every step reads its logits and samples on the host (the per-token path).
+   * (`decodeGroup`). True (the default): every request the GPU sampler can take (all but
+   * sampling with the UTF-8 mask). `"greedy"`: greedy requests only. False: every step reads its
+   * logits and samples on the host (the per-token path).
    */
   gpuSampling?: boolean | "greedy";
   /** Most steps in one group (default 16). */
   maxGroup?: number;
-  /**
-   * Ranks the GPU sampler may walk per choice before the host redoes the step (default: as far
-   * as the adapter allows; tests lower it to exercise the redo).
-   */
-  samplingWalkLimit?: number;
 }
 
 export interface Scheduler {
@@ -281,7 +275,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     if (group.length > 0) await prefillGroup(group);
   };
 
-  const gpuMode = opts.gpuSampling ?? "greedy";
+  const gpuMode = opts.gpuSampling ?? true;
   const onGpu = (settings: SamplerSettings) =>
     gpuSamplable(settings, opts.bytes !== undefined) &&
     (gpuMode === true || (settings.temperature ?? 0) === 0);
@@ -330,7 +324,6 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       textVocab: opts.textVocab,
       settings: packed.settings,
       history: packed.history,
-      walkLimit: opts.samplingWalkLimit,
     });
     // Awaited by `land`; until then a rejection is not unhandled.
     ids.catch(() => {});
@@ -366,7 +359,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       }
       return null;
     }
-    // Per sequence, the first step whose id cannot be taken as is: -1 from the GPU sampler, or a
+    // Per sequence, the first step whose id cannot be taken as is: -1 from the decoder, or a
     // greedy id the UTF-8 mask would reject (see `utf8Allows`); k when every id can.
     const scratch = {};
     const firstBad = batch.map((s, i) => {
@@ -403,7 +396,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
         }
         const id = ids[j * n + i];
         if (j === firstBad[i]) {
-          // The GPU sampler could not walk far enough (or the UTF-8 mask rejects its greedy id):
+          // The decoder could not choose (-1) or the UTF-8 mask rejects its greedy id:
           // this step again on the host, with the same draw (the later steps' draws stay queued
           // for the steps that follow).
           seq.queued.unshift(...f.draws[i].slice(j));

@@ -3,32 +3,41 @@
  * row, so that a decode step needs no logits readback. It follows the host sampler
  * (serve/engine/sampling.ts `chooseToken`) step by step: repetition penalty over the row's earlier
  * ids, then greedy (temperature 0: argmax, first index on ties) or temperature, top-k, top-p and
- * a draw, walking the candidates in the host's order (value descending, lower id first on ties).
+ * a draw over the candidates in the host's order (value descending, lower id first on ties).
  *
  * The random draw is not made here: each row carries the uniform in [0, 1) that the host's
  * seeded generator would have drawn for that step (`rng.next()`), so the stream is the host's by
  * construction and the engine can draw the uniforms of the next k steps in advance (a sequence
  * draws exactly one per sampled step).
  *
+ * Design: one workgroup per row ({@link samplingLanes} invocations), no sort. Top-k, top-p and
+ * the draw are each "the first candidate, in the host's order, whose prefix reaches a goal" (a
+ * count of k; a mass of top-p × total; a mass above u × total), found by one WGSL function
+ * (`find` in the shader): the candidates' values as order-preserving u32 keys, 16 thresholds per
+ * pass over the whole row (each lane sums count or mass up to each threshold, one tree reduction
+ * for all 16), the key range narrowed 16-fold per pass (at most 8 passes for 32 bits, from the
+ * kept set's last key up to the best), then ties on that key resolved the same way over ids
+ * (one pass when there are none). At most ~50 passes over the row, whatever the distribution;
+ * the serial walk this replaces made one pass per candidate rank (~1,500 on a flat 2048-id row;
+ * on a 130k vocabulary it gave up after ~60). Measured on llvmpipe, one row: flat 2048 ids
+ * ~2 ms (the walk: 70–160 ms), flat 130k ids 40–100 ms (the host's sort: 200–400 ms).
+ *
  * Where it can differ from the host (documented, measured by tests/sampling_gpu.test.ts):
- * - the probabilities are f32 here, f64 there: a draw or a top-p cut landing within ~1e-6
- *   (relative) of a cumulative boundary may pick the neighbouring id. Greedy is exact.
+ * - the probabilities are f32 here and summed in tree order, f64 and in rank order there: a draw
+ *   or a top-p cut landing within ~1e-6 (relative) of a cumulative boundary may pick the
+ *   neighbouring id. Greedy is exact and top-k (a count) is exact.
+ * - ties: equal values are ordered by id as on the host, except -0 and +0, which the keys treat
+ *   as equal too (both map to +0's key), so they also tie by id: the same as the host.
  * - the penalty is applied in f32 (`v / penalty`, `v * penalty` with the penalty rounded to f32):
  *   exact for penalties representable in f32 (1, 1.25, 1.5, 2, …), within one ulp otherwise.
+ * - the candidate floor (best − 40·T) is computed in f32: an id whose logit lies within an ulp
+ *   of it may be in or out of the candidates (its weight, ~e^-40, changes no sum or draw).
  * - a row with NaN or ±Infinity anywhere gives `invalidId` (ChatGLM's chat: id 5), as the
  *   scheduler does on the host (`InvalidScoreLogitsProcessor`); a row whose every text logit is
  *   -Infinity otherwise gives id 0.
- * - no UTF-8 mask (`validUtf8`): sequences that need it are sampled on the host.
- * - on software adapters the walk through the candidates stops after
- *   `samplingStepLimit(textVocab)` ranks (llvmpipe stops loops past 65535 iterations per
- *   invocation): ~2500 for a 2048-id vocabulary (every rank), ~240 for 32000, ~60 for 130k. A
- *   row that needs more writes -1 and must be sampled on the host (the engine does).
- *   Peaked distributions, top-k and top-p stay far below it.
- *
- * Design: a workgroup of {@link LANES} invocations per row; passes over the row strided by lane
- * with tree reductions in workgroup memory; each rank of the walk is one pass finding the
- * candidate that follows the previous one in the host's order (no sort, no extra memory beyond
- * one scratch copy of the penalised row).
+ * - no UTF-8 mask (`validUtf8`): sequences that sample with it are sampled on the host.
+ * - on software adapters a row may hold at most {@link maxSampledIds} ids (llvmpipe stops loops
+ *   past 65535 iterations per invocation; ~300k, above every vocabulary in use).
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -51,32 +60,36 @@ import {
 } from "../common.ts";
 import { uniformLayout } from "../uniforms.ts";
 
-/** Invocations per row. */
-export const LANES = 128;
-const LOG_LANES = 7;
+/** Invocations per row at most (hardware adapters: always). */
+export const LANES = 256;
+/** Fewest invocations per row (software adapters). */
+const MIN_LANES = 32;
 
 /** u32 words of one row's settings (see {@link packSamplingRows}). */
 export const SETTINGS_WORDS = 8;
 
 /**
  * `rows` rows of stride `V` in the logits; ids at or above `limit` are never chosen; `outOffset`:
- * where row 0's id goes in `out`; `maxSteps`: ranks the walk may visit; `negInf`: the bits of
- * -Infinity (WGSL has no infinity literal); `settingsBase`: word of row 0's settings; the
- * `recent` ids (earlier steps of a decode group, in `out`): `recentCount` rows of `recentStride`
- * ids from `recentStart`, row r's id at `+ row`.
+ * where row 0's id goes in `out`; `negInf`: the bits of -Infinity (WGSL has no infinity literal);
+ * `settingsBase`: word of row 0's settings; the `recent` ids (earlier steps of a decode group, in
+ * `out`): `recentCount` rows of `recentStride` ids from `recentStart`, row r's id at `+ row`.
+ * `stepped` (0/1): a decode group's step counter `s` is read from the `step` binding, and the
+ * settings (`s × rows` rows further), the output (`s × outStride` further) and the recent ids
+ * (`s` more rows) move on with it, so that every step of a group is the same dispatch.
  */
 const SamplingParams = uniformLayout({
   rows: "u32",
   V: "u32",
   limit: "u32",
   outOffset: "u32",
-  maxSteps: "u32",
   negInf: "u32",
   settingsBase: "u32",
   recentStart: "u32",
   recentCount: "u32",
   recentStride: "u32",
   invalidId: "u32",
+  stepped: "u32",
+  outStride: "u32",
 });
 
 /** One row's settings, as the host sampler takes them plus its draw. */
@@ -134,12 +147,32 @@ export function packSamplingRows(
   return { settings, history };
 }
 
-/** Ranks the walk may visit for rows of `limit` ids within llvmpipe's loop budget. */
-export function samplingStepLimit(limit: number): number {
-  const pass = Math.ceil(limit / LANES) + LOG_LANES + 2;
-  // Fixed passes: copy, argmax, count, sum (+ the history, bounded by the caller's context).
-  const budget = SOFTWARE_LOOP_LIMIT - 4 * pass - 2048;
-  return Math.max(1, Math.floor(budget / pass));
+/** Passes over a row the kernel makes at most (see the shader's `find`). */
+const MAX_PASSES = 52;
+
+/** Loop iterations kept for the history (8192 ids at the fewest lanes) and the reductions. */
+const LOOP_MARGIN = 4096;
+
+/**
+ * Most ids a row may hold on a software adapter: llvmpipe stops every loop of an invocation past
+ * {@link SOFTWARE_LOOP_LIMIT} iterations in all, and each lane visits `V / lanes` ids per pass.
+ */
+export function maxSampledIds(): number {
+  return Math.floor((SOFTWARE_LOOP_LIMIT - LOOP_MARGIN) / MAX_PASSES) * LANES;
+}
+
+/**
+ * Invocations per row. On a software adapter a workgroup runs on one CPU thread, its lanes in
+ * SIMD batches of 8 with a switch at every barrier, so more lanes only add reduction work: the
+ * fewest that keep `V / lanes × passes` inside the loop limit. On hardware, {@link LANES}.
+ */
+export function samplingLanes(software: boolean, V: number): number {
+  if (!software) return LANES;
+  let lanes = MIN_LANES;
+  while (lanes < LANES && Math.ceil(V / lanes) * MAX_PASSES + LOOP_MARGIN > SOFTWARE_LOOP_LIMIT) {
+    lanes *= 2;
+  }
+  return lanes;
 }
 
 export interface SampleTokensOptions {
@@ -147,8 +180,6 @@ export interface SampleTokensOptions {
   out?: Tensor;
   /** Index in `out` of row 0's id (rows go to outOffset + row), e.g. a ring of generated ids. */
   outOffset?: number;
-  /** Ranks the walk may visit (default and maximum {@link samplingStepLimit}). */
-  maxSteps?: number;
   /** Word in `settings` where row 0's settings start (the settings of several steps in one). */
   settingsBase?: number;
   /**
@@ -156,6 +187,13 @@ export interface SampleTokensOptions {
    * decode group's ring of generated ids): `count` rows of `stride` ids from index `start`.
    */
   recent?: { start: number; count: number; stride: number };
+  /**
+   * A decode group's step counter (u32 [1], `s`, advanced on the GPU by `advanceDecode`): the
+   * settings are read `s × rows` rows after `settingsBase`, the ids written `s × stride` after
+   * `outOffset`, and `s` more rows of recent ids join the history. Every step of the group is
+   * then the same dispatch (recorded once, replayed). `settings` must hold every step's rows.
+   */
+  step?: { counter: Tensor; steps: number; stride: number };
   /** The id a row with NaN or ±Infinity logits gets (default 5, ChatGLM's chat). */
   invalidId?: number;
 }
@@ -187,12 +225,24 @@ export function sampleTokens(
   if (!(Number.isInteger(textVocab) && textVocab >= 1)) {
     throw new GpuError(`sampleTokens: textVocab must be an integer >= 1, got ${textVocab}`);
   }
+  if (rec.gpu.isSoftware && V > maxSampledIds()) {
+    throw new GpuError(
+      `sampleTokens: rows of ${V} ids exceed the ${maxSampledIds()} a software adapter can ` +
+        "sample (its loop limit); sample on the host",
+    );
+  }
   const settingsBase = opts.settingsBase ?? 0;
-  if (numel(settings.shape) < settingsBase + rows * SETTINGS_WORDS) {
+  const step = opts.step;
+  const stepsHeld = step ? step.steps : 1;
+  if (step) {
+    expectDtype(step.counter, "sampleTokens", "step counter", ["u32"]);
+    if (!opts.out) throw new GpuError("sampleTokens: a step counter needs `out` (the ring)");
+  }
+  if (numel(settings.shape) < settingsBase + stepsHeld * rows * SETTINGS_WORDS) {
     throw new GpuError(
       `sampleTokens: settings hold ${numel(settings.shape)} words, expected ${
-        settingsBase + rows * SETTINGS_WORDS
-      } (${SETTINGS_WORDS} per row from word ${settingsBase})`,
+        settingsBase + stepsHeld * rows * SETTINGS_WORDS
+      } (${SETTINGS_WORDS} per row and step from word ${settingsBase})`,
     );
   }
   const recent = opts.recent ?? { start: 0, count: 0, stride: 0 };
@@ -204,27 +254,30 @@ export function sampleTokens(
   if (opts.out) {
     expectDtype(opts.out, "sampleTokens", "out", ["i32"]);
     assertUnchunked(opts.out, "sampleTokens", "out");
-    const lastRecent = recent.start + (recent.count - 1) * recent.stride + rows;
+    const lastStep = step ? (step.steps - 1) * step.stride : 0;
+    const lastRecent = recent.start + (recent.count - 1) * recent.stride + rows + lastStep;
     if (recent.count > 0 && lastRecent > numel(y.shape)) {
       throw new GpuError(`sampleTokens: recent ids reach index ${lastRecent} of ${numel(y.shape)}`);
     }
-    if (!(Number.isInteger(outOffset) && outOffset >= 0) || outOffset + rows > numel(y.shape)) {
+    if (
+      !(Number.isInteger(outOffset) && outOffset >= 0) ||
+      outOffset + lastStep + rows > numel(y.shape)
+    ) {
       throw new GpuError(
         `sampleTokens: out has ${numel(y.shape)} ids, rows ${outOffset}..${
-          outOffset + rows
+          outOffset + lastStep + rows
         } do not fit`,
       );
     }
   }
   if (rows === 0) return y;
-  // Only llvmpipe stops long loops; a hardware GPU may walk every candidate.
-  const cap = rec.gpu.isSoftware ? samplingStepLimit(limit) : limit;
-  const maxSteps = Math.min(opts.maxSteps ?? cap, cap);
-  const scratch = emptyTensor(rec.gpu, [rows, limit], "f32", {
+  const keys = emptyTensor(rec.gpu, [rows, limit], "u32", { rec, label: "sampleTokens keys" });
+  const weights = emptyTensor(rec.gpu, [rows, limit], "f32", {
     rec,
-    label: "sampleTokens scratch",
+    label: "sampleTokens weights",
   });
-  const pipeline = getPipeline(rec.gpu, "sampleTokens", () => SHADER);
+  const lanes = samplingLanes(rec.gpu.isSoftware, V);
+  const pipeline = getPipeline(rec.gpu, `sampleTokens:${lanes}`, () => shader(lanes));
   recordDispatch(
     rec,
     pipeline,
@@ -233,68 +286,213 @@ export function sampleTokens(
       V,
       limit,
       outOffset,
-      maxSteps,
       negInf: 0xff800000,
       settingsBase,
       recentStart: recent.start,
       recentCount: recent.count,
       recentStride: recent.stride,
       invalidId: opts.invalidId ?? 5,
+      stepped: step ? 1 : 0,
+      outStride: step?.stride ?? 0,
     }),
-    [bindingOf(logits), bindingOf(settings), bindingOf(history), bindingOf(scratch), bindingOf(y)],
+    [
+      bindingOf(logits),
+      bindingOf(settings),
+      bindingOf(history),
+      bindingOf(keys),
+      bindingOf(weights),
+      bindingOf(y),
+      // Without a counter the settings stand in (read-only, never read).
+      bindingOf(step?.counter ?? settings),
+    ],
     grid(rec.gpu, rows),
   );
-  releaseTensor(scratch, rec);
+  releaseTensor(keys, rec);
+  releaseTensor(weights, rec);
   return y;
 }
 
 const NONE = "0xffffffffu";
+const ALL = `vec4<u32>(${NONE})`;
 
-const SHADER = `
+/**
+ * The kernel. Keys: `okey(v)` orders like the values (-0 taken as +0, equal to it on the host);
+ * a row's candidates are the ids whose penalised key is at least the floor's (`rfk`); the kept
+ * set (top-k, then top-p) is every candidate up to a bound element (`rbk`, `rbi`) in the host's
+ * order (key descending, lower id first).
+ */
+const shader = (lanes: number) => `
 ${SamplingParams.wgsl}
 @group(0) @binding(1) var<storage, read> L: array<f32>;
 @group(0) @binding(2) var<storage, read> C: array<u32>;
 @group(0) @binding(3) var<storage, read> H: array<i32>;
-@group(0) @binding(4) var<storage, read_write> S: array<f32>;
-@group(0) @binding(5) var<storage, read_write> Y: array<i32>;
+@group(0) @binding(4) var<storage, read_write> K: array<u32>;
+@group(0) @binding(5) var<storage, read_write> W: array<f32>;
+@group(0) @binding(6) var<storage, read_write> Y: array<i32>;
+@group(0) @binding(7) var<storage, read> ST: array<u32>;
 
-var<workgroup> rv: array<f32, ${LANES}>;
-var<workgroup> ri: array<u32, ${LANES}>;
+var<workgroup> acc: array<array<vec4<f32>, 4>, ${lanes}>;
+var<workgroup> rv: array<f32, ${lanes}>;
+var<workgroup> ri: array<u32, ${lanes}>;
+var<workgroup> rk: array<u32, ${lanes}>;
 
-// (va, ia) comes before (vb, ib) in the host's order: value descending, lower id first.
-fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
-  return va > vb || (va == vb && ia < ib);
+// The row: base of its keys and weights, floor key, bound, and what the metric sums.
+var<private> rsb: u32;
+var<private> rfk: u32;
+var<private> rbk: u32;
+var<private> rbi: u32;
+var<private> useMass: bool;
+
+fn okey(x: f32) -> u32 {
+  let b = bitcast<u32>(select(x, 0.0, x == 0.0));
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// Leaves the first of the lanes' (v, i) in the host's order in rv[0], ri[0].
-fn first_of(t: u32, v: f32, i: u32) {
+fn ofkey(k: u32) -> f32 {
+  return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+// (ka, ia) is at or before (kb, ib) in the host's order.
+fn upto(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
+  return ka > kb || (ka == kb && ia <= ib);
+}
+
+// For 16 thresholds (tk, ti) in the host's order: the count (or mass) of the kept candidates at
+// or before each, summed over the row; the same in every lane.
+fn metrics(t: u32, tk0: vec4<u32>, tk1: vec4<u32>, tk2: vec4<u32>, tk3: vec4<u32>,
+           ti0: vec4<u32>, ti1: vec4<u32>, ti2: vec4<u32>, ti3: vec4<u32>) -> array<vec4<f32>, 4> {
+  var a0 = vec4<f32>(0.0);
+  var a1 = vec4<f32>(0.0);
+  var a2 = vec4<f32>(0.0);
+  var a3 = vec4<f32>(0.0);
+  let zero = vec4<f32>(0.0);
+  for (var i = t; i < P.limit; i += ${lanes}u) {
+    let k = K[rsb + i];
+    if (k >= rfk && upto(k, i, rbk, rbi)) {
+      let w = vec4<f32>(select(1.0, W[rsb + i], useMass));
+      let kv = vec4<u32>(k);
+      let iv = vec4<u32>(i);
+      a0 += select(zero, w, (kv > tk0) | ((kv == tk0) & (iv <= ti0)));
+      a1 += select(zero, w, (kv > tk1) | ((kv == tk1) & (iv <= ti1)));
+      a2 += select(zero, w, (kv > tk2) | ((kv == tk2) & (iv <= ti2)));
+      a3 += select(zero, w, (kv > tk3) | ((kv == tk3) & (iv <= ti3)));
+    }
+  }
   workgroupBarrier();
-  rv[t] = v; ri[t] = i;
+  acc[t][0] = a0;
+  acc[t][1] = a1;
+  acc[t][2] = a2;
+  acc[t][3] = a3;
   workgroupBarrier();
-  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
-    if (t < s && before(rv[t + s], ri[t + s], rv[t], ri[t])) { rv[t] = rv[t + s]; ri[t] = ri[t + s]; }
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      acc[t][0] += acc[t + s][0];
+      acc[t][1] += acc[t + s][1];
+      acc[t][2] += acc[t + s][2];
+      acc[t][3] += acc[t + s][3];
+    }
     workgroupBarrier();
   }
+  return array<vec4<f32>, 4>(
+    workgroupUniformLoad(&acc[0][0]),
+    workgroupUniformLoad(&acc[0][1]),
+    workgroupUniformLoad(&acc[0][2]),
+    workgroupUniformLoad(&acc[0][3]),
+  );
 }
 
-// Leaves the lanes' sum in rv[0].
-fn sum_of(t: u32, v: f32) {
+// The count (or mass) of the whole kept set.
+fn kept_metric(t: u32) -> f32 {
+  let k = vec4<u32>(rbk);
+  let i = vec4<u32>(rbi);
+  return metrics(t, k, k, k, k, i, i, i, i)[0].x;
+}
+
+// How many of the 16 metrics reach the goal (pass it, when strict).
+fn reached(m: array<vec4<f32>, 4>, goal: f32, strict: bool) -> u32 {
+  let g = vec4<f32>(goal);
+  let one = vec4<u32>(1u);
+  let z = vec4<u32>(0u);
+  let n = select(z, one, select(m[0] >= g, m[0] > g, strict)) +
+    select(z, one, select(m[1] >= g, m[1] > g, strict)) +
+    select(z, one, select(m[2] >= g, m[2] > g, strict)) +
+    select(z, one, select(m[3] >= g, m[3] > g, strict));
+  return n.x + n.y + n.z + n.w;
+}
+
+// Leaves the kept candidates' count with key kk, and the lowest id among them, in every lane.
+fn ties(t: u32, kk: u32) -> vec2<u32> {
+  var c = 0u;
+  var m = ${NONE};
+  for (var i = t; i < P.limit; i += ${lanes}u) {
+    if (K[rsb + i] == kk && upto(kk, i, rbk, rbi)) { c += 1u; m = min(m, i); }
+  }
   workgroupBarrier();
-  rv[t] = v;
+  rk[t] = c;
+  ri[t] = m;
   workgroupBarrier();
-  for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) { rv[t] = rv[t] + rv[t + s]; }
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) { rk[t] += rk[t + s]; ri[t] = min(ri[t], ri[t + s]); }
     workgroupBarrier();
   }
+  return vec2<u32>(workgroupUniformLoad(&rk[0]), workgroupUniformLoad(&ri[0]));
 }
 
-@compute @workgroup_size(${LANES})
+// The first kept candidate, in the host's order, whose prefix count (or mass) reaches goal
+// (passes it, when strict); the bound itself when even the whole kept set (\`whole\`) does not.
+// The one search behind top-k, top-p and the draw. First the key: the largest whose prefix
+// (every id) reaches; 16 keys tried per pass between lo (reaches) and hi (above it nothing
+// reaches). Then the id among that key's ties, the same way.
+fn find(t: u32, goal: f32, strict: bool, whole: f32, bestK: u32) -> vec2<u32> {
+  if (!select(whole >= goal, whole > goal, strict)) { return vec2<u32>(rbk, rbi); }
+  let q0 = vec4<u32>(1u, 2u, 3u, 4u);
+  let all = ${ALL};
+  // Every kept candidate's key is at least the floor's and the bound's.
+  var lo = max(rfk, rbk);
+  var hi = bestK;
+  for (var it = 0u; it < 12u && lo < hi; it++) {
+    let step = (hi - lo) / 16u + 1u;
+    let h = vec4<u32>(hi);
+    let b = vec4<u32>(lo);
+    let st = vec4<u32>(step);
+    let m = metrics(t, min(b + st * q0, h), min(b + st * (q0 + 4u), h),
+      min(b + st * (q0 + 8u), h), min(b + st * (q0 + 12u), h), all, all, all, all);
+    let n = reached(m, goal, strict);
+    let top = min(lo + step * (n + 1u), hi + 1u) - 1u;
+    if (n > 0u) { lo = min(lo + step * n, hi); }
+    hi = top;
+  }
+  let kk = lo;
+  let tie = ties(t, kk);
+  var a = tie.y;
+  var z = P.limit - 1u;
+  if (tie.x > 1u) {
+    let k = vec4<u32>(kk);
+    let q = vec4<u32>(0u, 1u, 2u, 3u);
+    for (var it = 0u; it < 12u && a < z; it++) {
+      let step = (z - a) / 16u + 1u;
+      let h = vec4<u32>(z);
+      let b = vec4<u32>(a);
+      let st = vec4<u32>(step);
+      let m = metrics(t, k, k, k, k, min(b + st * q, h), min(b + st * (q + 4u), h),
+        min(b + st * (q + 8u), h), min(b + st * (q + 12u), h));
+      // Ids below the answer do not reach: the first 16 - reached thresholds.
+      let below = 16u - reached(m, goal, strict);
+      let top = select(z, min(a + step * below, z), below < 16u);
+      if (below > 0u) { a = min(a + step * (below - 1u), z) + 1u; }
+      z = top;
+    }
+  }
+  return vec2<u32>(kk, a);
+}
+
+@compute @workgroup_size(${lanes})
 fn main(${WG_BUILTINS}) {
   let row = ${WG_INDEX};
   let t = lid.x;
   if (row >= P.rows) { return; }
-  let ninf = bitcast<f32>(P.negInf);
-  let cb = P.settingsBase + row * ${SETTINGS_WORDS}u;
+  let s = select(0u, ST[0], P.stepped != 0u);
+  let cb = P.settingsBase + (s * P.rows + row) * ${SETTINGS_WORDS}u;
   let temp = bitcast<f32>(C[cb]);
   let topP = bitcast<f32>(C[cb + 1u]);
   let pen = bitcast<f32>(C[cb + 2u]);
@@ -303,140 +501,116 @@ fn main(${WG_BUILTINS}) {
   let hs = C[cb + 5u];
   let hl = C[cb + 6u];
   let lb = row * P.V;
-  let sb = row * P.limit;
+  let out = P.outOffset + s * P.outStride + row;
+  rsb = row * P.limit;
 
-  // The penalised row: written from the logits each time, so an id seen twice is penalised once.
-  for (var i = t; i < P.limit; i += ${LANES}u) { S[sb + i] = L[lb + i]; }
-  // Any NaN or ±Infinity in the whole row (non-text ids too, as the host checks).
-  var bad = 0.0;
-  for (var i = t; i < P.V; i += ${LANES}u) {
-    if ((bitcast<u32>(L[lb + i]) & 0x7f800000u) == 0x7f800000u) { bad = 1.0; }
+  // One pass: the row's keys, any NaN or ±Infinity in the whole row (non-text ids too, as the
+  // host checks), and the argmax (first index on ties; none above -Infinity gives id 0 as the
+  // host's argmax). Keys are written from the logits each time, so an id seen twice is
+  // penalised once.
+  let none = okey(bitcast<f32>(P.negInf));
+  var bad = 0u;
+  var bk = none;
+  var bi = ${NONE};
+  for (var i = t; i < P.V; i += ${lanes}u) {
+    let v = L[lb + i];
+    if ((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
+    if (i < P.limit) {
+      let k = okey(v);
+      K[rsb + i] = k;
+      if (k > bk) { bk = k; bi = i; }
+    }
   }
-  sum_of(t, bad);
+  workgroupBarrier();
+  rv[t] = f32(bad);
+  workgroupBarrier();
+  for (var w = ${lanes / 2}u; w > 0u; w >>= 1u) {
+    if (t < w) { rv[t] = max(rv[t], rv[t + w]); }
+    workgroupBarrier();
+  }
   if (workgroupUniformLoad(&rv[0]) > 0.0) {
-    if (t == 0u) { Y[P.outOffset + row] = select(0, i32(P.invalidId), P.invalidId < P.limit); }
+    if (t == 0u) { Y[out] = select(0, i32(P.invalidId), P.invalidId < P.limit); }
     return;
   }
-  storageBarrier();
   if (pen != 1.0) {
-    for (var j = t; j < hl; j += ${LANES}u) {
+    storageBarrier();
+    for (var j = t; j < hl; j += ${lanes}u) {
       let id = H[hs + j];
       if (id >= 0 && u32(id) < P.limit) {
         let v = L[lb + u32(id)];
-        S[sb + u32(id)] = select(v / pen, v * pen, v < 0.0);
+        K[rsb + u32(id)] = okey(select(v / pen, v * pen, v < 0.0));
       }
     }
-    for (var j = t; j < P.recentCount; j += ${LANES}u) {
+    for (var j = t; j < P.recentCount + s; j += ${lanes}u) {
       let id = Y[P.recentStart + j * P.recentStride + row];
       if (id >= 0 && u32(id) < P.limit) {
         let v = L[lb + u32(id)];
-        S[sb + u32(id)] = select(v / pen, v * pen, v < 0.0);
+        K[rsb + u32(id)] = okey(select(v / pen, v * pen, v < 0.0));
       }
     }
+    storageBarrier();
+    // The argmax again, of the penalised keys.
+    bk = none;
+    bi = ${NONE};
+    for (var i = t; i < P.limit; i += ${lanes}u) { let k = K[rsb + i]; if (k > bk) { bk = k; bi = i; } }
   }
-  storageBarrier();
-
-  // argmax, first index on ties; none above -Infinity gives id 0 as the host's argmax.
-  var bv = ninf;
-  var bi = ${NONE};
-  for (var i = t; i < P.limit; i += ${LANES}u) { let v = S[sb + i]; if (v > bv) { bv = v; bi = i; } }
-  first_of(t, bv, bi);
-  let bestV = workgroupUniformLoad(&rv[0]);
+  workgroupBarrier();
+  rk[t] = bk;
+  ri[t] = bi;
+  workgroupBarrier();
+  for (var w = ${lanes / 2}u; w > 0u; w >>= 1u) {
+    if (t < w && (rk[t + w] > rk[t] || (rk[t + w] == rk[t] && ri[t + w] < ri[t]))) {
+      rk[t] = rk[t + w];
+      ri[t] = ri[t + w];
+    }
+    workgroupBarrier();
+  }
+  let bestK = workgroupUniformLoad(&rk[0]);
   let bestI = workgroupUniformLoad(&ri[0]);
   if (!(temp > 0.0) || bestI == ${NONE}) {
-    if (t == 0u) { Y[P.outOffset + row] = select(i32(bestI), 0, bestI == ${NONE}); }
+    if (t == 0u) { Y[out] = select(i32(bestI), 0, bestI == ${NONE}); }
     return;
   }
 
-  // Candidates: within e^-40 of the best (as the host); their count and total mass.
-  let fl = bestV - 40.0 * temp;
+  // Candidates: within e^-40 of the best (as the host), with their weights.
+  let bestV = ofkey(bestK);
+  rfk = okey(bestV - 40.0 * temp);
   let mx = bestV / temp;
-  var cnt = 0.0;
-  var mass = 0.0;
-  for (var i = t; i < P.limit; i += ${LANES}u) {
-    let v = S[sb + i];
-    if (v >= fl) { cnt += 1.0; mass += exp(v / temp - mx); }
+  for (var i = t; i < P.limit; i += ${lanes}u) {
+    let k = K[rsb + i];
+    if (k >= rfk) { W[rsb + i] = exp(ofkey(k) / temp - mx); }
   }
-  sum_of(t, cnt);
-  let count = u32(workgroupUniformLoad(&rv[0]));
-  sum_of(t, mass);
-  var total = workgroupUniformLoad(&rv[0]);
-  var keep = count;
-  if (topK > 0u && topK < count) { keep = topK; }
-
-  // Walks the candidates in the host's order: rank r is the first after rank r - 1.
-  var steps = 0u;
-  var over = false;
-  if (keep < count) {
-    // top-k: the mass of the kept ranks, summed in order as the host does.
-    total = 0.0;
-    var pv = bitcast<f32>(0x7f800000u);
-    var pi = 0u;
-    for (var r = 0u; r < keep; r++) {
-      if (steps >= P.maxSteps) { over = true; break; }
-      steps++;
-      var cv = ninf;
-      var ci = ${NONE};
-      for (var i = t; i < P.limit; i += ${LANES}u) {
-        let v = S[sb + i];
-        if (v >= fl && before(pv, pi, v, i) && before(v, i, cv, ci)) { cv = v; ci = i; }
-      }
-      first_of(t, cv, ci);
-      pv = workgroupUniformLoad(&rv[0]);
-      pi = workgroupUniformLoad(&ri[0]);
-      total += exp(pv / temp - mx);
+  storageBarrier();
+  // The bound at the end of the order: everything kept.
+  rbk = 0u;
+  rbi = ${NONE};
+  if (topK > 0u) {
+    useMass = false;
+    let count = kept_metric(t);
+    if (f32(topK) < count) {
+      // top-k: the kept set ends at the k-th candidate.
+      let e = find(t, f32(topK), false, count, bestK);
+      rbk = e.x;
+      rbi = e.y;
     }
   }
-  if (topP < 1.0 && !over) {
+  useMass = true;
+  var total = kept_metric(t);
+  if (topP < 1.0) {
     // The smallest prefix whose share reaches top-p (at least one id); its mass is the new total.
-    var cum = 0.0;
-    var cutMass = 0.0;
-    var cut = keep;
-    var pv = bitcast<f32>(0x7f800000u);
-    var pi = 0u;
-    for (var r = 0u; r < keep; r++) {
-      if (steps >= P.maxSteps) { over = true; break; }
-      steps++;
-      var cv = ninf;
-      var ci = ${NONE};
-      for (var i = t; i < P.limit; i += ${LANES}u) {
-        let v = S[sb + i];
-        if (v >= fl && before(pv, pi, v, i) && before(v, i, cv, ci)) { cv = v; ci = i; }
-      }
-      first_of(t, cv, ci);
-      pv = workgroupUniformLoad(&rv[0]);
-      pi = workgroupUniformLoad(&ri[0]);
-      let p = exp(pv / temp - mx);
-      cum += p / total;
-      cutMass += p;
-      if (cum >= topP) { cut = r + 1u; break; }
-    }
-    keep = cut;
-    total = cutMass;
+    let e = find(t, topP * total, false, total, bestK);
+    rbk = e.x;
+    rbi = e.y;
+    total = kept_metric(t);
   }
-  // The draw: the first rank where the running mass passes u * total (else the last kept).
-  var chosen = ${NONE};
-  if (!over) {
-    var left = u * total;
-    var pv = bitcast<f32>(0x7f800000u);
-    var pi = 0u;
-    for (var r = 0u; r < keep; r++) {
-      if (steps >= P.maxSteps) { over = true; break; }
-      steps++;
-      var cv = ninf;
-      var ci = ${NONE};
-      for (var i = t; i < P.limit; i += ${LANES}u) {
-        let v = S[sb + i];
-        if (v >= fl && before(pv, pi, v, i) && before(v, i, cv, ci)) { cv = v; ci = i; }
-      }
-      first_of(t, cv, ci);
-      pv = workgroupUniformLoad(&rv[0]);
-      pi = workgroupUniformLoad(&ri[0]);
-      chosen = pi;
-      left -= exp(pv / temp - mx);
-      if (left < 0.0) { break; }
-    }
+  // The draw: the first candidate where the running mass passes u * total (else the last kept).
+  var e = find(t, u * total, true, total, bestK);
+  if (e.y == ${NONE}) {
+    // Past every candidate (rounding) with nothing cut: the last candidate, by count.
+    useMass = false;
+    let count = kept_metric(t);
+    e = find(t, count, false, count, bestK);
   }
-  if (t == 0u) { Y[P.outOffset + row] = select(i32(chosen), -1, over); }
+  if (t == 0u) { Y[out] = i32(e.y); }
 }
 `;

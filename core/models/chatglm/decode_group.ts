@@ -1,14 +1,18 @@
 /**
- * Decode without a host round trip per token: `k` slot decode steps recorded and submitted one
- * after another, each sampling its ids on the GPU (core/kernels/sampling) into a ring of
- * generated ids that the next step's embedding lookup reads; the host reads the ring once, after
- * the last step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS),
- * so a group of k steps pays it once instead of k times.
+ * Decode without a host round trip per token: `k` slot decode steps in one submission, each
+ * sampling its ids on the GPU (core/kernels/sampling) into a ring of generated ids and feeding
+ * them to the next step's embedding lookup there; the host reads the ring once, after the last
+ * step. A GPU→host round trip costs ~11 ms on llvmpipe whatever the work (CONVENTIONS), so a
+ * group of k steps pays it once instead of k times.
  *
- * Everything else a step needs is known on the host in advance: each row's positions and cache
- * length advance by one per step. Submitting does not wait: a step's validation is awaited with
- * the others at the end of the group (`submit` resolves after its error scopes), so the GPU
- * works through the steps while the host records the next ones.
+ * Record once, replay: what differs between the steps of a group (the ids fed, each row's
+ * position and cache length, which step's sampler settings and ring row) lives in GPU memory and
+ * is moved on by a small kernel after each step (`advanceDecode`), so every step is the same
+ * commands with the same bind groups and uniforms. The group records step 0 through the model's
+ * ordinary code (captured, core/gpu/recording.ts) and encodes it again k - 1 times; the host's
+ * cost of a step (bind groups, error scopes, the tape's bookkeeping: ~2 ms on llvmpipe for the
+ * tiny model) is paid once per group. The attention kernel's variant is chosen for the group's
+ * longest row at its last step; each row attends to its own length, read from GPU memory.
  *
  * Pipelining (`follow`): a group may start from the previous group's last ids while those are
  * still on the GPU (its ring is carried over, its ids joining the repetition penalty's history),
@@ -18,20 +22,22 @@
  */
 
 import {
+  beginCapture,
   beginRecording,
   discardRecording,
+  endCapture,
   recordCopy,
   type Recording,
+  replayCapture,
   submit,
 } from "../../gpu/recording.ts";
 import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
-import { sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
+import { advanceDecode, sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
 import {
   readTensor,
   releaseTensor,
   reshape,
-  sliceRows,
   type Tensor,
   uploadTensor,
 } from "../../tensor/tensor.ts";
@@ -39,8 +45,9 @@ import { slotAttention } from "./attention.ts";
 import { type ChatGLMCache, checkCache, checkSlot } from "./cache.ts";
 import { chatglmHidden } from "./forward.ts";
 import { positionAt } from "./inputs.ts";
-import { checkIds } from "./lockstep.ts";
 import type { ChatGLMModel } from "./model.ts";
+import type { Attend } from "./block.ts";
+import { checkIds, type StackPass, type StepModel } from "./step.ts";
 
 /** A group of decode steps over some slots, sampled on the GPU. */
 export interface SlotGroup {
@@ -64,21 +71,67 @@ export interface SlotGroup {
    */
   settings: Uint32Array;
   history: Int32Array;
-  /** Ranks the GPU sampler may walk before it gives -1 (default: as far as the adapter allows). */
-  walkLimit?: number;
+}
+
+/**
+ * What a group needs of an architecture, the rest being shared (slot cache, sampler, ring,
+ * replay): ChatGLM's below, the Llama family's in ../llama/decode_group.ts.
+ */
+export interface GroupArch<A> {
+  model: StepModel & { config: { vocabSize: number } };
+  /** The forward pass up to the final norm, with `attend` as the attention. */
+  pass: StackPass<A>;
+  /** The slot attention of a step: positions `pos`, (slot, length) rows `info`. */
+  attend(pos: Tensor, info: Tensor, maxKeys: number): A;
+  /**
+   * Each row's position words at cache length `length` (the token fed there), the positions'
+   * shape for `n` rows, and the one word per row (`row·stride + offset`) that grows by one per
+   * step. Throws when a row's positions do not move that way (a slot still inside its prompt).
+   */
+  positions(slot: number, length: number): number[];
+  posShape(n: number): number[];
+  posBump: { stride: number; offset: number };
+}
+
+/** ChatGLM's: 2-D positions; a generated token's block position grows by one per step. */
+function chatglmArch(model: ChatGLMModel, cache: ChatGLMCache): GroupArch<Attend> {
+  return {
+    model,
+    pass: (tape, ids, attend, options) => chatglmHidden(tape, model, ids, attend, options),
+    attend: (pos, info, maxKeys) => slotAttention(model.config, cache, pos, info, maxKeys),
+    positions(slot, length) {
+      const layout = cache.slots[slot].layout!;
+      const [p0, p1] = positionAt(layout, length);
+      const [q0, q1] = positionAt(layout, length + 1);
+      if (q0 !== p0 || q1 !== p1 + 1) {
+        throw new Error(`decodeSlotsGroup: slot ${slot} is not past its prompt's context`);
+      }
+      return [p0, p1];
+    },
+    posShape: (n) => [n, 2, 1],
+    posBump: { stride: 2, offset: 1 },
+  };
 }
 
 /**
  * Runs the group; returns the sampled ids [steps, slots.length] (step-major). Each slot's cache
- * grows by `steps` positions. An id of -1 means the GPU sampler could not walk that far
- * (see core/kernels/sampling): the caller samples that step on the host.
+ * grows by `steps` positions.
  */
-export async function decodeSlotsGroup(
+export function decodeSlotsGroup(
   model: ChatGLMModel,
   group: SlotGroup,
   cache: ChatGLMCache,
 ): Promise<Int32Array> {
-  const { gpu, config } = model;
+  return decodeGroupOf(chatglmArch(model, cache), group, cache);
+}
+
+/** {@link decodeSlotsGroup} for any architecture. */
+export async function decodeGroupOf<A>(
+  arch: GroupArch<A>,
+  group: SlotGroup,
+  cache: ChatGLMCache,
+): Promise<Int32Array> {
+  const { gpu, config } = arch.model;
   checkCache(cache, "decodeSlotsGroup");
   const { slots, steps: k } = group;
   const n = slots.length;
@@ -102,7 +155,7 @@ export async function decodeSlotsGroup(
     if (!prev || prev.slots.length !== n || prev.slots.some((s, i) => s !== slots[i])) {
       throw new Error("decodeSlotsGroup: follow needs a previous group over the same slots");
     }
-  } else checkIds(group.ids, config, "decodeSlotsGroup ids");
+  } else checkIds(group.ids, config.vocabSize, "decodeSlotsGroup ids");
   const seen = new Set<number>();
   for (const slot of slots) {
     checkSlot(cache, slot, "decodeSlotsGroup");
@@ -122,90 +175,114 @@ export async function decodeSlotsGroup(
   // Ring rows padded so that every row's view starts on the storage offset alignment.
   const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
   const stride = Math.ceil(n / align) * align;
-  // Rows 1..c: the previous group's ids (follow), row c: the ids of step 0; step j reads row
-  // c + j and writes row c + j + 1.
+  // Rows 1..c: the previous group's ids (follow); step j writes row c + j + 1.
   const c = group.follow ? prev!.k : 0;
   const ringData = new Int32Array((c + k + 1) * stride);
-  if (!group.follow) ringData.set(group.ids);
   const uploads: Tensor[] = [];
-  const upload = (data: Int32Array | Uint32Array, label: string) => {
-    const t = uploadTensor(gpu, data, [data.length], undefined, { label });
+  const upload = (data: Int32Array | Uint32Array, shape: number[], label: string) => {
+    const t = uploadTensor(gpu, data, shape, undefined, { label });
     uploads.push(t);
     return t;
   };
   // The ring outlives this call when a following group copies from it (see `carried`).
   const ring = uploadTensor(gpu, ringData, [ringData.length], "i32", { label: "decode ring" });
   const held: Carried = { ring, first: c + 1, k, stride, slots: [...slots], refs: 2 };
-  const settingsT = upload(group.settings, "sampling settings");
-  const historyT = upload(group.history.length ? group.history : new Int32Array(1), "history");
+  const settingsT = upload(group.settings, [group.settings.length], "sampling settings");
+  const historyT = upload(
+    group.history.length ? group.history : new Int32Array(1),
+    [Math.max(1, group.history.length)],
+    "history",
+  );
+  // Everything a step reads that changes from one step to the next is in GPU memory, moved on
+  // by `advanceDecode` after each step: the ids fed (`ids`), each row's position and cache
+  // length (`pos`, `info`: the growing position word and the length both grow by one)
+  // and the step counter the sampler reads its settings and ring row by. So every step is the
+  // same commands: step 0 is recorded (and captured), the others replay it.
   const lengths = slots.map((s) => cache.slots[s].length);
-  const pending: Promise<void>[] = [];
+  const pos = Int32Array.from(slots.flatMap((slot, i) => arch.positions(slot, lengths[i])));
+  const info = new Int32Array(n * 2);
+  let maxKeys = 0;
+  slots.forEach((slot, i) => {
+    info.set([slot, lengths[i]], i * 2);
+    // The attention kernel sizes its score buffer for the longest row at the group's last step.
+    maxKeys = Math.max(maxKeys, lengths[i] + k);
+  });
+  const posT = upload(pos, arch.posShape(n), "pos");
+  const infoT = upload(info, [n, 2], "slotInfo");
+  const idsT = upload(
+    Int32Array.from(group.follow ? slots.map(() => 0) : group.ids),
+    [n, 1],
+    "ids",
+  );
+  const counter = upload(new Uint32Array(1), [1], "step counter");
   let rec: Recording | null = null;
+  let pending: Promise<void> | null = null;
   try {
-    for (let j = 0; j < k; j++) {
-      const pos = new Int32Array(n * 2);
-      const info = new Int32Array(n * 2);
-      let maxKeys = 0;
-      slots.forEach((slot, i) => {
-        const length = lengths[i] + j;
-        pos.set(positionAt(cache.slots[slot].layout!, length), i * 2);
-        info.set([slot, length], i * 2);
-        maxKeys = Math.max(maxKeys, length + 1);
-      });
-      const posT = uploadTensor(gpu, pos, [n, 2, 1], "i32", { label: "pos" });
-      const infoT = uploadTensor(gpu, info, [n, 2], "i32", { label: "slotInfo" });
-      uploads.push(posT, infoT);
-      const ids = sliceRows(reshape(ring, [(c + k + 1) * stride, 1]), (c + j) * stride, n);
-      rec ??= beginRecording(gpu);
-      if (j === 0 && group.follow) {
-        const p = prev!;
-        recordCopy(
-          rec,
-          p.ring.buffer,
-          p.ring.byteOffset + p.first * p.stride * 4,
-          ring.buffer,
-          ring.byteOffset + stride * 4,
-          c * stride * 4,
-        );
-      }
-      const tape = createTape(rec, false);
-      let logits: Var | null = null;
-      try {
-        const attend = slotAttention(config, cache, posT, infoT, maxKeys);
-        logits = scope(tape, () => {
-          const y = chatglmHidden(tape, model, ids, attend, {});
-          return linearForward(tape, model.lmHead, y);
-        });
-        sampleTokens(
-          rec,
-          reshape(logits.value, [n, config.vocabSize]),
-          group.textVocab,
-          settingsT,
-          historyT,
-          {
-            out: ring,
-            outOffset: (c + j + 1) * stride,
-            settingsBase: j * n * SETTINGS_WORDS,
-            recent: { start: stride, count: c + j, stride },
-            maxSteps: group.walkLimit,
-          },
-        );
-      } finally {
-        if (logits) unref(tape, logits);
-      }
-      // Submitted every few steps, so the GPU starts early while each submission's fixed cost
-      // (encoder, error scopes) is shared; its validation is awaited with the others below.
-      if ((j + 1) % STEPS_PER_SUBMIT === 0 || j === k - 1) {
-        pending.push(submit(rec));
-        rec = null;
-      }
+    rec = beginRecording(gpu);
+    if (group.follow) {
+      const p = prev!;
+      const from = p.ring.byteOffset + p.first * p.stride * 4;
+      recordCopy(
+        rec,
+        p.ring.buffer,
+        from,
+        ring.buffer,
+        ring.byteOffset + stride * 4,
+        c * stride * 4,
+      );
+      // The ids fed first: the previous group's last step's.
+      recordCopy(
+        rec,
+        p.ring.buffer,
+        from + (p.k - 1) * p.stride * 4,
+        idsT.buffer,
+        idsT.byteOffset,
+        n * 4,
+      );
     }
+    beginCapture(rec);
+    const tape = createTape(rec, false);
+    let logits: Var | null = null;
+    try {
+      const attend = arch.attend(posT, infoT, maxKeys);
+      logits = scope(tape, () => {
+        const y = arch.pass(tape, idsT, attend, {});
+        return linearForward(tape, arch.model.lmHead, y);
+      });
+      sampleTokens(
+        rec,
+        reshape(logits.value, [n, config.vocabSize]),
+        group.textVocab,
+        settingsT,
+        historyT,
+        {
+          out: ring,
+          outOffset: (c + 1) * stride,
+          recent: { start: stride, count: c, stride },
+          step: { counter, steps: k, stride },
+        },
+      );
+      advanceDecode(rec, n, {
+        counter,
+        ring,
+        first: (c + 1) * stride,
+        stride,
+        ids: idsT,
+        bumps: [{ tensor: posT, ...arch.posBump }, { tensor: infoT, stride: 2, offset: 1 }],
+      });
+    } finally {
+      if (logits) unref(tape, logits);
+    }
+    const step = endCapture(rec);
+    for (let j = 1; j < k; j++) replayCapture(step);
+    pending = submit(rec);
+    rec = null;
     // Recorded and submitted: the slots hold k more positions now (a following group may start
     // before this one is read), and this ring replaces the previous one as the one to follow.
     for (let i = 0; i < n; i++) cache.slots[slots[i]].length = lengths[i] + k;
     if (prev) drop(prev);
     carried.set(cache, held);
-    const [, read] = await Promise.all([Promise.all(pending), readTensor(ring)]);
+    const [, read] = await Promise.all([pending, readTensor(ring)]);
     const out = read as Int32Array;
     const ids = new Int32Array(k * n);
     for (let j = 0; j < k; j++) {
@@ -214,7 +291,7 @@ export async function decodeSlotsGroup(
     return ids;
   } catch (err) {
     if (rec) discardRecording(rec);
-    await Promise.allSettled(pending);
+    if (pending) await pending.catch(() => {});
     // The hold of being followed, carried or not yet: nothing can follow a failed group.
     if (carried.get(cache) === held) carried.delete(cache);
     drop(held);
@@ -225,14 +302,6 @@ export async function decodeSlotsGroup(
     for (const t of uploads) releaseTensor(t);
   }
 }
-
-/**
- * Steps recorded into one submission. Measured on llvmpipe (demo model, k = 16, shared machine):
- * a submission per step 8.2–11.3 ms/step, per 4 steps 6.2–6.3, per 16 steps 5.4–5.5: each
- * submission's fixed host cost (encoder, error scopes) weighs more than the GPU starting early,
- * and with pipelined groups the GPU has the previous group to work on meanwhile.
- */
-export const STEPS_PER_SUBMIT = 8;
 
 /** A group's ring while a following group may still copy its ids. */
 interface Carried {

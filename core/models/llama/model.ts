@@ -20,6 +20,8 @@ import type {
   StepProfile,
 } from "../chatglm/model.ts";
 import { decodeSlots, prefillSlot, prefillSlots } from "./slots.ts";
+import { decodeSlotsGroup } from "./decode_group.ts";
+import { endGroups, rewindSlot, type SlotGroup } from "../chatglm/decode_group.ts";
 import { blockLinears, type LlamaBlock } from "./block.ts";
 import type { LlamaConfig } from "./config.ts";
 import { cacheOwner, decodeStep, forward, prefill } from "./lockstep.ts";
@@ -61,6 +63,12 @@ export interface LlamaModel {
   prefillSlots(entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array>;
   /** One token appended to each listed slot (each its own length); [steps.length, V]. */
   decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array>;
+  /** k steps over some slots with the ids sampled on the GPU, read back once (decode_group.ts). */
+  decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array>;
+  /** Keeps a slot's first `length` positions (a group's tail redone on the host). */
+  rewindSlot(cache: ChatGLMCache, slot: number, length: number): void;
+  /** Frees what grouped decoding keeps between groups. */
+  endGroups(cache: ChatGLMCache): void;
   releaseSlot(cache: ChatGLMCache, slot: number): void;
   /** Every base parameter by checkpoint name (tied: no lm_head entry). */
   parameters(): Map<string, Tensor>;
@@ -151,6 +159,18 @@ class Llama implements LlamaModel {
 
   async decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array> {
     return await decodeSlots(this.live(), steps, cache);
+  }
+
+  async decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array> {
+    return await decodeSlotsGroup(this.live(), group, cache);
+  }
+
+  rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
+    rewindSlot(cache, slot, length);
+  }
+
+  endGroups(cache: ChatGLMCache): void {
+    endGroups(cache);
   }
 
   releaseSlot(cache: ChatGLMCache, slot: number): void {

@@ -126,7 +126,7 @@ export async function decodeSlots(
 }
 
 /** Row i (one new token) is sequence `slotInfo[i] = (slot, length)` of the slot cache. */
-function slotAttention(
+export function slotAttention(
   model: LlamaModel,
   cache: ChatGLMCache,
   pos: Tensor,
