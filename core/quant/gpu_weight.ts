@@ -231,7 +231,8 @@ function textureBlock(
   const weights = device.createTexture({
     size: [wordsPerRow, G],
     format: "rgba32uint",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+      GPUTextureUsage.COPY_DST,
     label: `${label} q${w.bits} rows ${r0}..${r1}`,
   });
   device.queue.writeTexture({ texture: weights }, texels, { bytesPerRow: wordsPerRow * 16 }, [
@@ -247,7 +248,8 @@ function textureBlock(
   const scales = device.createTexture({
     size: [groups, G],
     format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+      GPUTextureUsage.COPY_DST,
     label: `${label} scales rows ${r0}..${r1}`,
   });
   device.queue.writeTexture({ texture: scales }, sc, { bytesPerRow: groups * 16 }, [groups, G]);

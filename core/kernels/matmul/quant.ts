@@ -99,7 +99,7 @@ export function quantLinear(
 
 // --- texture design -------------------------------------------------------------------------------
 
-/** WGSL helpers: sign-extended int8 / int4 values of a word as vec4<f32>. */
+/** WGSL helpers: sign-extended int8 / int4 values of a word as vec4<f32> (embedding, dx, buffers). */
 const UNPACK = `
 fn q8(w: u32) -> vec4<f32> {
   return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
@@ -113,57 +113,126 @@ fn q4hi(w: u32) -> vec4<f32> {
 }
 `;
 
+/**
+ * The texture kernels' unpacking ("masked positions"), per bit width. A word holds `per` values
+ * at bit positions p = 0..per−1 (bits [p·b, p·b + b)). XOR with `flip` turns each two's-complement
+ * value q into the unsigned u = q + zero (zero = 2^(b−1)); masking position p then gives
+ * u · 2^(p·b) as an integer that converts to f32 exactly, in 2 operations per weight (against 3
+ * for sign extension by two shifts). The factor 2^(p·b) is cancelled by activations stored
+ * pre-multiplied by 2^(−p·b) (exact: powers of two), and the zero point leaves the sum once:
+ * Σ a·q = Σ a·u − zero · Σ a. The last position is shifted down instead (its mask would set the
+ * sign bit), so its activation is stored unscaled.
+ */
+interface Positions {
+  bits: 4 | 8;
+  /** Values (positions) per 32-bit word. */
+  per: number;
+  flip: string;
+  zero: number;
+  /** The column of K (within its word) held at position p: int4 stores column 2j at the high
+   * nibble of byte j, so position p holds column p ^ 1; int8 byte p holds column p. */
+  column: (p: number) => number;
+  /** WGSL f32 vector of position p of the XOR-ed words `x` (vec4<i32>). */
+  value: (x: string, p: number) => string;
+}
+
+function positions(bits: 4 | 8): Positions {
+  const per = 32 / bits;
+  const mask = (1 << bits) - 1;
+  return {
+    bits,
+    per,
+    flip: bits === 8 ? "0x80808080u" : "0x88888888u",
+    zero: 1 << (bits - 1),
+    column: (p) => (bits === 4 ? p ^ 1 : p),
+    value: (x, p) =>
+      p === per - 1
+        ? `vec4<f32>(bitcast<vec4<u32>>(${x}) >> vec4<u32>(${32 - bits}u))`
+        : `vec4<f32>(${x} & vec4<i32>(${mask * 2 ** (bits * p)}))`,
+  };
+}
+
+/** The pre-multiplier of position p's activation (see {@link positions}). */
+function positionScale(pos: Positions, p: number): number {
+  return p === pos.per - 1 ? 1 : 2 ** (-pos.bits * p);
+}
+
+/**
+ * WGSL for one 4-row weight texel `t` (vec4<u32>: word kk of 4 output rows) against activation
+ * texels `a{r}_{h}` (h = position / 4): per position, the 4 rows' values as one vector times the
+ * activation scalar, summed into `prod{r}` for each activation row r (the unpacking is shared by
+ * all R rows). The one unpacking generator of the texture matmul kernels.
+ */
+function texelProducts(pos: Positions, t: string, sfx: string, R: number): string[] {
+  const x = `x${sfx}`;
+  const lines = [`let ${x} = bitcast<vec4<i32>>(${t} ^ vec4<u32>(${pos.flip}));`];
+  for (let p = 0; p < pos.per; p++) lines.push(`let v${sfx}_${p} = ${pos.value(x, p)};`);
+  for (let r = 0; r < R; r++) {
+    const terms = Array.from(
+      { length: pos.per },
+      (_, p) => `v${sfx}_${p} * a${r}_${p >> 2}.${"xyzw"[p & 3]}`,
+    );
+    lines.push(`let prod${r}${sfx} = ${terms.join(" + ")};`);
+  }
+  return lines;
+}
+
+/** WGSL vec4 turning activation texel h's pre-multiplied values back (for Σ a). */
+function unscale(pos: Positions, h: number): string {
+  const f = [0, 1, 2, 3].map((i) => 1 / positionScale(pos, 4 * h + i));
+  return `vec4<f32>(${f.map((v) => v.toFixed(1)).join(", ")})`;
+}
+
 function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): string {
   const { R, C4 } = tile;
   const T = R * C4;
+  const pos = positions(bits);
+  const H = pos.per / 4;
   const acc: string[] = [];
   for (let r = 0; r < R; r++) {
+    acc.push(`var sa${r} = 0.0;`);
     for (let c = 0; c < C4; c++) acc.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
   }
   const body: string[] = [];
   for (let r = 0; r < R; r++) {
     const row = `min(m0 + ${r}u, P.M - 1u)`;
-    if (bits === 8) body.push(`let a${r} = textureLoad(At, vec2<u32>(kk, ${row}), 0);`);
-    else {
-      body.push(
-        `let a${r}l = textureLoad(At, vec2<u32>(2u * kk, ${row}), 0);`,
-        `let a${r}h = textureLoad(At, vec2<u32>(2u * kk + 1u, ${row}), 0);`,
-      );
+    const sum: string[] = [];
+    for (let h = 0; h < H; h++) {
+      body.push(`let a${r}_${h} = textureLoad(At, vec2<u32>(${H}u * kk + ${h}u, ${row}));`);
+      sum.push(`dot(a${r}_${h}, ${unscale(pos, h)})`);
     }
+    // Σ a of this word: per row once at the end (per-row scales), per word (group-wise).
+    body.push(`let sk${r} = ${sum.join(" + ")};`);
+    if (!grouped) body.push(`sa${r} += sk${r};`);
   }
   for (let c = 0; c < C4; c++) {
     const g = `min(g0 + ${c}u, P.G - 1u)`;
-    body.push(`let t${c} = textureLoad(Bt, vec2<u32>(kk, ${g}), 0);`);
-    if (bits === 8) {
-      body.push(`let B${c} = mat4x4<f32>(q8(t${c}.x), q8(t${c}.y), q8(t${c}.z), q8(t${c}.w));`);
-    } else {
-      body.push(
-        `let L${c} = mat4x4<f32>(q4lo(t${c}.x), q4lo(t${c}.y), q4lo(t${c}.z), q4lo(t${c}.w));`,
-        `let H${c} = mat4x4<f32>(q4hi(t${c}.x), q4hi(t${c}.y), q4hi(t${c}.z), q4hi(t${c}.w));`,
-      );
-    }
-    if (grouped) {
-      body.push(`let s${c} = textureLoad(St, vec2<u32>(kk / P.wordsPerGroup, ${g}), 0);`);
-    }
+    body.push(`let t${c} = textureLoad(Bt, vec2<u32>(kk, ${g}));`);
+    body.push(...texelProducts(pos, `t${c}`, `${c}`, R));
+    if (grouped) body.push(`let s${c} = textureLoad(St, vec2<u32>(kk / P.wordsPerGroup, ${g}));`);
     for (let r = 0; r < R; r++) {
-      const prod = bits === 8 ? `a${r} * B${c}` : `a${r}l * L${c} + a${r}h * H${c}`;
-      body.push(`acc${r}_${c} += ${grouped ? `(${prod}) * s${c}` : prod};`);
+      body.push(
+        grouped
+          ? `acc${r}_${c} += (prod${r}${c} - ${pos.zero}.0 * sk${r}) * s${c};`
+          : `acc${r}_${c} += prod${r}${c};`,
+      );
     }
   }
   const parts: string[] = [];
   for (let r = 0; r < R; r++) {
+    parts.push(`psa[lid.x * ${R}u + ${r}u] = sa${r};`);
     for (let c = 0; c < C4; c++) parts.push(`part[lid.x * ${T}u + ${r * C4 + c}u] = acc${r}_${c};`);
   }
   return `
 struct Params { M: u32, N: u32, KT: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, wordsPerGroup: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var At: texture_2d<f32>;
-@group(0) @binding(2) var Bt: texture_2d<u32>;
-@group(0) @binding(3) var St: texture_2d<f32>;
+@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var Bt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var St: texture_storage_2d<rgba32float, read>;
 ${declareOutput(4, "C")}
 ${declareInput(5, "bias", bias)}
-${UNPACK}
 var<workgroup> part: array<vec4<f32>, ${WG * T}>;
+var<workgroup> psa: array<f32, ${WG * R}>;
 @compute @workgroup_size(${WG}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let g0 = wid.x * ${C4}u;
@@ -180,8 +249,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let c = t % ${C4}u;
     if (m0 + r < P.M) {
       var s = vec4<f32>(0.0);
-      for (var l = 0u; l < ${WG}u; l++) { s += part[l * ${T}u + t]; }
-      ${grouped ? "" : "s *= textureLoad(St, vec2<u32>(0u, min(g0 + c, P.G - 1u)), 0);"}
+      var z = 0.0;
+      for (var l = 0u; l < ${WG}u; l++) {
+        s += part[l * ${T}u + t];
+        z += psa[l * ${R}u + r];
+      }
+      ${
+    grouped
+      ? ""
+      : `s = (s - ${pos.zero}.0 * z) * textureLoad(St, vec2<u32>(0u, min(g0 + c, P.G - 1u)));`
+  }
       let n = (g0 + c) * 4u;
       for (var j = 0u; j < 4u; j++) {
         if (n + j < P.N) {
@@ -196,14 +273,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 `;
 }
 
-/** The activations [M, K] as an rgba32float texture of width ⌈K / valuesPerTexel⌉ · texels, zero past K. */
+/**
+ * The activations [M, K] as an rgba32float texture of `per / 4` texels per weight word, each value
+ * pre-multiplied for its position in the word (see {@link positions}), zero past K.
+ */
 function activationTexture(
   rec: Recording,
   x: Tensor,
   M: number,
   K: number,
-  width: number,
+  bits: 4 | 8,
+  words: number,
 ): GPUTexture {
+  const pos = positions(bits);
+  const H = pos.per / 4;
+  const width = words * H;
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
   if (M > maxDim || width > maxDim) {
     throw new GpuError(`quantLinear: ${M} rows of ${K} exceed the texture limit ${maxDim}`);
@@ -220,7 +304,17 @@ function activationTexture(
     });
     rec.gpu.cache.set(key, texture);
   }
-  const pipeline = getPipeline(rec.gpu, "quant-matmul:act", () => `
+  // Texel (H·w + h, m) component i: position p = 4h + i of word w.
+  const cols: string[] = [];
+  const scales: string[] = [];
+  for (let h = 0; h < H; h++) {
+    const ps = [0, 1, 2, 3].map((i) => 4 * h + i);
+    cols.push(`vec4<u32>(${ps.map((p) => `${pos.column(p)}u`).join(", ")})`);
+    scales.push(`vec4<f32>(${ps.map((p) => positionScale(pos, p).toExponential()).join(", ")})`);
+  }
+  const pick = (list: string[]) =>
+    list.length === 1 ? list[0] : `select(${list[0]}, ${list[1]}, h == 1u)`;
+  const pipeline = getPipeline(rec.gpu, `quant-matmul:act:q${bits}`, () => `
 struct Params { M: u32, K: u32, W: u32, pad0: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
@@ -231,12 +325,13 @@ fn main(${WG_BUILTINS}) {
   if (e >= P.M * P.W) { return; }
   let m = e / P.W;
   let t = e - m * P.W;
+  let h = t % ${H}u;
+  let cols = (t / ${H}u) * ${pos.per}u + ${pick(cols)};
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) {
-    let k = t * 4u + j;
-    if (k < P.K) { v[j] = A[m * P.K + k]; }
+    if (cols[j] < P.K) { v[j] = A[m * P.K + cols[j]]; }
   }
-  textureStore(T, vec2<u32>(t, m), v);
+  textureStore(T, vec2<u32>(t, m), v * ${pick(scales)});
 }
 `);
   recordDispatch(
@@ -276,9 +371,7 @@ function recordTextureQuant(
     `quant-matmul:texture:${tile.R}x${tile.C4}:q${q.bits}:${grouped ? "g" : "row"}:${biasDtype}`,
     () => textureCode(tile, q.bits, grouped, biasDtype),
   );
-  // One weight word covers 4 (int8) or 8 (int4) values of K: one or two activation texels.
-  const actWidth = q.wordsPerRow * (q.bits === 8 ? 1 : 2);
-  const act = activationTexture(rec, x, M, K, actWidth).createView();
+  const act = activationTexture(rec, x, M, K, q.bits, q.wordsPerRow).createView();
   const valuesPerWord = 32 / q.bits;
   const wordsPerGroup = grouped ? q.groupSize / valuesPerWord : 1;
   const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
