@@ -32,13 +32,21 @@ import {
 
 const WG = 8;
 
+/** A texture-design tile: `R` activation rows × `C4` groups of 4 output rows per workgroup. */
 interface Tile {
   R: number;
   C4: number;
 }
-const DECODE: Tile = { R: 1, C4: 8 };
-const SMALL: Tile = { R: 4, C4: 8 };
-const PREFILL: Tile = { R: 16, C4: 4 };
+type TileName = "decode" | "small" | "prefill";
+/**
+ * Measured at M = 1 (ChatGLM-6B's shapes, llvmpipe): int4 16 output rows per workgroup beat 32 by
+ * 5–15%, int8 32 beat 16 by 10–20%. Prefill keeps few output rows: 16 activation rows already
+ * hold 128 values of activations per word in registers.
+ */
+function tileOf(name: TileName, bits: 4 | 8): Tile {
+  if (name === "decode") return { R: 1, C4: bits === 4 ? 4 : 8 };
+  return name === "small" ? { R: 4, C4: 4 } : { R: 16, C4: 2 };
+}
 
 /** True when `w` is a quantized weight (dtype q8/q4). */
 export function isQuantized(w: Tensor): boolean {
@@ -79,17 +87,8 @@ export function quantLinear(
   }
   if (M === 0 || N === 0) return y;
   if (q.design === "texture") {
-    const tile = options.tile === "decode"
-      ? DECODE
-      : options.tile === "small"
-      ? SMALL
-      : options.tile === "prefill"
-      ? PREFILL
-      : M === 1
-      ? DECODE
-      : M <= 8
-      ? SMALL
-      : PREFILL;
+    const name = options.tile ?? (M === 1 ? "decode" : M <= 8 ? "small" : "prefill");
+    const tile = tileOf(name, q.bits);
     recordTextureQuant(rec, x, q as QuantTextureStorage, M, N, K, bias, y, tile);
   } else {
     recordBufferQuant(rec, x, w, q as QuantBufferStorage, M, N, K, bias, y);
@@ -158,19 +157,25 @@ function positionScale(pos: Positions, p: number): number {
 }
 
 /**
- * WGSL for one 4-row weight texel `t` (vec4<u32>: word kk of 4 output rows) against activation
- * texels `a{r}_{h}` (h = position / 4): per position, the 4 rows' values as one vector times the
- * activation scalar, summed into `prod{r}` for each activation row r (the unpacking is shared by
- * all R rows). The one unpacking generator of the texture matmul kernels.
+ * WGSL for one word of 4 output rows `t` (vec4<u32>) against activation texels `act(r, h)`
+ * (h = position / 4): per position, the 4 rows' values as one vector times the activation scalar,
+ * summed into `prod{r}{sfx}` for each activation row r (the unpacking is shared by all R rows).
+ * The one unpacking generator of the texture matmul kernels, whatever the tile.
  */
-function texelProducts(pos: Positions, t: string, sfx: string, R: number): string[] {
+function texelProducts(
+  pos: Positions,
+  t: string,
+  sfx: string,
+  R: number,
+  act: (r: number, h: number) => string,
+): string[] {
   const x = `x${sfx}`;
   const lines = [`let ${x} = bitcast<vec4<i32>>(${t} ^ vec4<u32>(${pos.flip}));`];
   for (let p = 0; p < pos.per; p++) lines.push(`let v${sfx}_${p} = ${pos.value(x, p)};`);
   for (let r = 0; r < R; r++) {
     const terms = Array.from(
       { length: pos.per },
-      (_, p) => `v${sfx}_${p} * a${r}_${p >> 2}.${"xyzw"[p & 3]}`,
+      (_, p) => `v${sfx}_${p} * ${act(r, p >> 2)}.${"xyzw"[p & 3]}`,
     );
     lines.push(`let prod${r}${sfx} = ${terms.join(" + ")};`);
   }
@@ -183,6 +188,12 @@ function unscale(pos: Positions, h: number): string {
   return `vec4<f32>(${f.map((v) => v.toFixed(1)).join(", ")})`;
 }
 
+/**
+ * The texture matmul. Weight texels are row-major (core/quant/gpu_weight.ts: texel (j, n) = words
+ * 4j..4j+3 of row n), so per texel column j a workgroup fetches 4 texels for each group of 4
+ * output rows and takes their word w side by side: the 4 rows' word w as one vec4<u32>. The 8
+ * invocations split the texel columns of K (every 8th) and meet in workgroup memory at the end.
+ */
 function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): string {
   const { R, C4 } = tile;
   const T = R * C4;
@@ -193,29 +204,61 @@ function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): st
     acc.push(`var sa${r} = 0.0;`);
     for (let c = 0; c < C4; c++) acc.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
   }
-  const body: string[] = [];
-  for (let r = 0; r < R; r++) {
-    const row = `min(m0 + ${r}u, P.M - 1u)`;
+  const row = (r: number) => `min(m0 + ${r}u, P.M - 1u)`;
+  /** Activations of word w for row r, and this word's Σ a (`sk{r}_{w}`). */
+  const loadAct = (w: number, r: number) => {
+    const lines: string[] = [];
     const sum: string[] = [];
     for (let h = 0; h < H; h++) {
-      body.push(`let a${r}_${h} = textureLoad(At, vec2<u32>(${H}u * kk + ${h}u, ${row}));`);
-      sum.push(`dot(a${r}_${h}, ${unscale(pos, h)})`);
-    }
-    // Σ a of this word: per row once at the end (per-row scales), per word (group-wise).
-    body.push(`let sk${r} = ${sum.join(" + ")};`);
-    if (!grouped) body.push(`sa${r} += sk${r};`);
-  }
-  for (let c = 0; c < C4; c++) {
-    const g = `min(g0 + ${c}u, P.G - 1u)`;
-    body.push(`let t${c} = textureLoad(Bt, vec2<u32>(kk, ${g}));`);
-    body.push(...texelProducts(pos, `t${c}`, `${c}`, R));
-    if (grouped) body.push(`let s${c} = textureLoad(St, vec2<u32>(kk / P.wordsPerGroup, ${g}));`);
-    for (let r = 0; r < R; r++) {
-      body.push(
-        grouped
-          ? `acc${r}_${c} += (prod${r}${c} - ${pos.zero}.0 * sk${r}) * s${c};`
-          : `acc${r}_${c} += prod${r}${c};`,
+      lines.push(
+        `let a${r}_${w}_${h} = textureLoad(At, vec2<u32>(${4 * H}u * j + ${w * H + h}u, ${
+          row(r)
+        }));`,
       );
+      sum.push(`dot(a${r}_${w}_${h}, ${unscale(pos, h)})`);
+    }
+    lines.push(`let sk${r}_${w} = ${sum.join(" + ")};`);
+    if (!grouped) lines.push(`sa${r} += sk${r}_${w};`);
+    return lines;
+  };
+  const loadWeights = (c: number) =>
+    [0, 1, 2, 3].map((i) =>
+      `let t${c}_${i} = textureLoad(Bt, vec2<u32>(j, min(4u * (g0 + ${c}u) + ${i}u, P.rows - 1u)));`
+    );
+  const products = (c: number, w: number) => {
+    const comp = "xyzw"[w];
+    const word = `vec4<u32>(t${c}_0.${comp}, t${c}_1.${comp}, t${c}_2.${comp}, t${c}_3.${comp})`;
+    const lines = texelProducts(pos, word, `${c}_${w}`, R, (r, h) => `a${r}_${w}_${h}`);
+    if (grouped) {
+      // Each word's own group (a group may be shorter than a texel's 4 words).
+      lines.push(
+        `let s${c}_${w} = textureLoad(St, vec2<u32>(min((4u * j + ${w}u) / P.wordsPerGroup, P.groups - 1u), min(g0 + ${c}u, P.G - 1u)));`,
+      );
+    }
+    for (let r = 0; r < R; r++) {
+      lines.push(
+        grouped
+          ? `acc${r}_${c} += (prod${r}${c}_${w} - ${pos.zero}.0 * sk${r}_${w}) * s${c}_${w};`
+          : `acc${r}_${c} += prod${r}${c}_${w};`,
+      );
+    }
+    return lines;
+  };
+  const body: string[] = [];
+  if (R === 1) {
+    // Decode: the texel column's activations first (4·H texels), then each group of rows.
+    for (let w = 0; w < 4; w++) body.push(...loadAct(w, 0));
+    for (let c = 0; c < C4; c++) {
+      body.push(...loadWeights(c));
+      for (let w = 0; w < 4; w++) body.push(...products(c, w));
+    }
+  } else {
+    // Several activation rows: the weight texels first, then word by word, so that only one
+    // word's activations of the R rows are live at a time.
+    for (let c = 0; c < C4; c++) body.push(...loadWeights(c));
+    for (let w = 0; w < 4; w++) {
+      for (let r = 0; r < R; r++) body.push(...loadAct(w, r));
+      for (let c = 0; c < C4; c++) body.push(...products(c, w));
     }
   }
   const parts: string[] = [];
@@ -224,7 +267,8 @@ function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): st
     for (let c = 0; c < C4; c++) parts.push(`part[lid.x * ${T}u + ${r * C4 + c}u] = acc${r}_${c};`);
   }
   return `
-struct Params { M: u32, N: u32, KT: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, wordsPerGroup: u32 };
+struct Params { M: u32, N: u32, J: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32,
+  wordsPerGroup: u32, rows: u32, groups: u32, pad0: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var Bt: texture_storage_2d<rgba32uint, read>;
@@ -239,7 +283,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let m0 = wid.y * ${R}u;
   if (g0 >= P.G || m0 >= P.M) { return; }
   ${acc.join("\n  ")}
-  for (var kk = lid.x; kk < P.KT; kk += ${WG}u) {
+  for (var j = lid.x; j < P.J; j += ${WG}u) {
     ${body.join("\n    ")}
   }
   ${parts.join("\n  ")}
@@ -371,7 +415,8 @@ function recordTextureQuant(
     `quant-matmul:texture:${tile.R}x${tile.C4}:q${q.bits}:${grouped ? "g" : "row"}:${biasDtype}`,
     () => textureCode(tile, q.bits, grouped, biasDtype),
   );
-  const act = activationTexture(rec, x, M, K, q.bits, q.wordsPerRow).createView();
+  const texels = Math.ceil(q.wordsPerRow / 4);
+  const act = activationTexture(rec, x, M, K, q.bits, 4 * texels).createView();
   const valuesPerWord = 32 / q.bits;
   const wordsPerGroup = grouped ? q.groupSize / valuesPerWord : 1;
   const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
@@ -380,7 +425,7 @@ function recordTextureQuant(
     recordDispatch(
       rec,
       pipeline,
-      [M, b.rows, q.wordsPerRow, G, N, b.rowStart, bias ? 1 : 0, wordsPerGroup],
+      [M, b.rows, texels, G, N, b.rowStart, bias ? 1 : 0, wordsPerGroup, b.rows, q.groups, 0, 0],
       [act, b.weights.createView(), b.scales.createView(), bindingOf(y), biasBinding],
       [Math.ceil(G / tile.C4), Math.ceil(M / tile.R)],
     );
@@ -543,7 +588,8 @@ fn main(${WG_BUILTINS}) {
   let i = e / P.h;
   let j = e - i * P.h;
   ${idCheck}
-  let wd = textureLoad(Bt, vec2<u32>(j / ${per}u, r / 4u), 0)[r % 4u];
+  let word = j / ${per}u;
+  let wd = textureLoad(Bt, vec2<u32>(word / 4u, r), 0)[word % 4u];
   ${value}
   Y[e] = f32(v) * textureLoad(St, vec2<u32>(j / P.groupSize, r / 4u), 0)[r % 4u];
 }
@@ -618,17 +664,20 @@ export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tens
   const dx = outputTensor(rec, "quantInputGrad", [...dy.shape.slice(0, -1), K], out);
   if (M === 0 || K === 0) return dx;
   const per = 32 / q.bits;
-  const unpack = q.bits === 8
-    ? "acc0 += mat4x4<f32>(q8(t.x), q8(t.y), q8(t.z), q8(t.w)) * ds;"
-    : "acc0 += mat4x4<f32>(q4lo(t.x), q4lo(t.y), q4lo(t.z), q4lo(t.w)) * ds;\n    " +
-      "acc1 += mat4x4<f32>(q4hi(t.x), q4hi(t.y), q4hi(t.z), q4hi(t.w)) * ds;";
-  const store = `
-  let k0 = kw * ${per}u;
+  // One word `t` of 4 rows (vec4<u32>) times `ds` (dy · scale of the 4 rows) into the word's
+  // values of K: `${a}0` (and `${a}1`, int4's second 4).
+  const decl = (a: string) => `var ${a}0 = vec4<f32>(0.0);\n  var ${a}1 = vec4<f32>(0.0);`;
+  const unpack = (t: string, ds: string, a: string) =>
+    q.bits === 8
+      ? `${a}0 += mat4x4<f32>(q8(${t}.x), q8(${t}.y), q8(${t}.z), q8(${t}.w)) * ${ds};`
+      : `${a}0 += mat4x4<f32>(q4lo(${t}.x), q4lo(${t}.y), q4lo(${t}.z), q4lo(${t}.w)) * ${ds};\n    ` +
+        `${a}1 += mat4x4<f32>(q4hi(${t}.x), q4hi(${t}.y), q4hi(${t}.z), q4hi(${t}.w)) * ${ds};`;
+  const store = (kw: string, a: string) => `
   for (var j = 0u; j < ${per}u; j++) {
-    let k = k0 + j;
+    let k = (${kw}) * ${per}u + j;
     if (k < P.K) {
       var v = 0.0;
-      if (j < 4u) { v = acc0[j]; } else { v = acc1[j - 4u]; }
+      if (j < 4u) { v = ${a}0[j]; } else { v = ${a}1[j - 4u]; }
       let o = m * P.K + k;
       if (P.accumulate == 1u) { v += DX[o]; }
       DX[o] = v;
@@ -644,9 +693,17 @@ export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tens
   const groups = (q as QuantTextureStorage | QuantBufferStorage).groups;
   const wordsPerGroup = groups > 1 ? q.groupSize / per : Number.MAX_SAFE_INTEGER >>> 0;
   const W = (q as QuantTextureStorage | QuantBufferStorage).wordsPerRow;
-  const dispatch = grid(rec.gpu, Math.ceil((M * W) / 64));
   if (q.design === "texture") {
     const tq = q as QuantTextureStorage;
+    // One invocation per texel column (4 words of K): the 4 rows' texels at once.
+    const TW = Math.ceil(W / 4);
+    const words = [0, 1, 2, 3].map((w) => {
+      const comp = "xyzw"[w];
+      return `let sg${w} = min((4u * jt + ${w}u) / P.wordsPerGroup, P.groups - 1u);
+    let ds${w} = dy4 * textureLoad(St, vec2<u32>(sg${w}, g), 0);
+    let t${w} = vec4<u32>(t_0.${comp}, t_1.${comp}, t_2.${comp}, t_3.${comp});
+    ${unpack(`t${w}`, `ds${w}`, `acc${w}_`)}`;
+    });
     const pipeline = getPipeline(rec.gpu, `quant-input-grad:texture:q${q.bits}`, () => `
 ${params}
 @group(0) @binding(1) var Bt: texture_2d<u32>;
@@ -658,21 +715,27 @@ ${ldy}
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
   let e = ${WG_INDEX} * 64u + lid.x;
-  if (e >= P.M * P.W) { return; }
-  let m = e / P.W;
-  let kw = e - m * P.W;
-  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
+  let TW = (P.W + 3u) / 4u;
+  if (e >= P.M * TW) { return; }
+  let m = e / TW;
+  let jt = e - m * TW;
+  ${[0, 1, 2, 3].map((w) => decl(`acc${w}_`)).join("\n  ")}
   let G = (P.rows + 3u) / 4u;
   for (var g = 0u; g < G; g++) {
-    let t = textureLoad(Bt, vec2<u32>(kw, g), 0);
+    ${
+      [0, 1, 2, 3].map((i) =>
+        `let t_${i} = textureLoad(Bt, vec2<u32>(jt, min(4u * g + ${i}u, P.rows - 1u)), 0);`
+      ).join("\n    ")
+    }
     let n0 = P.rowStart + 4u * g;
     let dy4 = vec4<f32>(ldy(m, n0), ldy(m, n0 + 1u), ldy(m, n0 + 2u), ldy(m, n0 + 3u));
-    let ds = dy4 * textureLoad(St, vec2<u32>(sg, g), 0);
-    ${unpack}
+    ${words.join("\n    ")}
   }
-  ${store}
+  ${
+      [0, 1, 2, 3].map((w) =>
+        `if (4u * jt + ${w}u < P.W) {${store(`4u * jt + ${w}u`, `acc${w}_`)}\n  }`
+      ).join("\n  ")
+    }
 }
 `);
     tq.blocks.forEach((b, i) => {
@@ -681,7 +744,7 @@ fn main(${WG_BUILTINS}) {
         pipeline,
         [M, N, K, W, b.rowStart, b.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
         [b.weights.createView(), b.scales.createView(), bindingOf(dy), bindingOf(dx)],
-        dispatch,
+        grid(rec.gpu, Math.ceil((M * TW) / 64)),
       );
     });
   } else {
@@ -702,15 +765,14 @@ fn main(${WG_BUILTINS}) {
   let m = e / P.W;
   let kw = e - m * P.W;
   let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
+  ${decl("acc")}
   for (var n = 0u; n < P.rows; n++) {
     let t = vec4<u32>(Q[n * P.W + kw], 0u, 0u, 0u);
     let row = P.rowStart + n;
     let ds = vec4<f32>(DY[m * P.N + row] * scale(row * P.groups + sg), 0.0, 0.0, 0.0);
-    ${unpack}
+    ${unpack("t", "ds", "acc")}
   }
-  ${store}
+  ${store("kw", "acc")}
 }
 `);
     w.chunks.forEach((c, i) => {
@@ -724,7 +786,7 @@ fn main(${WG_BUILTINS}) {
           bindingOf(dy),
           bindingOf(dx),
         ],
-        dispatch,
+        grid(rec.gpu, Math.ceil((M * W) / 64)),
       );
     });
   }
