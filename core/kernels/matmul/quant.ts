@@ -3,13 +3,16 @@
  * core/quant), dequantizing in registers with f32 accumulation; the weight stays quantized in
  * memory. Two designs, chosen by how the weight was uploaded (core/quant/gpu_weight.ts):
  *
- * - texture (software adapters): the f16 texture design of matmul_texture.ts with quantized
- *   texels. One rgba32uint fetch brings a 4-row × 4-column int8 block (16 weights) or a 4 × 8
- *   int4 block (32 weights), against 8 weights per f16 texel: decode on llvmpipe is bound by
- *   texel fetches, so fewer fetches is the speed-up. Each workgroup of 8 shares one output tile
- *   and splits K (every 8th texel); tiles are 1 × 32 (M = 1), 4 × 32 (M ≤ 8) and 16 × 16.
- *   Values are sign-extended with vector shifts (`(i32 << s) >> 24|28`) and each row block's
- *   4 dequantized vectors form a mat4x4, so `acc += a · B` takes 4 k-steps in one operation.
+ * - texture (software adapters): weight texels row-major as the checkpoint stores them (texel
+ *   (j, n) = 16 bytes of row n: 32 int4 or 16 int8 values along K), read as read-only storage
+ *   textures: on llvmpipe a fetch is the cost (measured: the weight fetches were ~2/3 of the int4
+ *   kernel's time, and a storage-texture fetch is ~1.4× cheaper than a sampled one), and a fetch
+ *   brings 4× (int4) or 2× (int8) the weights of an f16 texel. The rest is the unpacking, 2
+ *   operations per weight (see `positions`): mask, convert, with activations stored pre-multiplied
+ *   per position and the zero point taken out of the sum once. A group of 4 output rows' word w
+ *   is one vec4<u32>, so each position's 4 values multiply one activation scalar (4 FMAs). Each
+ *   workgroup of 8 shares one output tile and splits K (every 8th texel column); tiles per
+ *   `tileOf`.
  * - buffer (hardware adapters): storage buffers; 64 invocations split a row's words (coalesced
  *   reads), each keeping 4 output rows × 1 or 4 activation rows, summed through workgroup memory.
  *
@@ -40,12 +43,12 @@ interface Tile {
 type TileName = "decode" | "small" | "prefill";
 /**
  * Measured at M = 1 (ChatGLM-6B's shapes, llvmpipe): int4 16 output rows per workgroup beat 32 by
- * 5–15%, int8 32 beat 16 by 10–20%. Prefill keeps few output rows: 16 activation rows already
- * hold 128 values of activations per word in registers.
+ * 5–15%, int8 32 beat 16 by 10–20%. Prefill (4096², M 64 and 256): about the f16 kernel's time,
+ * 16 × 16 no worse than 16 × 8 or 8 × 16 within the noise of a loaded machine.
  */
 function tileOf(name: TileName, bits: 4 | 8): Tile {
   if (name === "decode") return { R: 1, C4: bits === 4 ? 4 : 8 };
-  return name === "small" ? { R: 4, C4: 4 } : { R: 16, C4: 2 };
+  return name === "small" ? { R: 4, C4: 4 } : { R: 16, C4: 4 };
 }
 
 /** True when `w` is a quantized weight (dtype q8/q4). */
