@@ -553,6 +553,30 @@ function recordBufferQuant(
   });
 }
 
+/**
+ * One dispatch per row chunk of a buffer-design weight `w`, bound as (chunk words, scales,
+ * ...rest) after the parameters `params(chunk, index)`.
+ */
+function dispatchWordChunks(
+  rec: Recording,
+  pipeline: GPUComputePipeline,
+  w: Tensor,
+  params: (c: Tensor["chunks"][number], i: number) => number[],
+  rest: GPUBufferBinding[],
+  workgroups: readonly [number, number?, number?],
+): void {
+  const scales = (w.quant as QuantBufferStorage).scales;
+  w.chunks.forEach((c, i) => {
+    recordDispatch(
+      rec,
+      pipeline,
+      params(c, i),
+      [bindingOf(w, i), { buffer: scales, offset: 0, size: scales.size }, ...rest],
+      workgroups,
+    );
+  });
+}
+
 // --- embedding rows of a quantized table ----------------------------------------------------------
 
 /** Rows of a quantized table [V, h] at `ids` → f32 [...ids.shape, h] (`quantization_embeddings`). */
@@ -628,20 +652,14 @@ fn main(${WG_BUILTINS}) {
   Y[e] = f32(v) * unpack2x16float(S[si >> 1u])[si & 1u];
 }
 `);
-    table.chunks.forEach((c, i) => {
-      recordDispatch(
-        rec,
-        pipeline,
-        [n, h, c.rowStart, c.rows, V, q.groupSize, bq.wordsPerRow, bq.groups],
-        [
-          bindingOf(table, i),
-          { buffer: bq.scales, offset: 0, size: bq.scales.size },
-          bindingOf(ids),
-          bindingOf(y),
-        ],
-        grid(rec.gpu, Math.ceil((n * h) / 64)),
-      );
-    });
+    dispatchWordChunks(
+      rec,
+      pipeline,
+      table,
+      (c) => [n, h, c.rowStart, c.rows, V, q.groupSize, bq.wordsPerRow, bq.groups],
+      [bindingOf(ids), bindingOf(y)],
+      grid(rec.gpu, Math.ceil((n * h) / 64)),
+    );
   }
   return y;
 }
@@ -751,7 +769,6 @@ fn main(${WG_BUILTINS}) {
       );
     });
   } else {
-    const bq = q as QuantBufferStorage;
     const pipeline = getPipeline(rec.gpu, `quant-input-grad:buffer:q${q.bits}`, () => `
 ${params}
 @group(0) @binding(1) var<storage, read> Q: array<u32>;
@@ -778,20 +795,14 @@ fn main(${WG_BUILTINS}) {
   ${store("kw", "acc")}
 }
 `);
-    w.chunks.forEach((c, i) => {
-      recordDispatch(
-        rec,
-        pipeline,
-        [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
-        [
-          bindingOf(w, i),
-          { buffer: bq.scales, offset: 0, size: bq.scales.size },
-          bindingOf(dy),
-          bindingOf(dx),
-        ],
-        grid(rec.gpu, Math.ceil((M * W) / 64)),
-      );
-    });
+    dispatchWordChunks(
+      rec,
+      pipeline,
+      w,
+      (c, i) => [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+      [bindingOf(dy), bindingOf(dx)],
+      grid(rec.gpu, Math.ceil((M * W) / 64)),
+    );
   }
   return dx;
 }
