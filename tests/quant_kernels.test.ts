@@ -18,6 +18,17 @@ function quantized(N: number, K: number, bits: 4 | 8, groupSize: number, seed: n
   return quantizeF16(bits16, N, K, bits, groupSize);
 }
 
+/** f32 accumulation over K against the f64 reference: within 1e-5 · max|want| · √K. */
+function assertNearReference(got: Float32Array, want: ArrayLike<number>, K: number, name: string) {
+  let maxErr = 0, maxRef = 0;
+  for (let i = 0; i < want.length; i++) {
+    maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
+    maxRef = Math.max(maxRef, Math.abs(want[i]));
+  }
+  const tol = 1e-5 * maxRef * Math.sqrt(K);
+  assert.ok(maxErr <= tol, `${name}: max error ${maxErr} > ${tol}`);
+}
+
 interface Case {
   M: number;
   N: number;
@@ -55,14 +66,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
       const rec = beginRecording(gpu);
       const y = linear(rec, xt, w, bt);
       await submit(rec);
-      const got = await readTensor(y) as Float32Array;
-      let maxErr = 0, maxRef = 0;
-      for (let i = 0; i < want.length; i++) {
-        maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
-        maxRef = Math.max(maxRef, Math.abs(want[i]));
-      }
-      const tol = 1e-5 * maxRef * Math.sqrt(c.K);
-      assert.ok(maxErr <= tol, `${name}: max error ${maxErr} > ${tol}`);
+      assertNearReference(await readTensor(y) as Float32Array, want, c.K, name);
       for (const t of [w, xt, y, ...(bt ? [bt] : [])]) releaseTensor(t);
     });
   }
@@ -111,14 +115,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
         const rec = beginRecording(gpu);
         const y = linear(rec, xt, w);
         await submit(rec);
-        const got = await readTensor(y) as Float32Array;
-        let maxErr = 0, maxRef = 0;
-        for (let i = 0; i < want.length; i++) {
-          maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
-          maxRef = Math.max(maxRef, Math.abs(want[i]));
-        }
-        const tol = 1e-5 * maxRef * Math.sqrt(K);
-        assert.ok(maxErr <= tol, `max error ${maxErr} > ${tol}`);
+        assertNearReference(await readTensor(y) as Float32Array, want, K, "every value");
         for (const t of [w, xt, y]) releaseTensor(t);
       });
     }
