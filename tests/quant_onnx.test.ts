@@ -54,8 +54,10 @@ for (const [bits, source] of [[8, "int8"], [4, "int4"], [4, "f16-tied"]] as cons
     const tmp = await Deno.makeTempDir();
     try {
       const { g, logits: want } = golden(bits);
+      // f32 activations: the exact path reproduces the goldens at their own tolerance.
       const info = await exportChatGLMToOnnx(`${FIX}${source}`, tmp, {
         quantize: source === "f16-tied" ? bits : undefined,
+        quantAccuracy: "f32",
       });
       assert.equal(info.quantAccuracy, "f32");
       assert.equal(info.quantization?.bits, bits);
@@ -107,12 +109,17 @@ Deno.test("onnx and WebGPU agree on int4 group-wise with quantized embeddings", 
 });
 
 for (const bits of [8, 4] as const) {
-  Deno.test(`onnx MatMulNBits with int8 activations (opt-in, fast): int${bits} near the goldens`, async () => {
+  Deno.test(`onnx MatMulNBits with int8 activations (the default, fast): int${bits} near the goldens`, async () => {
     const tmp = await Deno.makeTempDir();
     try {
       const { g, logits: want } = golden(bits);
-      const info = await exportChatGLMToOnnx(`${FIX}int${bits}`, tmp, { quantAccuracy: "int8" });
+      const info = await exportChatGLMToOnnx(`${FIX}int${bits}`, tmp, {});
       assert.equal(info.quantAccuracy, "int8");
+      const graph = new TextDecoder().decode(await Deno.readFile(`${tmp}/model.onnx`));
+      // AttributeProto: name, then field 3 (varint) = 4, on every MatMulNBits node.
+      const levels = graph.split("accuracy_level").length - 1;
+      assert.ok(levels > 0);
+      assert.equal(graph.split("accuracy_level\x18\x04").length - 1, levels, "accuracy_level 4");
       const model = await loadOnnxModel(tmp, { modelDir: `${FIX}int${bits}` });
       try {
         const got = await model.forward(g.input_ids);

@@ -4,10 +4,11 @@
  * forms):
  *
  * - "texture" (software adapters, see CONVENTIONS.md: one texture fetch returns 16 bytes per lane
- *   while storage loads are scalar loops): an rgba32uint texture per block of rows; texel (kq, g)
- *   holds in component j the kq-th 32-bit word of row 4g + j in the original's byte order (4 int8
- *   or 8 int4 values along K), so a fetch brings 16 int8 or 32 int4 weights of 4 output rows.
- *   Scales go to an rgba32float texture: texel (group, g) = the 4 rows' scales.
+ *   while storage loads are scalar loops): an rgba32uint texture per block of up to
+ *   maxTextureDimension2D rows, row-major: texel (j, n) = bytes [16j, 16j + 16) of row n as the
+ *   checkpoint stores them (32 int4 or 16 int8 values along K), so the file's bytes are written
+ *   as they are, with no repacking in JavaScript (rows whose byte length is not a multiple of 16
+ *   are zero-padded). Scales go to an rgba32float texture: texel (group, g) = rows 4g..4g+3.
  * - "buffer" (hardware adapters): the rows' words in storage buffers (rows padded to whole words,
  *   chunked by rows under the binding limit) and the f16 scales in one buffer.
  */
@@ -33,7 +34,7 @@ export interface QuantTextureBlock {
 
 export interface QuantTextureStorage extends QuantStorage {
   readonly design: "texture";
-  /** 32-bit words per row (texture width). */
+  /** 32-bit words per row (the texture is ⌈wordsPerRow / 4⌉ texels wide). */
   readonly wordsPerRow: number;
   readonly groups: number;
   readonly blocks: QuantTextureBlock[];
@@ -120,13 +121,15 @@ export function uploadQuantWeight(
   let quant: QuantStorage;
   if (design === "texture") {
     const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
-    if (wordsPerRow > maxDim || groups > maxDim) {
+    if (Math.ceil(wordsPerRow / 4) > maxDim || groups > maxDim) {
       throw new Error(
-        `${label}: rows of ${wordsPerRow} words (or ${groups} groups) exceed the texture width ` +
+        `${label}: rows of ${
+          Math.ceil(wordsPerRow / 4)
+        } texels (or ${groups} groups) exceed the texture width ` +
           `limit ${maxDim}`,
       );
     }
-    const blockRows = maxDim * 4;
+    const blockRows = maxDim;
     const blocks: QuantTextureBlock[] = [];
     for (let r0 = 0; r0 < w.rows; r0 += blockRows) {
       const r1 = Math.min(w.rows, r0 + blockRows);
@@ -218,25 +221,33 @@ function textureBlock(
 ): QuantTextureBlock {
   const rows = r1 - r0;
   const G = Math.ceil(rows / 4);
-  const words = wordRows(w, r0, r1, wordsPerRow);
-  // Interleave 4 rows per texel: texel (kq, g) component j = word kq of row 4g + j.
-  const texels = new Uint32Array(G * wordsPerRow * 4);
-  for (let r = 0; r < rows; r++) {
-    const g = r >> 2, j = r & 3;
-    for (let k = 0; k < wordsPerRow; k++) {
-      texels[(g * wordsPerRow + k) * 4 + j] = words[r * wordsPerRow + k];
+  const texels = Math.ceil(wordsPerRow / 4);
+  const rb = rowBytes(w);
+  const src = new Uint8Array(w.stored.buffer, w.stored.byteOffset, w.stored.byteLength);
+  // Row-major texels: whole rows of 16-byte multiples are the stored bytes themselves.
+  let bytes: Uint8Array<ArrayBuffer>;
+  if (rb === texels * 16) {
+    bytes = src.subarray(r0 * rb, r1 * rb) as Uint8Array<ArrayBuffer>;
+  } else {
+    bytes = new Uint8Array(rows * texels * 16);
+    for (let r = 0; r < rows; r++) {
+      bytes.set(src.subarray((r0 + r) * rb, (r0 + r + 1) * rb), r * texels * 16);
     }
   }
   const device = gpu.device;
+  // STORAGE_BINDING: the matmul kernels read them as read-only storage textures (cheaper per
+  // fetch than sampled ones on llvmpipe, measured 1.4×).
+  const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+    GPUTextureUsage.COPY_DST;
   const weights = device.createTexture({
-    size: [wordsPerRow, G],
+    size: [texels, rows],
     format: "rgba32uint",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    usage,
     label: `${label} q${w.bits} rows ${r0}..${r1}`,
   });
-  device.queue.writeTexture({ texture: weights }, texels, { bytesPerRow: wordsPerRow * 16 }, [
-    wordsPerRow,
-    G,
+  device.queue.writeTexture({ texture: weights }, bytes, { bytesPerRow: texels * 16 }, [
+    texels,
+    rows,
   ]);
   const sc = new Float32Array(G * groups * 4);
   for (let r = 0; r < rows; r++) {
@@ -247,7 +258,7 @@ function textureBlock(
   const scales = device.createTexture({
     size: [groups, G],
     format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    usage,
     label: `${label} scales rows ${r0}..${r1}`,
   });
   device.queue.writeTexture({ texture: scales }, sc, { bytesPerRow: groups * 16 }, [groups, G]);

@@ -3,13 +3,16 @@
  * core/quant), dequantizing in registers with f32 accumulation; the weight stays quantized in
  * memory. Two designs, chosen by how the weight was uploaded (core/quant/gpu_weight.ts):
  *
- * - texture (software adapters): the f16 texture design of matmul_texture.ts with quantized
- *   texels. One rgba32uint fetch brings a 4-row × 4-column int8 block (16 weights) or a 4 × 8
- *   int4 block (32 weights), against 8 weights per f16 texel: decode on llvmpipe is bound by
- *   texel fetches, so fewer fetches is the speed-up. Each workgroup of 8 shares one output tile
- *   and splits K (every 8th texel); tiles are 1 × 32 (M = 1), 4 × 32 (M ≤ 8) and 16 × 16.
- *   Values are sign-extended with vector shifts (`(i32 << s) >> 24|28`) and each row block's
- *   4 dequantized vectors form a mat4x4, so `acc += a · B` takes 4 k-steps in one operation.
+ * - texture (software adapters): weight texels row-major as the checkpoint stores them (texel
+ *   (j, n) = 16 bytes of row n: 32 int4 or 16 int8 values along K), read as read-only storage
+ *   textures: on llvmpipe a fetch is the cost (measured: the weight fetches were ~2/3 of the int4
+ *   kernel's time, and a storage-texture fetch is ~1.4× cheaper than a sampled one), and a fetch
+ *   brings 4× (int4) or 2× (int8) the weights of an f16 texel. The rest is the unpacking, 2
+ *   operations per weight (see `positions`): mask, convert, with activations stored pre-multiplied
+ *   per position and the zero point taken out of the sum once. A group of 4 output rows' word w
+ *   is one vec4<u32>, so each position's 4 values multiply one activation scalar (4 FMAs). Each
+ *   workgroup of 8 shares one output tile and splits K (every 8th texel column); tiles per
+ *   `tileOf`.
  * - buffer (hardware adapters): storage buffers; 64 invocations split a row's words (coalesced
  *   reads), each keeping 4 output rows × 1 or 4 activation rows, summed through workgroup memory.
  *
@@ -32,13 +35,21 @@ import {
 
 const WG = 8;
 
+/** A texture-design tile: `R` activation rows × `C4` groups of 4 output rows per workgroup. */
 interface Tile {
   R: number;
   C4: number;
 }
-const DECODE: Tile = { R: 1, C4: 8 };
-const SMALL: Tile = { R: 4, C4: 8 };
-const PREFILL: Tile = { R: 16, C4: 4 };
+type TileName = "decode" | "small" | "prefill";
+/**
+ * Measured at M = 1 (ChatGLM-6B's shapes, llvmpipe): int4 16 output rows per workgroup beat 32 by
+ * 5–15%, int8 32 beat 16 by 10–20%. Prefill (4096², M 64 and 256): about the f16 kernel's time,
+ * 16 × 16 no worse than 16 × 8 or 8 × 16 within the noise of a loaded machine.
+ */
+function tileOf(name: TileName, bits: 4 | 8): Tile {
+  if (name === "decode") return { R: 1, C4: bits === 4 ? 4 : 8 };
+  return name === "small" ? { R: 4, C4: 4 } : { R: 16, C4: 4 };
+}
 
 /** True when `w` is a quantized weight (dtype q8/q4). */
 export function isQuantized(w: Tensor): boolean {
@@ -79,17 +90,8 @@ export function quantLinear(
   }
   if (M === 0 || N === 0) return y;
   if (q.design === "texture") {
-    const tile = options.tile === "decode"
-      ? DECODE
-      : options.tile === "small"
-      ? SMALL
-      : options.tile === "prefill"
-      ? PREFILL
-      : M === 1
-      ? DECODE
-      : M <= 8
-      ? SMALL
-      : PREFILL;
+    const name = options.tile ?? (M === 1 ? "decode" : M <= 8 ? "small" : "prefill");
+    const tile = tileOf(name, q.bits);
     recordTextureQuant(rec, x, q as QuantTextureStorage, M, N, K, bias, y, tile);
   } else {
     recordBufferQuant(rec, x, w, q as QuantBufferStorage, M, N, K, bias, y);
@@ -99,7 +101,7 @@ export function quantLinear(
 
 // --- texture design -------------------------------------------------------------------------------
 
-/** WGSL helpers: sign-extended int8 / int4 values of a word as vec4<f32>. */
+/** WGSL helpers: sign-extended int8 / int4 values of a word as vec4<f32> (embedding, dx, buffers). */
 const UNPACK = `
 fn q8(w: u32) -> vec4<f32> {
   return vec4<f32>((vec4<i32>(bitcast<i32>(w)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
@@ -113,64 +115,178 @@ fn q4hi(w: u32) -> vec4<f32> {
 }
 `;
 
+/**
+ * The texture kernels' unpacking ("masked positions"), per bit width. A word holds `per` values
+ * at bit positions p = 0..per−1 (bits [p·b, p·b + b)). XOR with `flip` turns each two's-complement
+ * value q into the unsigned u = q + zero (zero = 2^(b−1)); masking position p then gives
+ * u · 2^(p·b) as an integer that converts to f32 exactly, in 2 operations per weight (against 3
+ * for sign extension by two shifts). The factor 2^(p·b) is cancelled by activations stored
+ * pre-multiplied by 2^(−p·b) (exact: powers of two), and the zero point leaves the sum once:
+ * Σ a·q = Σ a·u − zero · Σ a. The last position is shifted down instead (its mask would set the
+ * sign bit), so its activation is stored unscaled.
+ */
+interface Positions {
+  bits: 4 | 8;
+  /** Values (positions) per 32-bit word. */
+  per: number;
+  flip: string;
+  zero: number;
+  /** The column of K (within its word) held at position p: int4 stores column 2j at the high
+   * nibble of byte j, so position p holds column p ^ 1; int8 byte p holds column p. */
+  column: (p: number) => number;
+  /** WGSL f32 vector of position p of the XOR-ed words `x` (vec4<i32>). */
+  value: (x: string, p: number) => string;
+}
+
+function positions(bits: 4 | 8): Positions {
+  const per = 32 / bits;
+  const mask = (1 << bits) - 1;
+  return {
+    bits,
+    per,
+    flip: bits === 8 ? "0x80808080u" : "0x88888888u",
+    zero: 1 << (bits - 1),
+    column: (p) => (bits === 4 ? p ^ 1 : p),
+    value: (x, p) =>
+      p === per - 1
+        ? `vec4<f32>(bitcast<vec4<u32>>(${x}) >> vec4<u32>(${32 - bits}u))`
+        : `vec4<f32>(${x} & vec4<i32>(${mask * 2 ** (bits * p)}))`,
+  };
+}
+
+/** The pre-multiplier of position p's activation (see {@link positions}). */
+function positionScale(pos: Positions, p: number): number {
+  return p === pos.per - 1 ? 1 : 2 ** (-pos.bits * p);
+}
+
+/**
+ * WGSL for one word of 4 output rows `t` (vec4<u32>) against activation texels `act(r, h)`
+ * (h = position / 4): per position, the 4 rows' values as one vector times the activation scalar,
+ * summed into `prod{r}{sfx}` for each activation row r (the unpacking is shared by all R rows).
+ * The one unpacking generator of the texture matmul kernels, whatever the tile.
+ */
+function texelProducts(
+  pos: Positions,
+  t: string,
+  sfx: string,
+  R: number,
+  act: (r: number, h: number) => string,
+): string[] {
+  const x = `x${sfx}`;
+  const lines = [`let ${x} = bitcast<vec4<i32>>(${t} ^ vec4<u32>(${pos.flip}));`];
+  for (let p = 0; p < pos.per; p++) lines.push(`let v${sfx}_${p} = ${pos.value(x, p)};`);
+  for (let r = 0; r < R; r++) {
+    const terms = Array.from(
+      { length: pos.per },
+      (_, p) => `v${sfx}_${p} * ${act(r, p >> 2)}.${"xyzw"[p & 3]}`,
+    );
+    lines.push(`let prod${r}${sfx} = ${terms.join(" + ")};`);
+  }
+  return lines;
+}
+
+/** WGSL vec4 turning activation texel h's pre-multiplied values back (for Σ a). */
+function unscale(pos: Positions, h: number): string {
+  const f = [0, 1, 2, 3].map((i) => 1 / positionScale(pos, 4 * h + i));
+  return `vec4<f32>(${f.map((v) => v.toFixed(1)).join(", ")})`;
+}
+
+/**
+ * The texture matmul. Weight texels are row-major (core/quant/gpu_weight.ts: texel (j, n) = words
+ * 4j..4j+3 of row n), so per texel column j a workgroup fetches 4 texels for each group of 4
+ * output rows and takes their word w side by side: the 4 rows' word w as one vec4<u32>. The 8
+ * invocations split the texel columns of K (every 8th) and meet in workgroup memory at the end.
+ */
 function textureCode(tile: Tile, bits: 4 | 8, grouped: boolean, bias: DType): string {
   const { R, C4 } = tile;
   const T = R * C4;
+  const pos = positions(bits);
+  const H = pos.per / 4;
   const acc: string[] = [];
   for (let r = 0; r < R; r++) {
+    acc.push(`var sa${r} = 0.0;`);
     for (let c = 0; c < C4; c++) acc.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
   }
-  const body: string[] = [];
-  for (let r = 0; r < R; r++) {
-    const row = `min(m0 + ${r}u, P.M - 1u)`;
-    if (bits === 8) body.push(`let a${r} = textureLoad(At, vec2<u32>(kk, ${row}), 0);`);
-    else {
-      body.push(
-        `let a${r}l = textureLoad(At, vec2<u32>(2u * kk, ${row}), 0);`,
-        `let a${r}h = textureLoad(At, vec2<u32>(2u * kk + 1u, ${row}), 0);`,
+  const row = (r: number) => `min(m0 + ${r}u, P.M - 1u)`;
+  /** Activations of word w for row r, and this word's Σ a (`sk{r}_{w}`). */
+  const loadAct = (w: number, r: number) => {
+    const lines: string[] = [];
+    const sum: string[] = [];
+    for (let h = 0; h < H; h++) {
+      lines.push(
+        `let a${r}_${w}_${h} = textureLoad(At, vec2<u32>(${4 * H}u * j + ${w * H + h}u, ${
+          row(r)
+        }));`,
       );
+      sum.push(`dot(a${r}_${w}_${h}, ${unscale(pos, h)})`);
     }
-  }
-  for (let c = 0; c < C4; c++) {
-    const g = `min(g0 + ${c}u, P.G - 1u)`;
-    body.push(`let t${c} = textureLoad(Bt, vec2<u32>(kk, ${g}), 0);`);
-    if (bits === 8) {
-      body.push(`let B${c} = mat4x4<f32>(q8(t${c}.x), q8(t${c}.y), q8(t${c}.z), q8(t${c}.w));`);
-    } else {
-      body.push(
-        `let L${c} = mat4x4<f32>(q4lo(t${c}.x), q4lo(t${c}.y), q4lo(t${c}.z), q4lo(t${c}.w));`,
-        `let H${c} = mat4x4<f32>(q4hi(t${c}.x), q4hi(t${c}.y), q4hi(t${c}.z), q4hi(t${c}.w));`,
-      );
-    }
+    lines.push(`let sk${r}_${w} = ${sum.join(" + ")};`);
+    if (!grouped) lines.push(`sa${r} += sk${r}_${w};`);
+    return lines;
+  };
+  const loadWeights = (c: number) =>
+    [0, 1, 2, 3].map((i) =>
+      `let t${c}_${i} = textureLoad(Bt, vec2<u32>(j, min(4u * (g0 + ${c}u) + ${i}u, P.rows - 1u)));`
+    );
+  const products = (c: number, w: number) => {
+    const comp = "xyzw"[w];
+    const word = `vec4<u32>(t${c}_0.${comp}, t${c}_1.${comp}, t${c}_2.${comp}, t${c}_3.${comp})`;
+    const lines = texelProducts(pos, word, `${c}_${w}`, R, (r, h) => `a${r}_${w}_${h}`);
     if (grouped) {
-      body.push(`let s${c} = textureLoad(St, vec2<u32>(kk / P.wordsPerGroup, ${g}), 0);`);
+      // Each word's own group (a group may be shorter than a texel's 4 words).
+      lines.push(
+        `let s${c}_${w} = textureLoad(St, vec2<u32>(min((4u * j + ${w}u) / P.wordsPerGroup, P.groups - 1u), min(g0 + ${c}u, P.G - 1u)));`,
+      );
     }
     for (let r = 0; r < R; r++) {
-      const prod = bits === 8 ? `a${r} * B${c}` : `a${r}l * L${c} + a${r}h * H${c}`;
-      body.push(`acc${r}_${c} += ${grouped ? `(${prod}) * s${c}` : prod};`);
+      lines.push(
+        grouped
+          ? `acc${r}_${c} += (prod${r}${c}_${w} - ${pos.zero}.0 * sk${r}_${w}) * s${c}_${w};`
+          : `acc${r}_${c} += prod${r}${c}_${w};`,
+      );
+    }
+    return lines;
+  };
+  const body: string[] = [];
+  if (R === 1) {
+    // Decode: the texel column's activations first (4·H texels), then each group of rows.
+    for (let w = 0; w < 4; w++) body.push(...loadAct(w, 0));
+    for (let c = 0; c < C4; c++) {
+      body.push(...loadWeights(c));
+      for (let w = 0; w < 4; w++) body.push(...products(c, w));
+    }
+  } else {
+    // Several activation rows: the weight texels first, then word by word, so that only one
+    // word's activations of the R rows are live at a time.
+    for (let c = 0; c < C4; c++) body.push(...loadWeights(c));
+    for (let w = 0; w < 4; w++) {
+      for (let r = 0; r < R; r++) body.push(...loadAct(w, r));
+      for (let c = 0; c < C4; c++) body.push(...products(c, w));
     }
   }
   const parts: string[] = [];
   for (let r = 0; r < R; r++) {
+    parts.push(`psa[lid.x * ${R}u + ${r}u] = sa${r};`);
     for (let c = 0; c < C4; c++) parts.push(`part[lid.x * ${T}u + ${r * C4 + c}u] = acc${r}_${c};`);
   }
   return `
-struct Params { M: u32, N: u32, KT: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32, wordsPerGroup: u32 };
+struct Params { M: u32, N: u32, J: u32, G: u32, ldc: u32, colOffset: u32, hasBias: u32,
+  wordsPerGroup: u32, rows: u32, groups: u32, pad0: u32, pad1: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var At: texture_2d<f32>;
-@group(0) @binding(2) var Bt: texture_2d<u32>;
-@group(0) @binding(3) var St: texture_2d<f32>;
+@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var Bt: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var St: texture_storage_2d<rgba32float, read>;
 ${declareOutput(4, "C")}
 ${declareInput(5, "bias", bias)}
-${UNPACK}
 var<workgroup> part: array<vec4<f32>, ${WG * T}>;
+var<workgroup> psa: array<f32, ${WG * R}>;
 @compute @workgroup_size(${WG}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let g0 = wid.x * ${C4}u;
   let m0 = wid.y * ${R}u;
   if (g0 >= P.G || m0 >= P.M) { return; }
   ${acc.join("\n  ")}
-  for (var kk = lid.x; kk < P.KT; kk += ${WG}u) {
+  for (var j = lid.x; j < P.J; j += ${WG}u) {
     ${body.join("\n    ")}
   }
   ${parts.join("\n  ")}
@@ -180,8 +296,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let c = t % ${C4}u;
     if (m0 + r < P.M) {
       var s = vec4<f32>(0.0);
-      for (var l = 0u; l < ${WG}u; l++) { s += part[l * ${T}u + t]; }
-      ${grouped ? "" : "s *= textureLoad(St, vec2<u32>(0u, min(g0 + c, P.G - 1u)), 0);"}
+      var z = 0.0;
+      for (var l = 0u; l < ${WG}u; l++) {
+        s += part[l * ${T}u + t];
+        z += psa[l * ${R}u + r];
+      }
+      ${
+    grouped
+      ? ""
+      : `s = (s - ${pos.zero}.0 * z) * textureLoad(St, vec2<u32>(0u, min(g0 + c, P.G - 1u)));`
+  }
       let n = (g0 + c) * 4u;
       for (var j = 0u; j < 4u; j++) {
         if (n + j < P.N) {
@@ -196,14 +320,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 `;
 }
 
-/** The activations [M, K] as an rgba32float texture of width ⌈K / valuesPerTexel⌉ · texels, zero past K. */
+/**
+ * The activations [M, K] as an rgba32float texture of `per / 4` texels per weight word, each value
+ * pre-multiplied for its position in the word (see {@link positions}), zero past K.
+ */
 function activationTexture(
   rec: Recording,
   x: Tensor,
   M: number,
   K: number,
-  width: number,
+  bits: 4 | 8,
+  words: number,
 ): GPUTexture {
+  const pos = positions(bits);
+  const H = pos.per / 4;
+  const width = words * H;
   const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
   if (M > maxDim || width > maxDim) {
     throw new GpuError(`quantLinear: ${M} rows of ${K} exceed the texture limit ${maxDim}`);
@@ -220,7 +351,17 @@ function activationTexture(
     });
     rec.gpu.cache.set(key, texture);
   }
-  const pipeline = getPipeline(rec.gpu, "quant-matmul:act", () => `
+  // Texel (H·w + h, m) component i: position p = 4h + i of word w.
+  const cols: string[] = [];
+  const scales: string[] = [];
+  for (let h = 0; h < H; h++) {
+    const ps = [0, 1, 2, 3].map((i) => 4 * h + i);
+    cols.push(`vec4<u32>(${ps.map((p) => `${pos.column(p)}u`).join(", ")})`);
+    scales.push(`vec4<f32>(${ps.map((p) => positionScale(pos, p).toExponential()).join(", ")})`);
+  }
+  const pick = (list: string[]) =>
+    list.length === 1 ? list[0] : `select(${list[0]}, ${list[1]}, h == 1u)`;
+  const pipeline = getPipeline(rec.gpu, `quant-matmul:act:q${bits}`, () => `
 struct Params { M: u32, K: u32, W: u32, pad0: u32 };
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
@@ -231,12 +372,13 @@ fn main(${WG_BUILTINS}) {
   if (e >= P.M * P.W) { return; }
   let m = e / P.W;
   let t = e - m * P.W;
+  let h = t % ${H}u;
+  let cols = (t / ${H}u) * ${pos.per}u + ${pick(cols)};
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) {
-    let k = t * 4u + j;
-    if (k < P.K) { v[j] = A[m * P.K + k]; }
+    if (cols[j] < P.K) { v[j] = A[m * P.K + cols[j]]; }
   }
-  textureStore(T, vec2<u32>(t, m), v);
+  textureStore(T, vec2<u32>(t, m), v * ${pick(scales)});
 }
 `);
   recordDispatch(
@@ -276,9 +418,8 @@ function recordTextureQuant(
     `quant-matmul:texture:${tile.R}x${tile.C4}:q${q.bits}:${grouped ? "g" : "row"}:${biasDtype}`,
     () => textureCode(tile, q.bits, grouped, biasDtype),
   );
-  // One weight word covers 4 (int8) or 8 (int4) values of K: one or two activation texels.
-  const actWidth = q.wordsPerRow * (q.bits === 8 ? 1 : 2);
-  const act = activationTexture(rec, x, M, K, actWidth).createView();
+  const texels = Math.ceil(q.wordsPerRow / 4);
+  const act = activationTexture(rec, x, M, K, q.bits, 4 * texels).createView();
   const valuesPerWord = 32 / q.bits;
   const wordsPerGroup = grouped ? q.groupSize / valuesPerWord : 1;
   const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
@@ -287,7 +428,7 @@ function recordTextureQuant(
     recordDispatch(
       rec,
       pipeline,
-      [M, b.rows, q.wordsPerRow, G, N, b.rowStart, bias ? 1 : 0, wordsPerGroup],
+      [M, b.rows, texels, G, N, b.rowStart, bias ? 1 : 0, wordsPerGroup, b.rows, q.groups, 0, 0],
       [act, b.weights.createView(), b.scales.createView(), bindingOf(y), biasBinding],
       [Math.ceil(G / tile.C4), Math.ceil(M / tile.R)],
     );
@@ -412,6 +553,30 @@ function recordBufferQuant(
   });
 }
 
+/**
+ * One dispatch per row chunk of a buffer-design weight `w`, bound as (chunk words, scales,
+ * ...rest) after the parameters `params(chunk, index)`.
+ */
+function dispatchWordChunks(
+  rec: Recording,
+  pipeline: GPUComputePipeline,
+  w: Tensor,
+  params: (c: Tensor["chunks"][number], i: number) => number[],
+  rest: GPUBufferBinding[],
+  workgroups: readonly [number, number?, number?],
+): void {
+  const scales = (w.quant as QuantBufferStorage).scales;
+  w.chunks.forEach((c, i) => {
+    recordDispatch(
+      rec,
+      pipeline,
+      params(c, i),
+      [bindingOf(w, i), { buffer: scales, offset: 0, size: scales.size }, ...rest],
+      workgroups,
+    );
+  });
+}
+
 // --- embedding rows of a quantized table ----------------------------------------------------------
 
 /** Rows of a quantized table [V, h] at `ids` → f32 [...ids.shape, h] (`quantization_embeddings`). */
@@ -450,7 +615,8 @@ fn main(${WG_BUILTINS}) {
   let i = e / P.h;
   let j = e - i * P.h;
   ${idCheck}
-  let wd = textureLoad(Bt, vec2<u32>(j / ${per}u, r / 4u), 0)[r % 4u];
+  let word = j / ${per}u;
+  let wd = textureLoad(Bt, vec2<u32>(word / 4u, r), 0)[word % 4u];
   ${value}
   Y[e] = f32(v) * textureLoad(St, vec2<u32>(j / P.groupSize, r / 4u), 0)[r % 4u];
 }
@@ -486,20 +652,14 @@ fn main(${WG_BUILTINS}) {
   Y[e] = f32(v) * unpack2x16float(S[si >> 1u])[si & 1u];
 }
 `);
-    table.chunks.forEach((c, i) => {
-      recordDispatch(
-        rec,
-        pipeline,
-        [n, h, c.rowStart, c.rows, V, q.groupSize, bq.wordsPerRow, bq.groups],
-        [
-          bindingOf(table, i),
-          { buffer: bq.scales, offset: 0, size: bq.scales.size },
-          bindingOf(ids),
-          bindingOf(y),
-        ],
-        grid(rec.gpu, Math.ceil((n * h) / 64)),
-      );
-    });
+    dispatchWordChunks(
+      rec,
+      pipeline,
+      table,
+      (c) => [n, h, c.rowStart, c.rows, V, q.groupSize, bq.wordsPerRow, bq.groups],
+      [bindingOf(ids), bindingOf(y)],
+      grid(rec.gpu, Math.ceil((n * h) / 64)),
+    );
   }
   return y;
 }
@@ -525,17 +685,20 @@ export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tens
   const dx = outputTensor(rec, "quantInputGrad", [...dy.shape.slice(0, -1), K], out);
   if (M === 0 || K === 0) return dx;
   const per = 32 / q.bits;
-  const unpack = q.bits === 8
-    ? "acc0 += mat4x4<f32>(q8(t.x), q8(t.y), q8(t.z), q8(t.w)) * ds;"
-    : "acc0 += mat4x4<f32>(q4lo(t.x), q4lo(t.y), q4lo(t.z), q4lo(t.w)) * ds;\n    " +
-      "acc1 += mat4x4<f32>(q4hi(t.x), q4hi(t.y), q4hi(t.z), q4hi(t.w)) * ds;";
-  const store = `
-  let k0 = kw * ${per}u;
+  // One word `t` of 4 rows (vec4<u32>) times `ds` (dy · scale of the 4 rows) into the word's
+  // values of K: `${a}0` (and `${a}1`, int4's second 4).
+  const decl = (a: string) => `var ${a}0 = vec4<f32>(0.0);\n  var ${a}1 = vec4<f32>(0.0);`;
+  const unpack = (t: string, ds: string, a: string) =>
+    q.bits === 8
+      ? `${a}0 += mat4x4<f32>(q8(${t}.x), q8(${t}.y), q8(${t}.z), q8(${t}.w)) * ${ds};`
+      : `${a}0 += mat4x4<f32>(q4lo(${t}.x), q4lo(${t}.y), q4lo(${t}.z), q4lo(${t}.w)) * ${ds};\n    ` +
+        `${a}1 += mat4x4<f32>(q4hi(${t}.x), q4hi(${t}.y), q4hi(${t}.z), q4hi(${t}.w)) * ${ds};`;
+  const store = (kw: string, a: string) => `
   for (var j = 0u; j < ${per}u; j++) {
-    let k = k0 + j;
+    let k = (${kw}) * ${per}u + j;
     if (k < P.K) {
       var v = 0.0;
-      if (j < 4u) { v = acc0[j]; } else { v = acc1[j - 4u]; }
+      if (j < 4u) { v = ${a}0[j]; } else { v = ${a}1[j - 4u]; }
       let o = m * P.K + k;
       if (P.accumulate == 1u) { v += DX[o]; }
       DX[o] = v;
@@ -551,9 +714,17 @@ export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tens
   const groups = (q as QuantTextureStorage | QuantBufferStorage).groups;
   const wordsPerGroup = groups > 1 ? q.groupSize / per : Number.MAX_SAFE_INTEGER >>> 0;
   const W = (q as QuantTextureStorage | QuantBufferStorage).wordsPerRow;
-  const dispatch = grid(rec.gpu, Math.ceil((M * W) / 64));
   if (q.design === "texture") {
     const tq = q as QuantTextureStorage;
+    // One invocation per texel column (4 words of K): the 4 rows' texels at once.
+    const TW = Math.ceil(W / 4);
+    const words = [0, 1, 2, 3].map((w) => {
+      const comp = "xyzw"[w];
+      return `let sg${w} = min((4u * jt + ${w}u) / P.wordsPerGroup, P.groups - 1u);
+    let ds${w} = dy4 * textureLoad(St, vec2<u32>(sg${w}, g), 0);
+    let t${w} = vec4<u32>(t_0.${comp}, t_1.${comp}, t_2.${comp}, t_3.${comp});
+    ${unpack(`t${w}`, `ds${w}`, `acc${w}_`)}`;
+    });
     const pipeline = getPipeline(rec.gpu, `quant-input-grad:texture:q${q.bits}`, () => `
 ${params}
 @group(0) @binding(1) var Bt: texture_2d<u32>;
@@ -565,21 +736,27 @@ ${ldy}
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
   let e = ${WG_INDEX} * 64u + lid.x;
-  if (e >= P.M * P.W) { return; }
-  let m = e / P.W;
-  let kw = e - m * P.W;
-  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
+  let TW = (P.W + 3u) / 4u;
+  if (e >= P.M * TW) { return; }
+  let m = e / TW;
+  let jt = e - m * TW;
+  ${[0, 1, 2, 3].map((w) => decl(`acc${w}_`)).join("\n  ")}
   let G = (P.rows + 3u) / 4u;
   for (var g = 0u; g < G; g++) {
-    let t = textureLoad(Bt, vec2<u32>(kw, g), 0);
+    ${
+      [0, 1, 2, 3].map((i) =>
+        `let t_${i} = textureLoad(Bt, vec2<u32>(jt, min(4u * g + ${i}u, P.rows - 1u)), 0);`
+      ).join("\n    ")
+    }
     let n0 = P.rowStart + 4u * g;
     let dy4 = vec4<f32>(ldy(m, n0), ldy(m, n0 + 1u), ldy(m, n0 + 2u), ldy(m, n0 + 3u));
-    let ds = dy4 * textureLoad(St, vec2<u32>(sg, g), 0);
-    ${unpack}
+    ${words.join("\n    ")}
   }
-  ${store}
+  ${
+      [0, 1, 2, 3].map((w) =>
+        `if (4u * jt + ${w}u < P.W) {${store(`4u * jt + ${w}u`, `acc${w}_`)}\n  }`
+      ).join("\n  ")
+    }
 }
 `);
     tq.blocks.forEach((b, i) => {
@@ -588,11 +765,10 @@ fn main(${WG_BUILTINS}) {
         pipeline,
         [M, N, K, W, b.rowStart, b.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
         [b.weights.createView(), b.scales.createView(), bindingOf(dy), bindingOf(dx)],
-        dispatch,
+        grid(rec.gpu, Math.ceil((M * TW) / 64)),
       );
     });
   } else {
-    const bq = q as QuantBufferStorage;
     const pipeline = getPipeline(rec.gpu, `quant-input-grad:buffer:q${q.bits}`, () => `
 ${params}
 @group(0) @binding(1) var<storage, read> Q: array<u32>;
@@ -609,31 +785,24 @@ fn main(${WG_BUILTINS}) {
   let m = e / P.W;
   let kw = e - m * P.W;
   let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
+  ${decl("acc")}
   for (var n = 0u; n < P.rows; n++) {
     let t = vec4<u32>(Q[n * P.W + kw], 0u, 0u, 0u);
     let row = P.rowStart + n;
     let ds = vec4<f32>(DY[m * P.N + row] * scale(row * P.groups + sg), 0.0, 0.0, 0.0);
-    ${unpack}
+    ${unpack("t", "ds", "acc")}
   }
-  ${store}
+  ${store("kw", "acc")}
 }
 `);
-    w.chunks.forEach((c, i) => {
-      recordDispatch(
-        rec,
-        pipeline,
-        [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
-        [
-          bindingOf(w, i),
-          { buffer: bq.scales, offset: 0, size: bq.scales.size },
-          bindingOf(dy),
-          bindingOf(dx),
-        ],
-        dispatch,
-      );
-    });
+    dispatchWordChunks(
+      rec,
+      pipeline,
+      w,
+      (c, i) => [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+      [bindingOf(dy), bindingOf(dx)],
+      grid(rec.gpu, Math.ceil((M * W) / 64)),
+    );
   }
   return dx;
 }
