@@ -5,65 +5,18 @@
 // template prompt, end-of-turn ids, the finish reason, /v1/models, the CLI's exit status, and the
 // clear refusals of what is ChatGLM-only.
 import assert from "node:assert/strict";
-import { writeSafetensors } from "../core/io/safetensors.ts";
-import { readLlamaConfig } from "../core/models/llama/config.ts";
-import { randomLlamaWeights } from "../core/models/llama/random_init.ts";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel } from "../core/models/load.ts";
 import { createEngine } from "../serve/engine/create.ts";
 import { webgpuDecoder } from "../serve/engine/decoder.ts";
 import { EngineLoadError } from "../serve/engine/load.ts";
 import { createApp } from "../serve/http/app.ts";
-import { QWEN3_TOKENIZER_FIXTURES, qwen3TokenizerDir } from "./helpers/qwen3_tokenizer.ts";
+import { QWEN3_TOKENIZER_FIXTURES } from "./helpers/qwen3_tokenizer.ts";
+import { ENDOFTEXT, IM_END, writeQwen3Dir } from "./helpers/qwen3_model.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = new URL("../serve/infer_cli.ts", import.meta.url).pathname;
 const quiet = { log: () => {}, progressBar: false };
-const IM_END = 151645;
-const ENDOFTEXT = 151643;
-
-/** A Qwen3 model directory: tiny width, real vocabulary, random weights, the real tokenizer. */
-async function writeQwen3Dir(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "medglm-llama-serve-" });
-  const config = {
-    architectures: ["Qwen3ForCausalLM"],
-    attention_bias: false,
-    bos_token_id: ENDOFTEXT,
-    eos_token_id: IM_END,
-    head_dim: 16,
-    hidden_act: "silu",
-    hidden_size: 32,
-    intermediate_size: 64,
-    max_position_embeddings: 512,
-    model_type: "qwen3",
-    num_attention_heads: 2,
-    num_hidden_layers: 1,
-    num_key_value_heads: 1,
-    rms_norm_eps: 1e-6,
-    rope_theta: 1000000.0,
-    tie_word_embeddings: true,
-    vocab_size: 151936,
-  };
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config, null, 2));
-  await Deno.writeTextFile(
-    `${dir}/generation_config.json`,
-    JSON.stringify({ bos_token_id: ENDOFTEXT, eos_token_id: [IM_END, ENDOFTEXT] }),
-  );
-  const tok = await qwen3TokenizerDir();
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
-    await Deno.copyFile(`${tok}/${f}`, `${dir}/${f}`);
-  }
-  const parsed = await readLlamaConfig(dir);
-  const tensors = [...randomLlamaWeights(parsed, 7)].map((t) => ({
-    name: t.name,
-    dtype: "F32" as const,
-    shape: t.shape,
-    data: t.data,
-  }));
-  await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
-  return dir;
-}
-
 const dirPromise = writeQwen3Dir();
 // The ~19 MB directory goes when the test process ends, whichever tests were filtered in.
 const made = await dirPromise;
