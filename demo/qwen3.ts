@@ -9,8 +9,9 @@
  * Why a tokenizer of its own: the real Qwen3 tokenizer has 151 669 tokens, and a model's
  * embedding and output layer need a row for every id the tokenizer can produce (ids cannot be
  * renumbered under Hugging Face's tokenizer.json semantics). At hidden 128 that is 19M of the
- * model's parameters and, per training step of 8 × 192 tokens, ~1.9 GB of logits and 90 GFLOP in
- * the output layer alone: minutes per step on a software adapter. A 2 000-piece byte-level BPE
+ * model's parameters and, per training step of 8 × 192 tokens, ~0.9 GB of f32 logits (as much
+ * again for their gradient) and ~180 GFLOP in the output layer alone: minutes per step on a
+ * software adapter. A 2 000-piece byte-level BPE
  * learned here from the same texts (data/tokenizer/bytelevel/train.ts) with the real file's
  * normalizer, pre-tokenizer, decoder and the chat tokens (`<|im_start|>`, `<|im_end|>`,
  * `<think>` …) keeps every other part of the real pipeline: the same tokenizer code, the real
