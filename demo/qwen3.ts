@@ -19,7 +19,7 @@
  */
 
 import { writeJsonAtomic } from "../base/mod.ts";
-import { loadModel, parseLlamaConfig, randomLlamaWeights, writeSafetensors } from "../core/mod.ts";
+import { loadModel, parseLlamaConfig, randomLlamaWeights } from "../core/mod.ts";
 import {
   buildDataset,
   createByteLevelTokenizer,
@@ -29,8 +29,9 @@ import {
 } from "../data/mod.ts";
 import { preset, train, type TrainConfig } from "../train/mod.ts";
 import { copy } from "./files.ts";
+import { writeModelDir } from "./init_model.ts";
 import { answerQuestions, overlap } from "./generate.ts";
-import type { DemoAnswer } from "./pipeline.ts";
+import { type DemoAnswer, lossRange } from "./pipeline.ts";
 import { DEMO_BASE_DATA_CONFIG, NEW_TOPICS_PATH, readSamples } from "./split.ts";
 
 export interface Qwen3DemoOptions {
@@ -146,12 +147,6 @@ export async function writeQwen3DemoTokenizer(
 }
 
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"];
-
-function lossRange(losses: { loss: number }[]) {
-  const k = Math.min(5, losses.length);
-  const mean = (xs: { loss: number }[]) => xs.reduce((s, l) => s + l.loss, 0) / xs.length;
-  return { first: mean(losses.slice(0, k)), last: mean(losses.slice(-k)) };
-}
 
 export async function runQwen3Demo(options: Qwen3DemoOptions = {}): Promise<Qwen3DemoResult> {
   const log = options.log ?? ((line: string) => console.error(line));
@@ -269,18 +264,10 @@ async function writeRandomQwen3(
   ids: { eos: number; pad: number },
 ): Promise<void> {
   const config = parseLlamaConfig(configJson, `${dir}/config.json`);
-  const tensors = [...randomLlamaWeights(config, seed)].map((t) => ({
-    name: t.name,
-    dtype: "F32" as const,
-    shape: t.shape,
-    data: t.data,
-  }));
-  await Deno.mkdir(dir, { recursive: true });
-  await writeJsonAtomic(`${dir}/config.json`, configJson);
+  await writeModelDir(dir, configJson, randomLlamaWeights(config, seed));
   await writeJsonAtomic(`${dir}/generation_config.json`, {
     bos_token_id: ids.pad,
     eos_token_id: [ids.eos, ids.pad],
     pad_token_id: ids.pad,
   });
-  await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
 }

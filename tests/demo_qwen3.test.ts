@@ -2,20 +2,14 @@
 // random Qwen3 model trained a few steps, answers; then the model directory it leaves loads in
 // the engine and generates with its chat template, and the CLI refuses flags of the other demo.
 import assert from "node:assert/strict";
-import { getGpu } from "../core/gpu/device.ts";
+import { gpuSkipReason } from "./helpers/gpu_skip.ts";
 import { readLlamaConfig } from "../core/models/llama/config.ts";
 import { demoMain } from "../demo/cli.ts";
 import { runQwen3Demo } from "../demo/qwen3.ts";
 import { loadByteLevelTokenizer } from "../data/tokenizer/bytelevel/mod.ts";
 import { createEngine } from "../serve/engine/create.ts";
 
-let gpuReason = "";
-try {
-  await getGpu();
-} catch (err) {
-  gpuReason = (err as Error).message;
-  console.log(`demo_qwen3: skipped, no WebGPU adapter: ${gpuReason}`);
-}
+const gpuReason = await gpuSkipReason("demo_qwen3");
 
 Deno.test({
   name: "demo --arch qwen3 (12 steps): tokenizer, data, training, answers; the model serves",

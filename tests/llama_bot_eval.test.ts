@@ -4,10 +4,10 @@
 // task eval` scores multiple choice (loglik with `--template chat` rendered by the chat template,
 // and generate) and the held-out split of a build made with the Qwen3 tokenizer.
 import assert from "node:assert/strict";
+import { gpuSkipReason } from "./helpers/gpu_skip.ts";
 import type { Update } from "npm:grammy@1.46.0/types";
 import { createBot } from "../bot/bot.ts";
 import { createCliEngine, parseBotArgs } from "../bot/cli.ts";
-import { getGpu } from "../core/gpu/device.ts";
 import { buildDataset } from "../data/build/mod.ts";
 import { loadByteLevelTokenizer } from "../data/tokenizer/bytelevel/mod.ts";
 import { createPromptBuilder } from "../data/prompt/mod.ts";
@@ -22,13 +22,7 @@ import { writeQwen3Dir } from "./helpers/qwen3_model.ts";
 
 const DATA = new URL("./fixtures/datasets", import.meta.url).pathname;
 
-let gpuReason = "";
-try {
-  await getGpu();
-} catch (err) {
-  gpuReason = (err as Error).message;
-  console.log(`llama_bot_eval: skipped, no WebGPU adapter: ${gpuReason}`);
-}
+const gpuReason = await gpuSkipReason("llama_bot_eval");
 const dir = gpuReason ? "" : await writeQwen3Dir();
 if (dir) globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 
