@@ -58,11 +58,15 @@ export function trainByteLevelBpe(
     },
   };
   // The file's own pre-tokenizer splits the texts (a bytes-only vocabulary is enough for that).
-  const splitter = createByteLevelTokenizer({
-    ...base,
-    added_tokens: [],
-    model: { ...base.model, vocab: Object.fromEntries(pieces.map((p, i) => [p, i])) },
-  }, {}, "trainByteLevelBpe");
+  const splitter = createByteLevelTokenizer(
+    {
+      ...base,
+      added_tokens: [],
+      model: { ...base.model, vocab: Object.fromEntries(pieces.map((p, i) => [p, i])) },
+    },
+    {},
+    "trainByteLevelBpe",
+  );
   const counts = new Map<string, number>();
   for (const text of texts) {
     for (const w of splitter.pretokenize(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
