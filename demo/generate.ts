@@ -15,6 +15,8 @@ export interface AnswerOptions {
   promptTemplate?: PromptFormat;
   /** For a chat template with enable_thinking (Qwen3's). */
   enableThinking?: boolean;
+  /** Mask tokens that would leave a broken UTF-8 character (a small model's byte tokens). */
+  validUtf8?: boolean;
 }
 
 /** Greedy answers to questions (the model stays loaded). */
@@ -40,6 +42,7 @@ export async function answerQuestions(
           messages: [{ role: "user", content }],
           temperature: 0,
           maxNewTokens: opts.maxNewTokens ?? 96,
+          ...(opts.validUtf8 === undefined ? {} : { validUtf8: opts.validUtf8 }),
         })
       ) text += d.text;
       return text;

@@ -231,6 +231,8 @@ export async function runQwen3Demo(options: Qwen3DemoOptions = {}): Promise<Qwen
       maxNewTokens: options.maxNewTokens ?? 96,
       promptTemplate: "chat-template",
       enableThinking: false,
+      // its byte-level pieces can stop mid-character; the ChatGLM demo's engine masks that too
+      validUtf8: true,
     });
     for (const [i, s] of picked.entries()) {
       const o = overlap(replies[i], s.output);
