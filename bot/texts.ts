@@ -7,8 +7,23 @@ export const DISCLAIMER = "⚠️ 免责声明：本机器人的回答由语言�
   "wrong. They are not medical advice and do not replace a doctor. In an emergency call your " +
   "local emergency number.";
 
-export function startText(model: string): string {
-  return `你好！我是 MedGLM，一个基于 ChatGLM 微调的中文医疗问答机器人（模型：${model}）。\n` +
+/** Display names of the architectures `/start` names (config.json's `model_type`). */
+const ARCHITECTURE_NAMES: Record<string, string> = {
+  chatglm: "ChatGLM",
+  qwen2: "Qwen2",
+  qwen3: "Qwen3",
+  llama: "Llama",
+};
+
+/**
+ * The `/start` text. `architecture` is the engine's (`model_type`); a remote server that does not
+ * say gets ChatGLM, the project's first model.
+ */
+export function startText(model: string, architecture?: string): string {
+  const base = architecture === undefined
+    ? "ChatGLM"
+    : ARCHITECTURE_NAMES[architecture] ?? architecture;
+  return `你好！我是 MedGLM，一个基于 ${base} 微调的中文医疗问答机器人（模型：${model}）。\n` +
     "直接发送你的问题即可，我会结合本次对话的上下文回答。\n" +
     "Hi! I am MedGLM, a Chinese medical question-answering bot. Send me a question.\n\n" +
     DISCLAIMER + "\n\n" + "/help 查看命令 (commands)";

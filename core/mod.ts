@@ -22,7 +22,7 @@ export {
   resolveQuantization,
 } from "./models/chatglm/quantized.ts";
 export { CHATGLM_6B, writeSyntheticCheckpoint } from "./models/chatglm/synthetic_checkpoint.ts";
-export { randomLlama } from "./models/llama/random_init.ts";
+export { randomLlama, randomLlamaWeights } from "./models/llama/random_init.ts";
 export {
   adapterFromModelFor,
   buildTrainBatchFor,

@@ -13,4 +13,11 @@ export {
   runDemo,
 } from "./pipeline.ts";
 export { writeRandomChatGLM } from "./init_model.ts";
-export { answerInstructions, overlap } from "./generate.ts";
+export { answerInstructions, type AnswerOptions, answerQuestions, overlap } from "./generate.ts";
+export {
+  qwen3DemoConfigJson,
+  type Qwen3DemoOptions,
+  type Qwen3DemoResult,
+  runQwen3Demo,
+  writeQwen3DemoTokenizer,
+} from "./qwen3.ts";

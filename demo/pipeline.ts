@@ -149,7 +149,8 @@ export async function buildDemoData(
   return { baseDir: `${out}/base-data`, loraDir: `${out}/data` };
 }
 
-function lossRange(losses: { loss: number }[]) {
+/** Mean loss of the first and of the last five logged steps. */
+export function lossRange(losses: { loss: number }[]) {
   const k = Math.min(5, losses.length);
   const mean = (xs: { loss: number }[]) => xs.reduce((s, l) => s + l.loss, 0) / xs.length;
   return { first: mean(losses.slice(0, k)), last: mean(losses.slice(-k)) };

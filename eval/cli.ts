@@ -7,17 +7,19 @@
 
 import {
   attachAdapter,
-  type ChatGLMModel,
+  type CausalLM,
   detachAdapter,
+  isLlamaModel,
   linearModules,
-  loadChatGLM as loadModel,
   loadLoraAdapter,
+  loadModel,
+  modelTypeOf,
   parseQuantizeFlag,
   type QuantizeOption,
   type WeightDtype,
 } from "../core/mod.ts";
 import { parseArgs } from "node:util";
-import { type ChatGLMTokenizer, loadChatGLMTokenizer as loadTokenizer } from "../data/mod.ts";
+import { type AnyTokenizer, createPromptBuilder, loadTokenizer } from "../data/mod.ts";
 import { buildEngine, type Engine } from "../serve/mod.ts";
 import {
   type EvalSettings,
@@ -27,7 +29,7 @@ import {
 } from "./evaluate.ts";
 import { loadTask, type McTask, parseTaskSpecs } from "./formats/tasks.ts";
 import { variantHash } from "./identity.ts";
-import { fromChatGLMModel } from "./model.ts";
+import { fromCausalLM, promptEncoder } from "./model.ts";
 import { type HeldoutExample, readHeldout } from "./open_qa.ts";
 import { loadOpenTask, type OpenTask } from "./formats/open_questions.ts";
 import type { McPromptStyle } from "./prompts.ts";
@@ -229,18 +231,32 @@ export async function runEvaluation(
     }
   }
   const modelDir = opts.model.replace(/\/+$/, "") || opts.model;
-  let tokenizer: ChatGLMTokenizer;
+  let modelType: string;
+  let tokenizer: AnyTokenizer;
   try {
+    modelType = await modelTypeOf(modelDir);
     tokenizer = await loadTokenizer(modelDir);
   } catch (err) {
     throw new Error(
       `--model ${modelDir}: cannot load the tokenizer: ${(err as Error).message}`,
     );
   }
+  if (modelType !== "chatglm" && opts.quantize !== undefined) {
+    throw new Error(
+      `--quantize is implemented for ChatGLM-6B only; ${modelDir} holds a ${modelType} model ` +
+        "(leave out --quantize)",
+    );
+  }
   const heldout: HeldoutExample[] = [];
   for (const dir of opts.heldout) {
     heldout.push(
-      ...await readHeldout(dir, { limit: opts.settings.limit, tokenizer }),
+      ...await readHeldout(dir, {
+        limit: opts.settings.limit,
+        // A build without token shards is tokenized here with the seed's instruction template,
+        // which is ChatGLM's; other models read the token shards of a build made with their
+        // tokenizer (`deno task data --tokenizer DIR`).
+        tokenizer: tokenizer.kind === "chatglm" ? tokenizer : undefined,
+      }),
     );
   }
   if (opts.heldout.length) {
@@ -249,37 +265,56 @@ export async function runEvaluation(
   const settings = opts.settings;
   const needEngine = settings.scorer === "generate" || heldout.length > 0 ||
     openTasks.length > 0;
-  let model: ChatGLMModel;
-  try {
-    model = await loadModel(modelDir, {
-      dtype: opts.dtype,
-      quantize: opts.quantize,
-      maxBatch: settings.batchSize,
-      log,
-      progressBar: settings.progress,
-    });
-  } catch (err) {
-    throw new Error(
-      `--model ${modelDir}: cannot load the model: ${(err as Error).message}`,
-    );
-  }
+  // The prompts of the model's own chat template (Qwen, Llama 3), when its tokenizer has one:
+  // `--template chat` multiple-choice prompts are rendered with it, as the engine renders
+  // conversations. ChatGLM keeps its `[Round i]` chat format.
+  const builder = tokenizer.kind === "chatglm" ? null : createPromptBuilder(tokenizer);
+  const templated = builder?.format === "chat-template" && settings.template === "chat";
+  const load = async (adapter?: string): Promise<CausalLM> => {
+    try {
+      return await loadModel(modelDir, {
+        dtype: opts.dtype,
+        quantize: opts.quantize,
+        maxBatch: settings.batchSize,
+        log,
+        progressBar: settings.progress,
+        ...(adapter ? { adapter } : {}),
+      });
+    } catch (err) {
+      throw new Error(
+        adapter
+          ? `--adapter ${adapter}: ${(err as Error).message}`
+          : `--model ${modelDir}: cannot load the model: ${(err as Error).message}`,
+      );
+    }
+  };
+  let base: CausalLM | null = await load();
   // Rows longer than the model's context cannot run: longer prompts keep their end.
   const evalSettings: EvalSettings = {
     ...settings,
-    maxLength: Math.min(settings.maxLength ?? model.maxContext, model.maxContext),
+    maxLength: Math.min(settings.maxLength ?? base.maxContext, base.maxContext),
   };
   const variants: VariantResult[] = [];
   try {
     for (const adapter of [undefined, ...opts.adapters]) {
       const name = adapter ? adapterName(adapter) : "base";
-      if (adapter) {
+      let model: CausalLM;
+      if (!adapter) model = base!;
+      else if (base === null || isLlamaModel(base)) {
+        // A Llama-family model takes its adapter at load (one model in memory at a time).
+        base?.dispose();
+        base = null;
+        model = await load(adapter);
+      } else {
+        const glm = base;
         const lora = await loadLoraAdapter(adapter, {
-          linearModules: linearModules(model.config),
+          linearModules: linearModules(glm.config),
           name: modelDir,
         }).catch((err) => {
           throw new Error(`--adapter ${adapter}: ${(err as Error).message}`);
         });
-        attachAdapter(model, lora);
+        attachAdapter(glm, lora);
+        model = glm;
       }
       let engine: Engine | undefined;
       try {
@@ -295,9 +330,10 @@ export async function runEvaluation(
           {
             name,
             hash: await variantHash(modelDir, adapter),
-            model: fromChatGLMModel(model),
+            model: fromCausalLM(model),
             engine,
-            tokenizer,
+            tokenizer: promptEncoder(tokenizer, templated),
+            ...(templated && builder ? { chatPrompt: (m) => builder.text(m) } : {}),
           },
           tasks,
           heldout,
@@ -307,11 +343,12 @@ export async function runEvaluation(
         variants.push(result);
       } finally {
         await engine?.close();
-        if (adapter) detachAdapter(model);
+        if (adapter && isLlamaModel(model)) model.dispose();
+        else if (adapter && !isLlamaModel(model)) detachAdapter(model);
       }
     }
   } finally {
-    model.dispose();
+    base?.dispose();
   }
   const table = comparisonTable(variants);
   const { outDir: _o, resume: _r, progress: _p, ...kept } = evalSettings;

@@ -6,7 +6,7 @@
  */
 
 import { createProgress, type Progress, writeFileAtomic } from "../base/mod.ts";
-import type { Engine } from "../serve/mod.ts";
+import type { ChatMessage, Engine } from "../serve/mod.ts";
 import { fingerprint, runCached } from "./cache.ts";
 import type { McTask } from "./formats/tasks.ts";
 import type { OpenTask } from "./formats/open_questions.ts";
@@ -58,6 +58,11 @@ export interface Variant {
   /** Needed by the generate scorer and for the held-out ROUGE-L/BLEU-4. */
   engine?: Engine;
   tokenizer: TokenEncoder;
+  /**
+   * How `--template chat` multiple-choice prompts become text for the loglik scorer: the model's
+   * own chat template (the prompt builder's text); default ChatGLM's chat rounds.
+   */
+  chatPrompt?: (messages: ChatMessage[]) => string;
 }
 
 export interface Score {
@@ -184,7 +189,11 @@ interface Prepared {
   messages: ReturnType<typeof buildMcMessages>;
 }
 
-function prepare(task: McTask, settings: EvalSettings): Prepared[] {
+function prepare(
+  task: McTask,
+  settings: EvalSettings,
+  chatPrompt?: Variant["chatPrompt"],
+): Prepared[] {
   const items = settings.limit !== undefined ? task.items.slice(0, settings.limit) : task.items;
   const opts = { shots: settings.shots, template: settings.template };
   const knobs = settings.scorer === "loglik"
@@ -192,7 +201,7 @@ function prepare(task: McTask, settings: EvalSettings): Prepared[] {
     : `generate:${settings.maxNewTokens}`;
   return items.map((item) => {
     const messages = buildMcMessages(item, task.dev, opts);
-    const prompt = buildMcPrompt(item, task.dev, opts);
+    const prompt = buildMcPrompt(item, task.dev, opts, chatPrompt);
     const key = fingerprint(
       knobs,
       JSON.stringify(messages),
@@ -226,7 +235,7 @@ export async function evaluateTask(
   task: McTask,
   settings: EvalSettings,
 ): Promise<{ results: QuestionResult[]; computed: number; reused: number }> {
-  const prepared = prepare(task, settings);
+  const prepared = prepare(task, settings, variant.chatPrompt);
   let compute: (chunk: Prepared[]) => Promise<QuestionResult[]>;
   if (settings.scorer === "loglik") {
     const model = variant.model;

@@ -3,7 +3,7 @@
  * CPU reference in tests, or on a hand-made model whose log-probs a test computes by hand.
  */
 
-import type { ChatGLMModel } from "../core/mod.ts";
+import type { CausalLM } from "../core/mod.ts";
 
 export interface LogitsModel {
   /** Logits [b, s, V] (row-major) for left-padded rows of equal length s. */
@@ -24,10 +24,11 @@ export interface TokenEncoder {
 }
 
 /**
- * The WebGPU ChatGLM model as a `LogitsModel`: `forward` is the model's full forward; the
- * last-position path runs a prefill into a KV cache sized for the batch and frees it at once.
+ * The WebGPU model (ChatGLM-6B or the Llama family) as a `LogitsModel`: `forward` is the model's
+ * full forward; the last-position path runs a prefill into a KV cache sized for the batch and
+ * frees it at once.
  */
-export function fromChatGLMModel(model: ChatGLMModel): LogitsModel {
+export function fromCausalLM(model: CausalLM): LogitsModel {
   return {
     vocabSize: model.config.vocabSize,
     padId: model.config.padTokenId,
@@ -41,6 +42,20 @@ export function fromChatGLMModel(model: ChatGLMModel): LogitsModel {
       }
     },
   };
+}
+
+/** {@link fromCausalLM} under its earlier name. */
+export const fromChatGLMModel = fromCausalLM;
+
+/**
+ * The scorers' encoder for a tokenizer. A prompt the model's chat template rendered already holds
+ * every special token (Llama 3's `<|begin_of_text|>` too), so with `templated` the prompt is
+ * encoded without adding the post-processor's (as transformers' apply_chat_template); plain
+ * prompts get them (ChatGLM's `[gMASK]` `<sop>`, Llama 3's BOS).
+ */
+export function promptEncoder(tok: TokenEncoder, templated: boolean): TokenEncoder {
+  if (!templated) return tok;
+  return { encode: (text, opts) => tok.encode(text, { special: opts?.special ?? false }) };
 }
 
 /** Left-pads rows to the longest one. */

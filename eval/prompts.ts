@@ -97,8 +97,11 @@ export function buildMcPrompt(
   item: McItem,
   dev: readonly McItem[],
   opts: McPromptOptions,
+  /** The model's chat template for `chat` prompts (default ChatGLM's `[Round i]` rounds). */
+  chatPrompt?: (messages: ChatMessage[]) => string,
 ): string {
   const messages = buildMcMessages(item, dev, opts);
+  if (chatPrompt && opts.template === "chat") return chatPrompt(messages);
   const history: [string, string][] = [];
   for (let i = 0; i + 1 < messages.length; i += 2) {
     history.push([messages[i].content, messages[i + 1].content]);

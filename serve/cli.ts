@@ -22,6 +22,7 @@ export function startEngine(
     backend: flags.backend,
     quantize: flags.quantize,
     promptTemplate: flags.promptTemplate,
+    enableThinking: flags.enableThinking,
     maxBatch: flags.maxConcurrent,
     log,
   }).then((engine) => {

@@ -368,6 +368,7 @@ export async function main(args: string[]): Promise<number> {
       dtype: flags.dtype,
       quantize: flags.quantize,
       promptTemplate: flags.promptTemplate,
+      enableThinking: flags.enableThinking,
       maxBatch: 1,
       log: (line) => io.err(`${line}\n`),
     });

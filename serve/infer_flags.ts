@@ -1,10 +1,15 @@
 /** The `deno task infer` flags, parsed with `node:util` parseArgs and checked with clear errors. */
 import { parseArgs } from "node:util";
 import { parseQuantizeFlag, type QuantizeOption, type WeightDtype } from "../core/mod.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../data/mod.ts";
+import {
+  parsePromptFlags,
+  PROMPT_FLAG_OPTIONS,
+  type PromptFlags,
+  promptFlagsUsage,
+} from "./prompt_flags.ts";
 import { FlagError, intFlag, numberFlag } from "../base/mod.ts";
 
-export interface InferFlags {
+export interface InferFlags extends PromptFlags {
   model?: string;
   adapter?: string;
   merged: boolean;
@@ -24,8 +29,6 @@ export interface InferFlags {
   seed?: number;
   /** Past turns kept in the prompt (0: as many as fit the context). */
   historyTurns: number;
-  /** Absent: what the model directory declares (chat unless it says otherwise). */
-  promptTemplate?: PromptTemplate;
   /** Print the memory plan (f16 / int8 / int4) from config.json and exit. */
   dryRun?: boolean;
   help: boolean;
@@ -57,8 +60,7 @@ Sampling defaults (for every front end): the model's generation_config.json, els
   --repetition-penalty R    ChatGLM-style penalty, 1 = off (default 1)
   --seed N                  seed for reproducible sampling
   --history-turns N         past turns kept in the prompt, 0 = as many as fit (default 0)
-  --prompt-template NAME    chat (ChatGLM's) | instruction (the seed's fine-tuning template);
-                            default: what the model's config.json declares, else chat
+${promptFlagsUsage(28)}
   -h, --help                show this help
 
 In the chat: /reset clears the history, /history shows it, /exit quits (or Ctrl-D).
@@ -91,7 +93,7 @@ export function parseInferFlags(args: string[]): InferFlags {
         "repetition-penalty": { type: "string" },
         seed: { type: "string" },
         "history-turns": { type: "string" },
-        "prompt-template": { type: "string" },
+        ...PROMPT_FLAG_OPTIONS,
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -114,12 +116,7 @@ export function parseInferFlags(args: string[]): InferFlags {
   if (values.merged && values.adapter === undefined) {
     throw new FlagError("--merged needs --adapter DIR (the adapter to fold in)");
   }
-  const template = values["prompt-template"];
-  if (template !== undefined && !PROMPT_TEMPLATES.includes(template as PromptTemplate)) {
-    throw new FlagError(
-      `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
-    );
-  }
+  const prompt = parsePromptFlags(values);
   let promptIds: number[] | undefined;
   if (values["prompt-ids"] !== undefined) {
     const parts = values["prompt-ids"].split(",").map((x) => x.trim());
@@ -141,7 +138,7 @@ export function parseInferFlags(args: string[]): InferFlags {
     dtype: dtype as WeightDtype | undefined,
     quantize: parseQuantizeFlag(values.quantize),
     prompt: values.prompt,
-    promptTemplate: template as PromptTemplate | undefined,
+    ...prompt,
     maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"], 1),
     temperature: numberFlag("temperature", values.temperature, (v) => v >= 0, "a number >= 0"),
     topP: numberFlag("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]"),

@@ -5,7 +5,10 @@ import * as texts from "../texts.ts";
 
 export function commands(svc: BotServices): Composer<MedContext> {
   const c = new Composer<MedContext>();
-  c.command("start", (ctx) => notice(svc, ctx, texts.startText(svc.engine.info.model)));
+  c.command(
+    "start",
+    (ctx) => notice(svc, ctx, texts.startText(svc.engine.info.model, svc.engine.info.architecture)),
+  );
   c.command("help", (ctx) => notice(svc, ctx, texts.HELP_TEXT));
   c.command("reset", (ctx) =>
     inTurn(ctx, async () => {

@@ -3,10 +3,15 @@ import { parseQuantizeFlag, type QuantizeOption } from "../../core/mod.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
-import { PROMPT_TEMPLATES, type PromptTemplate } from "../../data/mod.ts";
+import {
+  parsePromptFlags,
+  PROMPT_FLAG_OPTIONS,
+  type PromptFlags,
+  promptFlagsUsage,
+} from "../prompt_flags.ts";
 import { FlagError, intFlag, numberFlag } from "../../base/mod.ts";
 
-export interface ServeFlags {
+export interface ServeFlags extends PromptFlags {
   /** Model directory (HF layout); absent means the embedded demo model. */
   model?: string;
   /** PEFT adapter directory. */
@@ -22,8 +27,6 @@ export interface ServeFlags {
   maxBodyBytes: number;
   /** Milliseconds a request body may take to arrive. */
   bodyTimeoutMs: number;
-  /** Absent: what the model directory declares (chat unless it says otherwise). */
-  promptTemplate?: PromptTemplate;
   /** Print the memory plan (f16 / int8 / int4, KV cache for --max-concurrent rows) and exit. */
   dryRun?: boolean;
   help: boolean;
@@ -45,7 +48,7 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --max-body-bytes N     largest request body (default ${DEFAULT_MAX_BODY_BYTES})
   --body-timeout S       seconds a request body may take to arrive; slower ones get 408
                          (default ${DEFAULT_BODY_TIMEOUT_MS / 1000})
-  --prompt-template NAME chat | instruction (default: what the model's config.json declares)
+${promptFlagsUsage(25)}
   -h, --help             show this help
 `;
 
@@ -73,7 +76,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         "max-queue": { type: "string" },
         "max-body-bytes": { type: "string" },
         "body-timeout": { type: "string" },
-        "prompt-template": { type: "string" },
+        ...PROMPT_FLAG_OPTIONS,
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -84,12 +87,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
   if (!(BACKENDS as readonly string[]).includes(backend)) {
     throw new FlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
   }
-  const template = values["prompt-template"];
-  if (template !== undefined && !PROMPT_TEMPLATES.includes(template as PromptTemplate)) {
-    throw new FlagError(
-      `--prompt-template: expected ${PROMPT_TEMPLATES.join(" or ")} (got "${template}")`,
-    );
-  }
+  const prompt = parsePromptFlags(values);
   const host = values.host ?? "127.0.0.1";
   if (host.trim() === "" || /\s/.test(host)) {
     throw new FlagError(`--host: expected a host name or address (got "${host}")`);
@@ -108,7 +106,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
     adapter: values.adapter,
     backend: backend as ServeFlags["backend"],
     ...(values.quantize === undefined ? {} : { quantize: parseQuantizeFlag(values.quantize) }),
-    promptTemplate: template as PromptTemplate | undefined,
+    ...prompt,
     ...(values["dry-run"] ? { dryRun: true } : {}),
     host,
     port: intFlag("port", values.port, 0, 65535) ?? 8000,

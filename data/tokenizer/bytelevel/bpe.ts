@@ -19,51 +19,50 @@ export interface BpeModel {
 }
 
 /**
- * Open-addressing hash table (left id, right id) → rank on typed arrays: the lookup of the inner
- * loop is integer arithmetic only (a `Map` keyed by a packed pair hashes a heap number).
+ * Open-addressing hash table (left id, right id) → rank on one typed array: the lookup of the
+ * inner loop is integer arithmetic only (a `Map` keyed by a packed pair hashes a heap number), and
+ * a slot's key and value share a cache line (151k merges make a table of megabytes, so separate
+ * arrays cost a cache miss each).
  */
 export interface MergeTable {
   readonly mask: number;
-  readonly left: Int32Array;
-  readonly right: Int32Array;
-  /** -1 = empty slot */
-  readonly rank: Int32Array;
+  /** Slot i at 4i: left id, right id, rank (-1 = empty slot), unused. */
+  readonly slots: Int32Array;
 }
 
-function slotOf(t: { mask: number }, l: number, r: number): number {
+function slotOf(mask: number, l: number, r: number): number {
   // The low bits of a product see only the low bits of its inputs: fold the high bits down.
   let h = Math.imul(l, 0x9e3779b1) ^ Math.imul(r + 0x7f4a7c15, 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d);
-  return (h ^ (h >>> 13)) & t.mask;
+  return (h ^ (h >>> 13)) & mask;
 }
 
 function createMergeTable(capacity: number): MergeTable {
   let size = 1024;
   while (size < capacity * 2) size *= 2;
-  return {
-    mask: size - 1,
-    left: new Int32Array(size),
-    right: new Int32Array(size),
-    rank: new Int32Array(size).fill(-1),
-  };
+  const slots = new Int32Array(4 * size);
+  for (let i = 0; i < size; i++) slots[4 * i + 2] = -1;
+  return { mask: size - 1, slots };
 }
 
 /** The rank of merging (l, r), or -1. */
 export function rankOf(t: MergeTable, l: number, r: number): number {
-  for (let i = slotOf(t, l, r);; i = (i + 1) & t.mask) {
-    const k = t.rank[i];
+  const s = t.slots, mask = t.mask;
+  for (let i = slotOf(mask, l, r);; i = (i + 1) & mask) {
+    const k = s[4 * i + 2];
     if (k < 0) return -1;
-    if (t.left[i] === l && t.right[i] === r) return k;
+    if (s[4 * i] === l && s[4 * i + 1] === r) return k;
   }
 }
 
 function insert(t: MergeTable, l: number, r: number, rank: number): void {
-  for (let i = slotOf(t, l, r);; i = (i + 1) & t.mask) {
-    if (t.rank[i] < 0) {
-      t.left[i] = l, t.right[i] = r, t.rank[i] = rank;
+  const s = t.slots;
+  for (let i = slotOf(t.mask, l, r);; i = (i + 1) & t.mask) {
+    if (s[4 * i + 2] < 0) {
+      s[4 * i] = l, s[4 * i + 1] = r, s[4 * i + 2] = rank;
       return;
     }
-    if (t.left[i] === l && t.right[i] === r) return; // a repeated merge keeps its first rank
+    if (s[4 * i] === l && s[4 * i + 1] === r) return; // a repeated merge keeps its first rank
   }
 }
 
@@ -114,37 +113,98 @@ export function createBpeModel(
   return { byteIds, ranks, merged };
 }
 
-/** Words up to this many bytes use the direct scan; longer ones the heap. */
-const SHORT_WORD = 48;
+/**
+ * Words up to this many bytes use the scan over a rank array; longer ones the heap. The scan is
+ * O(n²) integer compares but only O(n) hash lookups, and beats the heap's bookkeeping well past
+ * the length of a typical pre-token (bench/tokenizer.ts: a run of CJK text is tens of bytes).
+ */
+const SHORT_WORD = 256;
 
 /** The ids of one pre-token given as its UTF-8 bytes. */
 export function bpeIds(model: BpeModel, bytes: Uint8Array): number[] {
   const n = bytes.length;
   const ids = new Int32Array(n);
   for (let i = 0; i < n; i++) ids[i] = model.byteIds[bytes[i]];
-  const len = n <= SHORT_WORD ? mergeShort(model, ids, n) : mergeLong(model, ids, n);
-  return Array.from(ids.subarray(0, len));
+  return mergeIds(model, ids, n);
 }
 
-/** Direct rule: find the lowest rank, merge its occurrences left to right, repeat. O(n²). */
+/**
+ * The ids of one pre-token given as text: its UTF-8 bytes are written straight as byte ids (as
+ * `TextEncoder` would encode them, a lone surrogate as U+FFFD), saving the encoder call and the
+ * byte array per word.
+ */
+export function bpeWordIds(model: BpeModel, word: string): number[] {
+  const b = model.byteIds;
+  const ids = new Int32Array(3 * word.length);
+  let n = 0;
+  for (let i = 0; i < word.length; i++) {
+    let c = word.charCodeAt(i);
+    if (c < 0x80) {
+      ids[n++] = b[c];
+      continue;
+    }
+    if (c < 0x800) {
+      ids[n++] = b[0xc0 | (c >> 6)], ids[n++] = b[0x80 | (c & 63)];
+      continue;
+    }
+    if (c >= 0xd800 && c < 0xe000) {
+      const d = i + 1 < word.length ? word.charCodeAt(i + 1) : 0;
+      if (c < 0xdc00 && d >= 0xdc00 && d < 0xe000) {
+        // a surrogate pair: one code point of four bytes (4 bytes ≤ the 6 reserved for 2 units)
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+        ids[n++] = b[0xf0 | (c >> 18)], ids[n++] = b[0x80 | ((c >> 12) & 63)];
+        ids[n++] = b[0x80 | ((c >> 6) & 63)], ids[n++] = b[0x80 | (c & 63)];
+        continue;
+      }
+      c = 0xfffd;
+    }
+    ids[n++] = b[0xe0 | (c >> 12)], ids[n++] = b[0x80 | ((c >> 6) & 63)];
+    ids[n++] = b[0x80 | (c & 63)];
+  }
+  return mergeIds(model, ids, n);
+}
+
+function mergeIds(model: BpeModel, ids: Int32Array, n: number): number[] {
+  const len = n <= SHORT_WORD ? mergeShort(model, ids, n) : mergeLong(model, ids, n);
+  const out = new Array<number>(len);
+  for (let i = 0; i < len; i++) out[i] = ids[i];
+  return out;
+}
+
+/** No merge for this pair: larger than every rank, so the minimum scan needs no special case. */
+const NO_RANK = 0x7fffffff;
+
+/**
+ * Lowest rank first, leftmost first among equal ranks (all occurrences of one merge, left to
+ * right, as the rule says). `pair[i]` holds the rank of (ids[i], ids[i + 1]); a merge at i
+ * removes symbol i + 1 and looks up only the two pairs that changed, (i - 1, i) and (i, i + 1).
+ */
 function mergeShort(model: BpeModel, ids: Int32Array, n: number): number {
   const t = model.ranks;
+  const pair = new Int32Array(n);
+  for (let i = 0; i + 1 < n; i++) {
+    const r = rankOf(t, ids[i], ids[i + 1]);
+    pair[i] = r < 0 ? NO_RANK : r;
+  }
   while (n > 1) {
-    let best = -1;
-    for (let i = 0; i + 1 < n; i++) {
-      const r = rankOf(t, ids[i], ids[i + 1]);
-      if (r >= 0 && (best < 0 || r < best)) best = r;
+    let at = 0;
+    for (let i = 1; i + 1 < n; i++) if (pair[i] < pair[at]) at = i;
+    const best = pair[at];
+    if (best === NO_RANK) break;
+    ids[at] = model.merged[best];
+    // drop symbol at + 1 (and the pair starting there); a plain loop, as `copyWithin` is a
+    // builtin call that costs more than moving a few dozen elements
+    n--;
+    for (let i = at + 1; i < n; i++) ids[i] = ids[i + 1], pair[i] = pair[i + 1];
+    if (at + 1 < n) {
+      const r = rankOf(t, ids[at], ids[at + 1]);
+      pair[at] = r < 0 ? NO_RANK : r;
     }
-    if (best < 0) break;
-    const id = model.merged[best];
-    let w = 0;
-    for (let i = 0; i < n; i++) {
-      if (i + 1 < n && rankOf(t, ids[i], ids[i + 1]) === best) {
-        ids[w++] = id;
-        i++;
-      } else ids[w++] = ids[i];
+    if (at > 0) {
+      const r = rankOf(t, ids[at - 1], ids[at]);
+      pair[at - 1] = r < 0 ? NO_RANK : r;
     }
-    n = w;
   }
   return n;
 }
@@ -181,7 +241,8 @@ function mergeLong(model: BpeModel, ids: Int32Array, n: number): number {
       grown.set(heap);
       heap = grown;
     }
-    heap.set([r, pos, ids[pos], ids[nx]], 4 * size);
+    const at = 4 * size;
+    heap[at] = r, heap[at + 1] = pos, heap[at + 2] = ids[pos], heap[at + 3] = ids[nx];
     for (let i = size++; i > 0;) {
       const parent = (i - 1) >> 1;
       if (!less(i, parent)) break;
@@ -216,17 +277,21 @@ function mergeLong(model: BpeModel, ids: Int32Array, n: number): number {
   return w;
 }
 
-const encoder = new TextEncoder();
-
-/** Per-pre-token ids with a bounded cache (pre-tokens repeat a lot in natural text). */
+/**
+ * Per-pre-token ids with a bounded cache (pre-tokens repeat a lot in natural text). Two
+ * generations: when the young one is full it becomes the old one (the previous old one is
+ * dropped), and a hit in the old one moves back to the young one, so the pre-tokens in use
+ * survive a turnover instead of all being recomputed after a clear.
+ */
 export function createWordEncoder(model: BpeModel, limit = 100_000) {
-  const cache = new Map<string, number[]>();
+  let young = new Map<string, number[]>();
+  let old = new Map<string, number[]>();
   return (word: string): number[] => {
-    const hit = cache.get(word);
-    if (hit) return hit;
-    const ids = bpeIds(model, encoder.encode(word));
-    if (cache.size >= limit) cache.clear();
-    cache.set(word, ids);
+    let ids = young.get(word);
+    if (ids) return ids;
+    ids = old.get(word) ?? bpeWordIds(model, word);
+    if (young.size >= limit) old = young, young = new Map();
+    young.set(word, ids);
     return ids;
   };
 }

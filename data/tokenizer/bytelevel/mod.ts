@@ -10,3 +10,5 @@ export {
 export { hasTokenizerJson, loadByteLevelTokenizer } from "./load.ts";
 export { BYTE_TO_CHAR, fromByteLevel, toByteLevel } from "./byte_map.ts";
 export { translatePattern, WHITE_SPACE } from "./pretokenizer.ts";
+export { bpeIds, bpeWordIds, createBpeModel } from "./bpe.ts";
+export { type ByteLevelPipeline, trainByteLevelBpe, type TrainByteLevelOptions } from "./train.ts";

@@ -43,18 +43,42 @@ export function translatePattern(pattern: string): RegExp {
 
 /**
  * `Split` with behavior `Isolated`: each match is a pre-token, and so is any text between matches
- * (with the usual patterns every character is matched, so there are no gaps).
+ * (with the usual patterns every character is matched, so there are no gaps). The result pushes
+ * the pre-tokens of `text` onto `out`.
+ *
+ * Why not `matchAll`: each match allocates a match array, and the split runs once per pre-token.
+ * A sticky copy of the pattern is tried at the current position with `test` (no allocation; the
+ * match ends at `lastIndex`); only where it fails there is a gap, found with the global pattern.
  */
+export function createIsolatedSplit(re: RegExp): (text: string, out: string[]) => void {
+  const sticky = new RegExp(re.source, "uy");
+  const global = new RegExp(re.source, "gu");
+  return (text, out) => {
+    let pos = 0;
+    while (pos < text.length) {
+      sticky.lastIndex = pos;
+      if (sticky.test(text) && sticky.lastIndex > pos) {
+        out.push(text.slice(pos, sticky.lastIndex));
+        pos = sticky.lastIndex;
+        continue;
+      }
+      // no (non-empty) match here: the text up to the next match is a pre-token of its own
+      global.lastIndex = pos + 1;
+      let m = global.exec(text);
+      while (m && m[0].length === 0) {
+        global.lastIndex = m.index + 1;
+        m = global.exec(text);
+      }
+      const end = m ? m.index : text.length;
+      out.push(text.slice(pos, end));
+      pos = end;
+    }
+  };
+}
+
+/** {@link createIsolatedSplit} for one text. */
 export function splitIsolated(text: string, re: RegExp): string[] {
   const out: string[] = [];
-  let last = 0;
-  re.lastIndex = 0;
-  for (const m of text.matchAll(re)) {
-    if (m[0].length === 0) continue;
-    if (m.index > last) out.push(text.slice(last, m.index));
-    out.push(m[0]);
-    last = m.index + m[0].length;
-  }
-  if (last < text.length) out.push(text.slice(last));
+  createIsolatedSplit(re)(text, out);
   return out;
 }

@@ -8,7 +8,7 @@
 import type { Tokenizer } from "../common.ts";
 import { BYTE_TO_CHAR, fromByteLevel } from "./byte_map.ts";
 import { createBpeModel, createWordEncoder } from "./bpe.ts";
-import { splitIsolated, translatePattern } from "./pretokenizer.ts";
+import { createIsolatedSplit, translatePattern } from "./pretokenizer.ts";
 
 export interface AddedToken {
   id: number;
@@ -103,7 +103,7 @@ function preTokenizerOf(spec: unknown, source: string): (s: string) => string[] 
   const steps = spec.type === "Sequence"
     ? (Array.isArray(spec.pretokenizers) ? spec.pretokenizers : [])
     : [spec];
-  const splits: RegExp[] = [];
+  const splits: ((text: string, out: string[]) => void)[] = [];
   let byteLevel = false;
   for (const step of steps) {
     if (!isObject(step)) throw new Error(`${source}: pre_tokenizer entries must be objects`);
@@ -118,12 +118,14 @@ function preTokenizerOf(spec: unknown, source: string): (s: string) => string[] 
             `${step.invert ? " inverted" : ""} is not supported (Isolated)`,
         );
       }
-      splits.push(translatePattern(pattern.Regex));
+      splits.push(createIsolatedSplit(translatePattern(pattern.Regex)));
     } else if (step.type === "ByteLevel") {
       if (step.add_prefix_space === true) {
         throw new Error(`${source}: ByteLevel add_prefix_space true is not supported`);
       }
-      if (step.use_regex !== false) splits.push(translatePattern(GPT2_PATTERN));
+      if (step.use_regex !== false) {
+        splits.push(createIsolatedSplit(translatePattern(GPT2_PATTERN)));
+      }
       byteLevel = true;
     } else {
       throw new Error(
@@ -135,7 +137,11 @@ function preTokenizerOf(spec: unknown, source: string): (s: string) => string[] 
   if (!byteLevel) throw new Error(`${source}: pre_tokenizer has no ByteLevel step`);
   return (s) => {
     let parts = [s];
-    for (const re of splits) parts = parts.flatMap((p) => splitIsolated(p, re));
+    for (const split of splits) {
+      const next: string[] = [];
+      for (const p of parts) split(p, next);
+      parts = next;
+    }
     return parts;
   };
 }
