@@ -22,7 +22,7 @@ import type { LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, RESIDUAL_ALPHA } from "../models/chatglm/config.ts";
 import { rotaryInvFreq } from "../models/chatglm/rotary.ts";
 import { linearModuleName } from "../models/chatglm/params.ts";
-import { createGraphBuilder, type GraphBuilder } from "./graph_builder.ts";
+import { createGraphBuilder } from "./graph_builder.ts";
 import { attr, type OnnxGraph, type OnnxValueInfo } from "./onnx_model.ts";
 import {
   cachedAttention,
