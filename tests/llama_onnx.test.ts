@@ -163,7 +163,7 @@ for (const name of MODELS) {
 
   Deno.test(`${name} onnx: ORT agrees with WebGPU on the batch and a decode step`, async () => {
     const onnx = await exported(name);
-    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
     try {
       const V = onnx.config.vocabSize;
       const mine = await onnx.forward(inputIds);
@@ -249,7 +249,7 @@ for (const [variant, config] of Object.entries(VARIANTS)) {
     await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
     await exportModelToOnnx(dir, `${dir}/onnx`);
     const onnx = await loadOnnxModel(`${dir}/onnx`, { modelDir: dir });
-    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
     try {
       const pad = onnx.config.padTokenId;
       const rows = [[pad, pad, pad, 5, 17, 33, 9, 60], [4, 8, 15, 16, 23, 42, 50, 70]];
