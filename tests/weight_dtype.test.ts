@@ -1,13 +1,15 @@
 // The float weights' dtype when a load asks for none is one rule for every architecture
 // (`defaultWeightDtype`: f16 where the adapter has shader-f16, else f32): a ChatGLM-6B and a
 // Llama-family directory load with the same dtype on the adapter at hand, through `loadModel` and
-// through the engine; `--dtype f16|f32` is taken by infer and serve alike.
+// through serve's engine; `--dtype f16|f32` is taken by infer and serve alike.
 import assert from "node:assert/strict";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel } from "../core/models/load.ts";
 import { defaultWeightDtype } from "../core/models/chatglm/weights.ts";
 import { parseInferFlags } from "../serve/infer_flags.ts";
 import { FlagError, parseServeFlags } from "../serve/http/flags.ts";
+import { startEngine } from "../serve/cli.ts";
+import { writeQwen3Dir } from "./helpers/qwen3_model_dir.ts";
 
 const quiet = { log: () => {}, progressBar: false };
 const CHATGLM = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
@@ -51,5 +53,25 @@ Deno.test("--dtype f16|f32 is parsed alike by infer and serve; absent leaves the
       assert.match((e as Error).message, /--dtype: expected f16 or f32 \(got "bf16"\)/);
       return true;
     });
+  }
+});
+
+Deno.test("serve --dtype reaches the engine's load (a Qwen3 directory: f32 asked, else the default)", async () => {
+  const dir = await writeQwen3Dir("medglm-weight-dtype-");
+  try {
+    const want = defaultWeightDtype(await getGpu());
+    for (const [args, dtype] of [[["--dtype", "f32"], "f32"], [[], want]] as const) {
+      const engine = await startEngine(
+        parseServeFlags(["--model", dir, "--backend", "webgpu", ...args]),
+        () => {},
+      );
+      try {
+        assert.match(engine.info.weights ?? "", new RegExp(`^${dtype}, `), args.join(" "));
+      } finally {
+        await engine.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
