@@ -20,6 +20,7 @@ export function startEngine(
     model: flags.model,
     adapter: flags.adapter,
     backend: flags.backend,
+    dtype: flags.dtype,
     quantize: flags.quantize,
     promptTemplate: flags.promptTemplate,
     enableThinking: flags.enableThinking,
@@ -55,6 +56,7 @@ export async function main(args: string[]): Promise<number> {
   if (flags.dryRun) {
     return await printDryRun(flags.model, {
       batch: flags.maxConcurrent,
+      dtype: flags.dtype,
       quantize: flags.quantize,
     }, {
       out: (s) => Deno.stdout.writeSync(new TextEncoder().encode(s)),

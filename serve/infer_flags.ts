@@ -109,10 +109,7 @@ export function parseInferFlags(args: string[]): InferFlags {
   if (!["webgpu", "onnx", "auto"].includes(backend)) {
     throw new FlagError(`--backend: expected webgpu, onnx or auto (got "${backend}")`);
   }
-  const dtype = values.dtype;
-  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
-    throw new FlagError(`--dtype: expected f16 or f32 (got "${dtype}")`);
-  }
+  const dtype = dtypeFlag(values.dtype);
   if (values.merged && values.adapter === undefined) {
     throw new FlagError("--merged needs --adapter DIR (the adapter to fold in)");
   }
@@ -135,7 +132,7 @@ export function parseInferFlags(args: string[]): InferFlags {
     adapter: values.adapter,
     merged: values.merged ?? false,
     backend,
-    dtype: dtype as WeightDtype | undefined,
+    dtype,
     quantize: parseQuantizeFlag(values.quantize),
     prompt: values.prompt,
     ...prompt,
@@ -154,4 +151,15 @@ export function parseInferFlags(args: string[]): InferFlags {
     ...(values["dry-run"] ? { dryRun: true } : {}),
     help: values.help ?? false,
   };
+}
+
+/**
+ * `--dtype f16|f32` (infer and serve): the float weights' storage on the GPU; absent = the load's
+ * default for every architecture (f16 where the adapter has shader-f16, `defaultWeightDtype`).
+ */
+export function dtypeFlag(value: string | undefined): WeightDtype | undefined {
+  if (value !== undefined && value !== "f16" && value !== "f32") {
+    throw new FlagError(`--dtype: expected f16 or f32 (got "${value}")`);
+  }
+  return value;
 }

@@ -99,12 +99,13 @@ Deno.test("the dry-run plan adds up: weights from the parameter table, KV cache 
   // int4 group 128: half a byte per weight and one f16 scale per 128 inputs.
   assert.equal(int4.quant?.groupSize, 128);
   assert.equal(int4.hardware.weightsBytes, block / 2 + (block / 128) * 2 + floats * 2);
-  // The run as a plain load takes it: f32 weights (the Llama family's default dtype), last.
-  assert.equal(r.rows.length, 4);
-  assert.equal(r.rows[3].label, "f32");
-  assert.equal(r.rows[3].hardware.weightsBytes, 4 * 8_030_261_248);
-  const f16Run = await dryRunPlans(dir, { dtype: "f16" });
-  assert.equal(f16Run.rows.length, 3, "the f16 run is the f16 row");
+  // A plain load takes f16 (as ChatGLM-6B's, on a GPU with shader-f16): the f16 row; an f32
+  // run adds its own row, last.
+  assert.equal(r.rows.length, 3, "the default run is the f16 row");
+  const f32Run = await dryRunPlans(dir, { dtype: "f32" });
+  assert.equal(f32Run.rows.length, 4);
+  assert.equal(f32Run.rows[3].label, "f32");
+  assert.equal(f32Run.rows[3].hardware.weightsBytes, 4 * 8_030_261_248);
   // The software adapter holds everything in host memory.
   assert.ok(int4.software.hostPeakBytes > int4.hardware.gpuPeakBytes);
 });
@@ -123,9 +124,19 @@ Deno.test("serve --dry-run plans the KV cache of --max-concurrent rows", async (
     // --quantize adds its own row and plans the run as asked.
     const q = await run("serve/cli.ts", ["--model", dir, "--dry-run", "--quantize", "4,group=32"]);
     assert.equal(q.code, 0, q.stderr);
-    // serve loads a Llama-family model's float weights in f32 (it has no --dtype): planned so.
-    assert.match(q.stdout, /the run as asked \(int4, group size 32, other weights f32\)/);
-    assert.match(q.stdout, /a qwen2 load keeps float weights in f32 unless asked for f16/);
+    // serve loads the other weights f16 by default (every architecture), f32 with --dtype f32.
+    assert.match(q.stdout, /the run as asked \(int4, group size 32\), on/);
+    const q32 = await run("serve/cli.ts", [
+      "--model",
+      dir,
+      "--dry-run",
+      "--quantize",
+      "4,group=32",
+      "--dtype",
+      "f32",
+    ]);
+    assert.equal(q32.code, 0, q32.stderr);
+    assert.match(q32.stdout, /the run as asked \(int4, group size 32, other weights f32\)/);
     assert.ok(
       rowGiB(q.stdout, /^int4, group size 32/)[0] > rowGiB(q.stdout, /^int4, group size 128/)[0],
     );

@@ -12,7 +12,8 @@ import { compareRule, loadGoldens } from "./reference/chatglm.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
-const quiet = { log: () => {}, progressBar: false };
+// f32 weights: the goldens are f32 numbers (a plain load takes f16 where the adapter has it).
+const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
 
 function rows(data: Int32Array, shape: number[]): number[][] {
   const [b, s] = shape;

@@ -4,8 +4,8 @@
 // ≤ 1e-4·max|golden| + 1e-6 over real positions), for each tiny model: left-padded batch logits
 // with derived and with the goldens' explicit masks and positions, the prompts alone, greedy
 // decoding with the KV cache (lockstep and through the decoder's slots), the peft adapter merged at
-// export; ORT beside WebGPU on the same inputs; and the refusals (unknown model_type, --quantize,
-// an export of another model).
+// export; ORT beside WebGPU on the same inputs; and the refusals (unknown model_type, a checkpoint
+// that does not fit its config, an export of another model).
 
 import assert from "node:assert/strict";
 import { exportModelToOnnx } from "../core/onnx/export_dir.ts";
@@ -163,7 +163,7 @@ for (const name of MODELS) {
 
   Deno.test(`${name} onnx: ORT agrees with WebGPU on the batch and a decode step`, async () => {
     const onnx = await exported(name);
-    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
     try {
       const V = onnx.config.vocabSize;
       const mine = await onnx.forward(inputIds);
@@ -249,7 +249,7 @@ for (const [variant, config] of Object.entries(VARIANTS)) {
     await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
     await exportModelToOnnx(dir, `${dir}/onnx`);
     const onnx = await loadOnnxModel(`${dir}/onnx`, { modelDir: dir });
-    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false });
+    const gpu = await loadLlamaModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
     try {
       const pad = onnx.config.padTokenId;
       const rows = [[pad, pad, pad, 5, 17, 33, 9, 60], [4, 8, 15, 16, 23, 42, 50, 70]];
@@ -318,11 +318,7 @@ Deno.test("llama onnx: refusals name the file, the option and the rule", async (
     () => exportModelToOnnx(odd, `${tmp}/odd-out`),
     /odd\/config\.json: model_type "gpt2" has no ONNX export \(known: chatglm, qwen2, qwen3, llama\)/,
   );
-  // int8/int4 are ChatGLM's only.
-  await assert.rejects(
-    () => exportModelToOnnx(qwen3, `${tmp}/q4`, { quantize: 4 }),
-    /--quantize is implemented for ChatGLM-6B only; .*qwen3-tiny holds a qwen3 model/,
-  );
+  // (int8/int4 exports and their refusals: tests/llama_onnx_quant.test.ts.)
   // A checkpoint that does not fit its config (a tensor missing) is refused before writing.
   const cut = `${tmp}/cut`;
   await Deno.mkdir(cut, { recursive: true });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel } from "../core/models/load.ts";
+import { defaultWeightDtype } from "../core/models/chatglm/weights.ts";
 import { createEngine } from "../serve/engine/create.ts";
 import { type Decoder, webgpuDecoder } from "../serve/engine/decoder.ts";
 import { createScheduler } from "../serve/engine/scheduler.ts";
@@ -36,7 +37,11 @@ Deno.test({
     try {
       assert.equal(engine.info.architecture, "qwen3");
       assert.equal(engine.info.backend, "webgpu");
-      assert.match(engine.info.weights ?? "", /^f32, /);
+      // The load's default dtype, the same rule as ChatGLM-6B's (tests/weight_dtype.test.ts).
+      assert.match(
+        engine.info.weights ?? "",
+        new RegExp(`^${defaultWeightDtype(await getGpu())}, `),
+      );
       assert.deepEqual([...engine.tokenizer.endOfTurnIds].sort(), [ENDOFTEXT, IM_END].sort());
       const withPrompt = cases.filter((c) =>
         c.add_generation_prompt && c.enable_thinking === undefined

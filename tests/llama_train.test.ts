@@ -22,7 +22,8 @@ import { buildTrainBatchFor, prepareTrainingFor } from "../core/models/training.
 import { runMicroStep } from "../train/loop/step.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
-const quiet = { log: () => {}, progressBar: false };
+// f32 weights: the goldens are f32 numbers (a plain load takes f16 where the adapter has it).
+const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
 
 interface TrainValues {
   input_ids: number[][];

@@ -22,7 +22,7 @@ import {
   quantSpecOf,
   resolveQuantization,
 } from "./chatglm/quantized.ts";
-import type { WeightDtype } from "./chatglm/weights.ts";
+import { defaultWeightDtype, type WeightDtype } from "./chatglm/weights.ts";
 import { type LlamaConfig, readLlamaConfig } from "./llama/config.ts";
 import { defaultLlamaContext } from "./llama/load.ts";
 import { llamaPlanArch } from "./llama/memory_plan.ts";
@@ -35,8 +35,9 @@ export interface DryRunOptions {
   /** Rows of KV cache (default 1; serve: its --max-concurrent). */
   batch?: number;
   /**
-   * The run's float dtype (default: what a load takes by default — f16 for ChatGLM-6B on a GPU
-   * with shader-f16, f32 for the Llama family). The f16 / int8 / int4 rows keep other weights f16.
+   * The run's float dtype (default: what a load takes by default on a GPU with shader-f16, f16
+   * for every architecture, `defaultWeightDtype`). The f16 / int8 / int4 rows keep other weights
+   * f16.
    */
   dtype?: WeightDtype;
   /** The run's --quantize: planned beside f16 / int8 / int4. */
@@ -75,8 +76,6 @@ async function describeModel(dir: string): Promise<{
   stored: QuantSpec | null;
   /** A load packs float linear weights into textures (one copy on a software adapter). */
   packsAtLoad: boolean;
-  /** The float dtype a load takes when none is asked for. */
-  defaultDtype: WeightDtype;
   summary: string;
 }> {
   const modelType = await modelTypeOf(dir);
@@ -90,7 +89,6 @@ async function describeModel(dir: string): Promise<{
       tiedHead: false,
       stored: c.quantization ?? null,
       packsAtLoad: true,
-      defaultDtype: "f16",
       summary: `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads, MLP ` +
         `${c.innerHiddenSize}, vocabulary ${c.vocabSize}`,
     };
@@ -104,7 +102,6 @@ async function describeModel(dir: string): Promise<{
     stored: c.quantization,
     // loadLlamaModel uploads float weights as buffers; the forward packs textures beside them.
     packsAtLoad: false,
-    defaultDtype: "f32",
     summary:
       `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} query / ${c.numKvHeads} ` +
       `key-value heads of ${c.headDim}, MLP ${c.intermediateSize}, vocabulary ${c.vocabSize}, ` +
@@ -146,7 +143,8 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
   const { arch } = m;
   const maxContext = options.maxContext ?? m.maxContext;
   const batch = options.batch ?? 1;
-  const runDtype = options.dtype ?? m.defaultDtype;
+  // A load's default on a GPU with shader-f16, the same for every architecture.
+  const runDtype = options.dtype ?? defaultWeightDtype({ hasF16: true });
   const tiedHead = m.tiedHead;
   let parameters = 0;
   for (const p of arch.parameters) {
@@ -196,11 +194,7 @@ export async function dryRunPlans(dir: string, options: DryRunOptions = {}): Pro
   const lines = [
     `dry run (config.json only; no weights, tokenizer or GPU used): ${root} (${m.modelType})`,
     `  parameters ${count} (${billions}): ${m.summary}`,
-    `  context ${maxContext}, batch ${batch}; the int8/int4 rows keep the other weights in f16` +
-    (options.dtype === undefined && m.defaultDtype !== "f16"
-      ? `\n  (a ${m.modelType} load keeps float weights in ${m.defaultDtype} unless asked for ` +
-        "f16: `deno task infer --dtype f16`)"
-      : ""),
+    `  context ${maxContext}, batch ${batch}; the int8/int4 rows keep the other weights in f16`,
     "",
     `  ${"weights".padEnd(34)}${col("weights", 11)}${col("GPU after load", 16)}${
       col("GPU peak", 11)

@@ -18,21 +18,20 @@
  * from cos/sin tables (θ = f32(p · f16(inv_freq)), §3.2) gathered by position.
  */
 
-import { f16BitsToNumber } from "../io/dtype.ts";
 import type { LoraAdapter } from "../adapters/lora_weights.ts";
 import { type ChatGLMConfig, RESIDUAL_ALPHA } from "../models/chatglm/config.ts";
 import { rotaryInvFreq } from "../models/chatglm/rotary.ts";
 import { linearModuleName } from "../models/chatglm/params.ts";
-import { createGraphBuilder, type GraphBuilder } from "./graph_builder.ts";
-import { MS_DOMAIN, nbitsBlockSize, type NBitsWeight, toMatMulNBits } from "./matmul_nbits.ts";
-import type { QuantizedMatrix } from "../quant/arith.ts";
+import { createGraphBuilder } from "./graph_builder.ts";
 import { attr, type OnnxGraph, type OnnxValueInfo } from "./onnx_model.ts";
 import {
   cachedAttention,
   cacheValueInfos,
   f32Bytes,
+  type GraphQuantization,
   graphWeights,
   type OnnxWeightDtype,
+  quantizedLogits,
   rotateHalf,
   scoreMask,
   swapHeadsAndSeq,
@@ -40,33 +39,16 @@ import {
   type WeightReader,
 } from "./graph_parts.ts";
 
-export { cacheNames, type OnnxWeightDtype, type WeightReader } from "./graph_parts.ts";
+export {
+  cacheNames,
+  type GraphQuantization,
+  type OnnxWeightDtype,
+  type WeightReader,
+} from "./graph_parts.ts";
 
 /** Bumped whenever the graph's inputs, outputs or numerics change. */
 export const EXPORTER_VERSION = "medglm-chatglm-onnx/1";
 export const ONNX_OPSET = 17;
-
-/**
- * Quantized weights (int8/int4, core/quant): the block linears become `com.microsoft`
- * MatMulNBits (see matmul_nbits.ts); with `embeddings`, the tied head too, and the embedding
- * Gather reads an int8 table with per-row f32 scales. Everything else stays f32: LayerNorms,
- * biases, rotary tables, attention and the KV cache (and the embeddings and head unless quantized).
- */
-export interface GraphQuantization {
-  bits: 4 | 8;
-  /** Input columns per scale of the block linears; null = per row. */
-  groupSize: number | null;
-  embeddings: boolean;
-  /**
-   * MatMulNBits' `accuracy_level`: 0 multiplies in f32 (matches the WebGPU path to 1e-4); 4 lets
-   * ORT quantize the activations to int8 per block and use integer dot products (its fast CPU
-   * path and the export default: measured 1.3–2.5× faster than 0 for int4, and ~30× for int8,
-   * which has no fast f32 kernel).
-   */
-  accuracyLevel: 0 | 4;
-  /** The quantized form of a weight by checkpoint name (`<module>.weight`). */
-  read: (name: string) => Promise<QuantizedMatrix>;
-}
 
 export interface ChatGLMGraphOptions {
   /** int8/int4 weights (adapters cannot be merged into them). */
@@ -116,20 +98,11 @@ export function buildChatGLMGraph(
   }
   const adapter = options.adapter ?? null;
   const quant = options.quant ?? null;
-  if (quant && adapter) {
-    throw new Error("ONNX export: an adapter cannot be merged into quantized weights");
-  }
   const { hiddenSize: h, numHeads: heads, headDim: d, innerHiddenSize: inner, vocabSize: V } =
     config;
   const r = d / 2;
   const g = createGraphBuilder();
-  const w = graphWeights(g, read, {
-    dtype: options.dtype,
-    adapter,
-    matmul: quant
-      ? (x, module, out, inF) => quantMatMul(g, x, `${module}.weight`, out, inF, quant)
-      : null,
-  });
+  const w = graphWeights(g, read, { dtype: options.dtype, adapter, quant });
   const linear = (x: string, module: string, out: number, inF: number) =>
     w.linear(x, module, out, inF, true);
   const layerNorm = (x: string, prefix: string) =>
@@ -144,7 +117,7 @@ export function buildChatGLMGraph(
 
   // Embedding.
   const embName = "transformer.word_embeddings.weight";
-  let x = quant?.embeddings ? quantGather(g, embName, V, h, quant) : w.embedding(embName, V, h).x;
+  let x = w.embedding(embName, V, h).x;
 
   // Rotary cos/sin per (row, position), laid out [b, s, 1, d] to broadcast over heads: the first
   // half of each head uses position_ids[:, 0], the second half position_ids[:, 1].
@@ -209,13 +182,9 @@ export function buildChatGLMGraph(
   }
   const y = layerNorm(x, "transformer.final_layernorm");
   const headName = "lm_head.weight";
-  if (quant?.embeddings) {
-    // The quantized head: the embedding table when tied (the reader maps the name), else its own.
-    g.node("Identity", [quantMatMul(g, y, headName, V, h, quant)], {
-      outputs: ["logits"],
-      name: "lm_head",
-    });
-  } else {
+  // The quantized head: the embedding table when tied (the reader maps the name), else its own.
+  if (quant?.embeddings) quantizedLogits(g, y, V, h, quant);
+  else {
     const head = g.initializer({
       name: headName,
       dtype: w.onnxDtype,
@@ -252,104 +221,4 @@ function gelu(g: ReturnType<typeof createGraphBuilder>, x: string, name: string)
   ]);
   const t = g.op("Add", [g.scalar("one", 1), g.op("Tanh", [inner])]);
   return g.op("Mul", [g.op("Mul", [g.scalar("half", 0.5), x]), t], { name });
-}
-
-/** MatMulNBits' block size for a weight: the group size, or per row (embeddings always per row). */
-function blockSizeOf(quant: GraphQuantization, name: string, K: number): number {
-  const perRow = /^(transformer\.word_embeddings|lm_head)\./.test(name) || quant.groupSize === null;
-  return nbitsBlockSize({ cols: K, groupSize: perRow ? K : quant.groupSize! });
-}
-
-/**
- * `x · Wᵀ` for a quantized W [N, K] as MatMulNBits; the weight is read (or quantized) and packed
- * when the model is written, blob and scales from one read.
- */
-function quantMatMul(
-  g: GraphBuilder,
-  x: string,
-  name: string,
-  N: number,
-  K: number,
-  quant: GraphQuantization,
-  initName = name,
-): string {
-  const blockSize = blockSizeOf(quant, name, K);
-  const kBlocks = Math.ceil(K / blockSize);
-  let packed: Promise<NBitsWeight> | null = null;
-  const pack = () => packed ??= quant.read(name).then(toMatMulNBits);
-  const B = g.initializer({
-    name: `${initName}.nbits`,
-    dtype: "uint8",
-    dims: [N, kBlocks, (blockSize * quant.bits) / 8],
-    data: async () => {
-      const p = await pack();
-      if (p.blockSize !== blockSize) {
-        throw new Error(
-          `ONNX export: ${name} has block size ${p.blockSize}, expected ${blockSize}`,
-        );
-      }
-      return p.b;
-    },
-  });
-  const S = g.initializer({
-    name: `${initName}.scales`,
-    dtype: "float32",
-    dims: [N * kBlocks],
-    data: async () => {
-      const p = await pack();
-      packed = null; // both written (in this order): drop the packed copy
-      return new Uint8Array(p.scales.buffer, p.scales.byteOffset, p.scales.byteLength);
-    },
-  });
-  return g.op("MatMulNBits", [x, B, S], {
-    attributes: {
-      K: attr.int(K),
-      N: attr.int(N),
-      bits: attr.int(quant.bits),
-      block_size: attr.int(blockSize),
-      accuracy_level: attr.int(quant.accuracyLevel),
-    },
-    domain: MS_DOMAIN,
-    name: `${name}.mm`,
-  });
-}
-
-/**
- * Rows of the quantized embedding table: an int8 [V, h] table (int4 values too, one per byte:
- * ONNX has no 4-bit Gather in the default domain) and f32 per-row scales, Gathered, Cast, scaled.
- */
-function quantGather(
-  g: GraphBuilder,
-  name: string,
-  V: number,
-  h: number,
-  quant: GraphQuantization,
-): string {
-  let m: Promise<QuantizedMatrix> | null = null;
-  const get = () => m ??= quant.read(name);
-  const table = g.initializer({
-    name: `${name}.int8`,
-    dtype: "int8",
-    dims: [V, h],
-    data: async () => {
-      const q = (await get()).q;
-      return new Uint8Array(q.buffer, q.byteOffset, q.byteLength);
-    },
-  });
-  const scales = g.initializer({
-    name: `${name}.row_scales`,
-    dtype: "float32",
-    dims: [V, 1],
-    data: async () => {
-      const s = (await get()).scales;
-      m = null;
-      const f = new Float32Array(s.length);
-      for (let i = 0; i < s.length; i++) f[i] = f16BitsToNumber(s[i]);
-      return new Uint8Array(f.buffer);
-    },
-  });
-  const rows = g.op("Gather", [table, "input_ids"], { attributes: { axis: attr.int(0) } });
-  const f = g.op("Cast", [rows], { attributes: { to: attr.int(1) } });
-  const s = g.op("Gather", [scales, "input_ids"], { attributes: { axis: attr.int(0) } });
-  return g.op("Mul", [f, s], { name: "embed" });
 }

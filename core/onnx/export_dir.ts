@@ -11,12 +11,13 @@ import { createProgress, writeJsonAtomic } from "../../base/mod.ts";
 import { type Checkpoint, openCheckpoint, readTensor, readTensorAsF32 } from "../io/checkpoint.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../adapters/lora_weights.ts";
 import type { ChatGLMConfig } from "../models/chatglm/config.ts";
-import { checkParameters, parameterTable } from "../models/chatglm/params.ts";
+import { checkParameters } from "../models/chatglm/params.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { checkParameters as checkLlamaParameters } from "../models/llama/params.ts";
+import { llamaQuantArch } from "../models/llama/load.ts";
 import { buildChatGLMGraph, EXPORTER_VERSION, ONNX_OPSET } from "./export_chatglm.ts";
 import { buildLlamaGraph, LLAMA_EXPORTER_VERSION } from "./export_llama.ts";
-import type { OnnxWeightDtype } from "./graph_parts.ts";
+import type { GraphQuantization, OnnxWeightDtype } from "./graph_parts.ts";
 import {
   adapterBase,
   adapterHash,
@@ -34,9 +35,11 @@ import { initializerByteLength, type OnnxGraph, writeOnnxModel } from "./onnx_mo
 import { MS_DOMAIN } from "./matmul_nbits.ts";
 import { convertBytes, viewAs } from "../io/dtype.ts";
 import { type QuantizedMatrix, quantizeF16, unpackInt4 } from "../quant/arith.ts";
-import { isPerRowModule, type QuantSpec } from "../quant/format.ts";
+import { groupSizeOf, type QuantSpec } from "../quant/format.ts";
 import {
-  checkQuantizedCheckpoint,
+  chatglmQuantArch,
+  checkQuantizedWeights,
+  type QuantArch,
   type QuantizeOption,
   resolveQuantization,
 } from "../models/chatglm/quantized.ts";
@@ -132,8 +135,9 @@ async function prepareChatGLM(
   const adapter = await loadAdapterOption(options.adapter, config, root);
   const ckpt = await openCheckpoint(root);
   const quant = resolveQuantization(config, options.quantize, root);
+  const arch = chatglmQuantArch(config);
   let tied = false;
-  if (quant) tied = checkQuantizedCheckpoint(config, ckpt, quant.spec, quant.prequantized).tied;
+  if (quant) tied = checkQuantizedWeights(arch, ckpt, quant.spec, quant.prequantized).tied;
   else {
     // A float checkpoint without lm_head.weight ties the output layer to the embeddings.
     tied = checkParameters(
@@ -143,31 +147,12 @@ async function prepareChatGLM(
     ).tiedHead;
   }
   const maxPositions = options.maxPositions ?? config.maxSequenceLength;
-  const readFloat = (name: string) =>
-    readTensorAsF32(
-      ckpt,
-      tied && name === "lm_head.weight" ? "transformer.word_embeddings.weight" : name,
-    );
-  const graph = buildChatGLMGraph(config, readFloat, {
+  const headOf = tiedHeadReader(arch, tied);
+  const graph = buildChatGLMGraph(config, (name) => readTensorAsF32(ckpt, headOf(name)), {
     dtype,
     adapter,
     maxPositions,
-    quant: quant
-      ? {
-        bits: quant.spec.bits,
-        groupSize: quant.spec.groupSize,
-        embeddings: quant.spec.embeddings,
-        accuracyLevel: options.quantAccuracy === "f32" ? 0 : 4,
-        read: (name) =>
-          readQuantized(
-            ckpt,
-            config,
-            quant.spec,
-            quant.prequantized,
-            tied && name === "lm_head.weight" ? "transformer.word_embeddings.weight" : name,
-          ),
-      }
-      : null,
+    quant: quant ? graphQuantization(ckpt, arch, quant, headOf, options) : null,
   });
   return {
     exporter: EXPORTER_VERSION,
@@ -186,29 +171,34 @@ async function prepareLlama(
   options: ExportOnnxOptions,
 ): Promise<PreparedExport> {
   const { config } = files;
-  if (options.quantize !== undefined && options.quantize !== null) {
-    throw new Error(
-      `export-onnx: --quantize is implemented for ChatGLM-6B only; ${root} holds a ` +
-        `${config.modelType} model (export it with float weights: leave out --quantize)`,
-    );
-  }
   const dtype = checkDtype(options.dtype ?? "f32");
   const adapter = await loadAdapterOption(options.adapter, config, root);
   const ckpt = await openCheckpoint(root);
-  checkLlamaParameters(
-    config,
-    ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
-    ckpt.dir,
-  );
+  // int8/int4: pre-quantized (config `medglm_quantization`) or quantized now (`--quantize`),
+  // checked by the same rules as a WebGPU load (loadLlamaModel).
+  const quant = resolveQuantization(config, options.quantize ?? undefined, root);
+  const arch = llamaQuantArch(config);
+  if (!quant?.prequantized) {
+    checkLlamaParameters(
+      config,
+      ckpt.tensorNames.map((name) => ({ name, shape: ckpt.locate.get(name)!.tensor.shape })),
+      ckpt.dir,
+    );
+  }
+  const tied = quant
+    ? checkQuantizedWeights(arch, ckpt, quant.spec, quant.prequantized).tied
+    : config.tieWordEmbeddings;
   // The graph computes its rotary angles, so any position works: the limit is the config's.
   const maxPositions = options.maxPositions ?? config.maxPositionEmbeddings;
   if (!Number.isInteger(maxPositions) || maxPositions < 1) {
     throw new Error(`export-onnx: maxPositions ${maxPositions} must be a positive integer`);
   }
+  const headOf = tiedHeadReader(arch, tied);
   // BF16 / F16 checkpoints are widened to f32 exactly as they are read.
-  const graph = buildLlamaGraph(config, (name) => readTensorAsF32(ckpt, name), {
+  const graph = buildLlamaGraph(config, (name) => readTensorAsF32(ckpt, headOf(name)), {
     dtype,
     adapter,
+    quant: quant ? graphQuantization(ckpt, arch, quant, headOf, options) : null,
   });
   return {
     exporter: LLAMA_EXPORTER_VERSION,
@@ -217,7 +207,7 @@ async function prepareLlama(
     dtype,
     maxPositions,
     adapter,
-    quantization: null,
+    quantization: quant?.spec ?? null,
   };
 }
 
@@ -282,17 +272,45 @@ async function writeExport(
   return info;
 }
 
-/** A weight's quantized form: read as stored (pre-quantized) or quantized now from the floats. */
+/** Maps the head's name to the embedding table's when the head is tied (absent as a tensor). */
+function tiedHeadReader(arch: QuantArch, tied: boolean): (name: string) => string {
+  const head = `${arch.layout.head}.weight`, embedding = `${arch.layout.embedding}.weight`;
+  return (name) => tied && name === head ? embedding : name;
+}
+
+/** The graph's quantization: the spec, how MatMulNBits multiplies, and each weight's reader. */
+function graphQuantization(
+  ckpt: Checkpoint,
+  arch: QuantArch,
+  quant: { spec: QuantSpec; prequantized: boolean },
+  headOf: (name: string) => string,
+  options: ExportOnnxOptions,
+): GraphQuantization {
+  const { spec, prequantized } = quant;
+  return {
+    bits: spec.bits,
+    groupSize: spec.groupSize,
+    embeddings: spec.embeddings,
+    layout: arch.layout,
+    accuracyLevel: options.quantAccuracy === "f32" ? 0 : 4,
+    read: (name) => readQuantized(ckpt, arch, spec, prequantized, headOf(name)),
+  };
+}
+
+/**
+ * A weight's quantized form: read as stored (pre-quantized) or quantized now from the floats, the
+ * way a WebGPU load quantizes it (f16 values, core/quant/arith.ts), so both run the same weights.
+ */
 async function readQuantized(
   ckpt: Checkpoint,
-  config: ChatGLMConfig,
+  arch: QuantArch,
   spec: QuantSpec,
   prequantized: boolean,
   name: string,
 ): Promise<QuantizedMatrix> {
-  const [rows, cols] = parameterTable(config).find((p) => p.name === name)!.shape;
+  const [rows, cols] = arch.parameters.find((p) => p.name === name)!.shape;
   const module = name.slice(0, -".weight".length);
-  const groupSize = isPerRowModule(module) || spec.groupSize === null ? cols : spec.groupSize;
+  const groupSize = groupSizeOf(module, spec, arch.layout) ?? cols;
   if (!prequantized) {
     const t = await readTensor(ckpt, name);
     const w16 = viewAs(convertBytes(t.data, t.dtype, "F16"), Uint16Array);

@@ -16,7 +16,9 @@
  * concat(θ, θ): no position table, so the graph takes any position. Grouped-query attention reads
  * kv head n / (nh / nkv) without copying keys (graph_parts.ts). The head is a Gemm with transB
  * over the [V, h] matrix as stored: a tied model's head is the embedding initializer itself, not a
- * second copy.
+ * second copy. Quantized weights (int8/int4) make the seven projections `com.microsoft`
+ * MatMulNBits (block size = the group size, or per row), and with `embeddings` the embedding
+ * lookup an int8 table with per-row scales and the head a per-row MatMulNBits.
  */
 
 import type { LoraAdapter } from "../adapters/lora_weights.ts";
@@ -29,8 +31,10 @@ import {
   cachedAttention,
   cacheValueInfos,
   f32Bytes,
+  type GraphQuantization,
   graphWeights,
   type OnnxWeightDtype,
+  quantizedLogits,
   rotateHalf,
   scoreMask,
   swapHeadsAndSeq,
@@ -44,6 +48,11 @@ export interface LlamaGraphOptions {
   dtype?: OnnxWeightDtype;
   /** Merged into the weights as they are read. */
   adapter?: LoraAdapter | null;
+  /**
+   * int8/int4 weights (adapters cannot be merged into them): the seven projections as
+   * MatMulNBits, with `embeddings` the embedding lookup and the head too (graph_parts.ts).
+   */
+  quant?: GraphQuantization | null;
 }
 
 /** Masked scores become float32's lowest finite value (spec §11.8: rows stay finite). */
@@ -67,7 +76,8 @@ export function buildLlamaGraph(
     vocabSize: V,
   } = config;
   const g = createGraphBuilder();
-  const w = graphWeights(g, read, { dtype: options.dtype, adapter: options.adapter });
+  const quant = options.quant ?? null;
+  const w = graphWeights(g, read, { dtype: options.dtype, adapter: options.adapter, quant });
   const eps = g.scalar("rms_eps", config.rmsNormEps);
   const rmsNorm = (x: string, weight: string, n: number) => {
     const sq = g.op("Pow", [x, g.scalar("two", 2)]);
@@ -127,22 +137,25 @@ export function buildLlamaGraph(
     x = g.op("Add", [x, linear(act, p, "mlp.down_proj", h, inner)], { name: `${p}.out` });
   }
   const y = rmsNorm(x, "model.norm.weight", h);
-  // Head: y [b, s, h] as rows [b·s, h] · Wᵀ with W [V, h] as stored (transB), back to [b, s, V].
-  const headTable = config.tieWordEmbeddings ? embedding.table : g.initializer({
-    name: "lm_head.weight",
-    dtype: w.onnxDtype,
-    dims: [V, h],
-    data: async () => w.store(await w.read("lm_head.weight", V * h)),
-  });
-  const rows = g.op("Reshape", [y, g.int64s("shape_rows", [-1, h])]);
-  const flat = g.op("Gemm", [rows, w.asF32(headTable)], {
-    attributes: { transB: attr.int(1) },
-    name: "lm_head",
-  });
-  const outShape = g.op("Concat", [g.op("Shape", ["input_ids"]), g.int64s("vocab", [V])], {
-    attributes: { axis: attr.int(0) },
-  });
-  g.node("Reshape", [flat, outShape], { outputs: ["logits"], name: "logits" });
+  if (quant?.embeddings) quantizedLogits(g, y, V, h, quant);
+  else {
+    // Head: y [b, s, h] as rows [b·s, h] · Wᵀ with W [V, h] as stored (transB), back to [b, s, V].
+    const headTable = config.tieWordEmbeddings ? embedding.table! : g.initializer({
+      name: "lm_head.weight",
+      dtype: w.onnxDtype,
+      dims: [V, h],
+      data: async () => w.store(await w.read("lm_head.weight", V * h)),
+    });
+    const rows = g.op("Reshape", [y, g.int64s("shape_rows", [-1, h])]);
+    const flat = g.op("Gemm", [rows, w.asF32(headTable)], {
+      attributes: { transB: attr.int(1) },
+      name: "lm_head",
+    });
+    const outShape = g.op("Concat", [g.op("Shape", ["input_ids"]), g.int64s("vocab", [V])], {
+      attributes: { axis: attr.int(0) },
+    });
+    g.node("Reshape", [flat, outShape], { outputs: ["logits"], name: "logits" });
+  }
 
   const inputs: OnnxValueInfo[] = [
     { name: "input_ids", dtype: "int64", shape: ["batch", "seq"] },

@@ -1,5 +1,6 @@
 /** The `deno task serve` flags, parsed with `node:util` parseArgs and checked with clear errors. */
-import { parseQuantizeFlag, type QuantizeOption } from "../../core/mod.ts";
+import { parseQuantizeFlag, type QuantizeOption, type WeightDtype } from "../../core/mod.ts";
+import { dtypeFlag } from "../infer_flags.ts";
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE } from "./app.ts";
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./json_body.ts";
@@ -19,6 +20,8 @@ export interface ServeFlags extends PromptFlags {
   backend: "webgpu" | "onnx" | "auto";
   /** int8/int4 weights at load (`--quantize`). */
   quantize?: QuantizeOption;
+  /** Float weights' storage on the GPU (`--dtype`); absent: f16 where supported, as infer. */
+  dtype?: WeightDtype;
   host: string;
   port: number;
   apiKey?: string;
@@ -38,6 +41,7 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --adapter DIR          PEFT adapter directory (adapter_config.json + weights)
   --backend NAME         webgpu | onnx | auto (default auto)
   --quantize SPEC        int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
+  --dtype f16|f32        weight storage on the GPU (default f16 where supported)
   --dry-run              print the memory plan for f16, int8 and int4 weights (KV cache for
                          --max-concurrent rows) from config.json alone, and exit
   --host HOST            interface to listen on (default 127.0.0.1)
@@ -68,6 +72,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
         adapter: { type: "string" },
         backend: { type: "string" },
         quantize: { type: "string" },
+        dtype: { type: "string" },
         "dry-run": { type: "boolean" },
         host: { type: "string" },
         port: { type: "string" },
@@ -107,6 +112,7 @@ export function parseServeFlags(args: string[]): ServeFlags {
     backend: backend as ServeFlags["backend"],
     ...(values.quantize === undefined ? {} : { quantize: parseQuantizeFlag(values.quantize) }),
     ...prompt,
+    ...(values.dtype === undefined ? {} : { dtype: dtypeFlag(values.dtype) }),
     ...(values["dry-run"] ? { dryRun: true } : {}),
     host,
     port: intFlag("port", values.port, 0, 65535) ?? 8000,

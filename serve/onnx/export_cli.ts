@@ -25,8 +25,8 @@ onnx_export.json into --out.
   --adapter DIR          PEFT LoRA adapter to merge into the weights (W + scaling·B·A)
   --dtype f32|f16        stored weight dtype; compute is f32 either way         (default f32)
   --quantize SPEC        int8/int4 linears as com.microsoft MatMulNBits: 8 | 4[,group=G]
-                         [,embeddings] (a pre-quantized checkpoint needs no flag;
-                         ChatGLM-6B only)
+                         [,embeddings] (both architectures: ChatGLM's four linears, the Llama
+                         family's seven projections; a pre-quantized checkpoint needs no flag)
   --quant-accuracy MODE  int8 | f32: MatMulNBits rounds activations to int8 per block (default:
                          ORT's fast CPU path, 2.5-7x its f32 MatMul for int4; int8 weights have
                          no fast f32 kernel; demo perplexity +<0.1%) or multiplies in f32

@@ -19,6 +19,7 @@ import { assembleChatGLM, type ChatGLMModel, type ChatGLMParts } from "./model.t
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
 import { checkParameters, linearModules, LM_HEAD, WORD_EMBEDDINGS } from "./params.ts";
 import {
+  defaultWeightDtype,
   type LoadProgress,
   packWeight,
   readParameterF32,
@@ -77,7 +78,7 @@ export async function loadModel(
   const root = dir.replace(/\/+$/, "") || dir;
   const config = await readChatGLMConfig(root);
   const gpu = options.gpu ?? await getGpu();
-  const dtype: WeightDtype = options.dtype ?? (gpu.hasF16 ? "f16" : "f32");
+  const dtype: WeightDtype = options.dtype ?? defaultWeightDtype(gpu);
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }

@@ -33,6 +33,15 @@ import { checkParameters, isIgnoredTensor, LM_HEAD, WORD_EMBEDDINGS } from "./pa
 
 export type WeightDtype = "f32" | "f16";
 
+/**
+ * The float weights' storage dtype when a load asks for none — one rule for every architecture
+ * (ChatGLM-6B and the Llama family): f16 where the adapter has `shader-f16` (half the memory: a
+ * Qwen3-8B is 16 GB instead of 30), else f32. Compute is f32 either way.
+ */
+export function defaultWeightDtype(gpu: { hasF16: boolean }): WeightDtype {
+  return gpu.hasF16 ? "f16" : "f32";
+}
+
 export interface LoadProgress {
   /** Bytes read from the checkpoint so far (stored dtype). */
   loadedBytes: number;
