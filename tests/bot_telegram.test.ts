@@ -482,11 +482,14 @@ Deno.test("sends and edits across all chats keep the bot-wide pace", async () =>
     )
       .map((c) => c.at).sort((a, b) => a - b);
     assert.ok(writes.length >= 5);
-    // 50 ms apart when they leave; arrival jitter on a busy machine only blurs single gaps.
+    // 50 ms apart when they leave (the spacing itself: tests/bot_pace.test.ts). These are arrival
+    // times at the fake server: on a busy machine one late arrival can land right before the next
+    // one, so single gaps prove nothing; the span of every run of 4 writes still has to show it.
     const span = writes.at(-1)! - writes[0];
     assert.ok(span >= (writes.length - 1) * 50 - 20, `${writes.length} writes in ${span} ms`);
-    for (let i = 1; i < writes.length; i++) {
-      assert.ok(writes[i] - writes[i - 1] >= 25, `writes ${writes[i] - writes[i - 1]} ms apart`);
+    for (let i = 4; i < writes.length; i++) {
+      const run = writes[i] - writes[i - 4];
+      assert.ok(run >= 4 * 50 - 60, `writes ${i - 4}..${i} arrived within ${run} ms`);
     }
   } finally {
     await h.close();
