@@ -18,7 +18,7 @@ import { iterateTensors, openCheckpoint } from "../core/io/checkpoint.ts";
 import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
-import { isQuantizedModule } from "../core/quant/format.ts";
+import { EMBEDDING_NAME, isQuantizedModule } from "../core/quant/format.ts";
 import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
@@ -36,7 +36,11 @@ const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
  * The f16 model with its block linear weights replaced by `dequantize(quantize(w))` in f32 (the
  * original's arithmetic; q · scale is exact in f32), everything else widened to f32.
  */
-async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<string> {
+async function writeDequantized(
+  bits: 4 | 8,
+  groupSize: number | null,
+  embeddings = false,
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-qlora-deq-" });
   await Deno.copyFile(`${F16}/config.json`, `${dir}/config.json`);
   const tensors = [];
@@ -50,6 +54,10 @@ async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<
       data = Float32Array.from(
         dequantize(quantizeF16(bitsOf, rows, cols, bits, groupSize ?? cols, t.name)),
       );
+    } else if (embeddings && module === EMBEDDING_NAME) {
+      // The embeddings (and so the tied head) per row, as `quantization_embeddings` does.
+      const [rows, cols] = t.shape;
+      data = Float32Array.from(dequantize(quantizeF16(bitsOf, rows, cols, bits, cols, t.name)));
     } else data = Float32Array.from(bitsOf, f16BitsToNumber);
     tensors.push({ name: t.name, dtype: "F32" as const, shape: t.shape, data });
   }
@@ -129,6 +137,8 @@ const cases: {
   quantize?: QuantizeOption;
   bits: 4 | 8;
   g: number | null;
+  /** The embeddings (tied head) quantized too: dx flows through the packed head. */
+  emb?: boolean;
 }[] = [
   { name: "pre-quantized int4 fixture", dir: `${QDIR}/int4`, bits: 4, g: null },
   { name: "pre-quantized int8 fixture", dir: `${QDIR}/int8`, bits: 8, g: null },
@@ -140,11 +150,19 @@ const cases: {
     bits: 4,
     g: 16,
   },
+  {
+    name: "f16 model quantized at load, int4 with the embeddings",
+    dir: F16,
+    quantize: { bits: 4, embeddings: true },
+    bits: 4,
+    g: null,
+    emb: true,
+  },
 ];
 
 for (const c of cases) {
   Deno.test(`QLoRA gradients equal the dequantized f32 model's: ${c.name}`, async () => {
-    const ref = await writeDequantized(c.bits, c.g);
+    const ref = await writeDequantized(c.bits, c.g, c.emb);
     try {
       const want = await loraGrads(ref, undefined, false);
       assert.equal(want.quantized, false);
