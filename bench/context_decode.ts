@@ -19,11 +19,7 @@
 import { parseArgs } from "node:util";
 import { getGpu, loadChatGLM, parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
 import { loadOnnxModel } from "../serve/mod.ts";
-
-function vmHwmBytes(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
+import { vmHwmBytes } from "./child_json.ts";
 
 function argmax(v: Float32Array, from = 0, n = v.length): number {
   let best = from;

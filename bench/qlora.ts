@@ -18,6 +18,7 @@
  */
 
 import { CHATGLM_6B, writeSyntheticCheckpoint } from "../core/mod.ts";
+import { runJsonChild } from "./child_json.ts";
 
 interface Measured {
   base: string;
@@ -28,7 +29,6 @@ interface Measured {
   peakRss: number;
 }
 
-const ROOT = new URL("../", import.meta.url).pathname;
 const CHILD = new URL("./qlora_child.ts", import.meta.url).pathname;
 
 function env(name: string): string | undefined {
@@ -39,21 +39,9 @@ function env(name: string): string | undefined {
   }
 }
 
-async function measure(dir: string, base: string, seq: number, steps: number): Promise<Measured> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", CHILD, dir, base, String(seq), String(steps)],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success || !text) {
-    throw new Error(
-      `qlora: the ${base} run on ${dir} failed (exit ${out.code}): ` +
-        new TextDecoder().decode(out.stderr).slice(-2000),
-    );
-  }
-  return JSON.parse(text.split("\n").pop()!);
+function measure(dir: string, base: string, seq: number, steps: number): Promise<Measured> {
+  const args = [dir, base, String(seq), String(steps)];
+  return runJsonChild<Measured>(CHILD, args, `qlora: the ${base} run on ${dir}`);
 }
 
 function median(xs: number[]): number {

@@ -16,11 +16,7 @@ import {
 } from "../core/mod.ts";
 import { createOptimizer, runMicroStep, trainableTensors } from "../train/mod.ts";
 import { syntheticBatch, withAdapter } from "./train_step.ts";
-
-function vmHwmBytes(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
+import { vmHwmBytes } from "./child_json.ts";
 
 const [dir, base, seqArg, stepsArg] = Deno.args;
 const seq = Number(seqArg ?? 128);

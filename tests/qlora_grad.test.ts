@@ -10,18 +10,14 @@ import { loadModel } from "../core/models/chatglm/load.ts";
 import { buildTrainBatch } from "../core/models/chatglm/train_batch.ts";
 import { prepareTraining } from "../core/models/chatglm/train_forward.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
-import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import { initLoraAdapter, type LoraAdapter } from "../core/adapters/lora_weights.ts";
-import { parseLoraConfig } from "../core/adapters/peft_config.ts";
 import { iterateTensors, openCheckpoint } from "../core/io/checkpoint.ts";
 import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
 import { EMBEDDING_NAME, isQuantizedModule } from "../core/quant/format.ts";
-import { createRng } from "../base/random.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
+import { assertSameGrads, seededLoraAdapter } from "./helpers/lora_grads.ts";
 
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
@@ -31,6 +27,7 @@ const train = loadGoldens(TINY).cases.get("train")!.values as {
   labels: number[][];
 };
 const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
+const ALL_MODULES = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
 
 /**
  * The f16 model with its block linear weights replaced by `dequantize(quantize(w))` in f32 (the
@@ -65,26 +62,6 @@ async function writeDequantized(
   return dir;
 }
 
-/** A seeded adapter on all four linear modules with A and B both nonzero. */
-async function randomAdapter(): Promise<LoraAdapter> {
-  const config = await readChatGLMConfig(F16);
-  const rng = createRng(7);
-  const adapter = initLoraAdapter(
-    parseLoraConfig({
-      peft_type: "LORA",
-      r: 4,
-      lora_alpha: 8,
-      target_modules: ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    }, "test adapter"),
-    { linearModules: linearModules(config), name: F16 },
-    () => rng.next(),
-  );
-  for (const m of adapter.modules.values()) {
-    for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
-  }
-  return adapter;
-}
-
 /** Loss and every LoRA gradient of one micro-batch (no dropout). */
 async function loraGrads(
   dir: string,
@@ -93,7 +70,7 @@ async function loraGrads(
 ): Promise<{ loss: number; grads: Map<string, Float32Array>; quantized: boolean }> {
   const model = await loadModel(dir, {
     ...quiet,
-    adapter: await randomAdapter(),
+    adapter: await seededLoraAdapter(F16, ALL_MODULES, 7),
     trainable: true,
     quantize,
   });
@@ -108,27 +85,6 @@ async function loraGrads(
     tm.dispose();
     model.dispose();
   }
-}
-
-function assertSameGrads(
-  what: string,
-  got: Map<string, Float32Array>,
-  want: Map<string, Float32Array>,
-) {
-  assert.deepEqual([...got.keys()], [...want.keys()], `${what}: trainable tensors`);
-  let nonzero = 0;
-  for (const [name, w] of want) {
-    const g = got.get(name)!;
-    let maxW = 0, maxD = 0;
-    for (let i = 0; i < w.length; i++) {
-      maxW = Math.max(maxW, Math.abs(w[i]));
-      maxD = Math.max(maxD, Math.abs(g[i] - w[i]));
-    }
-    if (maxW > 0) nonzero++;
-    // f32 accumulation in a different order (packed kernel vs float matmul): relative 1e-4.
-    assert.ok(maxD <= 1e-4 * maxW + 1e-7, `${what}: ${name} max diff ${maxD} (max ${maxW})`);
-  }
-  assert.equal(nonzero, want.size, `${what}: every LoRA gradient is nonzero`);
 }
 
 const cases: {
