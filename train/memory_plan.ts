@@ -205,9 +205,13 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   );
   const common = weights.bytes + trainable.bytes + optimizer.bytes + logits.bytes + workspace.bytes;
 
+  // The tables' bytes as stored: int8/int4 with `,embeddings`, else the weight dtype.
+  const tableBytes = quant?.embeddings
+    ? (c.vocabSize * h * quant.bits) / 8
+    : c.vocabSize * h * wBytes;
   const largest = [
-    { name: "transformer.word_embeddings.weight", bytes: c.vocabSize * h * wBytes },
-    { name: "lm_head.weight", bytes: c.vocabSize * h * wBytes },
+    { name: "transformer.word_embeddings.weight", bytes: tableBytes },
+    { name: "lm_head.weight", bytes: tableBytes },
     { name: "logits (f32)", bytes: logitsBytes },
     { name: "attention probs of one layer (f32)", bytes: probsPerLayer },
     { name: "mlp.dense_h_to_4h.weight", bytes: inner * h * wBytes },
