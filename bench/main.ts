@@ -24,6 +24,7 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
   eval: () => import("./eval.ts"),
   "real-size": () => import("./real_size.ts"),
   quant: () => import("./quant.ts"),
+  qlora: () => import("./qlora.ts"),
 };
 
 /**

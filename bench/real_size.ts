@@ -19,6 +19,7 @@
  */
 
 import { CHATGLM_6B, writeSyntheticCheckpoint } from "../core/mod.ts";
+import { runJsonChild } from "./child_json.ts";
 
 interface Measured {
   processToLoadedS: number;
@@ -61,21 +62,12 @@ async function baselineCore(ref: string, into: string): Promise<string> {
   return new URL(`file://${into}/core/mod.ts`).href;
 }
 
-async function measure(coreUrl: string, dir: string, decode: number): Promise<Measured> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", CHILD, coreUrl, dir, String(decode)],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success || !text) {
-    throw new Error(
-      `measuring ${dir} with ${coreUrl} failed (exit ${out.code}): ` +
-        new TextDecoder().decode(out.stderr).slice(-2000),
-    );
-  }
-  return JSON.parse(text.split("\n").pop()!);
+function measure(coreUrl: string, dir: string, decode: number): Promise<Measured> {
+  return runJsonChild<Measured>(
+    CHILD,
+    [coreUrl, dir, String(decode)],
+    `measuring ${dir} with ${coreUrl}`,
+  );
 }
 
 /** Reads every file once so that both runs read from the page cache. */

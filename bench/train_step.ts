@@ -39,7 +39,7 @@ import { createOptimizer, runMicroStep, trainableTensors } from "../train/mod.ts
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 
 /** A batch of `b` rows of `s` ids: a prompt of s/4 ids ending in [gMASK] <sop>, then targets. */
-function syntheticBatch(config: ChatGLMConfig, b: number, s: number): TrainBatch {
+export function syntheticBatch(config: ChatGLMConfig, b: number, s: number): TrainBatch {
   const ids: number[][] = [], labels: number[][] = [];
   const ctx = Math.max(2, Math.floor(s / 4));
   for (let r = 0; r < b; r++) {
@@ -52,7 +52,7 @@ function syntheticBatch(config: ChatGLMConfig, b: number, s: number): TrainBatch
   return buildTrainBatch(ids, labels, config);
 }
 
-function withAdapter(model: ChatGLMModel): void {
+export function withAdapter(model: ChatGLMModel): void {
   const cfg = parseLoraConfig({
     peft_type: "LORA",
     r: 8,

@@ -10,17 +10,14 @@ import { loadModel } from "../core/models/chatglm/load.ts";
 import { buildTrainBatch } from "../core/models/chatglm/train_batch.ts";
 import { prepareTraining } from "../core/models/chatglm/train_forward.ts";
 import type { QuantizeOption } from "../core/models/chatglm/quantized.ts";
-import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
-import { linearModules } from "../core/models/chatglm/params.ts";
-import type { LoraAdapter } from "../core/adapters/lora_weights.ts";
 import { iterateTensors, openCheckpoint } from "../core/io/checkpoint.ts";
 import { f16BitsToNumber } from "../core/io/dtype.ts";
 import { writeSafetensors } from "../core/io/safetensors.ts";
 import { dequantize, quantizeF16 } from "../core/quant/arith.ts";
-import { isQuantizedModule } from "../core/quant/format.ts";
+import { EMBEDDING_NAME, isQuantizedModule } from "../core/quant/format.ts";
 import { runMicroStep } from "../train/loop/step.ts";
 import { loadGoldens } from "./reference/chatglm.ts";
-import { assertSameGrads, seededAdapter } from "./helpers/grads.ts";
+import { assertSameGrads, seededLoraAdapter } from "./helpers/grads.ts";
 
 const QDIR = new URL("./fixtures/chatglm6b-tiny-quantized", import.meta.url).pathname;
 const F16 = `${QDIR}/f16-tied`;
@@ -30,12 +27,17 @@ const train = loadGoldens(TINY).cases.get("train")!.values as {
   labels: number[][];
 };
 const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
+const ALL_MODULES = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
 
 /**
  * The f16 model with its block linear weights replaced by `dequantize(quantize(w))` in f32 (the
  * original's arithmetic; q · scale is exact in f32), everything else widened to f32.
  */
-async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<string> {
+async function writeDequantized(
+  bits: 4 | 8,
+  groupSize: number | null,
+  embeddings = false,
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-qlora-deq-" });
   await Deno.copyFile(`${F16}/config.json`, `${dir}/config.json`);
   const tensors = [];
@@ -49,17 +51,15 @@ async function writeDequantized(bits: 4 | 8, groupSize: number | null): Promise<
       data = Float32Array.from(
         dequantize(quantizeF16(bitsOf, rows, cols, bits, groupSize ?? cols, t.name)),
       );
+    } else if (embeddings && module === EMBEDDING_NAME) {
+      // The embeddings (and so the tied head) per row, as `quantization_embeddings` does.
+      const [rows, cols] = t.shape;
+      data = Float32Array.from(dequantize(quantizeF16(bitsOf, rows, cols, bits, cols, t.name)));
     } else data = Float32Array.from(bitsOf, f16BitsToNumber);
     tensors.push({ name: t.name, dtype: "F32" as const, shape: t.shape, data });
   }
   await writeSafetensors(`${dir}/model.safetensors`, tensors);
   return dir;
-}
-
-/** A seeded adapter on all four linear modules with A and B both nonzero. */
-async function randomAdapter(): Promise<LoraAdapter> {
-  const targets = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
-  return seededAdapter(targets, linearModules(await readChatGLMConfig(F16)), F16, 7);
 }
 
 /** Loss and every LoRA gradient of one micro-batch (no dropout). */
@@ -70,7 +70,7 @@ async function loraGrads(
 ): Promise<{ loss: number; grads: Map<string, Float32Array>; quantized: boolean }> {
   const model = await loadModel(dir, {
     ...quiet,
-    adapter: await randomAdapter(),
+    adapter: await seededLoraAdapter(F16, ALL_MODULES, 7),
     trainable: true,
     quantize,
   });
@@ -93,6 +93,8 @@ const cases: {
   quantize?: QuantizeOption;
   bits: 4 | 8;
   g: number | null;
+  /** The embeddings (tied head) quantized too: dx flows through the packed head. */
+  emb?: boolean;
 }[] = [
   { name: "pre-quantized int4 fixture", dir: `${QDIR}/int4`, bits: 4, g: null },
   { name: "pre-quantized int8 fixture", dir: `${QDIR}/int8`, bits: 8, g: null },
@@ -104,11 +106,19 @@ const cases: {
     bits: 4,
     g: 16,
   },
+  {
+    name: "f16 model quantized at load, int4 with the embeddings",
+    dir: F16,
+    quantize: { bits: 4, embeddings: true },
+    bits: 4,
+    g: null,
+    emb: true,
+  },
 ];
 
 for (const c of cases) {
   Deno.test(`QLoRA gradients equal the dequantized f32 model's: ${c.name}`, async () => {
-    const ref = await writeDequantized(c.bits, c.g);
+    const ref = await writeDequantized(c.bits, c.g, c.emb);
     try {
       const want = await loraGrads(ref, undefined, false);
       assert.equal(want.quantized, false);

@@ -341,18 +341,15 @@ function fromFlag(field: string, kind: Kind, value: string | boolean): unknown {
 
 /**
  * Validates a `--quantize` value with the one parser every command uses; returns it normalized.
- * The trainer quantizes the block linear layers only (what LoRA adapts and what QLoRA freezes);
- * `,embeddings` is refused rather than trained through untested.
+ * `,embeddings` quantizes the embeddings and the tied head too (frozen like the rest: dx flows
+ * through the packed head; tests/qlora_grad.test.ts), which saves the float table and, on a
+ * software adapter, its texture copy (2 GiB at ChatGLM-6B's size).
  */
 function checkQuantize(value: string, bad: (why: string) => never): string {
-  let spec;
   try {
-    spec = quantSpecOf(parseQuantizeFlag(value)!);
+    quantSpecOf(parseQuantizeFlag(value)!);
   } catch (err) {
     return bad((err as Error).message);
-  }
-  if (spec.embeddings) {
-    bad("--quantize: ,embeddings is not supported for training (the block linear layers only)");
   }
   return value.split(",").map((p) => p.trim()).join(",");
 }

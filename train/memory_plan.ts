@@ -69,8 +69,8 @@ interface TrainArch {
   moduleShape(module: string): readonly [number, number];
   /** f32 values one layer keeps per token for the backward (LoRA's r not included). */
   keptPerToken(trains: ReadonlySet<string>): number;
-  /** The largest weight buffers: name and element count. */
-  largestWeights: { name: string; values: number }[];
+  /** The largest weight buffers: name, element count, and whether it is an embedding table. */
+  largestWeights: { name: string; values: number; table?: boolean }[];
 }
 
 function chatglmTrainArch(c: ChatGLMConfig): TrainArch {
@@ -92,8 +92,8 @@ function chatglmTrainArch(c: ChatGLMConfig): TrainArch {
       h + 2 + h + 3 * h + h + 2 + inner + (trains.has("attention.dense") ? h : 0) +
       (trains.has("mlp.dense_h_to_4h") ? h : 0) + (trains.has("mlp.dense_4h_to_h") ? inner : 0),
     largestWeights: [
-      { name: "transformer.word_embeddings.weight", values: c.vocabSize * h },
-      { name: "lm_head.weight", values: c.vocabSize * h },
+      { name: "transformer.word_embeddings.weight", values: c.vocabSize * h, table: true },
+      { name: "lm_head.weight", values: c.vocabSize * h, table: true },
       { name: "mlp.dense_h_to_4h.weight", values: inner * h },
     ],
   };
@@ -120,8 +120,10 @@ function llamaTrainArch(c: LlamaConfig): TrainArch {
       (trains.has("mlp.gate_proj") || trains.has("mlp.up_proj") ? h : 0) + 2 * inner +
       (trains.has("mlp.down_proj") ? inner : 0),
     largestWeights: [
-      { name: "model.embed_tokens.weight", values: c.vocabSize * h },
-      ...(c.tieWordEmbeddings ? [] : [{ name: "lm_head.weight", values: c.vocabSize * h }]),
+      { name: "model.embed_tokens.weight", values: c.vocabSize * h, table: true },
+      ...(c.tieWordEmbeddings
+        ? []
+        : [{ name: "lm_head.weight", values: c.vocabSize * h, table: true }]),
       { name: "mlp.gate_proj.weight", values: inner * h },
     ],
   };
@@ -338,8 +340,12 @@ export function trainMemoryPlan(input: TrainMemoryPlanInput): TrainMemoryPlan {
   );
   const common = weights.bytes + trainable.bytes + optimizer.bytes + logits.bytes + workspace.bytes;
 
+  // Bytes as stored: the block linears int8/int4 on a quantized base, the tables too with
+  // `,embeddings`, everything else in the weight dtype.
+  const storedBytes = (w: { values: number; table?: boolean }) =>
+    quant && (w.table ? quant.embeddings : true) ? (w.values * quant.bits) / 8 : w.values * wBytes;
   const largest = [
-    ...arch.largestWeights.map((w) => ({ name: w.name, bytes: w.values * wBytes })),
+    ...arch.largestWeights.map((w) => ({ name: w.name, bytes: storedBytes(w) })),
     { name: "logits (f32)", bytes: logitsBytes },
     { name: "attention probs of one layer (f32)", bytes: probsPerLayer },
   ].sort((x, y) => y.bytes - x.bytes);

@@ -12,7 +12,7 @@
  * rounding of the quotient, changes a few entries: tests compare with the fixture bit-exactly.
  */
 
-import { f16BitsToNumber, numberToF16Bits } from "../io/dtype.ts";
+import { f16BitsToNumber, f16ToF32, f32ToF16, numberToF16Bits } from "../io/dtype.ts";
 
 export type QuantBits = 4 | 8;
 
@@ -32,11 +32,6 @@ export interface QuantizedMatrix {
 /** Largest magnitude a value takes: 127 (int8) or 7 (int4; -8 is representable but not produced). */
 export function quantMax(bits: QuantBits): number {
   return (1 << (bits - 1)) - 1;
-}
-
-/** The f16 nearest to the f32 result of an operation (torch's f16 arithmetic). */
-function f16Op(v: number): number {
-  return f16BitsToNumber(numberToF16Bits(Math.fround(v)));
 }
 
 /** Round half to even (torch.round). */
@@ -92,15 +87,18 @@ export function quantizeF16(
   const scales = new Uint16Array(rows * groups);
   const qmax = quantMax(bits);
   const qmin = bits === 8 ? -127 : -8;
-  const vals = new Float64Array(groupSize);
+  // Whole-array conversions (table lookups) over one group at a time rather than per-element
+  // f16 bit twiddling: the same values bit for bit, ~10× faster (a 6B model quantizes in minutes).
+  const vals = new Float32Array(groupSize);
+  const quot = new Float32Array(groupSize);
+  const quot16 = new Uint16Array(groupSize);
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < groups; g++) {
       const base = r * cols + g * groupSize;
+      f16ToF32(w16.subarray(base, base + groupSize), vals);
       let max = 0;
       for (let j = 0; j < groupSize; j++) {
-        const v = f16BitsToNumber(w16[base + j]);
-        vals[j] = v;
-        const a = Math.abs(v);
+        const a = Math.abs(vals[j]);
         if (a > max) max = a;
       }
       const scaleBits = numberToF16Bits(Math.fround(max / qmax));
@@ -108,9 +106,12 @@ export function quantizeF16(
       const scale = f16BitsToNumber(scaleBits);
       // An all-zero group has scale 0; the original divides 0 by 0 there, we store 0.
       if (scale === 0) continue;
+      // f16(f32(w / scale)): the f32 store rounds, f32ToF16 rounds to f16, f16ToF32 reads it back.
+      for (let j = 0; j < groupSize; j++) quot[j] = vals[j] / scale;
+      f16ToF32(f32ToF16(quot, quot16), quot);
       for (let j = 0; j < groupSize; j++) {
-        const v = roundHalfEven(f16Op(vals[j] / scale));
-        q[base + j] = Math.max(qmin, Math.min(qmax, v));
+        const v = roundHalfEven(quot[j]);
+        q[base + j] = v < qmin ? qmin : v > qmax ? qmax : v;
       }
     }
   }

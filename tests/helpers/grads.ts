@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { initLoraAdapter, type LoraAdapter } from "../../core/adapters/lora_weights.ts";
 import { parseLoraConfig } from "../../core/adapters/peft_config.ts";
 import { createRng } from "../../base/random.ts";
+import { readChatGLMConfig } from "../../core/models/chatglm/config.ts";
+import { linearModules as chatglmLinears } from "../../core/models/chatglm/params.ts";
 
 export function assertSameGrads(
   what: string,
@@ -49,4 +51,13 @@ export function seededAdapter(
     for (let i = 0; i < m.b.length; i++) m.b[i] = (rng.next() - 0.5) * 0.2;
   }
   return adapter;
+}
+
+/** {@link seededAdapter} for the ChatGLM model at `dir`. */
+export async function seededLoraAdapter(
+  dir: string,
+  targets: string[],
+  seed: number,
+): Promise<LoraAdapter> {
+  return seededAdapter(targets, chatglmLinears(await readChatGLMConfig(dir)), dir, seed);
 }

@@ -6,7 +6,9 @@
  *
  * dy may be chunked by rows (the logits gradient of a large vocabulary): each chunk is handled
  * on its own rows. For a frozen weight big enough for the texture matmul on a software adapter,
- * dx uses a cached transposed copy (see transpose.ts).
+ * dx uses a cached transposed copy (see transpose.ts). A float weight bound in row chunks (a
+ * 130k-row tied head on an adapter with 128 MiB bindings) gets dx = Σ_i dy[:, rows_i] · W_i, one
+ * term per chunk of W, with dy's columns read through a temporary dyᵀ.
  */
 
 import { GpuError } from "../../gpu/device.ts";
@@ -22,7 +24,7 @@ import {
 } from "../../tensor/tensor.ts";
 import { matmul, TEXTURE_MIN_WEIGHT } from "./matmul.ts";
 import { accumulateInto, columnSumInto } from "../accumulate.ts";
-import { transposedWeight } from "./transpose.ts";
+import { transposedWeight, transposeF32 } from "./transpose.ts";
 import { quantInputGrad } from "./quant.ts";
 
 export interface LinearGrads {
@@ -106,7 +108,9 @@ export function linearBackward(
   let single: Tensor | null = null;
   for (const p of parts) {
     const out = dx ? sliceRows(dx, p.start, p.rows) : undefined;
-    const r = w.quant
+    const r = !w.quant && w.chunks.length > 1
+      ? chunkedWeightInputGrad(rec, w, p.dy, out)
+      : w.quant
       ? quantInputGrad(rec, w, p.dy, out) // int8/int4 base: dequantized in the kernel
       : wT
       ? matmul(rec, p.dy, wT, { transposeB: true, out })
@@ -114,4 +118,25 @@ export function linearBackward(
     if (!dx) single = r;
   }
   return reshape(dx ?? single!, [...x.shape.slice(0, -1), K]);
+}
+
+/**
+ * dx = dy · W for a float W [N, K] bound in row chunks: Σ_i (dyᵀ)[rows_i]ᵀ · W_i, each W_i an
+ * unchunked view of one chunk (the generic kernel: the texture design would pack each chunk).
+ */
+function chunkedWeightInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tensor): Tensor {
+  const dyT = transposeF32(rec, dy); // [N, rows]
+  let dx: Tensor | null = out ?? null;
+  w.chunks.forEach((c, i) => {
+    const a = sliceRows(dyT, c.rowStart, c.rows);
+    if (i === 0) {
+      dx = matmul(rec, a, chunkView(w, i), { transposeA: true, kernel: "generic", out });
+    } else {
+      const term = matmul(rec, a, chunkView(w, i), { transposeA: true, kernel: "generic" });
+      accumulateInto(rec, dx!, term, 1);
+      releaseTensor(term, rec);
+    }
+  });
+  releaseTensor(dyT, rec);
+  return dx!;
 }

@@ -39,6 +39,37 @@ export function transposedWeight(rec: Recording, w: Tensor): Tensor {
   const [N, K] = w.shape;
   // Not from the recording's reuse list: the copy outlives this step.
   const t = emptyTensor(rec.gpu, [K, N], "f32", { label: `${w.label ?? "weight"}ᵀ` });
+  recordTranspose(rec, w, t);
+  let destroyed = false;
+  const entry: Transposed = {
+    version: w.meta.version,
+    tensor: t,
+    destroy() {
+      if (destroyed) return;
+      destroyed = true;
+      releaseTensor(t);
+    },
+  };
+  w.meta.attachments.set(KEY, entry);
+  return t;
+}
+
+/**
+ * tᵀ [K, N] f32 of a 2-D unchunked f32 tensor t [N, K], a temporary of this recording (not
+ * cached): the linear backward of a row-chunked weight reads dy's columns through it.
+ */
+export function transposeF32(rec: Recording, t: Tensor): Tensor {
+  expectDtype(t, "transposeF32", "t", ["f32"]);
+  assertUnchunked(t, "transposeF32", "t");
+  const [N, K] = t.shape;
+  const out = emptyTensor(rec.gpu, [K, N], "f32", { rec, label: `${t.label ?? "tensor"}ᵀ` });
+  recordTranspose(rec, t, out);
+  return out;
+}
+
+/** Records `T = Wᵀ` for W [N, K] (f32 or f16) into T [K, N] f32. */
+function recordTranspose(rec: Recording, w: Tensor, t: Tensor): void {
+  const [N, K] = w.shape;
   const pipeline = getPipeline(rec.gpu, `grad:transpose:${w.dtype}`, () => `
 ${TransposeParams.wgsl}${declareInput(1, "W", w.dtype)}
 ${declareOutput(2, "T")}
@@ -58,16 +89,4 @@ fn main(${WG_BUILTINS}) {
     [bindingOf(w), bindingOf(t)],
     grid(rec.gpu, Math.ceil((N * K) / WG)),
   );
-  let destroyed = false;
-  const entry: Transposed = {
-    version: w.meta.version,
-    tensor: t,
-    destroy() {
-      if (destroyed) return;
-      destroyed = true;
-      releaseTensor(t);
-    },
-  };
-  w.meta.attachments.set(KEY, entry);
-  return t;
 }

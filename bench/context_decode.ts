@@ -1,0 +1,145 @@
+/**
+ * Decode speed and peak memory of a model with its KV cache at a given context (the full-size
+ * numbers of issue 17), one backend per process so that the peak resident memory (VmHWM; ORT's
+ * arena and a software adapter's GPU buffers are host memory) is that run's alone:
+ *
+ *   deno run -A bench/context_decode.ts --backend webgpu|onnx --model DIR [--context 2048]
+ *     [--tokens 4] [--quantize 4[,group=G][,embeddings]]
+ *
+ * `--model` is a model directory (webgpu) or an export directory of `deno task export-onnx`
+ * (onnx). "At a context of C" means: a 4-token prompt (2 ids, [gMASK] <sop>) is prefilled for real,
+ * then the cache is filled to C − tokens − 1 positions (the positions past the prompt hold zeros,
+ * not a real prefill: at full size a 2048-token prefill takes many minutes on 2 cores), and
+ * `--tokens` greedy decode steps follow, each attending over every cached position, the last at
+ * position C − 1. WebGPU allocates its cache for C positions up front; ORT's past tensors hold
+ * C − tokens − 1 positions and grow by one per step (ORT returns each step's present as new
+ * tensors). Prints one JSON line.
+ */
+
+import { parseArgs } from "node:util";
+import { getGpu, loadChatGLM, parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
+import { loadOnnxModel } from "../serve/mod.ts";
+import { vmHwmBytes } from "./child_json.ts";
+
+function argmax(v: Float32Array, from = 0, n = v.length): number {
+  let best = from;
+  for (let i = from + 1; i < from + n; i++) if (v[i] > v[best]) best = i;
+  return best - from;
+}
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: "string" },
+    model: { type: "string" },
+    context: { type: "string", default: "2048" },
+    tokens: { type: "string", default: "4" },
+    quantize: { type: "string" },
+  },
+});
+const context = Number(values.context);
+const tokens = Number(values.tokens);
+if (!values.model || (values.backend !== "webgpu" && values.backend !== "onnx")) {
+  throw new Error("usage: --backend webgpu|onnx --model DIR [--context C] [--tokens N]");
+}
+/** Two text ids, [gMASK] <sop>: a prompt's shape (the ids fit any vocabulary). */
+const promptOf = (
+  c: { gmaskTokenId: number; bosTokenId: number },
+) => [5, 6, c.gmaskTokenId, c.bosTokenId];
+const filled = context - tokens - 1; // positions cached before the first timed step
+const started = performance.now();
+let loadS: number, loadPeakRss: number;
+const stepS: number[] = [];
+let description = "";
+
+if (values.backend === "webgpu") {
+  const gpu = await getGpu();
+  const quantize = values.quantize
+    ? parseQuantizeFlag(values.quantize) as QuantizeOption
+    : undefined;
+  const model = await loadChatGLM(values.model, {
+    log: () => {},
+    progressBar: false,
+    gpu,
+    quantize,
+  });
+  loadS = (performance.now() - started) / 1000;
+  loadPeakRss = vmHwmBytes();
+  const prompt = promptOf(model.config);
+  const cache = model.createCache(1, context);
+  let last = await model.prefill([prompt], cache);
+  // Positions prompt.length .. filled-1 stay zero: the timed steps attend over `filled` positions.
+  cache.length = filled;
+  for (let n = 0; n < tokens; n++) {
+    const s = performance.now();
+    last = await model.decodeStep([argmax(last)], cache);
+    stepS.push((performance.now() - s) / 1000);
+  }
+  description = `webgpu, ${gpu.adapterInfo.description || "GPU"}`;
+  cache.free();
+  model.dispose();
+} else {
+  const model = await loadOnnxModel(values.model, { maxContext: context });
+  loadS = (performance.now() - started) / 1000;
+  loadPeakRss = vmHwmBytes();
+  const cfg = model.config;
+  const prompt = promptOf(cfg);
+  const heads = cfg.numHeads, d = cfg.hiddenSize / cfg.numHeads;
+  // Prefill the real prompt, then pad its keys/values with zeros up to `filled` positions.
+  const first = await model.runStep({
+    batch: 1,
+    seq: prompt.length,
+    inputIds: prompt,
+    // [position, block position] (spec §4.2): 0..3 and 0,0,0,1 (<sop> opens the block).
+    positionIds: [0, 1, 2, 2, 0, 0, 0, 1],
+    // 1 = may not attend: the prefix (before <sop>, index 3) is seen by all, the rest causally.
+    attentionMask: new Uint8Array(prompt.length ** 2).map((_, k) => {
+      const i = Math.floor(k / prompt.length), j = k % prompt.length;
+      return j > i && j >= 3 ? 1 : 0;
+    }),
+    past: null,
+  });
+  let last = first.logits.subarray((prompt.length - 1) * cfg.vocabSize);
+  let past = first.present.map((t) => {
+    const src = t.data as Float32Array;
+    const out = new Float32Array(heads * filled * d);
+    for (let h = 0; h < heads; h++) {
+      out.set(src.subarray(h * prompt.length * d, (h + 1) * prompt.length * d), h * filled * d);
+    }
+    t.dispose();
+    return model.tensor(out, [1, heads, filled, d]);
+  });
+  for (let n = 0; n < tokens; n++) {
+    const total = filled + n + 1;
+    const s = performance.now();
+    const out = await model.runStep({
+      batch: 1,
+      seq: 1,
+      inputIds: [argmax(last)],
+      positionIds: [2, total - 3], // the [gMASK] position; the block position counts on
+      attentionMask: new Uint8Array(total),
+      past,
+    });
+    stepS.push((performance.now() - s) / 1000);
+    for (const t of past) t.dispose();
+    past = out.present;
+    last = out.logits;
+  }
+  for (const t of past) t.dispose();
+  description = `onnx, ${model.providers.join("+")}`;
+  await model.dispose();
+}
+
+const steady = stepS.slice(1); // the first step also warms up (pipeline compiles, ORT arenas)
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+console.log(JSON.stringify({
+  backend: description,
+  model: values.model,
+  quantize: values.quantize ?? null,
+  context,
+  filledBeforeTimedSteps: filled,
+  loadS,
+  stepS,
+  tokensPerSecond: 1 / mean(steady.length ? steady : stepS),
+  loadPeakRss,
+  peakRss: vmHwmBytes(),
+}));
