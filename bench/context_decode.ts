@@ -82,6 +82,11 @@ if (values.backend === "webgpu") {
   loadS = (performance.now() - started) / 1000;
   loadPeakRss = vmHwmBytes();
   const cfg = model.config;
+  if (!("gmaskTokenId" in cfg)) {
+    throw new Error(
+      `context_decode: ${values.model} is not a ChatGLM-6B export (this bench's prompt and positions are ChatGLM's)`,
+    );
+  }
   const prompt = promptOf(cfg);
   const heads = cfg.numHeads, d = cfg.hiddenSize / cfg.numHeads;
   // Prefill the real prompt, then pad its keys/values with zeros up to `filled` positions.
