@@ -314,16 +314,23 @@ Deno.test("matmul texture kernel: chunked weight, batched x, repack after the we
   const y4 = matmul(rec4, tx, tw3, { transposeB: true, kernel: "texture" });
   await submit(rec4);
   assert.ok(relError(await readTensor(y4), want) < 1e-5);
+  // The weight's rows are output columns (one texel holds a row's K values): any N fits.
+  const w6 = randomArray(6 * K, 1);
   const rec5 = beginRecording(gpu);
+  const y5 = matmul(rec5, tx, uploadTensor(gpu, w6, [6, K]), {
+    transposeB: true,
+    kernel: "texture",
+  });
+  await submit(rec5);
+  const want5 = matmulRef(x, w6, B, M, 6, K, { transposeB: true, sharedB: true });
+  assert.ok(relError(await readTensor(y5), want5) < 1e-5);
+  // B stored [K, N] holds outputs in its texels: N must be whole texels.
+  const rec6 = beginRecording(gpu);
   assert.throws(
-    () =>
-      matmul(rec5, tx, uploadTensor(gpu, randomArray(6 * K, 1), [6, K]), {
-        transposeB: true,
-        kernel: "texture",
-      }),
+    () => matmul(rec6, tx, uploadTensor(gpu, w6, [K, 6]), { kernel: "texture" }),
     /texture kernel needs/,
   );
-  discardRecording(rec5);
+  discardRecording(rec6);
 });
 
 Deno.test(`matmul: ${MATMUL_KERNEL_ENV}=shared runs a layer stack on the hardware-GPU kernel`, async () => {
