@@ -44,13 +44,17 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const BEFORE_STREAMING_LOAD = "2abc221";
 const CHILD = new URL("./real_size_child.ts", import.meta.url).pathname;
 
-/** Extracts `core/` of a git ref into a temp folder; returns its mod.ts URL. */
+/** Extracts `core/` (and `base/`) of a git ref into a temp folder; returns core's mod.ts URL. */
 async function baselineCore(ref: string, into: string): Promise<string> {
-  const archive = await new Deno.Command("git", {
-    args: ["-C", ROOT, "archive", ref, "core"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  // Later cores import the base member beside them; older refs have no base/.
+  const git = (paths: string[]) =>
+    new Deno.Command("git", {
+      args: ["-C", ROOT, "archive", ref, ...paths],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  let archive = await git(["core", "base"]);
+  if (!archive.success) archive = await git(["core"]);
   if (!archive.success) {
     throw new Error(`git archive ${ref} core: ${new TextDecoder().decode(archive.stderr)}`);
   }

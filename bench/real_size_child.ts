@@ -18,7 +18,12 @@ const started = performance.now();
 const core = await import(coreUrl);
 const gpu = await core.getGpu();
 const t0 = performance.now();
-const model = await core.loadModel(dir, { log: () => {}, progressBar: false, gpu });
+const lines: string[] = [];
+const model = await core.loadModel(dir, {
+  log: (l: string) => lines.push(l),
+  progressBar: false,
+  gpu,
+});
 const t1 = performance.now();
 const loadHwm = vmHwmBytes();
 const { gmaskTokenId, bosTokenId } = model.config;
@@ -50,5 +55,7 @@ console.log(JSON.stringify({
   loadPeakRss: loadHwm,
   peakRss: vmHwmBytes(),
   logitsFinite: finite,
+  loadSplit: lines.find((l) => l.includes("weights read"))?.replace(/^.*: weights/, "weights") ??
+    null,
 }));
 model.dispose();

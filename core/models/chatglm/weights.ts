@@ -62,6 +62,8 @@ export interface UploadedWeights {
   tiedHead: boolean;
   /** Weights kept only as packed textures (storage freed). */
   packedOnly: Set<string>;
+  /** Where the load's time went. */
+  timing: LoadTiming;
 }
 
 /** Stored dtypes a float parameter may have. */
@@ -173,13 +175,24 @@ async function streamWeights(
   } finally {
     bar?.done();
   }
+  await reader.drain();
   if (sel.tiedHead) tensors.set(sel.tiedHead.head, tensors.get(sel.tiedHead.embedding)!);
   gpu.checkErrors();
-  return { tensors, tiedHead: sel.tiedHead !== null, packedOnly };
+  return { tensors, tiedHead: sel.tiedHead !== null, packedOnly, timing: reader.timing };
 }
 
-/** Uploaded bytes after which the load waits for the GPU to drain its staging copies. */
-const STAGING_BYTES = 256 * 2 ** 20;
+/**
+ * Uploaded bytes after which the load waits for the GPU to drain its staging copies: it waits for
+ * the previous such mark, not this one, so the GPU copies one batch while the next is read.
+ */
+const STAGING_BYTES = 128 * 2 ** 20;
+
+/** Where a load's time went (milliseconds): reading, handing bytes to the GPU, waiting for it. */
+export interface LoadTiming {
+  readMs: number;
+  uploadMs: number;
+  waitMs: number;
+}
 
 /** One stored tensor of an open shard, read by positioned reads. */
 export interface TensorSource {
@@ -192,28 +205,52 @@ export interface TensorSource {
 
 /**
  * Positioned reads into one reusable scratch buffer (grown to the largest chunk read), so the load
- * allocates no buffer per tensor.
+ * allocates no buffer per tensor; it also times the load's phases ({@link LoadTiming}).
  */
 export class ChunkReader {
   #scratch = new Uint8Array(0);
   #unflushed = 0;
+  #inflight: Promise<unknown> = Promise.resolve();
+  readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, waitMs: 0 };
   /**
    * After a chunk's upload: submits (so the driver copies it out of its staging memory) and,
-   * every {@link STAGING_BYTES}, waits for the GPU, so that staging copies are freed as the load
-   * goes instead of piling up (a whole 1 GiB embedding measured) until the load ends.
+   * every {@link STAGING_BYTES}, waits for the GPU to finish the batch before, so that staging
+   * copies are freed as the load goes instead of piling up (a whole 1 GiB embedding measured)
+   * until the load ends, while the GPU copies this batch as the next one is read.
    */
   async flush(gpu: Gpu, bytes: number): Promise<void> {
     gpu.device.queue.submit([]);
     this.#unflushed += bytes;
     if (this.#unflushed >= STAGING_BYTES) {
       this.#unflushed = 0;
-      await gpu.device.queue.onSubmittedWorkDone();
+      const t0 = performance.now();
+      await this.#inflight;
+      this.timing.waitMs += performance.now() - t0;
+      this.#inflight = gpu.device.queue.onSubmittedWorkDone();
     }
+  }
+  /** Waits for the last batch (the end of a load). */
+  async drain(): Promise<void> {
+    const t0 = performance.now();
+    await this.#inflight;
+    this.timing.waitMs += performance.now() - t0;
   }
   /** Bytes [offset, offset + length) of the file; valid until the next read. */
   async read(file: Deno.FsFile, path: string, offset: number, length: number) {
     if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
-    return await readAt(file, offset, length, path, this.#scratch);
+    const t0 = performance.now();
+    const out = await readAt(file, offset, length, path, this.#scratch);
+    this.timing.readMs += performance.now() - t0;
+    return out;
+  }
+  /** Runs `upload` (handing bytes to the GPU: conversion, writeBuffer, writeTexture), timed. */
+  upload<T>(upload: () => T): T {
+    const t0 = performance.now();
+    try {
+      return upload();
+    } finally {
+      this.timing.uploadMs += performance.now() - t0;
+    }
   }
 }
 
@@ -261,7 +298,7 @@ async function readChunk(
     src.stored.byteOffset + c.rowStart * srcRow,
     c.rows * srcRow,
   );
-  return toRunBytes(raw, src.stored.dtype, options.dtype);
+  return src.reader.upload(() => toRunBytes(raw, src.stored.dtype, options.dtype));
 }
 
 async function fillStorage(
@@ -309,7 +346,8 @@ async function fillStorage(
     } else {
       for (let i = 0; i < t.chunks.length; i++) {
         if (t.chunks[i].byteLength === 0) continue;
-        write(t.chunks[i], await readChunk(t, i, src, options));
+        const bytes = await readChunk(t, i, src, options);
+        src.reader.upload(() => write(t.chunks[i], bytes));
         await src.reader.flush(gpu, t.chunks[i].byteLength);
       }
     }
@@ -361,7 +399,8 @@ export async function uploadLinearWeight(
   dropStorage(t, PACKED_ONLY);
   try {
     for (let i = 0; i < t.chunks.length; i++) {
-      host.writeChunk(i, await readChunk(t, i, src, options));
+      const bytes = await readChunk(t, i, src, options);
+      src.reader.upload(() => host.writeChunk(i, bytes));
       await src.reader.flush(gpu, t.chunks[i].byteLength);
     }
   } catch (err) {
