@@ -142,11 +142,11 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
     inner * h * el,
     options.largestStoredTensorBytes ?? 0,
   );
-  // The load reads in binding-sized chunks: it holds one chunk as read, the driver's staging
-  // copy of one chunk and, when packing on the CPU, the packed chunk (or, without packing, a
-  // chunk converted to the run's dtype). Weights never exist twice while loading.
+  // The load reads in binding-sized chunks: it holds the chunk being uploaded and the next one
+  // (read ahead), and the driver's staging copies of up to two chunks (the load waits for the
+  // batch before the one it submits). Weights never exist twice while loading.
   const chunk = Math.min(largestRun, bindingLimitHint);
-  const loadTransientBytes = 3 * chunk;
+  const loadTransientBytes = 4 * chunk;
   const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
   const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
   const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;

@@ -25,6 +25,7 @@ import {
   dropStorage,
   emptyTensor,
   markWritten,
+  maxChunkBytes,
   releaseTensor,
   type Tensor,
 } from "../../tensor/tensor.ts";
@@ -152,9 +153,16 @@ async function streamWeights(
       if (!names.length) continue;
       const file = await Deno.open(shard.path, { read: true });
       try {
-        for (const name of names) {
+        for (const [j, name] of names.entries()) {
           const stored = shard.tensors.get(name)!;
           const source: TensorSource = { name, path: shard.path, file, stored, reader };
+          const after = shard.tensors.get(names[j + 1]);
+          if (after && !after.strides) {
+            // Its first chunk: at most one binding-sized chunk of the run's dtype.
+            const limit = options.chunkBytes ?? maxChunkBytes(gpu);
+            const length = Math.floor(limit / elBytes(options.dtype)) * dtypeSize(after.dtype);
+            source.next = { offset: after.byteOffset, length: Math.min(after.byteLength, length) };
+          }
           const tied = sel.tiedHead?.embedding === name;
           const tensor = sel.packable(name) || tied
             ? await uploadLinearWeight(gpu, source, options, tied)
@@ -166,6 +174,7 @@ async function streamWeights(
           options.onProgress?.({ loadedBytes, totalBytes, tensor: name });
         }
       } finally {
+        await reader.settle();
         file.close();
       }
     }
@@ -201,14 +210,26 @@ export interface TensorSource {
   file: Deno.FsFile;
   stored: StoredTensor;
   reader: ChunkReader;
+  /** Bytes of the file read after this tensor (its successor's first chunk), read ahead. */
+  next?: { offset: number; length: number };
 }
 
 /**
- * Positioned reads into one reusable scratch buffer (grown to the largest chunk read), so the load
- * allocates no buffer per tensor; it also times the load's phases ({@link LoadTiming}).
+ * Positioned reads into two reusable scratch buffers (grown to the largest chunk read), so the load
+ * allocates no buffer per tensor and reads the next chunk while the GPU takes this one; it also
+ * times the load's phases ({@link LoadTiming}).
  */
 export class ChunkReader {
-  #scratch = new Uint8Array(0);
+  /** Two scratch buffers: the bytes being uploaded, and the read-ahead. */
+  #scratch = [new Uint8Array(0), new Uint8Array(0)];
+  #current = 0;
+  #ahead: {
+    file: Deno.FsFile;
+    offset: number;
+    length: number;
+    buffer: number;
+    done: Promise<Uint8Array>;
+  } | null = null;
   #unflushed = 0;
   #inflight: Promise<unknown> = Promise.resolve();
   readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, waitMs: 0 };
@@ -235,13 +256,50 @@ export class ChunkReader {
     await this.#inflight;
     this.timing.waitMs += performance.now() - t0;
   }
-  /** Bytes [offset, offset + length) of the file; valid until the next read. */
+  /**
+   * Bytes [offset, offset + length) of the file; valid until the next read. Served from the
+   * read-ahead when {@link prefetch} named a range holding it.
+   */
   async read(file: Deno.FsFile, path: string, offset: number, length: number) {
-    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
     const t0 = performance.now();
-    const out = await readAt(file, offset, length, path, this.#scratch);
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    let out: Uint8Array | null = null;
+    if (ahead) {
+      // One read at a time on a file (reads seek): the read-ahead finishes first in any case.
+      const got = await ahead.done.catch(() => null);
+      if (
+        got && ahead.file === file && offset >= ahead.offset &&
+        offset + length <= ahead.offset + ahead.length
+      ) {
+        this.#current = ahead.buffer;
+        out = got.subarray(offset - ahead.offset, offset - ahead.offset + length);
+      }
+    }
+    if (!out) out = await readAt(file, offset, length, path, this.#buffer(this.#current, length));
     this.timing.readMs += performance.now() - t0;
     return out;
+  }
+  /**
+   * Starts reading [offset, offset + length) of the file into the other scratch buffer, so the
+   * next {@link read} overlaps the upload of the bytes just returned (which stay valid).
+   */
+  prefetch(file: Deno.FsFile, path: string, offset: number, length: number): void {
+    if (length <= 0) return;
+    const buffer = 1 - this.#current;
+    const done = readAt(file, offset, length, path, this.#buffer(buffer, length));
+    done.catch(() => {}); // a read-ahead nobody uses may fail unseen; a real read reports it
+    this.#ahead = { file, offset, length, buffer, done };
+  }
+  /** Waits for a read-ahead (before anything else seeks the file). */
+  async settle(): Promise<void> {
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    if (ahead) await ahead.done.catch(() => null);
+  }
+  #buffer(i: number, length: number): Uint8Array {
+    if (this.#scratch[i].length < length) this.#scratch[i] = new Uint8Array(length);
+    return this.#scratch[i];
   }
   /** Runs `upload` (handing bytes to the GPU: conversion, writeBuffer, writeTexture), timed. */
   upload<T>(upload: () => T): T {
@@ -298,6 +356,11 @@ async function readChunk(
     src.stored.byteOffset + c.rowStart * srcRow,
     c.rows * srcRow,
   );
+  const following = t.chunks[i + 1];
+  if (following) {
+    const at = src.stored.byteOffset + following.rowStart * srcRow;
+    src.reader.prefetch(src.file, src.path, at, following.rows * srcRow);
+  } else if (src.next) src.reader.prefetch(src.file, src.path, src.next.offset, src.next.length);
   return src.reader.upload(() => toRunBytes(raw, src.stored.dtype, options.dtype));
 }
 
@@ -328,7 +391,7 @@ async function fillStorage(
     if (stored.strides) {
       // A non-contiguous torch view (rare): gathered whole, then written chunk by chunk.
       const all = toRunBytes(
-        await readStoredTensor(src.file, src.path, stored),
+        await src.reader.settle().then(() => readStoredTensor(src.file, src.path, stored)),
         stored.dtype,
         options.dtype,
       );
