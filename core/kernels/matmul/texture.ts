@@ -35,7 +35,14 @@ import type { Gpu } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording, whenIdle } from "../../gpu/recording.ts";
 import { bindingOf, type DType, type Tensor } from "../../tensor/tensor.ts";
-import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  outputTensor,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
 import type { MatmulProblem } from "./problem.ts";
 import { uniformLayout } from "../uniforms.ts";
 
@@ -775,4 +782,100 @@ export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
       });
     },
   };
+}
+
+/**
+ * Row gather from a weight's texture: `n` ids, rows of `h`; this texture holds rows
+ * [rowStart, rowStart + rows) of `V`, columns [c0, c0 + len) in `W` texels; `first` is 1 on the
+ * first dispatch (it marks out-of-range ids).
+ */
+const GatherRowsParams = uniformLayout({
+  n: "u32",
+  h: "u32",
+  W: "u32",
+  c0: "u32",
+  len: "u32",
+  rowStart: "u32",
+  rows: "u32",
+  V: "u32",
+  first: "u32",
+});
+
+/**
+ * `out[i, :] = table[ids[i], :]` read from the texture of a [V, h] weight whose storage was
+ * dropped (a tied output layer on a software adapter: the lookup and the head share one copy,
+ * the texture the head's matmul reads). Same results as the buffer lookup (embedding.ts): ids
+ * outside [0, V) give rows of NaN. Returns null when the table has no texture.
+ */
+export function textureEmbedding(
+  rec: Recording,
+  table: Tensor,
+  ids: Tensor,
+  out?: Tensor,
+): Tensor | null {
+  if (table.shape.length !== 2 || table.base) return null;
+  const layout = weightLayout(table.dtype);
+  const g = table.meta.attachments.get(packedKey(table, layout)) as PackedWeight | undefined;
+  if (!g || g.version !== table.meta.version || !(g.ready || g.rec === rec)) return null;
+  expectDtype(ids, "embedding", "ids", ["i32", "u32"]);
+  const [V, h] = table.shape;
+  const n = ids.shape.reduce((a, b) => a * b, 1);
+  const y = outputTensor(rec, "embedding", [...ids.shape, h], out);
+  if (n === 0 || h === 0) return y;
+  const f16 = layout === "f16x8";
+  const per = texelWidth(layout);
+  const pipeline = getPipeline(rec.gpu, `matmul-texture:rows-gather:${layout}:${ids.dtype}`, () => `
+${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<${f16 ? "u32" : "f32"}>;
+${declareInput(2, "I", ids.dtype)}
+${declareOutput(3, "Y")}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;       // one texel of one output row per invocation
+  if (e >= P.n * P.W) { return; }
+  let i = e / P.W;
+  let j = e - i * P.W;
+  let base = i * P.h + P.c0 + j * ${per}u;
+  let count = min(${per}u, P.len - j * ${per}u);
+  let id = i32(ld_I(i));
+  if (id < 0 || u32(id) >= P.V) {
+    if (P.first == 1u) {
+      for (var q = 0u; q < count; q++) { Y[base + q] = bitcast<f32>(0x7fc00000u); }
+    }
+    return;
+  }
+  let r = u32(id);
+  if (r < P.rowStart || r >= P.rowStart + P.rows) { return; }
+  let t = textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0);
+  ${
+    f16
+      ? `let v = array<vec2<f32>, 4>(unpack2x16float(t.x), unpack2x16float(t.y),
+    unpack2x16float(t.z), unpack2x16float(t.w));
+  for (var q = 0u; q < count; q++) { Y[base + q] = v[q / 2u][q % 2u]; }`
+      : "for (var q = 0u; q < count; q++) { Y[base + q] = t[q]; }"
+  }
+}
+`);
+  g.rows.forEach((r, ri) => {
+    g.cols.forEach((c, ci) => {
+      const texture = g.textures[ri * g.cols.length + ci];
+      recordDispatch(
+        rec,
+        pipeline,
+        GatherRowsParams.pack({
+          n,
+          h,
+          W: texture.width,
+          c0: c.c0,
+          len: c.len,
+          rowStart: r.start,
+          rows: r.count,
+          V,
+          first: ri === 0 ? 1 : 0,
+        }),
+        [texture.createView(), bindingOf(ids), bindingOf(y)],
+        grid(rec.gpu, Math.ceil((n * texture.width) / 64)),
+      );
+    });
+  });
+  return y;
 }

@@ -130,12 +130,12 @@ export function planMemory(config: ChatGLMConfig, options: MemoryPlanOptions): M
   const tiedTwice = tied && !(quant && isQuantizedWeight("lm_head.weight", quant));
   if (tiedTwice) linearBytes -= headBytes;
   // On a software adapter the forward reads linear weights as packed textures (same bytes).
-  // Packed-only: one copy, except a tied table (the lookup reads its buffer, the head its
-  // texture). Not packed (trainable): buffer and texture both, once the forward packed them.
+  // Packed-only: one copy, a tied table too (its lookup reads the head's texture). Not packed
+  // (trainable): buffer and texture both, once the forward packed them.
   const residentWeightsBytes = !software
     ? weightsBytes
     : packed
-    ? weightsBytes + (tiedTwice ? headBytes : 0)
+    ? weightsBytes
     : weightsBytes + linearBytes + (tiedTwice ? headBytes : 0);
   const largestRun = Math.max(
     headBytes,

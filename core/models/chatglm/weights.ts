@@ -163,9 +163,11 @@ async function streamWeights(
             const length = Math.floor(limit / elBytes(options.dtype)) * dtypeSize(after.dtype);
             source.next = { offset: after.byteOffset, length: Math.min(after.byteLength, length) };
           }
+          // A tied embedding is also the output layer: packed like any linear weight (the
+          // lookup then reads its texture: one copy).
           const tied = sel.tiedHead?.embedding === name;
           const tensor = sel.packable(name) || tied
-            ? await uploadLinearWeight(gpu, source, options, tied)
+            ? await uploadLinearWeight(gpu, source, options)
             : await uploadFloatParameter(gpu, source, options);
           tensors.set(name, tensor);
           if (tensor.meta.storageDropped) packedOnly.add(name);
@@ -436,29 +438,23 @@ export function uploadFloatParameter(
 }
 
 /**
- * A linear weight. For inference on a software adapter it is packed on the CPU, chunk by chunk
- * as it is read, straight into the textures the matmul kernels sample: it never has a storage
- * buffer (one copy). Otherwise (training, a hardware adapter, a shape the texture kernels do not
- * take) it is uploaded to storage; when the model is trained on a software adapter the forward
- * packs its texture from there at first use, as before. `alsoStorage` (a tied embedding, whose
- * lookup reads rows of its buffer) uploads the storage and packs the texture from it.
+ * A linear weight. For inference on a software adapter it is written, chunk by chunk as it is
+ * read, straight into the textures the matmul kernels sample (the file's own row-major bytes):
+ * it never has a storage buffer (one copy; a tied embedding's lookup reads the same texture).
+ * Otherwise (training, a hardware adapter, a shape the texture kernels do not take) it is
+ * uploaded to storage; when the model is trained on a software adapter the forward packs its
+ * texture from there at first use.
  */
 export async function uploadLinearWeight(
   gpu: Gpu,
   src: TensorSource,
   options: LoadWeightsOptions,
-  alsoStorage = false,
 ): Promise<Tensor> {
   const t = newWeightTensor(gpu, src, options);
-  const host = options.trainable || alsoStorage || src.stored.strides ||
-      !forwardPacksWeight(gpu, t)
+  const host = options.trainable || src.stored.strides || !forwardPacksWeight(gpu, t)
     ? null
     : hostPackedWeight(gpu, t);
-  if (!host) {
-    await fillStorage(gpu, t, src, options);
-    if (alsoStorage) await packWeight(gpu, t, false);
-    return t;
-  }
+  if (!host) return await fillStorage(gpu, t, src, options);
   dropStorage(t, PACKED_ONLY);
   try {
     for (let i = 0; i < t.chunks.length; i++) {
