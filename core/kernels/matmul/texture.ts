@@ -157,9 +157,8 @@ export function textureKernelFor(
   // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
   if (rows === 1) return ROWS_KERNEL;
   if (rows <= 8) return ROWS4_KERNEL;
-  return Math.ceil(Math.min(p.K, sliceElements(rec.gpu)) / 4) <= SHORT_K4
-    ? SHORT_K_KERNEL
-    : TILE_KERNEL;
+  if (Math.ceil(Math.min(p.K, sliceElements(rec.gpu)) / 4) <= SHORT_K4) return SHORT_K_KERNEL;
+  return TILE_KERNEL;
 }
 
 /** Rows [start, start + count) of storage chunk `chunk`, from its row `y0`: one texture height. */
@@ -485,25 +484,44 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
  */
 function nkBody(f16: boolean, R: number, C4: number): string[] {
   const body: string[] = [];
-  for (let c = 0; c < C4; c++) {
-    const n = (i: number) => `min(n0 + ${4 * c + i}u, P.N - 1u)`;
-    for (let i = 0; i < 4; i++) {
-      const t = `textureLoad(Bt, vec2<u32>(kk, ${n(i)}), 0)`;
-      if (f16) {
-        body.push(
-          `let t${c}_${i} = ${t};`,
-          `let l${c}_${i} = vec4<f32>(unpack2x16float(t${c}_${i}.x), unpack2x16float(t${c}_${i}.y));`,
-          `let h${c}_${i} = vec4<f32>(unpack2x16float(t${c}_${i}.z), unpack2x16float(t${c}_${i}.w));`,
-        );
-      } else body.push(`let l${c}_${i} = ${t};`);
+  const n = (c: number, i: number) => `min(n0 + ${4 * c + i}u, P.N - 1u)`;
+  const mat = (v: string, c: number) =>
+    `mat4x4<f32>(${v}${c}_0, ${v}${c}_1, ${v}${c}_2, ${v}${c}_3)`;
+  if (!f16) {
+    for (let c = 0; c < C4; c++) {
+      for (let i = 0; i < 4; i++) {
+        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+      }
+      body.push(`let L${c} = ${mat("l", c)};`);
+      for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r} * L${c};`);
     }
-    const mat = (v: string) => `mat4x4<f32>(${v}${c}_0, ${v}${c}_1, ${v}${c}_2, ${v}${c}_3)`;
-    body.push(`let L${c} = ${mat("l")};`);
-    if (f16) body.push(`let H${c} = ${mat("h")};`);
+    return body;
+  }
+  // f16: the weight texels first, then the low halves against the first activation texels and
+  // the high halves against the second, so only one activation texel per row is live at a time.
+  for (let c = 0; c < C4; c++) {
+    for (let i = 0; i < 4; i++) {
+      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+    }
+  }
+  for (const [half, lanes, sfx] of [["l", "xy", ""], ["h", "zw", "h"]] as const) {
     for (let r = 0; r < R; r++) {
-      body.push(
-        f16 ? `acc${r}_${c} += a${r} * L${c} + a${r}h * H${c};` : `acc${r}_${c} += a${r} * L${c};`,
-      );
+      const row = `min(m0 + ${r}u, P.M - 1u)`;
+      const x = sfx ? "2u * kk + 1u" : "2u * kk";
+      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}), 0);`);
+    }
+    for (let c = 0; c < C4; c++) {
+      for (let i = 0; i < 4; i++) {
+        const t = `t${c}_${i}`;
+        body.push(
+          `let ${half}${c}_${i} = vec4<f32>(unpack2x16float(${t}.${
+            lanes[0]
+          }), unpack2x16float(${t}.${lanes[1]}));`,
+        );
+      }
+      const M = `${half.toUpperCase()}${c}`;
+      body.push(`let ${M} = ${mat(half, c)};`);
+      for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r}${sfx} * ${M};`);
     }
   }
   return body;
@@ -518,16 +536,10 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias:
     for (let c = 0; c < C4; c++) accDecl.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
   }
   // A's texels of this step: one (kn; nk f32) or two (nk f16: 8 k's per weight texel).
-  const twoA = form === "nk" && f16;
+  // (nk f16 loads its two activation texels per row inside its body.)
   const aLoads: string[] = [];
-  for (let r = 0; r < R; r++) {
-    const row = `min(m0 + ${r}u, P.M - 1u)`;
-    if (twoA) {
-      aLoads.push(
-        `let a${r} = textureLoad(At, vec2<u32>(2u * kk, ${row}), 0);`,
-        `let a${r}h = textureLoad(At, vec2<u32>(2u * kk + 1u, ${row}), 0);`,
-      );
-    } else aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, ${row}), 0);`);
+  for (let r = 0; r < R && !(form === "nk" && f16); r++) {
+    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`);
   }
   const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
   return `
