@@ -251,7 +251,9 @@ Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) an
         releaseTensor(ta, rec);
         releaseTensor(tb, rec);
         await submit(rec);
-        const want = matmulRef(a, b, 1, M, N, K, { transposeA, sharedB: true });
+        // f16: the reference sees the rounded weights.
+        const bUsed = dtype === "f16" ? new Float32Array(await readTensor(tb)) : b;
+        const want = matmulRef(a, bUsed, 1, M, N, K, { transposeA, sharedB: true });
         const e = relError(await readTensor(y), want);
         assert.ok(e < 1e-5, `${form} [${M}, ${N}, ${K}] ${dtype}: ${e}`);
       }
@@ -260,28 +262,41 @@ Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) an
 });
 
 Deno.test("matmul texture kernels: K longer than a texture row runs as slices adding into the output", async () => {
-  const K = (gpu.limits.maxTextureDimension2D ?? 8192) + 6;
+  // B stored [K, N] holds K in texture rows (limit: maxDim); B stored [N, K] holds it along rows,
+  // as activations do (4 per texel: limit 4 · maxDim), in f32 and f16.
+  const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
   const [M, N] = [5, 8];
-  for (const form of ["NT", "NN", "TN"] as const) {
+  const cases = [
+    ...(["NT", "NN", "TN"] as const).map((form) => ({
+      form,
+      K: maxDim + 6,
+      dtype: "f32" as const,
+    })),
+    { form: "NT" as const, K: 4 * maxDim + 6, dtype: "f32" as const },
+    { form: "NT" as const, K: 4 * maxDim + 6, dtype: "f16" as const },
+  ];
+  for (const { form, K, dtype } of cases) {
     const transposeA = form === "TN";
     const transposeB = form === "NT";
     const a = randomArray(M * K, 810);
     const b = randomArray(K * N, 811);
     const bias = randomArray(N, 812);
     const ta = uploadTensor(gpu, a, transposeA ? [K, M] : [M, K]);
-    const tb = uploadTensor(gpu, b, transposeB ? [N, K] : [K, N]);
+    const tb = uploadTensor(gpu, b, transposeB ? [N, K] : [K, N], dtype);
     const rec = beginRecording(gpu);
     const tbias = transposeB ? uploadTensor(gpu, bias, [N]) : undefined;
     const y = matmul(rec, ta, tb, { transposeA, transposeB, bias: tbias, kernel: "texture" });
     await submit(rec);
-    const want = matmulRef(a, b, 1, M, N, K, {
+    // f16: the reference sees the rounded weights.
+    const bUsed = dtype === "f16" ? new Float32Array(await readTensor(tb)) : b;
+    const want = matmulRef(a, bUsed, 1, M, N, K, {
       transposeA,
       transposeB,
       sharedB: true,
       bias: transposeB ? bias : undefined,
     });
     const e = relError(await readTensor(y), want);
-    assert.ok(e < 1e-5, `${form} K ${K}: ${e}`);
+    assert.ok(e < 1e-5, `${form} ${dtype} K ${K}: ${e}`);
   }
 });
 

@@ -196,7 +196,7 @@ Deno.test("streaming load: weights byte-identical to the checkpoint reader, ever
   }
 });
 
-Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture row, chunks", async () => {
+Deno.test("host upload equals the GPU pack: f16 and f32, odd K, long rows, column slices, chunks, pieces", async () => {
   const gpu = await getGpu();
   if (!gpu.isSoftware) {
     console.log("skipped: weights are packed into textures only on a software adapter");
@@ -204,10 +204,12 @@ Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture
   }
   const maxDim = gpu.limits.maxTextureDimension2D;
   const cases: { N: number; K: number; dtype: "f16" | "f32"; chunkBytes?: number }[] = [
-    { N: 4096, K: 20, dtype: "f16" }, // K % 8 ≠ 0: the half-at-a-time path
+    { N: 4096, K: 20, dtype: "f16" }, // K % 8 ≠ 0: rows copied with zero padding
     { N: 512, K: 136, dtype: "f16", chunkBytes: 256 * 136 * 2 }, // two chunks
     { N: 1024, K: 66, dtype: "f32" },
-    { N: 16, K: maxDim + 64, dtype: "f16" }, // two K slices
+    { N: 16, K: maxDim + 64, dtype: "f16" }, // a row longer than the texture limit in texels of A
+    { N: 16, K: 4 * maxDim + 64, dtype: "f16" }, // two column slices
+    { N: 2048, K: 4096 + 8, dtype: "f16" }, // > WRITE_PIECE_BYTES: written in pieces
   ];
   for (const { N, K, dtype, chunkBytes } of cases) {
     const values = new Float32Array(N * K).map((_, i) => Math.sin(i * 0.37) * 3);

@@ -20,7 +20,12 @@ import { bytesToF32, convertBytes, type Dtype, dtypeSize } from "../../io/dtype.
 import { readAt } from "../../io/file_range.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../../base/mod.ts";
-import { forwardPacksWeight, hostPackedWeight, prepackWeight } from "../../kernels/mod.ts";
+import {
+  forwardPacksWeight,
+  hostPackedWeight,
+  prepackWeight,
+  WRITE_PIECE_BYTES,
+} from "../../kernels/mod.ts";
 import {
   dropStorage,
   emptyTensor,
@@ -377,13 +382,12 @@ async function fillStorage(
     const queue = gpu.device.queue;
     const write = (c: { buffer: GPUBuffer; byteOffset: number }, bytes: Uint8Array) => {
       if (bytes.byteLength % 4 === 0) {
-        queue.writeBuffer(
-          c.buffer,
-          c.byteOffset,
-          bytes as Uint8Array<ArrayBuffer>,
-          0,
-          bytes.byteLength,
-        );
+        // In pieces, each submitted: small staging copies are recycled (WRITE_PIECE_BYTES).
+        for (let at = 0; at < bytes.byteLength; at += WRITE_PIECE_BYTES) {
+          const n = Math.min(WRITE_PIECE_BYTES, bytes.byteLength - at);
+          queue.writeBuffer(c.buffer, c.byteOffset + at, bytes as Uint8Array<ArrayBuffer>, at, n);
+          queue.submit([]);
+        }
       } else {
         const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
         padded.set(bytes);
