@@ -8,8 +8,11 @@
  * `x · Wᵀ` with W [N, K] (the layer form); ORT computes `A · B` with B [K, N] as a constant
  * initializer: same FLOPs.
  *
- * `deno run --allow-all bench/matmul.ts [--quick]` (needs --allow-ffi for ORT; set
- * ONNXRUNTIME_NODE_INSTALL=skip when installing offline).
+ * `deno run --allow-all bench/matmul.ts [--quick] [--baseline REF]` (needs --allow-ffi for ORT;
+ * set ONNXRUNTIME_NODE_INSTALL=skip when installing offline). `--baseline REF` (or
+ * MEDGLM_MATMUL_BASELINE=REF with `deno task bench matmul`) also times the kernels of git ref REF
+ * (its core/ and base/, extracted to a temporary folder, on their own device) in the same rounds,
+ * for a before/after table from one run. `--only TEXT` keeps the shapes whose label contains TEXT.
  */
 
 import { parseArgs } from "node:util";
@@ -79,18 +82,36 @@ function fillRandom(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** The functions a timer needs from a core member (this checkout's, or a baseline's). */
+interface CoreApi {
+  beginRecording: typeof beginRecording;
+  linear: typeof linear;
+  submit: typeof submit;
+  sync: typeof sync;
+  readTensor: typeof readTensor;
+  releaseTensor: typeof releaseTensor;
+}
+
+const THIS_CORE: CoreApi = { beginRecording, linear, submit, sync, readTensor, releaseTensor };
+
 /** A timer for our kernel: the first call warms up (compile, weight packing) and sizes reps. */
-function ourTimer(gpu: Gpu, x: Tensor, w: Tensor, budget: number): () => Promise<number> {
+function ourTimer(
+  gpu: Gpu,
+  x: Tensor,
+  w: Tensor,
+  budget: number,
+  core: CoreApi = THIS_CORE,
+): () => Promise<number> {
   const run = async (reps: number) => {
-    const rec = beginRecording(gpu);
+    const rec = core.beginRecording(gpu);
     const outs: Tensor[] = [];
-    for (let i = 0; i < reps; i++) outs.push(linear(rec, x, w));
+    for (let i = 0; i < reps; i++) outs.push(core.linear(rec, x, w));
     const t0 = performance.now();
-    await submit(rec);
-    await sync(gpu);
+    await core.submit(rec);
+    await core.sync(gpu);
     const dt = (performance.now() - t0) / 1000;
-    await readTensor(outs[0]); // surfaces errors; values are checked by the tests
-    for (const o of outs) releaseTensor(o);
+    await core.readTensor(outs[0]); // surfaces errors; values are checked by the tests
+    for (const o of outs) core.releaseTensor(o);
     return dt;
   };
   let reps = 0;
@@ -103,6 +124,34 @@ function ourTimer(gpu: Gpu, x: Tensor, w: Tensor, budget: number): () => Promise
     }
     return (await run(reps)) / reps;
   };
+}
+
+/** A baseline checkout's core: its API, its own device, and its upload. */
+interface Baseline {
+  ref: string;
+  core: CoreApi & { uploadTensor: typeof uploadTensor };
+  gpu: Gpu;
+  dir: string;
+}
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+async function loadBaseline(ref: string): Promise<Baseline> {
+  const dir = await Deno.makeTempDir({ prefix: "medglm-matmul-baseline-" });
+  const archive = await new Deno.Command("git", {
+    args: ["-C", ROOT, "archive", ref, "core", "base"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!archive.success) {
+    throw new Error(`git archive ${ref}: ${new TextDecoder().decode(archive.stderr)}`);
+  }
+  await Deno.writeFile(`${dir}/src.tar`, archive.stdout);
+  const tar = await new Deno.Command("tar", { args: ["-x", "-f", `${dir}/src.tar`, "-C", dir] })
+    .output();
+  if (!tar.success) throw new Error(`tar -x of the baseline ${ref} failed`);
+  const core = await import(new URL(`file://${dir}/core/mod.ts`).href);
+  return { ref, core, gpu: await core.getGpu(), dir };
 }
 
 // deno-lint-ignore no-explicit-any
@@ -174,8 +223,19 @@ async function settled(time: () => Promise<number>): Promise<number> {
 const pad = (s: string, n: number) => s.padStart(n);
 const gf = (flop: number, sec: number) => (flop / sec / 1e9).toFixed(1);
 
-export async function bench(options: { quick?: boolean } = {}): Promise<void> {
+export async function bench(
+  options: { quick?: boolean; baseline?: string; only?: string } = {},
+): Promise<void> {
   const gpu = await getGpu();
+  let baselineRef = options.baseline;
+  if (baselineRef === undefined) {
+    try {
+      baselineRef = Deno.env.get("MEDGLM_MATMUL_BASELINE") || undefined;
+    } catch {
+      baselineRef = undefined;
+    }
+  }
+  const base = baselineRef ? await loadBaseline(baselineRef) : null;
   const ort = await loadOrt();
   console.log(
     `matmul GFLOP/s — ${gpu.adapterInfo.description} (${gpu.backend}${
@@ -187,70 +247,96 @@ export async function bench(options: { quick?: boolean } = {}): Promise<void> {
     "ratio = ORT time / our time (higher is better); target = DESIGN.md's minimum ratio for the\n" +
       "column named (f32: f32 weights, f16w: f16 weights); met = that column reaches the target",
   );
+  const baseHeader = base ? `${pad("base f32", 10)}${pad("base f16w", 11)}` : "";
+  const baseRatioHeader = base ? `${pad("b32/ORT", 9)}${pad("b16w/ORT", 10)}` : "";
+  if (base) {
+    console.log(`base = the kernels of ${base.ref} in the same rounds, on their own device`);
+  }
   console.log(
-    `${"shape".padEnd(24)}${pad("ours f32", 10)}${pad("ours f16w", 11)}${pad("ORT", 9)}${
-      pad("f32/ORT", 9)
-    }${pad("f16w/ORT", 10)}${pad("target", 14)}${pad("met", 5)}`,
+    `${"shape".padEnd(24)}${pad("ours f32", 10)}${pad("ours f16w", 11)}${baseHeader}${
+      pad("ORT", 9)
+    }${pad("f32/ORT", 9)}${pad("f16w/ORT", 10)}${baseRatioHeader}${pad("target", 14)}${
+      pad("met", 5)
+    }`,
   );
   const misses: string[] = [];
-  const all = shapes(options.quick ?? false);
+  const all = shapes(options.quick ?? false).filter((s) =>
+    !options.only || s.label.includes(options.only)
+  );
   const budget = options.quick ? 0.1 : 0.25;
   let weightKey = "";
-  let w32: Tensor | null = null;
-  let w16: Tensor | null = null;
-  let wData: Float32Array | null = null;
+  // Weights of this checkout ([0]) and of the baseline ([1]): f32 and f16.
+  let weights: { w32: Tensor; w16: Tensor }[] = [];
   let bData: Float32Array | null = null;
+  const contenders = [{ gpu, core: { ...THIS_CORE, uploadTensor } }];
+  if (base) contenders.push({ gpu: base.gpu, core: base.core });
   const dropWeights = () => {
-    if (w32) releaseTensor(w32);
-    if (w16) releaseTensor(w16);
-    w32 = w16 = null;
+    weights.forEach((w, i) => {
+      contenders[i].core.releaseTensor(w.w32);
+      contenders[i].core.releaseTensor(w.w16);
+    });
+    weights = [];
   };
-  for (const s of all) {
-    const key = `${s.K}x${s.N}`;
-    if (key !== weightKey) {
-      dropWeights();
-      weightKey = key;
-      wData = fillRandom(s.N * s.K, 3);
-      w32 = uploadTensor(gpu, wData, [s.N, s.K], "f32", { label: "bench W f32" });
-      w16 = uploadTensor(gpu, wData, [s.N, s.K], "f16", { label: "bench W f16" });
-      // ORT's B [K, N]: the transpose of W (same values, same FLOPs).
-      bData = new Float32Array(s.K * s.N);
-      for (let n = 0; n < s.N; n++) {
-        for (let k = 0; k < s.K; k++) bData[k * s.N + n] = wData[n * s.K + k];
+  try {
+    for (const s of all) {
+      const key = `${s.K}x${s.N}`;
+      if (key !== weightKey) {
+        dropWeights();
+        weightKey = key;
+        const wData = fillRandom(s.N * s.K, 3);
+        weights = contenders.map(({ gpu, core }) => ({
+          w32: core.uploadTensor(gpu, wData, [s.N, s.K], "f32", { label: "bench W f32" }),
+          w16: core.uploadTensor(gpu, wData, [s.N, s.K], "f16", { label: "bench W f16" }),
+        }));
+        // ORT's B [K, N]: the transpose of W (same values, same FLOPs).
+        bData = new Float32Array(s.K * s.N);
+        for (let n = 0; n < s.N; n++) {
+          for (let k = 0; k < s.K; k++) bData[k * s.N + n] = wData[n * s.K + k];
+        }
       }
+      const xData = fillRandom(s.M * s.K, 5);
+      const xs = contenders.map(({ gpu, core }) => core.uploadTensor(gpu, xData, [s.M, s.K]));
+      const flop = 2 * s.M * s.K * s.N;
+      // The machine may be shared: alternate the contenders over a few rounds and keep each
+      // one's best time, so a burst of load hits them alike.
+      const timers = contenders.flatMap(({ gpu, core }, i) => [
+        ourTimer(gpu, xs[i], weights[i].w32, budget, core),
+        ourTimer(gpu, xs[i], weights[i].w16, budget, core),
+      ]);
+      const theirs = typeof ort === "string" ? null : await ortTimer(ort, s, bData!, budget);
+      const times = timers.map(() => Infinity);
+      let tOrt = theirs ? Infinity : NaN;
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < timers.length; i++) {
+          times[i] = Math.min(times[i], await settled(timers[i]));
+        }
+        if (theirs) tOrt = Math.min(tOrt, await settled(theirs.time));
+      }
+      await theirs?.close();
+      xs.forEach((x, i) => contenders[i].core.releaseTensor(x));
+      const [t32, t16] = times;
+      const ratio = (t: number) => Number.isNaN(tOrt) ? "-" : (tOrt / t).toFixed(3);
+      const target = targetOf(s);
+      let met = "-";
+      if (target && !Number.isNaN(tOrt)) {
+        const got = tOrt / (target.column === "f32" ? t32 : t16);
+        met = got >= target.ratio ? "yes" : "NO";
+        if (met === "NO") misses.push(`${s.label} (${target.column} ${got.toFixed(3)})`);
+      }
+      const baseCols = base ? `${pad(gf(flop, times[2]), 10)}${pad(gf(flop, times[3]), 11)}` : "";
+      const baseRatios = base ? `${pad(ratio(times[2]), 9)}${pad(ratio(times[3]), 10)}` : "";
+      console.log(
+        `${s.label.padEnd(24)}${pad(gf(flop, t32), 10)}${pad(gf(flop, t16), 11)}${baseCols}${
+          pad(Number.isNaN(tOrt) ? "-" : gf(flop, tOrt), 9)
+        }${pad(ratio(t32), 9)}${pad(ratio(t16), 10)}${baseRatios}${
+          pad(target ? `≥${target.ratio.toFixed(2)} ${target.column}` : "-", 14)
+        }${pad(met, 5)}`,
+      );
     }
-    const x = uploadTensor(gpu, fillRandom(s.M * s.K, 5), [s.M, s.K]);
-    const flop = 2 * s.M * s.K * s.N;
-    // The machine may be shared: alternate the three contenders over a few rounds and keep
-    // each one's best time, so a burst of load hits them alike.
-    const ours32 = ourTimer(gpu, x, w32!, budget);
-    const ours16 = ourTimer(gpu, x, w16!, budget);
-    const theirs = typeof ort === "string" ? null : await ortTimer(ort, s, bData!, budget);
-    let [t32, t16, tOrt] = [Infinity, Infinity, theirs ? Infinity : NaN];
-    for (let round = 0; round < ROUNDS; round++) {
-      t32 = Math.min(t32, await settled(ours32));
-      t16 = Math.min(t16, await settled(ours16));
-      if (theirs) tOrt = Math.min(tOrt, await settled(theirs.time));
-    }
-    await theirs?.close();
-    releaseTensor(x);
-    const ratio = (t: number) => Number.isNaN(tOrt) ? "-" : (tOrt / t).toFixed(3);
-    const target = targetOf(s);
-    let met = "-";
-    if (target && !Number.isNaN(tOrt)) {
-      const got = tOrt / (target.column === "f32" ? t32 : t16);
-      met = got >= target.ratio ? "yes" : "NO";
-      if (met === "NO") misses.push(`${s.label} (${target.column} ${got.toFixed(3)})`);
-    }
-    console.log(
-      `${s.label.padEnd(24)}${pad(gf(flop, t32), 10)}${pad(gf(flop, t16), 11)}${
-        pad(Number.isNaN(tOrt) ? "-" : gf(flop, tOrt), 9)
-      }${pad(ratio(t32), 9)}${pad(ratio(t16), 10)}${
-        pad(target ? `≥${target.ratio.toFixed(2)} ${target.column}` : "-", 14)
-      }${pad(met, 5)}`,
-    );
+  } finally {
+    dropWeights();
+    if (base) await Deno.remove(base.dir, { recursive: true });
   }
-  dropWeights();
   if (typeof ort !== "string") {
     console.log(
       misses.length === 0
@@ -263,7 +349,11 @@ export async function bench(options: { quick?: boolean } = {}): Promise<void> {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { quick: { type: "boolean", default: false } },
+    options: {
+      quick: { type: "boolean", default: false },
+      baseline: { type: "string" },
+      only: { type: "string" },
+    },
   });
-  await bench({ quick: values.quick });
+  await bench({ quick: values.quick, baseline: values.baseline, only: values.only });
 }

@@ -24,7 +24,10 @@ import { runJsonChild } from "./child_json.ts";
 interface Measured {
   processToLoadedS: number;
   loadS: number;
+  /** CPU seconds of the load, all threads (wall time mostly measures a busy machine's load). */
+  loadCpuS: number;
   firstForwardS: number;
+  firstForwardCpuS: number;
   startToFirstTokenS: number;
   decodePerSecond: number | null;
   loadPeakRss: number;
@@ -45,13 +48,17 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const BEFORE_STREAMING_LOAD = "2abc221";
 const CHILD = new URL("./real_size_child.ts", import.meta.url).pathname;
 
-/** Extracts `core/` of a git ref into a temp folder; returns its mod.ts URL. */
+/** Extracts `core/` (and `base/`) of a git ref into a temp folder; returns core's mod.ts URL. */
 async function baselineCore(ref: string, into: string): Promise<string> {
-  const archive = await new Deno.Command("git", {
-    args: ["-C", ROOT, "archive", ref, "core"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  // Later cores import the base member beside them; older refs have no base/.
+  const git = (paths: string[]) =>
+    new Deno.Command("git", {
+      args: ["-C", ROOT, "archive", ref, ...paths],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  let archive = await git(["core", "base"]);
+  if (!archive.success) archive = await git(["core"]);
   if (!archive.success) {
     throw new Error(`git archive ${ref} core: ${new TextDecoder().decode(archive.stderr)}`);
   }
@@ -101,7 +108,10 @@ const gb = (n: number) => (n / 1e9).toFixed(2);
 
 function row(label: string, m: Measured, weights: number): string {
   return `| ${label} | ${m.loadS.toFixed(1)} | ${(weights / 1e9 / m.loadS).toFixed(2)} | ` +
-    `${m.firstForwardS.toFixed(1)} | ${m.startToFirstTokenS.toFixed(1)} | ` +
+    `${m.loadCpuS.toFixed(1)} | ${m.firstForwardS.toFixed(1)} | ${
+      m.firstForwardCpuS.toFixed(1)
+    } | ` +
+    `${m.startToFirstTokenS.toFixed(1)} | ` +
     `${m.decodePerSecond === null ? "–" : m.decodePerSecond.toFixed(2)} | ${gb(m.loadPeakRss)} | ` +
     `${gb(m.peakRss)} | ${(m.peakRss / weights).toFixed(2)}× |`;
 }
@@ -116,7 +126,9 @@ function medianOf(runs: Measured[]): Measured {
   return {
     processToLoadedS: pick("processToLoadedS"),
     loadS: pick("loadS"),
+    loadCpuS: pick("loadCpuS"),
     firstForwardS: pick("firstForwardS"),
+    firstForwardCpuS: pick("firstForwardCpuS"),
     startToFirstTokenS: pick("startToFirstTokenS"),
     decodePerSecond: runs[0].decodePerSecond === null ? null : pick("decodePerSecond"),
     loadPeakRss: pick("loadPeakRss"),
@@ -155,10 +167,11 @@ export async function bench(): Promise<void> {
       oldCore = await baselineCore(ref, `${tmp}/baseline`);
     }
     console.log(
-      "\n| checkpoint, code | load s | GB/s | first forward s | start→first token s | " +
+      "\n| checkpoint, code | load s | GB/s | load CPU s | first forward s | first forward CPU s | " +
+        "start→first token s | " +
         "decode tok/s | load peak RSS GB | peak RSS GB | peak / weights |",
     );
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     const ratios: string[] = [];
     for (const { label, dir } of dirs) {
       const weights = await weightBytes(dir);
@@ -169,16 +182,18 @@ export async function bench(): Promise<void> {
         news.push(await measure(newCore, dir, decode));
       }
       const n = medianOf(news);
-      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | |`);
+      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | | | |`);
       if (olds.length) console.log(row(`${label}, ${ref}`, medianOf(olds), weights));
       console.log(row(`${label}, this checkout`, n, weights));
       if (!n.logitsFinite) console.log(`WARNING: ${label}: non-finite logits`);
       if (olds.length) {
         const o = medianOf(olds);
         ratios.push(
-          `${label}: load ×${(o.loadS / n.loadS).toFixed(2)} faster, first forward ×${
-            (o.firstForwardS / n.firstForwardS).toFixed(2)
-          } faster, start→first token ×${
+          `${label}: load ×${(o.loadS / n.loadS).toFixed(2)} faster (CPU ×${
+            (o.loadCpuS / n.loadCpuS).toFixed(2)
+          }), first forward ×${(o.firstForwardS / n.firstForwardS).toFixed(2)} faster (CPU ×${
+            (o.firstForwardCpuS / n.firstForwardCpuS).toFixed(2)
+          }), start→first token ×${
             (o.startToFirstTokenS / n.startToFirstTokenS).toFixed(2)
           } faster, peak RSS ${(n.peakRss / weights).toFixed(2)}× the weights (was ${
             (o.peakRss / weights).toFixed(2)

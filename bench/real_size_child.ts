@@ -12,20 +12,38 @@ function vmHwmBytes(): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+/**
+ * CPU seconds this process has used, all threads (the software GPU's included): on a shared
+ * machine it says what a phase costs when wall-clock times mostly measure the neighbours.
+ */
+function cpuSeconds(): number {
+  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+  // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 per second).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 const [coreUrl, dir, decodeArg] = Deno.args;
 const decodeTokens = Number(decodeArg ?? 0);
 const started = performance.now();
 const core = await import(coreUrl);
 const gpu = await core.getGpu();
 const t0 = performance.now();
-const model = await core.loadModel(dir, { log: () => {}, progressBar: false, gpu });
+const c0 = cpuSeconds();
+const lines: string[] = [];
+const model = await core.loadModel(dir, {
+  log: (l: string) => lines.push(l),
+  progressBar: false,
+  gpu,
+});
 const t1 = performance.now();
+const c1 = cpuSeconds();
 const loadHwm = vmHwmBytes();
 const { gmaskTokenId, bosTokenId } = model.config;
 // "你好" in the real tokenizer, then [gMASK] <sop>: a real prompt's shape.
 const prompt = [5, 74874, gmaskTokenId, bosTokenId];
 const logits: Float32Array = await model.forward([prompt]);
 const t2 = performance.now();
+const c2 = cpuSeconds();
 let finite = true;
 for (let i = 0; i < logits.length; i += 97) if (!Number.isFinite(logits[i])) finite = false;
 let decodePerSecond: number | null = null;
@@ -44,11 +62,15 @@ if (decodeTokens > 0) {
 console.log(JSON.stringify({
   processToLoadedS: (t1 - started) / 1000,
   loadS: (t1 - t0) / 1000,
+  loadCpuS: c1 - c0,
+  firstForwardCpuS: c2 - c1,
   firstForwardS: (t2 - t1) / 1000,
   startToFirstTokenS: (t2 - started) / 1000,
   decodePerSecond,
   loadPeakRss: loadHwm,
   peakRss: vmHwmBytes(),
   logitsFinite: finite,
+  loadSplit: lines.find((l) => l.includes("weights read"))?.replace(/^.*: weights/, "weights") ??
+    null,
 }));
 model.dispose();

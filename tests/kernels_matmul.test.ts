@@ -251,7 +251,9 @@ Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) an
         releaseTensor(ta, rec);
         releaseTensor(tb, rec);
         await submit(rec);
-        const want = matmulRef(a, b, 1, M, N, K, { transposeA, sharedB: true });
+        // f16: the reference sees the rounded weights.
+        const bUsed = dtype === "f16" ? new Float32Array(await readTensor(tb)) : b;
+        const want = matmulRef(a, bUsed, 1, M, N, K, { transposeA, sharedB: true });
         const e = relError(await readTensor(y), want);
         assert.ok(e < 1e-5, `${form} [${M}, ${N}, ${K}] ${dtype}: ${e}`);
       }
@@ -260,28 +262,41 @@ Deno.test("matmul texture kernels: the gradient forms dy·W (B stored [K, N]) an
 });
 
 Deno.test("matmul texture kernels: K longer than a texture row runs as slices adding into the output", async () => {
-  const K = (gpu.limits.maxTextureDimension2D ?? 8192) + 6;
+  // B stored [K, N] holds K in texture rows (limit: maxDim); B stored [N, K] holds it along rows,
+  // as activations do (4 per texel: limit 4 · maxDim), in f32 and f16.
+  const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
   const [M, N] = [5, 8];
-  for (const form of ["NT", "NN", "TN"] as const) {
+  const cases = [
+    ...(["NT", "NN", "TN"] as const).map((form) => ({
+      form,
+      K: maxDim + 6,
+      dtype: "f32" as const,
+    })),
+    { form: "NT" as const, K: 4 * maxDim + 6, dtype: "f32" as const },
+    { form: "NT" as const, K: 4 * maxDim + 6, dtype: "f16" as const },
+  ];
+  for (const { form, K, dtype } of cases) {
     const transposeA = form === "TN";
     const transposeB = form === "NT";
     const a = randomArray(M * K, 810);
     const b = randomArray(K * N, 811);
     const bias = randomArray(N, 812);
     const ta = uploadTensor(gpu, a, transposeA ? [K, M] : [M, K]);
-    const tb = uploadTensor(gpu, b, transposeB ? [N, K] : [K, N]);
+    const tb = uploadTensor(gpu, b, transposeB ? [N, K] : [K, N], dtype);
     const rec = beginRecording(gpu);
     const tbias = transposeB ? uploadTensor(gpu, bias, [N]) : undefined;
     const y = matmul(rec, ta, tb, { transposeA, transposeB, bias: tbias, kernel: "texture" });
     await submit(rec);
-    const want = matmulRef(a, b, 1, M, N, K, {
+    // f16: the reference sees the rounded weights.
+    const bUsed = dtype === "f16" ? new Float32Array(await readTensor(tb)) : b;
+    const want = matmulRef(a, bUsed, 1, M, N, K, {
       transposeA,
       transposeB,
       sharedB: true,
       bias: transposeB ? bias : undefined,
     });
     const e = relError(await readTensor(y), want);
-    assert.ok(e < 1e-5, `${form} K ${K}: ${e}`);
+    assert.ok(e < 1e-5, `${form} ${dtype} K ${K}: ${e}`);
   }
 });
 
@@ -314,16 +329,23 @@ Deno.test("matmul texture kernel: chunked weight, batched x, repack after the we
   const y4 = matmul(rec4, tx, tw3, { transposeB: true, kernel: "texture" });
   await submit(rec4);
   assert.ok(relError(await readTensor(y4), want) < 1e-5);
+  // The weight's rows are output columns (one texel holds a row's K values): any N fits.
+  const w6 = randomArray(6 * K, 1);
   const rec5 = beginRecording(gpu);
+  const y5 = matmul(rec5, tx, uploadTensor(gpu, w6, [6, K]), {
+    transposeB: true,
+    kernel: "texture",
+  });
+  await submit(rec5);
+  const want5 = matmulRef(x, w6, B, M, 6, K, { transposeB: true, sharedB: true });
+  assert.ok(relError(await readTensor(y5), want5) < 1e-5);
+  // B stored [K, N] holds outputs in its texels: N must be whole texels.
+  const rec6 = beginRecording(gpu);
   assert.throws(
-    () =>
-      matmul(rec5, tx, uploadTensor(gpu, randomArray(6 * K, 1), [6, K]), {
-        transposeB: true,
-        kernel: "texture",
-      }),
+    () => matmul(rec6, tx, uploadTensor(gpu, w6, [K, 6]), { kernel: "texture" }),
     /texture kernel needs/,
   );
-  discardRecording(rec5);
+  discardRecording(rec6);
 });
 
 Deno.test(`matmul: ${MATMUL_KERNEL_ENV}=shared runs a layer stack on the hardware-GPU kernel`, async () => {

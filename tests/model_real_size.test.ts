@@ -15,7 +15,7 @@ import { writeSafetensors } from "../core/io/safetensors.ts";
 import { openTorchZip } from "../core/io/torch_zip.ts";
 import { encodeStoredZip } from "../core/io/torch_writer.ts";
 import { pickleStateDict } from "../core/io/pickle_writer.ts";
-import { hostPackedWeight, prepackWeight } from "../core/kernels/mod.ts";
+import { embedding, hostPackedWeight, prepackWeight } from "../core/kernels/mod.ts";
 import { main as makeCheckpointMain } from "../core/cli/make_checkpoint.ts";
 import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
@@ -25,8 +25,10 @@ import {
   writeSyntheticCheckpoint,
 } from "../core/models/chatglm/synthetic_checkpoint.ts";
 import {
+  dropStorage,
   emptyTensor,
   readRaw,
+  readTensor,
   releaseTensor,
   type Tensor,
   uploadTensor,
@@ -194,7 +196,7 @@ Deno.test("streaming load: weights byte-identical to the checkpoint reader, ever
   }
 });
 
-Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture row, chunks", async () => {
+Deno.test("host upload equals the GPU pack: f16 and f32, odd K, long rows, column slices, chunks, pieces", async () => {
   const gpu = await getGpu();
   if (!gpu.isSoftware) {
     console.log("skipped: weights are packed into textures only on a software adapter");
@@ -202,10 +204,12 @@ Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture
   }
   const maxDim = gpu.limits.maxTextureDimension2D;
   const cases: { N: number; K: number; dtype: "f16" | "f32"; chunkBytes?: number }[] = [
-    { N: 4096, K: 20, dtype: "f16" }, // K % 8 ≠ 0: the half-at-a-time path
+    { N: 4096, K: 20, dtype: "f16" }, // K % 8 ≠ 0: rows copied with zero padding
     { N: 512, K: 136, dtype: "f16", chunkBytes: 256 * 136 * 2 }, // two chunks
     { N: 1024, K: 66, dtype: "f32" },
-    { N: 16, K: maxDim + 64, dtype: "f16" }, // two K slices
+    { N: 16, K: maxDim + 64, dtype: "f16" }, // a row longer than the texture limit in texels of A
+    { N: 16, K: 4 * maxDim + 64, dtype: "f16" }, // two column slices
+    { N: 2048, K: 4096 + 8, dtype: "f16" }, // > WRITE_PIECE_BYTES: written in pieces
   ];
   for (const { N, K, dtype, chunkBytes } of cases) {
     const values = new Float32Array(N * K).map((_, i) => Math.sin(i * 0.37) * 3);
@@ -231,6 +235,40 @@ Deno.test("CPU packing equals the GPU pack: f16 and f32, odd K, K past a texture
     } finally {
       releaseTensor(ref);
       releaseTensor(host);
+    }
+  }
+});
+
+Deno.test("a table kept only as its texture (tied head): the lookup reads the texture, same rows, NaN for bad ids", async () => {
+  const gpu = await getGpu();
+  if (!gpu.isSoftware) {
+    console.log("skipped: weights are kept only as textures on a software adapter");
+    return;
+  }
+  const cases: { V: number; h: number; dtype: "f16" | "f32"; chunkBytes?: number }[] = [
+    { V: 300, h: 20, dtype: "f16" }, // a row that is not whole texels
+    { V: 256, h: 136, dtype: "f16", chunkBytes: 64 * 136 * 2 }, // four chunks
+    { V: 100, h: 66, dtype: "f32" },
+  ];
+  for (const { V, h, dtype, chunkBytes } of cases) {
+    const values = new Float32Array(V * h).map((_, i) => Math.cos(i * 0.11) * 2);
+    const ref = uploadTensor(gpu, values, [V, h], dtype, { chunkBytes });
+    const tex = uploadTensor(gpu, values, [V, h], dtype, { chunkBytes });
+    const ids = uploadTensor(gpu, new Int32Array([0, V - 1, 5, 64, V, -1, 130]), [7], "i32");
+    try {
+      const pack = beginRecording(gpu);
+      assert.ok(prepackWeight(pack, tex));
+      await submit(pack);
+      dropStorage(tex, "texture only (test)");
+      const rec = beginRecording(gpu);
+      const want = embedding(rec, ref, ids);
+      const got = embedding(rec, tex, ids);
+      await submit(rec);
+      const [w, g] = [await readTensor(want), await readTensor(got)];
+      assert.ok(Number.isNaN(g[4 * h]) && Number.isNaN(g[6 * h - 1]), "out-of-range ids give NaN");
+      assert.deepEqual(g, w, `${V}x${h} ${dtype}`);
+    } finally {
+      for (const t of [ref, tex, ids]) releaseTensor(t);
     }
   }
 });

@@ -79,6 +79,12 @@ export async function main(args: string[]): Promise<number> {
     `f16 math:  ${
       gpu.hasF16 ? "yes (shader-f16)" : "no (f16 weights still work: unpacked to f32)"
     }`,
+    `weights:   ${gpu.hasF16 ? "f16" : "f32"} by default (--dtype f16|f32)${
+      gpu.isSoftware
+        ? "; read as textures in the checkpoint's row order (f16: 8 per texel, half the fetches " +
+          "of f32), loaded without conversion"
+        : ""
+    }`,
     `int8/int4: ${
       gpu.isSoftware
         ? "yes (--quantize 8|4: packed weights in rgba32uint textures, 16/32 per fetch)"

@@ -66,7 +66,12 @@ export {
   MATMUL_KERNEL_ENV,
   type MatmulOptions,
 } from "./matmul/matmul.ts";
-export { type HostPackedWeight, hostPackedWeight, prepackWeight } from "./matmul/texture.ts";
+export {
+  type HostPackedWeight,
+  hostPackedWeight,
+  prepackWeight,
+  WRITE_PIECE_BYTES,
+} from "./matmul/texture.ts";
 export { linearBackward, type LinearGrads } from "./matmul/linear_grad.ts";
 export { transposedWeight } from "./matmul/transpose.ts";
 export { layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";

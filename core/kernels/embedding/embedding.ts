@@ -21,6 +21,7 @@ import {
 } from "../common.ts";
 import { uniformLayout } from "../uniforms.ts";
 import { quantEmbedding } from "../matmul/quant.ts";
+import { textureEmbedding } from "../matmul/texture.ts";
 
 const WG = 256;
 
@@ -40,6 +41,11 @@ const EmbeddingParams = uniformLayout({
 /** Rows of `table` [V, h] at `ids` (i32/u32, any shape) → f32 [...ids.shape, h]. */
 export function embedding(rec: Recording, table: Tensor, ids: Tensor, out?: Tensor): Tensor {
   if (table.quant) return quantEmbedding(rec, table, ids, out);
+  // A tied table kept only as the output layer's texture (software adapters) is read there.
+  if (table.meta.storageDropped) {
+    const fromTexture = textureEmbedding(rec, table, ids, out);
+    if (fromTexture) return fromTexture;
+  }
   expectDtype(table, "embedding", "table", ["f32", "f16"]);
   expectDtype(ids, "embedding", "ids", ["i32", "u32"]);
   assertUnchunked(ids, "embedding", "ids");

@@ -60,7 +60,8 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
     if (options.kernel === "texture") {
       throw new GpuError(
         "matmul: the texture kernel needs a 2-D B (unchunked unless transposeB), an unbatched A " +
-          "when transposeA, N (per chunk) % 4 (f32) or 8 (f16) == 0 and unchunked A and output",
+          "when transposeA, N % 4 (f32) or 8 (f16) == 0 unless transposeB, and unchunked A and " +
+          "output",
       );
     }
   }

@@ -5,20 +5,29 @@
  * the weight are read as textures, each invocation keeps a large register tile and workgroups are
  * 8 wide (one SIMD batch).
  *
- * - Weight W [N, K] is repacked once into a texture of width K ("k-major blocked"): texel (k, g)
- *   holds W[4g..4g+3, k] as rgba32float (f32 weights) or W[8g..8g+7, k] as 8 halves in an
- *   rgba32uint texel (f16 weights). The texture is cached on the weight tensor (see
- *   `Tensor.meta`) and rebuilt when the weight is written.
- * - Activations A [M, K] are copied per call into an rgba32float texture of width ⌈K/4⌉.
- * - The gradient forms pack their operands the same way from the other storage orders, so that
- *   they too run here instead of on the generic kernel (4–5× slower on llvmpipe): B stored [K, N]
- *   (dx = dy · W) and A stored [K, M] (dW = dyᵀ · x). K need not be a multiple of 4: the packs
- *   fill the texels past K with zeros.
+ * - B (the weight) is a texture in its storage's own row-major order: texel (j, y) holds
+ *   B[y, 8j..8j+7] as 8 halves in an rgba32uint texel (f16) or B[y, 4j..4j+3] as rgba32float
+ *   (f32); texture height = rows of the block, width = ⌈row length / 8 (or 4)⌉, zero past the
+ *   row's end. A loader therefore uploads a weight with `writeTexture` straight from the file's
+ *   bytes, without transforming them on the CPU (the former k-major layout was a transposition
+ *   in JavaScript that bounded the load at ~0.2 GB/s). The texture is cached on the tensor (see
+ *   `Tensor.meta`) and rebuilt when the tensor is written. Blocks: each storage chunk is split
+ *   into textures of at most `maxTextureDimension2D` rows, and rows longer than
+ *   {@link sliceElements} into column slices.
+ * - Two kernel forms read that texture:
+ *   - "nk" (B stored [N, K], `linear`'s y = x·Wᵀ): a texel holds 8 (4) contraction values of one
+ *     output column, dotted with two activation texels (one for f32). Column blocks of the
+ *     texture are output columns; column slices are K slices adding into the output.
+ *   - "kn" (B stored [K, N]: the gradient dx = dy·W reads W this way, and dW = dyᵀ·x reads x): a
+ *     texel holds 8 (4) outputs at one contraction index; row blocks are K slices.
+ * - Activations A [M, K] are copied per call into an rgba32float texture of ⌈K/4⌉ texels per row
+ *   (a whole number of weight texels in the nk form), zero past K; A stored [K, M] (transposeA,
+ *   dW = dyᵀ·x) is gathered the same way.
  * - Split K: the 8 invocations of a workgroup share one output tile and take every 8th texel of
- *   K, so the lanes of a SIMD batch read neighbouring texels of the same weight rows; the partial
- *   tiles are summed through workgroup memory once at the end. Measured against one tile per
- *   invocation (whole K): +25–60% at M = 1, +10–25% at M = 16 and 512.
- * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9); "tile-shortk" for K ≤ 128.
+ *   K, so the lanes of a SIMD batch read neighbouring texels; the partial tiles are summed through
+ *   workgroup memory once at the end. Measured against one tile per invocation (whole K):
+ *   +25–60% at M = 1, +10–25% at M = 16 and 512.
+ * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9); "tile-shortk" for short K.
  * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
  */
 
@@ -26,28 +35,47 @@ import type { Gpu } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording, whenIdle } from "../../gpu/recording.ts";
 import { bindingOf, type DType, type Tensor } from "../../tensor/tensor.ts";
-import { declareInput, declareOutput, WG_BUILTINS, WG_INDEX } from "../common.ts";
+import {
+  declareInput,
+  declareOutput,
+  expectDtype,
+  outputTensor,
+  WG_BUILTINS,
+  WG_INDEX,
+} from "../common.ts";
 import type { MatmulProblem } from "./problem.ts";
 import { uniformLayout } from "../uniforms.ts";
 
 const WG = 8;
 
-/** Weight pack: `N` rows of `K`, texture width `KP`; the K slice [k0, k0 + len). */
-const PackParams = uniformLayout({ N: "u32", K: "u32", KP: "u32", k0: "u32", len: "u32" });
+/**
+ * Weight pack from a storage chunk: `count` rows of `rowLen` elements from row `y0` of the chunk,
+ * columns [c0, c0 + len), `width` texels per row.
+ */
+const PackParams = uniformLayout({
+  rowLen: "u32",
+  y0: "u32",
+  c0: "u32",
+  len: "u32",
+  width: "u32",
+  count: "u32",
+});
 /** Activation copy: `rows` rows of `K4` texels. */
 const ActParams = uniformLayout({ rows: "u32", K4: "u32" });
-/** Activation gather: as the weight pack, `K4` texels per row. */
+/** Activation gather: `rows` rows of the K slice [k0, k0 + len) into `K4` texels per row. */
 const GatherParams = uniformLayout({ rows: "u32", K: "u32", K4: "u32", k0: "u32", len: "u32" });
 /**
- * The texture matmul: `M` rows × `N` columns of this column block, `K4` texels of K, `G` texel
- * columns of the weight; output row stride `ldc` and column `colOffset`; `hasBias`, and
- * `accumulate` (add into C: K slices after the first).
+ * The texture matmul: `M` rows × `N` columns of this column block, `K4` loop steps (texels of B
+ * in the nk form, of A in the kn form), `G` texel columns of B (kn) and `KB` rows of B (kn: the
+ * K slice's length); output row stride `ldc` and column `colOffset`; `hasBias`, and `accumulate`
+ * (add into C: K slices after the first).
  */
 const TextureParams = uniformLayout({
   M: "u32",
   N: "u32",
   K4: "u32",
   G: "u32",
+  KB: "u32",
   ldc: "u32",
   colOffset: "u32",
   hasBias: "u32",
@@ -80,6 +108,34 @@ export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8, splitK: 
 /** Decode (M = 1): one row × 32 columns. */
 export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8, splitK: true };
 
+/**
+ * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
+ * per rgba32uint texel, unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
+ * widened by the texture unit, was no faster than f32 and slower than f16x8.)
+ */
+type WeightLayout = "f32" | "f16x8";
+
+function weightLayout(dtype: DType): WeightLayout {
+  return dtype === "f16" ? "f16x8" : "f32";
+}
+
+/** Weights per texel. */
+function texelWidth(layout: WeightLayout): number {
+  return layout === "f16x8" ? 8 : 4;
+}
+
+function maxTexture(gpu: Gpu): number {
+  return gpu.limits.maxTextureDimension2D ?? 8192;
+}
+
+/**
+ * Elements of a row per column slice: the activations of a K slice (4 per texel) must fit one
+ * texture row too, and the slice is a whole number of weight texels.
+ */
+function sliceElements(gpu: Gpu): number {
+  return 4 * maxTexture(gpu);
+}
+
 /** Chooses the texture kernel for a problem, or null when its shape does not fit the design. */
 export function textureKernelFor(
   rec: Recording,
@@ -92,62 +148,61 @@ export function textureKernelFor(
   if (a.chunks.length > 1 || out.chunks.length > 1) return null;
   if (!p.transposeB && b.chunks.length > 1) return null;
   const rows = p.batch * p.M;
-  const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  if (p.K === 0 || rows > maxDim) return null;
+  if (p.K === 0 || rows > maxTexture(rec.gpu)) return null;
+  // kn: a texel holds outputs, so N is a whole number of texels in one column slice.
   const per = texelWidth(weightLayout(b.dtype));
-  for (const cols of columnBlocks(b, p).map((c) => c.cols)) {
-    if (cols % per !== 0 || cols / per > maxDim) return null;
-  }
+  if (!p.transposeB && (p.N % per !== 0 || p.N > sliceElements(rec.gpu))) return null;
   // Three variants only: each costs a cold compile of 0.1–1 s on llvmpipe. Measured (4096×12288,
   // f16 weights, GFLOP/s): M = 1: 1×32 4.7, 4×32 3.7; M = 4: 1×32 5.3, 4×32 13.4, 16×16 5.6;
   // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
   if (rows === 1) return ROWS_KERNEL;
   if (rows <= 8) return ROWS4_KERNEL;
-  const sliceLen = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  return paddedK(Math.min(p.K, sliceLen)) / 4 <= SHORT_K4 ? SHORT_K_KERNEL : TILE_KERNEL;
+  if (Math.ceil(Math.min(p.K, sliceElements(rec.gpu)) / 4) <= SHORT_K4) return SHORT_K_KERNEL;
+  return TILE_KERNEL;
 }
 
-/**
- * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
- * per rgba32uint texel, unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
- * widened by the texture unit, was no faster than f32 and slower than f16x8.)
- */
-type WeightLayout = "f32" | "f16x8";
-
-function weightLayout(dtype: DType): WeightLayout {
-  return dtype === "f16" ? "f16x8" : "f32";
+/** Rows [start, start + count) of storage chunk `chunk`, from its row `y0`: one texture height. */
+interface RowBlock {
+  chunk: number;
+  y0: number;
+  start: number;
+  count: number;
 }
 
-/** K rounded up to whole texels of A (the packs zero the padding). */
-function paddedK(K: number): number {
-  return Math.ceil(K / 4) * 4;
+/** Columns [c0, c0 + len) of a storage row: one texture width. */
+interface ColSlice {
+  c0: number;
+  len: number;
 }
 
-/** The output columns each B chunk provides: B's row chunks when stored [N, K], else all of N. */
-function columnBlocks(b: Tensor, p: MatmulProblem): { cols: number; start: number }[] {
-  return p.transposeB
-    ? b.chunks.map((c) => ({ cols: c.rows, start: c.rowStart }))
-    : [{ cols: p.N, start: 0 }];
-}
-
-/** Weights per texel. */
-function texelWidth(layout: WeightLayout): number {
-  return layout === "f16x8" ? 8 : 4;
-}
-
-interface PackedWeight {
-  version: number;
+/** A 2-D tensor's texture blocks: `textures[r * cols.length + c]`. */
+interface TextureGrid {
+  rows: RowBlock[];
+  cols: ColSlice[];
   textures: GPUTexture[];
+}
+
+function gridShape(gpu: Gpu, w: Tensor): { rows: RowBlock[]; cols: ColSlice[] } {
+  const maxDim = maxTexture(gpu);
+  const rows: RowBlock[] = [];
+  w.chunks.forEach((c, chunk) => {
+    for (let y0 = 0; y0 < c.rows; y0 += maxDim) {
+      rows.push({ chunk, y0, start: c.rowStart + y0, count: Math.min(maxDim, c.rows - y0) });
+    }
+  });
+  const rowLen = w.shape[1];
+  const step = sliceElements(gpu);
+  const cols: ColSlice[] = [];
+  for (let c0 = 0; c0 < rowLen; c0 += step) cols.push({ c0, len: Math.min(step, rowLen - c0) });
+  return { rows, cols };
+}
+
+interface PackedWeight extends TextureGrid {
+  version: number;
   /** The recording that packs it; usable by others only once that one was submitted. */
   rec: Recording | null;
   ready: boolean;
   destroy(): void;
-}
-
-/** A slice [k0, k0 + len) of the reduction dimension. */
-interface KSlice {
-  k0: number;
-  len: number;
 }
 
 const bufferIds = new WeakMap<GPUBuffer, number>();
@@ -159,112 +214,128 @@ function bufferId(buffer: GPUBuffer): number {
   return id;
 }
 
-/** The attachment key of a packed weight. */
-function packedKey(w: Tensor, layout: WeightLayout, kMajor: boolean, slice: KSlice): string {
-  const order = kMajor ? "kn" : "nk";
+/** The attachment key of a tensor's texture (one per tensor: both kernel forms read it). */
+function packedKey(w: Tensor, layout: WeightLayout): string {
   // Views of one tensor share its attachments: buffer and offset tell row slices apart.
   const at0 = `${bufferId(w.buffer)}+${w.byteOffset}`;
-  return `matmul-texture:${w.shape.join("x")}@${at0}:${layout}:${order}:${slice.k0}+${slice.len}`;
+  return `matmul-texture:${w.shape.join("x")}@${at0}:${layout}:nk:rows`;
 }
 
-/**
- * The texture form of each chunk of weight `w` ([N, K], or [K, N] when `kMajor`), packed in this
- * recording if stale.
- */
-function packedWeight(
-  rec: Recording,
+/** Creates the textures of a grid (not filled). */
+function createGrid(
+  gpu: Gpu,
   w: Tensor,
-  K: number,
-  N: number,
   layout: WeightLayout,
-  kMajor: boolean,
-  slice: KSlice,
-): GPUTexture[] {
-  const order = kMajor ? "kn" : "nk";
-  const key = packedKey(w, layout, kMajor, slice);
-  const cached = w.meta.attachments.get(key) as PackedWeight | undefined;
-  if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
-    return cached.textures;
+  extraUsage: number,
+): TextureGrid {
+  const { rows, cols } = gridShape(gpu, w);
+  const per = texelWidth(layout);
+  const format: GPUTextureFormat = layout === "f16x8" ? "rgba32uint" : "rgba32float";
+  const textures: GPUTexture[] = [];
+  for (const r of rows) {
+    for (const c of cols) {
+      textures.push(gpu.device.createTexture({
+        size: [Math.ceil(c.len / per), Math.max(1, r.count)],
+        format,
+        // COPY_SRC: the texture can be read back (tests compare the two ways of filling it).
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_SRC | extraUsage,
+        label: `${w.label ?? "weight"} texture ${textures.length}`,
+      }));
+    }
   }
-  cached?.destroy();
+  return { rows, cols, textures };
+}
+
+/** Registers a grid on the tensor, replacing (and destroying) a stale one. */
+function attachGrid(
+  gpu: Gpu,
+  w: Tensor,
+  layout: WeightLayout,
+  g: TextureGrid,
+  rec: Recording | null,
+): PackedWeight {
+  const packed: PackedWeight = {
+    ...g,
+    version: w.meta.version,
+    rec,
+    ready: rec === null,
+    // The weight may be released while a recording that samples the texture is still open.
+    destroy: () => whenIdle(gpu, () => g.textures.forEach((t) => t.destroy())),
+  };
+  const key = packedKey(w, layout);
+  (w.meta.attachments.get(key) as PackedWeight | undefined)?.destroy();
+  w.meta.attachments.set(key, packed);
+  if (rec) {
+    rec.onSubmit.push(() => {
+      packed.ready = rec.state === "submitted";
+    });
+  }
+  return packed;
+}
+
+/** The texture grid of 2-D tensor `w` (any storage order), packed in this recording if stale. */
+function packedWeight(rec: Recording, w: Tensor, layout: WeightLayout): TextureGrid {
+  const cached = w.meta.attachments.get(packedKey(w, layout)) as PackedWeight | undefined;
+  if (cached && cached.version === w.meta.version && (cached.ready || cached.rec === rec)) {
+    return cached;
+  }
   const f16 = layout === "f16x8";
   const per = texelWidth(layout);
-  const device = rec.gpu.device;
   const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
-  // Element (n, k0 + k) of W; texels past the slice's end are zero.
-  const at = (n: string, k: string) =>
-    kMajor ? `(P.k0 + ${k}) * P.N + ${n}` : `(${n}) * P.K + P.k0 + ${k}`;
-  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:${order}`, () => `
+  // Element (y, c0 + x) of the chunk; texels past the slice's end are zero.
+  const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:rows`, () => `
 ${PackParams.wgsl}${declareInput(1, "W", f16 ? "u32" : "f32")}
 @group(0) @binding(2) var T: texture_storage_2d<${format}, write>;
 ${f16 ? "fn half_bits(e: u32) -> u32 { return (W[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu; }" : ""}
+fn el(y: u32, x: u32) -> ${f16 ? "u32" : "f32"} {
+  if (x >= P.len) { return ${f16 ? "0u" : "0.0"}; }
+  let e = (P.y0 + y) * P.rowLen + P.c0 + x;
+  return ${f16 ? "half_bits(e)" : "W[e]"};
+}
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
   let e = ${WG_INDEX} * 64u + lid.x;       // one texel per invocation
-  let groups = P.N / ${per}u;
-  if (e >= groups * P.KP) { return; }
-  let g = e / P.KP;
-  let k = e - g * P.KP;
-  let n = g * ${per}u;
+  if (e >= P.width * P.count) { return; }
+  let y = e / P.width;
+  let x = (e - y * P.width) * ${per}u;
   ${
     f16
       ? `var t = vec4<u32>(0u);
-  if (k < P.len) {
-    for (var q = 0u; q < 4u; q++) {
-      t[q] = half_bits(${at("n + 2u * q", "k")}) | (half_bits(${
-        at("n + 2u * q + 1u", "k")
-      }) << 16u);
-    }
+  for (var q = 0u; q < 4u; q++) { t[q] = el(y, x + 2u * q) | (el(y, x + 2u * q + 1u) << 16u); }`
+      : "let t = vec4<f32>(el(y, x), el(y, x + 1u), el(y, x + 2u), el(y, x + 3u));"
   }
-  textureStore(T, vec2<u32>(k, g), t);`
-      : `var t = vec4<f32>(0.0);
-  if (k < P.len) {
-    t = vec4<f32>(W[${at("n", "k")}], W[${at("n + 1u", "k")}], W[${at("n + 2u", "k")}],
-      W[${at("n + 3u", "k")}]);
-  }
-  textureStore(T, vec2<u32>(k, g), t);`
-  }
+  textureStore(T, vec2<u32>(e - y * P.width, y), t);
 }
 `);
-  const KP = paddedK(slice.len);
-  const blocks = kMajor ? [{ rows: N }] : w.chunks;
-  const textures = blocks.map((c, i) => {
-    const texture = device.createTexture({
-      size: [KP, c.rows / per],
-      format,
-      // COPY_SRC: the packed form can be read back (tests compare the two ways of packing).
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-        GPUTextureUsage.COPY_SRC,
-      label: `${w.label ?? "weight"} texture ${i}`,
+  const g = createGrid(rec.gpu, w, layout, GPUTextureUsage.STORAGE_BINDING);
+  g.rows.forEach((r, ri) => {
+    g.cols.forEach((c, ci) => {
+      const texture = g.textures[ri * g.cols.length + ci];
+      const width = texture.width;
+      recordDispatch(
+        rec,
+        pipeline,
+        PackParams.pack({
+          rowLen: w.shape[1],
+          y0: r.y0,
+          c0: c.c0,
+          len: c.len,
+          width,
+          count: r.count,
+        }),
+        [bindingOf(w, r.chunk), texture.createView()],
+        grid(rec.gpu, Math.ceil((width * r.count) / 64)),
+      );
     });
-    recordDispatch(
-      rec,
-      pipeline,
-      PackParams.pack({ N: c.rows, K, KP, k0: slice.k0, len: slice.len }),
-      [bindingOf(w, i), texture.createView()],
-      grid(rec.gpu, Math.ceil(((c.rows / per) * KP) / 64)),
-    );
-    return texture;
   });
-  const packed: PackedWeight = {
-    version: w.meta.version,
-    textures,
-    rec,
-    ready: false,
-    // The weight may be released while a recording that samples the texture is still open.
-    destroy: () => whenIdle(rec.gpu, () => textures.forEach((t) => t.destroy())),
-  };
-  rec.onSubmit.push(() => {
-    packed.ready = rec.state === "submitted";
-  });
-  w.meta.attachments.set(key, packed);
-  return textures;
+  return attachGrid(rec.gpu, w, layout, g, rec);
 }
 
 /**
  * A reusable rgba32float texture holding activations of `rows × K` (A stored [K, rows] when
- * `transposed`). Heights are rounded up to a power of two so that varying sequence lengths share
- * a few textures (kernels clamp row reads to the real M, so the unused rows are never read).
+ * `transposed`), the K slice [k0, k0 + len) in `K4` texels per row (zero past the slice). Heights
+ * are rounded up to a power of two so that varying sequence lengths share a few textures
+ * (kernels clamp row reads to the real M, so the unused rows are never read).
  */
 function activationTexture(
   rec: Recording,
@@ -272,11 +343,11 @@ function activationTexture(
   rows: number,
   K: number,
   transposed: boolean,
-  slice: KSlice,
+  slice: ColSlice,
+  K4: number,
 ): GPUTexture {
-  const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
+  const maxDim = maxTexture(rec.gpu);
   const height = Math.min(maxDim, 2 ** Math.ceil(Math.log2(Math.max(rows, 1))));
-  const K4 = paddedK(slice.len) / 4;
   const key = `matmul-texture:act:${K4}x${height}`;
   let texture = rec.gpu.cache.get(key) as GPUTexture | undefined;
   if (!texture) {
@@ -288,8 +359,8 @@ function activationTexture(
     });
     rec.gpu.cache.set(key, texture);
   }
-  if (transposed || K % 4 !== 0 || slice.len !== K) {
-    recordGatherActivations(rec, a, texture, rows, K, transposed, slice);
+  if (transposed || K4 * 4 !== K || slice.len !== K) {
+    recordGatherActivations(rec, a, texture, rows, K, transposed, slice, K4);
     return texture;
   }
   const pipeline = getPipeline(rec.gpu, "matmul-texture:act", () => `
@@ -305,14 +376,14 @@ fn main(${WG_BUILTINS}) {
   recordDispatch(
     rec,
     pipeline,
-    ActParams.pack({ rows, K4: K / 4 }),
+    ActParams.pack({ rows, K4 }),
     [bindingOf(a), texture.createView()],
-    grid(rec.gpu, Math.ceil((rows * K) / 4 / 64)),
+    grid(rec.gpu, Math.ceil((rows * K4) / 64)),
   );
   return texture;
 }
 
-/** The activation pack for A stored [K, rows] or with K % 4 ≠ 0: one texel of 4 gathered k's. */
+/** The activation pack for A stored [K, rows], a K slice or padding: 4 gathered k's per texel. */
 function recordGatherActivations(
   rec: Recording,
   a: Tensor,
@@ -320,7 +391,8 @@ function recordGatherActivations(
   rows: number,
   K: number,
   transposed: boolean,
-  slice: KSlice,
+  slice: ColSlice,
+  K4: number,
 ): void {
   const at = transposed ? "(P.k0 + k) * P.rows + m" : "m * P.K + P.k0 + k";
   const pipeline = getPipeline(
@@ -344,11 +416,10 @@ fn main(${WG_BUILTINS}) {
 }
 `,
   );
-  const K4 = paddedK(slice.len) / 4;
   recordDispatch(
     rec,
     pipeline,
-    GatherParams.pack({ rows, K, K4, k0: slice.k0, len: slice.len }),
+    GatherParams.pack({ rows, K, K4, k0: slice.c0, len: slice.len }),
     [bindingOf(a), texture.createView()],
     grid(rec.gpu, Math.ceil((rows * K4) / 64)),
   );
@@ -364,29 +435,99 @@ function zeroWord(rec: Recording): GPUBufferBinding {
   return { buffer, offset: 0, size: 16 };
 }
 
-/** Column vectors `b{c}{sfx}` of B at k-index expression `k`, column group base `g` (vec4 each). */
-function loadB(f16: boolean, count: number, k: string, g: string, sfx: string): string {
-  const lines: string[] = [];
-  if (f16) {
-    for (let q = 0; q < count / 2; q++) {
-      const t = `t${q}${sfx}`;
-      lines.push(
-        `let ${t} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${q}u, P.G - 1u)), 0);`,
-        `let b${2 * q}${sfx} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
-        `let b${2 * q + 1}${sfx} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
-      );
-    }
-  } else {
-    for (let c = 0; c < count; c++) {
-      lines.push(
-        `let b${c}${sfx} = textureLoad(Bt, vec2<u32>(${k}, min(${g} + ${c}u, P.G - 1u)), 0);`,
-      );
+/** The two kernel forms (see the module doc): B stored [N, K] ("nk") or [K, N] ("kn"). */
+type Form = "nk" | "kn";
+
+/**
+ * The kn loop body (per texel kk of A: 4 k-steps): column vectors of B at row k, texel column
+ * base `g`, as vec4 `b{c}_{j}`; the 4 vectors of each column group form a mat4x4, so each
+ * accumulator is read and written once per 4 k-steps (`acc += B·a`) instead of once per k-step:
+ * llvmpipe keeps only a few accumulators in registers, so that traffic was the limit (measured
+ * +20–50% at every shape).
+ */
+function knBody(f16: boolean, R: number, C4: number): string[] {
+  const body: string[] = [];
+  const g = f16 ? "n0 / 8u" : "n0 / 4u";
+  for (let j = 0; j < 4; j++) {
+    const k = `min(kk * 4u + ${j}u, P.KB - 1u)`;
+    if (f16) {
+      for (let q = 0; q < C4 / 2; q++) {
+        const t = `t${q}_${j}`;
+        body.push(
+          `let ${t} = textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}), 0);`,
+          `let b${2 * q}_${j} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
+          `let b${2 * q + 1}_${j} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
+        );
+      }
+    } else {
+      for (let c = 0; c < C4; c++) {
+        body.push(
+          `let b${c}_${j} = textureLoad(Bt, vec2<u32>(min(${g} + ${c}u, P.G - 1u), ${k}), 0);`,
+        );
+      }
     }
   }
-  return lines.join("\n      ");
+  for (let c = 0; c < C4; c++) {
+    body.push(`let B${c} = mat4x4<f32>(b${c}_0, b${c}_1, b${c}_2, b${c}_3);`);
+  }
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += B${c} * a${r};`);
+  }
+  return body;
 }
 
-function kernelCode(kind: TextureKernel, layout: WeightLayout, bias: DType): string {
+/**
+ * The nk loop body (per texel kk of B: 8 k-steps in f16, 4 in f32): each output column's texel
+ * holds its contraction values, so 4 columns' texels form mat4x4s whose columns are dotted with
+ * the activation texels (`a · B`): again one accumulator update per 4 k-steps. Column groups are
+ * emitted one after the other so that only one group's weights are live at a time.
+ */
+function nkBody(f16: boolean, R: number, C4: number): string[] {
+  const body: string[] = [];
+  const n = (c: number, i: number) => `min(n0 + ${4 * c + i}u, P.N - 1u)`;
+  const mat = (v: string, c: number) =>
+    `mat4x4<f32>(${v}${c}_0, ${v}${c}_1, ${v}${c}_2, ${v}${c}_3)`;
+  if (!f16) {
+    for (let c = 0; c < C4; c++) {
+      for (let i = 0; i < 4; i++) {
+        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+      }
+      body.push(`let L${c} = ${mat("l", c)};`);
+      for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r} * L${c};`);
+    }
+    return body;
+  }
+  // f16: the weight texels first, then the low halves against the first activation texels and
+  // the high halves against the second, so only one activation texel per row is live at a time.
+  for (let c = 0; c < C4; c++) {
+    for (let i = 0; i < 4; i++) {
+      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+    }
+  }
+  for (const [half, lanes, sfx] of [["l", "xy", ""], ["h", "zw", "h"]] as const) {
+    for (let r = 0; r < R; r++) {
+      const row = `min(m0 + ${r}u, P.M - 1u)`;
+      const x = sfx ? "2u * kk + 1u" : "2u * kk";
+      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}), 0);`);
+    }
+    for (let c = 0; c < C4; c++) {
+      for (let i = 0; i < 4; i++) {
+        const t = `t${c}_${i}`;
+        body.push(
+          `let ${half}${c}_${i} = vec4<f32>(unpack2x16float(${t}.${
+            lanes[0]
+          }), unpack2x16float(${t}.${lanes[1]}));`,
+        );
+      }
+      const M = `${half.toUpperCase()}${c}`;
+      body.push(`let ${M} = ${mat(half, c)};`);
+      for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r}${sfx} * ${M};`);
+    }
+  }
+  return body;
+}
+
+function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias: DType): string {
   const f16 = layout === "f16x8";
   const { R, C4 } = kind;
   const cols = C4 * 4;
@@ -394,23 +535,13 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, bias: DType): str
   for (let r = 0; r < R; r++) {
     for (let c = 0; c < C4; c++) accDecl.push(`var acc${r}_${c} = vec4<f32>(0.0);`);
   }
-  const aLoads = Array.from(
-    { length: R },
-    (_, r) => `let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`,
-  );
-  // Per texel of K (4 k-steps): the 4 B vectors of each column group form a mat4x4, so each
-  // accumulator is read and written once per 4 k-steps (`acc += B·a`) instead of once per k-step:
-  // llvmpipe keeps only a few accumulators in registers, so that traffic was the limit (measured
-  // +20–50% at every shape). Two texels per iteration measured no better and compiled slower.
-  const g = f16 ? "n0 / 8u" : "n0 / 4u";
-  const body: string[] = [];
-  for (let j = 0; j < 4; j++) body.push(loadB(f16, C4, `kk * 4u + ${j}u`, g, `_${j}`));
-  for (let c = 0; c < C4; c++) {
-    body.push(`let B${c} = mat4x4<f32>(b${c}_0, b${c}_1, b${c}_2, b${c}_3);`);
+  // A's texels of this step: one (kn; nk f32) or two (nk f16: 8 k's per weight texel).
+  // (nk f16 loads its two activation texels per row inside its body.)
+  const aLoads: string[] = [];
+  for (let r = 0; r < R && !(form === "nk" && f16); r++) {
+    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`);
   }
-  for (let r = 0; r < R; r++) {
-    for (let c = 0; c < C4; c++) body.push(`acc${r}_${c} += B${c} * a${r};`);
-  }
+  const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
   return `
 ${TextureParams.wgsl}@group(0) @binding(1) var At: texture_2d<f32>;
 @group(0) @binding(2) var Bt: texture_2d<${f16 ? "u32" : "f32"}>;
@@ -438,7 +569,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   if (n0 >= P.N || m0 >= P.M) { return; }
   ${accDecl.join("\n  ")}
   for (var kk = lid.x; kk < P.K4; kk += ${WG}u) {
-    ${aLoads.join("\n    ")}
     ${body.join("\n    ")}
   }
   ${splitKStores(R, C4)}
@@ -453,7 +583,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   if (m0 >= P.M) { return; }
   ${accDecl.join("\n  ")}
   for (var kk = 0u; kk < P.K4; kk++) {
-    ${aLoads.join("\n    ")}
     ${body.join("\n    ")}
   }
   ${wholeTileStores(R, C4)}
@@ -514,6 +643,8 @@ export function recordTextureMatmul(
 ): void {
   const rows = p.batch * p.M;
   const layout = weightLayout(b.dtype);
+  const per = texelWidth(layout);
+  const form: Form = p.transposeB ? "nk" : "kn";
   const variant = `${kind.name}${kind.R}x${kind.C4}`;
   // No bias: bind a zero word in its place (zero in either dtype), so both cases share the
   // pipeline of the weight's dtype: every variant costs seconds of cold compile on llvmpipe.
@@ -521,215 +652,256 @@ export function recordTextureMatmul(
   const biasDtype = bias?.dtype ?? b.dtype;
   const pipeline = getPipeline(
     rec.gpu,
-    `matmul-texture:${variant}:${layout}:${biasDtype}`,
-    () => kernelCode(kind, layout, biasDtype),
+    `matmul-texture:${variant}:${layout}:${form}:${biasDtype}`,
+    () => kernelCode(kind, layout, form, biasDtype),
   );
-  const R = kind.R;
   const cols = kind.C4 * 4;
-  // A texture row holds at most maxTextureDimension2D texels: a longer K (the lm_head's
-  // vocabulary in dx = dy · W) runs as slices, each adding into the output.
-  const sliceLen = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  for (let k0 = 0; k0 < p.K; k0 += sliceLen) {
-    const slice = { k0, len: Math.min(sliceLen, p.K - k0) };
-    const weights = packedWeight(rec, b, p.K, p.N, layout, !p.transposeB, slice);
-    const actView = activationTexture(rec, a, rows, p.K, p.transposeA, slice).createView();
-    columnBlocks(b, p).forEach((c, i) => {
-      const resources = [actView, weights[i].createView(), bindingOf(out), biasBinding];
-      recordDispatch(
-        rec,
-        pipeline,
-        TextureParams.pack({
-          M: rows,
-          N: c.cols,
-          K4: paddedK(slice.len) / 4,
-          G: c.cols / texelWidth(layout),
-          ldc: p.N,
-          colOffset: c.start,
-          hasBias: bias && k0 === 0 ? 1 : 0,
-          accumulate: k0 === 0 ? 0 : 1,
-        }),
-        resources,
-        [Math.ceil(c.cols / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / R)],
-      );
+  const g = packedWeight(rec, b, layout);
+  let first = true;
+  const dispatch = (texture: GPUTexture, act: GPUTexture, n: number, start: number, params: {
+    K4: number;
+    G: number;
+    KB: number;
+  }) => {
+    recordDispatch(
+      rec,
+      pipeline,
+      TextureParams.pack({
+        M: rows,
+        N: n,
+        ...params,
+        ldc: p.N,
+        colOffset: start,
+        hasBias: bias && first ? 1 : 0,
+        accumulate: first ? 0 : 1,
+      }),
+      [act.createView(), texture.createView(), bindingOf(out), biasBinding],
+      [Math.ceil(n / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / kind.R)],
+    );
+  };
+  if (form === "nk") {
+    // Column slices of W are K slices (each adds into the output); row blocks are output columns.
+    g.cols.forEach((slice, ci) => {
+      const texels = Math.ceil(slice.len / per);
+      const act = activationTexture(rec, a, rows, p.K, p.transposeA, slice, texels * (per / 4));
+      g.rows.forEach((r, ri) => {
+        dispatch(g.textures[ri * g.cols.length + ci], act, r.count, r.start, {
+          K4: texels,
+          G: 0,
+          KB: 0,
+        });
+      });
+      first = false;
     });
+  } else {
+    // Row blocks of B [K, N] are K slices; N is one column slice (textureKernelFor).
+    for (const [ri, r] of g.rows.entries()) {
+      const K4 = Math.ceil(r.count / 4);
+      const slice = { c0: r.start, len: r.count };
+      const act = activationTexture(rec, a, rows, p.K, p.transposeA, slice, K4);
+      dispatch(g.textures[ri], act, p.N, 0, { K4, G: p.N / per, KB: r.count });
+      first = false;
+    }
   }
 }
 
 /**
  * Packs weight `w` ([N, K], the way `linear` reads it: y = x·Wᵀ) into the textures the forward
- * kernels sample, in `rec`, exactly as a first forward would (same slices, same cache keys), so
- * that loading pays for it instead of the first forward. Returns false, packing nothing, when the
- * texture kernels cannot take the weight's shape. The caller first checks that the forward reads
- * this weight as a texture at all (`forwardPacksWeight` in matmul.ts: a software adapter, a
- * weight big enough, no other design forced).
+ * kernels sample, in `rec`, exactly as a first forward would (same cache key), so that loading
+ * pays for it instead of the first forward. Returns false, packing nothing, when the texture
+ * kernels cannot take it. The caller first checks that the forward reads this weight as a
+ * texture at all (`forwardPacksWeight` in matmul.ts: a software adapter, a weight big enough, no
+ * other design forced).
  */
 export function prepackWeight(rec: Recording, w: Tensor): boolean {
   if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return false;
-  const [N, K] = w.shape;
-  const layout = weightLayout(w.dtype);
-  const maxDim = rec.gpu.limits.maxTextureDimension2D ?? 8192;
-  const per = texelWidth(layout);
-  if (w.chunks.some((c) => c.rows % per !== 0 || c.rows / per > maxDim)) return false;
-  for (let k0 = 0; k0 < K; k0 += maxDim) {
-    packedWeight(rec, w, K, N, layout, false, { k0, len: Math.min(maxDim, K - k0) });
-  }
+  packedWeight(rec, w, weightLayout(w.dtype));
   return true;
 }
 
-let packScratch = new Uint32Array(0);
-
-/** Fills the packed textures of a weight from host memory, chunk by chunk (see below). */
+/** Fills the textures of a weight from host memory, chunk by chunk (see below). */
 export interface HostPackedWeight {
   /**
-   * Packs chunk `i` of the weight from its row-major bytes (the weight's dtype: f16 bits or f32)
-   * and writes it into its textures. The bytes may be reused by the caller afterwards.
+   * Writes chunk `i` of the weight from its row-major bytes (the weight's dtype: f16 bits or f32)
+   * into its textures. The bytes may be reused by the caller afterwards.
    */
   writeChunk(i: number, bytes: Uint8Array): void;
 }
 
 /**
- * Packs weight `w` ([N, K], read as y = x·Wᵀ) on the CPU straight into the textures the forward
- * kernels sample, registered under the same keys {@link prepackWeight} uses: a loader streams a
- * weight chunk by chunk from its file into its texture, and the weight never needs a storage
- * buffer. The packing is a transposition of 8 (f16) or 4 (f32) rows at a time, done 32 bits at
- * a time (two halves per read). Returns null when the texture kernels cannot take the weight's
- * shape (the caller checks `forwardPacksWeight` first, as for {@link prepackWeight}).
+ * Bytes per write (`writeTexture`, `writeBuffer`) of a loaded weight. The runtime copies each into a
+ * staging buffer of its size: small ones are recycled, large ones are fresh memory whose page faults
+ * the copy pays. Measured (llvmpipe, 128 MiB weight, CPU seconds per GB, fresh texture): 2–8 MiB
+ * pieces 0.82–0.89, 32 MiB 0.97–1.27, 128 MiB 1.34–1.42.
+ */
+export const WRITE_PIECE_BYTES = 8 * 2 ** 20;
+
+/** Scratch for rows that are not a whole number of texels (shared: see writeChunk). */
+let padScratch = new Uint8Array(0);
+
+/**
+ * The textures the forward kernels sample for weight `w` ([N, K], read as y = x·Wᵀ), registered
+ * under the key {@link prepackWeight} uses, filled from host memory: a loader streams a weight
+ * chunk by chunk from its file into its textures, and the weight never needs a storage buffer.
+ * The texture is the storage's own row-major order, so each block is one `writeTexture` of the
+ * file's bytes (rows are copied only when a row is not a whole number of texels, to add the zero
+ * padding). Returns null when the texture kernels cannot take the weight (the caller checks
+ * `forwardPacksWeight` first, as for {@link prepackWeight}).
  */
 export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
   if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return null;
   const K = w.shape[1];
   const layout = weightLayout(w.dtype);
-  const maxDim = gpu.limits.maxTextureDimension2D ?? 8192;
   const per = texelWidth(layout);
-  if (w.chunks.some((c) => c.rows % per !== 0 || c.rows / per > maxDim)) return null;
-  const f16 = layout === "f16x8";
-  const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
-  const slices: { slice: KSlice; textures: GPUTexture[] }[] = [];
-  for (let k0 = 0; k0 < K; k0 += maxDim) {
-    const slice = { k0, len: Math.min(maxDim, K - k0) };
-    const KP = paddedK(slice.len);
-    const textures = w.chunks.map((c, i) =>
-      gpu.device.createTexture({
-        size: [KP, Math.max(1, c.rows / per)],
-        format,
-        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-          GPUTextureUsage.COPY_DST | GPUTextureUsage.COPY_SRC,
-        label: `${w.label ?? "weight"} texture ${i}`,
-      })
-    );
-    slices.push({ slice, textures });
-    const packed: PackedWeight = {
-      version: w.meta.version,
-      textures,
-      rec: null,
-      ready: true,
-      destroy: () => whenIdle(gpu, () => textures.forEach((t) => t.destroy())),
-    };
-    w.meta.attachments.get(packedKey(w, layout, false, slice))?.destroy();
-    w.meta.attachments.set(packedKey(w, layout, false, slice), packed);
-  }
+  const el = layout === "f16x8" ? 2 : 4;
+  const g = createGrid(gpu, w, layout, GPUTextureUsage.COPY_DST);
+  attachGrid(gpu, w, layout, g, null);
   return {
     writeChunk(i: number, bytes: Uint8Array) {
       const c = w.chunks[i];
-      const el = f16 ? 2 : 4;
       if (bytes.byteLength !== c.rows * K * el) {
         throw new RangeError(
           `hostPackedWeight ${w.label ?? ""}: chunk ${i} needs ${c.rows * K * el} bytes, got ` +
             `${bytes.byteLength}`,
         );
       }
-      if (c.rows === 0) return;
-      for (const { slice, textures } of slices) {
-        const KP = paddedK(slice.len);
-        const G = c.rows / per;
-        // One buffer for every weight of the process (a fresh one per weight is garbage the
-        // engine frees only at its next GC: measured, a load then held each weight twice).
-        // Texels past the slice's end are never written: a padded slice (KP > len) clears them.
-        const words = G * KP * 4;
-        if (packScratch.length < words) packScratch = new Uint32Array(words);
-        const out = packScratch.subarray(0, words);
-        if (KP !== slice.len) out.fill(0);
-        if (f16) packF16x8(bytes, K, G, slice, KP, out);
-        else packF32x4(bytes, K, G, slice, KP, out);
-        gpu.device.queue.writeTexture(
-          { texture: textures[i] },
-          out,
-          { offset: 0, bytesPerRow: KP * 16, rowsPerImage: G },
-          [KP, G],
-        );
-      }
+      g.rows.forEach((r, ri) => {
+        if (r.chunk !== i || r.count === 0) return;
+        g.cols.forEach((s, ci) => {
+          const texture = g.textures[ri * g.cols.length + ci];
+          const width = texture.width;
+          const first = (r.y0 * K + s.c0) * el;
+          if (s.len === width * per) {
+            // Whole texels: the file's bytes as they are, row stride = the stored row, in pieces
+            // of WRITE_PIECE_BYTES, each submitted (see there).
+            const rowsPer = Math.max(1, Math.floor(WRITE_PIECE_BYTES / (K * el)));
+            for (let y = 0; y < r.count; y += rowsPer) {
+              const h = Math.min(rowsPer, r.count - y);
+              gpu.device.queue.writeTexture(
+                { texture, origin: [0, y] },
+                bytes.subarray(first + y * K * el) as Uint8Array<ArrayBuffer>,
+                { bytesPerRow: K * el, rowsPerImage: h },
+                [width, h],
+              );
+              gpu.device.queue.submit([]);
+            }
+            return;
+          }
+          // A row's last texel runs past its end: copy rows, zero-padded to whole texels.
+          const rowBytes = width * 16;
+          if (padScratch.length < rowBytes * r.count) {
+            padScratch = new Uint8Array(rowBytes * r.count);
+          }
+          const out = padScratch.subarray(0, rowBytes * r.count);
+          out.fill(0);
+          for (let y = 0; y < r.count; y++) {
+            const from = first + y * K * el;
+            out.set(bytes.subarray(from, from + s.len * el), y * rowBytes);
+          }
+          gpu.device.queue.writeTexture(
+            { texture },
+            out,
+            { bytesPerRow: rowBytes, rowsPerImage: r.count },
+            [width, r.count],
+          );
+        });
+      });
     },
   };
 }
 
-/** Texel (k, g) = rows 8g..8g+7 at column k0 + k, two halves per u32 (row 2q low, 2q+1 high). */
-function packF16x8(
-  bytes: Uint8Array,
-  K: number,
-  G: number,
-  slice: KSlice,
-  KP: number,
-  out: Uint32Array,
-): void {
-  const { k0, len } = slice;
-  const aligned = K % 2 === 0 && k0 % 2 === 0 && bytes.byteOffset % 4 === 0;
-  if (aligned) {
-    // Each u32 of the source holds columns k, k + 1 of one row: one read serves two texels,
-    // and the 8 rows of a group are walked together so that the output is written in order.
-    const src = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
-    const half = len & ~1;
-    const H = K >> 1;
-    for (let g = 0; g < G; g++) {
-      const r = (8 * g * K + k0) >> 1;
-      let o = g * KP * 4;
-      for (let k = 0; k < half >> 1; k++) {
-        const a0 = src[r + k], a1 = src[r + H + k], a2 = src[r + 2 * H + k];
-        const a3 = src[r + 3 * H + k], a4 = src[r + 4 * H + k], a5 = src[r + 5 * H + k];
-        const a6 = src[r + 6 * H + k], a7 = src[r + 7 * H + k];
-        out[o] = (a0 & 0xffff) | (a1 << 16);
-        out[o + 1] = (a2 & 0xffff) | (a3 << 16);
-        out[o + 2] = (a4 & 0xffff) | (a5 << 16);
-        out[o + 3] = (a6 & 0xffff) | (a7 << 16);
-        out[o + 4] = (a0 >>> 16) | (a1 & 0xffff0000);
-        out[o + 5] = (a2 >>> 16) | (a3 & 0xffff0000);
-        out[o + 6] = (a4 >>> 16) | (a5 & 0xffff0000);
-        out[o + 7] = (a6 >>> 16) | (a7 & 0xffff0000);
-        o += 8;
-      }
+/**
+ * Row gather from a weight's texture: `n` ids, rows of `h`; this texture holds rows
+ * [rowStart, rowStart + rows) of `V`, columns [c0, c0 + len) in `W` texels; `first` is 1 on the
+ * first dispatch (it marks out-of-range ids).
+ */
+const GatherRowsParams = uniformLayout({
+  n: "u32",
+  h: "u32",
+  W: "u32",
+  c0: "u32",
+  len: "u32",
+  rowStart: "u32",
+  rows: "u32",
+  V: "u32",
+  first: "u32",
+});
+
+/**
+ * `out[i, :] = table[ids[i], :]` read from the texture of a [V, h] weight whose storage was
+ * dropped (a tied output layer on a software adapter: the lookup and the head share one copy,
+ * the texture the head's matmul reads). Same results as the buffer lookup (embedding.ts): ids
+ * outside [0, V) give rows of NaN. Returns null when the table has no texture.
+ */
+export function textureEmbedding(
+  rec: Recording,
+  table: Tensor,
+  ids: Tensor,
+  out?: Tensor,
+): Tensor | null {
+  if (table.shape.length !== 2 || table.base) return null;
+  const layout = weightLayout(table.dtype);
+  const g = table.meta.attachments.get(packedKey(table, layout)) as PackedWeight | undefined;
+  if (!g || g.version !== table.meta.version || !(g.ready || g.rec === rec)) return null;
+  expectDtype(ids, "embedding", "ids", ["i32", "u32"]);
+  const [V, h] = table.shape;
+  const n = ids.shape.reduce((a, b) => a * b, 1);
+  const y = outputTensor(rec, "embedding", [...ids.shape, h], out);
+  if (n === 0 || h === 0) return y;
+  const f16 = layout === "f16x8";
+  const per = texelWidth(layout);
+  const pipeline = getPipeline(rec.gpu, `matmul-texture:rows-gather:${layout}:${ids.dtype}`, () => `
+${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<${f16 ? "u32" : "f32"}>;
+${declareInput(2, "I", ids.dtype)}
+${declareOutput(3, "Y")}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;       // one texel of one output row per invocation
+  if (e >= P.n * P.W) { return; }
+  let i = e / P.W;
+  let j = e - i * P.W;
+  let base = i * P.h + P.c0 + j * ${per}u;
+  let count = min(${per}u, P.len - j * ${per}u);
+  let id = i32(ld_I(i));
+  if (id < 0 || u32(id) >= P.V) {
+    if (P.first == 1u) {
+      for (var q = 0u; q < count; q++) { Y[base + q] = bitcast<f32>(0x7fc00000u); }
     }
-    if (half === len) return;
+    return;
   }
-  // The general case (odd K) and an odd slice's last column, one half at a time.
-  const src = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
-  const from = aligned ? len & ~1 : 0;
-  for (let g = 0; g < G; g++) {
-    for (let q = 0; q < 4; q++) {
-      const ra = (8 * g + 2 * q) * K + k0, rb = ra + K;
-      for (let k = from; k < len; k++) {
-        out[(g * KP + k) * 4 + q] = src[ra + k] | (src[rb + k] << 16);
-      }
-    }
+  let r = u32(id);
+  if (r < P.rowStart || r >= P.rowStart + P.rows) { return; }
+  let t = textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0);
+  ${
+    f16
+      ? `let v = array<vec2<f32>, 4>(unpack2x16float(t.x), unpack2x16float(t.y),
+    unpack2x16float(t.z), unpack2x16float(t.w));
+  for (var q = 0u; q < count; q++) { Y[base + q] = v[q / 2u][q % 2u]; }`
+      : "for (var q = 0u; q < count; q++) { Y[base + q] = t[q]; }"
   }
 }
-
-/** Texel (k, g) = rows 4g..4g+3 at column k0 + k as f32 bits. */
-function packF32x4(
-  bytes: Uint8Array,
-  K: number,
-  G: number,
-  slice: KSlice,
-  KP: number,
-  out: Uint32Array,
-): void {
-  const src = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
-  for (let g = 0; g < G; g++) {
-    for (let q = 0; q < 4; q++) {
-      const r = (4 * g + q) * K + slice.k0;
-      let o = g * KP * 4 + q;
-      for (let k = 0; k < slice.len; k++) {
-        out[o] = src[r + k];
-        o += 4;
-      }
-    }
-  }
+`);
+  g.rows.forEach((r, ri) => {
+    g.cols.forEach((c, ci) => {
+      const texture = g.textures[ri * g.cols.length + ci];
+      recordDispatch(
+        rec,
+        pipeline,
+        GatherRowsParams.pack({
+          n,
+          h,
+          W: texture.width,
+          c0: c.c0,
+          len: c.len,
+          rowStart: r.start,
+          rows: r.count,
+          V,
+          first: ri === 0 ? 1 : 0,
+        }),
+        [texture.createView(), bindingOf(ids), bindingOf(y)],
+        grid(rec.gpu, Math.ceil((n * texture.width) / 64)),
+      );
+    });
+  });
+  return y;
 }

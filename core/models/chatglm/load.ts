@@ -135,6 +135,13 @@ export async function loadModel(
       chunkBytes: options.chunkBytes,
     });
     weights = uploaded.tensors;
+    const { readMs, uploadMs, waitMs } = uploaded.timing;
+    const s = (ms: number) => (ms / 1000).toFixed(1);
+    log(
+      `${root}: weights read ${s(readMs)} s, handed to the GPU ${s(uploadMs)} s, GPU wait ${
+        s(waitMs)
+      } s`,
+    );
     if (uploaded.tiedHead) log(`${root}: no ${LM_HEAD}; the output layer uses ${WORD_EMBEDDINGS}`);
   }
   const model = assembleChatGLM({

@@ -195,23 +195,23 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
   const tiedTwice = tied && !(quant && isQuantizedWeight(head, quant, layout));
   if (tiedTwice) linearBytes -= headBytes;
   // On a software adapter the forward reads linear weights as packed textures (same bytes).
-  // Packed-only: one copy, except a tied table (the lookup reads its buffer, the head its
-  // texture). Not packed (trainable): buffer and texture both, once the forward packed them.
+  // Packed-only: one copy, a tied table too (its lookup reads the head's texture). Not packed
+  // (trainable): buffer and texture both, once the forward packed them.
   const residentWeightsBytes = !software
     ? weightsBytes
     : packed
-    ? weightsBytes + (tiedTwice ? headBytes : 0)
+    ? weightsBytes
     : weightsBytes + linearBytes + (tiedTwice ? headBytes : 0);
   const largestRun = Math.max(
     headBytes,
     arch.largestLinear * el,
     options.largestStoredTensorBytes ?? 0,
   );
-  // The load reads in binding-sized chunks: it holds one chunk as read, the driver's staging
-  // copy of one chunk and, when packing on the CPU, the packed chunk (or, without packing, a
-  // chunk converted to the run's dtype). Weights never exist twice while loading.
+  // The load reads in binding-sized chunks: it holds the chunk being uploaded and the next one
+  // (read ahead), and the driver's staging copies of up to two chunks (the load waits for the
+  // batch before the one it submits). Weights never exist twice while loading.
   const chunk = Math.min(largestRun, bindingLimitHint);
-  const loadTransientBytes = 3 * chunk;
+  const loadTransientBytes = 4 * chunk;
   const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
   const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
   const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;

@@ -20,11 +20,17 @@ import { bytesToF32, convertBytes, type Dtype, dtypeSize } from "../../io/dtype.
 import { readAt } from "../../io/file_range.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../../base/mod.ts";
-import { forwardPacksWeight, hostPackedWeight, prepackWeight } from "../../kernels/mod.ts";
+import {
+  forwardPacksWeight,
+  hostPackedWeight,
+  prepackWeight,
+  WRITE_PIECE_BYTES,
+} from "../../kernels/mod.ts";
 import {
   dropStorage,
   emptyTensor,
   markWritten,
+  maxChunkBytes,
   releaseTensor,
   type Tensor,
 } from "../../tensor/tensor.ts";
@@ -71,6 +77,8 @@ export interface UploadedWeights {
   tiedHead: boolean;
   /** Weights kept only as packed textures (storage freed). */
   packedOnly: Set<string>;
+  /** Where the load's time went. */
+  timing: LoadTiming;
 }
 
 /** Stored dtypes a float parameter may have. */
@@ -159,12 +167,21 @@ async function streamWeights(
       if (!names.length) continue;
       const file = await Deno.open(shard.path, { read: true });
       try {
-        for (const name of names) {
+        for (const [j, name] of names.entries()) {
           const stored = shard.tensors.get(name)!;
           const source: TensorSource = { name, path: shard.path, file, stored, reader };
+          const after = shard.tensors.get(names[j + 1]);
+          if (after && !after.strides) {
+            // Its first chunk: at most one binding-sized chunk of the run's dtype.
+            const limit = options.chunkBytes ?? maxChunkBytes(gpu);
+            const length = Math.floor(limit / elBytes(options.dtype)) * dtypeSize(after.dtype);
+            source.next = { offset: after.byteOffset, length: Math.min(after.byteLength, length) };
+          }
+          // A tied embedding is also the output layer: packed like any linear weight (the
+          // lookup then reads its texture: one copy).
           const tied = sel.tiedHead?.embedding === name;
           const tensor = sel.packable(name) || tied
-            ? await uploadLinearWeight(gpu, source, options, tied)
+            ? await uploadLinearWeight(gpu, source, options)
             : await uploadFloatParameter(gpu, source, options);
           tensors.set(name, tensor);
           if (tensor.meta.storageDropped) packedOnly.add(name);
@@ -173,6 +190,7 @@ async function streamWeights(
           options.onProgress?.({ loadedBytes, totalBytes, tensor: name });
         }
       } finally {
+        await reader.settle();
         file.close();
       }
     }
@@ -182,13 +200,24 @@ async function streamWeights(
   } finally {
     bar?.done();
   }
+  await reader.drain();
   if (sel.tiedHead) tensors.set(sel.tiedHead.head, tensors.get(sel.tiedHead.embedding)!);
   gpu.checkErrors();
-  return { tensors, tiedHead: sel.tiedHead !== null, packedOnly };
+  return { tensors, tiedHead: sel.tiedHead !== null, packedOnly, timing: reader.timing };
 }
 
-/** Uploaded bytes after which the load waits for the GPU to drain its staging copies. */
-const STAGING_BYTES = 256 * 2 ** 20;
+/**
+ * Uploaded bytes after which the load waits for the GPU to drain its staging copies: it waits for
+ * the previous such mark, not this one, so the GPU copies one batch while the next is read.
+ */
+const STAGING_BYTES = 128 * 2 ** 20;
+
+/** Where a load's time went (milliseconds): reading, handing bytes to the GPU, waiting for it. */
+export interface LoadTiming {
+  readMs: number;
+  uploadMs: number;
+  waitMs: number;
+}
 
 /** One stored tensor of an open shard, read by positioned reads. */
 export interface TensorSource {
@@ -197,32 +226,105 @@ export interface TensorSource {
   file: Deno.FsFile;
   stored: StoredTensor;
   reader: ChunkReader;
+  /** Bytes of the file read after this tensor (its successor's first chunk), read ahead. */
+  next?: { offset: number; length: number };
 }
 
 /**
- * Positioned reads into one reusable scratch buffer (grown to the largest chunk read), so the load
- * allocates no buffer per tensor.
+ * Positioned reads into two reusable scratch buffers (grown to the largest chunk read), so the load
+ * allocates no buffer per tensor and reads the next chunk while the GPU takes this one; it also
+ * times the load's phases ({@link LoadTiming}).
  */
 export class ChunkReader {
-  #scratch = new Uint8Array(0);
+  /** Two scratch buffers: the bytes being uploaded, and the read-ahead. */
+  #scratch = [new Uint8Array(0), new Uint8Array(0)];
+  #current = 0;
+  #ahead: {
+    file: Deno.FsFile;
+    offset: number;
+    length: number;
+    buffer: number;
+    done: Promise<Uint8Array>;
+  } | null = null;
   #unflushed = 0;
+  #inflight: Promise<unknown> = Promise.resolve();
+  readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, waitMs: 0 };
   /**
    * After a chunk's upload: submits (so the driver copies it out of its staging memory) and,
-   * every {@link STAGING_BYTES}, waits for the GPU, so that staging copies are freed as the load
-   * goes instead of piling up (a whole 1 GiB embedding measured) until the load ends.
+   * every {@link STAGING_BYTES}, waits for the GPU to finish the batch before, so that staging
+   * copies are freed as the load goes instead of piling up (a whole 1 GiB embedding measured)
+   * until the load ends, while the GPU copies this batch as the next one is read.
    */
   async flush(gpu: Gpu, bytes: number): Promise<void> {
     gpu.device.queue.submit([]);
     this.#unflushed += bytes;
     if (this.#unflushed >= STAGING_BYTES) {
       this.#unflushed = 0;
-      await gpu.device.queue.onSubmittedWorkDone();
+      const t0 = performance.now();
+      await this.#inflight;
+      this.timing.waitMs += performance.now() - t0;
+      this.#inflight = gpu.device.queue.onSubmittedWorkDone();
     }
   }
-  /** Bytes [offset, offset + length) of the file; valid until the next read. */
+  /** Waits for the last batch (the end of a load). */
+  async drain(): Promise<void> {
+    const t0 = performance.now();
+    await this.#inflight;
+    this.timing.waitMs += performance.now() - t0;
+  }
+  /**
+   * Bytes [offset, offset + length) of the file; valid until the next read. Served from the
+   * read-ahead when {@link prefetch} named a range holding it.
+   */
   async read(file: Deno.FsFile, path: string, offset: number, length: number) {
-    if (this.#scratch.length < length) this.#scratch = new Uint8Array(length);
-    return await readAt(file, offset, length, path, this.#scratch);
+    const t0 = performance.now();
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    let out: Uint8Array | null = null;
+    if (ahead) {
+      // One read at a time on a file (reads seek): the read-ahead finishes first in any case.
+      const got = await ahead.done.catch(() => null);
+      if (
+        got && ahead.file === file && offset >= ahead.offset &&
+        offset + length <= ahead.offset + ahead.length
+      ) {
+        this.#current = ahead.buffer;
+        out = got.subarray(offset - ahead.offset, offset - ahead.offset + length);
+      }
+    }
+    if (!out) out = await readAt(file, offset, length, path, this.#buffer(this.#current, length));
+    this.timing.readMs += performance.now() - t0;
+    return out;
+  }
+  /**
+   * Starts reading [offset, offset + length) of the file into the other scratch buffer, so the
+   * next {@link read} overlaps the upload of the bytes just returned (which stay valid).
+   */
+  prefetch(file: Deno.FsFile, path: string, offset: number, length: number): void {
+    if (length <= 0) return;
+    const buffer = 1 - this.#current;
+    const done = readAt(file, offset, length, path, this.#buffer(buffer, length));
+    done.catch(() => {}); // a read-ahead nobody uses may fail unseen; a real read reports it
+    this.#ahead = { file, offset, length, buffer, done };
+  }
+  /** Waits for a read-ahead (before anything else seeks the file). */
+  async settle(): Promise<void> {
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    if (ahead) await ahead.done.catch(() => null);
+  }
+  #buffer(i: number, length: number): Uint8Array {
+    if (this.#scratch[i].length < length) this.#scratch[i] = new Uint8Array(length);
+    return this.#scratch[i];
+  }
+  /** Runs `upload` (handing bytes to the GPU: conversion, writeBuffer, writeTexture), timed. */
+  upload<T>(upload: () => T): T {
+    const t0 = performance.now();
+    try {
+      return upload();
+    } finally {
+      this.timing.uploadMs += performance.now() - t0;
+    }
   }
 }
 
@@ -270,7 +372,12 @@ async function readChunk(
     src.stored.byteOffset + c.rowStart * srcRow,
     c.rows * srcRow,
   );
-  return toRunBytes(raw, src.stored.dtype, options.dtype);
+  const following = t.chunks[i + 1];
+  if (following) {
+    const at = src.stored.byteOffset + following.rowStart * srcRow;
+    src.reader.prefetch(src.file, src.path, at, following.rows * srcRow);
+  } else if (src.next) src.reader.prefetch(src.file, src.path, src.next.offset, src.next.length);
+  return src.reader.upload(() => toRunBytes(raw, src.stored.dtype, options.dtype));
 }
 
 async function fillStorage(
@@ -284,13 +391,12 @@ async function fillStorage(
     const queue = gpu.device.queue;
     const write = (c: { buffer: GPUBuffer; byteOffset: number }, bytes: Uint8Array) => {
       if (bytes.byteLength % 4 === 0) {
-        queue.writeBuffer(
-          c.buffer,
-          c.byteOffset,
-          bytes as Uint8Array<ArrayBuffer>,
-          0,
-          bytes.byteLength,
-        );
+        // In pieces, each submitted: small staging copies are recycled (WRITE_PIECE_BYTES).
+        for (let at = 0; at < bytes.byteLength; at += WRITE_PIECE_BYTES) {
+          const n = Math.min(WRITE_PIECE_BYTES, bytes.byteLength - at);
+          queue.writeBuffer(c.buffer, c.byteOffset + at, bytes as Uint8Array<ArrayBuffer>, at, n);
+          queue.submit([]);
+        }
       } else {
         const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
         padded.set(bytes);
@@ -300,7 +406,7 @@ async function fillStorage(
     if (stored.strides) {
       // A non-contiguous torch view (rare): gathered whole, then written chunk by chunk.
       const all = toRunBytes(
-        await readStoredTensor(src.file, src.path, stored),
+        await src.reader.settle().then(() => readStoredTensor(src.file, src.path, stored)),
         stored.dtype,
         options.dtype,
       );
@@ -318,7 +424,8 @@ async function fillStorage(
     } else {
       for (let i = 0; i < t.chunks.length; i++) {
         if (t.chunks[i].byteLength === 0) continue;
-        write(t.chunks[i], await readChunk(t, i, src, options));
+        const bytes = await readChunk(t, i, src, options);
+        src.reader.upload(() => write(t.chunks[i], bytes));
         await src.reader.flush(gpu, t.chunks[i].byteLength);
       }
     }
@@ -344,33 +451,28 @@ export function uploadFloatParameter(
 }
 
 /**
- * A linear weight. For inference on a software adapter it is packed on the CPU, chunk by chunk
- * as it is read, straight into the textures the matmul kernels sample: it never has a storage
- * buffer (one copy). Otherwise (training, a hardware adapter, a shape the texture kernels do not
- * take) it is uploaded to storage; when the model is trained on a software adapter the forward
- * packs its texture from there at first use, as before. `alsoStorage` (a tied embedding, whose
- * lookup reads rows of its buffer) uploads the storage and packs the texture from it.
+ * A linear weight. For inference on a software adapter it is written, chunk by chunk as it is
+ * read, straight into the textures the matmul kernels sample (the file's own row-major bytes):
+ * it never has a storage buffer (one copy; a tied embedding's lookup reads the same texture).
+ * Otherwise (training, a hardware adapter, a shape the texture kernels do not take) it is
+ * uploaded to storage; when the model is trained on a software adapter the forward packs its
+ * texture from there at first use.
  */
 export async function uploadLinearWeight(
   gpu: Gpu,
   src: TensorSource,
   options: LoadWeightsOptions,
-  alsoStorage = false,
 ): Promise<Tensor> {
   const t = newWeightTensor(gpu, src, options);
-  const host = options.trainable || alsoStorage || src.stored.strides ||
-      !forwardPacksWeight(gpu, t)
+  const host = options.trainable || src.stored.strides || !forwardPacksWeight(gpu, t)
     ? null
     : hostPackedWeight(gpu, t);
-  if (!host) {
-    await fillStorage(gpu, t, src, options);
-    if (alsoStorage) await packWeight(gpu, t, false);
-    return t;
-  }
+  if (!host) return await fillStorage(gpu, t, src, options);
   dropStorage(t, PACKED_ONLY);
   try {
     for (let i = 0; i < t.chunks.length; i++) {
-      host.writeChunk(i, await readChunk(t, i, src, options));
+      const bytes = await readChunk(t, i, src, options);
+      src.reader.upload(() => host.writeChunk(i, bytes));
       await src.reader.flush(gpu, t.chunks[i].byteLength);
     }
   } catch (err) {
