@@ -143,5 +143,7 @@ export {
   type SampleTokensOptions,
   type SamplingRow,
   SETTINGS_WORDS,
+  utf8IdTable,
+  utf8State,
 } from "./sampling/sampling.ts";
 export { advanceDecode, type AdvanceDecodeOptions, type StepBump } from "./sampling/advance.ts";
