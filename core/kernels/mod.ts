@@ -69,7 +69,7 @@ export {
 export { type HostPackedWeight, hostPackedWeight, prepackWeight } from "./matmul/texture.ts";
 export { linearBackward, type LinearGrads } from "./matmul/linear_grad.ts";
 export { transposedWeight } from "./matmul/transpose.ts";
-export { layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
+export { addScaledLayerNorm, layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
 export { softmax } from "./softmax/softmax.ts";
 export { reduce, type ReduceOp } from "./softmax/reduce.ts";
 export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
