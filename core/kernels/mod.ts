@@ -116,6 +116,7 @@ export {
   attentionSlots,
   type AttentionSlotsOptions,
   copyRowsToSlots,
+  qkvAttentionSlots,
   qkvRotarySlots,
   type QkvRotarySlotsOptions,
 } from "./attention/slots.ts";
