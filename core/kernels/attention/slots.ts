@@ -84,6 +84,38 @@ function checkSlotCache(
   expectShape(vCache, kernel, "vCache", kCache.shape);
 }
 
+/**
+ * The operands of a slot decode step's qkv rotation: `qkv` [b, 1, 3·heads·d] f32 (d a multiple of
+ * 4), `pos` i32 [b, 2, 1], caches [slots, heads, capacity, d], `slotInfo` i32 [b, 2].
+ */
+function checkQkvSlots(
+  kernel: string,
+  qkv: Tensor,
+  pos: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  slotInfo: Tensor,
+  heads: number,
+): { b: number; heads: number; d: number } {
+  expectDtype(qkv, kernel, "qkv", ["f32"]);
+  assertUnchunked(qkv, kernel, "qkv");
+  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
+    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
+  }
+  const [b, , h3] = qkv.shape;
+  if (h3 % (3 * heads) !== 0) {
+    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
+  }
+  const d = h3 / (3 * heads);
+  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
+  checkSlotCache(kernel, kCache, vCache, heads, d);
+  expectDtype(pos, kernel, "pos", ["i32"]);
+  expectShape(pos, kernel, "pos", [b, 2, 1]);
+  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
+  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  return { b, heads, d };
+}
+
 export interface QkvRotarySlotsOptions {
   heads: number;
   /** "interleaved" (ChatGLM: per head [q | k | v]) or "blocked" (all q, all k, all v). */
@@ -110,23 +142,7 @@ export function qkvRotarySlots(
   options: QkvRotarySlotsOptions,
 ): Tensor {
   const kernel = "qkvRotarySlots";
-  expectDtype(qkv, kernel, "qkv", ["f32"]);
-  assertUnchunked(qkv, kernel, "qkv");
-  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
-    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
-  }
-  const [b, , h3] = qkv.shape;
-  const heads = options.heads;
-  if (h3 % (3 * heads) !== 0) {
-    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
-  }
-  const d = h3 / (3 * heads);
-  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
-  checkSlotCache(kernel, kCache, vCache, heads, d);
-  expectDtype(pos, kernel, "pos", ["i32"]);
-  expectShape(pos, kernel, "pos", [b, 2, 1]);
-  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
-  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  const { b, heads, d } = checkQkvSlots(kernel, qkv, pos, kCache, vCache, slotInfo, options.heads);
   const q = outputTensor(rec, kernel, [b, heads, 1, d]);
   if (b === 0) return q;
   const maxPos = options.maxPosition ?? 8192;
@@ -134,14 +150,10 @@ export function qkvRotarySlots(
   const table = rotaryTable(rec, r, options.base ?? 10000, true, maxPos);
   const layout = options.layout ?? "interleaved";
   const pipeline = getPipeline(rec.gpu, `qkvRotarySlots:${layout}`, () => `
-${QkvSlotsParams.wgsl}${declareInput(1, "QKV", "f32")}
-${declareInput(2, "POS", "i32")}
-${declareInput(3, "SI", "i32")}
-${declareInput(4, "TAB", "f32")}
+${QkvSlotsParams.wgsl}${rotatedWgsl(layout)}
 ${declareOutput(5, "Q")}
 ${declareOutput(6, "KC")}
 ${declareOutput(7, "VC")}
-${rotatedWgsl(layout)}
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
   // One invocation per (row, head, dim) and per q/k/v.
@@ -184,9 +196,10 @@ fn main(${WG_BUILTINS}) {
 }
 
 /**
- * WGSL \`rotated(which, bi, n, j)\`: element j of head n of row bi's q (which 0), k (1) or v (2)
- * from the fused qkv \`QKV\`, q and k rotated by the 2-D positions \`POS\` (the first half of the
- * head by pos[0], the second by pos[1]; rotate half) with the angle table \`TAB\`. Needs P.d,
+ * WGSL bindings 1-4 (`QKV`, `POS`, `SI`, `TAB`) and `rotated(which, bi, n, j)`: element j of
+ * head n of row bi's q (which 0), k (1) or v (2) from the fused qkv `QKV`, q and k rotated by the
+ * 2-D positions `POS` (the first half of the head by pos[0], the second by pos[1]; rotate half)
+ * with the angle table `TAB`. Needs P.d,
  * P.heads, P.maxPos.
  */
 function rotatedWgsl(layout: "interleaved" | "blocked"): string {
@@ -194,7 +207,10 @@ function rotatedWgsl(layout: "interleaved" | "blocked"): string {
     layout === "interleaved"
       ? `n * 3u * P.d + which * P.d + ${j}`
       : `which * P.heads * P.d + n * P.d + ${j}`;
-  return `
+  return `${declareInput(1, "QKV", "f32")}
+${declareInput(2, "POS", "i32")}
+${declareInput(3, "SI", "i32")}
+${declareInput(4, "TAB", "f32")}
 fn cs(p: i32, i: u32, half: u32) -> vec2<f32> {
   if (p < 0 || u32(p) >= P.maxPos) { return vec2<f32>(bitcast<f32>(0x7fc00000u)); }
   let t = (u32(p) * half + i) * 2u;
@@ -256,10 +272,7 @@ export function attentionSlots(
   expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
   expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
   const cap = kCache.shape[2];
-  if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > cap) {
-    throw new GpuError(`${kernel}: maxKeys ${options.maxKeys} must be in [1, ${cap}]`);
-  }
-  const maxS = scoreRows(kernel, options.maxKeys);
+  const maxS = scoreRows(kernel, options.maxKeys, cap);
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
   const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}`, () => `
@@ -279,17 +292,20 @@ ${attendWgsl(maxS, "Q[row * P.d + k]", "")}`);
   return out;
 }
 
-/** Score buffer rows for `maxKeys` keys (a pipeline variant each). */
-function scoreRows(kernel: string, maxKeys: number): number {
+/** Score buffer rows for `maxKeys` keys (a pipeline variant each), within a cache of `cap`. */
+function scoreRows(kernel: string, maxKeys: number, cap: number): number {
+  if (!Number.isInteger(maxKeys) || maxKeys < 1 || maxKeys > cap) {
+    throw new GpuError(`${kernel}: maxKeys ${maxKeys} must be in [1, ${cap}]`);
+  }
   const maxS = [256, 1024, 4096].find((m) => maxKeys <= m);
   if (!maxS) throw new GpuError(`${kernel}: ${maxKeys} keys exceed the 4096 supported`);
   return maxS;
 }
 
 /**
- * The attention of one (row, head) per workgroup over its slot's keys [0, length] in \`K\`, \`V\`
- * (\`SI\`: slot, length): \`query\` is element k of the head's query (WGSL); \`store\` runs first,
- * with \`bi\`, \`n\`, \`slot\` and \`at\` (the new token's position) defined (the fused kernel writes
+ * The attention of one (row, head) per workgroup over its slot's keys [0, length] in `K`, `V`
+ * (`SI`: slot, length): `query` is element k of the head's query (WGSL); `store` runs first,
+ * with `bi`, `n`, `slot` and `at` (the new token's position) defined (the fused kernel writes
  * the new key and value there).
  */
 function attendWgsl(maxS: number, query: string, store: string): string {
@@ -353,43 +369,20 @@ export function qkvAttentionSlots(
   options: QkvRotarySlotsOptions & AttentionSlotsOptions,
 ): Tensor {
   const kernel = "qkvAttentionSlots";
-  expectDtype(qkv, kernel, "qkv", ["f32"]);
-  assertUnchunked(qkv, kernel, "qkv");
-  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
-    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
-  }
-  const [b, , h3] = qkv.shape;
-  const heads = options.heads;
-  if (h3 % (3 * heads) !== 0) {
-    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
-  }
-  const d = h3 / (3 * heads);
-  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
+  const { b, heads, d } = checkQkvSlots(kernel, qkv, pos, kCache, vCache, slotInfo, options.heads);
   if (d > MAX_D) throw new GpuError(`${kernel}: head dim ${d} exceeds ${MAX_D}`);
-  checkSlotCache(kernel, kCache, vCache, heads, d);
-  expectDtype(pos, kernel, "pos", ["i32"]);
-  expectShape(pos, kernel, "pos", [b, 2, 1]);
-  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
-  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
   const cap = kCache.shape[2];
-  if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > cap) {
-    throw new GpuError(`${kernel}: maxKeys ${options.maxKeys} must be in [1, ${cap}]`);
-  }
-  const maxS = scoreRows(kernel, options.maxKeys);
+  const maxS = scoreRows(kernel, options.maxKeys, cap);
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
   const maxPos = options.maxPosition ?? 8192;
   const table = rotaryTable(rec, d / 2, options.base ?? 10000, true, maxPos);
   const layout = options.layout ?? "interleaved";
   const pipeline = getPipeline(rec.gpu, `qkvAttentionSlots:${layout}:${maxS}`, () => `
-${AttentionSlotsParams.wgsl}${declareInput(1, "QKV", "f32")}
-${declareInput(2, "POS", "i32")}
-${declareInput(3, "SI", "i32")}
-${declareInput(4, "TAB", "f32")}
+${AttentionSlotsParams.wgsl}${rotatedWgsl(layout)}
 ${declareOutput(5, "K")}
 ${declareOutput(6, "V")}
 ${declareOutput(7, "O")}
-${rotatedWgsl(layout)}
 ${
     attendWgsl(
       maxS,
