@@ -7,7 +7,7 @@
  * engine and for one joining a batch of 15 that is already decoding.
  *
  * First, decode at batch 1 on the tiny fixture and the demo model, greedy and with HTTP's default
- * sampling (temperature 0.95, top-p 0.7): the per-token path (logits read back every step, host
+ * sampling (temperature 0.95, top-p 0.7; and with the UTF-8 mask, the demo's default): the per-token path (logits read back every step, host
  * sampler) against grouped decoding (ids sampled on the GPU, read back once per group of steps)
  * in the same run, with the JS thread's CPU time per token (the host's cost).
  *
@@ -36,7 +36,10 @@ import {
   uploadTensor,
 } from "../core/mod.ts";
 import { smallConfig } from "./small_model.ts";
+import { loadTokenizer } from "../data/mod.ts";
 import {
+  type ByteTokens,
+  byteTokensOf,
   chooseToken,
   createScheduler,
   type SamplerSettings,
@@ -132,6 +135,8 @@ export function cpuMs(which: "self" | "thread-self"): number | null {
 const DECODE_MODES = {
   greedy: { temperature: 0 },
   "T0.95 p0.7": { temperature: 0.95, topP: 0.7 },
+  // The demo's default: the UTF-8 mask on (masked on the GPU within groups).
+  "T0.95 p0.7 utf8": { temperature: 0.95, topP: 0.7, validUtf8: true },
 } as const;
 
 /**
@@ -149,7 +154,7 @@ async function oneRequest(
     const t: SeqTiming = { submitted: performance.now(), firstToken: 0, last: 0, tokens: 0 };
     sched.submit({
       promptIds: promptIds(config, PROMPT_LEN, 3),
-      settings: { ...settings, validUtf8: false },
+      settings: { validUtf8: false, ...settings },
       rng: createRng(1),
       maxNewTokens: tokens + 1,
       onToken() {
@@ -196,6 +201,7 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   const rows: string[][] = [];
   for (const [name, dir] of [["tiny", TINY_DIR], ["demo", DEMO_MODEL_DIR]]) {
     const model = await loadModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+    const bytes: ByteTokens = byteTokensOf(await loadTokenizer(dir));
     const make = (gpuSampling: boolean) => {
       const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
       // endId -1: every run decodes its full length.
@@ -203,6 +209,7 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
         textVocab: model.config.vocabSize,
         endId: -1,
         gpuSampling,
+        bytes,
       });
       return { decoder, sched };
     };

@@ -233,6 +233,29 @@ Deno.test("grouped decoding: greedy with the UTF-8 mask gives the per-token path
   });
 });
 
+Deno.test("grouped decoding: sampling with the UTF-8 mask runs in groups, the per-token path's tokens", async () => {
+  // The mask is applied on the GPU (each row's trailing bytes kept there), so sampled requests
+  // with it decode in groups too; the same seeds give the same tokens.
+  const jobs = (e: LocalEngine) =>
+    Promise.all(
+      SETTINGS.flatMap((s) =>
+        gen.prompts_ids.map((p) =>
+          collect(e.generateTokens({ promptIds: p, maxNewTokens: 24, ...s, validUtf8: true }))
+            .then((r) => r.tokens)
+        )
+      ),
+    );
+  let want: number[][] = [];
+  await withEngine(false, async (e) => {
+    want = await jobs(e);
+  });
+  await withEngine(true, async (e, counts) => {
+    assert.deepEqual(await jobs(e), want);
+    assert.ok(counts.groups.length > 0, "sampled requests with the mask use groups");
+    assert.equal(counts.perToken, 0, "every step went through groups");
+  });
+});
+
 Deno.test('by default greedy and sampled requests decode in GPU groups; "greedy" keeps sampled ones per-token', async () => {
   await withEngine(undefined, async (e, counts) => {
     const before = counts.groups.length;

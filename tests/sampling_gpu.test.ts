@@ -1,5 +1,6 @@
 // The GPU sampler (core/kernels/sampling) against the host sampler (serve/engine/sampling.ts):
-// the same ids for the same logits, settings and seeded draws; greedy exact.
+// the same ids for the same logits, settings and seeded draws; greedy exact; the UTF-8 mask and
+// the advance kernel's UTF-8 state included.
 import assert from "node:assert/strict";
 import {
   beginCapture,
@@ -9,14 +10,17 @@ import {
   replayCapture,
   submit,
 } from "../core/gpu/mod.ts";
-import { readTensor, releaseTensor, uploadTensor } from "../core/tensor/mod.ts";
+import { readTensor, releaseTensor, type Tensor, uploadTensor } from "../core/tensor/mod.ts";
 import {
   advanceDecode,
   packSamplingRows,
   sampleTokens,
   type SamplingRow,
+  utf8IdTable,
+  utf8State,
 } from "../core/kernels/mod.ts";
 import { argmax, chooseToken, type SamplerSettings } from "../serve/engine/sampling.ts";
+import { type ByteTokens, byteTokens, pendingChar } from "../serve/engine/utf8_tokens.ts";
 import { createRng } from "../base/random.ts";
 
 interface Case {
@@ -26,11 +30,15 @@ interface Case {
   seed: number;
 }
 
-/** Runs `cases` (rows of `V` logits) through the GPU sampler; the host's ids beside them. */
-async function both(V: number, textVocab: number, cases: Case[]) {
+/**
+ * Runs `cases` (rows of `V` logits) through the GPU sampler; the host's ids beside them. With the
+ * vocabulary's single-byte tokens `bytes`, rows whose settings ask for `validUtf8` are masked (each
+ * row's trailing bytes from its history, as a decode group passes them).
+ */
+async function both(V: number, textVocab: number, cases: Case[], bytes?: ByteTokens) {
   const gpu = await getGpu();
   const host = cases.map((c) =>
-    chooseToken(c.logits.slice(), textVocab, c.settings, c.history, createRng(c.seed))
+    chooseToken(c.logits.slice(), textVocab, c.settings, c.history, createRng(c.seed), bytes)
   );
   const rows: SamplingRow[] = cases.map((c) => ({
     ...c.settings,
@@ -39,15 +47,35 @@ async function both(V: number, textVocab: number, cases: Case[]) {
     history: c.history,
   }));
   const { settings, history } = packSamplingRows(rows);
-  const all = new Float32Array(cases.length * V);
+  const n = cases.length;
+  const all = new Float32Array(n * V);
   cases.forEach((c, i) => all.set(c.logits, i * V));
-  const logits = uploadTensor(gpu, all, [cases.length, V]);
-  const s = uploadTensor(gpu, settings, [settings.length]);
+  const logits = uploadTensor(gpu, all, [n, V]);
+  // With the mask: its byte ids after the settings, the rows' states in front of their ids.
+  const words = bytes ? Uint32Array.from([...settings, ...utf8IdTable(bytes.idOf)]) : settings;
+  const s = uploadTensor(gpu, words, [words.length]);
   const h = uploadTensor(gpu, history, [history.length]);
+  const ring = bytes
+    ? uploadTensor(
+      gpu,
+      Int32Array.from([
+        ...cases.map((c) => utf8State(c.history, bytes.byteOf)),
+        ...cases.map(() => -7),
+      ]),
+      [2 * n],
+    )
+    : undefined;
   const rec = beginRecording(gpu);
-  const ids = sampleTokens(rec, logits, textVocab, s, h);
+  const ids = sampleTokens(
+    rec,
+    logits,
+    textVocab,
+    s,
+    h,
+    ring ? { out: ring, outOffset: n, utf8: { table: settings.length, state: 0 } } : {},
+  );
   await submit(rec);
-  const out = [...(await readTensor(ids))];
+  const out = [...(await readTensor(ids) as Int32Array).subarray(ring ? n : 0)];
   for (const t of [logits, s, h, ids]) releaseTensor(t);
   return { host, gpu: out };
 }
@@ -158,6 +186,40 @@ Deno.test("GPU sampled ids equal the host's on a 130k vocabulary (flat and peake
   assert.deepEqual(gpu, host);
 });
 
+/**
+ * A decode group's sampling and advance as `decodeGroupOf` records them: step 0 captured (ids
+ * into ring rows 1.., UTF-8 states in row 0 when masked), replayed for the other steps.
+ */
+function groupSteps(
+  rec: ReturnType<typeof beginRecording>,
+  t: Record<"logits" | "s" | "h" | "ring" | "counter" | "ids" | "pos" | "info", Tensor> & {
+    textVocab: number;
+  },
+  o: { rows: number; steps: number; stride: number; utf8?: { table: number; byteOf: Tensor } },
+) {
+  const { rows, steps, stride } = o;
+  beginCapture(rec);
+  sampleTokens(rec, t.logits, t.textVocab, t.s, t.h, {
+    out: t.ring,
+    outOffset: stride,
+    recent: { start: stride, count: 0, stride },
+    step: { counter: t.counter, steps, stride },
+    ...(o.utf8 ? { utf8: { table: o.utf8.table, state: 0 } } : {}),
+  });
+  advanceDecode(rec, rows, {
+    counter: t.counter,
+    ring: t.ring,
+    first: stride,
+    stride,
+    ids: t.ids,
+    bumps: [{ tensor: t.pos, stride: 2, offset: 1 }, { tensor: t.info, stride: 2, offset: 1 }],
+    ...(o.utf8 ? { utf8: { byteOf: o.utf8.byteOf, state: 0 } } : {}),
+  });
+  const captured = endCapture(rec);
+  for (let j = 1; j < steps; j++) replayCapture(captured);
+  return captured;
+}
+
 Deno.test("decode group steps: the step counter picks each step's settings and ring row, replayed", async () => {
   const gpu = await getGpu();
   // Two rows, three steps, the same logits each step: step 0 greedy; step 1 a penalty so strong
@@ -186,24 +248,12 @@ Deno.test("decode group steps: the step counter picks each step's settings and r
   const pos = uploadTensor(gpu, new Int32Array([3, 1, 4, 1]), [rows, 2, 1]);
   const info = uploadTensor(gpu, new Int32Array([0, 10, 1, 20]), [rows, 2]);
   const rec = beginRecording(gpu);
-  beginCapture(rec);
-  sampleTokens(rec, logits, V, s, h, {
-    out: ring,
-    outOffset: stride,
-    recent: { start: stride, count: 0, stride },
-    step: { counter, steps, stride },
-  });
-  advanceDecode(rec, rows, {
-    counter,
-    ring,
-    first: stride,
+  const captured = groupSteps(rec, { logits, textVocab: V, s, h, ring, counter, ids, pos, info }, {
+    rows,
+    steps,
     stride,
-    ids,
-    bumps: [{ tensor: pos, stride: 2, offset: 1 }, { tensor: info, stride: 2, offset: 1 }],
   });
-  const captured = endCapture(rec);
   assert.equal(captured.dispatches, 2);
-  for (let j = 1; j < steps; j++) replayCapture(captured);
   assert.equal(rec.dispatches, 6);
   await submit(rec);
   const out = await readTensor(ring) as Int32Array;
@@ -225,4 +275,182 @@ Deno.test("decode group steps: the step counter picks each step's settings and r
   assert.deepEqual([...(await readTensor(info))], [0, 13, 1, 23], "lengths +3");
   assert.deepEqual([...(await readTensor(counter))], [3]);
   for (const t of [logits, s, h, ring, counter, ids, pos, info]) releaseTensor(t);
+});
+
+// The UTF-8 mask (`utf8`): single-byte-token vocabularies, every kind of open character.
+
+/** Byte b is id 3 + b, except the bytes in `missing`. */
+function table(V: number, missing: (b: number) => boolean = () => false) {
+  return byteTokens(V, Array.from({ length: 256 }, (_, b) => missing(b) ? -1 : 3 + b));
+}
+
+/** Tails that leave every kind of state: open characters of 2–4 bytes, broken ones, none. */
+const TAILS = [
+  [],
+  [0x41],
+  [0xe5],
+  [0xe5, 0x8c],
+  [0xe5, 0x8c, 0xbb],
+  [0xe0],
+  [0xed],
+  [0xf0],
+  [0xf0, 0x90],
+  [0xf0, 0x90, 0x80],
+  [0xf4],
+  [0xc3],
+  [0x8c],
+  [0xe5, 0x41],
+  [0xe0, 0x80],
+  [0xff],
+  [0xc3, 0xa9, 0xe5],
+];
+
+function utf8Cases(V: number, n: number, seed: number): Case[] {
+  const rng = createRng(seed);
+  const pick = <T>(xs: T[]) => xs[rng.below(xs.length)];
+  return Array.from({ length: n }, (_, r) => {
+    // Byte tokens likely: most of the mass on them, some on text ids.
+    const logits = Float32Array.from(
+      { length: V },
+      (_, i) => (rng.next() - 0.5) * 6 + (i >= 3 && i < 259 ? 2 : 0),
+    );
+    const tail = TAILS[r % TAILS.length];
+    const history = [
+      ...Array.from({ length: rng.below(6) }, () => 300 + rng.below(V - 300)),
+      ...tail.map((b) => 3 + b),
+    ];
+    const sampled = r % 2 === 1;
+    return {
+      logits,
+      history,
+      seed: rng.nextU32(),
+      settings: {
+        temperature: sampled ? pick([0.5, 1, 1.5]) : 0,
+        topK: pick([0, 0, 5, 40]),
+        topP: pick([1, 0.9, 0.5]),
+        repetitionPenalty: pick([1, 1.25, 2]),
+        validUtf8: r % 7 !== 3,
+      },
+    };
+  });
+}
+
+Deno.test("utf8State keeps the trailing byte tokens pendingChar looks at", () => {
+  const bytes = table(600);
+  for (const tail of TAILS) {
+    const ids = [400, ...tail.map((b) => 3 + b)];
+    const st = utf8State(ids, bytes.byteOf);
+    const kept = tail.slice(-3);
+    assert.equal(st & 3, kept.length, `tail ${tail}`);
+    kept.forEach((b, j) => assert.equal((st >>> (8 * (kept.length - j))) & 0xff, b));
+    // The open character as the host sees it depends only on those bytes.
+    assert.deepEqual(
+      pendingChar(kept.map((b) => 3 + b), bytes.byteOf),
+      pendingChar(ids, bytes.byteOf),
+    );
+  }
+  assert.equal(utf8State([3 + 0xe5, 999], table(600).byteOf), 0, "ids past the table end it");
+});
+
+Deno.test("GPU UTF-8 mask: ids equal the host's (greedy and sampled, every kind of open character)", async () => {
+  const V = 600, textVocab = 590;
+  let masked = 0;
+  for (const seed of [1, 2, 3]) {
+    const cs = utf8Cases(V, 68, seed);
+    const bytes = table(V);
+    const { host, gpu } = await both(V, textVocab, cs, bytes);
+    assert.deepEqual(gpu, host, `seed ${seed}`);
+    // The mask matters: without it the host would choose differently for many rows.
+    masked += cs.filter((c, i) =>
+      chooseToken(
+        c.logits.slice(),
+        textVocab,
+        { ...c.settings, validUtf8: false },
+        c.history,
+        createRng(c.seed),
+      ) !== host[i]
+    ).length;
+  }
+  assert.ok(masked > 30, `only ${masked} rows changed by the mask`);
+});
+
+Deno.test("GPU UTF-8 mask: missing bytes, continuations past the text vocabulary", async () => {
+  const V = 600;
+  // No continuation bytes at all: an open character leaves the row alone (as the host).
+  const noCont = table(V, (b) => b >= 0x80 && b <= 0xbf);
+  const a = await both(V, 590, utf8Cases(V, 34, 9), noCont);
+  assert.deepEqual(a.gpu, a.host);
+  // Continuation bytes past textVocab (ids 131..194 ≥ 150): the same, as they cannot be chosen.
+  const b = await both(V, 150, utf8Cases(V, 34, 10), table(V));
+  assert.deepEqual(b.gpu, b.host);
+  // Some bytes missing here and there.
+  const c = await both(V, 590, utf8Cases(V, 68, 11), table(V, (x) => x % 5 === 1));
+  assert.deepEqual(c.gpu, c.host);
+});
+
+Deno.test("decode group with the UTF-8 mask: steps replayed, states advanced on the GPU, ids equal the host loop's", async () => {
+  const gpu = await getGpu();
+  const V = 600, textVocab = 590, rows = 17, steps = 8, stride = 64;
+  const bytes = table(V);
+  const cs = utf8Cases(V, rows, 21);
+  // The same logits every step; each step's choice changes the state (and penalty) of the next.
+  const host = cs.map((c) => {
+    const rng = createRng(c.seed);
+    const seen = [...c.history];
+    const out: number[] = [];
+    for (let j = 0; j < steps; j++) {
+      const id = chooseToken(c.logits.slice(), textVocab, c.settings, seen, rng, bytes);
+      out.push(id);
+      seen.push(id);
+    }
+    return out;
+  });
+  const draws = cs.map((c) => {
+    const rng = createRng(c.seed);
+    return Array.from({ length: steps }, () => (c.settings.temperature ?? 0) > 0 ? rng.next() : 0);
+  });
+  const first = packSamplingRows(
+    cs.map((c, i) => ({ ...c.settings, uniform: draws[i][0], history: c.history })),
+  );
+  const settings = new Uint32Array(steps * rows * 8 + 256);
+  for (let j = 0; j < steps; j++) {
+    const p = packSamplingRows(cs.map((c, i) => ({ ...c.settings, uniform: draws[i][j] })));
+    for (let i = 0; i < rows; i++) {
+      p.settings[i * 8 + 5] = first.settings[i * 8 + 5];
+      p.settings[i * 8 + 6] = first.settings[i * 8 + 6];
+    }
+    settings.set(p.settings.subarray(0, rows * 8), j * rows * 8);
+  }
+  settings.set(utf8IdTable(bytes.idOf), steps * rows * 8);
+  const ringData = new Int32Array((steps + 1) * stride).fill(-7);
+  cs.forEach((c, i) => ringData[i] = utf8State(c.history, bytes.byteOf));
+  const all = new Float32Array(rows * V);
+  cs.forEach((c, i) => all.set(c.logits, i * V));
+  const logits = uploadTensor(gpu, all, [rows, V]);
+  const s = uploadTensor(gpu, settings, [settings.length]);
+  const h = uploadTensor(gpu, first.history, [first.history.length]);
+  const ring = uploadTensor(gpu, ringData, [ringData.length]);
+  const byteOf = uploadTensor(gpu, Int32Array.from(bytes.byteOf), [V], "i32");
+  const counter = uploadTensor(gpu, new Uint32Array(1), [1]);
+  const ids = uploadTensor(gpu, new Int32Array(rows), [rows]);
+  const pos = uploadTensor(gpu, new Int32Array(rows * 2), [rows, 2, 1]);
+  const info = uploadTensor(gpu, new Int32Array(rows * 2), [rows, 2]);
+  const rec = beginRecording(gpu);
+  groupSteps(rec, { logits, textVocab, s, h, ring, counter, ids, pos, info }, {
+    rows,
+    steps,
+    stride,
+    utf8: { table: steps * rows * 8, byteOf },
+  });
+  await submit(rec);
+  const out = await readTensor(ring) as Int32Array;
+  const got = cs.map((_, i) => Array.from({ length: steps }, (_, j) => out[(j + 1) * stride + i]));
+  assert.deepEqual(got, host);
+  // The states after the group: those of each row's whole sequence.
+  cs.forEach((c, i) =>
+    assert.equal(out[i] >>> 0, utf8State([...c.history, ...host[i]], bytes.byteOf), `row ${i}`)
+  );
+  // The group spells characters across steps: some rows chose byte tokens in a row.
+  assert.ok(host.some((r) => r.filter((id) => id >= 3 && id < 259).length >= 3));
+  for (const t of [logits, s, h, ring, byteOf, counter, ids, pos, info]) releaseTensor(t);
 });

@@ -74,7 +74,7 @@ export {
 } from "./matmul/texture.ts";
 export { linearBackward, type LinearGrads } from "./matmul/linear_grad.ts";
 export { transposedWeight } from "./matmul/transpose.ts";
-export { layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
+export { addScaledLayerNorm, layerNorm, rmsNorm } from "./layer_norm/layer_norm.ts";
 export { softmax } from "./softmax/softmax.ts";
 export { reduce, type ReduceOp } from "./softmax/reduce.ts";
 export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
@@ -121,6 +121,7 @@ export {
   attentionSlots,
   type AttentionSlotsOptions,
   copyRowsToSlots,
+  qkvAttentionSlots,
   qkvRotarySlots,
   type QkvRotarySlotsOptions,
 } from "./attention/slots.ts";
@@ -148,5 +149,7 @@ export {
   type SampleTokensOptions,
   type SamplingRow,
   SETTINGS_WORDS,
+  utf8IdTable,
+  utf8State,
 } from "./sampling/sampling.ts";
 export { advanceDecode, type AdvanceDecodeOptions, type StepBump } from "./sampling/advance.ts";

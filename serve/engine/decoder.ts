@@ -57,6 +57,8 @@ export interface DecodeGroup {
   settings: Uint32Array;
   /** The ids the settings' histories point at (the ids before the group). */
   history: Int32Array;
+  /** The UTF-8 mask of the rows that ask for it (group_decode.ts `packGroup`). */
+  utf8?: { idOf: ArrayLike<number>; byteOf: ArrayLike<number>; state: Uint32Array };
 }
 
 export interface Decoder {

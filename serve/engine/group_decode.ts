@@ -14,7 +14,7 @@
  */
 
 import type { Rng } from "../../base/mod.ts";
-import { packSamplingRows, SETTINGS_WORDS } from "../../core/mod.ts";
+import { packSamplingRows, SETTINGS_WORDS, utf8State } from "../../core/mod.ts";
 import { maskInvalidUtf8, type SamplerSettings } from "./sampling.ts";
 import type { ByteTokens } from "./utf8_tokens.ts";
 
@@ -22,13 +22,15 @@ import type { ByteTokens } from "./utf8_tokens.ts";
 export const MAX_GROUP = 16;
 
 /**
- * Whether the GPU sampler can choose for these settings (else the host samples). The UTF-8 mask
- * is not applied on the GPU: greedy choices are checked against it on the host instead
- * ({@link utf8Allows}), sampling with it stays on the host (masking renormalises the draw).
+ * Whether the GPU sampler can choose for these settings with the vocabulary's byte tokens
+ * `bytes` (else the host samples). The GPU applies the UTF-8 mask for single-byte-token
+ * vocabularies ({@link packGroup}); for byte-level ones (`bytes.seqs`) it does not: greedy
+ * choices are checked against it on the host instead ({@link utf8Allows}), sampling with it
+ * stays on the host (masking renormalises the draw).
  */
-export function gpuSamplable(settings: SamplerSettings, utf8Mask: boolean): boolean {
+export function gpuSamplable(settings: SamplerSettings, bytes?: ByteTokens): boolean {
   const t = settings.temperature ?? 0;
-  if (settings.validUtf8 && utf8Mask && t > 0) return false;
+  if (settings.validUtf8 && bytes?.seqs && t > 0) return false;
   const p = settings.topP ?? 1;
   const k = settings.topK ?? 0;
   const r = settings.repetitionPenalty ?? 1;
@@ -44,15 +46,26 @@ export interface GroupRow {
   rng: Rng;
 }
 
+/** The UTF-8 mask of a group (`DecodeGroup.utf8`). */
+export interface GroupUtf8 {
+  idOf: ArrayLike<number>;
+  byteOf: ArrayLike<number>;
+  state: Uint32Array;
+}
+
 /**
  * Settings words for `steps` steps of `rows` (`DecodeGroup.settings`) and the histories they
  * point at (each once). A sampling row draws one uniform per step from its generator, as the host
- * sampler does per chosen token; greedy rows draw none.
+ * sampler does per chosen token; greedy rows draw none. With the vocabulary's single-byte tokens
+ * `bytes`, rows that ask for `validUtf8` are masked on the GPU (`utf8`: the byte tables and each
+ * row's trailing bytes; absent when no row asks or the vocabulary is byte-level).
  */
 export function packGroup(
   rows: readonly GroupRow[],
   steps: number,
-): { settings: Uint32Array; history: Int32Array; draws: number[][] } {
+  bytes?: ByteTokens,
+): { settings: Uint32Array; history: Int32Array; draws: number[][]; utf8?: GroupUtf8 } {
+  const masked = bytes !== undefined && !bytes.seqs && rows.some((r) => r.settings.validUtf8);
   const n = rows.length;
   const draws = rows.map((r) =>
     (r.settings.temperature ?? 0) > 0 ? Array.from({ length: steps }, () => r.rng.next()) : []
@@ -67,6 +80,7 @@ export function packGroup(
       repetitionPenalty: r.settings.repetitionPenalty,
       uniform: draws[i][j] ?? 0,
       history: j === 0 ? r.seen : undefined,
+      validUtf8: masked && r.settings.validUtf8,
     })));
     if (j === 0) history = packed.history;
     else {
@@ -78,7 +92,9 @@ export function packGroup(
     }
     settings.set(packed.settings.subarray(0, n * SETTINGS_WORDS), j * n * SETTINGS_WORDS);
   }
-  return { settings, history, draws };
+  if (!masked) return { settings, history, draws };
+  const state = Uint32Array.from(rows, (r) => utf8State(r.seen, bytes!.byteOf));
+  return { settings, history, draws, utf8: { idOf: bytes!.idOf, byteOf: bytes!.byteOf, state } };
 }
 
 /**

@@ -23,7 +23,13 @@ export {
   readGenerationDefaults,
   withGenerationDefaults,
 } from "./generation_defaults.ts";
-export { type ByteTokens, byteTokens, type PendingChar, pendingChar } from "./utf8_tokens.ts";
+export {
+  type ByteTokens,
+  byteTokens,
+  byteTokensOf,
+  type PendingChar,
+  pendingChar,
+} from "./utf8_tokens.ts";
 export { createTextStream, type TextStream, type TextStreamOptions } from "./text_stream.ts";
 export * from "./types.ts";
 export {

@@ -277,7 +277,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
 
   const gpuMode = opts.gpuSampling ?? true;
   const onGpu = (settings: SamplerSettings) =>
-    gpuSamplable(settings, opts.bytes !== undefined) &&
+    gpuSamplable(settings, opts.bytes) &&
     (gpuMode === true || (settings.temperature ?? 0) === 0);
   const grouped = gpuMode !== false && decoder.decodeGroup !== undefined &&
     decoder.rewind !== undefined;
@@ -314,6 +314,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
     const packed = packGroup(
       batch.map((s) => ({ settings: s.req.settings, seen: s.seen, rng: s.rng })),
       k,
+      opts.bytes,
     );
     for (const s of batch) s.target = Math.min(maxGroup, s.target * 2);
     const ids = decoder.decodeGroup!({
@@ -324,6 +325,7 @@ export function createScheduler(decoder: Decoder, opts: SchedulerOptions): Sched
       textVocab: opts.textVocab,
       settings: packed.settings,
       history: packed.history,
+      utf8: packed.utf8,
     });
     // Awaited by `land`; until then a rejection is not unhandled.
     ids.catch(() => {});

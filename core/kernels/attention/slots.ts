@@ -52,6 +52,8 @@ const AttentionSlotsParams = uniformLayout({
   cap: "u32",
   c: "f32",
   kvHeads: "u32",
+  /** Rows of the rotary table (the fused kernel). */
+  maxPos: "u32",
 });
 /** `n` copies of at most `maxLen` positions between caches of `srcCap` and `dstCap`. */
 const CopySlotsParams = uniformLayout({
@@ -82,6 +84,38 @@ function checkSlotCache(
   expectShape(vCache, kernel, "vCache", kCache.shape);
 }
 
+/**
+ * The operands of a slot decode step's qkv rotation: `qkv` [b, 1, 3·heads·d] f32 (d a multiple of
+ * 4), `pos` i32 [b, 2, 1], caches [slots, heads, capacity, d], `slotInfo` i32 [b, 2].
+ */
+function checkQkvSlots(
+  kernel: string,
+  qkv: Tensor,
+  pos: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  slotInfo: Tensor,
+  heads: number,
+): { b: number; heads: number; d: number } {
+  expectDtype(qkv, kernel, "qkv", ["f32"]);
+  assertUnchunked(qkv, kernel, "qkv");
+  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
+    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
+  }
+  const [b, , h3] = qkv.shape;
+  if (h3 % (3 * heads) !== 0) {
+    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
+  }
+  const d = h3 / (3 * heads);
+  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
+  checkSlotCache(kernel, kCache, vCache, heads, d);
+  expectDtype(pos, kernel, "pos", ["i32"]);
+  expectShape(pos, kernel, "pos", [b, 2, 1]);
+  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
+  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  return { b, heads, d };
+}
+
 export interface QkvRotarySlotsOptions {
   heads: number;
   /** "interleaved" (ChatGLM: per head [q | k | v]) or "blocked" (all q, all k, all v). */
@@ -108,46 +142,18 @@ export function qkvRotarySlots(
   options: QkvRotarySlotsOptions,
 ): Tensor {
   const kernel = "qkvRotarySlots";
-  expectDtype(qkv, kernel, "qkv", ["f32"]);
-  assertUnchunked(qkv, kernel, "qkv");
-  if (qkv.shape.length !== 3 || qkv.shape[1] !== 1) {
-    throw new GpuError(`${kernel}: qkv must be [b, 1, 3h], got [${qkv.shape.join(", ")}]`);
-  }
-  const [b, , h3] = qkv.shape;
-  const heads = options.heads;
-  if (h3 % (3 * heads) !== 0) {
-    throw new GpuError(`${kernel}: last dim ${h3} is not 3 × heads (${heads}) × d`);
-  }
-  const d = h3 / (3 * heads);
-  if (d % 4 !== 0) throw new GpuError(`${kernel}: head dim ${d} cannot be rotated in 2-D mode`);
-  checkSlotCache(kernel, kCache, vCache, heads, d);
-  expectDtype(pos, kernel, "pos", ["i32"]);
-  expectShape(pos, kernel, "pos", [b, 2, 1]);
-  expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
-  expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
+  const { b, heads, d } = checkQkvSlots(kernel, qkv, pos, kCache, vCache, slotInfo, options.heads);
   const q = outputTensor(rec, kernel, [b, heads, 1, d]);
   if (b === 0) return q;
   const maxPos = options.maxPosition ?? 8192;
   const r = d / 2;
   const table = rotaryTable(rec, r, options.base ?? 10000, true, maxPos);
   const layout = options.layout ?? "interleaved";
-  const col = (j: string) =>
-    layout === "interleaved"
-      ? `n * 3u * P.d + which * P.d + ${j}`
-      : `which * P.heads * P.d + n * P.d + ${j}`;
   const pipeline = getPipeline(rec.gpu, `qkvRotarySlots:${layout}`, () => `
-${QkvSlotsParams.wgsl}${declareInput(1, "QKV", "f32")}
-${declareInput(2, "POS", "i32")}
-${declareInput(3, "SI", "i32")}
-${declareInput(4, "TAB", "f32")}
+${QkvSlotsParams.wgsl}${rotatedWgsl(layout)}
 ${declareOutput(5, "Q")}
 ${declareOutput(6, "KC")}
 ${declareOutput(7, "VC")}
-fn cs(p: i32, i: u32, half: u32) -> vec2<f32> {
-  if (p < 0 || u32(p) >= P.maxPos) { return vec2<f32>(bitcast<f32>(0x7fc00000u)); }
-  let t = (u32(p) * half + i) * 2u;
-  return vec2<f32>(TAB[t], TAB[t + 1u]);
-}
 @compute @workgroup_size(64)
 fn main(${WG_BUILTINS}) {
   // One invocation per (row, head, dim) and per q/k/v.
@@ -160,20 +166,7 @@ fn main(${WG_BUILTINS}) {
   let t1 = r0 / P.d;
   let n = t1 % P.heads;
   let bi = t1 / P.heads;
-  let rowBase = bi * 3u * P.heads * P.d;
-  var v = QKV[rowBase + ${col("j")}];
-  if (which < 2u) {
-    // 2-D rotary: the first half of the head by pos[0], the second by pos[1]; rotate half.
-    let half = P.d / 2u;
-    let span = j / half;
-    let jj = j - span * half;
-    let quarter = half / 2u;
-    let i = select(jj - quarter, jj, jj < quarter);
-    let partner = select(j - quarter, j + quarter, jj < quarter);
-    let pv = QKV[rowBase + ${col("partner")}];
-    let c = cs(POS[bi * 2u + span], i, quarter);
-    v = select(v * c.x + pv * c.y, v * c.x - pv * c.y, jj < quarter);
-  }
+  let v = rotated(which, bi, n, j);
   if (which == 0u) {
     Q[(bi * P.heads + n) * P.d + j] = v;
   } else {
@@ -200,6 +193,43 @@ fn main(${WG_BUILTINS}) {
     grid(rec.gpu, Math.ceil((3 * b * heads * d) / 64)),
   );
   return q;
+}
+
+/**
+ * WGSL bindings 1-4 (`QKV`, `POS`, `SI`, `TAB`) and `rotated(which, bi, n, j)`: element j of
+ * head n of row bi's q (which 0), k (1) or v (2) from the fused qkv `QKV`, q and k rotated by the
+ * 2-D positions `POS` (the first half of the head by pos[0], the second by pos[1]; rotate half)
+ * with the angle table `TAB`. Needs P.d,
+ * P.heads, P.maxPos.
+ */
+function rotatedWgsl(layout: "interleaved" | "blocked"): string {
+  const col = (j: string) =>
+    layout === "interleaved"
+      ? `n * 3u * P.d + which * P.d + ${j}`
+      : `which * P.heads * P.d + n * P.d + ${j}`;
+  return `${declareInput(1, "QKV", "f32")}
+${declareInput(2, "POS", "i32")}
+${declareInput(3, "SI", "i32")}
+${declareInput(4, "TAB", "f32")}
+fn cs(p: i32, i: u32, half: u32) -> vec2<f32> {
+  if (p < 0 || u32(p) >= P.maxPos) { return vec2<f32>(bitcast<f32>(0x7fc00000u)); }
+  let t = (u32(p) * half + i) * 2u;
+  return vec2<f32>(TAB[t], TAB[t + 1u]);
+}
+fn rotated(which: u32, bi: u32, n: u32, j: u32) -> f32 {
+  let rowBase = bi * 3u * P.heads * P.d;
+  let v = QKV[rowBase + ${col("j")}];
+  if (which >= 2u) { return v; }
+  let half = P.d / 2u;
+  let span = j / half;
+  let jj = j - span * half;
+  let quarter = half / 2u;
+  let i = select(jj - quarter, jj, jj < quarter);
+  let partner = select(j - quarter, j + quarter, jj < quarter);
+  let pv = QKV[rowBase + ${col("partner")}];
+  let c = cs(POS[bi * 2u + span], i, quarter);
+  return select(v * c.x + pv * c.y, v * c.x - pv * c.y, jj < quarter);
+}`;
 }
 
 export interface AttentionSlotsOptions {
@@ -242,11 +272,7 @@ export function attentionSlots(
   expectDtype(slotInfo, kernel, "slotInfo", ["i32"]);
   expectShape(slotInfo, kernel, "slotInfo", [b, 2]);
   const cap = kCache.shape[2];
-  if (!Number.isInteger(options.maxKeys) || options.maxKeys < 1 || options.maxKeys > cap) {
-    throw new GpuError(`${kernel}: maxKeys ${options.maxKeys} must be in [1, ${cap}]`);
-  }
-  const maxS = [256, 1024, 4096].find((m) => options.maxKeys <= m);
-  if (!maxS) throw new GpuError(`${kernel}: ${options.maxKeys} keys exceed the 4096 supported`);
+  const maxS = scoreRows(kernel, options.maxKeys, cap);
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
   const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}`, () => `
@@ -255,6 +281,35 @@ ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareInput(4, "SI", "i32")}
 ${declareOutput(5, "O")}
+${attendWgsl(maxS, "Q[row * P.d + k]", "")}`);
+  recordDispatch(
+    rec,
+    pipeline,
+    AttentionSlotsParams.pack({ b, heads, d, cap, c: options.layerScale ?? 1, kvHeads, maxPos: 0 }),
+    [bindingOf(q), bindingOf(kCache), bindingOf(vCache), bindingOf(slotInfo), bindingOf(out)],
+    grid(rec.gpu, b * heads),
+  );
+  return out;
+}
+
+/** Score buffer rows for `maxKeys` keys (a pipeline variant each), within a cache of `cap`. */
+function scoreRows(kernel: string, maxKeys: number, cap: number): number {
+  if (!Number.isInteger(maxKeys) || maxKeys < 1 || maxKeys > cap) {
+    throw new GpuError(`${kernel}: maxKeys ${maxKeys} must be in [1, ${cap}]`);
+  }
+  const maxS = [256, 1024, 4096].find((m) => maxKeys <= m);
+  if (!maxS) throw new GpuError(`${kernel}: ${maxKeys} keys exceed the 4096 supported`);
+  return maxS;
+}
+
+/**
+ * The attention of one (row, head) per workgroup over its slot's keys [0, length] in `K`, `V`
+ * (`SI`: slot, length): `query` is element k of the head's query (WGSL); `store` runs first,
+ * with `bi`, `n`, `slot` and `at` (the new token's position) defined (the fused kernel writes
+ * the new key and value there).
+ */
+function attendWgsl(maxS: number, query: string, store: string): string {
+  return `
 var<workgroup> sc: array<f32, ${maxS}>;
 var<workgroup> qv: array<f32, ${MAX_D}>;
 ${workgroupReduce(WG)}
@@ -266,9 +321,11 @@ fn main(${WG_BUILTINS}) {
   let bi = row / P.heads;
   let n = row % P.heads;
   let slot = u32(SI[bi * 2u]);
-  let S = min(u32(SI[bi * 2u + 1u]) + 1u, min(P.cap, ${maxS}u));
+  let at = u32(SI[bi * 2u + 1u]);
+  let S = min(at + 1u, min(P.cap, ${maxS}u));
   let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
-  for (var k = t; k < P.d; k += ${WG}u) { qv[k] = Q[row * P.d + k] * inv; }
+  ${store}
+  for (var k = t; k < P.d; k += ${WG}u) { qv[k] = ${query} * inv; }
   workgroupBarrier();
   let kvBase = (slot * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;
   var m = -3.4028234e38;
@@ -292,12 +349,73 @@ fn main(${WG_BUILTINS}) {
     O[outBase + k] = acc * norm;
   }
 }
-`);
+`;
+}
+
+/**
+ * {@link qkvRotarySlots} then {@link attentionSlots} in one dispatch (ChatGLM's decode, heads ==
+ * kv heads): each (row, head) workgroup rotates its query into workgroup memory, writes its
+ * rotated key and its value into the slot at `length`, and attends over keys [0, length], the
+ * same arithmetic as the two kernels. On llvmpipe each dispatch has a fixed cost, so a decode step
+ * of a small model saves it once per layer (and the q buffer).
+ */
+export function qkvAttentionSlots(
+  rec: Recording,
+  qkv: Tensor,
+  pos: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  slotInfo: Tensor,
+  options: QkvRotarySlotsOptions & AttentionSlotsOptions,
+): Tensor {
+  const kernel = "qkvAttentionSlots";
+  const { b, heads, d } = checkQkvSlots(kernel, qkv, pos, kCache, vCache, slotInfo, options.heads);
+  if (d > MAX_D) throw new GpuError(`${kernel}: head dim ${d} exceeds ${MAX_D}`);
+  const cap = kCache.shape[2];
+  const maxS = scoreRows(kernel, options.maxKeys, cap);
+  const out = outputTensor(rec, kernel, [b, 1, heads * d]);
+  if (b === 0) return out;
+  const maxPos = options.maxPosition ?? 8192;
+  const table = rotaryTable(rec, d / 2, options.base ?? 10000, true, maxPos);
+  const layout = options.layout ?? "interleaved";
+  const pipeline = getPipeline(rec.gpu, `qkvAttentionSlots:${layout}:${maxS}`, () => `
+${AttentionSlotsParams.wgsl}${rotatedWgsl(layout)}
+${declareOutput(5, "K")}
+${declareOutput(6, "V")}
+${declareOutput(7, "O")}
+${
+    attendWgsl(
+      maxS,
+      "rotated(0u, bi, n, k)",
+      `let ci = ((slot * P.heads + n) * P.cap + at) * P.d;
+  for (var k = t; k < P.d; k += ${WG}u) {
+    K[ci + k] = rotated(1u, bi, n, k);
+    V[ci + k] = rotated(2u, bi, n, k);
+  }
+  storageBarrier();`,
+    )
+  }`);
   recordDispatch(
     rec,
     pipeline,
-    AttentionSlotsParams.pack({ b, heads, d, cap, c: options.layerScale ?? 1, kvHeads }),
-    [bindingOf(q), bindingOf(kCache), bindingOf(vCache), bindingOf(slotInfo), bindingOf(out)],
+    AttentionSlotsParams.pack({
+      b,
+      heads,
+      d,
+      cap,
+      c: options.layerScale ?? 1,
+      kvHeads: heads,
+      maxPos,
+    }),
+    [
+      bindingOf(qkv),
+      bindingOf(pos),
+      bindingOf(slotInfo),
+      bindingOf(table),
+      bindingOf(kCache),
+      bindingOf(vCache),
+      bindingOf(out),
+    ],
     grid(rec.gpu, b * heads),
   );
   return out;

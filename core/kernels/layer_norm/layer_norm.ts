@@ -24,8 +24,8 @@ import { uniformLayout } from "../uniforms.ts";
 /** Invocations per row in the workgroup design. */
 const LANES = 64;
 
-/** Rows of `cols` elements. */
-const NormParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32" });
+/** Rows of `cols` elements; `alpha`: the fused residual's scale (see {@link addScaledLayerNorm}). */
+const NormParams = uniformLayout({ rows: "u32", cols: "u32", eps: "f32", alpha: "f32" });
 
 function checkVector(t: Tensor, kernel: string, name: string, n: number): void {
   expectDtype(t, kernel, name, ["f32", "f16"]);
@@ -44,6 +44,33 @@ export function layerNorm(
   out?: Tensor,
 ): Tensor {
   return norm(rec, "layerNorm", x, weight, bias, eps, out);
+}
+
+/**
+ * `layerNorm(a·alpha + b)` in one dispatch, the sum never stored: ChatGLM's residual
+ * (`LN(x)·α + f(LN(x))`) followed by the next LayerNorm, which is all that reads the sum during
+ * inference. On llvmpipe every dispatch has a fixed cost (thread-pool fan-out and join), so a
+ * decode step of a small model pays for the number of its kernels as much as for their work.
+ * The sum is computed as the `addScaled` kernel computes it (`a * alpha + b` in f32).
+ */
+export function addScaledLayerNorm(
+  rec: Recording,
+  a: Tensor,
+  alpha: number,
+  b: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps: number,
+  out?: Tensor,
+): Tensor {
+  expectDtype(b, "addScaledLayerNorm", "b", ["f32"]);
+  assertUnchunked(b, "addScaledLayerNorm", "b");
+  if (numel(a.shape) !== numel(b.shape) || a.shape.at(-1) !== b.shape.at(-1)) {
+    throw new GpuError(
+      `addScaledLayerNorm: a [${a.shape.join(", ")}] and b [${b.shape.join(", ")}] differ`,
+    );
+  }
+  return norm(rec, "layerNorm", a, weight, bias, eps, out, { b, alpha });
 }
 
 /** RMSNorm over the last dim: `x / sqrt(mean(x²) + eps) · weight`. */
@@ -65,6 +92,8 @@ function norm(
   bias: Tensor | undefined,
   eps: number,
   out?: Tensor,
+  /** Normalize `x·alpha + b` instead of x. */
+  sum?: { b: Tensor; alpha: number },
 ): Tensor {
   expectDtype(x, kernel, "x", ["f32"]);
   assertUnchunked(x, kernel, "x");
@@ -76,12 +105,15 @@ function norm(
   const layer = kernel === "layerNorm";
   const plan = rowPlan(rec.gpu, LANES, cols);
   const WG = plan.lanes;
-  const key = `${kernel}:${plan.tag}:${weight.dtype}:${bias?.dtype ?? "-"}`;
+  const key = `${kernel}:${plan.tag}:${weight.dtype}:${bias?.dtype ?? "-"}${sum ? ":axpby" : ""}`;
+  // The input element i of the row: x, or the fused residual sum.
+  const X = (i: string) => sum ? `(X[base + ${i}] * P.alpha + XB[base + ${i}])` : `X[base + ${i}]`;
   const pipeline = getPipeline(rec.gpu, key, () => `
 ${NormParams.wgsl}${declareInput(1, "X", "f32")}
 ${declareInput(2, "W", weight.dtype)}
 ${declareOutput(3, "Y")}
 ${bias ? declareInput(4, "B", bias.dtype) : ""}
+${sum ? declareInput(bias ? 5 : 4, "XB", "f32") : ""}
 ${plan.reduce}
 @compute @workgroup_size(${plan.workgroupSize})
 fn main(${WG_BUILTINS}) {
@@ -92,27 +124,28 @@ fn main(${WG_BUILTINS}) {
   ${
     layer
       ? `var s = 0.0;
-  for (var i = t; i < P.cols; i += ${WG}u) { s += X[base + i]; }
+  for (var i = t; i < P.cols; i += ${WG}u) { s += ${X("i")}; }
   let mean = wg_sum(s, t) / n;
   var v = 0.0;
-  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i] - mean; v += d * d; }
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = ${X("i")} - mean; v += d * d; }
   let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
   for (var i = t; i < P.cols; i += ${WG}u) {
-    Y[base + i] = (X[base + i] - mean) * inv * ld_W(i) + ld_B(i);
+    Y[base + i] = (${X("i")} - mean) * inv * ld_W(i) + ld_B(i);
   }`
       : `var v = 0.0;
-  for (var i = t; i < P.cols; i += ${WG}u) { let d = X[base + i]; v += d * d; }
+  for (var i = t; i < P.cols; i += ${WG}u) { let d = ${X("i")}; v += d * d; }
   let inv = 1.0 / sqrt(wg_sum(v, t) / n + P.eps);
-  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = X[base + i] * inv * ld_W(i); }`
+  for (var i = t; i < P.cols; i += ${WG}u) { Y[base + i] = ${X("i")} * inv * ld_W(i); }`
   }
 }
 `);
   const resources = [bindingOf(x), bindingOf(weight), bindingOf(y)];
   if (bias) resources.push(bindingOf(bias));
+  if (sum) resources.push(bindingOf(sum.b));
   recordDispatch(
     rec,
     pipeline,
-    NormParams.pack({ rows, cols, eps }),
+    NormParams.pack({ rows, cols, eps, alpha: sum?.alpha ?? 1 }),
     resources,
     plan.workgroups(rows),
   );

@@ -35,7 +35,10 @@
  * - a row with NaN or ±Infinity anywhere gives `invalidId` (ChatGLM's chat: id 5), as the
  *   scheduler does on the host (`InvalidScoreLogitsProcessor`); a row whose every text logit is
  *   -Infinity otherwise gives id 0.
- * - no UTF-8 mask (`validUtf8`): sequences that sample with it are sampled on the host.
+ * - the UTF-8 mask (`validUtf8`, serve/engine/sampling.ts `maskInvalidUtf8`) is applied for
+ *   vocabularies of single-byte tokens only (`utf8`: each row's trailing byte tokens kept in GPU
+ *   memory, moved on by `advanceDecode`); byte-level vocabularies (tokens of several bytes) sample
+ *   with it on the host.
  * - on software adapters a row may hold at most {@link maxSampledIds} ids (llvmpipe stops loops
  *   past 65535 iterations per invocation; ~300k, above every vocabulary in use).
  */
@@ -90,6 +93,8 @@ const SamplingParams = uniformLayout({
   invalidId: "u32",
   stepped: "u32",
   outStride: "u32",
+  utf8Table: "u32",
+  utf8State: "u32",
 });
 
 /** One row's settings, as the host sampler takes them plus its draw. */
@@ -104,11 +109,14 @@ export interface SamplingRow {
   uniform?: number;
   /** Ids seen so far (prompt then answer): the repetition penalty's set. */
   history?: ArrayLike<number>;
+  /** Apply the UTF-8 mask to this row (with `SampleTokensOptions.utf8`). */
+  validUtf8?: boolean;
 }
 
 /**
  * Settings words [rows, 8] (f32 bits of temperature, top-p, penalty, uniform; top-k, the
- * history's start and length in `history`) and the rows' histories concatenated.
+ * history's start and length in `history`, the UTF-8 mask flag) and the rows' histories
+ * concatenated.
  */
 export function packSamplingRows(
   rows: readonly SamplingRow[],
@@ -142,6 +150,7 @@ export function packSamplingRows(
     const h = r.history ?? [];
     settings[b + 5] = at;
     settings[b + 6] = h.length;
+    settings[b + 7] = r.validUtf8 ? 1 : 0;
     for (let j = 0; j < h.length; j++) history[at++] = h[j];
   });
   return { settings, history };
@@ -196,6 +205,39 @@ export interface SampleTokensOptions {
   step?: { counter: Tensor; steps: number; stride: number };
   /** The id a row with NaN or ±Infinity logits gets (default 5, ChatGLM's chat). */
   invalidId?: number;
+  /**
+   * The UTF-8 mask for rows whose settings flag it (single-byte-token vocabularies): `table` is
+   * the word in `settings` where the token id of each byte value starts (256 words, -1 where the
+   * vocabulary has none, {@link utf8IdTable}); `state` the index in `out` of row 0's
+   * trailing-bytes word ({@link utf8State}; rows at `state + row`), advanced by `advanceDecode`.
+   */
+  utf8?: { table: number; state: number };
+}
+
+/**
+ * A row's UTF-8 state word: its last (up to 3) trailing byte tokens' bytes, as `pendingChar`
+ * (serve/engine/utf8_tokens.ts) looks at them: bits 0-1 how many, byte j back (0 = newest) in
+ * bits 8(j+1) to 8(j+1)+7. The sampler derives the open character from it, `advanceDecode` pushes the
+ * byte of each chosen id (a non-byte id clears it).
+ */
+export function utf8State(ids: ArrayLike<number>, byteOf: ArrayLike<number>): number {
+  let state = 0;
+  let count = 0;
+  for (let i = ids.length - 1; i >= 0 && count < 3; i--) {
+    const id = ids[i];
+    const b = id >= 0 && id < byteOf.length ? byteOf[id] : -1;
+    if (b < 0) break;
+    state |= b << (8 * (count + 1));
+    count++;
+  }
+  return (state | count) >>> 0;
+}
+
+/** The `utf8.table` words: the token id of each byte value (-1: none), as u32 bits. */
+export function utf8IdTable(idOf: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(256).fill(0xffffffff);
+  for (let b = 0; b < 256 && b < idOf.length; b++) out[b] = idOf[b] >>> 0;
+  return out;
 }
 
 /**
@@ -250,6 +292,16 @@ export function sampleTokens(
     throw new GpuError("sampleTokens: recent ids are read from `out`; give it");
   }
   const outOffset = opts.outOffset ?? 0;
+  const utf8 = opts.utf8;
+  if (utf8) {
+    if (!opts.out) throw new GpuError("sampleTokens: the UTF-8 state is read from `out`; give it");
+    if (utf8.table + 256 > numel(settings.shape)) {
+      throw new GpuError(`sampleTokens: settings hold no UTF-8 table at word ${utf8.table}`);
+    }
+    if (utf8.state + rows > numel(opts.out.shape)) {
+      throw new GpuError(`sampleTokens: out holds no UTF-8 state at ${utf8.state}`);
+    }
+  }
   const y = opts.out ?? outputTensor(rec, "sampleTokens", [rows], undefined, "i32");
   if (opts.out) {
     expectDtype(opts.out, "sampleTokens", "out", ["i32"]);
@@ -294,6 +346,8 @@ export function sampleTokens(
       invalidId: opts.invalidId ?? 5,
       stepped: step ? 1 : 0,
       outStride: step?.stride ?? 0,
+      utf8Table: utf8 ? utf8.table : 0xffffffff,
+      utf8State: utf8 ? utf8.state : 0,
     }),
     [
       bindingOf(logits),
@@ -350,6 +404,43 @@ fn okey(x: f32) -> u32 {
 
 fn ofkey(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+// UTF-8 (utf8_tokens.ts): a lead byte's character length (0: none) and its second byte's range.
+fn char_len(b: u32) -> u32 {
+  if (b < 0x80u) { return 1u; }
+  if (b >= 0xc2u && b <= 0xdfu) { return 2u; }
+  if (b >= 0xe0u && b <= 0xefu) { return 3u; }
+  if (b >= 0xf0u && b <= 0xf4u) { return 4u; }
+  return 0u;
+}
+
+fn second_range(lead: u32) -> vec2<u32> {
+  if (lead == 0xe0u) { return vec2<u32>(0xa0u, 0xbfu); }
+  if (lead == 0xedu) { return vec2<u32>(0x80u, 0x9fu); }
+  if (lead == 0xf0u) { return vec2<u32>(0x90u, 0xbfu); }
+  if (lead == 0xf4u) { return vec2<u32>(0x80u, 0x8fu); }
+  return vec2<u32>(0x80u, 0xbfu);
+}
+
+// The range the next byte must fall in to continue the character open at the end of a row's
+// trailing bytes (\`utf8State\`), as \`pendingInBytes\`; lo > hi when none is open.
+fn pending_range(st: u32) -> vec2<u32> {
+  let none = vec2<u32>(1u, 0u);
+  let cont = vec2<u32>(0x80u, 0xbfu);
+  let cnt = st & 3u;
+  for (var k = 1u; k <= cnt; k++) {
+    let lead = (st >> (8u * k)) & 0xffu;
+    if (lead >= 0x80u && lead <= 0xbfu) { continue; }
+    if (char_len(lead) <= k) { return none; }
+    for (var j = 1u; j < k; j++) {
+      let r = select(cont, second_range(lead), j == 1u);
+      let c = (st >> (8u * (k - j))) & 0xffu;
+      if (c < r.x || c > r.y) { return none; }
+    }
+    return select(cont, second_range(lead), k == 1u);
+  }
+  return none;
 }
 
 // (ka, ia) is at or before (kb, ib) in the host's order.
@@ -532,6 +623,26 @@ fn main(${WG_BUILTINS}) {
     if (t == 0u) { Y[out] = select(0, i32(P.invalidId), P.invalidId < P.limit); }
     return;
   }
+  // The UTF-8 mode, the same in every lane: 0 none, 1 mask the bytes that cannot start a
+  // character, 2 keep only the byte ids in [lo, hi] (bits 8-15, 16-23) that continue the open one.
+  workgroupBarrier();
+  if (t == 0u) {
+    var mode = 0u;
+    if (P.utf8Table != ${NONE} && C[cb + 7u] != 0u) {
+      let pr = pending_range(bitcast<u32>(Y[P.utf8State + row]));
+      mode = 1u;
+      if (pr.x <= pr.y) {
+        // As the host: leave the row alone when none of the continuing bytes is a text id.
+        mode = 0u;
+        for (var b = pr.x; b <= pr.y; b++) {
+          let id = C[P.utf8Table + b];
+          if (id < P.limit) { mode = 2u | (pr.x << 8u) | (pr.y << 16u); }
+        }
+      }
+    }
+    rk[0] = mode;
+  }
+  let utf8 = workgroupUniformLoad(&rk[0]);
   if (pen != 1.0) {
     storageBarrier();
     for (var j = t; j < hl; j += ${lanes}u) {
@@ -548,8 +659,42 @@ fn main(${WG_BUILTINS}) {
         K[rsb + u32(id)] = okey(select(v / pen, v * pen, v < 0.0));
       }
     }
+  }
+  if ((utf8 & 3u) == 1u) {
+    for (var b = t; b < 256u; b += ${lanes}u) {
+      let id = C[P.utf8Table + b];
+      if (char_len(b) == 0u && id < P.limit) { K[rsb + id] = none; }
+    }
+  } else if ((utf8 & 3u) == 2u) {
+    // Every id masked but the continuing bytes' (keys kept, penalised as the host's order gives).
+    let lo = (utf8 >> 8u) & 0xffu;
+    let hi = (utf8 >> 16u) & 0xffu;
+    var kept = array<u32, 2>(none, none);
     storageBarrier();
-    // The argmax again, of the penalised keys.
+    for (var m = 0u; m < 2u; m++) {
+      let b = lo + t + m * ${lanes}u;
+      if (b <= hi) {
+        let id = C[P.utf8Table + b];
+        if (id < P.limit) { kept[m] = K[rsb + id]; }
+      }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    for (var i = t; i < P.limit; i += ${lanes}u) { K[rsb + i] = none; }
+    storageBarrier();
+    workgroupBarrier();
+    for (var m = 0u; m < 2u; m++) {
+      let b = lo + t + m * ${lanes}u;
+      if (b <= hi) {
+        let id = C[P.utf8Table + b];
+        if (id < P.limit) { K[rsb + id] = kept[m]; }
+      }
+    }
+  }
+  if (pen != 1.0 || utf8 != 0u) {
+    storageBarrier();
+    workgroupBarrier();
+    // The argmax again, of the penalised (and masked) keys.
     bk = none;
     bi = ${NONE};
     for (var i = t; i < P.limit; i += ${lanes}u) { let k = K[rsb + i]; if (k > bk) { bk = k; bi = i; } }

@@ -11,7 +11,7 @@
 
 import { selfAttentionOp } from "../../autograd/ops.ts";
 import { forwardOnly, free } from "../../autograd/tape.ts";
-import { attention, attentionSlots, qkvRotary, qkvRotarySlots } from "../../kernels/mod.ts";
+import { attention, qkvAttentionSlots, qkvRotary } from "../../kernels/mod.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import type { Attend } from "./block.ts";
 import type { CacheView } from "./cache.ts";
@@ -82,18 +82,13 @@ export function slotAttention(
 ): Attend {
   const maxPosition = rotaryTableSize(cache.capacity);
   return (t, qkv, l) =>
-    forwardOnly(t, "slotAttention", [qkv], () => {
-      const rec = t.rec;
-      const q = qkvRotarySlots(rec, qkv.value, pos, cache.k[l], cache.v[l], slotInfo, {
+    forwardOnly(t, "slotAttention", [qkv], () =>
+      // Rotary, cache write and attention in one dispatch (core/kernels/attention/slots.ts).
+      qkvAttentionSlots(t.rec, qkv.value, pos, cache.k[l], cache.v[l], slotInfo, {
         heads: config.numHeads,
         layout: "interleaved",
         maxPosition,
-      });
-      const ctx = attentionSlots(rec, q, cache.k[l], cache.v[l], slotInfo, {
         maxKeys,
         layerScale: l + 1,
-      });
-      free(rec, q);
-      return ctx;
-    });
+      }));
 }

@@ -33,7 +33,8 @@ import {
 } from "../../gpu/recording.ts";
 import { createTape, scope, unref, type Var } from "../../autograd/tape.ts";
 import { linearForward } from "../../nn/linear.ts";
-import { advanceDecode, sampleTokens, SETTINGS_WORDS } from "../../kernels/mod.ts";
+import { advanceDecode, sampleTokens, SETTINGS_WORDS, utf8IdTable } from "../../kernels/mod.ts";
+import type { Gpu } from "../../gpu/mod.ts";
 import {
   readTensor,
   releaseTensor,
@@ -71,6 +72,13 @@ export interface SlotGroup {
    */
   settings: Uint32Array;
   history: Int32Array;
+  /**
+   * The UTF-8 mask of the rows whose settings flag it (`validUtf8`; vocabularies of single-byte
+   * tokens): each byte value's token id (256, -1: none), each id's byte value (-1: not a byte
+   * token), and each row's trailing bytes before the group (`utf8State` of its ids; with
+   * `follow`, carried over from the previous group on the GPU instead).
+   */
+  utf8?: { idOf: ArrayLike<number>; byteOf: ArrayLike<number>; state: Uint32Array };
 }
 
 /**
@@ -155,7 +163,17 @@ export async function decodeGroupOf<A>(
     if (!prev || prev.slots.length !== n || prev.slots.some((s, i) => s !== slots[i])) {
       throw new Error("decodeSlotsGroup: follow needs a previous group over the same slots");
     }
+    if (prev.utf8 !== (group.utf8 !== undefined)) {
+      throw new Error("decodeSlotsGroup: follow needs the previous group's UTF-8 mask setting");
+    }
   } else checkIds(group.ids, config.vocabSize, "decodeSlotsGroup ids");
+  const utf8 = group.utf8;
+  if (utf8 && (utf8.idOf.length !== 256 || utf8.state.length !== n)) {
+    throw new Error(
+      `decodeSlotsGroup: the UTF-8 mask needs 256 byte ids and ${n} row states, got ` +
+        `${utf8.idOf.length} and ${utf8.state.length}`,
+    );
+  }
   const seen = new Set<number>();
   for (const slot of slots) {
     checkSlot(cache, slot, "decodeSlotsGroup");
@@ -175,9 +193,13 @@ export async function decodeGroupOf<A>(
   // Ring rows padded so that every row's view starts on the storage offset alignment.
   const align = (gpu.limits.minStorageBufferOffsetAlignment ?? 256) / 4;
   const stride = Math.ceil(n / align) * align;
-  // Rows 1..c: the previous group's ids (follow); step j writes row c + j + 1.
+  // Row 0: the rows' UTF-8 states; rows 1..c: the previous group's ids (follow); step j writes
+  // row c + j + 1.
   const c = group.follow ? prev!.k : 0;
   const ringData = new Int32Array((c + k + 1) * stride);
+  if (utf8 && !group.follow) {
+    ringData.set(new Int32Array(utf8.state.buffer, utf8.state.byteOffset, n));
+  }
   const uploads: Tensor[] = [];
   const upload = (data: Int32Array | Uint32Array, shape: number[], label: string) => {
     const t = uploadTensor(gpu, data, shape, undefined, { label });
@@ -186,8 +208,18 @@ export async function decodeGroupOf<A>(
   };
   // The ring outlives this call when a following group copies from it (see `carried`).
   const ring = uploadTensor(gpu, ringData, [ringData.length], "i32", { label: "decode ring" });
-  const held: Carried = { ring, first: c + 1, k, stride, slots: [...slots], refs: 2 };
-  const settingsT = upload(group.settings, [group.settings.length], "sampling settings");
+  const held: Carried = {
+    ring,
+    first: c + 1,
+    k,
+    stride,
+    slots: [...slots],
+    refs: 2,
+    utf8: utf8 !== undefined,
+  };
+  // The UTF-8 mask's byte ids follow the settings (the sampler reads them there).
+  const settingsWords = utf8 ? concatU32(group.settings, utf8IdTable(utf8.idOf)) : group.settings;
+  const settingsT = upload(settingsWords, [settingsWords.length], "sampling settings");
   const historyT = upload(
     group.history.length ? group.history : new Int32Array(1),
     [Math.max(1, group.history.length)],
@@ -239,6 +271,10 @@ export async function decodeGroupOf<A>(
         idsT.byteOffset,
         n * 4,
       );
+      // The rows' UTF-8 states as the previous group's steps left them.
+      if (utf8) {
+        recordCopy(rec, p.ring.buffer, p.ring.byteOffset, ring.buffer, ring.byteOffset, n * 4);
+      }
     }
     beginCapture(rec);
     const tape = createTape(rec, false);
@@ -260,6 +296,7 @@ export async function decodeGroupOf<A>(
           outOffset: (c + 1) * stride,
           recent: { start: stride, count: c, stride },
           step: { counter, steps: k, stride },
+          ...(utf8 ? { utf8: { table: group.settings.length, state: 0 } } : {}),
         },
       );
       advanceDecode(rec, n, {
@@ -269,6 +306,7 @@ export async function decodeGroupOf<A>(
         stride,
         ids: idsT,
         bumps: [{ tensor: posT, ...arch.posBump }, { tensor: infoT, stride: 2, offset: 1 }],
+        ...(utf8 ? { utf8: { byteOf: byteTable(gpu, utf8.byteOf), state: 0 } } : {}),
       });
     } finally {
       if (logits) unref(tape, logits);
@@ -313,6 +351,32 @@ interface Carried {
   slots: number[];
   /** Holds: its own readback, and being the ring the next group follows. */
   refs: number;
+  /** Its row 0 holds the rows' UTF-8 states. */
+  utf8: boolean;
+}
+
+function concatU32(a: Uint32Array, b: Uint32Array): Uint32Array {
+  const out = new Uint32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/**
+ * Each id's byte value on the GPU (i32 [V]), uploaded once per table and device: a vocabulary's
+ * table is the same for every group (~0.5 MB for 130k ids), kept while the table lives.
+ */
+const byteTables = new WeakMap<object, { gpu: Gpu; tensor: Tensor }>();
+
+function byteTable(gpu: Gpu, byteOf: ArrayLike<number>): Tensor {
+  const hit = byteTables.get(byteOf as object);
+  if (hit && hit.gpu === gpu) return hit.tensor;
+  if (hit) releaseTensor(hit.tensor);
+  const tensor = uploadTensor(gpu, Int32Array.from(byteOf), [byteOf.length], "i32", {
+    label: "UTF-8 byte table",
+  });
+  byteTables.set(byteOf as object, { gpu, tensor });
+  return tensor;
 }
 
 /** The last group's ring per cache (what `follow` continues). */

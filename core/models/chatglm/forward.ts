@@ -9,7 +9,13 @@ import { scope, type Tape, type Var } from "../../autograd/tape.ts";
 import { type Embedding, embeddingForward } from "../../nn/embedding.ts";
 import { type LayerNorm, layerNormForward } from "../../nn/layer_norm.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { type Attend, blockParameters, type ChatGLMBlock, chatglmBlock } from "./block.ts";
+import {
+  type Attend,
+  blockParameters,
+  type ChatGLMBlock,
+  chatglmBlock,
+  chatglmBlocks,
+} from "./block.ts";
 
 /** The layers the pass reads. */
 export interface ChatGLMStack {
@@ -41,6 +47,10 @@ export function chatglmHidden(
 ): Var {
   let x = embeddingForward(t, model.embedding, ids);
   options.onHidden?.(x);
+  // Without hooks or recompute, each block's output goes straight into the next norm (fused).
+  if (!options.onHidden && !options.recompute) {
+    return chatglmBlocks(t, model.layers, x, attend, model.finalLayerNorm);
+  }
   for (const layer of model.layers) {
     x = options.recompute
       ? recomputedBlock(t, layer, x, attend)
