@@ -5,7 +5,13 @@
  */
 import { parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
 import { parseArgs } from "node:util";
-import type { Engine } from "../serve/mod.ts";
+import {
+  type Engine,
+  parsePromptFlags,
+  PROMPT_FLAG_OPTIONS,
+  type PromptFlags,
+  promptFlagsUsage,
+} from "../serve/mod.ts";
 import { type BotOptions, createBot, type MedBot } from "./bot.ts";
 import { connectOpenAIEngine } from "./openai_engine.ts";
 import { connectEndpointPool, splitEndpoints } from "./endpoint_pool.ts";
@@ -25,6 +31,9 @@ Engine:
   --adapter DIR           PEFT LoRA adapter for --model
   --backend NAME          webgpu | onnx | auto, for --model (default auto)
   --quantize SPEC         int8/int4 weights for --model: 8 | 4[,group=G][,embeddings]
+${promptFlagsUsage(26)}
+                          (prompt flags: for --model; a server given by --endpoint renders its
+                          own prompts, so pass them to deno task serve)
 
 Telegram:
   --kv PATH               Deno KV file for history and settings (default out/bot/bot.kv)
@@ -56,20 +65,22 @@ Environment: TELEGRAM_BOT_TOKEN (required), TELEGRAM_ALLOWED_USERS, TELEGRAM_WEB
 TELEGRAM_API_ROOT, DATABASE_URL, MEDGLM_API_KEY or OPENAI_API_KEY (sent to --endpoint).`;
 
 export interface BotCliConfig {
-  engine: {
-    kind: "endpoint";
-    /** One or more servers (more make a pool). */
-    endpoints: string[];
-    model?: string;
-    maxContext: number;
-    apiKey?: string;
-  } | {
-    kind: "local";
-    model: string;
-    adapter?: string;
-    backend: string;
-    quantize?: QuantizeOption;
-  };
+  engine:
+    | {
+      kind: "endpoint";
+      /** One or more servers (more make a pool). */
+      endpoints: string[];
+      model?: string;
+      maxContext: number;
+      apiKey?: string;
+    }
+    | {
+      kind: "local";
+      model: string;
+      adapter?: string;
+      backend: string;
+      quantize?: QuantizeOption;
+    } & PromptFlags;
   options: BotOptions;
 }
 
@@ -96,6 +107,7 @@ export function parseBotArgs(
       adapter: { type: "string" },
       backend: { type: "string" },
       quantize: { type: "string" },
+      ...PROMPT_FLAG_OPTIONS,
       kv: { type: "string" },
       store: { type: "string" },
       "replica-id": { type: "string" },
@@ -143,6 +155,13 @@ export function parseBotArgs(
   }
   if (store && v.kv) throw new Error("give either --store (PostgreSQL) or --kv (a file), not both");
   if (v.adapter && !v.model) throw new Error("--adapter needs --model");
+  const prompt = parsePromptFlags(v);
+  if (!v.model && (prompt.promptTemplate !== undefined || prompt.enableThinking !== undefined)) {
+    throw new Error(
+      "--prompt-format/--enable-thinking/--no-thinking apply to --model; a server given by " +
+        "--endpoint renders its own prompts (pass them to deno task serve)",
+    );
+  }
 
   const allowText = v.allow ?? env.TELEGRAM_ALLOWED_USERS;
   const allow = allowText?.split(",").map((s) => s.trim()).filter(Boolean).map((s) => {
@@ -222,6 +241,7 @@ export function parseBotArgs(
       adapter: v.adapter,
       backend: v.backend ?? "auto",
       quantize: parseQuantizeFlag(v.quantize),
+      ...prompt,
     };
   return { engine, options };
 }
@@ -242,6 +262,8 @@ async function createLocalEngine(
     adapter: cfg.adapter,
     backend: cfg.backend,
     quantize: cfg.quantize,
+    promptTemplate: cfg.promptTemplate,
+    enableThinking: cfg.enableThinking,
   });
 }
 

@@ -4,3 +4,4 @@ export * from "./http/mod.ts";
 export * from "./page/mod.ts";
 export * from "./engine/mod.ts";
 export * from "./onnx/mod.ts";
+export * from "./prompt_flags.ts";

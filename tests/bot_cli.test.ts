@@ -128,3 +128,28 @@ Deno.test("a token Telegram rejects stops start() with a clear error that hides 
     await fake.close();
   }
 });
+
+Deno.test("bot: prompt flags reach the in-process engine and are refused with --endpoint", () => {
+  const env = { TELEGRAM_BOT_TOKEN: "1:abc" };
+  const local = parseBotArgs(
+    ["--model", "models/demo", "--prompt-format", "chat-template", "--no-thinking"],
+    env,
+  );
+  assert.equal(local.engine.kind, "local");
+  if (local.engine.kind === "local") {
+    assert.equal(local.engine.promptTemplate, "chat-template");
+    assert.equal(local.engine.enableThinking, false);
+  }
+  assert.throws(
+    () => parseBotArgs(["--endpoint", "http://x", "--no-thinking"], env),
+    /apply to --model; a server given by --endpoint renders its own prompts/,
+  );
+  assert.throws(
+    () => parseBotArgs(["--model", "m", "--enable-thinking", "--no-thinking"], env),
+    /give one of them/,
+  );
+  assert.throws(
+    () => parseBotArgs(["--model", "m", "--prompt-format", "xml"], env),
+    /--prompt-format: expected chat or instruction or chat-template \(got "xml"\)/,
+  );
+});
