@@ -19,6 +19,7 @@ import {
   type QuantSpec,
 } from "../../quant/format.ts";
 import { describeQuant } from "./quantized.ts";
+import { WRITE_PIECE_BYTES } from "../../kernels/mod.ts";
 import type { WeightDtype } from "./weights.ts";
 
 export interface MemoryPlanOptions {
@@ -208,10 +209,11 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
     options.largestStoredTensorBytes ?? 0,
   );
   // The load reads in binding-sized chunks: it holds the chunk being uploaded and the next one
-  // (read ahead), and the driver's staging copies of up to two chunks (the load waits for the
-  // batch before the one it submits). Weights never exist twice while loading.
+  // (read ahead). It hands them to the GPU in pieces of WRITE_PIECE_BYTES, each submitted, whose
+  // staging copies the runtime recycles (measured on a mid-size checkpoint: the load's peak is
+  // the two chunks, not two more staging batches). Weights never exist twice while loading.
   const chunk = Math.min(largestRun, bindingLimitHint);
-  const loadTransientBytes = 4 * chunk;
+  const loadTransientBytes = 2 * chunk + 2 * WRITE_PIECE_BYTES;
   const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
   const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
   const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;
