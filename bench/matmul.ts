@@ -29,6 +29,7 @@ import {
   type Tensor,
   uploadTensor,
 } from "../core/mod.ts";
+import { fillRandom } from "./linear_timing.ts";
 
 interface Shape {
   label: string;
@@ -65,19 +66,6 @@ function shapes(quick: boolean): Shape[] {
     for (const M of i === 0 ? [1, 4, 16, 512] : [1, 16, 512]) {
       out.push({ label: `${name} M=${M}`, M, K, N });
     }
-  }
-  return out;
-}
-
-/** Cheap deterministic fill (benchmarks only need non-trivial values). */
-function fillRandom(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x & 0xffff) / 65536 - 0.5) * 0.1;
   }
   return out;
 }
