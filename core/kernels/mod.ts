@@ -108,14 +108,10 @@ export {
   type RotaryMode,
   type RotaryOptions,
   rotaryTable,
+  rotaryTableOf,
 } from "./rotary/rotary.ts";
 export { qkvRotaryBackward, type QkvRotaryBackwardOptions } from "./rotary/rotary_grad.ts";
-export {
-  headsRotary,
-  headsRotaryBackward,
-  type HeadsRotaryOptions,
-  rotaryTableOf,
-} from "./rotary/heads.ts";
+export { headsRotary, headsRotaryBackward, type HeadsRotaryOptions } from "./rotary/heads.ts";
 export { attention, type AttentionOptions } from "./attention/attention.ts";
 export {
   attentionSlots,

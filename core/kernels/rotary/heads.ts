@@ -11,16 +11,10 @@
  * [b, s, heads·d]. One design on every adapter (an invocation per element, no reductions).
  */
 
-import { type Gpu, GpuError } from "../../gpu/device.ts";
+import { GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
-import {
-  assertUnchunked,
-  bindingOf,
-  numel,
-  type Tensor,
-  uploadTensor,
-} from "../../tensor/tensor.ts";
+import { assertUnchunked, bindingOf, numel, type Tensor } from "../../tensor/tensor.ts";
 import {
   declareInput,
   declareOutput,
@@ -44,33 +38,6 @@ const HeadsParams = uniformLayout({
   cap: "u32",
   maxPos: "u32",
 });
-
-/**
- * The [maxPosition, d/2, 2] table of (cos θ, sin θ), θ = f32(p · invFreq[i]) (float32 product as
- * the reference computes it; cos and sin in f64 of that f32 angle). Cached per device by `key`.
- */
-export function rotaryTableOf(
-  gpu: Gpu,
-  key: string,
-  invFreq: Float32Array,
-  maxPosition: number,
-): Tensor {
-  const id = `rotary-table-of:${key}:${maxPosition}`;
-  const cached = gpu.cache.get(id) as Tensor | undefined;
-  if (cached) return cached;
-  const half = invFreq.length;
-  const data = new Float32Array(maxPosition * half * 2);
-  for (let p = 0; p < maxPosition; p++) {
-    for (let i = 0; i < half; i++) {
-      const theta = Math.fround(p * invFreq[i]);
-      data[(p * half + i) * 2] = Math.cos(theta);
-      data[(p * half + i) * 2 + 1] = Math.sin(theta);
-    }
-  }
-  const t = uploadTensor(gpu, data, [maxPosition, half, 2], "f32", { label: id });
-  gpu.cache.set(id, t);
-  return t;
-}
 
 export interface HeadsRotaryOptions {
   heads: number;

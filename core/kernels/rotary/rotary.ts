@@ -19,7 +19,7 @@
  * rotary_grad.ts; the slot-cache decode form is `qkvRotarySlots` in ../attention/slots.ts.
  */
 
-import { GpuError } from "../../gpu/device.ts";
+import { type Gpu, GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import { f16Round } from "../../tensor/f16.ts";
@@ -86,11 +86,41 @@ export function rotaryTable(
   f16: boolean,
   maxPosition: number,
 ): Tensor {
-  const key = `rotary-table:${r}:${base}:${f16}:${maxPosition}`;
-  const cached = rec.gpu.cache.get(key) as Tensor | undefined;
+  return cachedTable(
+    rec.gpu,
+    `rotary-table:${r}:${base}:${f16}:${maxPosition}`,
+    maxPosition,
+    () => rotaryInvFreq(r, base, f16),
+  );
+}
+
+/**
+ * The [maxPosition, d/2, 2] table of (cos θ, sin θ) for a given `invFreq` (its scaling rule, such
+ * as Llama 3's, already applied: core/models/llama/rotary.ts), cached per device by `key`.
+ */
+export function rotaryTableOf(
+  gpu: Gpu,
+  key: string,
+  invFreq: Float32Array,
+  maxPosition: number,
+): Tensor {
+  return cachedTable(gpu, `rotary-table-of:${key}:${maxPosition}`, maxPosition, () => invFreq);
+}
+
+/**
+ * θ = f32(p · invFreq[i]) (the float32 product the reference computes); cos and sin in f64 of
+ * that f32 angle. `invFreq` is asked for only when the table is not cached yet.
+ */
+function cachedTable(
+  gpu: Gpu,
+  id: string,
+  maxPosition: number,
+  invFreq: () => Float32Array,
+): Tensor {
+  const cached = gpu.cache.get(id) as Tensor | undefined;
   if (cached) return cached;
-  const inv = rotaryInvFreq(r, base, f16);
-  const half = r / 2;
+  const inv = invFreq();
+  const half = inv.length;
   const data = new Float32Array(maxPosition * half * 2);
   for (let p = 0; p < maxPosition; p++) {
     for (let i = 0; i < half; i++) {
@@ -99,8 +129,8 @@ export function rotaryTable(
       data[(p * half + i) * 2 + 1] = Math.sin(theta);
     }
   }
-  const t = uploadTensor(rec.gpu, data, [maxPosition, half, 2], "f32", { label: key });
-  rec.gpu.cache.set(key, t);
+  const t = uploadTensor(gpu, data, [maxPosition, half, 2], "f32", { label: id });
+  gpu.cache.set(id, t);
   return t;
 }
 
