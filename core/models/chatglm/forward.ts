@@ -45,33 +45,56 @@ export function chatglmHidden(
   attend: Attend,
   options: StackOptions = {},
 ): Var {
-  let x = embeddingForward(t, model.embedding, ids);
+  const x = embeddingForward(t, model.embedding, ids);
   options.onHidden?.(x);
   // Without hooks or recompute, each block's output goes straight into the next norm (fused).
   if (!options.onHidden && !options.recompute) {
     return chatglmBlocks(t, model.layers, x, attend, model.finalLayerNorm);
   }
-  for (const layer of model.layers) {
+  return runBlocks(t, model.layers, x, attend, {
+    block: chatglmBlock,
+    parameters: blockParameters,
+    finalNorm: (t, x) => layerNormForward(t, model.finalLayerNorm, x),
+  }, options);
+}
+
+/** What a stack of blocks needs of its architecture (ChatGLM's here, the Llama family's too). */
+export interface BlockKind<L extends { index: number }, A> {
+  block: (t: Tape, layer: L, x: Var, attend: A) => Var;
+  /** The block's trainable parameters (recompute runs the block again in the backward). */
+  parameters: (t: Tape, layer: L) => Var[];
+  finalNorm: (t: Tape, x: Var) => Var;
+}
+
+/**
+ * Every block, then the final norm (consumes x), with `options`' recompute (each block under
+ * `checkpoint`) and `onHidden` (every block's output and the final norm's).
+ */
+export function runBlocks<L extends { index: number }, A>(
+  t: Tape,
+  layers: readonly L[],
+  x: Var,
+  attend: A,
+  kind: BlockKind<L, A>,
+  options: StackOptions,
+): Var {
+  for (const layer of layers) {
+    const input = x;
     x = options.recompute
-      ? recomputedBlock(t, layer, x, attend)
-      : chatglmBlock(t, layer, x, attend);
+      ? scope(
+        t,
+        () =>
+          checkpoint(t, [input], (inner, [xi]) => kind.block(inner, layer, xi, attend), {
+            label: `layer ${layer.index}`,
+            parameters: kind.parameters(t, layer),
+          }),
+        [input],
+      )
+      : kind.block(t, layer, input, attend);
     options.onHidden?.(x);
   }
   const input = x;
-  const y = scope(t, () => layerNormForward(t, model.finalLayerNorm, input), [input]);
+  const y = scope(t, () => kind.finalNorm(t, input), [input]);
   options.onHidden?.(y);
   return y;
-}
-
-/** {@link chatglmBlock} under recompute (consumes x as the block does). */
-function recomputedBlock(t: Tape, layer: ChatGLMBlock, x: Var, attend: Attend): Var {
-  return scope(
-    t,
-    () =>
-      checkpoint(t, [x], (inner, [xi]) => chatglmBlock(inner, layer, xi, attend), {
-        label: `layer ${layer.index}`,
-        parameters: blockParameters(t, layer),
-      }),
-    [x],
-  );
 }

@@ -4,12 +4,11 @@
  * and recompute.
  */
 
-import { checkpoint } from "../../autograd/checkpoint.ts";
-import { scope, type Tape, type Var } from "../../autograd/tape.ts";
+import type { Tape, Var } from "../../autograd/tape.ts";
 import { type Embedding, embeddingForward } from "../../nn/embedding.ts";
 import { type RmsNorm, rmsNormForward } from "../../nn/rms_norm.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import type { StackOptions } from "../chatglm/forward.ts";
+import { runBlocks, type StackOptions } from "../chatglm/forward.ts";
 import { type Attend, blockParameters, type LlamaBlock, llamaBlock } from "./block.ts";
 
 export interface LlamaStack {
@@ -26,27 +25,11 @@ export function llamaHidden(
   attend: Attend,
   options: StackOptions = {},
 ): Var {
-  let x = embeddingForward(t, model.embedding, ids);
+  const x = embeddingForward(t, model.embedding, ids);
   options.onHidden?.(x);
-  for (const layer of model.layers) {
-    x = options.recompute ? recomputed(t, layer, x, attend) : llamaBlock(t, layer, x, attend);
-    options.onHidden?.(x);
-  }
-  const input = x;
-  const y = scope(t, () => rmsNormForward(t, model.norm, input), [input]);
-  options.onHidden?.(y);
-  return y;
-}
-
-/** {@link llamaBlock} under recompute (consumes x as the block does). */
-function recomputed(t: Tape, layer: LlamaBlock, x: Var, attend: Attend): Var {
-  return scope(
-    t,
-    () =>
-      checkpoint(t, [x], (inner, [xi]) => llamaBlock(inner, layer, xi, attend), {
-        label: `layer ${layer.index}`,
-        parameters: blockParameters(t, layer),
-      }),
-    [x],
-  );
+  return runBlocks(t, model.layers, x, attend, {
+    block: llamaBlock,
+    parameters: blockParameters,
+    finalNorm: (t, x) => rmsNormForward(t, model.norm, x),
+  }, options);
 }
