@@ -1,6 +1,7 @@
 /**
  * ONNX Runtime decode throughput: the exported ChatGLM graph (core/onnx) run by onnxruntime-node
- * in a bare loop (feeds built by hand, `present_*` fed back as `past_*`) beside the same session
+ * in a bare loop (feeds built by hand, one cache buffer per layer fed whole as `past_*`, each run's
+ * `new_*` keys/values written into it) beside the same session
  * driven through our runner (serve/onnx/runner.ts: masks/positions from row layouts, cache
  * bookkeeping). The ratio column is the runner's overhead figure (DESIGN.md target ≥ 0.9×).
  * Models: the tiny fixture, and a "small" random config (hidden 1024, 8 layers, 16 heads,
@@ -224,22 +225,30 @@ async function decodeRaw(
       [b, s, s],
     ),
   };
+  const H = config.numHeads, d = config.headDim;
   for (let l = 0; l < L; l++) {
     const n = cacheNames(l);
-    feeds[n.pastKey] = new ort.Tensor("float32", new Float32Array(0), [
-      b,
-      config.numHeads,
-      0,
-      config.headDim,
-    ]);
-    feeds[n.pastValue] = new ort.Tensor("float32", new Float32Array(0), [
-      b,
-      config.numHeads,
-      0,
-      config.headDim,
-    ]);
+    feeds[n.pastKey] = new ort.Tensor("float32", new Float32Array(0), [b, H, 0, d]);
+    feeds[n.pastValue] = new ort.Tensor("float32", new Float32Array(0), [b, H, 0, d]);
   }
+  // One buffer per layer's keys/values for every position of the run, fed whole each step (the
+  // mask hides the columns not filled yet); each run's new keys/values are written at column t.
+  const cap = s + steps;
+  const buffers = Array.from({ length: 2 * L }, () => new Float32Array(b * H * cap * d));
+  const pastFeeds = buffers.map((x) => new ort.Tensor("float32", x, [b, H, cap, d]));
+  const store = (out: Record<string, OrtTensor>, n: number, at: number) => {
+    for (let l = 0; l < L; l++) {
+      const names = cacheNames(l);
+      for (const [i, name] of [[2 * l, names.newKey], [2 * l + 1, names.newValue]] as const) {
+        const src = out[name].data as Float32Array;
+        for (let r = 0; r < b * H; r++) {
+          buffers[i].set(src.subarray(r * n * d, (r + 1) * n * d), (r * cap + at) * d);
+        }
+      }
+    }
+  };
   let out = await sess.run(feeds);
+  store(out, s, 0);
   const prefill = out.logits.data as Float32Array;
   const last = new Float32Array(b * V);
   for (let r = 0; r < b; r++) {
@@ -248,6 +257,8 @@ async function decodeRaw(
   let next = argmaxRows(last, b, V);
   timer.start();
   for (let t = s; t < s + steps; t++) {
+    const mask = new Uint8Array(b * (cap + 1));
+    for (let r = 0; r < b; r++) mask.fill(1, r * (cap + 1) + t, r * (cap + 1) + cap);
     const step: Record<string, OrtTensor> = {
       input_ids: new ort.Tensor("int64", BigInt64Array.from(next, BigInt), [b, 1]),
       position_ids: new ort.Tensor(
@@ -255,14 +266,15 @@ async function decodeRaw(
         BigInt64Array.from(next.flatMap(() => [mpos, t - ctx + 1]), BigInt),
         [b, 2, 1],
       ),
-      attention_mask: new ort.Tensor("bool", new Uint8Array(b * (t + 1)), [b, 1, t + 1]),
+      attention_mask: new ort.Tensor("bool", mask, [b, 1, cap + 1]),
     };
     for (let l = 0; l < L; l++) {
       const n = cacheNames(l);
-      step[n.pastKey] = out[n.presentKey];
-      step[n.pastValue] = out[n.presentValue];
+      step[n.pastKey] = pastFeeds[2 * l];
+      step[n.pastValue] = pastFeeds[2 * l + 1];
     }
     out = await sess.run(step);
+    store(out, 1, t);
     next = argmaxRows(out.logits.data as Float32Array, b, V);
   }
   return timer.finish(b * steps, steps);

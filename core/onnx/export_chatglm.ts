@@ -2,10 +2,13 @@
  * The ChatGLM-6B (v1) forward pass (README §3) as an ONNX opset-17 graph with the KV cache as
  * inputs and outputs, so one graph serves prefill (P = 0) and incremental decoding (s = 1).
  *
- * Inputs:  input_ids [b, s] int64; position_ids [b, 2, s] int64 (§4); attention_mask [b, s, S]
- *          bool, true = may NOT attend (S = P + s); past_key_<l>, past_value_<l> [b, heads, P, d]
- *          f32 (keys after rotary).
- * Outputs: logits [b, s, V] f32; present_key_<l>, present_value_<l> [b, heads, S, d] f32.
+ * Inputs:  input_ids [b, s] int64; position_ids [b, 2, s] int64 (§4); attention_mask [b, s, C + s]
+ *          bool, true = may NOT attend; past_key_<l>, past_value_<l> [b, heads, C, d] f32 (keys
+ *          after rotary): the runner's cache buffer of capacity C (C may be 0), whose unused
+ *          positions the mask hides.
+ * Outputs: logits [b, s, V] f32; new_key_<l>, new_value_<l> [b, heads, s, d] f32 (the new
+ *          positions only: the runner writes them into its buffer; graph_parts.ts
+ *          `cachedAttention`).
  *
  * Weights are stored f32, or f16 ("f16" export: every weight, biases and LayerNorm included, is
  * stored f16 and Cast to f32 in the graph, so compute stays f32 as in the `weights_rounded.f16`
@@ -47,7 +50,7 @@ export {
 } from "./graph_parts.ts";
 
 /** Bumped whenever the graph's inputs, outputs or numerics change. */
-export const EXPORTER_VERSION = "medglm-chatglm-onnx/1";
+export const EXPORTER_VERSION = "medglm-chatglm-onnx/2";
 export const ONNX_OPSET = 17;
 
 export interface ChatGLMGraphOptions {
@@ -197,7 +200,7 @@ export function buildChatGLMGraph(
   const inputs: OnnxValueInfo[] = [
     { name: "input_ids", dtype: "int64", shape: ["batch", "seq"] },
     { name: "position_ids", dtype: "int64", shape: ["batch", 2, "seq"] },
-    { name: "attention_mask", dtype: "bool", shape: ["batch", "seq", "total"] },
+    { name: "attention_mask", dtype: "bool", shape: ["batch", "seq", "keys"] },
   ];
   const outputs: OnnxValueInfo[] = [{
     name: "logits",

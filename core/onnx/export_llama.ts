@@ -5,10 +5,11 @@
  * serves prefill (P = 0) and decoding and the same runner drives both:
  *
  * Inputs:  input_ids [b, s] int64; position_ids [b, s] int64 (spec §5: real tokens counted, so
- *          left pads shift nothing); attention_mask [b, s, S] bool, true = may NOT attend
- *          (S = P + s); past_key_<l>, past_value_<l> [b, nkv, P, d] f32 (keys after q/k norm
- *          and rotary).
- * Outputs: logits [b, s, V] f32; present_key_<l>, present_value_<l> [b, nkv, S, d] f32.
+ *          left pads shift nothing); attention_mask [b, s, C + s] bool, true = may NOT attend;
+ *          past_key_<l>, past_value_<l> [b, nkv, C, d] f32 (keys after q/k norm and rotary): the
+ *          runner's cache buffer of capacity C, unused positions hidden by the mask.
+ * Outputs: logits [b, s, V] f32; new_key_<l>, new_value_<l> [b, nkv, s, d] f32 (the new
+ *          positions only).
  *
  * RMSNorm is written as Pow → ReduceMean → Add ε → Sqrt → Div → Mul (the pattern ORT fuses into
  * SimplifiedLayerNormalization). The rotary angles are computed in the graph, θ = f32(p ·
@@ -42,7 +43,7 @@ import {
 } from "./graph_parts.ts";
 
 /** Bumped whenever the Llama graph's inputs, outputs or numerics change. */
-export const LLAMA_EXPORTER_VERSION = "medglm-llama-onnx/1";
+export const LLAMA_EXPORTER_VERSION = "medglm-llama-onnx/2";
 
 export interface LlamaGraphOptions {
   dtype?: OnnxWeightDtype;
@@ -160,7 +161,7 @@ export function buildLlamaGraph(
   const inputs: OnnxValueInfo[] = [
     { name: "input_ids", dtype: "int64", shape: ["batch", "seq"] },
     { name: "position_ids", dtype: "int64", shape: ["batch", "seq"] },
-    { name: "attention_mask", dtype: "bool", shape: ["batch", "seq", "total"] },
+    { name: "attention_mask", dtype: "bool", shape: ["batch", "seq", "keys"] },
   ];
   const outputs: OnnxValueInfo[] = [{
     name: "logits",

@@ -2,8 +2,9 @@
  * Graph pieces both exporters build from (export_chatglm.ts, export_llama.ts): weights stored
  * f32 or f16 (Cast to f32 in the graph, so compute stays f32), linear layers with a LoRA adapter
  * merged in as they are read or int8/int4 weights as `com.microsoft` MatMulNBits (matmul_nbits.ts),
- * the quantized embedding lookup, the rotate-half rotary, and attention over a KV cache that is a
- * graph input (`past_*`) and output (`present_*`), grouped-query included.
+ * the quantized embedding lookup, the rotate-half rotary, and attention over a KV cache held by
+ * the runner: its buffer is a graph input (`past_*`, fed without a copy) and only the new
+ * positions' keys/values are outputs (`new_*`), grouped-query included.
  */
 
 import { f16BitsToNumber, f32ToF16 } from "../io/dtype.ts";
@@ -20,12 +21,15 @@ export type OnnxWeightDtype = "f32" | "f16";
 /** Reads one checkpoint tensor as f32 values. */
 export type WeightReader = (name: string) => Promise<Float32Array>;
 
-/** Names of the graph's cache inputs and outputs for layer `l`. */
+/**
+ * Names of the graph's cache inputs and outputs for layer `l`: the past (the runner's capacity
+ * buffer, fed as it is) comes in, only the new positions' keys and values go out.
+ */
 export const cacheNames = (l: number) => ({
   pastKey: `past_key_${l}`,
   pastValue: `past_value_${l}`,
-  presentKey: `present_key_${l}`,
-  presentValue: `present_value_${l}`,
+  newKey: `new_key_${l}`,
+  newValue: `new_value_${l}`,
 });
 
 export function f32Bytes(v: Float32Array): Uint8Array {
@@ -248,10 +252,16 @@ export interface AttentionSpec {
 }
 
 /**
- * Attention of queries qh [b, heads, s, d] over the layer's cache: kh, vh [b, kvHeads, s, d] are
- * appended to `past_key_<l>` / `past_value_<l>` (outputs `present_*`), query head n reads kv head
- * n / (heads / kvHeads) (contiguous groups: the queries of a group become one run of group·s rows,
- * so no key or value is copied). Returns ctx [b, heads, s, d].
+ * Attention of queries qh [b, heads, s, d] over the layer's cache: the past keys/values
+ * `past_key_<l>` / `past_value_<l>` [b, kvHeads, C, d] (the runner's buffer of capacity C, fed
+ * without a copy; the mask hides its unused positions) and the new kh, vh [b, kvHeads, s, d],
+ * which are the layer's only cache outputs (`new_key_<l>` / `new_value_<l>`: the runner writes
+ * them into its buffer). The past is never concatenated or copied: the scores are computed in two
+ * parts (q·kᵀ over the past, over the new positions; ORT fuses each kᵀ into its MatMul), their
+ * small rows concatenated, masked and softmaxed together, and the context is
+ * probs_past·V_past + probs_new·V_new. Query head n reads kv head n / (heads / kvHeads)
+ * (contiguous groups: the queries of a group become one run of group·s rows, so no key or value
+ * is copied). Returns ctx [b, heads, s, d].
  */
 export function cachedAttention(
   g: GraphBuilder,
@@ -261,25 +271,36 @@ export function cachedAttention(
   a: AttentionSpec,
 ): string {
   const names = cacheNames(a.layer);
-  const keys = g.op("Concat", [names.pastKey, kh], {
-    attributes: { axis: attr.int(2) },
-    outputs: [names.presentKey],
-  });
-  const values = g.op("Concat", [names.pastValue, vh], {
-    attributes: { axis: attr.int(2) },
-    outputs: [names.presentValue],
-  });
+  g.node("Identity", [kh], { outputs: [names.newKey], name: `${a.name}.new_key` });
+  g.node("Identity", [vh], { outputs: [names.newValue], name: `${a.name}.new_value` });
   const grouped = a.heads !== a.kvHeads;
   let q = g.op("Div", [qh, g.scalar(`qk_scale_${a.layer}`, a.queryDivisor)]);
   if (grouped) q = g.op("Reshape", [q, g.int64s("shape_q_groups", [0, a.kvHeads, -1, a.d])]);
-  const kt = g.op("Transpose", [keys], { attributes: { perm: attr.ints([0, 1, 3, 2]) } });
-  let scores = g.op("MatMul", [q, kt], { name: `${a.name}.scores` });
+  const transposed = (k: string) =>
+    g.op("Transpose", [k], { attributes: { perm: attr.ints([0, 1, 3, 2]) } });
+  const pastScores = g.op("MatMul", [q, transposed(names.pastKey)], {
+    name: `${a.name}.scores_past`,
+  });
+  const newScores = g.op("MatMul", [q, transposed(kh)], { name: `${a.name}.scores_new` });
+  let scores = g.op("Concat", [pastScores, newScores], { attributes: { axis: attr.int(-1) } });
   scores = g.op("Where", [a.mask, g.scalar("masked_score", a.maskedScore), scores]);
   if (a.scoreScale !== 1) {
     scores = g.op("Mul", [scores, g.scalar(`layer_coeff_${a.layer}`, a.scoreScale)]);
   }
   const probs = g.op("Softmax", [scores], { attributes: { axis: attr.int(-1) } });
-  const ctx = g.op("MatMul", [probs, values], { name: `${a.name}.ctx` });
+  const lengthOf = (t: string) =>
+    g.op("Shape", [t], { attributes: { start: attr.int(2), end: attr.int(3) } });
+  const split = g.op("Concat", [lengthOf(names.pastKey), lengthOf(kh)], {
+    attributes: { axis: attr.int(0) },
+  });
+  const [probsPast, probsNew] = g.node("Split", [probs, split], {
+    attributes: { axis: attr.int(-1) },
+    count: 2,
+  });
+  const ctx = g.op("Add", [
+    g.op("MatMul", [probsPast, names.pastValue], { name: `${a.name}.ctx_past` }),
+    g.op("MatMul", [probsNew, vh], { name: `${a.name}.ctx_new` }),
+  ], { name: `${a.name}.ctx` });
   return grouped ? g.op("Reshape", [ctx, g.int64s("shape_ctx_heads", [0, a.heads, -1, a.d])]) : ctx;
 }
 
@@ -292,10 +313,10 @@ export function cacheValueInfos(
   const inputs: OnnxValueInfo[] = [], outputs: OnnxValueInfo[] = [];
   for (let l = 0; l < layers; l++) {
     const n = cacheNames(l);
-    inputs.push({ name: n.pastKey, dtype: "float32", shape: ["batch", kvHeads, "past", d] });
-    inputs.push({ name: n.pastValue, dtype: "float32", shape: ["batch", kvHeads, "past", d] });
-    outputs.push({ name: n.presentKey, dtype: "float32", shape: ["batch", kvHeads, "total", d] });
-    outputs.push({ name: n.presentValue, dtype: "float32", shape: ["batch", kvHeads, "total", d] });
+    inputs.push({ name: n.pastKey, dtype: "float32", shape: ["batch", kvHeads, "capacity", d] });
+    inputs.push({ name: n.pastValue, dtype: "float32", shape: ["batch", kvHeads, "capacity", d] });
+    outputs.push({ name: n.newKey, dtype: "float32", shape: ["batch", kvHeads, "seq", d] });
+    outputs.push({ name: n.newValue, dtype: "float32", shape: ["batch", kvHeads, "seq", d] });
   }
   return { inputs, outputs };
 }

@@ -2,19 +2,20 @@
  * The engine's `Decoder` (serve/engine/decoder.ts) over an ONNX Runtime model: slots prefilled
  * one at a time, live slots advanced together in one batched graph run.
  *
- * The graph appends each step's keys at one shared column index for every row, so slots of
- * different lengths share a batched cache whose columns are not positions: each row's keys sit in
- * columns [0, own) followed by a gap up to `base`, then the columns every step since appended.
- * The explicit attention mask hides the gap (attention does not care where a key sits: rotary
- * already encoded its position). As long as the same set of slots decodes step after step (the
- * steady state), the cache tensors ORT returned are fed straight back, never copied; only when a
- * slot joins or leaves is the group repacked once, in JS.
+ * The group's rows share one cache buffer (kv_buffer.ts), and every step's keys go to one shared
+ * column for all rows, so slots of different lengths share it with columns that are not
+ * positions: each row's keys sit in columns [0, own) followed by a gap up to `base`, then the
+ * columns every step since appended. The explicit attention mask hides the gap and the unused
+ * capacity (attention does not care where a key sits: rotary already encoded its position). As
+ * long as the same set of slots decodes step after step (the steady state), the buffer is fed as
+ * it is and only the step's new column is written; only when a slot joins or leaves is the group
+ * repacked once.
  */
 
 import type { Decoder } from "../engine/decoder.ts";
 import type { RowLayout } from "../../core/mod.ts";
 import type { OnnxModel } from "./runner.ts";
-import type { OrtTensor } from "./ort.ts";
+import { capacityFor, type KvBuffer } from "./kv_buffer.ts";
 
 export interface OnnxDecoderOptions {
   slots: number;
@@ -28,16 +29,17 @@ interface SlotState {
   layout: RowLayout;
   /** Positions filled (prompt + generated). */
   length: number;
-  /** The slot's own cache [1, kv heads, length, d] per layer (k0, v0, k1, …) while not in the group. */
-  own: OrtTensor[] | null;
+  /** The slot's own cache (batch 1, columns [0, length)) while not in the group. */
+  own: KvBuffer | null;
 }
 
 interface Group {
   /** Slots in row order, and the sequence each row holds (a re-prefilled slot is another one). */
   slots: number[];
   members: SlotState[];
-  /** Batched cache [n, kv heads, columns, d] per layer (k0, v0, k1, …). */
-  past: OrtTensor[];
+  /** Batched cache [n, kv heads, capacity, d] per layer. */
+  kv: KvBuffer;
+  /** Columns in use. */
   columns: number;
   /** Columns from `base` on hold every row's keys; row i's keys also fill [0, filled[i]). */
   base: number;
@@ -51,7 +53,6 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
   }
   const rules = model.rules;
   const V = rules.vocabSize;
-  const { cacheHeads: heads, headDim: d } = rules;
   const slots: (SlotState | null)[] = Array(opts.slots).fill(null);
   let group: Group | null = null;
 
@@ -61,62 +62,40 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
     }
   };
 
-  /** Copies one row's keys/values (compacted: gap removed) out of the group, per layer. */
-  const rowCache = (g: Group, row: number): Float32Array[] => {
-    const own = g.filled[row], tail = g.columns - g.base;
-    const len = own + tail;
-    return g.past.map((t) => {
-      const src = t.data as Float32Array;
-      const out = new Float32Array(heads * len * d);
-      for (let h = 0; h < heads; h++) {
-        const from = ((row * heads + h) * g.columns) * d;
-        out.set(src.subarray(from, from + own * d), h * len * d);
-        out.set(src.subarray(from + g.base * d, from + g.columns * d), (h * len + own) * d);
-      }
-      return out;
-    });
+  /** Copies a group row's keys/values (compacted: gap removed) into `dst`'s row `dstRow`. */
+  const copyGroupRow = (g: Group, row: number, dst: KvBuffer, dstRow: number) => {
+    const own = g.filled[row];
+    g.kv.copyRow(row, 0, own, dst, dstRow, 0);
+    g.kv.copyRow(row, g.base, g.columns, dst, dstRow, own);
   };
 
   /** Rebuilds the group for exactly `wanted` (slot order kept), moving caches in and out. */
   const regroup = (wanted: number[]) => {
-    const caches = new Map<number, Float32Array[]>();
+    const columns = Math.max(...wanted.map((slot) => slots[slot]!.length));
+    // Room for the step about to run.
+    const kv = model.newKv(wanted.length, capacityFor(columns + 1, maxContext));
+    wanted.forEach((slot, row) => {
+      const s = slots[slot]!;
+      const at = group ? group.slots.indexOf(slot) : -1;
+      if (at >= 0 && group!.members[at] === s) copyGroupRow(group!, at, kv, row);
+      else {
+        s.own!.copyRow(0, 0, s.length, kv, row, 0);
+        s.own = null;
+      }
+    });
     if (group) {
+      // Slots leaving the group (still live) get their own cache back.
       group.slots.forEach((slot, row) => {
         const s = slots[slot];
-        if (!s || s !== group!.members[row]) return; // released (maybe re-prefilled): dropped
-        const data = rowCache(group!, row);
-        if (wanted.includes(slot)) caches.set(slot, data);
-        else s.own = data.map((x) => model.tensor(x, [1, heads, s.length, d]));
+        if (!s || s !== group!.members[row] || wanted.includes(slot)) return;
+        s.own = model.newKv(1, capacityFor(s.length, maxContext));
+        copyGroupRow(group!, row, s.own, 0);
       });
-      for (const t of group.past) t.dispose();
-      group = null;
-    }
-    for (const slot of wanted) {
-      if (caches.has(slot)) continue;
-      const s = slots[slot]!;
-      caches.set(slot, s.own!.map((t) => t.data as Float32Array));
-      for (const t of s.own!) t.dispose();
-      s.own = null;
-    }
-    const n = wanted.length;
-    const columns = Math.max(...wanted.map((slot) => slots[slot]!.length));
-    const past: OrtTensor[] = [];
-    const layers = caches.get(wanted[0])!.length;
-    for (let k = 0; k < layers; k++) {
-      const data = new Float32Array(n * heads * columns * d);
-      wanted.forEach((slot, row) => {
-        const len = slots[slot]!.length;
-        const src = caches.get(slot)![k];
-        for (let h = 0; h < heads; h++) {
-          data.set(src.subarray(h * len * d, (h + 1) * len * d), ((row * heads + h) * columns) * d);
-        }
-      });
-      past.push(model.tensor(data, [n, heads, columns, d]));
     }
     group = {
       slots: [...wanted],
       members: wanted.map((slot) => slots[slot]!),
-      past,
+      kv,
       columns,
       base: columns,
       filled: wanted.map((slot) => slots[slot]!.length),
@@ -127,15 +106,13 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
     checkSlot(slot, "release");
     const s = slots[slot];
     if (!s) return;
-    for (const t of s.own ?? []) t.dispose();
+    s.own = null;
     slots[slot] = null;
     // Its row stays in the group until the next regroup (the next decode without it).
   };
 
   const dropAll = () => {
-    for (const t of group?.past ?? []) t.dispose();
     group = null;
-    for (const s of slots) for (const t of s?.own ?? []) t.dispose();
     slots.fill(null);
   };
 
@@ -161,7 +138,9 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
         attentionMask: rules.mask([layout], 0, ids.length, ids.length),
         past: null,
       });
-      slots[slot] = { layout, length: ids.length, own: run.present };
+      const own = model.newKv(1, capacityFor(ids.length, maxContext));
+      own.write(run.fresh, ids.length, 0);
+      slots[slot] = { layout, length: ids.length, own };
       return run.logits.slice((ids.length - 1) * V, ids.length * V);
     },
     async decode(steps) {
@@ -186,16 +165,19 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
         wanted.every((slot) => group!.members[group!.slots.indexOf(slot)] === slots[slot]);
       if (!same) regroup(wanted);
       const g = group!;
+      g.kv.reserve(g.columns + 1, maxContext);
       const idOf = new Map(steps.map((s) => [s.slot, s.id]));
-      const n = g.slots.length, total = g.columns + 1;
+      const n = g.slots.length, C = g.kv.capacity, total = C + 1;
       const k = rules.positionsPerToken;
       const positions = new Int32Array(n * k);
       const mask = new Uint8Array(n * total);
       g.slots.forEach((slot, row) => {
         const s = slots[slot]!;
         positions.set(rules.positionAt(s.layout, s.length), row * k);
-        // A new token sees every key of its own sequence (README §5), nothing in the gap.
-        for (let col = g.filled[row]; col < g.base; col++) mask[row * total + col] = 1;
+        // A new token sees every key of its own sequence (README §5): nothing in the gap, none
+        // of the unused capacity; its own key is the last column.
+        mask.fill(1, row * total + g.filled[row], row * total + g.base);
+        mask.fill(1, row * total + g.columns, row * total + C);
       });
       const run = await model.runStep({
         batch: n,
@@ -203,10 +185,9 @@ export function onnxDecoder(model: OnnxModel, opts: OnnxDecoderOptions): Decoder
         inputIds: g.slots.map((slot) => idOf.get(slot)!),
         positionIds: positions,
         attentionMask: mask,
-        past: g.past,
+        past: g.kv,
       });
-      for (const t of g.past) t.dispose();
-      g.past = run.present;
+      g.kv.write(run.fresh, 1, g.columns);
       g.columns += 1;
       for (const slot of g.slots) slots[slot]!.length += 1;
       // Logits come back in group row order; the caller wants its own order.

@@ -23,6 +23,7 @@ export {
   type OnnxModel,
   type OnnxStepInputs,
 } from "./runner.ts";
+export { capacityFor, KvBuffer, type KvShape, spreadMask } from "./kv_buffer.ts";
 export { onnxDecoder, type OnnxDecoderOptions } from "./decoder.ts";
 export {
   defaultOnnxExportDir,

@@ -3,10 +3,12 @@
  * in an onnxruntime-node InferenceSession, with the same prefill / decodeStep / cache API as the
  * WebGPU models (core/models), so one generation loop drives either backend.
  *
- * The KV cache stays as the ORT tensors the previous step returned (`present_*` fed back as
- * `past_*`), never copied or converted in JS; masks and positions come from the rows' layouts
- * through the architecture's input rules (core/onnx/input_rules.ts), the same helpers the WebGPU
- * models use.
+ * The KV cache is held once, in a capacity buffer per layer (kv_buffer.ts) fed as the graph's
+ * `past_*` inputs without a copy; each run returns only the new positions' keys/values
+ * (`new_*`), written into the buffer at their column. The export's cache form is checked from its
+ * inputs/outputs: an export from before this contract (`present_*` outputs) is refused with a
+ * message to re-export. Masks and positions come from the rows' layouts through the
+ * architecture's input rules (core/onnx/input_rules.ts), the same helpers the WebGPU models use.
  */
 
 import {
@@ -21,6 +23,7 @@ import {
   type RowLayout,
 } from "../../core/mod.ts";
 import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from "./ort.ts";
+import { capacityFor, KvBuffer, type KvShape, spreadMask } from "./kv_buffer.ts";
 
 export type OnnxDevice = "cpu" | "cuda" | "auto";
 
@@ -37,7 +40,7 @@ export interface LoadOnnxModelOptions {
   threads?: number;
 }
 
-/** A KV cache: the ORT tensors of every layer's keys and values so far, plus row layouts. */
+/** A KV cache: every layer's keys and values so far (one buffer, kv_buffer.ts), plus row layouts. */
 export interface OnnxCache {
   readonly batch: number;
   readonly capacity: number;
@@ -49,8 +52,8 @@ export interface OnnxCache {
 }
 
 interface CacheState extends OnnxCache {
-  /** past_key_0, past_value_0, past_key_1, … as ORT tensors [b, kv heads, length, d]. */
-  past: OrtTensor[];
+  /** Null until prefill. */
+  kv: KvBuffer | null;
 }
 
 /** Explicit inputs for one forward pass (the graph's own contract, README §3). */
@@ -70,8 +73,10 @@ export interface OnnxStepInputs {
   seq: number;
   inputIds: ArrayLike<number>;
   positionIds: ArrayLike<number>;
+  /** [b, s, C + s] (C: the past's capacity, 0 without one), 1 = may NOT attend. */
   attentionMask: Uint8Array;
-  past: OrtTensor[] | null;
+  /** The cache buffer fed as the past (all C columns; the mask hides the unused ones). */
+  past: KvBuffer | null;
 }
 
 export interface OnnxModel {
@@ -92,13 +97,15 @@ export interface OnnxModel {
   forwardWithInputs(inputs: OnnxForwardInputs): Promise<Float32Array>;
   createCache(batch: number, maxLen?: number): OnnxCache;
   /**
-   * Low level: one graph run with explicit inputs and a past cache (ORT tensors [b, kv heads, P, d]
-   * per layer: k0, v0, k1, …; null = empty). The mask is [b, s, P + s], 1 = may NOT attend.
-   * Returns logits [b, s, V] and the present tensors (same order), which the caller owns.
+   * Low level: one graph run with explicit inputs and a past cache buffer (null = empty). The
+   * mask is [b, s, C + s], 1 = may NOT attend. Returns logits [b, s, V] and the new positions'
+   * keys/values [b, kv heads, s, d] per layer (k0, v0, k1, …), for `KvBuffer.write`.
    */
-  runStep(x: OnnxStepInputs): Promise<{ logits: Float32Array; present: OrtTensor[] }>;
-  /** Wraps f32 values as an ORT tensor (e.g. a repacked cache). */
-  tensor(data: Float32Array, dims: number[]): OrtTensor;
+  runStep(x: OnnxStepInputs): Promise<{ logits: Float32Array; fresh: Float32Array[] }>;
+  /** The cache's layers, kv heads and head size. */
+  readonly kvShape: KvShape;
+  /** An empty (zero) cache buffer of `capacity` columns for `batch` rows. */
+  newKv(batch: number, capacity: number): KvBuffer;
   /** Runs the prompts (left-padded rows) into an empty cache; logits of the last position [b, V]. */
   prefill(
     inputIds: number[][],
@@ -191,6 +198,12 @@ export function createOnnxModel(
   const L = rules.numLayers, heads = rules.cacheHeads, d = rules.headDim, V = rules.vocabSize;
   const perToken = rules.positionsPerToken;
   const limit = Math.min(maxContext ?? info.maxPositions, info.maxPositions);
+  if (session.outputNames.includes("present_key_0")) {
+    throw new Error(
+      `${dir}: this ONNX export returns the whole KV cache every step (present_* outputs, an ` +
+        "older exporter); re-export it with `deno task export-onnx`",
+    );
+  }
   const missing = [...Array(L).keys()].flatMap((l) => Object.values(cacheNames(l)))
     .concat(["input_ids", "position_ids", "attention_mask", "logits"])
     .filter((n) => !session.inputNames.includes(n) && !session.outputNames.includes(n));
@@ -200,7 +213,8 @@ export function createOnnxModel(
     );
   }
   const fetchNames = ["logits"];
-  for (let l = 0; l < L; l++) fetchNames.push(cacheNames(l).presentKey, cacheNames(l).presentValue);
+  for (let l = 0; l < L; l++) fetchNames.push(cacheNames(l).newKey, cacheNames(l).newValue);
+  const kvShape: KvShape = { layers: L, heads, d };
 
   const int64 = (v: ArrayLike<number>, dims: number[]) => {
     const out = new BigInt64Array(v.length);
@@ -213,28 +227,28 @@ export function createOnnxModel(
       : Uint8Array.from(v as ArrayLike<number>, (x) => (x ? 1 : 0));
     return new ort.Tensor("bool", out, dims);
   };
-  const emptyPast = (b: number) => {
-    const t: OrtTensor[] = [];
-    for (let i = 0; i < 2 * L; i++) {
-      t.push(new ort.Tensor("float32", new Float32Array(0), [b, heads, 0, d]));
-    }
-    return t;
-  };
+  /** The past feeds: the buffer's arrays wrapped as they are (no copy), or empty. */
+  const pastTensors = (b: number, past: KvBuffer | null) =>
+    past
+      ? past.data.map((x) => new ort.Tensor("float32", x, [b, heads, past.capacity, d]))
+      : Array.from({ length: 2 * L }, () =>
+        new ort.Tensor("float32", new Float32Array(0), [b, heads, 0, d]));
   let disposed = false;
   const checkAlive = (what: string) => {
     if (disposed) throw new Error(`${what}: the ONNX model was disposed`);
   };
 
-  /** One session run; returns logits [b, s, V] and the present tensors. */
+  /** One session run; returns logits [b, s, V] and the new keys/values. */
   const run = async (
     b: number,
     s: number,
     ids: ArrayLike<number>,
     pos: ArrayLike<number>,
     mask: ArrayLike<number | boolean>,
-    total: number,
-    past: OrtTensor[],
+    past: KvBuffer | null,
   ) => {
+    const total = (past?.capacity ?? 0) + s;
+    const pastFeeds = pastTensors(b, past);
     const feeds: Record<string, OrtTensor> = {
       input_ids: int64(ids, [b, s]),
       position_ids: int64(pos, perToken === 2 ? [b, 2, s] : [b, s]),
@@ -242,16 +256,16 @@ export function createOnnxModel(
     };
     for (let l = 0; l < L; l++) {
       const n = cacheNames(l);
-      feeds[n.pastKey] = past[2 * l];
-      feeds[n.pastValue] = past[2 * l + 1];
+      feeds[n.pastKey] = pastFeeds[2 * l];
+      feeds[n.pastValue] = pastFeeds[2 * l + 1];
     }
     const out = await session.run(feeds, fetchNames);
-    const present: OrtTensor[] = [];
+    const fresh: Float32Array[] = [];
     for (let l = 0; l < L; l++) {
       const n = cacheNames(l);
-      present.push(out[n.presentKey], out[n.presentValue]);
+      fresh.push(out[n.newKey].data as Float32Array, out[n.newValue].data as Float32Array);
     }
-    return { logits: out.logits.data as Float32Array, present };
+    return { logits: out.logits.data as Float32Array, fresh };
   };
   const checkLength = (n: number, what: string) => {
     if (n > limit) {
@@ -260,7 +274,7 @@ export function createOnnxModel(
   };
   const state = (cache: OnnxCache, what: string): CacheState => {
     const c = cache as CacheState;
-    if (!Array.isArray(c.past)) throw new Error(`${what}: not a cache of this ONNX model`);
+    if (!("kv" in c)) throw new Error(`${what}: not a cache of this ONNX model`);
     if (c.freed) throw new Error(`${what}: the cache was freed`);
     return c;
   };
@@ -294,8 +308,7 @@ export function createOnnxModel(
         inputIds.flat(),
         rules.positions(rows, 0, s),
         rules.mask(rows, 0, s, s),
-        s,
-        emptyPast(b),
+        null,
       );
       return out.logits;
     },
@@ -329,14 +342,22 @@ export function createOnnxModel(
           );
         }
       }
-      const out = await run(b, s, x.inputIds, x.positionIds, x.attentionMask, s, emptyPast(b));
+      const out = await run(b, s, x.inputIds, x.positionIds, x.attentionMask, null);
       return out.logits;
     },
     async runStep(x) {
       checkAlive("runStep");
-      const P = x.past ? x.past[0].dims[2] : 0;
-      if (x.past && x.past.length !== 2 * L) {
-        throw new Error(`runStep: past has ${x.past.length} tensors, expected ${2 * L}`);
+      const P = x.past?.capacity ?? 0;
+      if (x.past && (x.past.layers !== L || x.past.heads !== heads || x.past.d !== d)) {
+        throw new Error(
+          `runStep: the past buffer is [${x.past.layers} layers, ${x.past.heads} heads, d ${x.past.d}], ` +
+            `this model's cache is [${L}, ${heads}, ${d}]`,
+        );
+      }
+      if (x.past && x.past.batch !== x.batch) {
+        throw new Error(
+          `runStep: the past buffer has ${x.past.batch} rows for a batch of ${x.batch}`,
+        );
       }
       if (x.attentionMask.length !== x.batch * x.seq * (P + x.seq)) {
         throw new Error(
@@ -351,12 +372,12 @@ export function createOnnxModel(
         x.inputIds,
         x.positionIds,
         x.attentionMask,
-        P + x.seq,
-        x.past ?? emptyPast(x.batch),
+        x.past,
       );
     },
-    tensor(data, dims) {
-      return new ort.Tensor("float32", data, dims);
+    kvShape,
+    newKv(batch, capacity) {
+      return new KvBuffer(kvShape, batch, capacity);
     },
     createCache(batch, maxLen = limit) {
       checkAlive("createCache");
@@ -372,12 +393,11 @@ export function createOnnxModel(
         length: 0,
         rows: [],
         freed: false,
-        past: [],
+        kv: null,
         free() {
           if (cache.freed) return;
           cache.freed = true;
-          for (const t of cache.past) t.dispose();
-          cache.past = [];
+          cache.kv = null;
         },
       };
       return cache;
@@ -399,11 +419,10 @@ export function createOnnxModel(
         inputIds.flat(),
         rules.positions(rows, 0, s),
         rules.mask(rows, 0, s, s),
-        s,
-        emptyPast(c.batch),
+        null,
       );
-      for (const t of c.past) t.dispose();
-      c.past = out.present;
+      c.kv = new KvBuffer(kvShape, c.batch, capacityFor(s, c.capacity));
+      c.kv.write(out.fresh, s, 0);
       c.rows = rows;
       c.length = s;
       return options.allLogits ? out.logits : lastRows(out.logits, c.batch, s);
@@ -426,17 +445,17 @@ export function createOnnxModel(
       if (t + 1 > c.capacity) {
         throw new Error(`decodeStep: the cache is full (${c.capacity} positions)`);
       }
+      const kv = c.kv!;
+      kv.reserve(t + 1, c.capacity);
       const out = await run(
         c.batch,
         1,
         nextIds,
         rules.positions(c.rows, t, 1),
-        rules.mask(c.rows, t, 1, t + 1),
-        t + 1,
-        c.past,
+        spreadMask(rules.mask(c.rows, t, 1, t + 1), c.batch, 1, t, kv.capacity),
+        kv,
       );
-      for (const old of c.past) old.dispose();
-      c.past = out.present;
+      kv.write(out.fresh, 1, t);
       c.length = t + 1;
       return out.logits;
     },
