@@ -348,7 +348,7 @@ Deno.test("llama onnx: refusals name the file, the option and the rule", async (
   );
   await assert.rejects(
     () => loadOnnxModel(stale, { modelDir: qwen2 }),
-    /this runner reads medglm-llama-onnx\/1: re-export the model/,
+    /this runner reads medglm-llama-onnx\/2: re-export the model/,
   );
 });
 
