@@ -4,7 +4,7 @@
  * arena and a software adapter's GPU buffers are host memory) is that run's alone:
  *
  *   deno run -A bench/context_decode.ts --backend webgpu|onnx --model DIR [--context 2048]
- *     [--tokens 4] [--quantize 4[,group=G][,embeddings]]
+ *     [--tokens 4] [--quantize 4[,group=G][,embeddings]] [--profile PREFIX]
  *
  * `--model` is a model directory (webgpu) or an export directory of `deno task export-onnx`
  * (onnx). "At a context of C" means: a 4-token prompt (2 ids, [gMASK] <sop>) is prefilled for real,
@@ -13,13 +13,56 @@
  * `--tokens` greedy decode steps follow, each attending over every cached position, the last at
  * position C − 1. WebGPU allocates its cache for C positions up front; the ONNX runner's cache
  * buffer grows to its power-of-two capacity (C when C is one) at the first step, which is the
- * warm-up step left out of the rate. Prints one JSON line.
+ * warm-up step left out of the rate. Prints one JSON line: the rate, the peak resident memory
+ * after load and at the end (VmHWM), and the resident memory right after load (VmRSS).
+ * `--profile PREFIX` (onnx): ORT's per-node profile is written to PREFIX_<date>.json and its time
+ * is summed per operator over the decode steps (`opMs`, the share of each, largest first).
  */
 
 import { parseArgs } from "node:util";
 import { getGpu, loadChatGLM, parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
 import { loadOnnxModel } from "../serve/mod.ts";
 import { vmHwmBytes } from "./child_json.ts";
+
+/** This process's resident memory now, in bytes (Linux VmRSS). */
+function vmRssBytes(): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/**
+ * ORT's profile (the newest PREFIX_*.json) summed per operator over the last `steps` runs (the
+ * decode steps), in ms per step, largest first.
+ */
+async function profileByOp(prefix: string, steps: number): Promise<Record<string, number>> {
+  const slash = prefix.lastIndexOf("/");
+  const dir = slash >= 0 ? prefix.slice(0, slash) || "/" : ".";
+  const base = prefix.slice(slash + 1);
+  const files: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.startsWith(`${base}_`) && e.name.endsWith(".json")) files.push(`${dir}/${e.name}`);
+  }
+  if (!files.length) throw new Error(`--profile: ORT wrote no ${prefix}_*.json`);
+  files.sort();
+  const events = JSON.parse(await Deno.readTextFile(files[files.length - 1])) as {
+    cat: string;
+    name: string;
+    ts: number;
+    dur: number;
+    args?: { op_name?: string };
+  }[];
+  const runs = events.filter((e) => e.cat === "Session" && e.name === "model_run");
+  const from = runs.length > steps ? runs[runs.length - steps].ts : 0;
+  const sums: Record<string, number> = {};
+  for (const e of events) {
+    if (e.cat !== "Node" || !e.name.endsWith("_kernel_time") || e.ts < from) continue;
+    const op = e.args?.op_name ?? "?";
+    sums[op] = (sums[op] ?? 0) + e.dur / 1000 / steps;
+  }
+  return Object.fromEntries(
+    Object.entries(sums).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Math.round(v * 10) / 10]),
+  );
+}
 
 function argmax(v: Float32Array, from = 0, n = v.length): number {
   let best = from;
@@ -34,6 +77,7 @@ const { values } = parseArgs({
     context: { type: "string", default: "2048" },
     tokens: { type: "string", default: "4" },
     quantize: { type: "string" },
+    profile: { type: "string" },
   },
 });
 const context = Number(values.context);
@@ -47,7 +91,8 @@ const promptOf = (
 ) => [5, 6, c.gmaskTokenId, c.bosTokenId];
 const filled = context - tokens - 1; // positions cached before the first timed step
 const started = performance.now();
-let loadS: number, loadPeakRss: number;
+let loadS: number, loadPeakRss: number, loadRss: number;
+let opMs: Record<string, number> | null = null;
 const stepS: number[] = [];
 let description = "";
 
@@ -64,6 +109,7 @@ if (values.backend === "webgpu") {
   });
   loadS = (performance.now() - started) / 1000;
   loadPeakRss = vmHwmBytes();
+  loadRss = vmRssBytes();
   const prompt = promptOf(model.config);
   const cache = model.createCache(1, context);
   let last = await model.prefill([prompt], cache);
@@ -78,9 +124,13 @@ if (values.backend === "webgpu") {
   cache.free();
   model.dispose();
 } else {
-  const model = await loadOnnxModel(values.model, { maxContext: context });
+  const model = await loadOnnxModel(values.model, {
+    maxContext: context,
+    profilePrefix: values.profile,
+  });
   loadS = (performance.now() - started) / 1000;
   loadPeakRss = vmHwmBytes();
+  loadRss = vmRssBytes();
   const cfg = model.config;
   if (!("gmaskTokenId" in cfg)) {
     throw new Error(
@@ -100,6 +150,7 @@ if (values.backend === "webgpu") {
   cache.free();
   description = `onnx, ${model.providers.join("+")}`;
   await model.dispose();
+  if (values.profile) opMs = await profileByOp(values.profile, tokens);
 }
 
 const steady = stepS.slice(1); // the first step also warms up (pipeline compiles, ORT arenas)
@@ -114,5 +165,7 @@ console.log(JSON.stringify({
   stepS,
   tokensPerSecond: 1 / mean(steady.length ? steady : stepS),
   loadPeakRss,
+  loadRss,
   peakRss: vmHwmBytes(),
+  ...(opMs ? { opMs } : {}),
 }));

@@ -38,6 +38,11 @@ export interface LoadOnnxModelOptions {
   maxContext?: number;
   /** ORT intra-op threads (default: ORT's choice, one per physical core). */
   threads?: number;
+  /**
+   * ORT's per-node profiling: written as `<prefix>_<date>.json` when the model is disposed
+   * (bench/context_decode.ts `--profile` sums it by operator).
+   */
+  profilePrefix?: string;
 }
 
 /** A KV cache: every layer's keys and values so far (one buffer, kv_buffer.ts), plus row layouts. */
@@ -141,6 +146,9 @@ export async function loadOnnxModel(
       // A failed CUDA attempt under "auto" is expected on CPU-only installs: keep ORT quiet.
       ...(quiet ? { logSeverityLevel: 4 as const } : {}),
       ...(options.threads ? { intraOpNumThreads: options.threads } : {}),
+      ...(options.profilePrefix
+        ? { enableProfiling: true, profileFilePrefix: options.profilePrefix }
+        : {}),
     });
   let providers = device === "cpu" ? ["cpu"] : ["cuda", "cpu"];
   let note = device === "cpu" ? "CPU requested" : "CUDA";
