@@ -8,12 +8,13 @@
  *
  * `--model` is a model directory (webgpu) or an export directory of `deno task export-onnx`
  * (onnx). "At a context of C" means: a 4-token prompt (2 ids, [gMASK] <sop>) is prefilled for real,
- * then the cache is filled to C − tokens − 1 positions (the positions past the prompt hold zeros,
- * not a real prefill: at full size a 2048-token prefill takes many minutes on 2 cores), and
+ * then the cache is filled to C − tokens − 1 positions (the positions past the prompt hold the
+ * prompt's keys/values repeated, not a real prefill: at full size a 2048-token prefill takes many
+ * minutes on 2 cores), and
  * `--tokens` greedy decode steps follow, each attending over every cached position, the last at
- * position C − 1. WebGPU allocates its cache for C positions up front; the ONNX runner's cache
- * buffer grows to its power-of-two capacity (C when C is one) at the first step, which is the
- * warm-up step left out of the rate. Prints one JSON line: the rate, the peak resident memory
+ * position C − 1. WebGPU allocates its cache for C positions up front (its positions past the
+ * prompt hold zeros); the ONNX runner's cache buffer is grown to its power-of-two capacity (C
+ * when C is one) before the first step. Prints one JSON line: the rate, the peak resident memory
  * after load and at the end (VmHWM), and the resident memory right after load (VmRSS).
  * `--profile PREFIX` (onnx): ORT's per-node profile is written to PREFIX_<date>.json and its time
  * is summed per operator over the decode steps (`opMs`, the share of each, largest first).
@@ -137,10 +138,18 @@ if (values.backend === "webgpu") {
       `context_decode: ${values.model} is not a ChatGLM-6B export (this bench's prompt and positions are ChatGLM's)`,
     );
   }
-  // The runner's own lockstep cache: the real prompt prefilled, then its length set to `filled`
-  // (the buffer grows to hold it at the first step; the positions past the prompt are zeros).
+  // The runner's own lockstep cache: the real prompt prefilled, its keys/values repeated up to
+  // `filled` positions (written, so every page of the buffer is resident and read for real: a
+  // zero-filled buffer that was never written reads the kernel's one zero page), then its length
+  // set to `filled`.
   const cache = model.createCache(1, context);
-  let last = await model.prefill([promptOf(cfg)], cache);
+  const prompt = promptOf(cfg);
+  let last = await model.prefill([prompt], cache);
+  const kv = cache.kv!;
+  kv.reserve(filled + 1, context);
+  for (let at = prompt.length; at < filled; at += prompt.length) {
+    kv.copyRow(0, 0, Math.min(prompt.length, filled - at), kv, 0, at);
+  }
   cache.length = filled;
   for (let n = 0; n < tokens; n++) {
     const s = performance.now();

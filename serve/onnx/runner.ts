@@ -52,12 +52,13 @@ export interface OnnxCache {
   /** Positions filled so far (rows advance in lockstep). */
   length: number;
   rows: RowLayout[];
+  /** The keys/values buffer (null until prefill; replaced when grown). */
+  readonly kv: KvBuffer | null;
   freed: boolean;
   free(): void;
 }
 
 interface CacheState extends OnnxCache {
-  /** Null until prefill. */
   kv: KvBuffer | null;
 }
 
