@@ -36,6 +36,7 @@ import {
   type OnnxWeightDtype,
   quantizedLogits,
   rotateHalf,
+  scaleQueries,
   scoreMask,
   swapHeadsAndSeq,
   transpose,
@@ -159,17 +160,17 @@ export function buildChatGLMGraph(
       count: 3,
       name: `${p}.qkv`,
     });
-    const qh = toHeads(rotate(q, `${p}.q`));
+    // §3.3: q / (sqrt(d)·c) · kᵀ (the division before the rotary: graph_parts `scaleQueries`),
+    // masked to −10000, then ×c, softmax in f32.
+    const qh = toHeads(rotate(scaleQueries(g, q, Math.sqrt(d) * c, l), `${p}.q`));
     const kh = toHeads(rotate(k, `${p}.k`));
     const vh = toHeads(v);
-    // §3.3: q / (sqrt(d)·c) · kᵀ, masked to −10000, then ×c, softmax in f32.
     const ctx = cachedAttention(g, qh, kh, vh, {
       layer: l,
       heads,
       kvHeads: heads,
       d,
       mask,
-      queryDivisor: Math.sqrt(d) * c,
       maskedScore: -10000,
       scoreScale: c,
       name: p,

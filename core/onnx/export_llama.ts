@@ -37,6 +37,7 @@ import {
   type OnnxWeightDtype,
   quantizedLogits,
   rotateHalf,
+  scaleQueries,
   scoreMask,
   swapHeadsAndSeq,
   type WeightReader,
@@ -111,6 +112,7 @@ export function buildLlamaGraph(
       q = rmsNorm(q, `${p}.self_attn.q_norm.weight`, d);
       k = rmsNorm(k, `${p}.self_attn.k_norm.weight`, d);
     }
+    q = scaleQueries(g, q, Math.sqrt(d), l);
     const qh = swapHeadsAndSeq(g, rotateHalf(g, q, { ...rotary, heads: nh }, `${p}.q`));
     const kh = swapHeadsAndSeq(g, rotateHalf(g, k, { ...rotary, heads: nkv }, `${p}.k`));
     const ctx = cachedAttention(g, qh, kh, swapHeadsAndSeq(g, v), {
@@ -119,7 +121,6 @@ export function buildLlamaGraph(
       kvHeads: nkv,
       d,
       mask,
-      queryDivisor: Math.sqrt(d),
       maskedScore: F32_LOWEST,
       scoreScale: 1,
       name: p,

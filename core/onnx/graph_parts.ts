@@ -220,6 +220,17 @@ export function rotateHalf(
   });
 }
 
+/**
+ * Queries divided by the attention's divisor (√d, ChatGLM's √d·c) BEFORE the rotary, not right
+ * before q·kᵀ: ORT folds a scalar Div feeding a MatMul into the MatMul as `alpha`, and MLAS takes
+ * its M = 1 kernels (no packed copy of the keys) only when alpha is 1 — measured at full size, the
+ * folded scale made the past scores (q·Kᵀ over the whole cache) the slowest op of a decode step.
+ * The rotary is linear, so only rounding changes.
+ */
+export function scaleQueries(g: GraphBuilder, q: string, divisor: number, layer: number): string {
+  return g.op("Div", [q, g.scalar(`qk_scale_${layer}`, divisor)], { name: `q_scaled_${layer}` });
+}
+
 /** [b, s, heads, d] ↔ [b, heads, s, d]. */
 export function swapHeadsAndSeq(g: GraphBuilder, t: string): string {
   return g.op("Transpose", [t], { attributes: { perm: attr.ints([0, 2, 1, 3]) } });
@@ -242,8 +253,6 @@ export interface AttentionSpec {
   d: number;
   /** From `scoreMask(g, heads / kvHeads)`. */
   mask: string;
-  /** Queries are divided by this before q·kᵀ. */
-  queryDivisor: number;
   /** What a masked score becomes. */
   maskedScore: number;
   /** Scores are multiplied by this after masking (1: no node). */
@@ -252,7 +261,7 @@ export interface AttentionSpec {
 }
 
 /**
- * Attention of queries qh [b, heads, s, d] over the layer's cache: the past keys/values
+ * Attention of queries qh [b, heads, s, d] (already scaled: `scaleQueries`) over the layer's cache: the past keys/values
  * `past_key_<l>` / `past_value_<l>` [b, kvHeads, C, d] (the runner's buffer of capacity C, fed
  * without a copy; the mask hides its unused positions) and the new kh, vh [b, kvHeads, s, d],
  * which are the layer's only cache outputs (`new_key_<l>` / `new_value_<l>`: the runner writes
@@ -274,7 +283,7 @@ export function cachedAttention(
   g.node("Identity", [kh], { outputs: [names.newKey], name: `${a.name}.new_key` });
   g.node("Identity", [vh], { outputs: [names.newValue], name: `${a.name}.new_value` });
   const grouped = a.heads !== a.kvHeads;
-  let q = g.op("Div", [qh, g.scalar(`qk_scale_${a.layer}`, a.queryDivisor)]);
+  let q = qh;
   if (grouped) q = g.op("Reshape", [q, g.int64s("shape_q_groups", [0, a.kvHeads, -1, a.d])]);
   const transposed = (k: string) =>
     g.op("Transpose", [k], { attributes: { perm: attr.ints([0, 1, 3, 2]) } });
