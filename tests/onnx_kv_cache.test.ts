@@ -91,6 +91,14 @@ Deno.test("onnx graph: the past cache is only read; only the new positions are o
     assert.deepEqual(outs.sort(), [`new_key_${l}`, `new_value_${l}`]);
   }
   assert.ok(!graph.outputs.some((o) => o.name.startsWith("present_")));
+  // No scalar scale feeds the scores' MatMuls (ORT would fold it in as alpha, and MLAS's M = 1
+  // kernels need alpha = 1): the queries are scaled before the rotary.
+  const producer = new Map(graph.nodes.flatMap((n) => n.outputs.map((o) => [o, n.op] as const)));
+  const scores = graph.nodes.filter((n) => /\.scores_(past|new)$/.test(n.name ?? ""));
+  assert.equal(scores.length, 2 * config.numLayers);
+  for (const n of scores) {
+    for (const i of n.inputs) assert.ok(!["Div", "Mul"].includes(producer.get(i) ?? ""), n.name);
+  }
 });
 
 Deno.test("onnx runner: decoding across capacity doublings equals the full forward at every step", async () => {
