@@ -14,12 +14,16 @@
  * `--tokens` greedy decode steps follow, each attending over every cached position, the last at
  * position C − 1. WebGPU allocates its cache for C positions up front (its positions past the
  * prompt hold zeros); the ONNX runner's cache buffer grows through its power-of-two capacities
- * as it is filled (C when C is one), as it would while decoding, before the first step. Prints one JSON line: the rate, the peak resident memory
- * after load and at the end (VmHWM), and the resident memory right after load (VmRSS).
- * `--profile PREFIX` (onnx): ORT's per-node profile is written to PREFIX_<date>.json and its time
- * is summed per operator over the decode steps (`opMs`, the share of each, largest first).
+ * as it is filled (C when C is one), as it would while decoding, before the first step.
+ *
+ * Prints one JSON line: the rate, each step's wall and process CPU seconds (a loaded machine
+ * stretches the wall time, not the CPU time), the peak resident memory after load and at the end
+ * (VmHWM), and the resident memory right after load (VmRSS). `--profile PREFIX` (onnx): ORT's
+ * per-node profile is written to PREFIX_<date>.json and its time is summed per operator over the
+ * decode steps (`opMs`, ms per step, largest first).
  */
 
+import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import { getGpu, loadChatGLM, parseQuantizeFlag, type QuantizeOption } from "../core/mod.ts";
 import { loadOnnxModel } from "../serve/mod.ts";
@@ -95,6 +99,12 @@ const started = performance.now();
 let loadS: number, loadPeakRss: number, loadRss: number;
 let opMs: Record<string, number> | null = null;
 const stepS: number[] = [];
+/** Process CPU seconds (user + system, all threads) per step: what a loaded machine cannot hide. */
+const stepCpuS: number[] = [];
+const cpuS = () => {
+  const u = cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 let description = "";
 
 if (values.backend === "webgpu") {
@@ -117,9 +127,10 @@ if (values.backend === "webgpu") {
   // Positions prompt.length .. filled-1 stay zero: the timed steps attend over `filled` positions.
   cache.length = filled;
   for (let n = 0; n < tokens; n++) {
-    const s = performance.now();
+    const s = performance.now(), c = cpuS();
     last = await model.decodeStep([argmax(last)], cache);
     stepS.push((performance.now() - s) / 1000);
+    stepCpuS.push(cpuS() - c);
   }
   description = `webgpu, ${gpu.adapterInfo.description || "GPU"}`;
   cache.free();
@@ -155,9 +166,10 @@ if (values.backend === "webgpu") {
   kv.reserve(filled + 1, context);
   cache.length = filled;
   for (let n = 0; n < tokens; n++) {
-    const s = performance.now();
+    const s = performance.now(), c = cpuS();
     last = await model.decodeStep([argmax(last)], cache);
     stepS.push((performance.now() - s) / 1000);
+    stepCpuS.push(cpuS() - c);
   }
   cache.free();
   description = `onnx, ${model.providers.join("+")}`;
@@ -175,6 +187,7 @@ console.log(JSON.stringify({
   filledBeforeTimedSteps: filled,
   loadS,
   stepS,
+  stepCpuS,
   tokensPerSecond: 1 / mean(steady.length ? steady : stepS),
   loadPeakRss,
   loadRss,
