@@ -10,9 +10,8 @@
  * (onnx). "At a context of C" means: a 4-token prompt (2 ids, [gMASK] <sop>) is prefilled for real,
  * then the cache is filled to C − tokens − 1 positions (the positions past the prompt hold the
  * prompt's keys/values repeated, not a real prefill: at full size a 2048-token prefill takes many
- * minutes on 2 cores), and
- * `--tokens` greedy decode steps follow, each attending over every cached position, the last at
- * position C − 1. WebGPU allocates its cache for C positions up front (its positions past the
+ * minutes on 2 cores), and `--tokens` greedy decode steps follow, each attending over every
+ * cached position, the last at position C − 1. WebGPU allocates its cache for C positions up front (its positions past the
  * prompt hold zeros); the ONNX runner's cache buffer grows through its power-of-two capacities
  * as it is filled (C when C is one), as it would while decoding, before the first step.
  *
