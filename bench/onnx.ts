@@ -9,8 +9,9 @@
  * Last, the small Qwen3 of bench/llama.ts beside that small ChatGLM on ORT (prefill and the
  * engine decoder's decode rate), as the WebGPU table of bench/llama.ts has them.
  *
- * `deno run --allow-all bench/onnx.ts [--quick] [--qwen-only]` (needs --allow-ffi for
- * onnxruntime-node; `--qwen-only`: just the Qwen3 / ChatGLM table).
+ * `deno run --allow-all bench/onnx.ts [--quick] [--qwen-only] [--io]` (needs --allow-ffi for
+ * onnxruntime-node; `--qwen-only`: just the Qwen3 / ChatGLM table; `--io`: just what
+ * onnxruntime-node copies, inputs against outputs).
  */
 
 import { parseArgs } from "node:util";
@@ -19,6 +20,7 @@ import {
   buildLlamaGraph,
   cacheNames,
   type ChatGLMConfig,
+  createGraphBuilder,
   encodeOnnxModel,
   EXPORTER_VERSION,
   getGpu,
@@ -496,8 +498,47 @@ async function qwenBesideChatGLM(ort: OrtModule, quick: boolean): Promise<void> 
 
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
+/**
+ * What onnxruntime-node copies (the KV cache design of serve/onnx/kv_buffer.ts rests on it): an
+ * input's typed array is wrapped as it is (a run of `Shape` on a 1 GiB input costs what it costs
+ * on a 4 KiB one), while an output is copied into JS memory (`Identity` of 256 MiB).
+ */
+async function ioCosts(ort: OrtModule): Promise<void> {
+  const graphOf = async (op: string, out: "int64" | "float32") => {
+    const g = createGraphBuilder();
+    g.node(op, ["x"], { outputs: ["y"] });
+    const graph = g.build(op, [{ name: "x", dtype: "float32", shape: ["a", 1024] }], [
+      { name: "y", dtype: out, shape: out === "int64" ? [2] : ["a", 1024] },
+    ]);
+    return await ort.InferenceSession.create(await encodeOnnxModel(graph, { opset: ONNX_OPSET }));
+  };
+  const msPerRun = async (sess: OrtSession, values: number, reps: number) => {
+    const x = new ort.Tensor("float32", new Float32Array(values), [values / 1024, 1024]);
+    await sess.run({ x });
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) await sess.run({ x });
+    return (performance.now() - t0) / reps;
+  };
+  console.log("onnxruntime-node copies, ms per run (inputs: best of 3)");
+  console.log("what | 4 KiB | 256 MiB | 1 GiB");
+  const shape = await graphOf("Shape", "int64");
+  const input = [];
+  for (const n of [1024, 64 * 2 ** 20, 256 * 2 ** 20]) {
+    let best = Infinity;
+    for (let rep = 0; rep < 3; rep++) best = Math.min(best, await msPerRun(shape, n, 5));
+    input.push(best);
+  }
+  console.log(["input (Shape of it)", ...input.map((x) => x.toFixed(3))].join(" | "));
+  await shape.release();
+  const identity = await graphOf("Identity", "float32");
+  const output = [];
+  for (const n of [1024, 64 * 2 ** 20]) output.push(await msPerRun(identity, n, 1));
+  console.log(["output (Identity)", ...output.map((x) => x.toFixed(1)), "-"].join(" | "));
+  await identity.release();
+}
+
 export async function bench(
-  options: { quick?: boolean; qwenOnly?: boolean } = {},
+  options: { quick?: boolean; qwenOnly?: boolean; io?: boolean } = {},
 ): Promise<void> {
   let ort: OrtModule;
   try {
@@ -506,6 +547,7 @@ export async function bench(
     console.log(`onnx: skipped (${(err as Error).message})`);
     return;
   }
+  if (options.io) return await ioCosts(ort);
   if (options.qwenOnly) return await qwenBesideChatGLM(ort, options.quick ?? false);
   const promptLen = 32;
   const plans: { model: BenchModel; steps: number; batches: number[]; f16: boolean }[] = [
@@ -604,7 +646,8 @@ if (import.meta.main) {
     options: {
       quick: { type: "boolean", default: false },
       "qwen-only": { type: "boolean", default: false },
+      io: { type: "boolean", default: false },
     },
   });
-  await bench({ quick: values.quick, qwenOnly: values["qwen-only"] });
+  await bench({ quick: values.quick, qwenOnly: values["qwen-only"], io: values.io });
 }
