@@ -17,7 +17,8 @@ import type { Gpu } from "../../gpu/device.ts";
 import { beginRecording, discardRecording, submit } from "../../gpu/recording.ts";
 import { type Checkpoint, readTensor as readCkptTensor } from "../../io/checkpoint.ts";
 import { bytesToF32, convertBytes, type Dtype, dtypeSize, numelOf } from "../../io/dtype.ts";
-import { readAt } from "../../io/file_range.ts";
+import { readInto } from "../../io/file_range.ts";
+import { withHugePages } from "../../io/huge_pages.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../../base/mod.ts";
 import {
@@ -173,8 +174,7 @@ async function streamWeights(
       );
       const file = await Deno.open(shard.path, { read: true });
       try {
-        reader.begin(
-          file,
+        await reader.begin(
           shard.path,
           names.flatMap((name, j) => pieceRanges(shard.tensors.get(name)!, layouts[j])),
         );
@@ -236,10 +236,15 @@ const STAGING_BYTES = 128 * 2 ** 20;
 export const READ_PIECE_BYTES = WRITE_PIECE_BYTES;
 export const READS_AHEAD = 3;
 
-/** Where a load's time went (milliseconds): reading, handing bytes to the GPU, waiting for it. */
+/**
+ * Where a load's time went (milliseconds): waiting for reads, handing bytes to the GPU (the
+ * runtime's staging copies), submitting them (on a software adapter the submit waits while the
+ * driver copies the previous piece into the texture), waiting for the GPU.
+ */
 export interface LoadTiming {
   readMs: number;
   uploadMs: number;
+  submitMs: number;
   waitMs: number;
 }
 
@@ -316,23 +321,32 @@ export interface TensorSource {
 
 /**
  * Reads a shard's planned byte ranges in order, {@link READS_AHEAD} ahead of the upload, into a
- * ring of reused scratch buffers (no buffer per tensor or piece), one read at a time on the file
- * (reads seek); paces the upload's staging copies ({@link flush}) and times the load's phases
- * ({@link LoadTiming}).
+ * ring of reused scratch buffers (no buffer per tensor or piece); paces the upload's staging
+ * copies ({@link flush}) and times the load's phases ({@link LoadTiming}). Each ring slot reads
+ * through its own handle of the file, so the reads ahead run at once on the runtime's blocking
+ * threads while the main thread is busy handing bytes to the GPU (reads chained on one handle
+ * waited for the main thread between each: 1 s of a 4 s load was spent waiting for them).
  */
 export class ChunkReader {
   /** READS_AHEAD + 1 scratch buffers: the piece being uploaded and those being read. */
   #ring = Array.from({ length: READS_AHEAD + 1 }, () => new Uint8Array(0));
-  #plan: { file: Deno.FsFile; path: string; ranges: ByteRange[]; taken: number } | null = null;
+  #plan: { handles: Deno.FsFile[]; path: string; ranges: ByteRange[]; taken: number } | null = null;
   #reads = new Map<number, Promise<Uint8Array>>();
-  /** The last read issued (reads of one file run one after another). */
-  #chain: Promise<unknown> = Promise.resolve();
   #unflushed = 0;
   #inflight: Promise<unknown> = Promise.resolve();
-  readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, waitMs: 0 };
-  /** Starts reading `ranges` of the open file, in this order (see {@link take}). */
-  begin(file: Deno.FsFile, path: string, ranges: ByteRange[]): void {
-    this.#plan = { file, path, ranges, taken: 0 };
+  readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, submitMs: 0, waitMs: 0 };
+  /** Starts reading `ranges` of the file at `path`, in this order (see {@link take}). */
+  async begin(path: string, ranges: ByteRange[]): Promise<void> {
+    const handles: Deno.FsFile[] = [];
+    try {
+      for (let i = 0; i < Math.min(this.#ring.length, ranges.length); i++) {
+        handles.push(await Deno.open(path, { read: true }));
+      }
+    } catch (err) {
+      handles.forEach((h) => h.close());
+      throw err;
+    }
+    this.#plan = { handles, path, ranges, taken: 0 };
     for (let k = 0; k < READS_AHEAD; k++) this.#issue(k);
   }
   /**
@@ -364,24 +378,18 @@ export class ChunkReader {
     if (!range) return;
     const slot = k % this.#ring.length;
     if (this.#ring[slot].length < range.length) this.#ring[slot] = new Uint8Array(range.length);
-    const out = this.#ring[slot];
-    const { file, path } = plan;
-    const read = this.#chain.then(() => readAt(file, range.offset, range.length, path, out));
+    const out = this.#ring[slot].subarray(0, range.length);
+    const read = readInto(plan.handles[slot], range.offset, out, plan.path);
     read.catch(() => {}); // a read-ahead nobody takes may fail unseen; a taken one reports it
-    this.#chain = read.catch(() => {});
     this.#reads.set(k, read);
   }
-  /** Runs a read outside the plan (a strided tensor) once the reads issued before it are done. */
-  async exclusive<T>(read: () => Promise<T>): Promise<T> {
-    const done = this.#chain.then(read);
-    this.#chain = done.catch(() => {});
-    return await done;
-  }
-  /** Waits for the reads in flight (before the file is closed) and forgets the plan. */
+  /** Waits for the reads in flight, closes the plan's file handles and forgets the plan. */
   async end(): Promise<void> {
-    await this.#chain;
+    const plan = this.#plan;
     this.#plan = null;
+    await Promise.allSettled(this.#reads.values());
     this.#reads.clear();
+    plan?.handles.forEach((h) => h.close());
   }
   /**
    * After a piece's upload: submits (so the driver copies it out of its staging memory) and,
@@ -390,13 +398,15 @@ export class ChunkReader {
    * until the load ends, while the GPU copies this batch as the next one is read.
    */
   async flush(gpu: Gpu, bytes: number): Promise<void> {
+    const t0 = performance.now();
     gpu.device.queue.submit([]);
+    this.timing.submitMs += performance.now() - t0;
     this.#unflushed += bytes;
     if (this.#unflushed >= STAGING_BYTES) {
       this.#unflushed = 0;
-      const t0 = performance.now();
+      const t1 = performance.now();
       await this.#inflight;
-      this.timing.waitMs += performance.now() - t0;
+      this.timing.waitMs += performance.now() - t1;
       this.#inflight = gpu.device.queue.onSubmittedWorkDone();
     }
   }
@@ -426,11 +436,20 @@ function toRunBytes(raw: Uint8Array, from: Dtype, dtype: WeightDtype): Uint8Arra
 }
 
 function newWeightTensor(gpu: Gpu, src: TensorSource, options: LoadWeightsOptions): Tensor {
-  return emptyTensor(gpu, src.stored.shape, options.dtype, {
-    label: src.name,
-    chunkBytes: options.chunkBytes,
-    rowsPerChunk: src.layout.rowsPerChunk,
-  });
+  return withHugePages(
+    runBytes(src, options),
+    () =>
+      emptyTensor(gpu, src.stored.shape, options.dtype, {
+        label: src.name,
+        chunkBytes: options.chunkBytes,
+        rowsPerChunk: src.layout.rowsPerChunk,
+      }),
+  );
+}
+
+/** Bytes of the tensor in the run's dtype. */
+function runBytes(src: TensorSource, options: LoadWeightsOptions): number {
+  return src.layout.rows * src.layout.rowLength * elBytes(options.dtype);
 }
 
 /**
@@ -503,10 +522,10 @@ async function uploadStorage(
 ): Promise<Tensor> {
   try {
     if (src.stored.strides) {
-      // A non-contiguous torch view (rare): gathered whole (after the reads in flight), then
-      // written chunk by chunk.
+      // A non-contiguous torch view (rare): gathered whole (through the shard's own handle,
+      // which the reads ahead do not use), then written chunk by chunk.
       const { file, path, stored } = src;
-      const raw = await src.reader.exclusive(() => readStoredTensor(file, path, stored));
+      const raw = await readStoredTensor(file, path, stored);
       const all = toRunBytes(raw, stored.dtype, options.dtype);
       const rowBytes = t.rowLength * dtypeBytesOf(t);
       for (const c of t.chunks) {
@@ -555,7 +574,7 @@ export async function uploadLinearWeight(
   const t = newWeightTensor(gpu, src, options);
   const host = options.trainable || src.stored.strides || !forwardPacksWeight(gpu, t)
     ? null
-    : hostPackedWeight(gpu, t);
+    : withHugePages(runBytes(src, options), () => hostPackedWeight(gpu, t));
   if (!host) return await uploadStorage(gpu, src, options, t);
   dropStorage(t, PACKED_ONLY);
   try {
