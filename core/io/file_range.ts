@@ -12,18 +12,7 @@ export async function readAt(
   out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
   if (out.length < length) throw new Error(`${path}: read buffer smaller than ${length} bytes`);
-  await file.seek(offset, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < length) {
-    const n = await file.read(out.subarray(got, length));
-    if (n === null) {
-      throw new Error(
-        `${path}: unexpected end of file reading ${length} bytes at offset ${offset} (got ${got})`,
-      );
-    }
-    got += n;
-  }
-  return out.length === length ? out : out.subarray(0, length);
+  return await readInto(file, offset, out.subarray(0, length), path);
 }
 
 /**

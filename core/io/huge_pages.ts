@@ -12,6 +12,8 @@
  *
  * Best effort: only on Linux with THP in "madvise" mode, with the ffi and read permissions, and
  * libc reachable; anything else leaves the allocation as it is (the load is correct either way).
+ * `MEDGLM_NO_HUGE_PAGES=1` turns it off (to measure against, or where the kernel's compaction for
+ * huge pages costs more than the faults it saves).
  */
 
 /** Allocations smaller than this are left alone (a huge page is 2 MiB). */
@@ -30,6 +32,8 @@ function madviseLib(): Libc | null {
   libc = null;
   try {
     if (Deno.build.os !== "linux") return null;
+    const env = Deno.permissions.querySync({ name: "env", variable: "MEDGLM_NO_HUGE_PAGES" });
+    if (env.state === "granted" && Deno.env.get("MEDGLM_NO_HUGE_PAGES") === "1") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
     const maps = Deno.permissions.querySync({ name: "read", path: "/proc/self/maps" });
     if (maps.state !== "granted") return null;
