@@ -8,8 +8,9 @@
  * By default it makes a 2-layer full-width checkpoint (hidden 4096, FFN 16384, vocab 130528,
  * 32 heads: 2.9 GB f16) in `.bin` shards and as safetensors, in a temporary folder it deletes
  * afterwards. Environment:
- * - MEDGLM_REAL_SIZE_MODEL=DIR: measure this checkpoint instead (e.g. a full 28-layer one made by
- *   `deno task make-checkpoint --out DIR`); it is not deleted.
+ * - MEDGLM_REAL_SIZE_MODEL=DIR[,DIR...]: measure these checkpoints instead (e.g. a full 28-layer
+ *   one made by `deno task make-checkpoint --out DIR`, or one `.bin` and one safetensors copy);
+ *   they are not deleted.
  * - MEDGLM_REAL_SIZE_BASELINE=REF: the git ref of the baseline (default: 2abc221, the last commit
  *   before the streaming load); `none` skips it.
  * - MEDGLM_REAL_SIZE_LAYERS=N (default 2), MEDGLM_REAL_SIZE_DECODE=N tokens (default 4),
@@ -33,6 +34,8 @@ interface Measured {
   loadPeakRss: number;
   peakRss: number;
   logitsFinite: boolean;
+  /** The load's own time split (its log line), or null for code that logs none. */
+  loadSplit?: string | null;
 }
 
 function env(name: string): string | undefined {
@@ -107,10 +110,10 @@ async function weightBytes(dir: string): Promise<number> {
 const gb = (n: number) => (n / 1e9).toFixed(2);
 
 function row(label: string, m: Measured, weights: number): string {
-  return `| ${label} | ${m.loadS.toFixed(1)} | ${(weights / 1e9 / m.loadS).toFixed(2)} | ` +
-    `${m.loadCpuS.toFixed(1)} | ${m.firstForwardS.toFixed(1)} | ${
-      m.firstForwardCpuS.toFixed(1)
-    } | ` +
+  return `| ${label} | ${m.loadS.toFixed(2)} | ${(weights / 1e9 / m.loadS).toFixed(2)} | ` +
+    `${m.loadCpuS.toFixed(1)} | ${(m.loadCpuS / (weights / 1e9)).toFixed(2)} | ${
+      m.firstForwardS.toFixed(1)
+    } | ${m.firstForwardCpuS.toFixed(1)} | ` +
     `${m.startToFirstTokenS.toFixed(1)} | ` +
     `${m.decodePerSecond === null ? "–" : m.decodePerSecond.toFixed(2)} | ${gb(m.loadPeakRss)} | ` +
     `${gb(m.peakRss)} | ${(m.peakRss / weights).toFixed(2)}× |`;
@@ -146,7 +149,7 @@ export async function bench(): Promise<void> {
   const tmp = await Deno.makeTempDir({ prefix: "medglm-real-size-" });
   try {
     const dirs: { label: string; dir: string }[] = [];
-    if (given) dirs.push({ label: given, dir: given });
+    if (given) { for (const dir of given.split(",")) dirs.push({ label: dir, dir }); }
     else {
       const sizes = { ...CHATGLM_6B, numLayers: layers };
       for (const format of ["bin", "safetensors"] as const) {
@@ -167,12 +170,14 @@ export async function bench(): Promise<void> {
       oldCore = await baselineCore(ref, `${tmp}/baseline`);
     }
     console.log(
-      "\n| checkpoint, code | load s | GB/s | load CPU s | first forward s | first forward CPU s | " +
+      "\n| checkpoint, code | load s | GB/s | load CPU s | load CPU s/GB | first forward s | " +
+        "first forward CPU s | " +
         "start→first token s | " +
         "decode tok/s | load peak RSS GB | peak RSS GB | peak / weights |",
     );
-    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     const ratios: string[] = [];
+    const splits: string[] = [];
     for (const { label, dir } of dirs) {
       const weights = await weightBytes(dir);
       await warmCache(dir);
@@ -182,10 +187,11 @@ export async function bench(): Promise<void> {
         news.push(await measure(newCore, dir, decode));
       }
       const n = medianOf(news);
-      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | | | |`);
+      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | | | | |`);
       if (olds.length) console.log(row(`${label}, ${ref}`, medianOf(olds), weights));
       console.log(row(`${label}, this checkout`, n, weights));
       if (!n.logitsFinite) console.log(`WARNING: ${label}: non-finite logits`);
+      for (const m of news) if (m.loadSplit) splits.push(`${label}: ${m.loadSplit}`);
       if (olds.length) {
         const o = medianOf(olds);
         ratios.push(
@@ -202,6 +208,7 @@ export async function bench(): Promise<void> {
       }
     }
     if (ratios.length) console.log(`\nagainst ${ref} in the same run:\n- ${ratios.join("\n- ")}`);
+    if (splits.length) console.log(`\nthis checkout's load split:\n- ${splits.join("\n- ")}`);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

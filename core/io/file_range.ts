@@ -12,18 +12,32 @@ export async function readAt(
   out: Uint8Array = new Uint8Array(length),
 ): Promise<Uint8Array> {
   if (out.length < length) throw new Error(`${path}: read buffer smaller than ${length} bytes`);
-  await file.seek(offset, Deno.SeekMode.Start);
+  return await readInto(file, offset, out.subarray(0, length), path);
+}
+
+/**
+ * Fills `out` from `file` at absolute `offset` with one async read where the file gives it all (a
+ * synchronous seek first: the read is dispatched at once, not after a round trip through the
+ * event loop). One read at a time per file handle.
+ */
+export async function readInto(
+  file: Deno.FsFile,
+  offset: number,
+  out: Uint8Array,
+  path: string,
+): Promise<Uint8Array> {
+  file.seekSync(offset, Deno.SeekMode.Start);
   let got = 0;
-  while (got < length) {
-    const n = await file.read(out.subarray(got, length));
+  while (got < out.length) {
+    const n = await file.read(out.subarray(got));
     if (n === null) {
       throw new Error(
-        `${path}: unexpected end of file reading ${length} bytes at offset ${offset} (got ${got})`,
+        `${path}: unexpected end of file reading ${out.length} bytes at offset ${offset} (got ${got})`,
       );
     }
     got += n;
   }
-  return out.length === length ? out : out.subarray(0, length);
+  return out;
 }
 
 /** Reads `length` bytes at `offset` of the file at `path`. */

@@ -719,12 +719,15 @@ export function prepackWeight(rec: Recording, w: Tensor): boolean {
   return true;
 }
 
-/** Fills the textures of a weight from host memory, chunk by chunk (see below). */
+/** Fills the textures of a weight from host memory, row range by row range (see below). */
 export interface HostPackedWeight {
   /**
-   * Writes chunk `i` of the weight from its row-major bytes (the weight's dtype: f16 bits or f32)
-   * into its textures. The bytes may be reused by the caller afterwards.
+   * Writes rows [row, row + n) of the weight from their row-major bytes (the weight's dtype: f16
+   * bits or f32; n = bytes / row bytes) into its textures, whatever chunks and texture blocks
+   * they span. The bytes may be reused by the caller afterwards.
    */
+  writeRows(row: number, bytes: Uint8Array): void;
+  /** Writes storage chunk `i`'s rows (its bytes, as {@link writeRows}). */
   writeChunk(i: number, bytes: Uint8Array): void;
 }
 
@@ -736,76 +739,91 @@ export interface HostPackedWeight {
  */
 export const WRITE_PIECE_BYTES = 8 * 2 ** 20;
 
-/** Scratch for rows that are not a whole number of texels (shared: see writeChunk). */
+/** Scratch for rows that are not a whole number of texels (shared: see writeRows). */
 let padScratch = new Uint8Array(0);
 
 /**
  * The textures the forward kernels sample for weight `w` ([N, K], read as y = x·Wᵀ), registered
  * under the key {@link prepackWeight} uses, filled from host memory: a loader streams a weight
- * chunk by chunk from its file into its textures, and the weight never needs a storage buffer.
+ * piece by piece from its file into its textures, and the weight never needs a storage buffer.
  * The texture is the storage's own row-major order, so each block is one `writeTexture` of the
- * file's bytes (rows are copied only when a row is not a whole number of texels, to add the zero
- * padding). Returns null when the texture kernels cannot take the weight (the caller checks
- * `forwardPacksWeight` first, as for {@link prepackWeight}).
+ * file's bytes per WRITE_PIECE_BYTES (rows are copied only when a row is not a whole number of
+ * texels, to add the zero padding). Returns null when the texture kernels cannot take the weight
+ * (the caller checks `forwardPacksWeight` first, as for {@link prepackWeight}).
  */
 export function hostPackedWeight(gpu: Gpu, w: Tensor): HostPackedWeight | null {
   if (w.shape.length !== 2 || w.base || w.shape[1] === 0) return null;
-  const K = w.shape[1];
+  const [N, K] = w.shape;
   const layout = weightLayout(w.dtype);
   const per = texelWidth(layout);
   const el = layout === "f16x8" ? 2 : 4;
+  const rowBytes = K * el;
   const g = createGrid(gpu, w, layout, GPUTextureUsage.COPY_DST);
   attachGrid(gpu, w, layout, g, null);
+  const queue = gpu.device.queue;
+  const writeRows = (row: number, bytes: Uint8Array) => {
+    const n = bytes.byteLength / rowBytes;
+    if (!Number.isInteger(n) || row < 0 || row + n > N) {
+      throw new RangeError(
+        `hostPackedWeight ${w.label ?? ""}: ${bytes.byteLength} bytes at row ${row} are not ` +
+          `whole rows of ${rowBytes} bytes within ${N} rows`,
+      );
+    }
+    g.rows.forEach((r, ri) => {
+      // The part of [row, row + n) in this texture block.
+      const lo = Math.max(row, r.start), hi = Math.min(row + n, r.start + r.count);
+      if (lo >= hi) return;
+      const y0 = lo - r.start, count = hi - lo;
+      g.cols.forEach((s, ci) => {
+        const texture = g.textures[ri * g.cols.length + ci];
+        const width = texture.width;
+        const first = (lo - row) * rowBytes + s.c0 * el;
+        if (s.len === width * per) {
+          // Whole texels: the file's bytes as they are, row stride = the stored row, in pieces
+          // of WRITE_PIECE_BYTES, each submitted (see there).
+          const rowsPer = Math.max(1, Math.floor(WRITE_PIECE_BYTES / rowBytes));
+          for (let y = 0; y < count; y += rowsPer) {
+            const h = Math.min(rowsPer, count - y);
+            const at = first + y * rowBytes;
+            queue.writeTexture(
+              { texture, origin: [0, y0 + y] },
+              bytes.subarray(at, at + (h - 1) * rowBytes + s.len * el) as Uint8Array<ArrayBuffer>,
+              { bytesPerRow: rowBytes, rowsPerImage: h },
+              [width, h],
+            );
+            queue.submit([]);
+          }
+          return;
+        }
+        // A row's last texel runs past its end: copy rows, zero-padded to whole texels.
+        const paddedRow = width * 16;
+        if (padScratch.length < paddedRow * count) padScratch = new Uint8Array(paddedRow * count);
+        const out = padScratch.subarray(0, paddedRow * count);
+        out.fill(0);
+        for (let y = 0; y < count; y++) {
+          const from = first + y * rowBytes;
+          out.set(bytes.subarray(from, from + s.len * el), y * paddedRow);
+        }
+        queue.writeTexture(
+          { texture, origin: [0, y0] },
+          out,
+          { bytesPerRow: paddedRow, rowsPerImage: count },
+          [width, count],
+        );
+      });
+    });
+  };
   return {
+    writeRows,
     writeChunk(i: number, bytes: Uint8Array) {
       const c = w.chunks[i];
-      if (bytes.byteLength !== c.rows * K * el) {
+      if (bytes.byteLength !== c.rows * rowBytes) {
         throw new RangeError(
-          `hostPackedWeight ${w.label ?? ""}: chunk ${i} needs ${c.rows * K * el} bytes, got ` +
+          `hostPackedWeight ${w.label ?? ""}: chunk ${i} needs ${c.rows * rowBytes} bytes, got ` +
             `${bytes.byteLength}`,
         );
       }
-      g.rows.forEach((r, ri) => {
-        if (r.chunk !== i || r.count === 0) return;
-        g.cols.forEach((s, ci) => {
-          const texture = g.textures[ri * g.cols.length + ci];
-          const width = texture.width;
-          const first = (r.y0 * K + s.c0) * el;
-          if (s.len === width * per) {
-            // Whole texels: the file's bytes as they are, row stride = the stored row, in pieces
-            // of WRITE_PIECE_BYTES, each submitted (see there).
-            const rowsPer = Math.max(1, Math.floor(WRITE_PIECE_BYTES / (K * el)));
-            for (let y = 0; y < r.count; y += rowsPer) {
-              const h = Math.min(rowsPer, r.count - y);
-              gpu.device.queue.writeTexture(
-                { texture, origin: [0, y] },
-                bytes.subarray(first + y * K * el) as Uint8Array<ArrayBuffer>,
-                { bytesPerRow: K * el, rowsPerImage: h },
-                [width, h],
-              );
-              gpu.device.queue.submit([]);
-            }
-            return;
-          }
-          // A row's last texel runs past its end: copy rows, zero-padded to whole texels.
-          const rowBytes = width * 16;
-          if (padScratch.length < rowBytes * r.count) {
-            padScratch = new Uint8Array(rowBytes * r.count);
-          }
-          const out = padScratch.subarray(0, rowBytes * r.count);
-          out.fill(0);
-          for (let y = 0; y < r.count; y++) {
-            const from = first + y * K * el;
-            out.set(bytes.subarray(from, from + s.len * el), y * rowBytes);
-          }
-          gpu.device.queue.writeTexture(
-            { texture },
-            out,
-            { bytesPerRow: rowBytes, rowsPerImage: r.count },
-            [width, r.count],
-          );
-        });
-      });
+      writeRows(c.rowStart, bytes);
     },
   };
 }

@@ -135,12 +135,12 @@ export async function loadModel(
       chunkBytes: options.chunkBytes,
     });
     weights = uploaded.tensors;
-    const { readMs, uploadMs, waitMs } = uploaded.timing;
+    const { readMs, uploadMs, submitMs, waitMs } = uploaded.timing;
     const s = (ms: number) => (ms / 1000).toFixed(1);
     log(
-      `${root}: weights read ${s(readMs)} s, handed to the GPU ${s(uploadMs)} s, GPU wait ${
-        s(waitMs)
-      } s`,
+      `${root}: weights read ${s(readMs)} s, handed to the GPU ${s(uploadMs)} s, submitted ${
+        s(submitMs)
+      } s, GPU wait ${s(waitMs)} s`,
     );
     if (uploaded.tiedHead) log(`${root}: no ${LM_HEAD}; the output layer uses ${WORD_EMBEDDINGS}`);
   }

@@ -20,7 +20,7 @@ import {
 } from "../../quant/format.ts";
 import { describeQuant } from "./quantized.ts";
 import { WRITE_PIECE_BYTES } from "../../kernels/mod.ts";
-import type { WeightDtype } from "./weights.ts";
+import { READ_PIECE_BYTES, READS_AHEAD, type WeightDtype } from "./weights.ts";
 
 export interface MemoryPlanOptions {
   dtype: WeightDtype;
@@ -208,12 +208,13 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
     arch.largestLinear * el,
     options.largestStoredTensorBytes ?? 0,
   );
-  // The load reads in binding-sized chunks: it holds the chunk being uploaded and the next one
-  // (read ahead). It hands them to the GPU in pieces of WRITE_PIECE_BYTES, each submitted, whose
-  // staging copies the runtime recycles (measured on a mid-size checkpoint: the load's peak is
-  // the two chunks, not two more staging batches). Weights never exist twice while loading.
-  const chunk = Math.min(largestRun, bindingLimitHint);
-  const loadTransientBytes = 2 * chunk + 2 * WRITE_PIECE_BYTES;
+  // The load reads in pieces of READ_PIECE_BYTES (never more than the largest tensor): it holds
+  // the piece being uploaded and READS_AHEAD being read, in reused buffers. It hands them to the
+  // GPU in pieces of WRITE_PIECE_BYTES, each submitted, whose staging copies the runtime recycles
+  // (measured on a mid-size checkpoint: the load's peak is the read pieces and two staging
+  // pieces). Weights never exist twice while loading.
+  const piece = Math.min(largestRun, READ_PIECE_BYTES);
+  const loadTransientBytes = (READS_AHEAD + 1) * piece + 2 * WRITE_PIECE_BYTES;
   const gpuAfterLoadBytes = residentWeightsBytes + loraBytes;
   const gpuPeakBytes = gpuAfterLoadBytes + kvCacheBytes + activationBytes;
   const runtime = options.runtimeBytes ?? RUNTIME_HOST_BYTES;
@@ -241,9 +242,6 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
     hostPeakBytes,
   };
 }
-
-/** The chunk size a load reads and uploads at a time (the usual binding limit, 128 MiB). */
-const bindingLimitHint = 128 * 2 ** 20;
 
 export function gib(n: number): string {
   if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
