@@ -3,14 +3,17 @@
  * submit, of one GPU→JS round trip, and of each kernel wrapper on a tiny input (where the
  * fixed cost per dispatch dominates: what a decode step pays per layer).
  *
- * `deno run --allow-all bench/dispatch.ts`
+ * `deno run --allow-all bench/dispatch.ts [--step]` (`--step`: the per-dispatch breakdown of one
+ * grouped decode step of the tiny fixture and the demo model, {@link stepBreakdown})
  */
 
 import {
   add,
   attention,
   beginRecording,
+  type Capture,
   crossEntropy,
+  DEMO_MODEL_DIR,
   embedding,
   emptyTensor,
   gelu,
@@ -19,6 +22,8 @@ import {
   type Gpu,
   layerNorm,
   linear,
+  loadChatGLM,
+  packSamplingRows,
   qkvRotary,
   readTensor,
   recordDispatch,
@@ -141,4 +146,136 @@ struct Params { n: u32, a: u32, b: u32, c: u32 };
   }
 }
 
-if (import.meta.main) await bench();
+/** One dispatch of a recorded decode step, timed alone. */
+export interface StepDispatch {
+  kernel: string;
+  grid: readonly number[];
+  us: number;
+}
+
+type CapturedDispatch = {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  grid: readonly [number, number, number];
+};
+
+/**
+ * GPU µs per dispatch of `encode` (a pass's worth of dispatches run `reps` times): encoded that
+ * many times in one submission, less an empty submission's round trip. The completion is seen
+ * at the runtime's poll (~11 ms here), so `reps` grows until the work takes ~150 ms and the
+ * poll's granularity is a few % of it.
+ */
+async function timeRepeated(
+  gpu: Gpu,
+  encode: (pass: GPUComputePassEncoder) => void,
+  maxReps = 20000,
+): Promise<number> {
+  const device = gpu.device;
+  const run = async (reps: number) => {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (let i = 0; i < reps; i++) encode(pass);
+    pass.end();
+    const t0 = performance.now();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  };
+  const empty = [await run(0), await run(0), await run(0)].sort((a, b) => a - b)[1];
+  let reps = 50;
+  let ms = await run(reps);
+  while (ms - empty < 150 && reps < maxReps) {
+    reps = Math.min(maxReps, Math.max(reps * 2, Math.ceil((reps * 150) / Math.max(ms - empty, 1))));
+    ms = await run(reps);
+  }
+  return (Math.max(0, ms - empty) * 1000) / reps;
+}
+
+/**
+ * Where a grouped decode step's GPU time goes: one batch-1 greedy step of `dir`'s model (f32
+ * weights) is recorded as the decode group records it (decodeSlotsGroup's `onCapture`), then
+ * each of its dispatches runs alone many times over (`timeRepeated`), then the whole step. The
+ * step-advance kernel moves every row's length on, so it is timed last (and the whole step with
+ * few repeats: the cache length grows by one per repeat, as in decoding).
+ */
+export async function stepBreakdown(
+  gpu: Gpu,
+  dir: string,
+): Promise<{ dispatches: StepDispatch[]; stepUs: number }> {
+  const model = await loadChatGLM(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+  const cache = model.createCache(1, 256);
+  try {
+    const prompt = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+    await model.prefillSlot(
+      [...prompt, model.config.gmaskTokenId, model.config.bosTokenId],
+      cache,
+      0,
+    );
+    const { settings, history } = packSamplingRows([{ temperature: 0 }]);
+    let step: Capture | null = null;
+    await model.decodeSlotsGroup({
+      slots: [0],
+      ids: [20],
+      steps: 1,
+      textVocab: model.config.vocabSize,
+      settings,
+      history,
+      onCapture: (s) => step = s,
+    }, cache);
+    const all = (step as Capture | null)?.commands ?? [];
+    const commands = all.filter((c) => "pipeline" in c) as unknown as CapturedDispatch[];
+    const encodeOne = (c: CapturedDispatch) => (pass: GPUComputePassEncoder) => {
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(...c.grid);
+    };
+    const isAdvance = (c: CapturedDispatch) => c.pipeline.label.startsWith("advanceDecode");
+    const us = new Map<CapturedDispatch, number>();
+    for (const c of commands) if (!isAdvance(c)) us.set(c, await timeRepeated(gpu, encodeOne(c)));
+    const stepUs = await timeRepeated(
+      gpu,
+      (pass) => commands.forEach((c) => encodeOne(c)(pass)),
+      40,
+    );
+    for (const c of commands) if (isAdvance(c)) us.set(c, await timeRepeated(gpu, encodeOne(c)));
+    return {
+      dispatches: commands.map((c) => ({ kernel: c.pipeline.label, grid: c.grid, us: us.get(c)! })),
+      stepUs,
+    };
+  } finally {
+    cache.free();
+    model.dispose();
+  }
+}
+
+/** Prints {@link stepBreakdown} as a table, in step order. */
+export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): Promise<void> {
+  const { dispatches, stepUs } = await stepBreakdown(gpu, dir);
+  const sum = dispatches.reduce((s, d) => s + d.us, 0);
+  console.log(`\n${name}: one grouped decode step, batch 1, each dispatch alone (µs, GPU)`);
+  console.log(
+    `${"#".padStart(3)}  ${"kernel".padEnd(44)}${"grid".padStart(12)}${"µs".padStart(9)}`,
+  );
+  dispatches.forEach((d, i) =>
+    console.log(
+      `${String(i).padStart(3)}  ${d.kernel.slice(0, 44).padEnd(44)}${
+        d.grid.join("×").padStart(12)
+      }${d.us.toFixed(1).padStart(9)}`,
+    )
+  );
+  console.log(
+    `${dispatches.length} dispatches, sum ${
+      (sum / 1000).toFixed(2)
+    } ms; the whole step replayed: ` +
+      `${(stepUs / 1000).toFixed(2)} ms`,
+  );
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--step")) {
+    const gpu = await getGpu();
+    const tiny = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
+    await printStepBreakdown(gpu, "tiny", tiny);
+    await printStepBreakdown(gpu, "demo", DEMO_MODEL_DIR);
+  } else await bench();
+}

@@ -33,6 +33,7 @@ import { SHARED_TILE, sharedCode } from "./shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
 import { storeTile4x4, TiledParams } from "./store.ts";
 import { quantLinear } from "./quant.ts";
+import { gemvFits, recordGemv } from "./gemv.ts";
 
 export { type MatmulOptions, type MatmulProblem, matmulProblem };
 
@@ -64,6 +65,12 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
           "output",
       );
     }
+  }
+  // A few rows with a weight below the texture threshold: the small-M kernel (gemv.ts), on
+  // every adapter (the tiled kernels waste most of their invocations at M = 1).
+  if (choice === "auto" && !big && gemvFits(p, a, b, out)) {
+    recordGemv(rec, a, b, p, options.bias, out);
+    return out;
   }
   // A shape the texture design cannot take falls back to the adapter's default kernel.
   const shared = choice === "shared" || (choice !== "generic" && !rec.gpu.isSoftware);
