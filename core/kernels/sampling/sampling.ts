@@ -66,7 +66,7 @@ import { uniformLayout } from "../uniforms.ts";
 /** Invocations per row at most (hardware adapters: always). */
 export const LANES = 256;
 /** Fewest invocations per row (software adapters). */
-const MIN_LANES = 32;
+const MIN_LANES = 8;
 
 /** u32 words of one row's settings (see {@link packSamplingRows}). */
 export const SETTINGS_WORDS = 8;
