@@ -10,7 +10,9 @@
  * Designs, chosen per call (`MatmulOptions.kernel`, `MATMUL_KERNEL_ENV`): on hardware GPUs the
  * shared-memory tiled kernel (shared.ts); on software adapters the texture design (texture.ts)
  * for weights of at least `TEXTURE_MIN_WEIGHT` elements (or `TEXTURE_MIN_WORK` multiply-adds) and
- * shapes it fits; the generic tiled kernel here for the rest (it runs everywhere). The two tiled
+ * shapes it fits; below that, problems of at most 4 rows (decode steps) take the small-M kernel
+ * of gemv.ts on every adapter; the generic tiled kernel here for the rest (it runs everywhere).
+ * The two tiled
  * kernels share their parameters and store epilogue (store.ts); all three share the problem
  * (problem.ts). Backward: linear_grad.ts, built on this matmul, with the cached Wᵀ of
  * transpose.ts for frozen weights.
