@@ -10,12 +10,14 @@
 import {
   add,
   attention,
+  beginCapture,
   beginRecording,
   type Capture,
   crossEntropy,
   DEMO_MODEL_DIR,
   embedding,
   emptyTensor,
+  endCapture,
   gelu,
   getGpu,
   getPipeline,
@@ -29,6 +31,8 @@ import {
   recordDispatch,
   type Recording,
   releaseTensor,
+  sampleTokens,
+  type SamplingRow,
   softmax,
   submit,
   sync,
@@ -201,7 +205,7 @@ async function timeRepeated(
 export async function stepBreakdown(
   gpu: Gpu,
   dir: string,
-): Promise<{ dispatches: StepDispatch[]; stepUs: number }> {
+): Promise<{ dispatches: StepDispatch[]; stepUs: number; samplerUs: Record<string, number> }> {
   const model = await loadChatGLM(dir, { log: () => {}, progressBar: false, dtype: "f32" });
   const cache = model.createCache(1, 256);
   try {
@@ -238,9 +242,17 @@ export async function stepBreakdown(
       40,
     );
     for (const c of commands) if (isAdvance(c)) us.set(c, await timeRepeated(gpu, encodeOne(c)));
+    // The sampler alone on the model's own next logits, greedy and at HTTP's defaults (in the
+    // step above the counter has run past the group's settings, so only greedy is timed there).
+    const logits = await model.decodeSlots([{ slot: 0, id: 21 }], cache);
+    const samplerUs: Record<string, number> = {};
+    for (const [mode, row] of Object.entries(SAMPLER_MODES)) {
+      samplerUs[mode] = await samplerAlone(gpu, logits, model.config.vocabSize, row);
+    }
     return {
       dispatches: commands.map((c) => ({ kernel: c.pipeline.label, grid: c.grid, us: us.get(c)! })),
       stepUs,
+      samplerUs,
     };
   } finally {
     cache.free();
@@ -248,11 +260,44 @@ export async function stepBreakdown(
   }
 }
 
+const SAMPLER_MODES: Record<string, SamplingRow> = {
+  greedy: { temperature: 0 },
+  "T0.95 p0.7": { temperature: 0.95, topP: 0.7, uniform: 0.5 },
+};
+
+/** GPU µs of `sampleTokens` on one row of `logits` with `row`'s settings (captured, repeated). */
+async function samplerAlone(
+  gpu: Gpu,
+  logits: Float32Array,
+  vocab: number,
+  row: SamplingRow,
+): Promise<number> {
+  const packed = packSamplingRows([row]);
+  const l = uploadTensor(gpu, logits, [1, logits.length]);
+  const st = uploadTensor(gpu, packed.settings, [packed.settings.length]);
+  const h = uploadTensor(gpu, packed.history, [packed.history.length]);
+  const rec = beginRecording(gpu);
+  beginCapture(rec);
+  const out = sampleTokens(rec, l, vocab, st, h);
+  const cap = endCapture(rec);
+  await submit(rec);
+  try {
+    const [c] = cap.commands as unknown as CapturedDispatch[];
+    return await timeRepeated(gpu, (pass) => {
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(...c.grid);
+    });
+  } finally {
+    for (const t of [l, st, h, out]) releaseTensor(t);
+  }
+}
+
 /** Prints {@link stepBreakdown} as a table, in step order. */
 export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): Promise<void> {
-  const { dispatches, stepUs } = await stepBreakdown(gpu, dir);
+  const { dispatches, stepUs, samplerUs } = await stepBreakdown(gpu, dir);
   const sum = dispatches.reduce((s, d) => s + d.us, 0);
-  console.log(`\n${name}: one grouped decode step, batch 1, each dispatch alone (µs, GPU)`);
+  console.log(`\n${name}: one grouped decode step, batch 1, greedy, each dispatch alone (µs, GPU)`);
   console.log(
     `${"#".padStart(3)}  ${"kernel".padEnd(44)}${"grid".padStart(12)}${"µs".padStart(9)}`,
   );
@@ -268,6 +313,11 @@ export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): P
       (sum / 1000).toFixed(2)
     } ms; the whole step replayed: ` +
       `${(stepUs / 1000).toFixed(2)} ms`,
+  );
+  console.log(
+    `sampleTokens alone on the model's next logits: ${
+      Object.entries(samplerUs).map(([mode, us]) => `${mode} ${us.toFixed(1)} µs`).join(", ")
+    }`,
   );
 }
 
