@@ -197,7 +197,7 @@ type RefTimes = Record<string, { decodeMs: number; ttftMs: number }>;
  * REF's batch-1 per-token decode of `dir`'s model in a child process (REF's code extracted in
  * `tree`), for the modes REF has (the UTF-8 mask came later).
  */
-function refDecode(tree: string, dir: string, config: ChatGLMConfig): Promise<RefTimes> {
+export function refDecode(tree: string, dir: string, config: ChatGLMConfig): Promise<RefTimes> {
   const modes = Object.fromEntries(
     Object.entries(DECODE_MODES).filter(([, s]) => !("validUtf8" in s)),
   );
@@ -410,9 +410,11 @@ export async function samplerTable(gpu: Gpu): Promise<void> {
 }
 
 /** `--baseline REF` (default {@link DECODE_BASELINE}; `none` skips it), `--decode-only`. */
-function benchFlags(): { baseline: string | null; decodeOnly: boolean } {
+export function engineBenchFlags(
+  args: readonly string[],
+): { baseline: string | null; decodeOnly: boolean } {
   const { values } = parseArgs({
-    args: Deno.args,
+    args: [...args],
     options: { baseline: { type: "string" }, "decode-only": { type: "boolean" } },
     strict: false,
     allowPositionals: true,
@@ -424,7 +426,7 @@ function benchFlags(): { baseline: string | null; decodeOnly: boolean } {
 
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
-  const flags = benchFlags();
+  const flags = engineBenchFlags(Deno.args);
   await groupedDecodeTable(gpu, flags.baseline);
   if (flags.decodeOnly) return;
   await samplerTable(gpu);
