@@ -27,6 +27,7 @@ import {
   expectDtype,
   expectShape,
   outputTensor,
+  rowPlan,
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
@@ -240,13 +241,14 @@ export interface AttentionSlotsOptions {
 }
 
 /**
- * Lanes of a (row, head) workgroup of the slot attention: 64 on hardware GPUs; 8 on software
- * adapters, one SIMD batch of llvmpipe's 8 lanes, whose barriers then switch no other batch (at
- * 64 lanes, eight coroutines switch at each of a reduction's barriers: measured ~150 µs per
- * demo-model layer, most of it barriers over 17 keys).
+ * Lanes of a (row, head) workgroup of the slot attention, by the row design (common.ts
+ * `rowPlan`; tests force either): 64 on hardware GPUs; 8 on software adapters, one SIMD batch of
+ * llvmpipe's 8 lanes, whose barriers then switch no other batch (at 64 lanes, eight coroutines
+ * switch at each of a reduction's barriers: measured ~150 µs per demo-model layer, most of it
+ * barriers over 17 keys; ~90 µs at 8).
  */
 function lanesOf(gpu: Gpu): number {
-  return gpu.isSoftware ? 8 : 64;
+  return rowPlan(gpu, 64, 1).tag === "wg" ? 64 : 8;
 }
 
 /**
