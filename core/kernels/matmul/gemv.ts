@@ -11,6 +11,9 @@
  * workgroup reduction; on software adapters each invocation walks all of K (a workgroup
  * barrier there switches every invocation, costing more than the arithmetic) and 64 column
  * groups share a workgroup. No invocation computes anything twice and none idles except past N.
+ * Measured on llvmpipe in a demo decode step (`deno run -A bench/dispatch.ts --step`, each
+ * dispatch alone, a busy 2-core machine): qkv 384 × 128 ~480 → 90–190 µs, dense 128 × 128
+ * ~200 → 55–95 µs; the vector loop took the qkv from ~330 (scalar loads) to ~190 in one run.
  */
 
 import { recordDispatch, type Recording } from "../../gpu/recording.ts";
