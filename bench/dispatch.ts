@@ -186,7 +186,7 @@ async function timeRepeated(
     return performance.now() - t0;
   };
   const empty = [await run(0), await run(0), await run(0)].sort((a, b) => a - b)[1];
-  let reps = 50;
+  let reps = Math.min(50, maxReps);
   let ms = await run(reps);
   while (ms - empty < 150 && reps < maxReps) {
     reps = Math.min(maxReps, Math.max(reps * 2, Math.ceil((reps * 150) / Math.max(ms - empty, 1))));
@@ -200,7 +200,8 @@ async function timeRepeated(
  * weights) is recorded as the decode group records it (decodeSlotsGroup's `onCapture`), then
  * each of its dispatches runs alone many times over (`timeRepeated`), then the whole step. The
  * step-advance kernel moves every row's length on, so it is timed last (and the whole step with
- * few repeats: the cache length grows by one per repeat, as in decoding).
+ * at most 40 repeats: the cache length grows by one per repeat, as in decoding; its sampler then
+ * reads past the group's one step of settings, so that number is approximate).
  */
 export async function stepBreakdown(
   gpu: Gpu,
