@@ -24,6 +24,24 @@ async function noBaseline(): Promise<string | null> {
   }
 }
 
+/**
+ * Runs `fn` with a fresh temporary folder (removed after) where the baseline commit can be
+ * extracted; skips, saying why, where it cannot.
+ */
+async function withBaselineDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const why = await noBaseline();
+  if (why) {
+    console.log(`skipped: ${why}`);
+    return;
+  }
+  const dir = await Deno.makeTempDir({ prefix: "medglm-test-baseline-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("bench engine: --baseline REF (default 965e0a1, none skips), --decode-only", () => {
   assert.deepEqual(engineBenchFlags(["engine"]), { baseline: "965e0a1", decodeOnly: false });
   assert.deepEqual(engineBenchFlags(["engine", "--baseline", "none", "--decode-only"]), {
@@ -37,14 +55,8 @@ Deno.test("bench engine: --baseline REF (default 965e0a1, none skips), --decode-
   assert.throws(() => engineBenchFlags(["--baseline="]), /--baseline needs a git ref/);
 });
 
-Deno.test("extractTree: folders of a commit, the missing ones skipped; errors name the ref", async () => {
-  const why = await noBaseline();
-  if (why) {
-    console.log(`skipped: ${why}`);
-    return;
-  }
-  const dir = await Deno.makeTempDir({ prefix: "medglm-test-tree-" });
-  try {
+Deno.test("extractTree: folders of a commit, the missing ones skipped; errors name the ref", () =>
+  withBaselineDir(async (dir) => {
     // 965e0a1 has core/ but no base/ (the base member came later).
     await extractTree(DECODE_BASELINE, dir, ["core", "base"]);
     assert.ok((await Deno.stat(`${dir}/core/mod.ts`)).isFile);
@@ -58,19 +70,10 @@ Deno.test("extractTree: folders of a commit, the missing ones skipped; errors na
       () => extractTree("no-such-ref-0000", dir, ["core"]),
       /git ls-tree no-such-ref-0000/,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("bench engine: 965e0a1's per-token decode of the tiny model runs in a child", async () => {
-  const why = await noBaseline();
-  if (why) {
-    console.log(`skipped: ${why}`);
-    return;
-  }
-  const dir = await Deno.makeTempDir({ prefix: "medglm-test-engine-baseline-" });
-  try {
+Deno.test("bench engine: 965e0a1's per-token decode of the tiny model runs in a child", () =>
+  withBaselineDir(async (dir) => {
     await extractTree(DECODE_BASELINE, dir, ["core", "base", "serve"]);
     const times = await refDecode(dir, TINY, await readChatGLMConfig(TINY));
     // Its modes only: 965e0a1 had no UTF-8 mask.
@@ -79,7 +82,4 @@ Deno.test("bench engine: 965e0a1's per-token decode of the tiny model runs in a 
       assert.ok(t.decodeMs > 0 && Number.isFinite(t.decodeMs), JSON.stringify(t));
       assert.ok(t.ttftMs > 0 && Number.isFinite(t.ttftMs), JSON.stringify(t));
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
