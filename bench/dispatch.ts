@@ -3,27 +3,36 @@
  * submit, of one GPU→JS round trip, and of each kernel wrapper on a tiny input (where the
  * fixed cost per dispatch dominates: what a decode step pays per layer).
  *
- * `deno run --allow-all bench/dispatch.ts`
+ * `deno run --allow-all bench/dispatch.ts [--step]` (`--step`: the per-dispatch breakdown of one
+ * grouped decode step of the tiny fixture and the demo model, {@link stepBreakdown})
  */
 
 import {
   add,
   attention,
+  beginCapture,
   beginRecording,
+  type Capture,
   crossEntropy,
+  DEMO_MODEL_DIR,
   embedding,
   emptyTensor,
+  endCapture,
   gelu,
   getGpu,
   getPipeline,
   type Gpu,
   layerNorm,
   linear,
+  loadChatGLM,
+  packSamplingRows,
   qkvRotary,
   readTensor,
   recordDispatch,
   type Recording,
   releaseTensor,
+  sampleTokens,
+  type SamplingRow,
   softmax,
   submit,
   sync,
@@ -141,4 +150,191 @@ struct Params { n: u32, a: u32, b: u32, c: u32 };
   }
 }
 
-if (import.meta.main) await bench();
+/** One dispatch of a recorded decode step, timed alone. */
+export interface StepDispatch {
+  kernel: string;
+  grid: readonly number[];
+  us: number;
+}
+
+type CapturedDispatch = {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  grid: readonly [number, number, number];
+};
+
+/**
+ * GPU µs per dispatch of `encode` (a pass's worth of dispatches run `reps` times): encoded that
+ * many times in one submission, less an empty submission's round trip. The completion is seen
+ * at the runtime's poll (~11 ms here), so `reps` grows until the work takes ~150 ms and the
+ * poll's granularity is a few % of it.
+ */
+async function timeRepeated(
+  gpu: Gpu,
+  encode: (pass: GPUComputePassEncoder) => void,
+  maxReps = 20000,
+): Promise<number> {
+  const device = gpu.device;
+  const run = async (reps: number) => {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (let i = 0; i < reps; i++) encode(pass);
+    pass.end();
+    const t0 = performance.now();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  };
+  const empty = [await run(0), await run(0), await run(0)].sort((a, b) => a - b)[1];
+  let reps = Math.min(50, maxReps);
+  let ms = await run(reps);
+  while (ms - empty < 150 && reps < maxReps) {
+    reps = Math.min(maxReps, Math.max(reps * 2, Math.ceil((reps * 150) / Math.max(ms - empty, 1))));
+    ms = await run(reps);
+  }
+  return (Math.max(0, ms - empty) * 1000) / reps;
+}
+
+/**
+ * Where a grouped decode step's GPU time goes: one batch-1 greedy step of `dir`'s model (f32
+ * weights) is recorded as the decode group records it (decodeSlotsGroup's `onCapture`), then
+ * each of its dispatches runs alone many times over (`timeRepeated`; the least of three rounds),
+ * then the whole step. The
+ * step-advance kernel moves every row's length on, so it is timed last (and the whole step with
+ * at most 40 repeats: the cache length grows by one per repeat, as in decoding; its sampler then
+ * reads past the group's one step of settings, so that number is approximate).
+ */
+export async function stepBreakdown(
+  gpu: Gpu,
+  dir: string,
+): Promise<{ dispatches: StepDispatch[]; stepUs: number; samplerUs: Record<string, number> }> {
+  const model = await loadChatGLM(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+  const cache = model.createCache(1, 256);
+  try {
+    const prompt = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+    await model.prefillSlot(
+      [...prompt, model.config.gmaskTokenId, model.config.bosTokenId],
+      cache,
+      0,
+    );
+    const { settings, history } = packSamplingRows([{ temperature: 0 }]);
+    let step: Capture | null = null;
+    await model.decodeSlotsGroup({
+      slots: [0],
+      ids: [20],
+      steps: 1,
+      textVocab: model.config.vocabSize,
+      settings,
+      history,
+      onCapture: (s) => step = s,
+    }, cache);
+    const all = (step as Capture | null)?.commands ?? [];
+    const commands = all.filter((c) => "pipeline" in c) as unknown as CapturedDispatch[];
+    const encodeOne = (c: CapturedDispatch) => (pass: GPUComputePassEncoder) => {
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(...c.grid);
+    };
+    const isAdvance = (c: CapturedDispatch) => c.pipeline.label.startsWith("advanceDecode");
+    // The least of three rounds (the machine is shared: a slow round says little).
+    const us = new Map<CapturedDispatch, number>();
+    const time = async (c: CapturedDispatch) =>
+      us.set(c, Math.min(us.get(c) ?? Infinity, await timeRepeated(gpu, encodeOne(c))));
+    for (let round = 0; round < 3; round++) {
+      for (const c of commands) if (!isAdvance(c)) await time(c);
+    }
+    const stepUs = await timeRepeated(
+      gpu,
+      (pass) => commands.forEach((c) => encodeOne(c)(pass)),
+      40,
+    );
+    for (let round = 0; round < 3; round++) {
+      for (const c of commands) if (isAdvance(c)) await time(c);
+    }
+    // The sampler alone on the model's own next logits, greedy and at HTTP's defaults (in the
+    // step above the counter has run past the group's settings, so only greedy is timed there).
+    const logits = await model.decodeSlots([{ slot: 0, id: 21 }], cache);
+    const samplerUs: Record<string, number> = {};
+    for (const [mode, row] of Object.entries(SAMPLER_MODES)) {
+      samplerUs[mode] = await samplerAlone(gpu, logits, model.config.vocabSize, row);
+    }
+    return {
+      dispatches: commands.map((c) => ({ kernel: c.pipeline.label, grid: c.grid, us: us.get(c)! })),
+      stepUs,
+      samplerUs,
+    };
+  } finally {
+    cache.free();
+    model.dispose();
+  }
+}
+
+const SAMPLER_MODES: Record<string, SamplingRow> = {
+  greedy: { temperature: 0 },
+  "T0.95 p0.7": { temperature: 0.95, topP: 0.7, uniform: 0.5 },
+};
+
+/** GPU µs of `sampleTokens` on one row of `logits` with `row`'s settings (captured, repeated). */
+async function samplerAlone(
+  gpu: Gpu,
+  logits: Float32Array,
+  vocab: number,
+  row: SamplingRow,
+): Promise<number> {
+  const packed = packSamplingRows([row]);
+  const l = uploadTensor(gpu, logits, [1, logits.length]);
+  const st = uploadTensor(gpu, packed.settings, [packed.settings.length]);
+  const h = uploadTensor(gpu, packed.history, [packed.history.length]);
+  const rec = beginRecording(gpu);
+  beginCapture(rec);
+  const out = sampleTokens(rec, l, vocab, st, h);
+  const cap = endCapture(rec);
+  await submit(rec);
+  try {
+    const [c] = cap.commands as unknown as CapturedDispatch[];
+    return await timeRepeated(gpu, (pass) => {
+      pass.setPipeline(c.pipeline);
+      pass.setBindGroup(0, c.bindGroup);
+      pass.dispatchWorkgroups(...c.grid);
+    });
+  } finally {
+    for (const t of [l, st, h, out]) releaseTensor(t);
+  }
+}
+
+/** Prints {@link stepBreakdown} as a table, in step order. */
+export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): Promise<void> {
+  const { dispatches, stepUs, samplerUs } = await stepBreakdown(gpu, dir);
+  const sum = dispatches.reduce((s, d) => s + d.us, 0);
+  console.log(`\n${name}: one grouped decode step, batch 1, greedy, each dispatch alone (µs, GPU)`);
+  console.log(
+    `${"#".padStart(3)}  ${"kernel".padEnd(44)}${"grid".padStart(12)}${"µs".padStart(9)}`,
+  );
+  dispatches.forEach((d, i) =>
+    console.log(
+      `${String(i).padStart(3)}  ${d.kernel.slice(0, 44).padEnd(44)}${
+        d.grid.join("×").padStart(12)
+      }${d.us.toFixed(1).padStart(9)}`,
+    )
+  );
+  console.log(
+    `${dispatches.length} dispatches, sum ${
+      (sum / 1000).toFixed(2)
+    } ms; the whole step replayed: ` +
+      `${(stepUs / 1000).toFixed(2)} ms`,
+  );
+  console.log(
+    `sampleTokens alone on the model's next logits: ${
+      Object.entries(samplerUs).map(([mode, us]) => `${mode} ${us.toFixed(1)} µs`).join(", ")
+    }`,
+  );
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--step")) {
+    const gpu = await getGpu();
+    const tiny = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
+    await printStepBreakdown(gpu, "tiny", tiny);
+    await printStepBreakdown(gpu, "demo", DEMO_MODEL_DIR);
+  } else await bench();
+}

@@ -11,7 +11,13 @@
  * sampler) against grouped decoding (ids sampled on the GPU, read back once per group of steps)
  * in the same run, with the JS thread's CPU time per token (the host's cost).
  *
- * Run alone: `deno run --allow-all bench/engine.ts`. Bounded: about a minute on llvmpipe.
+ * The batch-1 table also times a baseline commit's per-token decode of the same models in a child
+ * process (bench/engine_baseline_child.ts), alternating with this checkout: `--baseline REF`
+ * (default 965e0a1, the code when issue #20 was filed; `none` skips it). `--decode-only` stops
+ * after the batch-1 table.
+ *
+ * Run alone: `deno run --allow-all bench/engine.ts [--baseline REF] [--decode-only]`, or
+ * `deno task bench engine [--baseline REF]`. Bounded: about two minutes on llvmpipe.
  */
 
 import {
@@ -35,7 +41,10 @@ import {
   sync,
   uploadTensor,
 } from "../core/mod.ts";
+import { parseArgs } from "node:util";
 import { smallConfig } from "./small_model.ts";
+import { runJsonChild } from "./child_json.ts";
+import { extractTree } from "./git_tree.ts";
 import { loadTokenizer } from "../data/mod.ts";
 import {
   type ByteTokens,
@@ -178,79 +187,69 @@ async function oneRequest(
   };
 }
 
+/** The commit the decode target is measured against: the code when issue #20 was filed. */
+export const DECODE_BASELINE = "965e0a1";
+
+/** REF's decode per sampling mode (bench/engine_baseline_child.ts); its modes only. */
+type RefTimes = Record<string, { decodeMs: number; ttftMs: number }>;
+
 /**
- * Batch-1 decode tok/s, per-token path vs grouped GPU sampling, on the tiny fixture and the demo
- * model (f32 weights), alternating three times (best of each counts: the machine is shared).
+ * REF's batch-1 per-token decode of `dir`'s model in a child process (REF's code extracted in
+ * `tree`), for the modes REF has (the UTF-8 mask came later).
  */
-export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
+export function refDecode(tree: string, dir: string, config: ChatGLMConfig): Promise<RefTimes> {
+  const modes = Object.fromEntries(
+    Object.entries(DECODE_MODES).filter(([, s]) => !("validUtf8" in s)),
+  );
+  return runJsonChild<RefTimes>(
+    new URL("./engine_baseline_child.ts", import.meta.url).pathname,
+    [
+      tree,
+      dir,
+      String(GROUP_BENCH_TOKENS),
+      JSON.stringify(promptIds(config, PROMPT_LEN, 3)),
+      JSON.stringify(modes),
+    ],
+    `decode with ${tree}`,
+  );
+}
+
+/**
+ * Batch-1 decode tok/s on the tiny fixture and the demo model (f32 weights): `baseline`'s code
+ * (a git ref, default {@link DECODE_BASELINE}; null: skipped) per token in a child process, this
+ * checkout's per-token path, and grouped GPU sampling, alternating three times (best of each
+ * counts: the machine is shared).
+ */
+export async function groupedDecodeTable(
+  gpu: Gpu,
+  baseline: string | null = DECODE_BASELINE,
+): Promise<void> {
   console.log(
-    `\n## Decode at batch 1: per-token readback vs grouped GPU sampling (bench/engine.ts) — ` +
-      `${gpu.adapterInfo.description} (${gpu.backend})`,
+    `\n## Decode at batch 1: ${baseline ?? "(no baseline)"} per token, per-token readback and ` +
+      `grouped GPU sampling (bench/engine.ts) — ${gpu.adapterInfo.description} (${gpu.backend})`,
   );
   const head = [
     "model",
     "sampling",
+    ...(baseline ? [`${baseline} tok/s`] : []),
     "per-token tok/s",
     "grouped tok/s",
-    "ratio",
+    ...(baseline ? [`grouped ÷ ${baseline}`] : []),
+    "grouped ÷ per-token",
     "host ms/tok per-token",
     "host ms/tok grouped",
     "TTFT per-token ms",
     "TTFT grouped ms",
   ];
   const rows: string[][] = [];
-  for (const [name, dir] of [["tiny", TINY_DIR], ["demo", DEMO_MODEL_DIR]]) {
-    const model = await loadModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
-    const bytes: ByteTokens = byteTokensOf(await loadTokenizer(dir));
-    const make = (gpuSampling: boolean) => {
-      const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
-      // endId -1: every run decodes its full length.
-      const sched = createScheduler(decoder, {
-        textVocab: model.config.vocabSize,
-        endId: -1,
-        gpuSampling,
-        bytes,
-      });
-      return { decoder, sched };
-    };
-    const perToken = make(false), grouped = make(true);
-    try {
-      for (const [mode, settings] of Object.entries(DECODE_MODES)) {
-        // Warm-up: compiles every pipeline.
-        await oneRequest(perToken.sched, model.config, 4, settings);
-        await oneRequest(grouped.sched, model.config, 4, settings);
-        const none = { decodeMs: Infinity, ttftMs: Infinity, hostMs: Infinity };
-        let a = none, b = none;
-        const best = (x: typeof none, y: typeof none) => ({
-          decodeMs: Math.min(x.decodeMs, y.decodeMs),
-          ttftMs: Math.min(x.ttftMs, y.ttftMs),
-          hostMs: Math.min(x.hostMs, y.hostMs),
-        });
-        for (let rep = 0; rep < 3; rep++) {
-          a = best(a, await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS, settings));
-          b = best(b, await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS, settings));
-        }
-        const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
-        const perTok = (ms: number) => (ms / GROUP_BENCH_TOKENS).toFixed(2);
-        rows.push([
-          name,
-          mode,
-          tokS(a.decodeMs).toFixed(1),
-          tokS(b.decodeMs).toFixed(1),
-          (a.decodeMs / b.decodeMs).toFixed(2),
-          perTok(a.hostMs),
-          perTok(b.hostMs),
-          a.ttftMs.toFixed(0),
-          b.ttftMs.toFixed(0),
-        ]);
-      }
-    } finally {
-      await perToken.sched.close();
-      await grouped.sched.close();
-      perToken.decoder.close();
-      grouped.decoder.close();
-      model.dispose();
+  const tree = baseline ? await Deno.makeTempDir({ prefix: "medglm-engine-baseline-" }) : null;
+  try {
+    if (baseline && tree) await extractTree(baseline, tree, ["core", "base", "serve"]);
+    for (const [name, dir] of [["tiny", TINY_DIR], ["demo", DEMO_MODEL_DIR]]) {
+      rows.push(...await modelRows(name, dir, baseline, tree));
     }
+  } finally {
+    if (tree) await Deno.remove(tree, { recursive: true });
   }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
@@ -258,8 +257,92 @@ export async function groupedDecodeTable(gpu: Gpu): Promise<void> {
   console.log(
     `prompt ${PROMPT_LEN} tokens, ${GROUP_BENCH_TOKENS} tokens after the first; groups grow 1, ` +
       "2, 4, 8, 16 steps. host ms/tok: CPU time of the JS thread (recording, readback, host " +
-      "sampling) per token, from /proc (10 ms ticks). Best of three alternating runs each.",
+      "sampling) per token, from /proc (10 ms ticks). Best of three alternating runs each" +
+      (baseline
+        ? `; ${baseline}: its webgpuDecoder and host chooseToken in a child process (its own ` +
+          "device; no scheduler around it), – where it had no such mode"
+        : "") +
+      ".",
   );
+}
+
+/** The table rows of one model: every decode mode, REF and this checkout alternating. */
+async function modelRows(
+  name: string,
+  dir: string,
+  baseline: string | null,
+  tree: string | null,
+): Promise<string[][]> {
+  const model = await loadModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+  const bytes: ByteTokens = byteTokensOf(await loadTokenizer(dir));
+  const make = (gpuSampling: boolean) => {
+    const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
+    // endId -1: every run decodes its full length.
+    const sched = createScheduler(decoder, {
+      textVocab: model.config.vocabSize,
+      endId: -1,
+      gpuSampling,
+      bytes,
+    });
+    return { decoder, sched };
+  };
+  const perToken = make(false), grouped = make(true);
+  const none = { decodeMs: Infinity, ttftMs: Infinity, hostMs: Infinity };
+  type Times = typeof none;
+  const best = (x: Times, y: Times) => ({
+    decodeMs: Math.min(x.decodeMs, y.decodeMs),
+    ttftMs: Math.min(x.ttftMs, y.ttftMs),
+    hostMs: Math.min(x.hostMs, y.hostMs),
+  });
+  const modes = Object.entries(DECODE_MODES);
+  const a = modes.map(() => none), b = modes.map(() => none);
+  const ref = modes.map(() => Infinity);
+  try {
+    // Warm-up: compiles every pipeline.
+    for (const [, settings] of modes) {
+      await oneRequest(perToken.sched, model.config, 4, settings);
+      await oneRequest(grouped.sched, model.config, 4, settings);
+    }
+    for (let rep = 0; rep < 3; rep++) {
+      if (baseline && tree) {
+        const times = await refDecode(tree, dir, model.config);
+        modes.forEach(([mode], i) => {
+          if (times[mode]) ref[i] = Math.min(ref[i], times[mode].decodeMs);
+        });
+      }
+      for (const [i, [, settings]] of modes.entries()) {
+        a[i] = best(
+          a[i],
+          await oneRequest(perToken.sched, model.config, GROUP_BENCH_TOKENS, settings),
+        );
+        b[i] = best(
+          b[i],
+          await oneRequest(grouped.sched, model.config, GROUP_BENCH_TOKENS, settings),
+        );
+      }
+    }
+  } finally {
+    await perToken.sched.close();
+    await grouped.sched.close();
+    perToken.decoder.close();
+    grouped.decoder.close();
+    model.dispose();
+  }
+  const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
+  const perTok = (ms: number) => (ms / GROUP_BENCH_TOKENS).toFixed(2);
+  return modes.map(([mode], i) => [
+    name,
+    mode,
+    ...(baseline ? [Number.isFinite(ref[i]) ? tokS(ref[i]).toFixed(1) : "–"] : []),
+    tokS(a[i].decodeMs).toFixed(1),
+    tokS(b[i].decodeMs).toFixed(1),
+    ...(baseline ? [Number.isFinite(ref[i]) ? (ref[i] / b[i].decodeMs).toFixed(2) : "–"] : []),
+    (a[i].decodeMs / b[i].decodeMs).toFixed(2),
+    perTok(a[i].hostMs),
+    perTok(b[i].hostMs),
+    a[i].ttftMs.toFixed(0),
+    b[i].ttftMs.toFixed(0),
+  ]);
 }
 
 /**
@@ -326,9 +409,26 @@ export async function samplerTable(gpu: Gpu): Promise<void> {
   );
 }
 
+/** `--baseline REF` (default {@link DECODE_BASELINE}; `none` skips it), `--decode-only`. */
+export function engineBenchFlags(
+  args: readonly string[],
+): { baseline: string | null; decodeOnly: boolean } {
+  const { values } = parseArgs({
+    args: [...args],
+    options: { baseline: { type: "string" }, "decode-only": { type: "boolean" } },
+    strict: false,
+    allowPositionals: true,
+  });
+  const ref = typeof values.baseline === "string" ? values.baseline : DECODE_BASELINE;
+  if (ref === "") throw new Error("bench engine: --baseline needs a git ref (or none)");
+  return { baseline: ref === "none" ? null : ref, decodeOnly: values["decode-only"] === true };
+}
+
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
-  await groupedDecodeTable(gpu);
+  const flags = engineBenchFlags(Deno.args);
+  await groupedDecodeTable(gpu, flags.baseline);
+  if (flags.decodeOnly) return;
   await samplerTable(gpu);
   const config = smallConfig(256);
   const dtype: WeightDtype = gpu.hasF16 ? "f16" : "f32";

@@ -29,7 +29,8 @@ export const BENCHES: Record<string, () => Promise<BenchModule>> = {
 
 /**
  * The benchmark names among the arguments: flags (`--name=value`, or `--name value`) are left to
- * the benchmarks that read them (`gpu`: `--peak-gflops`, `--bandwidth-gbs`, `--size`).
+ * the benchmarks that read them (`gpu`: `--peak-gflops`, `--bandwidth-gbs`, `--size`; `engine`:
+ * `--baseline`, and `--decode-only`, which takes no value: give it last or before another flag).
  */
 export function benchNames(args: readonly string[]): string[] {
   const names: string[] = [];
@@ -64,7 +65,7 @@ if (import.meta.main) {
   if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
     console.log(
       `usage: deno task bench [${Object.keys(BENCHES).join("|")} ...] ` +
-        "[--peak-gflops=N --bandwidth-gbs=N --size=N (gpu)]",
+        "[--peak-gflops=N --bandwidth-gbs=N --size=N (gpu)] [--baseline=REF|none --decode-only (engine)]",
     );
     Deno.exit(0);
   }

@@ -30,6 +30,7 @@ import {
   uploadTensor,
 } from "../core/mod.ts";
 import { fillRandom } from "./linear_timing.ts";
+import { extractTree } from "./git_tree.ts";
 
 interface Shape {
   label: string;
@@ -122,22 +123,9 @@ interface Baseline {
   dir: string;
 }
 
-const ROOT = new URL("../", import.meta.url).pathname;
-
 async function loadBaseline(ref: string): Promise<Baseline> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-matmul-baseline-" });
-  const archive = await new Deno.Command("git", {
-    args: ["-C", ROOT, "archive", ref, "core", "base"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!archive.success) {
-    throw new Error(`git archive ${ref}: ${new TextDecoder().decode(archive.stderr)}`);
-  }
-  await Deno.writeFile(`${dir}/src.tar`, archive.stdout);
-  const tar = await new Deno.Command("tar", { args: ["-x", "-f", `${dir}/src.tar`, "-C", dir] })
-    .output();
-  if (!tar.success) throw new Error(`tar -x of the baseline ${ref} failed`);
+  await extractTree(ref, dir, ["core", "base"]);
   const core = await import(new URL(`file://${dir}/core/mod.ts`).href);
   return { ref, core, gpu: await core.getGpu(), dir };
 }

@@ -21,6 +21,7 @@
 
 import { CHATGLM_6B, writeSyntheticCheckpoint } from "../core/mod.ts";
 import { runJsonChild } from "./child_json.ts";
+import { extractTree } from "./git_tree.ts";
 
 interface Measured {
   processToLoadedS: number;
@@ -46,29 +47,14 @@ function env(name: string): string | undefined {
   }
 }
 
-const ROOT = new URL("../", import.meta.url).pathname;
 /** The last commit whose loader held weights twice and packed them at the first forward. */
 const BEFORE_STREAMING_LOAD = "2abc221";
 const CHILD = new URL("./real_size_child.ts", import.meta.url).pathname;
 
-/** Extracts `core/` (and `base/`) of a git ref into a temp folder; returns core's mod.ts URL. */
+/** Extracts `core/` (and `base/`, where the ref has it) of a git ref; returns core's mod.ts URL. */
 async function baselineCore(ref: string, into: string): Promise<string> {
   // Later cores import the base member beside them; older refs have no base/.
-  const git = (paths: string[]) =>
-    new Deno.Command("git", {
-      args: ["-C", ROOT, "archive", ref, ...paths],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-  let archive = await git(["core", "base"]);
-  if (!archive.success) archive = await git(["core"]);
-  if (!archive.success) {
-    throw new Error(`git archive ${ref} core: ${new TextDecoder().decode(archive.stderr)}`);
-  }
-  await Deno.writeFile(`${into}/core.tar`, archive.stdout);
-  const tar = await new Deno.Command("tar", { args: ["-x", "-f", `${into}/core.tar`, "-C", into] })
-    .output();
-  if (!tar.success) throw new Error("tar -x of the baseline core failed");
+  await extractTree(ref, into, ["core", "base"]);
   return new URL(`file://${into}/core/mod.ts`).href;
 }
 

@@ -29,6 +29,7 @@ import {
   relError,
   rotateHeadRef,
 } from "./reference/kernels.ts";
+import { rowDesignTest } from "./helpers/row_designs.ts";
 
 const gpu = await getGpu();
 
@@ -382,42 +383,45 @@ Deno.test("attention rows design: more keys than workgroup memory holds; head di
   }
 });
 
-Deno.test("qkvAttentionSlots equals qkvRotarySlots then attentionSlots (output and caches)", async () => {
-  for (const [b, heads, d, cap, slots, seed] of [[1, 4, 32, 64, 2, 1], [3, 2, 8, 300, 4, 2]]) {
-    const rng = createRng(seed);
-    const rand = (n: number) => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
-    const qkv = uploadTensor(gpu, rand(b * 3 * heads * d), [b, 1, 3 * heads * d]);
-    // Rows in distinct slots at different lengths (one past 256 keys: the next score size).
-    const info = Int32Array.from(
-      { length: b * 2 },
-      (_, i) => i % 2 === 0 ? (i / 2 + 1) % slots : [5, 0, 270][(i - 1) / 2],
-    );
-    const pos = Int32Array.from({ length: b * 2 }, (_, i) => i % 2 === 0 ? 3 + i : 1 + i);
-    const infoT = uploadTensor(gpu, info, [b, 2], "i32");
-    const posT = uploadTensor(gpu, pos, [b, 2, 1], "i32");
-    const maxKeys = Math.max(...info.filter((_, i) => i % 2 === 1)) + 1;
-    // The same earlier keys and values in both caches.
-    const k = rand(slots * heads * cap * d), v = rand(slots * heads * cap * d);
-    const shape = [slots, heads, cap, d];
-    const caches = [0, 1].map(() => ({
-      k: uploadTensor(gpu, k, shape),
-      v: uploadTensor(gpu, v, shape),
-    }));
-    const o = { heads, layout: "interleaved" as const, maxPosition: 64, maxKeys, layerScale: 3 };
-    const rec = beginRecording(gpu);
-    const q = qkvRotarySlots(rec, qkv, posT, caches[0].k, caches[0].v, infoT, o);
-    const want = attentionSlots(rec, q, caches[0].k, caches[0].v, infoT, o);
-    const before = rec.dispatches;
-    const got = qkvAttentionSlots(rec, qkv, posT, caches[1].k, caches[1].v, infoT, o);
-    assert.equal(rec.dispatches - before, 1, "one dispatch");
-    await submit(rec);
-    const e = relError(await readTensor(got), await readTensor(want));
-    assert.ok(e < 1e-6, `[${b}, ${heads}, ${d}]: ${e}`);
-    for (const which of ["k", "v"] as const) {
-      assert.deepEqual(await readTensor(caches[1][which]), await readTensor(caches[0][which]));
+rowDesignTest(
+  "qkvAttentionSlots equals qkvRotarySlots then attentionSlots (output and caches)",
+  async () => {
+    for (const [b, heads, d, cap, slots, seed] of [[1, 4, 32, 64, 2, 1], [3, 2, 8, 300, 4, 2]]) {
+      const rng = createRng(seed);
+      const rand = (n: number) => Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
+      const qkv = uploadTensor(gpu, rand(b * 3 * heads * d), [b, 1, 3 * heads * d]);
+      // Rows in distinct slots at different lengths (one past 256 keys: the next score size).
+      const info = Int32Array.from(
+        { length: b * 2 },
+        (_, i) => i % 2 === 0 ? (i / 2 + 1) % slots : [5, 0, 270][(i - 1) / 2],
+      );
+      const pos = Int32Array.from({ length: b * 2 }, (_, i) => i % 2 === 0 ? 3 + i : 1 + i);
+      const infoT = uploadTensor(gpu, info, [b, 2], "i32");
+      const posT = uploadTensor(gpu, pos, [b, 2, 1], "i32");
+      const maxKeys = Math.max(...info.filter((_, i) => i % 2 === 1)) + 1;
+      // The same earlier keys and values in both caches.
+      const k = rand(slots * heads * cap * d), v = rand(slots * heads * cap * d);
+      const shape = [slots, heads, cap, d];
+      const caches = [0, 1].map(() => ({
+        k: uploadTensor(gpu, k, shape),
+        v: uploadTensor(gpu, v, shape),
+      }));
+      const o = { heads, layout: "interleaved" as const, maxPosition: 64, maxKeys, layerScale: 3 };
+      const rec = beginRecording(gpu);
+      const q = qkvRotarySlots(rec, qkv, posT, caches[0].k, caches[0].v, infoT, o);
+      const want = attentionSlots(rec, q, caches[0].k, caches[0].v, infoT, o);
+      const before = rec.dispatches;
+      const got = qkvAttentionSlots(rec, qkv, posT, caches[1].k, caches[1].v, infoT, o);
+      assert.equal(rec.dispatches - before, 1, "one dispatch");
+      await submit(rec);
+      const e = relError(await readTensor(got), await readTensor(want));
+      assert.ok(e < 1e-6, `[${b}, ${heads}, ${d}]: ${e}`);
+      for (const which of ["k", "v"] as const) {
+        assert.deepEqual(await readTensor(caches[1][which]), await readTensor(caches[0][which]));
+      }
+      for (const t of [qkv, infoT, posT, q, want, got, ...caches.flatMap((c) => [c.k, c.v])]) {
+        releaseTensor(t);
+      }
     }
-    for (const t of [qkv, infoT, posT, q, want, got, ...caches.flatMap((c) => [c.k, c.v])]) {
-      releaseTensor(t);
-    }
-  }
-});
+  },
+);

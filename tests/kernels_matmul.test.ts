@@ -1,7 +1,14 @@
 // matmul / linear vs the f64 reference: batched, transposed variants, bias, f16 storage, chunked
 // weights and outputs, zero-length edges.
 import assert from "node:assert/strict";
-import { beginRecording, discardRecording, getGpu, submit } from "../core/gpu/mod.ts";
+import {
+  beginCapture,
+  beginRecording,
+  discardRecording,
+  endCapture,
+  getGpu,
+  submit,
+} from "../core/gpu/mod.ts";
 import {
   emptyTensor,
   f16Round,
@@ -12,6 +19,7 @@ import {
 } from "../core/tensor/mod.ts";
 import { linear, matmul, MATMUL_KERNEL_ENV } from "../core/kernels/mod.ts";
 import { matmulRef, randomArray, relError } from "./reference/kernels.ts";
+import { rowDesignTest } from "./helpers/row_designs.ts";
 
 const gpu = await getGpu();
 
@@ -111,6 +119,72 @@ Deno.test("matmul shared-memory kernel (hardware-GPU design) on every variant", 
     const err = await runCase({ sharedB: true, ...c, kernel: "shared" }, 600 + i);
     assert.ok(err < 1e-5, `case ${i} ${JSON.stringify(c)}: rel error ${err}`);
   }
+});
+
+/** The pipeline labels a matmul of case `c`'s shapes records (auto kernel choice). */
+function kernelsOf(c: Case): string[] {
+  const batch = c.batch.reduce((x, y) => x * y, 1);
+  const aShape = [...c.batch, ...(c.transposeA ? [c.K, c.M] : [c.M, c.K])];
+  const bInner = c.transposeB ? [c.N, c.K] : [c.K, c.N];
+  const ta = uploadTensor(gpu, new Float32Array(batch * c.M * c.K), aShape);
+  const tb = uploadTensor(
+    gpu,
+    new Float32Array((c.sharedB ? 1 : batch) * c.K * c.N),
+    c.sharedB ? bInner : [...c.batch, ...bInner],
+    c.f16 ? "f16" : "f32",
+  );
+  const rec = beginRecording(gpu);
+  beginCapture(rec);
+  const out = matmul(rec, ta, tb, { transposeA: c.transposeA, transposeB: c.transposeB });
+  const labels = endCapture(rec).commands.flatMap((cmd) =>
+    "pipeline" in cmd ? [cmd.pipeline.label] : []
+  );
+  discardRecording(rec);
+  for (const t of [ta, tb, out]) releaseTensor(t);
+  return labels;
+}
+
+// The small-M kernel (gemv.ts) takes M ≤ 4 rows (batch × M with a shared B) with a weight below
+// the texture threshold: every row count, K and N not multiples of 4 (the scalar loop) and
+// multiples of 4 / 8 (the vector loop of the layer form, f32 / f16), both layouts of A and B,
+// bias, batches folded into M or one per workgroup z; on both row designs (one column group per
+// invocation; K split over a workgroup's lanes with the workgroup reduction).
+rowDesignTest("matmul small-M kernel (gemv): odd shapes, layouts, bias, batches, f16", async () => {
+  const cases: Case[] = [
+    { batch: [], M: 1, N: 1, K: 1, transposeB: true, sharedB: true },
+    { batch: [], M: 1, N: 37, K: 53, transposeB: true, sharedB: true, bias: true },
+    { batch: [], M: 2, N: 9, K: 130, transposeB: true, sharedB: true },
+    { batch: [], M: 3, N: 70, K: 21, sharedB: true, bias: true },
+    { batch: [], M: 4, N: 33, K: 67, transposeA: true, sharedB: true },
+    { batch: [], M: 4, N: 13, K: 19, transposeA: true, transposeB: true, sharedB: true },
+    // The vector loop: K % 4 == 0 (f32), K % 8 == 0 (f16); N not a multiple of 4.
+    { batch: [], M: 1, N: 203, K: 128, transposeB: true, sharedB: true, bias: true },
+    { batch: [], M: 3, N: 45, K: 36, transposeB: true, sharedB: true },
+    { batch: [], M: 1, N: 77, K: 64, transposeB: true, sharedB: true, bias: true, f16: true },
+    { batch: [], M: 4, N: 30, K: 40, transposeB: true, sharedB: true, f16: true },
+    { batch: [], M: 2, N: 31, K: 17, transposeB: true, sharedB: true, bias: true, f16: true },
+    { batch: [], M: 2, N: 22, K: 9, sharedB: true, f16: true },
+    // Batches: folded into M (shared B, 2 × 2 rows), one per workgroup z (B per batch).
+    { batch: [2], M: 2, N: 27, K: 44, transposeB: true, sharedB: true, bias: true },
+    { batch: [2, 3], M: 3, N: 11, K: 24, transposeB: true, sharedB: false },
+    { batch: [3], M: 1, N: 14, K: 15, sharedB: false, bias: true },
+    { batch: [2], M: 2, N: 6, K: 10, transposeA: true, sharedB: false },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const kernels = kernelsOf(c);
+    assert.ok(kernels.length === 1 && kernels[0].startsWith("gemv:"), `case ${i}: ${kernels}`);
+    const err = await runCase(c, 700 + i);
+    assert.ok(err < 1e-5, `case ${i} ${JSON.stringify(c)}: rel error ${err}`);
+  }
+  // Past 4 rows (also after folding a batch into M) the tiled kernels take over.
+  assert.ok(
+    !kernelsOf({ batch: [], M: 5, N: 8, K: 8, transposeB: true, sharedB: true })[0]
+      .startsWith("gemv:"),
+  );
+  assert.ok(
+    !kernelsOf({ batch: [3], M: 2, N: 8, K: 8, transposeB: true, sharedB: true })[0]
+      .startsWith("gemv:"),
+  );
 });
 
 Deno.test("matmul f16 storage of B and bias, f32 accumulation", async () => {

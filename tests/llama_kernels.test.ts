@@ -115,7 +115,7 @@ for (const kernel of ["rows", "workgroup"] as const) {
   });
 }
 
-Deno.test("attentionSlots: grouped-query heads over each slot's own length", async () => {
+rowDesignTest("attentionSlots: grouped-query heads over each slot's own length", async () => {
   const nh = 4, nkv = 2, d = 8, cap = 6, slots = 3;
   const k = randomArray(slots * nkv * cap * d, 7), v = randomArray(slots * nkv * cap * d, 8);
   const q = randomArray(2 * nh * d, 9);

@@ -14,7 +14,8 @@
  * design runs on which adapter:
  *
  * - `matmul/`: matmul.ts (dispatch, generic kernel), shared.ts (hardware GPUs), texture.ts
- *   (software adapters), store.ts, problem.ts | backward: linear_grad.ts, transpose.ts
+ *   (software adapters), gemv.ts (at most 4 rows, weights below the texture threshold: decode),
+ *   store.ts, problem.ts | backward: linear_grad.ts, transpose.ts
  * - `attention/`: attention.ts (workgroup design), rows.ts (software design), slots.ts (decode
  *   over a slot cache); the forward kernels take kv caches of fewer heads dividing the query
  *   heads (grouped-query attention) | backward: attention_grad.ts, rows_grad.ts
@@ -35,8 +36,9 @@
  * (`uniformLayout`), which gives both its WGSL struct and the bytes of each dispatch.
  *
  * matmul picks its kernel per adapter: the texture design on software adapters (llvmpipe), the
- * shared-memory tiled kernel on hardware GPUs, a generic tiled kernel for what neither takes
- * (see `MatmulOptions.kernel`). Weights used by the texture design get a packed texture cached
+ * shared-memory tiled kernel on hardware GPUs, the small-M kernel (gemv.ts) for up to 4 rows
+ * with a weight below the texture threshold, a generic tiled kernel for what none takes (see
+ * `MatmulOptions.kernel`). Weights used by the texture design get a packed texture cached
  * on the tensor (`Tensor.meta`), rebuilt when the tensor is written through core (uploads,
  * kernels' `out`); code writing weights in place with its own kernels must call `markWritten`.
  * Row kernels (norms, softmax, cross-entropy) and attention have a workgroup design for hardware

@@ -17,7 +17,7 @@
  * One design on every adapter; inference only (training uses `attention` without a cache).
  */
 
-import { GpuError } from "../../gpu/device.ts";
+import { type Gpu, GpuError } from "../../gpu/device.ts";
 import { getPipeline } from "../../gpu/pipelines.ts";
 import { grid, recordDispatch, type Recording } from "../../gpu/recording.ts";
 import { assertUnchunked, bindingOf, type Tensor } from "../../tensor/tensor.ts";
@@ -27,6 +27,7 @@ import {
   expectDtype,
   expectShape,
   outputTensor,
+  rowPlan,
   WG_BUILTINS,
   WG_INDEX,
   workgroupReduce,
@@ -239,7 +240,16 @@ export interface AttentionSlotsOptions {
   layerScale?: number;
 }
 
-const WG = 64;
+/**
+ * Lanes of a (row, head) workgroup of the slot attention, by the row design (common.ts
+ * `rowPlan`; tests force either): 64 on hardware GPUs; 8 on software adapters, one SIMD batch of
+ * llvmpipe's 8 lanes, whose barriers then switch no other batch (at 64 lanes, eight coroutines
+ * switch at each of a reduction's barriers: measured ~150 µs per demo-model layer, most of it
+ * barriers over 17 keys; ~90 µs at 8).
+ */
+function lanesOf(gpu: Gpu): number {
+  return rowPlan(gpu, 64, 1).tag === "wg" ? 64 : 8;
+}
 
 /**
  * `q` [b, heads, 1, d] f32 over the slot cache `kCache`, `vCache` [slots, kvHeads, capacity, d] with
@@ -275,13 +285,14 @@ export function attentionSlots(
   const maxS = scoreRows(kernel, options.maxKeys, cap);
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
-  const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}`, () => `
+  const wg = lanesOf(rec.gpu);
+  const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}:${wg}`, () => `
 ${AttentionSlotsParams.wgsl}${declareInput(1, "Q", "f32")}
 ${declareInput(2, "K", "f32")}
 ${declareInput(3, "V", "f32")}
 ${declareInput(4, "SI", "i32")}
 ${declareOutput(5, "O")}
-${attendWgsl(maxS, "Q[row * P.d + k]", "")}`);
+${attendWgsl(wg, maxS, "Q[row * P.d + k]", "")}`);
   recordDispatch(
     rec,
     pipeline,
@@ -308,12 +319,12 @@ function scoreRows(kernel: string, maxKeys: number, cap: number): number {
  * with `bi`, `n`, `slot` and `at` (the new token's position) defined (the fused kernel writes
  * the new key and value there).
  */
-function attendWgsl(maxS: number, query: string, store: string): string {
+function attendWgsl(wg: number, maxS: number, query: string, store: string): string {
   return `
 var<workgroup> sc: array<f32, ${maxS}>;
 var<workgroup> qv: array<f32, ${MAX_D}>;
-${workgroupReduce(WG)}
-@compute @workgroup_size(${WG})
+${workgroupReduce(wg)}
+@compute @workgroup_size(${wg})
 fn main(${WG_BUILTINS}) {
   let row = ${WG_INDEX};                 // bi * heads + n
   if (row >= P.b * P.heads) { return; }
@@ -325,11 +336,11 @@ fn main(${WG_BUILTINS}) {
   let S = min(at + 1u, min(P.cap, ${maxS}u));
   let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
   ${store}
-  for (var k = t; k < P.d; k += ${WG}u) { qv[k] = ${query} * inv; }
+  for (var k = t; k < P.d; k += ${wg}u) { qv[k] = ${query} * inv; }
   workgroupBarrier();
   let kvBase = (slot * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;
   var m = -3.4028234e38;
-  for (var j = t; j < S; j += ${WG}u) {
+  for (var j = t; j < S; j += ${wg}u) {
     var dot = 0.0;
     let kb = kvBase + j * P.d;
     for (var k = 0u; k < P.d; k++) { dot += qv[k] * K[kb + k]; }
@@ -339,11 +350,11 @@ fn main(${WG_BUILTINS}) {
   }
   m = wg_reduce(m, t, true);
   var sum = 0.0;
-  for (var j = t; j < S; j += ${WG}u) { let e = exp(sc[j] - m); sc[j] = e; sum += e; }
+  for (var j = t; j < S; j += ${wg}u) { let e = exp(sc[j] - m); sc[j] = e; sum += e; }
   let total = wg_reduce(sum, t, false);
   let norm = 1.0 / total;
   let outBase = row * P.d;
-  for (var k = t; k < P.d; k += ${WG}u) {
+  for (var k = t; k < P.d; k += ${wg}u) {
     var acc = 0.0;
     for (var j = 0u; j < S; j++) { acc += sc[j] * V[kvBase + j * P.d + k]; }
     O[outBase + k] = acc * norm;
@@ -378,17 +389,19 @@ export function qkvAttentionSlots(
   const maxPos = options.maxPosition ?? 8192;
   const table = rotaryTable(rec, d / 2, options.base ?? 10000, true, maxPos);
   const layout = options.layout ?? "interleaved";
-  const pipeline = getPipeline(rec.gpu, `qkvAttentionSlots:${layout}:${maxS}`, () => `
+  const wg = lanesOf(rec.gpu);
+  const pipeline = getPipeline(rec.gpu, `qkvAttentionSlots:${layout}:${maxS}:${wg}`, () => `
 ${AttentionSlotsParams.wgsl}${rotatedWgsl(layout)}
 ${declareOutput(5, "K")}
 ${declareOutput(6, "V")}
 ${declareOutput(7, "O")}
 ${
     attendWgsl(
+      wg,
       maxS,
       "rotated(0u, bi, n, k)",
       `let ci = ((slot * P.heads + n) * P.cap + at) * P.d;
-  for (var k = t; k < P.d; k += ${WG}u) {
+  for (var k = t; k < P.d; k += ${wg}u) {
     K[ci + k] = rotated(1u, bi, n, k);
     V[ci + k] = rotated(2u, bi, n, k);
   }

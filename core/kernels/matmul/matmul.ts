@@ -10,7 +10,9 @@
  * Designs, chosen per call (`MatmulOptions.kernel`, `MATMUL_KERNEL_ENV`): on hardware GPUs the
  * shared-memory tiled kernel (shared.ts); on software adapters the texture design (texture.ts)
  * for weights of at least `TEXTURE_MIN_WEIGHT` elements (or `TEXTURE_MIN_WORK` multiply-adds) and
- * shapes it fits; the generic tiled kernel here for the rest (it runs everywhere). The two tiled
+ * shapes it fits; below that, problems of at most 4 rows (decode steps) take the small-M kernel
+ * of gemv.ts on every adapter; the generic tiled kernel here for the rest (it runs everywhere).
+ * The two tiled
  * kernels share their parameters and store epilogue (store.ts); all three share the problem
  * (problem.ts). Backward: linear_grad.ts, built on this matmul, with the cached Wᵀ of
  * transpose.ts for frozen weights.
@@ -33,6 +35,7 @@ import { SHARED_TILE, sharedCode } from "./shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
 import { storeTile4x4, TiledParams } from "./store.ts";
 import { quantLinear } from "./quant.ts";
+import { gemvFits, recordGemv } from "./gemv.ts";
 
 export { type MatmulOptions, type MatmulProblem, matmulProblem };
 
@@ -64,6 +67,12 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
           "output",
       );
     }
+  }
+  // A few rows with a weight below the texture threshold: the small-M kernel (gemv.ts), on
+  // every adapter (the tiled kernels waste most of their invocations at M = 1).
+  if (choice === "auto" && !big && gemvFits(p, a, b, out)) {
+    recordGemv(rec, a, b, p, options.bias, out);
+    return out;
   }
   // A shape the texture design cannot take falls back to the adapter's default kernel.
   const shared = choice === "shared" || (choice !== "generic" && !rec.gpu.isSoftware);

@@ -20,6 +20,7 @@ export interface MatmulOptions {
   /**
    * Kernel choice: "auto" (default) takes the texture design on software adapters when the shape
    * fits it and the weight has ≥ `TEXTURE_MIN_WEIGHT` elements (matmul.ts; see texture.ts), the
+   * small-M kernel (gemv.ts) for at most 4 rows with a smaller weight on any adapter, the
    * generic tiled kernel on software adapters otherwise, and the shared-memory tiled kernel on
    * hardware adapters; "generic", "shared" and "texture" force one (tests, benchmarks; "texture"
    * throws when the shape does not fit). Without this option the environment variable

@@ -24,6 +24,7 @@
 import {
   beginCapture,
   beginRecording,
+  type Capture,
   discardRecording,
   endCapture,
   recordCopy,
@@ -79,6 +80,12 @@ export interface SlotGroup {
    * `follow`, carried over from the previous group on the GPU instead).
    */
   utf8?: { idOf: ArrayLike<number>; byteOf: ArrayLike<number>; state: Uint32Array };
+  /**
+   * Called with the recorded step (its dispatches) before the group is submitted: benchmarks
+   * time each dispatch of a step alone (bench/dispatch.ts). The capture's bind groups stay valid
+   * while the model and cache live.
+   */
+  onCapture?: (step: Capture) => void;
 }
 
 /**
@@ -312,6 +319,7 @@ export async function decodeGroupOf<A>(
       if (logits) unref(tape, logits);
     }
     const step = endCapture(rec);
+    group.onCapture?.(step);
     for (let j = 1; j < k; j++) replayCapture(step);
     pending = submit(rec);
     rec = null;
