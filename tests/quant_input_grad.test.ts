@@ -13,19 +13,12 @@ import {
   uploadTensor,
 } from "../core/tensor/mod.ts";
 import { type InputGradRows, quantInputGrad } from "../core/kernels/mod.ts";
-import { numberToF16Bits } from "../core/io/dtype.ts";
-import { dequantize, quantizeF16, storedBytes } from "../core/quant/arith.ts";
+import { dequantize, storedBytes } from "../core/quant/arith.ts";
 import { type QuantDesign, uploadQuantWeight } from "../core/quant/gpu_weight.ts";
 import { randomArray } from "./reference/kernels.ts";
+import { randomQuantized } from "./helpers/quant.ts";
 
 const gpu = await getGpu();
-
-function quantized(N: number, K: number, bits: 4 | 8, groupSize: number, seed: number) {
-  const w = randomArray(N * K, seed);
-  const bits16 = new Uint16Array(w.length);
-  for (let i = 0; i < w.length; i++) bits16[i] = numberToF16Bits(w[i]);
-  return quantizeF16(bits16, N, K, bits, groupSize);
-}
 
 /** dy [M, N] · deq [N, K] in f64. */
 function reference(dy: Float32Array, deq: ArrayLike<number>, M: number, N: number, K: number) {
@@ -85,7 +78,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
     const name = `quantInputGrad ${design} q${c.bits} N${c.N} K${c.K}` +
       `${c.group ? ` group ${c.group}` : ""} M ${c.Ms.join(", ")}`;
     Deno.test(name, async () => {
-      const m = quantized(c.N, c.K, c.bits, c.group ?? c.K, c.N * 3 + c.K);
+      const m = randomQuantized(c.N, c.K, c.bits, c.group ?? c.K, c.N * 3 + c.K);
       const deq = dequantize(m);
       const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design, label: "w" });
       try {
@@ -109,7 +102,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
   Deno.test(`quantInputGrad ${design}: every tile size gives the same values (M 13: partial tiles)`, async () => {
     const N = 29, K = 72, M = 13;
     for (const bits of [4, 8] as const) {
-      const m = quantized(N, K, bits, K, 77);
+      const m = randomQuantized(N, K, bits, K, 77);
       const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design });
       try {
         const dy = randomArray(M * N, 5);
@@ -128,7 +121,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
 
   Deno.test(`quantInputGrad ${design}: writes into a row slice of a larger tensor only`, async () => {
     const N = 21, K = 40, M = 9;
-    const m = quantized(N, K, 4, K, 8);
+    const m = randomQuantized(N, K, 4, K, 8);
     const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design });
     const dy = randomArray(M * N, 6);
     const dyt = uploadTensor(gpu, dy, [M, N]);
