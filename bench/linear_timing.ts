@@ -43,7 +43,7 @@ export function linearSeconds(
   return opSeconds(gpu, (rec) => linear(rec, x, w), budget, rounds);
 }
 
-/** Seconds per call of any one-output kernel `op`, timed as {@link linearSeconds} times `linear`. */
+/** Seconds per call of any one-output kernel `op`, timed as {@link linearSeconds} does. */
 export async function opSeconds(
   gpu: Gpu,
   op: (rec: Recording) => Tensor,

@@ -11,10 +11,10 @@
  *    quantized embeddings, and the ONNX exports with f32 and int8 activations, with the share of
  *    positions whose next-token argmax agrees with WebGPU's for the same weights.
  *
- * 3. (`--input-grad` only) QLoRA's input gradient (dx = dy · W through the frozen int8/int4 weight, `quantInputGrad`) at
- *    the LoRA step's M = 128 rows (batch 1 × 128): the tiled kernel (up to 8 rows of dy per
- *    invocation, each packed word read once per tile) against the one-row kernel (`rows: 1`, the
- *    weight read once per row), in the same run, alternating.
+ * 3. `--input-grad` only: QLoRA's input gradient (dx = dy · W through the frozen int8/int4
+ *    weight, `quantInputGrad`) at the LoRA step's M = 128 rows (batch 1 × 128): the tiled kernel
+ *    (up to 8 rows of dy per invocation, each packed word read once per tile) against the one-row
+ *    kernel (`rows: 1`, the weight read once per row), in the same run, alternating.
  *
  * `deno task bench quant [--speed | --quality | --input-grad] [--quick]` (needs --allow-ffi for
  * ORT). `--quick`: one layer shape.

@@ -736,7 +736,8 @@ function inputGradCode(design: "texture" | "buffer", bits: 4 | 8, R: number): st
     for (let w = 0; w < 4; w++) {
       const comp = "xyzw"[w];
       body.push(
-        `let s${w} = textureLoad(St, vec2<u32>(min((kw0 + ${w}u) / P.wordsPerGroup, P.groups - 1u), g), 0);`,
+        `let sg${w} = min((kw0 + ${w}u) / P.wordsPerGroup, P.groups - 1u);`,
+        `let s${w} = textureLoad(St, vec2<u32>(sg${w}, g), 0);`,
         `let t${w} = vec4<u32>(t_0.${comp}, t_1.${comp}, t_2.${comp}, t_3.${comp});`,
         ...products(w, `t${w}`, `s${w}`, (r) => `dy${r}`),
       );

@@ -104,7 +104,10 @@ export interface ModelMethods {
   endGroups(cache: ChatGLMCache): void;
   /** Marks a slot free (its rows are overwritten by the next prefillSlot). */
   releaseSlot(cache: ChatGLMCache, slot: number): void;
-  /** Every base parameter by checkpoint name (a tied output layer is listed once). */
+  /**
+   * Every base parameter by checkpoint name (a tied output layer's name may map to the
+   * embedding's tensor).
+   */
   parameters(): Map<string, Tensor>;
   /** Releases every GPU tensor of the model (and its adapter). */
   dispose(): void;
