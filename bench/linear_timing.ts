@@ -9,6 +9,7 @@ import {
   type Gpu,
   linear,
   readTensor,
+  type Recording,
   releaseTensor,
   submit,
   sync,
@@ -32,17 +33,27 @@ export function fillRandom(n: number, seed: number): Float32Array {
  * Seconds per call of `linear(x, w)`, after a warm-up, over ~`budget` s per round; the best of
  * `rounds` rounds (the machine may be shared).
  */
-export async function linearSeconds(
+export function linearSeconds(
   gpu: Gpu,
   x: Tensor,
   w: Tensor,
   budget: number,
   rounds = 1,
 ): Promise<number> {
+  return opSeconds(gpu, (rec) => linear(rec, x, w), budget, rounds);
+}
+
+/** Seconds per call of any one-output kernel `op`, timed as {@link linearSeconds} does. */
+export async function opSeconds(
+  gpu: Gpu,
+  op: (rec: Recording) => Tensor,
+  budget: number,
+  rounds = 1,
+): Promise<number> {
   const run = async (reps: number) => {
     const rec = beginRecording(gpu);
     const outs: Tensor[] = [];
-    for (let i = 0; i < reps; i++) outs.push(linear(rec, x, w));
+    for (let i = 0; i < reps; i++) outs.push(op(rec));
     const t0 = performance.now();
     await submit(rec);
     await sync(gpu);

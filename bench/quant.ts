@@ -11,8 +11,13 @@
  *    quantized embeddings, and the ONNX exports with f32 and int8 activations, with the share of
  *    positions whose next-token argmax agrees with WebGPU's for the same weights.
  *
- * `deno task bench quant [--speed | --quality] [--quick]` (needs --allow-ffi for ORT). `--quick`:
- * one layer shape.
+ * 3. `--input-grad` only: QLoRA's input gradient (dx = dy · W through the frozen int8/int4
+ *    weight, `quantInputGrad`) at the LoRA step's M = 128 rows (batch 1 × 128): the tiled kernel
+ *    (up to 8 rows of dy per invocation, each packed word read once per tile) against the one-row
+ *    kernel (`rows: 1`, the weight read once per row), in the same run, alternating.
+ *
+ * `deno task bench quant [--speed | --quality | --input-grad] [--quick]` (needs --allow-ffi for
+ * ORT). `--quick`: one layer shape.
  */
 
 import {
@@ -26,6 +31,7 @@ import {
   loadChatGLM as loadModel,
   MS_DOMAIN,
   type OnnxGraph,
+  quantInputGrad,
   quantizeF16,
   type QuantizeOption,
   releaseTensor,
@@ -44,7 +50,7 @@ import {
   readHeldout,
 } from "../eval/mod.ts";
 import { DEMO_DATA_CONFIG } from "../train/mod.ts";
-import { fillRandom, linearSeconds } from "./linear_timing.ts";
+import { fillRandom, linearSeconds, opSeconds } from "./linear_timing.ts";
 import { loadOnnxModel } from "../serve/mod.ts";
 
 const LAYERS: [string, number, number][] = [
@@ -206,6 +212,51 @@ async function speed(gpu: Gpu, ort: Ort | string, quick: boolean): Promise<strin
   return misses;
 }
 
+/**
+ * QLoRA's dx = dy · W at M = 128: the tiled input gradient against the one-row kernel (same run,
+ * alternating rounds, best of each), int4 and int8, per layer shape (W [N, K]: dy [M, N] → [M, K]).
+ */
+async function inputGrad(gpu: Gpu, quick: boolean): Promise<void> {
+  const M = 128;
+  console.log(
+    `\nQLoRA input gradient dx = dy · W, M = ${M}, ms per call — ${gpu.adapterInfo.description}; ` +
+      "ratio = one-row kernel / tiled (higher is better)",
+  );
+  console.log(
+    `${"layer".padEnd(18)}${pad("bits", 6)}${pad("1 row", 10)}${pad("tiled", 10)}${
+      pad("ratio", 8)
+    }`,
+  );
+  const budget = quick ? 0.5 : 1.5;
+  for (const [label, K, N] of quick ? LAYERS.slice(0, 1) : LAYERS) {
+    const w16bits = f32ToF16(fillRandom(N * K, N + K));
+    const dy = uploadTensor(gpu, fillRandom(M * N, 5), [M, N]);
+    for (const bits of [4, 8] as const) {
+      const m = quantizeF16(w16bits, N, K, bits);
+      const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { label });
+      const times = { one: Infinity, tiled: Infinity };
+      for (let round = 0; round < 2; round++) {
+        for (const key of ["one", "tiled"] as const) {
+          const rows = key === "one" ? { rows: 1 as const } : {};
+          const t = await opSeconds(
+            gpu,
+            (rec) => quantInputGrad(rec, w, dy, undefined, rows),
+            budget,
+          );
+          times[key] = Math.min(times[key], t);
+        }
+      }
+      releaseTensor(w);
+      console.log(
+        `${label.padEnd(18)}${pad(`int${bits}`, 6)}${pad(ms(times.one), 10)}${
+          pad(ms(times.tiled), 10)
+        }${pad((times.one / times.tiled).toFixed(2), 8)}`,
+      );
+    }
+    releaseTensor(dy);
+  }
+}
+
 /** `lm` whose forward also records each position's argmax (to compare two models' runs). */
 function recordingArgmax(lm: LogitsModel, out: number[]): LogitsModel {
   return {
@@ -332,12 +383,19 @@ async function quality(): Promise<string[]> {
 }
 
 export async function bench(
-  options: { quick?: boolean; part?: "speed" | "quality" | "all" } = {},
+  options: { quick?: boolean; part?: "speed" | "quality" | "input-grad" | "all" } = {},
 ): Promise<void> {
   const quick = options.quick ?? Deno.args.includes("--quick");
   const part = options.part ??
-    (Deno.args.includes("--speed") ? "speed" : Deno.args.includes("--quality") ? "quality" : "all");
+    (Deno.args.includes("--speed")
+      ? "speed"
+      : Deno.args.includes("--quality")
+      ? "quality"
+      : Deno.args.includes("--input-grad")
+      ? "input-grad"
+      : "all");
   const gpu = await getGpu();
+  if (part === "input-grad") return await inputGrad(gpu, quick);
   let ort: Ort | string;
   try {
     ort = await import("npm:onnxruntime-node@1.30.0");

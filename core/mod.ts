@@ -35,4 +35,8 @@ export { MS_DOMAIN, toMatMulNBits } from "./onnx/matmul_nbits.ts";
 export { quantizeF16, storedBytes } from "./quant/arith.ts";
 export { parseQuantizeFlag } from "./quant/flag.ts";
 export { type QuantSpec } from "./quant/format.ts";
-export { uploadQuantWeight } from "./quant/gpu_weight.ts";
+export {
+  type QuantBufferStorage,
+  type QuantTextureStorage,
+  uploadQuantWeight,
+} from "./quant/gpu_weight.ts";

@@ -5,18 +5,12 @@ import { beginRecording, getGpu, submit } from "../core/gpu/mod.ts";
 import { f16Round, readTensor, releaseTensor, uploadTensor } from "../core/tensor/mod.ts";
 import { embedding, linear, linearBackward } from "../core/kernels/mod.ts";
 import { numberToF16Bits } from "../core/io/dtype.ts";
-import { dequantize, quantizeF16, referenceLinear, storedBytes } from "../core/quant/arith.ts";
+import { dequantize, referenceLinear, storedBytes } from "../core/quant/arith.ts";
 import { type QuantDesign, uploadQuantWeight } from "../core/quant/gpu_weight.ts";
 import { randomArray } from "./reference/kernels.ts";
+import { randomQuantized } from "./helpers/quant.ts";
 
 const gpu = await getGpu();
-
-function quantized(N: number, K: number, bits: 4 | 8, groupSize: number, seed: number) {
-  const w = randomArray(N * K, seed);
-  const bits16 = new Uint16Array(w.length);
-  for (let i = 0; i < w.length; i++) bits16[i] = numberToF16Bits(w[i]);
-  return quantizeF16(bits16, N, K, bits, groupSize);
-}
 
 /** f32 accumulation over K against the f64 reference: within 1e-5 · max|want| · √K. */
 function assertNearReference(got: Float32Array, want: ArrayLike<number>, K: number, name: string) {
@@ -55,7 +49,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
     const name = `quantLinear ${design} q${c.bits} M${c.M} N${c.N} K${c.K}` +
       `${c.group ? ` group ${c.group}` : ""}${c.bias ? ` bias ${c.bias}` : ""}`;
     Deno.test(name, async () => {
-      const m = quantized(c.N, c.K, c.bits, c.group ?? c.K, c.M * 7 + c.N);
+      const m = randomQuantized(c.N, c.K, c.bits, c.group ?? c.K, c.M * 7 + c.N);
       const x = randomArray(c.M * c.K, 11);
       let b = c.bias ? randomArray(c.N, 12) : undefined;
       if (b && c.bias === "f16") b = b.map(f16Round);
@@ -73,7 +67,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
   for (const bits of [8, 4] as const) {
     Deno.test(`quantEmbedding ${design} q${bits}`, async () => {
       const V = 41, h = 48;
-      const m = quantized(V, h, bits, h, 5);
+      const m = randomQuantized(V, h, bits, h, 5);
       const ref = dequantize(m);
       const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design });
       const ids = Int32Array.from([0, 40, 7, 7, 23]);
@@ -131,7 +125,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
     ]
   ) {
     Deno.test(`dx through a frozen ${design} q${c.bits}${c.group ? ` g${c.group}` : ""} weight (LoRA on a quantized base)`, async () => {
-      const m = quantized(c.N, c.K, c.bits, c.group ?? c.K, 9);
+      const m = randomQuantized(c.N, c.K, c.bits, c.group ?? c.K, 9);
       const deq = dequantize(m);
       const dy = randomArray(c.M * c.N, 21);
       const w = uploadQuantWeight(gpu, { ...m, stored: storedBytes(m) }, { design });
@@ -161,7 +155,7 @@ for (const design of ["texture", "buffer"] as QuantDesign[]) {
 }
 
 Deno.test("uploadQuantWeight refuses a scale of the wrong length, naming the tensor", () => {
-  const m = quantized(8, 16, 8, 16, 3);
+  const m = randomQuantized(8, 16, 8, 16, 3);
   assert.throws(
     () =>
       uploadQuantWeight(gpu, { ...m, stored: storedBytes(m), scales: m.scales.subarray(0, 7) }, {

@@ -218,12 +218,20 @@ Deno.test("progress: carriage-return line on a TTY, plain lines otherwise, ETA a
     tokensPerSecond: 1234.5,
     samplesPerSecond: 2,
     skippedSteps: 1,
-    peakGpuBytes: 1024 ** 3,
+    gpuMemory: {
+      weights: 1024 ** 3,
+      adapters: 4 * 1024 ** 2,
+      gradients: 4 * 1024 ** 2,
+      optimizer: 8 * 1024 ** 2,
+      temporaries: 512 * 1024 ** 2,
+      total: 1024 ** 3 + 528 * 1024 ** 2,
+    },
     outputDir: "runs/x",
   });
   assert.match(summary, /best checkpoint\s+runs\/x\/checkpoint-100/);
   assert.match(summary, /runtime\s+1:02:05/);
   assert.match(summary, /last eval perplexity\s+4\.263/);
+  assert.match(summary, /peak GPU memory\s+.* resident: weights .* \+ optimizer .* at their peak /);
 });
 
 Deno.test("memory plan for the real ChatGLM-6B config is sane", async () => {

@@ -6,6 +6,7 @@
  */
 
 import { formatCount, formatDuration, type ProgressStream } from "../base/mod.ts";
+import type { GpuMemory } from "./gpu_memory.ts";
 
 export interface StepStatus {
   step: number;
@@ -117,8 +118,17 @@ export interface TrainSummary {
   tokensPerSecond: number;
   samplesPerSecond: number;
   skippedSteps: number;
-  peakGpuBytes: number | null;
+  /** Resident GPU memory at the run's peak (train/gpu_memory.ts), or null when unknown. */
+  gpuMemory: GpuMemory | null;
   outputDir: string;
+}
+
+/** The resident total and what it is made of (the pool's peak alone would leave out weights). */
+function formatGpuMemory(m: GpuMemory): string {
+  const b = (n: number) => formatCount(n, "B");
+  return `${b(m.total)} resident: weights ${b(m.weights)} + adapters ${b(m.adapters)} + ` +
+    `gradients ${b(m.gradients)} + optimizer ${b(m.optimizer)} + activations and temporaries ` +
+    `at their peak ${b(m.temporaries)}`;
 }
 
 /** The final summary as a two-column table. */
@@ -135,7 +145,7 @@ export function formatTrainSummary(s: TrainSummary): string {
     ["tokens/s", s.tokensPerSecond.toFixed(1)],
     ["samples/s", s.samplesPerSecond.toFixed(2)],
     ["skipped steps (NaN/Inf)", String(s.skippedSteps)],
-    ["peak GPU memory", s.peakGpuBytes === null ? "?" : formatCount(s.peakGpuBytes, "B")],
+    ["peak GPU memory", s.gpuMemory === null ? "?" : formatGpuMemory(s.gpuMemory)],
     ["output", s.outputDir],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));

@@ -21,6 +21,7 @@ import {
   prepareTrainingFor,
   profileReport,
   readTensor,
+  resetPoolPeak,
 } from "../core/mod.ts";
 import { buildDataset, loadConfig } from "../data/mod.ts";
 import { loadCheckpoint, type LoadedCheckpoint, type SaveHooks } from "./checkpoint.ts";
@@ -30,6 +31,7 @@ import { watchInterrupt } from "./interrupt.ts";
 import { createOptimizer } from "./optim/optimizer.ts";
 import { lossWindow } from "./optim/accumulate.ts";
 import { createTrainProgress, formatTrainSummary, type TrainSummary } from "./progress.ts";
+import { residentGpuMemory } from "./gpu_memory.ts";
 import { checkResumeCompatible, resolveResume, saveRunCheckpoint } from "./run_checkpoint.ts";
 import { lrAt, type ScheduleConfig, schedulerState } from "./schedule.ts";
 import { createTrainerState, logEval, logTrain, type TrainerState } from "./trainer_state.ts";
@@ -221,7 +223,6 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
     let tokensSeen = 0;
     let samplesSeen = 0;
     let logSum = 0, logCount = 0;
-    let peakGpu = 0;
     let interrupted = false;
     const epochAt = (s: number) => (s * accum) / stream.batchesPerEpoch;
 
@@ -258,6 +259,8 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
       if (result.warning) progress.note(result.warning);
     };
 
+    // The summary's peak is this run's: what loading held only for a while is not in it.
+    resetPoolPeak(model.gpu);
     if (config.evalOnStart && step === 0 && validSet.examples.length > 0) {
       // Before any update: the base (or the initial adapter) on the validation split.
       const entry = await evaluate(0, 0);
@@ -297,7 +300,6 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
         progress.note(`step ${step}: ${report.message ?? "skipped (non-finite gradients)"}`);
       }
       const gpuBytes = poolStats(model.gpu).bytesInUse;
-      peakGpu = Math.max(peakGpu, gpuBytes);
       const epoch = epochAt(step);
       progress.step({ step, totalSteps, epoch, loss: window.mean, lr, gpuBytes }, window.tokens);
       losses.push({ step, loss: window.mean });
@@ -349,7 +351,12 @@ export async function train(config: TrainConfig, options: TrainOptions = {}): Pr
       tokensPerSecond: runtime > 0 ? tokensSeen / runtime : 0,
       samplesPerSecond: runtime > 0 ? samplesSeen / runtime : 0,
       skippedSteps: skipped,
-      peakGpuBytes: peakGpu,
+      gpuMemory: residentGpuMemory(model.gpu, {
+        weights: model.parameters().values(),
+        adapters: tm.params.map((p) => p.param),
+        gradients: tm.params.map((p) => p.grad),
+        optimizerBytes: optimizer.stateBytes,
+      }),
       outputDir: config.outputDir,
     };
     log(formatTrainSummary(summary));

@@ -80,7 +80,13 @@ export { addScaledLayerNorm, layerNorm, rmsNorm } from "./layer_norm/layer_norm.
 export { softmax } from "./softmax/softmax.ts";
 export { reduce, type ReduceOp } from "./softmax/reduce.ts";
 export { layerNormBackward, type LayerNormGrads } from "./layer_norm/layer_norm_grad.ts";
-export { isQuantized, quantEmbedding, quantLinear } from "./matmul/quant.ts";
+export {
+  type InputGradRows,
+  isQuantized,
+  quantEmbedding,
+  quantInputGrad,
+  quantLinear,
+} from "./matmul/quant.ts";
 export { rmsNormBackward } from "./layer_norm/rms_norm_grad.ts";
 export { siluGate, siluGateBackward } from "./elementwise/silu_gate.ts";
 export {

@@ -39,5 +39,5 @@ export {
   uploadTensor,
   writeTensor,
 } from "./tensor.ts";
-export { type PoolStats, poolStats, sizeClass, trimPool } from "./pool.ts";
+export { type PoolStats, poolStats, resetPoolPeak, sizeClass, trimPool } from "./pool.ts";
 export { f16BitsToF32, f16Round, f32ToF16Bits, fromF16Bits, toF16Bits } from "./f16.ts";

@@ -167,6 +167,12 @@ export function poolStats(gpu: Gpu): PoolStats {
   return { ...poolOf(gpu).stats };
 }
 
+/** Starts a new `peakBytesInUse` from what is in use now (e.g. one training run's own peak). */
+export function resetPoolPeak(gpu: Gpu): void {
+  const { stats } = poolOf(gpu);
+  stats.peakBytesInUse = stats.bytesInUse;
+}
+
 /** Destroys every cached (free) buffer, returning their memory to the driver. */
 export function trimPool(gpu: Gpu): void {
   const pool = poolOf(gpu);

@@ -103,6 +103,8 @@ export interface Optimizer {
   recordZeroGrads(rec: Recording): void;
   exportState(): Promise<OptimizerState>;
   importState(state: OptimizerState): void;
+  /** Bytes of the GPU buffers it owns: m, v and the step's scratch (not params or grads). */
+  readonly stateBytes: number;
   /** Frees m, v and the scratch buffers (the params and grads belong to the caller). */
   destroy(): void;
 }
@@ -197,6 +199,7 @@ export function createOptimizer(
   return {
     tensors,
     hyper: h,
+    stateBytes: owned.reduce((n, b) => n + b.size, 0),
     get step() {
       return slots.length ? slots[0].step : 0;
     },

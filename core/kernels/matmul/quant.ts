@@ -666,12 +666,161 @@ fn main(${WG_BUILTINS}) {
 
 // --- input gradient: dx = dy · W (training a LoRA on a quantized, frozen base) -----------------
 
+/** Rows of dy per invocation the input gradient may take (a pipeline per tile). */
+export type InputGradRows = 1 | 2 | 4 | 8;
+
+/**
+ * Rows of dy per invocation for `M` rows: each invocation reads and unpacks its weight words once
+ * for the whole tile, so the weight is read ⌈M / R⌉ times instead of M (the QLoRA step's cost).
+ */
+function inputGradRows(M: number): InputGradRows {
+  return M >= 8 ? 8 : M >= 4 ? 4 : M >= 2 ? 2 : 1;
+}
+
+/**
+ * WGSL of the input gradient for a tile of `R` rows of dy per invocation. One invocation owns a
+ * tile of rows and a span of K (texture: a texel column, 4 words; buffer: one word) and walks all
+ * of the weight's rows n: each word is fetched and unpacked once, then multiplied into the R rows'
+ * accumulators (`acc{r}_{w}_{h}`: row r, word w, values 4h..4h+3 of the word), dy · scale per row.
+ */
+function inputGradCode(design: "texture" | "buffer", bits: 4 | 8, R: number): string {
+  const per = 32 / bits;
+  const halves = bits === 8 ? ["q8"] : ["q4lo", "q4hi"];
+  const words = design === "texture" ? 4 : 1;
+  const acc: string[] = [];
+  for (let r = 0; r < R; r++) {
+    for (let w = 0; w < words; w++) {
+      for (let h = 0; h < halves.length; h++) acc.push(`var acc${r}_${w}_${h} = vec4<f32>(0.0);`);
+    }
+  }
+  /** Word `w` (of 4 rows as a vec4<u32> `t`, texture; one row's u32 `t`, buffer) into the tile. */
+  const products = (w: number, t: string, s: string, dy: (r: number) => string) => {
+    const lines: string[] = [];
+    halves.forEach((f, h) => {
+      lines.push(
+        design === "texture"
+          ? `let u${w}_${h} = mat4x4<f32>(${f}(${t}.x), ${f}(${t}.y), ${f}(${t}.z), ${f}(${t}.w));`
+          : `let u${w}_${h} = ${f}(${t});`,
+      );
+    });
+    for (let r = 0; r < R; r++) {
+      lines.push(`let ds${r}_${w} = ${dy(r)} * ${s};`);
+      halves.forEach((_, h) => lines.push(`acc${r}_${w}_${h} += u${w}_${h} * ds${r}_${w};`));
+    }
+    return lines;
+  };
+  const body: string[] = [];
+  let head: string;
+  let decl: string;
+  if (design === "texture") {
+    // 4 rows n0..n0+3 per step: their texels of column jt, word w of each side by side.
+    decl = `@group(0) @binding(1) var Bt: texture_2d<u32>;
+@group(0) @binding(2) var St: texture_2d<f32>;`;
+    head = `let TW = (P.W + 3u) / 4u;
+  if (e >= tiles * TW) { return; }
+  let mt = e / TW;
+  let kw0 = 4u * (e - mt * TW);`;
+    for (let i = 0; i < 4; i++) {
+      body.push(
+        `let t_${i} = textureLoad(Bt, vec2<u32>(kw0 / 4u, min(4u * g + ${i}u, P.rows - 1u)), 0);`,
+      );
+    }
+    body.push("let n0 = P.rowStart + 4u * g;");
+    for (let r = 0; r < R; r++) {
+      body.push(
+        `let dy${r} = vec4<f32>(${
+          [0, 1, 2, 3].map((i) => `ldy(m0 + ${r}u, n0 + ${i}u)`).join(", ")
+        });`,
+      );
+    }
+    for (let w = 0; w < 4; w++) {
+      const comp = "xyzw"[w];
+      body.push(
+        `let sg${w} = min((kw0 + ${w}u) / P.wordsPerGroup, P.groups - 1u);`,
+        `let s${w} = textureLoad(St, vec2<u32>(sg${w}, g), 0);`,
+        `let t${w} = vec4<u32>(t_0.${comp}, t_1.${comp}, t_2.${comp}, t_3.${comp});`,
+        ...products(w, `t${w}`, `s${w}`, (r) => `dy${r}`),
+      );
+    }
+  } else {
+    decl = `@group(0) @binding(1) var<storage, read> Q: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+fn scale(i: u32) -> f32 { return unpack2x16float(S[i >> 1u])[i & 1u]; }`;
+    head = `if (e >= tiles * P.W) { return; }
+  let mt = e / P.W;
+  let kw0 = e - mt * P.W;
+  let sg = min(kw0 / P.wordsPerGroup, P.groups - 1u);`;
+    body.push(
+      "let row = P.rowStart + g;",
+      "let s = scale(row * P.groups + sg);",
+      "let t = Q[g * P.W + kw0];",
+      ...products(0, "t", "s", (r) => `ldy(m0 + ${r}u, row)`),
+    );
+  }
+  const stores: string[] = [];
+  for (let r = 0; r < R; r++) {
+    const rowStores: string[] = [];
+    for (let w = 0; w < words; w++) {
+      halves.forEach((_, h) => {
+        rowStores.push(`put(m0 + ${r}u, (kw0 + ${w}u) * ${per}u + ${4 * h}u, acc${r}_${w}_${h});`);
+      });
+    }
+    stores.push(`if (m0 + ${r}u < P.M) {\n    ${rowStores.join("\n    ")}\n  }`);
+  }
+  return `
+struct Params { M: u32, N: u32, K: u32, W: u32, rowStart: u32, rows: u32,
+  accumulate: u32, wordsPerGroup: u32, groups: u32, pad0: u32, pad1: u32, pad2: u32 };
+@group(0) @binding(0) var<uniform> P: Params;
+${decl}
+@group(0) @binding(3) var<storage, read> DY: array<f32>;
+${declareOutput(4, "DX")}
+${UNPACK}
+// dy[m, n], 0 past this block's rows (the last step of 4 rows may run over); a tile's rows past
+// M read row M − 1 and are not stored.
+fn ldy(m: u32, n: u32) -> f32 {
+  if (n >= P.rowStart + P.rows) { return 0.0; }
+  return DY[min(m, P.M - 1u) * P.N + n];
+}
+// dx[m, k..k+3] (those below K), added to what an earlier block wrote.
+fn put(m: u32, k: u32, v: vec4<f32>) {
+  for (var j = 0u; j < 4u; j++) {
+    if (k + j < P.K) {
+      let o = m * P.K + k + j;
+      var x = v[j];
+      if (P.accumulate == 1u) { x += DX[o]; }
+      DX[o] = x;
+    }
+  }
+}
+@compute @workgroup_size(64)
+fn main(${WG_BUILTINS}) {
+  let e = ${WG_INDEX} * 64u + lid.x;
+  let tiles = (P.M + ${R - 1}u) / ${R}u;
+  ${head}
+  let m0 = mt * ${R}u;
+  ${acc.join("\n  ")}
+  for (var g = 0u; g < ${design === "texture" ? "(P.rows + 3u) / 4u" : "P.rows"}; g++) {
+    ${body.join("\n    ")}
+  }
+  ${stores.join("\n  ")}
+}
+`;
+}
+
 /**
  * `dy[..., N] · W` for a quantized W [N, K] → f32 [..., K]: the input gradient through a frozen
- * int8/int4 weight. One invocation per (row of dy, 32-bit word of W's rows) walks all N, so the
- * weight is read once per row of dy; written into `out` when given (e.g. a row slice).
+ * int8/int4 weight; written into `out` when given (e.g. a row slice). One invocation per (tile of
+ * `rows` rows of dy, span of K) walks all N, so the weight is read once per tile of rows (default:
+ * up to 8 rows, by M); `rows: 1` reads it once per row (the kernel before tiling, kept for the A/B
+ * in bench/quant.ts).
  */
-export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tensor): Tensor {
+export function quantInputGrad(
+  rec: Recording,
+  w: Tensor,
+  dy: Tensor,
+  out?: Tensor,
+  options: { rows?: InputGradRows } = {},
+): Tensor {
   const q = w.quant;
   if (!q) throw new GpuError(`quantInputGrad: ${w.label ?? "weight"} is not quantized`);
   expectDtype(dy, "quantInputGrad", "dy", ["f32"]);
@@ -684,124 +833,50 @@ export function quantInputGrad(rec: Recording, w: Tensor, dy: Tensor, out?: Tens
   const M = numel(dy.shape) / N;
   const dx = outputTensor(rec, "quantInputGrad", [...dy.shape.slice(0, -1), K], out);
   if (M === 0 || K === 0) return dx;
+  const R = options.rows ?? inputGradRows(M);
+  const tiles = Math.ceil(M / R);
   const per = 32 / q.bits;
-  // One word `t` of 4 rows (vec4<u32>) times `ds` (dy · scale of the 4 rows) into the word's
-  // values of K: `${a}0` (and `${a}1`, int4's second 4).
-  const decl = (a: string) => `var ${a}0 = vec4<f32>(0.0);\n  var ${a}1 = vec4<f32>(0.0);`;
-  const unpack = (t: string, ds: string, a: string) =>
-    q.bits === 8
-      ? `${a}0 += mat4x4<f32>(q8(${t}.x), q8(${t}.y), q8(${t}.z), q8(${t}.w)) * ${ds};`
-      : `${a}0 += mat4x4<f32>(q4lo(${t}.x), q4lo(${t}.y), q4lo(${t}.z), q4lo(${t}.w)) * ${ds};\n    ` +
-        `${a}1 += mat4x4<f32>(q4hi(${t}.x), q4hi(${t}.y), q4hi(${t}.z), q4hi(${t}.w)) * ${ds};`;
-  const store = (kw: string, a: string) => `
-  for (var j = 0u; j < ${per}u; j++) {
-    let k = (${kw}) * ${per}u + j;
-    if (k < P.K) {
-      var v = 0.0;
-      if (j < 4u) { v = ${a}0[j]; } else { v = ${a}1[j - 4u]; }
-      let o = m * P.K + k;
-      if (P.accumulate == 1u) { v += DX[o]; }
-      DX[o] = v;
-    }
-  }`;
-  const params = `struct Params { M: u32, N: u32, K: u32, W: u32, rowStart: u32, rows: u32,
-  accumulate: u32, wordsPerGroup: u32, groups: u32, pad0: u32, pad1: u32, pad2: u32 };
-@group(0) @binding(0) var<uniform> P: Params;`;
-  const ldy = `fn ldy(m: u32, n: u32) -> f32 {
-  if (n >= P.rowStart + P.rows) { return 0.0; }
-  return DY[m * P.N + n];
-}`;
   const groups = (q as QuantTextureStorage | QuantBufferStorage).groups;
   const wordsPerGroup = groups > 1 ? q.groupSize / per : Number.MAX_SAFE_INTEGER >>> 0;
   const W = (q as QuantTextureStorage | QuantBufferStorage).wordsPerRow;
+  const pipeline = getPipeline(
+    rec.gpu,
+    `quant-input-grad:${q.design}:q${q.bits}:r${R}`,
+    () => inputGradCode(q.design as "texture" | "buffer", q.bits, R),
+  );
+  const params = (rowStart: number, rows: number, i: number) => [
+    M,
+    N,
+    K,
+    W,
+    rowStart,
+    rows,
+    i === 0 ? 0 : 1,
+    wordsPerGroup,
+    groups,
+    0,
+    0,
+    0,
+  ];
   if (q.design === "texture") {
-    const tq = q as QuantTextureStorage;
-    // One invocation per texel column (4 words of K): the 4 rows' texels at once.
     const TW = Math.ceil(W / 4);
-    const words = [0, 1, 2, 3].map((w) => {
-      const comp = "xyzw"[w];
-      return `let sg${w} = min((4u * jt + ${w}u) / P.wordsPerGroup, P.groups - 1u);
-    let ds${w} = dy4 * textureLoad(St, vec2<u32>(sg${w}, g), 0);
-    let t${w} = vec4<u32>(t_0.${comp}, t_1.${comp}, t_2.${comp}, t_3.${comp});
-    ${unpack(`t${w}`, `ds${w}`, `acc${w}_`)}`;
-    });
-    const pipeline = getPipeline(rec.gpu, `quant-input-grad:texture:q${q.bits}`, () => `
-${params}
-@group(0) @binding(1) var Bt: texture_2d<u32>;
-@group(0) @binding(2) var St: texture_2d<f32>;
-@group(0) @binding(3) var<storage, read> DY: array<f32>;
-${declareOutput(4, "DX")}
-${UNPACK}
-${ldy}
-@compute @workgroup_size(64)
-fn main(${WG_BUILTINS}) {
-  let e = ${WG_INDEX} * 64u + lid.x;
-  let TW = (P.W + 3u) / 4u;
-  if (e >= P.M * TW) { return; }
-  let m = e / TW;
-  let jt = e - m * TW;
-  ${[0, 1, 2, 3].map((w) => decl(`acc${w}_`)).join("\n  ")}
-  let G = (P.rows + 3u) / 4u;
-  for (var g = 0u; g < G; g++) {
-    ${
-      [0, 1, 2, 3].map((i) =>
-        `let t_${i} = textureLoad(Bt, vec2<u32>(jt, min(4u * g + ${i}u, P.rows - 1u)), 0);`
-      ).join("\n    ")
-    }
-    let n0 = P.rowStart + 4u * g;
-    let dy4 = vec4<f32>(ldy(m, n0), ldy(m, n0 + 1u), ldy(m, n0 + 2u), ldy(m, n0 + 3u));
-    ${words.join("\n    ")}
-  }
-  ${
-      [0, 1, 2, 3].map((w) =>
-        `if (4u * jt + ${w}u < P.W) {${store(`4u * jt + ${w}u`, `acc${w}_`)}\n  }`
-      ).join("\n  ")
-    }
-}
-`);
-    tq.blocks.forEach((b, i) => {
+    (q as QuantTextureStorage).blocks.forEach((b, i) => {
       recordDispatch(
         rec,
         pipeline,
-        [M, N, K, W, b.rowStart, b.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+        params(b.rowStart, b.rows, i),
         [b.weights.createView(), b.scales.createView(), bindingOf(dy), bindingOf(dx)],
-        grid(rec.gpu, Math.ceil((M * TW) / 64)),
+        grid(rec.gpu, Math.ceil((tiles * TW) / 64)),
       );
     });
   } else {
-    const pipeline = getPipeline(rec.gpu, `quant-input-grad:buffer:q${q.bits}`, () => `
-${params}
-@group(0) @binding(1) var<storage, read> Q: array<u32>;
-@group(0) @binding(2) var<storage, read> S: array<u32>;
-@group(0) @binding(3) var<storage, read> DY: array<f32>;
-${declareOutput(4, "DX")}
-${UNPACK}
-${ldy}
-fn scale(i: u32) -> f32 { return unpack2x16float(S[i >> 1u])[i & 1u]; }
-@compute @workgroup_size(64)
-fn main(${WG_BUILTINS}) {
-  let e = ${WG_INDEX} * 64u + lid.x;
-  if (e >= P.M * P.W) { return; }
-  let m = e / P.W;
-  let kw = e - m * P.W;
-  let sg = min(kw / P.wordsPerGroup, P.groups - 1u);
-  ${decl("acc")}
-  for (var n = 0u; n < P.rows; n++) {
-    let t = vec4<u32>(Q[n * P.W + kw], 0u, 0u, 0u);
-    let row = P.rowStart + n;
-    let ds = vec4<f32>(DY[m * P.N + row] * scale(row * P.groups + sg), 0.0, 0.0, 0.0);
-    ${unpack("t", "ds", "acc")}
-  }
-  ${store("kw", "acc")}
-}
-`);
     dispatchWordChunks(
       rec,
       pipeline,
       w,
-      (c, i) => [M, N, K, W, c.rowStart, c.rows, i === 0 ? 0 : 1, wordsPerGroup, groups, 0, 0, 0],
+      (c, i) => params(c.rowStart, c.rows, i),
       [bindingOf(dy), bindingOf(dx)],
-      grid(rec.gpu, Math.ceil((M * W) / 64)),
+      grid(rec.gpu, Math.ceil((tiles * W) / 64)),
     );
   }
   return dx;

@@ -10,6 +10,7 @@ import type { Gpu } from "../../gpu/device.ts";
 import type { Embedding } from "../../nn/embedding.ts";
 import type { LayerNorm } from "../../nn/layer_norm.ts";
 import type { Linear } from "../../nn/linear.ts";
+import type { LoraLinear } from "../../nn/lora_linear.ts";
 import { releaseTensor, type Tensor } from "../../tensor/tensor.ts";
 import type { LoraAdapter } from "../../adapters/lora_weights.ts";
 import { blockLinears, type ChatGLMBlock } from "./block.ts";
@@ -61,27 +62,13 @@ export interface StepProfile {
   readMs: number;
 }
 
-export interface ChatGLMModel {
-  readonly config: ChatGLMConfig;
-  /** Storage dtype of the base weights (compute is f32). */
-  readonly dtype: WeightDtype;
-  readonly gpu: Gpu;
-  /** Longest sequence (prompt + generated) this model instance accepts. */
-  readonly maxContext: number;
-  /** Where the weights came from. */
-  readonly source: string;
-  readonly embedding: Embedding;
-  readonly layers: ChatGLMBlock[];
-  readonly finalLayerNorm: LayerNorm;
-  readonly lmHead: Linear;
-  /**
-   * Largest activation buffer of one pass (default: the device's maxStorageBufferBindingSize);
-   * a prefill whose activations exceed it runs in groups of rows.
-   */
-  readonly maxActivationBytes?: number;
-  /** The attached LoRA adapter (null when none or after a merge). */
-  adapter: LoraAdapter | null;
-  /** Logits [b, s, V] for left-padded ChatGLM inputs; masks and positions derived from the ids. */
+/**
+ * The methods of a model object, the same list for every architecture (ChatGLM, the Llama family):
+ * each one of the architecture's step functions (its {@link ModelSteps}) after checking the model
+ * was not disposed, or a cache operation common to all of them.
+ */
+export interface ModelMethods {
+  /** Logits [b, s, V] for left-padded inputs; masks and positions derived from the ids. */
   forward(inputIds: number[][], options?: ForwardOptions): Promise<Float32Array>;
   /** An empty KV cache for `batch` rows of up to `maxLen` positions (default maxContext). */
   createCache(batch: number, maxLen?: number): ChatGLMCache;
@@ -117,7 +104,10 @@ export interface ChatGLMModel {
   endGroups(cache: ChatGLMCache): void;
   /** Marks a slot free (its rows are overwritten by the next prefillSlot). */
   releaseSlot(cache: ChatGLMCache, slot: number): void;
-  /** Every base parameter by checkpoint name. */
+  /**
+   * Every base parameter by checkpoint name (a tied output layer's name may map to the
+   * embedding's tensor).
+   */
   parameters(): Map<string, Tensor>;
   /** Releases every GPU tensor of the model (and its adapter). */
   dispose(): void;
@@ -126,63 +116,50 @@ export interface ChatGLMModel {
   profiler: ((p: StepProfile) => void) | null;
 }
 
-/** Parts a model is assembled from (see load.ts): its fields without the methods. */
-export type ChatGLMParts = Pick<
-  ChatGLMModel,
-  | "config"
-  | "dtype"
-  | "gpu"
-  | "maxContext"
-  | "source"
-  | "embedding"
-  | "layers"
-  | "finalLayerNorm"
-  | "lmHead"
-  | "adapter"
-  | "maxActivationBytes"
->;
-
-/** Builds the model object around its parts. */
-export function assembleChatGLM(parts: ChatGLMParts): ChatGLMModel {
-  return new ChatGLM(parts);
+/** One architecture's step functions, each taking the model first: what its methods run. */
+export interface ModelSteps<M> {
+  forward(model: M, inputIds: number[][], options?: ForwardOptions): Promise<Float32Array>;
+  createCache(model: M, batch: number, maxLen?: number): ChatGLMCache;
+  prefill(
+    model: M,
+    inputIds: number[][],
+    cache: ChatGLMCache,
+    options?: PrefillOptions,
+  ): Promise<Float32Array>;
+  decodeStep(model: M, nextIds: number[], cache: ChatGLMCache): Promise<Float32Array>;
+  prefillSlot(model: M, ids: number[], cache: ChatGLMCache, slot: number): Promise<Float32Array>;
+  prefillSlots(model: M, entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array>;
+  decodeSlots(model: M, steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array>;
+  decodeSlotsGroup(model: M, group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array>;
+  parameters(model: M): Map<string, Tensor>;
+  /** The linear layers that may carry a LoRA (its tensors are released with the model). */
+  loraLinears(model: M): Iterable<LoraLinear>;
 }
 
-/** The model: its parts, and each method one of the step functions (or a check around it). */
-class ChatGLM implements ChatGLMModel {
-  readonly config: ChatGLMConfig;
-  readonly dtype: WeightDtype;
-  readonly gpu: Gpu;
-  readonly maxContext: number;
-  readonly source: string;
-  readonly embedding: Embedding;
-  readonly layers: ChatGLMBlock[];
-  readonly finalLayerNorm: LayerNorm;
-  readonly lmHead: Linear;
-  readonly maxActivationBytes?: number;
-  adapter: LoraAdapter | null;
+/** A model's fields: everything but the methods (what load.ts assembles). */
+export type PartsOf<M extends ModelMethods> = Omit<M, keyof ModelMethods>;
+
+/**
+ * The model object of every architecture: its parts, and each method the architecture's step
+ * function (or a check around it). One class, so the method list lives once.
+ */
+class StepModel<M extends ModelMethods> implements ModelMethods {
   disposed = false;
   profiler: ((p: StepProfile) => void) | null = null;
+  readonly #steps: ModelSteps<M>;
+  readonly #source: string;
 
-  constructor(parts: ChatGLMParts) {
-    this.config = parts.config;
-    this.dtype = parts.dtype;
-    this.gpu = parts.gpu;
-    this.maxContext = parts.maxContext;
-    this.source = parts.source;
-    this.embedding = parts.embedding;
-    this.layers = parts.layers;
-    this.finalLayerNorm = parts.finalLayerNorm;
-    this.lmHead = parts.lmHead;
-    this.maxActivationBytes = parts.maxActivationBytes;
-    this.adapter = parts.adapter;
+  constructor(steps: ModelSteps<M>, source: string) {
+    this.#steps = steps;
+    this.#source = source;
   }
 
   async forward(inputIds: number[][], options?: ForwardOptions): Promise<Float32Array> {
-    return await forward(this.live(), inputIds, options);
+    return await this.#steps.forward(this.live(), inputIds, options);
   }
 
   createCache(batch: number, maxLen?: number): ChatGLMCache {
-    return createCache(this.live(), batch, maxLen);
+    return this.#steps.createCache(this.live(), batch, maxLen);
   }
 
   async prefill(
@@ -190,27 +167,27 @@ class ChatGLM implements ChatGLMModel {
     cache: ChatGLMCache,
     options?: PrefillOptions,
   ): Promise<Float32Array> {
-    return await prefill(this.live(), ids, cache, options);
+    return await this.#steps.prefill(this.live(), ids, cache, options);
   }
 
   async decodeStep(nextIds: number[], cache: ChatGLMCache): Promise<Float32Array> {
-    return await decodeStep(this.live(), nextIds, cache);
+    return await this.#steps.decodeStep(this.live(), nextIds, cache);
   }
 
   async prefillSlot(ids: number[], cache: ChatGLMCache, slot: number): Promise<Float32Array> {
-    return await prefillSlot(this.live(), ids, cache, slot);
+    return await this.#steps.prefillSlot(this.live(), ids, cache, slot);
   }
 
   async prefillSlots(entries: SlotPrompt[], cache: ChatGLMCache): Promise<Float32Array> {
-    return await prefillSlots(this.live(), entries, cache);
+    return await this.#steps.prefillSlots(this.live(), entries, cache);
   }
 
   async decodeSlots(steps: SlotStep[], cache: ChatGLMCache): Promise<Float32Array> {
-    return await decodeSlots(this.live(), steps, cache);
+    return await this.#steps.decodeSlots(this.live(), steps, cache);
   }
 
   async decodeSlotsGroup(group: SlotGroup, cache: ChatGLMCache): Promise<Int32Array> {
-    return await decodeSlotsGroup(this.live(), group, cache);
+    return await this.#steps.decodeSlotsGroup(this.live(), group, cache);
   }
 
   rewindSlot(cache: ChatGLMCache, slot: number, length: number): void {
@@ -226,29 +203,78 @@ class ChatGLM implements ChatGLMModel {
   }
 
   parameters(): Map<string, Tensor> {
-    return modelParameters(this);
+    return this.#steps.parameters(this as unknown as M);
   }
 
   dispose(): void {
     if (this.disposed) return;
     // A tied output layer shares the embedding's tensor: release each tensor once.
     for (const t of new Set(this.parameters().values())) releaseTensor(t);
-    for (const layer of this.layers) {
-      for (const lin of blockLinears(layer)) {
-        if (!lin.lora) continue;
-        releaseTensor(lin.lora.a);
-        releaseTensor(lin.lora.b);
-        lin.lora = null;
-      }
+    for (const lin of this.#steps.loraLinears(this as unknown as M)) {
+      if (!lin.lora) continue;
+      releaseTensor(lin.lora.a);
+      releaseTensor(lin.lora.b);
+      lin.lora = null;
     }
     this.disposed = true;
   }
 
   /** This model, after checking it was not disposed. */
-  private live(): this {
-    if (this.disposed) throw new Error(`model ${this.source} was disposed`);
-    return this;
+  private live(): M {
+    if (this.disposed) throw new Error(`model ${this.#source} was disposed`);
+    return this as unknown as M;
   }
+}
+
+/** Builds the model object of an architecture around its parts and step functions. */
+export function assembleModel<M extends ModelMethods & { readonly source: string }>(
+  parts: PartsOf<M>,
+  steps: ModelSteps<M>,
+): M {
+  return Object.assign(new StepModel(steps, parts.source), parts) as unknown as M;
+}
+
+export interface ChatGLMModel extends ModelMethods {
+  readonly config: ChatGLMConfig;
+  /** Storage dtype of the base weights (compute is f32). */
+  readonly dtype: WeightDtype;
+  readonly gpu: Gpu;
+  /** Longest sequence (prompt + generated) this model instance accepts. */
+  readonly maxContext: number;
+  /** Where the weights came from. */
+  readonly source: string;
+  readonly embedding: Embedding;
+  readonly layers: ChatGLMBlock[];
+  readonly finalLayerNorm: LayerNorm;
+  readonly lmHead: Linear;
+  /**
+   * Largest activation buffer of one pass (default: the device's maxStorageBufferBindingSize);
+   * a prefill whose activations exceed it runs in groups of rows.
+   */
+  readonly maxActivationBytes?: number;
+  /** The attached LoRA adapter (null when none or after a merge). */
+  adapter: LoraAdapter | null;
+}
+
+/** Parts a model is assembled from (see load.ts): its fields without the methods. */
+export type ChatGLMParts = PartsOf<ChatGLMModel>;
+
+const CHATGLM_STEPS: ModelSteps<ChatGLMModel> = {
+  forward,
+  createCache,
+  prefill,
+  decodeStep,
+  prefillSlot,
+  prefillSlots,
+  decodeSlots,
+  decodeSlotsGroup,
+  parameters: modelParameters,
+  loraLinears: (model) => model.layers.flatMap(blockLinears),
+};
+
+/** Builds the model object around its parts. */
+export function assembleChatGLM(parts: ChatGLMParts): ChatGLMModel {
+  return assembleModel<ChatGLMModel>(parts, CHATGLM_STEPS);
 }
 
 /** Every base parameter by checkpoint name, in the checkpoint's order. */
