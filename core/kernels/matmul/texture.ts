@@ -238,7 +238,8 @@ function createGrid(
         size: [Math.ceil(c.len / per), Math.max(1, r.count)],
         format,
         // COPY_SRC: the texture can be read back (tests compare the two ways of filling it).
-        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_SRC | extraUsage,
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+          GPUTextureUsage.COPY_SRC | extraUsage,
         label: `${w.label ?? "weight"} texture ${textures.length}`,
       }));
     }
@@ -454,7 +455,7 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
       for (let q = 0; q < C4 / 2; q++) {
         const t = `t${q}_${j}`;
         body.push(
-          `let ${t} = textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}), 0);`,
+          `let ${t} = textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}));`,
           `let b${2 * q}_${j} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
           `let b${2 * q + 1}_${j} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
         );
@@ -462,7 +463,7 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
     } else {
       for (let c = 0; c < C4; c++) {
         body.push(
-          `let b${c}_${j} = textureLoad(Bt, vec2<u32>(min(${g} + ${c}u, P.G - 1u), ${k}), 0);`,
+          `let b${c}_${j} = textureLoad(Bt, vec2<u32>(min(${g} + ${c}u, P.G - 1u), ${k}));`,
         );
       }
     }
@@ -490,7 +491,7 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   if (!f16) {
     for (let c = 0; c < C4; c++) {
       for (let i = 0; i < 4; i++) {
-        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}));`);
       }
       body.push(`let L${c} = ${mat("l", c)};`);
       for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r} * L${c};`);
@@ -501,14 +502,14 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   // the high halves against the second, so only one activation texel per row is live at a time.
   for (let c = 0; c < C4; c++) {
     for (let i = 0; i < 4; i++) {
-      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}));`);
     }
   }
   for (const [half, lanes, sfx] of [["l", "xy", ""], ["h", "zw", "h"]] as const) {
     for (let r = 0; r < R; r++) {
       const row = `min(m0 + ${r}u, P.M - 1u)`;
       const x = sfx ? "2u * kk + 1u" : "2u * kk";
-      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}), 0);`);
+      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}));`);
     }
     for (let c = 0; c < C4; c++) {
       for (let i = 0; i < 4; i++) {
@@ -539,12 +540,12 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias:
   // (nk f16 loads its two activation texels per row inside its body.)
   const aLoads: string[] = [];
   for (let r = 0; r < R && !(form === "nk" && f16); r++) {
-    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`);
+    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)));`);
   }
   const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
   return `
-${TextureParams.wgsl}@group(0) @binding(1) var At: texture_2d<f32>;
-@group(0) @binding(2) var Bt: texture_2d<${f16 ? "u32" : "f32"}>;
+${TextureParams.wgsl}@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var Bt: texture_storage_2d<${f16 ? "rgba32uint" : "rgba32float"}, read>;
 ${declareOutput(3, "C")}
 ${declareInput(4, "bias", bias)}
 fn store4(m: u32, n: u32, v: vec4<f32>) {
