@@ -115,7 +115,7 @@ function ourTimer(
 }
 
 /** A baseline checkout's core: its API, its own device, and its upload. */
-interface Baseline {
+export interface Baseline {
   ref: string;
   core: CoreApi & { uploadTensor: typeof uploadTensor };
   gpu: Gpu;
@@ -124,7 +124,7 @@ interface Baseline {
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-async function loadBaseline(ref: string): Promise<Baseline> {
+export async function loadBaseline(ref: string): Promise<Baseline> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-matmul-baseline-" });
   const archive = await new Deno.Command("git", {
     args: ["-C", ROOT, "archive", ref, "core", "base"],
