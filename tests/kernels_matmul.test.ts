@@ -205,6 +205,10 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
     [17, 8, 4],
     [40, 72, 36],
     [12, 16, 260], // prefill with K past the short-K kernel's: the split-K tile
+    // f16 weights' own nk tiles (1 × 16, 16 × 8): odd M, N not a multiple of the tile, split K.
+    [1, 24, 520],
+    [25, 40, 300],
+    [16, 8, 1030],
   ];
   for (const [i, [M, N, K]] of shapes.entries()) {
     for (const dtype of ["f32", "f16"] as const) {

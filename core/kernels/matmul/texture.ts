@@ -27,8 +27,13 @@
  *   K, so the lanes of a SIMD batch read neighbouring texels; the partial tiles are summed through
  *   workgroup memory once at the end. Measured against one tile per invocation (whole K):
  *   +25–60% at M = 1, +10–25% at M = 16 and 512.
- * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9); "tile-shortk" for short K.
- * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
+ * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9; 16 × 8 for f16 weights in
+ *   the nk form); "tile-shortk" for short K.
+ * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8; 1 × 16
+ *   at M = 1 for f16 weights in the nk form).
+ * - Both textures are bound as read-only storage textures: llvmpipe's image-load path is much
+ *   cheaper per fetch than its sampler path (measured, same run: M = 1 2.1–2.7×, M = 16 1.3–2.3×
+ *   over the sampled `texture_2d` reads this design began with).
  */
 
 import type { Gpu } from "../../gpu/device.ts";
@@ -107,6 +112,17 @@ export const SHORT_K4 = 32;
 export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8, splitK: true };
 /** Decode (M = 1): one row × 32 columns. */
 export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8, splitK: true };
+/**
+ * The forward (nk) form with f16 weights has its own tiles: its loop body holds a texel's 8
+ * unpacked weights beside the accumulators, and on llvmpipe a 16 × 16 tile of those spills.
+ * Measured with read-only storage textures (GFLOP/s, same run, K×N 4096×16384 / 4096×12288 /
+ * 16384×4096): M = 1, 1×16 vs 1×32: 5.1 vs 4.5, 3.0 vs 2.1, 4.5 vs 2.9; M = 16, 16×8 vs 16×16:
+ * 18.2 vs 9.6, 13.3 vs 10.0, 25.6 vs 19.2; M = 128 (4096×4096) 13.3 vs 9.5 and 20.2 (best) —
+ * while f32 weights keep their 16 × 16 tile (16 × 8 at M = 16: 19.6 vs 22.8, 14.0 vs 16.4).
+ */
+export const ROWS_KERNEL_F16: TextureKernel = { name: "rows", R: 1, C4: 4, splitK: true };
+/** Prefill and M ≥ 9 with f16 weights in the nk form: 16 × 8 (see {@link ROWS_KERNEL_F16}). */
+export const TILE_KERNEL_F16: TextureKernel = { name: "tile", R: 16, C4: 2, splitK: true };
 
 /**
  * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
@@ -155,10 +171,11 @@ export function textureKernelFor(
   // Three variants only: each costs a cold compile of 0.1–1 s on llvmpipe. Measured (4096×12288,
   // f16 weights, GFLOP/s): M = 1: 1×32 4.7, 4×32 3.7; M = 4: 1×32 5.3, 4×32 13.4, 16×16 5.6;
   // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
-  if (rows === 1) return ROWS_KERNEL;
+  const nkF16 = p.transposeB && b.dtype === "f16";
+  if (rows === 1) return nkF16 ? ROWS_KERNEL_F16 : ROWS_KERNEL;
   if (rows <= 8) return ROWS4_KERNEL;
   if (Math.ceil(Math.min(p.K, sliceElements(rec.gpu)) / 4) <= SHORT_K4) return SHORT_K_KERNEL;
-  return TILE_KERNEL;
+  return nkF16 ? TILE_KERNEL_F16 : TILE_KERNEL;
 }
 
 /** Rows [start, start + count) of storage chunk `chunk`, from its row `y0`: one texture height. */
