@@ -6,7 +6,7 @@
  * 8 wide (one SIMD batch).
  *
  * - B (the weight) is a texture in its storage's own row-major order: texel (j, y) holds
- *   B[y, 8j..8j+7] as 8 halves in an rgba32uint texel (f16) or B[y, 4j..4j+3] as rgba32float
+ *   B[y, 8j..8j+7] as 8 halves in a 16-byte texel (f16, see `f16Texel`) or B[y, 4j..4j+3] as rgba32float
  *   (f32); texture height = rows of the block, width = ⌈row length / 8 (or 4)⌉, zero past the
  *   row's end. A loader therefore uploads a weight with `writeTexture` straight from the file's
  *   bytes, without transforming them on the CPU (the former k-major layout was a transposition
@@ -126,10 +126,22 @@ export const TILE_KERNEL_F16: TextureKernel = { name: "tile", R: 16, C4: 2, spli
 
 /**
  * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
- * per rgba32uint texel, unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
+ * per 16-byte texel (see {@link f16Texel}), unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
  * widened by the texture unit, was no faster than f32 and slower than f16x8.)
  */
 type WeightLayout = "f32" | "f16x8";
+
+/**
+ * f16x8 texels are rgba32float textures too, holding the bits of 8 halves, only moved and
+ * bitcast to words in the kernels (never used as floats, so llvmpipe's flush-to-zero of denormal
+ * operands does not touch them: a zero half beside a non-zero one is such a "denormal"; tested).
+ * llvmpipe's image load of rgba32float is its cheap path; the same kernels reading rgba32uint were
+ * measured 1.2–1.7× slower (M = 16, same run).
+ */
+/** WGSL: a fetched f16x8 texel (see {@link f16Texel}'s note above) as its 4 words. */
+function f16Texel(fetch: string): string {
+  return `bitcast<vec4<u32>>(${fetch})`;
+}
 
 function weightLayout(dtype: DType): WeightLayout {
   return dtype === "f16" ? "f16x8" : "f32";
@@ -247,7 +259,7 @@ function createGrid(
 ): TextureGrid {
   const { rows, cols } = gridShape(gpu, w);
   const per = texelWidth(layout);
-  const format: GPUTextureFormat = layout === "f16x8" ? "rgba32uint" : "rgba32float";
+  const format: GPUTextureFormat = "rgba32float"; // either layout: see f16Texel
   const textures: GPUTexture[] = [];
   for (const r of rows) {
     for (const c of cols) {
@@ -299,7 +311,7 @@ function packedWeight(rec: Recording, w: Tensor, layout: WeightLayout): TextureG
   }
   const f16 = layout === "f16x8";
   const per = texelWidth(layout);
-  const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
+  const format: GPUTextureFormat = "rgba32float"; // either layout: see f16Texel
   // Element (y, c0 + x) of the chunk; texels past the slice's end are zero.
   const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:rows`, () => `
 ${PackParams.wgsl}${declareInput(1, "W", f16 ? "u32" : "f32")}
@@ -322,7 +334,7 @@ fn main(${WG_BUILTINS}) {
   for (var q = 0u; q < 4u; q++) { t[q] = el(y, x + 2u * q) | (el(y, x + 2u * q + 1u) << 16u); }`
       : "let t = vec4<f32>(el(y, x), el(y, x + 1u), el(y, x + 2u), el(y, x + 3u));"
   }
-  textureStore(T, vec2<u32>(e - y * P.width, y), t);
+  textureStore(T, vec2<u32>(e - y * P.width, y), ${f16 ? "bitcast<vec4<f32>>(t)" : "t"});
 }
 `);
   const g = createGrid(rec.gpu, w, layout, GPUTextureUsage.STORAGE_BINDING);
@@ -472,7 +484,9 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
       for (let q = 0; q < C4 / 2; q++) {
         const t = `t${q}_${j}`;
         body.push(
-          `let ${t} = textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}));`,
+          `let ${t} = ${
+            f16Texel(`textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}))`)
+          };`,
           `let b${2 * q}_${j} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
           `let b${2 * q + 1}_${j} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
         );
@@ -519,7 +533,7 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   // the high halves against the second, so only one activation texel per row is live at a time.
   for (let c = 0; c < C4; c++) {
     for (let i = 0; i < 4; i++) {
-      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}));`);
+      body.push(`let t${c}_${i} = ${f16Texel(`textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}))`)};`);
     }
   }
   for (const [half, lanes, sfx] of [["l", "xy", ""], ["h", "zw", "h"]] as const) {
@@ -562,7 +576,7 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias:
   const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
   return `
 ${TextureParams.wgsl}@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(2) var Bt: texture_storage_2d<${f16 ? "rgba32uint" : "rgba32float"}, read>;
+@group(0) @binding(2) var Bt: texture_storage_2d<rgba32float, read>;
 ${declareOutput(3, "C")}
 ${declareInput(4, "bias", bias)}
 fn store4(m: u32, n: u32, v: vec4<f32>) {
@@ -869,7 +883,7 @@ export function textureEmbedding(
   const f16 = layout === "f16x8";
   const per = texelWidth(layout);
   const pipeline = getPipeline(rec.gpu, `matmul-texture:rows-gather:${layout}:${ids.dtype}`, () => `
-${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<${f16 ? "u32" : "f32"}>;
+${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<f32>;
 ${declareInput(2, "I", ids.dtype)}
 ${declareOutput(3, "Y")}
 @compute @workgroup_size(64)
@@ -889,7 +903,11 @@ fn main(${WG_BUILTINS}) {
   }
   let r = u32(id);
   if (r < P.rowStart || r >= P.rowStart + P.rows) { return; }
-  let t = textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0);
+  let t = ${
+    f16
+      ? f16Texel("textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0)")
+      : "textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0)"
+  };
   ${
     f16
       ? `let v = array<vec2<f32>, 4>(unpack2x16float(t.x), unpack2x16float(t.y),
