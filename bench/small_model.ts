@@ -15,11 +15,11 @@ import { type ChatGLMConfig, getGpu, parseChatGLMConfig, randomChatGLM } from ".
 import { loadBaseline } from "./matmul.ts";
 
 export function smallConfig(maxSequenceLength = 512): ChatGLMConfig {
-  return parseChatGLMConfig(SMALL_CONFIG_JSON(maxSequenceLength), "small config");
+  return parseChatGLMConfig(smallConfigJson(maxSequenceLength), "small config");
 }
 
 /** The config.json of the small model (also parsed by a baseline's own parser). */
-const SMALL_CONFIG_JSON = (maxSequenceLength: number): Record<string, unknown> => ({
+export const smallConfigJson = (maxSequenceLength: number): Record<string, unknown> => ({
   architectures: ["ChatGLMModel"],
   model_type: "chatglm",
   hidden_size: 1024,
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
   try {
     for (const dtype of ["f32", "f16"] as const) {
       const models = cores.map(({ core, gpu }) => {
-        const config = core.parseChatGLMConfig(SMALL_CONFIG_JSON(512), "small config");
+        const config = core.parseChatGLMConfig(smallConfigJson(512), "small config");
         return core.randomChatGLM(gpu, config, { dtype }) as Model;
       });
       const ids = [
