@@ -47,10 +47,10 @@ export type WeightDtype = "f32" | "f16";
  *   16 GB instead of 30);
  * - a software adapter (llvmpipe): f32 when the model's f32 weights take at most
  *   {@link SOFTWARE_F32_MEMORY_SHARE} of host memory (the adapter's memory), f16 otherwise (a
- *   full-size ChatGLM-6B on a 24 GB machine). Measured there (issue #20, `deno run -A
- *   bench/small_model.ts`, same run): f16 weights gave 0.76× f32's prefill and 0.90× its decode
- *   on the small model (hidden 1024, 8 layers), and `deno task bench matmul` had f16 at 0.69–1.0×
- *   f32 at M = 512 — f16 wins only at M = 1 on the full-size shapes (K = 4096, 16384).
+ *   full-size ChatGLM-6B on a 24 GB machine). Measured there (issue #20, three runs each, same-run
+ *   ratios): `deno run -A bench/small_model.ts` (hidden 1024, 8 layers) f16 ÷ f32 weights 0.59–0.97
+ *   at prefill and 0.78–0.91 at decode; `deno task bench matmul` f16 ÷ f32 1.06–1.50 at M = 1 on
+ *   the full-size shapes (K = 4096, 16384) but 0.86–1.47 at M = 16 and 0.69–1.10 at M = 512.
  * `parameters` (the model's float parameter count) is needed for the software-adapter rule;
  * without it f16 is chosen there (the memory-safe choice).
  */
