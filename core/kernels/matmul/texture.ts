@@ -132,14 +132,13 @@ export const TILE_KERNEL_F16: TextureKernel = { name: "tile", R: 16, C4: 2, spli
 type WeightLayout = "f32" | "f16x8";
 
 /**
- * f16x8 texels are rgba32float textures too, holding the bits of 8 halves, only moved and
+ * WGSL: f16x8 texels are rgba32float textures too, holding the bits of 8 halves, only moved and
  * bitcast to words in the kernels (never used as floats, so llvmpipe's flush-to-zero of denormal
  * operands does not touch them: a zero half beside a non-zero one is such a "denormal"; tested).
  * llvmpipe's image load of rgba32float is its cheap path: f16 ÷ f32 weights at M = 16 (h→4h, the
  * same harness, alternating rounds) was 0.65–0.8 with the texels read as rgba32uint and 0.9–1.0
- * read as rgba32float.
+ * read as rgba32float. Returns the WGSL of such a fetched texel as its 4 words.
  */
-/** WGSL: a fetched f16x8 texel (see {@link f16Texel}'s note above) as its 4 words. */
 function f16Texel(fetch: string): string {
   return `bitcast<vec4<u32>>(${fetch})`;
 }
