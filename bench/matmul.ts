@@ -116,14 +116,14 @@ function ourTimer(
 }
 
 /** A baseline checkout's core: its API, its own device, and its upload. */
-interface Baseline {
+export interface Baseline {
   ref: string;
   core: CoreApi & { uploadTensor: typeof uploadTensor };
   gpu: Gpu;
   dir: string;
 }
 
-async function loadBaseline(ref: string): Promise<Baseline> {
+export async function loadBaseline(ref: string): Promise<Baseline> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-matmul-baseline-" });
   await extractTree(ref, dir, ["core", "base"]);
   const core = await import(new URL(`file://${dir}/core/mod.ts`).href);

@@ -49,6 +49,7 @@ import {
   type OrtTensor,
 } from "../serve/mod.ts";
 import { smallQwenConfig } from "./llama.ts";
+import { smallConfigJson } from "./small_model.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 
@@ -60,22 +61,7 @@ interface BenchModel<C extends OnnxModelConfig = ChatGLMConfig> {
 }
 
 function smallModel(): BenchModel {
-  const json = {
-    model_type: "chatglm",
-    hidden_size: 1024,
-    num_attention_heads: 16,
-    num_layers: 8,
-    inner_hidden_size: 4096,
-    vocab_size: 32000,
-    layernorm_epsilon: 1e-5,
-    max_sequence_length: 2048,
-    position_encoding_2d: true,
-    bos_token_id: 31004,
-    eos_token_id: 31005,
-    mask_token_id: 31000,
-    gmask_token_id: 31001,
-    pad_token_id: 3,
-  };
+  const json = smallConfigJson(2048);
   const config = parseChatGLMConfig(json, "small bench config");
   const shapes = new Map(parameterTable(config).map((p) => [p.name, p.shape]));
   const read = randomReader(shapes, (name) => name.endsWith("layernorm.weight"));

@@ -1,6 +1,7 @@
 /**
  * One measured run for bench/real_size.ts, in its own process so that its peak resident memory
- * (VmHWM) is its own: `deno run -A bench/real_size_child.ts CORE_MOD_URL MODEL_DIR [DECODE_TOKENS]`.
+ * (VmHWM) is its own:
+ * `deno run -A bench/real_size_child.ts CORE_MOD_URL MODEL_DIR [DECODE_TOKENS] [f16|f32]`.
  * CORE_MOD_URL is the core member's mod.ts to use (this checkout's, or an older checkout's, for the
  * before/after table). Prints one JSON line: load and first-forward seconds, decode tokens/s,
  * peak RSS after the load and at the end.
@@ -22,7 +23,7 @@ function cpuSeconds(): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-const [coreUrl, dir, decodeArg] = Deno.args;
+const [coreUrl, dir, decodeArg, dtypeArg] = Deno.args;
 const decodeTokens = Number(decodeArg ?? 0);
 const started = performance.now();
 const core = await import(coreUrl);
@@ -34,6 +35,7 @@ const model = await core.loadModel(dir, {
   log: (l: string) => lines.push(l),
   progressBar: false,
   gpu,
+  dtype: dtypeArg || undefined, // absent: the load's default (defaultWeightDtype)
 });
 const t1 = performance.now();
 const c1 = cpuSeconds();

@@ -155,7 +155,7 @@ export function parseInferFlags(args: string[]): InferFlags {
 
 /**
  * `--dtype f16|f32` (infer and serve): the float weights' storage on the GPU; absent = the load's
- * default for every architecture (f16 where the adapter has shader-f16, `defaultWeightDtype`).
+ * default for every architecture (`defaultWeightDtype`: by adapter and model size).
  */
 export function dtypeFlag(value: string | undefined): WeightDtype | undefined {
   if (value !== undefined && value !== "f16" && value !== "f32") {

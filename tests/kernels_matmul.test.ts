@@ -279,6 +279,10 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
     [17, 8, 4],
     [40, 72, 36],
     [12, 16, 260], // prefill with K past the short-K kernel's: the split-K tile
+    // f16 weights' own nk tiles (1 × 16, 16 × 8): odd M, N not a multiple of the tile, split K.
+    [1, 24, 520],
+    [25, 40, 300],
+    [16, 8, 1030],
   ];
   for (const [i, [M, N, K]] of shapes.entries()) {
     for (const dtype of ["f32", "f16"] as const) {
@@ -303,6 +307,30 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
       const e2 = relError(await readTensor(y2), want2);
       assert.ok(e1 < 1e-5 && e2 < 1e-5, `[${M}, ${N}, ${K}] ${dtype}: ${e1} ${e2}`);
     }
+  }
+});
+
+Deno.test("matmul texture kernels: f16 weights' bits survive their float texels (zeros and subnormals beside normal halves)", async () => {
+  // The f16 texture holds two halves per 32-bit float lane; a zero or subnormal high half beside
+  // a normal low half makes that lane a denormal float (and a negative zero high half a negative
+  // denormal), which must reach the kernel unchanged (no flush to zero).
+  const [N, K] = [24, 72];
+  const halves = [0, -0, 2 ** -24, -(2 ** -20), 5.96e-8, 0.5, -1.25, 3e-5];
+  for (const M of [1, 4, 20]) {
+    const x = randomArray(M * K, 901 + M);
+    const w = new Float32Array(N * K);
+    for (let i = 0; i < w.length; i++) {
+      // Even elements (low halves) normal values; odd ones (high halves) mostly zero/subnormal.
+      w[i] = f16Round(i % 2 === 0 ? 0.25 + (i % 7) * 0.125 : halves[(i >> 1) % halves.length]);
+    }
+    const tx = uploadTensor(gpu, x, [M, K]);
+    const tw = uploadTensor(gpu, w, [N, K], "f16");
+    const rec = beginRecording(gpu);
+    const y = matmul(rec, tx, tw, { transposeB: true, kernel: "texture" });
+    await submit(rec);
+    const want = matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true });
+    const e = relError(await readTensor(y), want);
+    assert.ok(e < 1e-5, `M ${M}: ${e}`);
   }
 });
 

@@ -512,10 +512,12 @@ Deno.test("memory plan: a mid-size load's measured peak within 15% of the plan",
     // ~0.7 GB of f16 weights: the embedding and lm_head are 267 MB each, as in ChatGLM's vocab.
     const sizes = { ...SMALL, hiddenSize: 1024, numHeads: 16, innerHiddenSize: 4096, numLayers: 4 };
     await writeSyntheticCheckpoint(dir, { sizes, shards: 2 });
+    const dtype = gpu.hasF16 ? "f16" : "f32";
     const child = new URL("../bench/real_size_child.ts", import.meta.url).pathname;
     const core = new URL("../core/mod.ts", import.meta.url).href;
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", child, core, dir],
+      // f16, as full-size loads take it (a mid-size model's default on llvmpipe is f32).
+      args: ["run", "--allow-all", child, core, dir, "0", dtype],
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -526,7 +528,7 @@ Deno.test("memory plan: a mid-size load's measured peak within 15% of the plan",
     let largest = 0;
     for (const { tensor } of ckpt.locate.values()) largest = Math.max(largest, tensor.byteLength);
     const plan = planMemory(config, {
-      dtype: gpu.hasF16 ? "f16" : "f32",
+      dtype,
       maxContext: config.maxSequenceLength,
       batch: 1,
       packedWeights: true,

@@ -1,11 +1,12 @@
 // The float weights' dtype when a load asks for none is one rule for every architecture
-// (`defaultWeightDtype`: f16 where the adapter has shader-f16, else f32): a ChatGLM-6B and a
+// (`defaultWeightDtype`: f16 where the adapter has shader-f16, except f32 on a software adapter for
+// a model whose f32 weights fit in half of host memory; else f32): a ChatGLM-6B and a
 // Llama-family directory load with the same dtype on the adapter at hand, through `loadModel` and
 // through serve's engine; `--dtype f16|f32` is taken by infer and serve alike.
 import assert from "node:assert/strict";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel } from "../core/models/load.ts";
-import { defaultWeightDtype } from "../core/models/chatglm/weights.ts";
+import { defaultWeightDtype, weightDtypeChoice } from "../core/models/chatglm/weights.ts";
 import { parseInferFlags } from "../serve/infer_flags.ts";
 import { FlagError, parseServeFlags } from "../serve/http/flags.ts";
 import { startEngine } from "../serve/cli.ts";
@@ -17,8 +18,9 @@ const llama = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta
 
 Deno.test("a Llama-family directory loads with ChatGLM-6B's default dtype on this adapter", async () => {
   const gpu = await getGpu();
-  const want = defaultWeightDtype(gpu);
-  assert.equal(want, gpu.hasF16 ? "f16" : "f32");
+  // The fixture models are tiny (1 parameter stands for "f32 weights that fit").
+  const want = defaultWeightDtype(gpu, 1);
+  assert.equal(want, gpu.hasF16 && !gpu.isSoftware ? "f16" : "f32");
   const seen: Record<string, string> = {};
   for (const dir of [CHATGLM, llama("qwen2-tiny"), llama("llama3-tiny")]) {
     const model = await loadModel(dir, { ...quiet, gpu });
@@ -43,6 +45,23 @@ Deno.test("a Llama-family directory loads with ChatGLM-6B's default dtype on thi
   }
 });
 
+Deno.test("the default dtype rule: f16 on hardware, f32 without shader-f16, by size on software", () => {
+  const GB = 1e9;
+  const hw = { hasF16: true, isSoftware: false };
+  const sw = { hasF16: true, isSoftware: true };
+  assert.equal(weightDtypeChoice(hw, 6.2e9, 24 * GB).dtype, "f16");
+  assert.equal(weightDtypeChoice({ hasF16: false, isSoftware: false }, 1e6, 24 * GB).dtype, "f32");
+  assert.equal(weightDtypeChoice({ hasF16: false, isSoftware: true }, 6.2e9, 24 * GB).dtype, "f32");
+  // Software: f32 while the f32 weights take at most half of host memory.
+  assert.equal(weightDtypeChoice(sw, 3e9, 24 * GB).dtype, "f32"); // 12 GB of 24
+  const big = weightDtypeChoice(sw, 3.1e9, 24 * GB); // 12.4 GB of 24
+  assert.equal(big.dtype, "f16");
+  assert.match(big.reason, /f32 weights \(12\.4 GB\) exceed 50% of host memory \(12\.0 GB\)/);
+  assert.match(weightDtypeChoice(sw, 1e8, 24 * GB).reason, /slower than f32 here at prefill/);
+  // Without the model's size the memory-safe f16.
+  assert.equal(weightDtypeChoice(sw, undefined, 24 * GB).dtype, "f16");
+});
+
 Deno.test("--dtype f16|f32 is parsed alike by infer and serve; absent leaves the load's default", () => {
   for (const parse of [parseInferFlags, parseServeFlags]) {
     assert.equal(parse([]).dtype, undefined);
@@ -59,7 +78,7 @@ Deno.test("--dtype f16|f32 is parsed alike by infer and serve; absent leaves the
 Deno.test("serve --dtype reaches the engine's load (a Qwen3 directory: f32 asked, else the default)", async () => {
   const dir = await writeQwen3Dir("medglm-weight-dtype-");
   try {
-    const want = defaultWeightDtype(await getGpu());
+    const want = defaultWeightDtype(await getGpu(), 1); // a tiny model (see above)
     for (const [args, dtype] of [[["--dtype", "f32"], "f32"], [[], want]] as const) {
       const engine = await startEngine(
         parseServeFlags(["--model", dir, "--backend", "webgpu", ...args]),

@@ -6,6 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { getGpu, type Gpu } from "../gpu/device.ts";
+import { SOFTWARE_F32_MEMORY_SHARE, weightDtypeChoice } from "../models/chatglm/weights.ts";
 
 const KEY_LIMITS = [
   "maxStorageBufferBindingSize",
@@ -79,7 +80,7 @@ export async function main(args: string[]): Promise<number> {
     `f16 math:  ${
       gpu.hasF16 ? "yes (shader-f16)" : "no (f16 weights still work: unpacked to f32)"
     }`,
-    `weights:   ${gpu.hasF16 ? "f16" : "f32"} by default (--dtype f16|f32)${
+    `weights:   ${weightsLine(gpu)} (--dtype f16|f32)${
       gpu.isSoftware
         ? "; read as textures in the checkpoint's row order (f16: 8 per texel, half the fetches " +
           "of f32), loaded without conversion"
@@ -102,3 +103,19 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
+
+/**
+ * The default weight dtype's rule on this adapter (`defaultWeightDtype`): on a software adapter
+ * with shader-f16 it depends on the model's size, so both sides of the rule are printed.
+ */
+function weightsLine(gpu: { hasF16: boolean; isSoftware: boolean }): string {
+  if (!gpu.hasF16 || !gpu.isSoftware) {
+    const c = weightDtypeChoice(gpu);
+    return `${c.dtype} by default (${c.reason})`;
+  }
+  const host = Deno.systemMemoryInfo().total;
+  const limit = (SOFTWARE_F32_MEMORY_SHARE * host) / 4;
+  return `f32 by default for models up to ${(limit / 1e9).toFixed(1)}B parameters (f32 weights ` +
+    `within ${SOFTWARE_F32_MEMORY_SHARE * 100}% of host memory: f16 weights measured slower than ` +
+    "f32 on this software adapter at prefill and small-model decode), f16 for larger ones";
+}

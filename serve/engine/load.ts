@@ -44,7 +44,7 @@ export interface LoadEngineOptions {
   /** Fold the adapter into the base weights at load (faster steps, adapter no longer separate). */
   merged?: boolean;
   backend?: BackendName | string;
-  /** Base weight storage (default f16 where the adapter has shader-f16). */
+  /** Base weight storage (default: `defaultWeightDtype`, by adapter and model size). */
   dtype?: WeightDtype;
   /** int8/int4 weights (loadModel's `quantize`; an ONNX export must have been made quantized). */
   quantize?: QuantizeOption;

@@ -6,7 +6,7 @@
  * 8 wide (one SIMD batch).
  *
  * - B (the weight) is a texture in its storage's own row-major order: texel (j, y) holds
- *   B[y, 8j..8j+7] as 8 halves in an rgba32uint texel (f16) or B[y, 4j..4j+3] as rgba32float
+ *   B[y, 8j..8j+7] as 8 halves in a 16-byte texel (f16, see `f16Texel`) or B[y, 4j..4j+3] as rgba32float
  *   (f32); texture height = rows of the block, width = ⌈row length / 8 (or 4)⌉, zero past the
  *   row's end. A loader therefore uploads a weight with `writeTexture` straight from the file's
  *   bytes, without transforming them on the CPU (the former k-major layout was a transposition
@@ -27,8 +27,13 @@
  *   K, so the lanes of a SIMD batch read neighbouring texels; the partial tiles are summed through
  *   workgroup memory once at the end. Measured against one tile per invocation (whole K):
  *   +25–60% at M = 1, +10–25% at M = 16 and 512.
- * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9); "tile-shortk" for short K.
- * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8).
+ * - "tile" kernel: 16 rows × 16 columns per workgroup (prefill: M ≥ 9; 16 × 8 for f16 weights in
+ *   the nk form); "tile-shortk" for short K.
+ * - "rows" kernels: 1 or 4 rows × 32 columns per workgroup (decode, batched decode: M ≤ 8; 1 × 16
+ *   at M = 1 for f16 weights in the nk form).
+ * - Both textures are bound as read-only storage textures: llvmpipe's image-load path is much
+ *   cheaper per fetch than its sampler path (measured, same run: M = 1 2.1–2.7×, M = 16 1.3–2.3×
+ *   over the sampled `texture_2d` reads this design began with).
  */
 
 import type { Gpu } from "../../gpu/device.ts";
@@ -107,13 +112,36 @@ export const SHORT_K4 = 32;
 export const ROWS4_KERNEL: TextureKernel = { name: "rows", R: 4, C4: 8, splitK: true };
 /** Decode (M = 1): one row × 32 columns. */
 export const ROWS_KERNEL: TextureKernel = { name: "rows", R: 1, C4: 8, splitK: true };
+/**
+ * The forward (nk) form with f16 weights has its own tiles: its loop body holds a texel's 8
+ * unpacked weights beside the accumulators, and on llvmpipe a 16 × 16 tile of those spills.
+ * Measured with read-only storage textures (GFLOP/s, same run, K×N 4096×16384 / 4096×12288 /
+ * 16384×4096): M = 1, 1×16 vs 1×32: 5.1 vs 4.5, 3.0 vs 2.1, 4.5 vs 2.9; M = 16, 16×8 vs 16×16:
+ * 18.2 vs 9.6, 13.3 vs 10.0, 25.6 vs 19.2; M = 128 (4096×4096) 13.3 vs 9.5 and 20.2 (best) —
+ * while f32 weights keep their 16 × 16 tile (16 × 8 at M = 16: 19.6 vs 22.8, 14.0 vs 16.4).
+ */
+export const ROWS_KERNEL_F16: TextureKernel = { name: "rows", R: 1, C4: 4, splitK: true };
+/** Prefill and M ≥ 9 with f16 weights in the nk form: 16 × 8 (see {@link ROWS_KERNEL_F16}). */
+export const TILE_KERNEL_F16: TextureKernel = { name: "tile", R: 16, C4: 2, splitK: true };
 
 /**
  * How a weight is stored as a texture: "f32" rgba32float (4 weights per texel) or "f16x8" 8 halves
- * per rgba32uint texel, unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
+ * per 16-byte texel (see {@link f16Texel}), unpacked in the kernel. (Measured on both Vulkan and GL: rgba16float,
  * widened by the texture unit, was no faster than f32 and slower than f16x8.)
  */
 type WeightLayout = "f32" | "f16x8";
+
+/**
+ * WGSL: f16x8 texels are rgba32float textures too, holding the bits of 8 halves, only moved and
+ * bitcast to words in the kernels (never used as floats, so llvmpipe's flush-to-zero of denormal
+ * operands does not touch them: a zero half beside a non-zero one is such a "denormal"; tested).
+ * llvmpipe's image load of rgba32float is its cheap path: f16 ÷ f32 weights at M = 16 (h→4h, the
+ * same harness, alternating rounds) was 0.65–0.8 with the texels read as rgba32uint and 0.9–1.0
+ * read as rgba32float. Returns the WGSL of such a fetched texel as its 4 words.
+ */
+function f16Texel(fetch: string): string {
+  return `bitcast<vec4<u32>>(${fetch})`;
+}
 
 function weightLayout(dtype: DType): WeightLayout {
   return dtype === "f16" ? "f16x8" : "f32";
@@ -155,10 +183,11 @@ export function textureKernelFor(
   // Three variants only: each costs a cold compile of 0.1–1 s on llvmpipe. Measured (4096×12288,
   // f16 weights, GFLOP/s): M = 1: 1×32 4.7, 4×32 3.7; M = 4: 1×32 5.3, 4×32 13.4, 16×16 5.6;
   // M = 8: 4×32 15.0, 16×16 11.7; M = 12: both 15–16.
-  if (rows === 1) return ROWS_KERNEL;
+  const nkF16 = p.transposeB && b.dtype === "f16";
+  if (rows === 1) return nkF16 ? ROWS_KERNEL_F16 : ROWS_KERNEL;
   if (rows <= 8) return ROWS4_KERNEL;
   if (Math.ceil(Math.min(p.K, sliceElements(rec.gpu)) / 4) <= SHORT_K4) return SHORT_K_KERNEL;
-  return TILE_KERNEL;
+  return nkF16 ? TILE_KERNEL_F16 : TILE_KERNEL;
 }
 
 /** Rows [start, start + count) of storage chunk `chunk`, from its row `y0`: one texture height. */
@@ -230,7 +259,7 @@ function createGrid(
 ): TextureGrid {
   const { rows, cols } = gridShape(gpu, w);
   const per = texelWidth(layout);
-  const format: GPUTextureFormat = layout === "f16x8" ? "rgba32uint" : "rgba32float";
+  const format: GPUTextureFormat = "rgba32float"; // either layout: see f16Texel
   const textures: GPUTexture[] = [];
   for (const r of rows) {
     for (const c of cols) {
@@ -238,7 +267,8 @@ function createGrid(
         size: [Math.ceil(c.len / per), Math.max(1, r.count)],
         format,
         // COPY_SRC: the texture can be read back (tests compare the two ways of filling it).
-        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_SRC | extraUsage,
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+          GPUTextureUsage.COPY_SRC | extraUsage,
         label: `${w.label ?? "weight"} texture ${textures.length}`,
       }));
     }
@@ -281,7 +311,7 @@ function packedWeight(rec: Recording, w: Tensor, layout: WeightLayout): TextureG
   }
   const f16 = layout === "f16x8";
   const per = texelWidth(layout);
-  const format: GPUTextureFormat = f16 ? "rgba32uint" : "rgba32float";
+  const format: GPUTextureFormat = "rgba32float"; // either layout: see f16Texel
   // Element (y, c0 + x) of the chunk; texels past the slice's end are zero.
   const pipeline = getPipeline(rec.gpu, `matmul-texture:pack:${layout}:rows`, () => `
 ${PackParams.wgsl}${declareInput(1, "W", f16 ? "u32" : "f32")}
@@ -304,7 +334,7 @@ fn main(${WG_BUILTINS}) {
   for (var q = 0u; q < 4u; q++) { t[q] = el(y, x + 2u * q) | (el(y, x + 2u * q + 1u) << 16u); }`
       : "let t = vec4<f32>(el(y, x), el(y, x + 1u), el(y, x + 2u), el(y, x + 3u));"
   }
-  textureStore(T, vec2<u32>(e - y * P.width, y), t);
+  textureStore(T, vec2<u32>(e - y * P.width, y), ${f16 ? "bitcast<vec4<f32>>(t)" : "t"});
 }
 `);
   const g = createGrid(rec.gpu, w, layout, GPUTextureUsage.STORAGE_BINDING);
@@ -454,7 +484,9 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
       for (let q = 0; q < C4 / 2; q++) {
         const t = `t${q}_${j}`;
         body.push(
-          `let ${t} = textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}), 0);`,
+          `let ${t} = ${
+            f16Texel(`textureLoad(Bt, vec2<u32>(min(${g} + ${q}u, P.G - 1u), ${k}))`)
+          };`,
           `let b${2 * q}_${j} = vec4<f32>(unpack2x16float(${t}.x), unpack2x16float(${t}.y));`,
           `let b${2 * q + 1}_${j} = vec4<f32>(unpack2x16float(${t}.z), unpack2x16float(${t}.w));`,
         );
@@ -462,7 +494,7 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
     } else {
       for (let c = 0; c < C4; c++) {
         body.push(
-          `let b${c}_${j} = textureLoad(Bt, vec2<u32>(min(${g} + ${c}u, P.G - 1u), ${k}), 0);`,
+          `let b${c}_${j} = textureLoad(Bt, vec2<u32>(min(${g} + ${c}u, P.G - 1u), ${k}));`,
         );
       }
     }
@@ -490,7 +522,7 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   if (!f16) {
     for (let c = 0; c < C4; c++) {
       for (let i = 0; i < 4; i++) {
-        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+        body.push(`let l${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}));`);
       }
       body.push(`let L${c} = ${mat("l", c)};`);
       for (let r = 0; r < R; r++) body.push(`acc${r}_${c} += a${r} * L${c};`);
@@ -501,14 +533,14 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   // the high halves against the second, so only one activation texel per row is live at a time.
   for (let c = 0; c < C4; c++) {
     for (let i = 0; i < 4; i++) {
-      body.push(`let t${c}_${i} = textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}), 0);`);
+      body.push(`let t${c}_${i} = ${f16Texel(`textureLoad(Bt, vec2<u32>(kk, ${n(c, i)}))`)};`);
     }
   }
   for (const [half, lanes, sfx] of [["l", "xy", ""], ["h", "zw", "h"]] as const) {
     for (let r = 0; r < R; r++) {
       const row = `min(m0 + ${r}u, P.M - 1u)`;
       const x = sfx ? "2u * kk + 1u" : "2u * kk";
-      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}), 0);`);
+      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}));`);
     }
     for (let c = 0; c < C4; c++) {
       for (let i = 0; i < 4; i++) {
@@ -539,12 +571,12 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias:
   // (nk f16 loads its two activation texels per row inside its body.)
   const aLoads: string[] = [];
   for (let r = 0; r < R && !(form === "nk" && f16); r++) {
-    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)), 0);`);
+    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)));`);
   }
   const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
   return `
-${TextureParams.wgsl}@group(0) @binding(1) var At: texture_2d<f32>;
-@group(0) @binding(2) var Bt: texture_2d<${f16 ? "u32" : "f32"}>;
+${TextureParams.wgsl}@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var Bt: texture_storage_2d<rgba32float, read>;
 ${declareOutput(3, "C")}
 ${declareInput(4, "bias", bias)}
 fn store4(m: u32, n: u32, v: vec4<f32>) {
@@ -869,7 +901,7 @@ export function textureEmbedding(
   const f16 = layout === "f16x8";
   const per = texelWidth(layout);
   const pipeline = getPipeline(rec.gpu, `matmul-texture:rows-gather:${layout}:${ids.dtype}`, () => `
-${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<${f16 ? "u32" : "f32"}>;
+${GatherRowsParams.wgsl}@group(0) @binding(1) var Tt: texture_2d<f32>;
 ${declareInput(2, "I", ids.dtype)}
 ${declareOutput(3, "Y")}
 @compute @workgroup_size(64)
@@ -889,7 +921,11 @@ fn main(${WG_BUILTINS}) {
   }
   let r = u32(id);
   if (r < P.rowStart || r >= P.rowStart + P.rows) { return; }
-  let t = textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0);
+  let t = ${
+    f16
+      ? f16Texel("textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0)")
+      : "textureLoad(Tt, vec2<u32>(j, r - P.rowStart), 0)"
+  };
   ${
     f16
       ? `let v = array<vec2<f32>, 4>(unpack2x16float(t.x), unpack2x16float(t.y),

@@ -17,11 +17,18 @@ import { type ChatGLMConfig, readChatGLMConfig } from "./config.ts";
 import type { ChatGLMBlock } from "./block.ts";
 import { assembleChatGLM, type ChatGLMModel, type ChatGLMParts } from "./model.ts";
 import { assertPlanFits, formatMemoryPlan, planMemory } from "./memory_plan.ts";
-import { checkParameters, linearModules, LM_HEAD, WORD_EMBEDDINGS } from "./params.ts";
+import {
+  checkParameters,
+  linearModules,
+  LM_HEAD,
+  parameterTable,
+  WORD_EMBEDDINGS,
+} from "./params.ts";
 import {
   defaultWeightDtype,
   type LoadProgress,
   packWeight,
+  parameterCount,
   readParameterF32,
   uploadChatGLMWeights,
   type WeightDtype,
@@ -29,7 +36,7 @@ import {
 import { type QuantizeOption, resolveQuantization, uploadQuantizedChatGLM } from "./quantized.ts";
 
 export interface LoadModelOptions {
-  /** Storage dtype of the base weights (compute is always f32). Default: f16 when the adapter has shader-f16, else f32. */
+  /** Storage dtype of the base weights (compute is always f32). Default: `defaultWeightDtype` (by adapter and model size). */
   dtype?: WeightDtype;
   /** A PEFT adapter directory (or an adapter already loaded). */
   adapter?: string | LoraAdapter;
@@ -78,7 +85,8 @@ export async function loadModel(
   const root = dir.replace(/\/+$/, "") || dir;
   const config = await readChatGLMConfig(root);
   const gpu = options.gpu ?? await getGpu();
-  const dtype: WeightDtype = options.dtype ?? defaultWeightDtype(gpu);
+  const dtype: WeightDtype = options.dtype ??
+    defaultWeightDtype(gpu, parameterCount(parameterTable(config)));
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }

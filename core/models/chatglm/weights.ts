@@ -48,11 +48,80 @@ export type WeightDtype = "f32" | "f16";
 
 /**
  * The float weights' storage dtype when a load asks for none — one rule for every architecture
- * (ChatGLM-6B and the Llama family): f16 where the adapter has `shader-f16` (half the memory: a
- * Qwen3-8B is 16 GB instead of 30), else f32. Compute is f32 either way.
+ * (ChatGLM-6B and the Llama family); compute is f32 either way:
+ * - no `shader-f16`: f32;
+ * - a hardware adapter: f16 (half the memory and half the bytes per decoded token: a Qwen3-8B is
+ *   16 GB instead of 30);
+ * - a software adapter (llvmpipe): f32 when the model's f32 weights take at most
+ *   {@link SOFTWARE_F32_MEMORY_SHARE} of host memory (the adapter's memory), f16 otherwise (a
+ *   full-size ChatGLM-6B on a 24 GB machine). Measured there (issue #20, three runs each, same-run
+ *   ratios): `deno run -A bench/small_model.ts` (hidden 1024, 8 layers) f16 ÷ f32 weights 0.59–0.97
+ *   at prefill and 0.78–0.91 at decode; `deno task bench matmul` f16 ÷ f32 1.06–1.50 at M = 1 on
+ *   the full-size shapes (K = 4096, 16384) but 0.86–1.47 at M = 16 and 0.69–1.10 at M = 512.
+ * `parameters` (the model's float parameter count) is needed for the software-adapter rule;
+ * without it f16 is chosen there (the memory-safe choice).
  */
-export function defaultWeightDtype(gpu: { hasF16: boolean }): WeightDtype {
-  return gpu.hasF16 ? "f16" : "f32";
+export function defaultWeightDtype(
+  gpu: { hasF16: boolean; isSoftware?: boolean },
+  parameters?: number,
+): WeightDtype {
+  return weightDtypeChoice(gpu, parameters).dtype;
+}
+
+/** Share of host memory f32 weights may take for f32 to be the default on a software adapter. */
+export const SOFTWARE_F32_MEMORY_SHARE = 0.5;
+
+/** {@link defaultWeightDtype}'s choice and why, in words (gpu-info, load logs). */
+export function weightDtypeChoice(
+  gpu: { hasF16: boolean; isSoftware?: boolean },
+  parameters?: number,
+  hostBytes?: number,
+): { dtype: WeightDtype; reason: string } {
+  if (!gpu.hasF16) return { dtype: "f32", reason: "no shader-f16" };
+  if (!gpu.isSoftware) {
+    return { dtype: "f16", reason: "hardware adapter: half the memory and bytes per token" };
+  }
+  const host = hostBytes ?? hostMemoryBytes();
+  if (parameters === undefined || host === null) {
+    return {
+      dtype: "f16",
+      reason: `software adapter, ${
+        parameters === undefined ? "model size" : "host memory"
+      } unknown: the memory-safe f16`,
+    };
+  }
+  const budget = SOFTWARE_F32_MEMORY_SHARE * host;
+  const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
+  if (parameters * 4 <= budget) {
+    return {
+      dtype: "f32",
+      reason: `software adapter: f32 weights (${gb(parameters * 4)}) fit in ${
+        SOFTWARE_F32_MEMORY_SHARE * 100
+      }% of host memory (${gb(budget)}), and f16 weights are slower than f32 here at prefill`,
+    };
+  }
+  return {
+    dtype: "f16",
+    reason: `software adapter: f32 weights (${gb(parameters * 4)}) exceed ${
+      SOFTWARE_F32_MEMORY_SHARE * 100
+    }% of host memory (${gb(budget)})`,
+  };
+}
+
+/** Total host memory, or null where it cannot be read (no `sys` permission). */
+function hostMemoryBytes(): number | null {
+  try {
+    return Deno.systemMemoryInfo().total;
+  } catch {
+    return null;
+  }
+}
+
+/** Float parameters of a model from its parameter table (name, shape). */
+export function parameterCount(table: Iterable<{ shape: readonly number[] }>): number {
+  let n = 0;
+  for (const { shape } of table) n += shape.reduce((a, b) => a * b, 1);
+  return n;
 }
 
 export interface LoadProgress {

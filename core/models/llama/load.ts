@@ -13,7 +13,12 @@ import { createLinear } from "../../nn/linear.ts";
 import { createLoraLinear, disposeLoraBranch, type LoraLinear } from "../../nn/lora_linear.ts";
 import { createRmsNorm } from "../../nn/rms_norm.ts";
 import { loadLoraAdapter, type LoraAdapter } from "../../adapters/lora_weights.ts";
-import { defaultWeightDtype, uploadWeights, type WeightDtype } from "../chatglm/weights.ts";
+import {
+  defaultWeightDtype,
+  parameterCount,
+  uploadWeights,
+  type WeightDtype,
+} from "../chatglm/weights.ts";
 import {
   assertMergeable,
   attachToLinears,
@@ -55,8 +60,9 @@ export async function loadLlamaModel(
   const root = dir.replace(/\/+$/, "") || dir;
   const config = await readLlamaConfig(root);
   const gpu: Gpu = options.gpu ?? await getGpu();
-  // The same default as ChatGLM-6B's (f16 where the adapter has shader-f16).
-  const dtype: WeightDtype = options.dtype ?? defaultWeightDtype(gpu);
+  // The same default as ChatGLM-6B's (defaultWeightDtype: by adapter and model size).
+  const dtype: WeightDtype = options.dtype ??
+    defaultWeightDtype(gpu, parameterCount(llamaParameters(config)));
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`loadModel: dtype ${JSON.stringify(dtype)} is not supported (f32 or f16)`);
   }
