@@ -485,8 +485,9 @@ Deno.test("sends and edits across all chats keep the bot-wide pace", async () =>
     // 50 ms apart when they leave (the spacing itself: tests/bot_pace.test.ts). These are arrival
     // times at the fake server: on a busy machine one late arrival can land right before the next
     // one, so single gaps prove nothing; the span of every run of 4 writes still has to show it.
+    // The first arrival may itself be late by as much as a run's tolerance.
     const span = writes.at(-1)! - writes[0];
-    assert.ok(span >= (writes.length - 1) * 50 - 20, `${writes.length} writes in ${span} ms`);
+    assert.ok(span >= (writes.length - 1) * 50 - 60, `${writes.length} writes in ${span} ms`);
     for (let i = 4; i < writes.length; i++) {
       const run = writes[i] - writes[i - 4];
       assert.ok(run >= 4 * 50 - 60, `writes ${i - 4}..${i} arrived within ${run} ms`);
