@@ -381,6 +381,7 @@ export async function smallDecodeTable(gpu: Gpu, rounds = 3): Promise<void> {
     console.log(`skipped: onnxruntime-node is not loadable (${(err as Error).message})`);
     return;
   }
+  const loadBefore = loadAverage();
   const m = smallModel();
   const prompt = promptIds(m.config, PROMPT_LEN, 3);
   const dir = await writeModelDir(m);
@@ -469,8 +470,20 @@ export async function smallDecodeTable(gpu: Gpu, rounds = 3): Promise<void> {
       "scheduler + webgpuDecoder (grouped: groups of 1, 2, 4, 8, 16 steps; per-token: logits " +
       "read back each step, host argmax); ORT: f32 export of the same weights through " +
       "onnxDecoder (serve --backend onnx), host argmax, timed after its first decode step. " +
-      `Best of ${rounds} alternating rounds; (default): the dtype loadChatGLM picks here.`,
+      `Best of ${rounds} alternating rounds; (default): the dtype loadChatGLM picks here. ` +
+      `Load average (1 min) before/after: ${loadBefore}/${loadAverage()} — other work on the ` +
+      "machine slows ORT's spinning thread pool and llvmpipe's threads unequally, so compare " +
+      "ratios of runs with similar load.",
   );
+}
+
+/** The 1-minute load average from /proc/loadavg, or "?" where there is none. */
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ")[0];
+  } catch {
+    return "?";
+  }
 }
 
 /**
