@@ -3,8 +3,9 @@
  * submit, of one GPU→JS round trip, and of each kernel wrapper on a tiny input (where the
  * fixed cost per dispatch dominates: what a decode step pays per layer).
  *
- * `deno run --allow-all bench/dispatch.ts [--step]` (`--step`: the per-dispatch breakdown of one
- * grouped decode step of the tiny fixture and the demo model, {@link stepBreakdown})
+ * `deno run --allow-all bench/dispatch.ts [--step [--small]]` (`--step`: the per-dispatch
+ * breakdown of one grouped decode step of the tiny fixture and the demo model,
+ * {@link stepBreakdown}; `--step --small`: of bench/engine.ts's small ChatGLM, f32 and f16)
  */
 
 import {
@@ -38,7 +39,9 @@ import {
   sync,
   type Tensor,
   uploadTensor,
+  type WeightDtype,
 } from "../core/mod.ts";
+import { smallModel, writeModelDir } from "./onnx.ts";
 
 /** Microseconds per item: records `n` items with `body`, submits once, waits for the GPU. */
 async function perDispatch(
@@ -207,8 +210,9 @@ async function timeRepeated(
 export async function stepBreakdown(
   gpu: Gpu,
   dir: string,
+  dtype: WeightDtype = "f32",
 ): Promise<{ dispatches: StepDispatch[]; stepUs: number; samplerUs: Record<string, number> }> {
-  const model = await loadChatGLM(dir, { log: () => {}, progressBar: false, dtype: "f32" });
+  const model = await loadChatGLM(dir, { log: () => {}, progressBar: false, dtype });
   const cache = model.createCache(1, 256);
   try {
     const prompt = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
@@ -302,9 +306,17 @@ async function samplerAlone(
   }
 }
 
-/** Prints {@link stepBreakdown} as a table, in step order. */
-export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): Promise<void> {
-  const { dispatches, stepUs, samplerUs } = await stepBreakdown(gpu, dir);
+/**
+ * Prints {@link stepBreakdown} as a table, in step order, then the time per kernel (summed over
+ * the step's dispatches of it, largest first).
+ */
+export async function printStepBreakdown(
+  gpu: Gpu,
+  name: string,
+  dir: string,
+  dtype: WeightDtype = "f32",
+): Promise<void> {
+  const { dispatches, stepUs, samplerUs } = await stepBreakdown(gpu, dir, dtype);
   const sum = dispatches.reduce((s, d) => s + d.us, 0);
   console.log(`\n${name}: one grouped decode step, batch 1, greedy, each dispatch alone (µs, GPU)`);
   console.log(
@@ -323,6 +335,17 @@ export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): P
     } ms; the whole step replayed: ` +
       `${(stepUs / 1000).toFixed(2)} ms`,
   );
+  const byKernel = new Map<string, { us: number; n: number }>();
+  for (const d of dispatches) {
+    const k = byKernel.get(d.kernel) ?? { us: 0, n: 0 };
+    byKernel.set(d.kernel, { us: k.us + d.us, n: k.n + 1 });
+  }
+  console.log(
+    `per kernel (${dtype} weights): ` +
+      [...byKernel].sort((a, b) => b[1].us - a[1].us).map(([k, v]) =>
+        `${k} ×${v.n} ${(v.us / 1000).toFixed(2)} ms (${((100 * v.us) / sum).toFixed(0)}%)`
+      ).join("; "),
+  );
   console.log(
     `sampleTokens alone on the model's next logits: ${
       Object.entries(samplerUs).map(([mode, us]) => `${mode} ${us.toFixed(1)} µs`).join(", ")
@@ -331,7 +354,19 @@ export async function printStepBreakdown(gpu: Gpu, name: string, dir: string): P
 }
 
 if (import.meta.main) {
-  if (Deno.args.includes("--step")) {
+  if (Deno.args.includes("--step") && Deno.args.includes("--small")) {
+    // The small ChatGLM of bench/engine.ts --small (bench/onnx.ts's weights), f32 and f16.
+    const gpu = await getGpu();
+    const dir = await writeModelDir(smallModel());
+    try {
+      for (const dtype of ["f32", "f16"] as const) {
+        if (dtype === "f16" && !gpu.hasF16) continue;
+        await printStepBreakdown(gpu, `small h1024 L8 ${dtype}`, dir, dtype);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  } else if (Deno.args.includes("--step")) {
     const gpu = await getGpu();
     const tiny = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
     await printStepBreakdown(gpu, "tiny", tiny);

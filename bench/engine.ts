@@ -43,6 +43,7 @@ import {
 } from "../core/mod.ts";
 import { parseArgs } from "node:util";
 import { smallConfig } from "./small_model.ts";
+import { decodeDecoder, session, smallModel, writeModelDir } from "./onnx.ts";
 import { runJsonChild } from "./child_json.ts";
 import { extractTree } from "./git_tree.ts";
 import { loadTokenizer } from "../data/mod.ts";
@@ -51,6 +52,8 @@ import {
   byteTokensOf,
   chooseToken,
   createScheduler,
+  loadOrt,
+  type OrtModule,
   type SamplerSettings,
   type Scheduler,
   webgpuDecoder,
@@ -118,6 +121,13 @@ async function lockstepDecodeMs(model: ChatGLMModel, batch: number): Promise<num
   } finally {
     cache.free();
   }
+}
+
+/** Prints a table of right-aligned columns. */
+function printTable(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
+  console.log([line(head), ...rows.map(line)].join("\n"));
 }
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
@@ -251,9 +261,7 @@ export async function groupedDecodeTable(
   } finally {
     if (tree) await Deno.remove(tree, { recursive: true });
   }
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
-  console.log([line(head), ...rows.map(line)].join("\n"));
+  printTable(head, rows);
   console.log(
     `prompt ${PROMPT_LEN} tokens, ${GROUP_BENCH_TOKENS} tokens after the first; groups grow 1, ` +
       "2, 4, 8, 16 steps. host ms/tok: CPU time of the JS thread (recording, readback, host " +
@@ -266,6 +274,28 @@ export async function groupedDecodeTable(
   );
 }
 
+/**
+ * A one-slot decoder and scheduler on `model` (not owned): per-token readback and host sampling,
+ * or grouped decoding with ids sampled on the GPU (`gpuSampling`).
+ */
+function batch1Engine(model: ChatGLMModel, gpuSampling: boolean, bytes?: ByteTokens) {
+  const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
+  // endId -1: every run decodes its full length.
+  const sched = createScheduler(decoder, {
+    textVocab: model.config.vocabSize,
+    endId: -1,
+    gpuSampling,
+    bytes,
+  });
+  return {
+    sched,
+    async close() {
+      await sched.close();
+      decoder.close();
+    },
+  };
+}
+
 /** The table rows of one model: every decode mode, REF and this checkout alternating. */
 async function modelRows(
   name: string,
@@ -275,18 +305,7 @@ async function modelRows(
 ): Promise<string[][]> {
   const model = await loadModel(dir, { log: () => {}, progressBar: false, dtype: "f32" });
   const bytes: ByteTokens = byteTokensOf(await loadTokenizer(dir));
-  const make = (gpuSampling: boolean) => {
-    const decoder = webgpuDecoder(model, { slots: 1, ownsModel: false });
-    // endId -1: every run decodes its full length.
-    const sched = createScheduler(decoder, {
-      textVocab: model.config.vocabSize,
-      endId: -1,
-      gpuSampling,
-      bytes,
-    });
-    return { decoder, sched };
-  };
-  const perToken = make(false), grouped = make(true);
+  const perToken = batch1Engine(model, false, bytes), grouped = batch1Engine(model, true, bytes);
   const none = { decodeMs: Infinity, ttftMs: Infinity, hostMs: Infinity };
   type Times = typeof none;
   const best = (x: Times, y: Times) => ({
@@ -322,10 +341,8 @@ async function modelRows(
       }
     }
   } finally {
-    await perToken.sched.close();
-    await grouped.sched.close();
-    perToken.decoder.close();
-    grouped.decoder.close();
+    await perToken.close();
+    await grouped.close();
     model.dispose();
   }
   const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
@@ -343,6 +360,130 @@ async function modelRows(
     a[i].ttftMs.toFixed(0),
     b[i].ttftMs.toFixed(0),
   ]);
+}
+
+/**
+ * Issue #20's "small decode ≥ 0.6× ORT": batch-1 greedy decode of the small ChatGLM
+ * (bench/onnx.ts's seeded weights, written as a checkpoint and loaded as the CLI would) with f32
+ * and with f16 weights, grouped (ids sampled on the GPU) and per token, beside onnxruntime-node's
+ * CPU run of the same weights' export through the engine's slot decoder, all on the same prompt,
+ * {@link GROUP_BENCH_TOKENS} tokens after the first, alternating rounds (best of each counts).
+ */
+export async function smallDecodeTable(gpu: Gpu, rounds = 3): Promise<void> {
+  console.log(
+    `\n## Small ChatGLM decode at batch 1: ours (WebGPU, ${gpu.adapterInfo.description}, ` +
+      `${gpu.backend}) vs ONNX Runtime CPU, same weights (bench/engine.ts --small)`,
+  );
+  let ort: OrtModule;
+  try {
+    ort = await loadOrt();
+  } catch (err) {
+    console.log(`skipped: onnxruntime-node is not loadable (${(err as Error).message})`);
+    return;
+  }
+  const loadBefore = loadAverage();
+  const m = smallModel();
+  const prompt = promptIds(m.config, PROMPT_LEN, 3);
+  const dir = await writeModelDir(m);
+  const dtypes: WeightDtype[] = gpu.hasF16 ? ["f32", "f16"] : ["f32"];
+  const sess = await session(ort, m, "f32");
+  const ours: {
+    dtype: WeightDtype;
+    model: ChatGLMModel;
+    perToken: ReturnType<typeof batch1Engine>;
+    grouped: ReturnType<typeof batch1Engine>;
+  }[] = [];
+  let defaultDtype: WeightDtype | null = null;
+  const none = { decodeMs: Infinity, hostMs: Infinity };
+  const per = dtypes.map(() => none), grp = dtypes.map(() => none);
+  let ortRate = 0;
+  const best = (x: typeof none, y: typeof none) => ({
+    decodeMs: Math.min(x.decodeMs, y.decodeMs),
+    hostMs: Math.min(x.hostMs, y.hostMs),
+  });
+  try {
+    // First with loadChatGLM's default dtype (by adapter and model size), then the other one.
+    for (const dtype of [undefined, ...dtypes]) {
+      if (ours.some((o) => o.dtype === dtype)) continue;
+      const model = await loadModel(dir, {
+        dtype,
+        log: () => {},
+        progressBar: false,
+        maxContext: PROMPT_LEN + GROUP_BENCH_TOKENS + 8,
+      });
+      defaultDtype ??= model.dtype;
+      ours.push({
+        dtype: model.dtype,
+        model,
+        perToken: batch1Engine(model, false),
+        grouped: batch1Engine(model, true),
+      });
+    }
+    ours.sort((a, b) => dtypes.indexOf(a.dtype) - dtypes.indexOf(b.dtype));
+    // Warm-up: every pipeline compiled, ORT's first runs done.
+    await decodeDecoder(ort, sess, m, [prompt], 4);
+    for (const o of ours) {
+      await oneRequest(o.perToken.sched, m.config, 4);
+      await oneRequest(o.grouped.sched, m.config, 4);
+    }
+    for (let rep = 0; rep < rounds; rep++) {
+      ortRate = Math.max(
+        ortRate,
+        (await decodeDecoder(ort, sess, m, [prompt], GROUP_BENCH_TOKENS)).rate,
+      );
+      for (const [i, o] of ours.entries()) {
+        grp[i] = best(grp[i], await oneRequest(o.grouped.sched, m.config, GROUP_BENCH_TOKENS));
+        per[i] = best(per[i], await oneRequest(o.perToken.sched, m.config, GROUP_BENCH_TOKENS));
+      }
+    }
+  } finally {
+    for (const o of ours) {
+      await o.perToken.close();
+      await o.grouped.close();
+      o.model.dispose();
+    }
+    await sess.release();
+    await Deno.remove(dir, { recursive: true });
+  }
+  const tokS = (ms: number) => GROUP_BENCH_TOKENS / (ms / 1000);
+  const head = [
+    "weights",
+    "grouped tok/s",
+    "per-token tok/s",
+    "ORT tok/s",
+    "grouped ÷ ORT",
+    "per-token ÷ ORT",
+    "host ms/tok grouped",
+  ];
+  const rows = dtypes.map((dtype, i) => [
+    dtype + (dtype === defaultDtype ? " (default)" : ""),
+    tokS(grp[i].decodeMs).toFixed(1),
+    tokS(per[i].decodeMs).toFixed(1),
+    ortRate.toFixed(1),
+    (tokS(grp[i].decodeMs) / ortRate).toFixed(2),
+    (tokS(per[i].decodeMs) / ortRate).toFixed(2),
+    (grp[i].hostMs / GROUP_BENCH_TOKENS).toFixed(2),
+  ]);
+  printTable(head, rows);
+  console.log(
+    `greedy, prompt ${PROMPT_LEN} tokens, ${GROUP_BENCH_TOKENS} tokens after the first. ours: ` +
+      "scheduler + webgpuDecoder (grouped: groups of 1, 2, 4, 8, 16 steps; per-token: logits " +
+      "read back each step, host argmax); ORT: f32 export of the same weights through " +
+      "onnxDecoder (serve --backend onnx), host argmax, timed after its first decode step. " +
+      `Best of ${rounds} alternating rounds; (default): the dtype loadChatGLM picks here. ` +
+      `Load average (1 min) before/after: ${loadBefore}/${loadAverage()} — other work on the ` +
+      "machine slows ORT's spinning thread pool and llvmpipe's threads unequally, so compare " +
+      "ratios of runs with similar load.",
+  );
+}
+
+/** The 1-minute load average from /proc/loadavg, or "?" where there is none. */
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ")[0];
+  } catch {
+    return "?";
+  }
 }
 
 /**
@@ -399,9 +540,7 @@ export async function samplerTable(gpu: Gpu): Promise<void> {
     }
   }
   const head = ["vocab", "sampling", "host ms/row", "GPU ms/row", "same ids"];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
-  console.log([line(head), ...rows.map(line)].join("\n"));
+  printTable(head, rows);
   console.log(
     "flat logits (every id a candidate); GPU: 4 rows in one dispatch, time less one empty round " +
       "trip, best of three; host: chooseToken (sorts the candidates). Before the threshold " +
@@ -409,24 +548,36 @@ export async function samplerTable(gpu: Gpu): Promise<void> {
   );
 }
 
-/** `--baseline REF` (default {@link DECODE_BASELINE}; `none` skips it), `--decode-only`. */
+/**
+ * `--baseline REF` (default {@link DECODE_BASELINE}; `none` skips it), `--decode-only`, `--small`
+ * (only the small model's decode beside ORT).
+ */
 export function engineBenchFlags(
   args: readonly string[],
-): { baseline: string | null; decodeOnly: boolean } {
+): { baseline: string | null; decodeOnly: boolean; small: boolean } {
   const { values } = parseArgs({
     args: [...args],
-    options: { baseline: { type: "string" }, "decode-only": { type: "boolean" } },
+    options: {
+      baseline: { type: "string" },
+      "decode-only": { type: "boolean" },
+      small: { type: "boolean" },
+    },
     strict: false,
     allowPositionals: true,
   });
   const ref = typeof values.baseline === "string" ? values.baseline : DECODE_BASELINE;
   if (ref === "") throw new Error("bench engine: --baseline needs a git ref (or none)");
-  return { baseline: ref === "none" ? null : ref, decodeOnly: values["decode-only"] === true };
+  return {
+    baseline: ref === "none" ? null : ref,
+    decodeOnly: values["decode-only"] === true,
+    small: values.small === true,
+  };
 }
 
 export async function bench(): Promise<void> {
   const gpu = await getGpu();
   const flags = engineBenchFlags(Deno.args);
+  if (flags.small) return await smallDecodeTable(gpu);
   await groupedDecodeTable(gpu, flags.baseline);
   if (flags.decodeOnly) return;
   await samplerTable(gpu);
@@ -507,9 +658,7 @@ export async function bench(): Promise<void> {
       "TTFT min ms",
       "TTFT max ms",
     ];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-    const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
-    console.log([line(head), ...rows.map(line)].join("\n"));
+    printTable(head, rows);
     console.log(
       `prompt ${PROMPT_LEN} tokens, ${DECODE_STEPS} decode steps. engine: scheduler + slot KV ` +
         "cache (each sequence its own length; grouped GPU sampling, the default), tokens/s over the steps after every first token; " +

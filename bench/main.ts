@@ -65,7 +65,7 @@ if (import.meta.main) {
   if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
     console.log(
       `usage: deno task bench [${Object.keys(BENCHES).join("|")} ...] ` +
-        "[--peak-gflops=N --bandwidth-gbs=N --size=N (gpu)] [--baseline=REF|none --decode-only (engine)]",
+        "[--peak-gflops=N --bandwidth-gbs=N --size=N (gpu)] [--baseline=REF|none --decode-only --small (engine)]",
     );
     Deno.exit(0);
   }

@@ -53,14 +53,15 @@ import { smallConfigJson } from "./small_model.ts";
 
 const TINY_DIR = new URL("../tests/fixtures/chatglm6b-tiny", import.meta.url).pathname;
 
-interface BenchModel<C extends OnnxModelConfig = ChatGLMConfig> {
+export interface BenchModel<C extends OnnxModelConfig = ChatGLMConfig> {
   label: string;
   config: C;
   json: Record<string, unknown>;
   read: WeightReader;
 }
 
-function smallModel(): BenchModel {
+/** The small ChatGLM of bench/small_model.ts with seeded random weights (bench/engine.ts `--small` too). */
+export function smallModel(): BenchModel {
   const json = smallConfigJson(2048);
   const config = parseChatGLMConfig(json, "small bench config");
   const shapes = new Map(parameterTable(config).map((p) => [p.name, p.shape]));
@@ -104,7 +105,8 @@ async function tinyModel(): Promise<BenchModel> {
   return { label: "tiny fixture", config, json, read: (name) => readTensorAsF32(ckpt, name) };
 }
 
-async function session(
+/** An ORT CPU session on `m`'s exported graph (`dtype`: how the weights are stored). */
+export async function session(
   ort: OrtModule,
   m: BenchModel<OnnxModelConfig>,
   dtype: OnnxWeightDtype,
@@ -138,7 +140,7 @@ function argmaxRows(logits: Float32Array, b: number, V: number): number[] {
   return out;
 }
 
-interface DecodeRate {
+export interface DecodeRate {
   /** Tokens per second over the timed steps. */
   rate: number;
   /** Time per step spent outside `session.run` (feeds, masks, bookkeeping), microseconds. */
@@ -313,7 +315,7 @@ async function decodeRunner(
 }
 
 /** The same session through the engine's slot decoder (steady state: one group, no repacking). */
-async function decodeDecoder(
+export async function decodeDecoder(
   ort: OrtModule,
   sess: OrtSession,
   m: BenchModel<OnnxModelConfig>,
@@ -343,7 +345,7 @@ async function decodeDecoder(
 }
 
 /** Writes a bench model as an HF directory (config.json + model.safetensors) in a temp dir. */
-async function writeModelDir(m: BenchModel): Promise<string> {
+export async function writeModelDir(m: BenchModel): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "medglm-bench-onnx-" });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(m.json));
   await writeSafetensors(

@@ -42,16 +42,23 @@ async function withBaselineDir(fn: (dir: string) => Promise<void>): Promise<void
   }
 }
 
-Deno.test("bench engine: --baseline REF (default 965e0a1, none skips), --decode-only", () => {
-  assert.deepEqual(engineBenchFlags(["engine"]), { baseline: "965e0a1", decodeOnly: false });
+Deno.test("bench engine: --baseline REF (default 965e0a1, none skips), --decode-only, --small", () => {
+  assert.deepEqual(engineBenchFlags(["engine"]), {
+    baseline: "965e0a1",
+    decodeOnly: false,
+    small: false,
+  });
   assert.deepEqual(engineBenchFlags(["engine", "--baseline", "none", "--decode-only"]), {
     baseline: null,
     decodeOnly: true,
+    small: false,
   });
   assert.deepEqual(engineBenchFlags(["--baseline=abc123"]), {
     baseline: "abc123",
     decodeOnly: false,
+    small: false,
   });
+  assert.equal(engineBenchFlags(["engine", "--small"]).small, true);
   assert.throws(() => engineBenchFlags(["--baseline="]), /--baseline needs a git ref/);
 });
 
