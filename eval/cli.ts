@@ -69,7 +69,8 @@ options:
   --max-length N       longest scored row in tokens (default: the model's max context)
   --max-new-tokens N   answer length for --scorer generate (default 32)
   --open-max-new-tokens N  answer length for held-out open questions (default 256)
-  --dtype f32|f16      base weight storage (default: f16 where the GPU supports it)
+  --dtype f32|f16      base weight storage (default: f16 with shader-f16; on a software
+                       adapter f32 when it fits half of memory: gpu-info)
   --quantize SPEC      int8/int4 base weights at load: 8 | 4[,group=G][,embeddings]
   --out DIR            output folder (default out/eval)
   --resume             reuse cached per-question results in OUT/cache (default: start fresh)

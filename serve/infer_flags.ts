@@ -45,7 +45,8 @@ only the answer on stdout.
   --adapter DIR             PEFT LoRA adapter directory
   --merged                  fold the adapter into the weights at load (faster steps)
   --backend NAME            webgpu | onnx | auto (default auto)
-  --dtype f16|f32           weight storage on the GPU (default f16 where supported)
+  --dtype f16|f32           weight storage on the GPU (default: f16 with shader-f16; on a
+                            software adapter f32 when it fits half of memory: gpu-info)
   --quantize SPEC           int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
   --dry-run                 print the memory plan for f16, int8 and int4 weights from the model's
                             config.json alone (no weights or tokenizer needed) and exit

@@ -20,7 +20,7 @@ export interface ServeFlags extends PromptFlags {
   backend: "webgpu" | "onnx" | "auto";
   /** int8/int4 weights at load (`--quantize`). */
   quantize?: QuantizeOption;
-  /** Float weights' storage on the GPU (`--dtype`); absent: f16 where supported, as infer. */
+  /** Float weights' storage on the GPU (`--dtype`); absent: the load's default, as infer. */
   dtype?: WeightDtype;
   host: string;
   port: number;
@@ -41,7 +41,8 @@ export const SERVE_USAGE = `Usage: deno task serve [options]
   --adapter DIR          PEFT adapter directory (adapter_config.json + weights)
   --backend NAME         webgpu | onnx | auto (default auto)
   --quantize SPEC        int8/int4 weights at load: 8 | 4[,group=G][,embeddings]
-  --dtype f16|f32        weight storage on the GPU (default f16 where supported)
+  --dtype f16|f32        weight storage on the GPU (default: f16 with shader-f16; on a
+                         software adapter f32 when it fits half of memory: gpu-info)
   --dry-run              print the memory plan for f16, int8 and int4 weights (KV cache for
                          --max-concurrent rows) from config.json alone, and exit
   --host HOST            interface to listen on (default 127.0.0.1)
