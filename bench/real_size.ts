@@ -15,6 +15,10 @@
  *   before the streaming load); `none` skips it.
  * - MEDGLM_REAL_SIZE_LAYERS=N (default 2), MEDGLM_REAL_SIZE_DECODE=N tokens (default 4),
  *   MEDGLM_REAL_SIZE_REPEAT=N runs of each (default 1).
+ * - MEDGLM_REAL_SIZE_DTYPE=f16|f32|default (default f16, the targets' dtype, for both codes: a
+ *   software adapter's own default is f32 for models whose f32 weights fit half of memory, which
+ *   a 2-layer full-width checkpoint does, and would measure twice the bytes against the
+ *   baseline's f16).
  *
  * Run alone: `deno task bench real-size` (needs ~3× the weights in free memory and disk).
  */
@@ -58,10 +62,15 @@ async function baselineCore(ref: string, into: string): Promise<string> {
   return new URL(`file://${into}/core/mod.ts`).href;
 }
 
-function measure(coreUrl: string, dir: string, decode: number): Promise<Measured> {
+function measure(
+  coreUrl: string,
+  dir: string,
+  decode: number,
+  dtype: string,
+): Promise<Measured> {
   return runJsonChild<Measured>(
     CHILD,
-    [coreUrl, dir, String(decode)],
+    [coreUrl, dir, String(decode), dtype === "default" ? "" : dtype],
     `measuring ${dir} with ${coreUrl}`,
   );
 }
@@ -132,6 +141,10 @@ export async function bench(): Promise<void> {
   const layers = Number(env("MEDGLM_REAL_SIZE_LAYERS") ?? 2);
   const decode = Number(env("MEDGLM_REAL_SIZE_DECODE") ?? 4);
   const repeat = Number(env("MEDGLM_REAL_SIZE_REPEAT") ?? 1);
+  const dtype = env("MEDGLM_REAL_SIZE_DTYPE") ?? "f16";
+  if (!["f16", "f32", "default"].includes(dtype)) {
+    throw new Error(`MEDGLM_REAL_SIZE_DTYPE: expected f16, f32 or default, got ${dtype}`);
+  }
   const tmp = await Deno.makeTempDir({ prefix: "medglm-real-size-" });
   try {
     const dirs: { label: string; dir: string }[] = [];
@@ -169,11 +182,13 @@ export async function bench(): Promise<void> {
       await warmCache(dir);
       const olds: Measured[] = [], news: Measured[] = [];
       for (let r = 0; r < repeat; r++) {
-        if (oldCore) olds.push(await measure(oldCore, dir, decode));
-        news.push(await measure(newCore, dir, decode));
+        if (oldCore) olds.push(await measure(oldCore, dir, decode, dtype));
+        news.push(await measure(newCore, dir, decode, dtype));
       }
       const n = medianOf(news);
-      console.log(`| weights: ${gb(weights)} GB (${label}) | | | | | | | | | | | |`);
+      console.log(
+        `| weights: ${gb(weights)} GB (${label}), run as ${dtype} | | | | | | | | | | | |`,
+      );
       if (olds.length) console.log(row(`${label}, ${ref}`, medianOf(olds), weights));
       console.log(row(`${label}, this checkout`, n, weights));
       if (!n.logitsFinite) console.log(`WARNING: ${label}: non-finite logits`);
