@@ -22,6 +22,7 @@ import type { Engine } from "../serve/engine/types.ts";
 import { createApp } from "../serve/http/app.ts";
 import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
 import { writeQwen3Dir } from "./helpers/qwen3_model_dir.ts";
+import { runScript } from "./helpers/cli.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
@@ -352,24 +353,6 @@ Deno.test("llama onnx: refusals name the file, the option and the rule", async (
   );
 });
 
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function cli(
-  script: string,
-  args: string[],
-): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${ROOT}/${script}`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
-}
-
 async function answer(engine: Engine, content: string): Promise<string> {
   let text = "";
   for await (
@@ -386,9 +369,14 @@ Deno.test("llama onnx: export-onnx and infer --backend onnx as commands; serve's
   // A Qwen3 directory with the real tokenizer (random weights, real vocabulary, tiny width).
   const dir = await writeQwen3Dir("medglm-llama-onnx-cli-");
   try {
-    const exp = await cli("serve/onnx/export_cli.ts", ["--model", dir, "--out", `${dir}/onnx`]);
-    assert.equal(exp.code, 0, exp.err);
-    assert.match(exp.err, /wrote .*\/onnx\/model\.onnx \(f32 weights\)/);
+    const exp = await runScript("serve/onnx/export_cli.ts", [
+      "--model",
+      dir,
+      "--out",
+      `${dir}/onnx`,
+    ]);
+    assert.equal(exp.code, 0, exp.stderr);
+    assert.match(exp.stderr, /wrote .*\/onnx\/model\.onnx \(f32 weights\)/);
     const args = [
       "--model",
       dir,
@@ -399,16 +387,16 @@ Deno.test("llama onnx: export-onnx and infer --backend onnx as commands; serve's
       "--temperature",
       "0",
     ];
-    const onnx = await cli("serve/infer_cli.ts", [...args, "--backend", "onnx"]);
-    assert.equal(onnx.code, 0, onnx.err);
-    assert.match(onnx.err, /backend: onnx \(requested/);
+    const onnx = await runScript("serve/infer_cli.ts", [...args, "--backend", "onnx"]);
+    assert.equal(onnx.code, 0, onnx.stderr);
+    assert.match(onnx.stderr, /backend: onnx \(requested/);
     // The same greedy answer from WebGPU.
-    const webgpu = await cli("serve/infer_cli.ts", [...args, "--backend", "webgpu"]);
-    assert.equal(webgpu.code, 0, webgpu.err);
+    const webgpu = await runScript("serve/infer_cli.ts", [...args, "--backend", "webgpu"]);
+    assert.equal(webgpu.code, 0, webgpu.stderr);
     // (Tied random weights repeat the last prompt token: here the template's final newline, so
     // the answer is 6 newlines; the fixture goldens above check the numbers.)
-    assert.equal(onnx.out, webgpu.out);
-    assert.equal(onnx.out.length, 7);
+    assert.equal(onnx.stdout, webgpu.stdout);
+    assert.equal(onnx.stdout.length, 7);
 
     // serve --backend onnx: the engine and the HTTP app over it.
     const quiet = { log: () => {}, progressBar: false };
