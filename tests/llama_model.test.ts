@@ -8,7 +8,7 @@ import { llamaInvFreq } from "../core/models/llama/rotary.ts";
 import { parseLlamaConfig, readLlamaConfig } from "../core/models/llama/config.ts";
 import { loadLlamaModel, mergeLlamaAdapter } from "../core/models/llama/load.ts";
 import type { LlamaModel } from "../core/models/llama/model.ts";
-import { compareRule, loadGoldens } from "./reference/chatglm.ts";
+import { argmax, assertWithinRule, loadGoldens } from "./reference/chatglm.ts";
 
 const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
@@ -18,16 +18,6 @@ const quiet = { log: () => {}, progressBar: false, dtype: "f32" as const };
 function rows(data: Int32Array, shape: number[]): number[][] {
   const [b, s] = shape;
   return Array.from({ length: b }, (_, i) => [...data.subarray(i * s, (i + 1) * s)]);
-}
-
-function check(
-  name: string,
-  actual: ArrayLike<number>,
-  golden: ArrayLike<number>,
-  sel?: [number, number][],
-) {
-  const r = compareRule(actual, golden, 1e-4, 1e-6, sel);
-  assert.ok(r.ok, `${name}: max |diff| ${r.maxDiff} > ${r.limit} (max |golden| ${r.maxGolden})`);
 }
 
 /** Element ranges of the real positions of a left-padded [b, S, w] tensor. */
@@ -56,7 +46,7 @@ for (const name of MODELS) {
   Deno.test(`${name}: rope inv_freq`, async () => {
     const config = await readLlamaConfig(dir);
     const golden = goldens.read("rope", "inv_freq").data as Float32Array;
-    check("inv_freq", llamaInvFreq(config.headDim, config.rope), golden);
+    assertWithinRule("inv_freq", llamaInvFreq(config.headDim, config.rope), golden);
   });
 
   Deno.test(`${name}: forward_batch, forward_single, generate`, async () => {
@@ -69,19 +59,19 @@ for (const name of MODELS) {
       const logits = await model.forward(inputIds, { onHidden: (i, x) => hidden.set(i, x) });
       const V = model.config.vocabSize, h = model.config.hiddenSize;
       const gl = goldens.read("forward_batch", "logits").data as Float32Array;
-      check("logits", logits, gl, real(batch.pad, S, V));
+      assertWithinRule("logits", logits, gl, real(batch.pad, S, V));
       const gh = goldens.read("forward_batch", "hidden").data as Float32Array;
       for (let k = 0; k < model.config.numLayers + 2; k++) {
         const sel = real(batch.pad, S, h);
         const mine = hidden.get(k)!;
         const g = gh.subarray(k * B * S * h, (k + 1) * B * S * h);
-        check(`hidden[${k}]`, mine, g, sel);
+        assertWithinRule(`hidden[${k}]`, mine, g, sel);
       }
       // forward_single: each prompt alone equals the batch's real positions.
       for (let b = 0; b < B; b++) {
         const alone = await model.forward([batch.prompts_ids[b]]);
         const p = batch.pad[b];
-        check(`single ${b}`, alone, gl.subarray((b * S + p) * V, (b + 1) * S * V));
+        assertWithinRule(`single ${b}`, alone, gl.subarray((b * S + p) * V, (b + 1) * S * V));
       }
       await checkGenerate(model, goldens, inputIds);
     } finally {
@@ -113,7 +103,11 @@ for (const name of MODELS) {
         logits.set(both.subarray(0, V), V);
         const tokens: number[][] = [[], []];
         for (let t = 0; t < g.max_new_tokens; t++) {
-          check(`slot step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+          assertWithinRule(
+            `slot step ${t}`,
+            logits,
+            stepLogits.subarray(t * B * V, (t + 1) * B * V),
+          );
           const next = [0, 1].map((b) => argmax(logits.subarray(b * V, (b + 1) * V)));
           next.forEach((id, b) => tokens[b].push(id));
           if (t + 1 < g.max_new_tokens) {
@@ -142,7 +136,7 @@ for (const name of MODELS) {
         onHidden: (i, x) => hidden.set(i, x),
       });
       const gl = goldens.read("forward_batch", "logits").data as Float32Array;
-      check("grouped logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
+      assertWithinRule("grouped logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
       assert.equal(hidden.get(0)!.length, 2 * S * model.config.hiddenSize);
     } finally {
       model.dispose();
@@ -156,12 +150,17 @@ for (const name of MODELS) {
       const [, S] = ids.shape;
       const logits = await model.forward(rows(ids.data as Int32Array, ids.shape));
       const gl = goldens.read("lora", "logits").data as Float32Array;
-      check("lora logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
+      assertWithinRule("lora logits", logits, gl, real(batch.pad, S, model.config.vocabSize));
       // Merged into the base weights (W + scaling·B·A), the adapter gives the same logits.
       await mergeLlamaAdapter(model);
       assert.equal(model.adapter, null);
       const merged = await model.forward(rows(ids.data as Int32Array, ids.shape));
-      check("merged lora logits", merged, gl, real(batch.pad, S, model.config.vocabSize));
+      assertWithinRule(
+        "merged lora logits",
+        merged,
+        gl,
+        real(batch.pad, S, model.config.vocabSize),
+      );
     } finally {
       model.dispose();
     }
@@ -181,7 +180,7 @@ async function checkGenerate(
     let logits = await model.prefill(inputIds, cache);
     const tokens: number[][] = inputIds.map(() => []);
     for (let t = 0; t < g.max_new_tokens; t++) {
-      check(`step ${t} logits`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+      assertWithinRule(`step ${t} logits`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
       const next = Array.from({ length: B }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
       next.forEach((id, b) => tokens[b].push(id));
       if (t + 1 < g.max_new_tokens) logits = await model.decodeStep(next, cache);
@@ -190,11 +189,4 @@ async function checkGenerate(
   } finally {
     cache.free();
   }
-}
-
-/** First index of the largest value (greedy, spec §6). */
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }

@@ -20,7 +20,7 @@ import { onnxDecoder } from "../serve/onnx/decoder.ts";
 import { createEngine } from "../serve/engine/create.ts";
 import type { Engine } from "../serve/engine/types.ts";
 import { createApp } from "../serve/http/app.ts";
-import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
+import { argmax, assertWithinRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
 import { writeQwen3Dir } from "./helpers/qwen3_model_dir.ts";
 import { runScript } from "./helpers/cli.ts";
 
@@ -28,22 +28,6 @@ const MODELS = ["qwen2-tiny", "qwen3-tiny", "llama3-tiny"];
 const dirOf = (m: string) => new URL(`./fixtures/llama-family/${m}`, import.meta.url).pathname;
 const tmp = await Deno.makeTempDir({ prefix: "medglm-llama-onnx-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(tmp, { recursive: true }));
-
-function check(
-  name: string,
-  actual: ArrayLike<number>,
-  golden: ArrayLike<number>,
-  sel?: [number, number][],
-) {
-  const r = compareRule(actual, golden, 1e-4, 1e-6, sel);
-  assert.ok(r.ok, `${name}: max |diff| ${r.maxDiff} > ${r.limit} (max |golden| ${r.maxGolden})`);
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 /** The exports made so far (one per model and adapter), loaded once. */
 const loaded = new Map<string, Promise<OnnxModel>>();
@@ -83,7 +67,7 @@ for (const name of MODELS) {
     assert.equal(model.rules.cacheHeads, 2, "the cache holds the key/value heads only");
     const V = model.config.vocabSize;
     const real = realRanges(batch.pad, S, V);
-    check("derived", await model.forward(inputIds), goldLogits, real);
+    assertWithinRule("derived", await model.forward(inputIds), goldLogits, real);
     // The goldens' own mask and positions (attention_allowed: 1 = may attend).
     const allowed = goldens.read("forward_batch", "attention_allowed").data;
     const explicit = await model.forwardWithInputs({
@@ -93,11 +77,15 @@ for (const name of MODELS) {
       positionIds: goldens.read("forward_batch", "position_ids").data,
       attentionMask: Uint8Array.from(allowed, (a) => (a ? 0 : 1)),
     });
-    check("explicit", explicit, goldLogits, real);
+    assertWithinRule("explicit", explicit, goldLogits, real);
     for (let b = 0; b < B; b++) {
       const alone = await model.forward([batch.prompts_ids[b]]);
       const p = batch.pad[b];
-      check(`prompt ${b} alone`, alone, goldLogits.subarray((b * S + p) * V, (b + 1) * S * V));
+      assertWithinRule(
+        `prompt ${b} alone`,
+        alone,
+        goldLogits.subarray((b * S + p) * V, (b + 1) * S * V),
+      );
     }
   });
 
@@ -109,7 +97,7 @@ for (const name of MODELS) {
       let logits = await model.prefill(inputIds, cache);
       const tokens: number[][] = inputIds.map(() => []);
       for (let t = 0; t < gen.max_new_tokens; t++) {
-        check(`step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+        assertWithinRule(`step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
         const next = tokens.map((_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
         next.forEach((id, b) => tokens[b].push(id));
         if (t + 1 < gen.max_new_tokens) logits = await model.decodeStep(next, cache);
@@ -130,7 +118,7 @@ for (const name of MODELS) {
       logits.set(second, V);
       const tokens: number[][] = [[], []];
       for (let t = 0; t < gen.max_new_tokens; t++) {
-        check(`slot step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
+        assertWithinRule(`slot step ${t}`, logits, stepLogits.subarray(t * B * V, (t + 1) * B * V));
         const next = [0, 1].map((b) => argmax(logits.subarray(b * V, (b + 1) * V)));
         next.forEach((id, b) => tokens[b].push(id));
         if (t + 1 === gen.max_new_tokens) break;
@@ -150,7 +138,7 @@ for (const name of MODELS) {
     const model = await exported(name, true);
     assert.ok(model.info.source.adapter, "onnx_export.json records the merged adapter");
     const logits = await model.forward(inputIds);
-    check(
+    assertWithinRule(
       "lora",
       logits,
       goldens.read("lora", "logits").data,
@@ -169,13 +157,13 @@ for (const name of MODELS) {
       const V = onnx.config.vocabSize;
       const mine = await onnx.forward(inputIds);
       const theirs = await gpu.forward(inputIds);
-      check("ort vs webgpu", mine, theirs, realRanges(batch.pad, S, V));
+      assertWithinRule("ort vs webgpu", mine, theirs, realRanges(batch.pad, S, V));
       const a = onnx.createCache(B, S + 1), b = gpu.createCache(B, S + 1);
       try {
         await onnx.prefill(inputIds, a);
         await gpu.prefill(inputIds, b);
         const next = gen.tokens.map((t) => t[0]);
-        check("decode", await onnx.decodeStep(next, a), await gpu.decodeStep(next, b));
+        assertWithinRule("decode", await onnx.decodeStep(next, a), await gpu.decodeStep(next, b));
       } finally {
         a.free();
         b.free();
@@ -255,7 +243,7 @@ for (const [variant, config] of Object.entries(VARIANTS)) {
       const pad = onnx.config.padTokenId;
       const rows = [[pad, pad, pad, 5, 17, 33, 9, 60], [4, 8, 15, 16, 23, 42, 50, 70]];
       const V = onnx.config.vocabSize;
-      check(
+      assertWithinRule(
         "batch",
         await onnx.forward(rows),
         await gpu.forward(rows),
@@ -265,7 +253,7 @@ for (const [variant, config] of Object.entries(VARIANTS)) {
       try {
         let mine = await onnx.prefill(rows, a), theirs = await gpu.prefill(rows, b);
         for (let step = 0; step < 3; step++) {
-          check(`step ${step}`, mine, theirs);
+          assertWithinRule(`step ${step}`, mine, theirs);
           const next = [0, 1].map((r) => argmax(theirs.subarray(r * V, (r + 1) * V)));
           [mine, theirs] = [await onnx.decodeStep(next, a), await gpu.decodeStep(next, b)];
         }
@@ -297,7 +285,7 @@ Deno.test("llama onnx: qwen3's BF16 weights stored f16 in an external data file 
     const [B, S] = ids.shape;
     const rows = Array.from({ length: B }, (_, b) => [...ids.data.subarray(b * S, (b + 1) * S)]);
     const pad = (goldens.cases.get("forward_batch")!.values as { pad: number[] }).pad;
-    check(
+    assertWithinRule(
       "f16 logits",
       await model.forward(rows),
       goldens.read("forward_batch", "logits").data,

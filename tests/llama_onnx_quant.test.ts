@@ -20,7 +20,7 @@ import { type QuantizeOption, quantSpecOf } from "../core/models/chatglm/quantiz
 import { LLAMA_QUANT_LAYOUT } from "../core/quant/format.ts";
 import { quantizeCheckpoint } from "../core/quant/write.ts";
 import { loadOnnxModel } from "../serve/onnx/runner.ts";
-import { compareRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
+import { argmax, assertWithinRule, loadGoldens, realRanges } from "./reference/chatglm.ts";
 import { runScript } from "./helpers/cli.ts";
 import { writeQwen3Dir } from "./helpers/qwen3_model_dir.ts";
 
@@ -35,22 +35,6 @@ const SPECS: { label: string; quantize: QuantizeOption }[] = [
   { label: "int8 per row", quantize: 8 },
   { label: "int4 group 16 + embeddings", quantize: { bits: 4, groupSize: 16, embeddings: true } },
 ];
-
-function check(
-  name: string,
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  sel?: [number, number][],
-) {
-  const r = compareRule(actual, expected, 1e-4, 1e-6, sel);
-  assert.ok(r.ok, `${name}: max |diff| ${r.maxDiff} > ${r.limit} (max |webgpu| ${r.maxGolden})`);
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 /** The golden batch (left-padded rows) and its pads. */
 function batchOf(dir: string): { rows: number[][]; pads: number[] } {
@@ -107,10 +91,18 @@ for (const name of MODELS) {
         assert.deepEqual(gpu.config.quantization, spec);
         const { rows, pads } = batchOf(dir);
         const V = onnx.config.vocabSize, S = rows[0].length;
-        check("batch", await onnx.forward(rows), await gpu.forward(rows), realRanges(pads, S, V));
+        assertWithinRule(
+          "batch",
+          await onnx.forward(rows),
+          await gpu.forward(rows),
+          realRanges(pads, S, V),
+          "webgpu",
+        );
         const mine = await greedy(onnx, rows, V, STEPS);
         const theirs = await greedy(gpu, rows, V, STEPS);
-        mine.logits.forEach((l, t) => check(`step ${t}`, l, theirs.logits[t]));
+        mine.logits.forEach((l, t) =>
+          assertWithinRule(`step ${t}`, l, theirs.logits[t], undefined, "webgpu")
+        );
         assert.deepEqual(mine.tokens, theirs.tokens);
       } finally {
         gpu.dispose();

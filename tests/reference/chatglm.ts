@@ -7,6 +7,7 @@
  * Sums run in float64 and every op's output is stored as float32.
  */
 
+import assert from "node:assert/strict";
 import { type ChatGLMConfig, RESIDUAL_ALPHA } from "../../core/models/chatglm/config.ts";
 import { rotaryInvFreq } from "../../core/models/chatglm/rotary.ts";
 import { iterateTensors, openCheckpoint } from "../../core/io/checkpoint.ts";
@@ -358,6 +359,28 @@ export function compareRule(
   }
   const limit = rtol * maxGolden + atol;
   return { maxDiff, maxGolden, limit, ok: maxDiff <= limit };
+}
+
+/**
+ * Asserts {@link compareRule} at its defaults (1e-4 of the largest expected value + 1e-6); `of`
+ * names what the expected values are in the message ("golden", "webgpu", …).
+ */
+export function assertWithinRule(
+  name: string,
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  select?: [number, number][],
+  of = "golden",
+): void {
+  const r = compareRule(actual, expected, 1e-4, 1e-6, select);
+  assert.ok(r.ok, `${name}: max |diff| ${r.maxDiff} > ${r.limit} (max |${of}| ${r.maxGolden})`);
+}
+
+/** First index of the largest value (greedy, spec §6). */
+export function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
 }
 
 /** Element ranges of the real (non-pad) positions of a [b, S, width] tensor. */
