@@ -106,6 +106,17 @@ const cpuS = () => {
 };
 let description = "";
 
+/** The timed decode steps (greedy from `first`'s logits): wall and CPU seconds of each. */
+async function timeSteps(first: Float32Array, step: (id: number) => Promise<Float32Array>) {
+  let last = first;
+  for (let n = 0; n < tokens; n++) {
+    const s = performance.now(), c = cpuS();
+    last = await step(argmax(last));
+    stepS.push((performance.now() - s) / 1000);
+    stepCpuS.push(cpuS() - c);
+  }
+}
+
 if (values.backend === "webgpu") {
   const gpu = await getGpu();
   const quantize = values.quantize
@@ -122,15 +133,10 @@ if (values.backend === "webgpu") {
   loadRss = vmRssBytes();
   const prompt = promptOf(model.config);
   const cache = model.createCache(1, context);
-  let last = await model.prefill([prompt], cache);
+  const first = await model.prefill([prompt], cache);
   // Positions prompt.length .. filled-1 stay zero: the timed steps attend over `filled` positions.
   cache.length = filled;
-  for (let n = 0; n < tokens; n++) {
-    const s = performance.now(), c = cpuS();
-    last = await model.decodeStep([argmax(last)], cache);
-    stepS.push((performance.now() - s) / 1000);
-    stepCpuS.push(cpuS() - c);
-  }
+  await timeSteps(first, (id) => model.decodeStep([id], cache));
   description = `webgpu, ${gpu.adapterInfo.description || "GPU"}`;
   cache.free();
   model.dispose();
@@ -154,7 +160,7 @@ if (values.backend === "webgpu") {
   // set to `filled`.
   const cache = model.createCache(1, context);
   const prompt = promptOf(cfg);
-  let last = await model.prefill([prompt], cache);
+  const first = await model.prefill([prompt], cache);
   // The buffer grows through every doubling as decoding would (its peak is part of the measure).
   const kv = cache.kv!;
   for (let at = prompt.length; at < filled; at += prompt.length) {
@@ -164,12 +170,7 @@ if (values.backend === "webgpu") {
   }
   kv.reserve(filled + 1, context);
   cache.length = filled;
-  for (let n = 0; n < tokens; n++) {
-    const s = performance.now(), c = cpuS();
-    last = await model.decodeStep([argmax(last)], cache);
-    stepS.push((performance.now() - s) / 1000);
-    stepCpuS.push(cpuS() - c);
-  }
+  await timeSteps(first, (id) => model.decodeStep([id], cache));
   cache.free();
   description = `onnx, ${model.providers.join("+")}`;
   await model.dispose();
