@@ -17,7 +17,7 @@ import { checkParameters as checkLlamaParameters } from "../models/llama/params.
 import { llamaQuantArch } from "../models/llama/load.ts";
 import { buildChatGLMGraph, EXPORTER_VERSION, ONNX_OPSET } from "./export_chatglm.ts";
 import { buildLlamaGraph, LLAMA_EXPORTER_VERSION } from "./export_llama.ts";
-import type { GraphQuantization, OnnxWeightDtype } from "./graph_parts.ts";
+import type { GraphQuantization, OnnxWeightDtype, WeightReader } from "./graph_parts.ts";
 import {
   adapterBase,
   adapterHash,
@@ -147,22 +147,13 @@ async function prepareChatGLM(
     ).tiedHead;
   }
   const maxPositions = options.maxPositions ?? config.maxSequenceLength;
-  const headOf = tiedHeadReader(arch, tied);
-  const graph = buildChatGLMGraph(config, (name) => readTensorAsF32(ckpt, headOf(name)), {
-    dtype,
-    adapter,
-    maxPositions,
-    quant: quant ? graphQuantization(ckpt, arch, quant, headOf, options) : null,
-  });
-  return {
-    exporter: EXPORTER_VERSION,
-    graph,
-    files,
-    dtype,
-    maxPositions,
-    adapter,
-    quantization: quant?.spec ?? null,
-  };
+  const record = { exporter: EXPORTER_VERSION, files, dtype, maxPositions, adapter };
+  return withGraph(
+    record,
+    { ckpt, arch, quant, tied },
+    options,
+    (read, q) => buildChatGLMGraph(config, read, { dtype, adapter, maxPositions, quant: q }),
+  );
 }
 
 async function prepareLlama(
@@ -193,22 +184,38 @@ async function prepareLlama(
   if (!Number.isInteger(maxPositions) || maxPositions < 1) {
     throw new Error(`export-onnx: maxPositions ${maxPositions} must be a positive integer`);
   }
+  const record = { exporter: LLAMA_EXPORTER_VERSION, files, dtype, maxPositions, adapter };
+  return withGraph(
+    record,
+    { ckpt, arch, quant, tied },
+    options,
+    (read, q) => buildLlamaGraph(config, read, { dtype, adapter, quant: q }),
+  );
+}
+
+/**
+ * Both architectures' last step: the graph, built over the checkpoint's weights (widened to f32
+ * as they are read; a tied head reads the embeddings) and, for int8/int4, their quantized
+ * readers; returned with what the export records.
+ */
+function withGraph(
+  record: Omit<PreparedExport, "graph" | "quantization">,
+  src: {
+    ckpt: Checkpoint;
+    arch: QuantArch;
+    quant: { spec: QuantSpec; prequantized: boolean } | null;
+    tied: boolean;
+  },
+  options: ExportOnnxOptions,
+  build: (read: WeightReader, quant: GraphQuantization | null) => OnnxGraph,
+): PreparedExport {
+  const { ckpt, arch, quant, tied } = src;
   const headOf = tiedHeadReader(arch, tied);
-  // BF16 / F16 checkpoints are widened to f32 exactly as they are read.
-  const graph = buildLlamaGraph(config, (name) => readTensorAsF32(ckpt, headOf(name)), {
-    dtype,
-    adapter,
-    quant: quant ? graphQuantization(ckpt, arch, quant, headOf, options) : null,
-  });
-  return {
-    exporter: LLAMA_EXPORTER_VERSION,
-    graph,
-    files,
-    dtype,
-    maxPositions,
-    adapter,
-    quantization: quant?.spec ?? null,
-  };
+  const graph = build(
+    (name) => readTensorAsF32(ckpt, headOf(name)),
+    quant ? graphQuantization(ckpt, arch, quant, headOf, options) : null,
+  );
+  return { ...record, graph, quantization: quant?.spec ?? null };
 }
 
 /** Writes the graph and then `onnx_export.json` (last: its presence marks a finished export). */
