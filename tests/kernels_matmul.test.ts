@@ -256,6 +256,48 @@ Deno.test("matmul: chunked weight (split over N) and chunked output rows", async
   assert.ok(relError(await readTensor(y16), want16) < 1e-5);
 });
 
+// A row-chunked weight (a small binding limit) keeps the small-M kernel, one dispatch per chunk:
+// the same sums as the whole weight, so the same bits.
+rowDesignTest(
+  "matmul small-M kernel (gemv): a chunked weight, bit-equal to the whole one",
+  async () => {
+    for (
+      const [i, { M, N, K, f16 }] of [
+        { M: 1, N: 53, K: 24, f16: false }, // vector loop
+        { M: 3, N: 41, K: 13, f16: false }, // scalar loop
+        { M: 2, N: 50, K: 32, f16: true },
+        { M: 4, N: 29, K: 10, f16: true },
+      ].entries()
+    ) {
+      const dtype = f16 ? "f16" : "f32";
+      const x = randomArray(M * K, 40 + i);
+      const w = randomArray(N * K, 50 + i).map((v) => f16 ? f16Round(v) : v);
+      const bias = randomArray(N, 60 + i);
+      const tx = uploadTensor(gpu, x, [M, K]);
+      const tbias = uploadTensor(gpu, bias, [N]);
+      const whole = uploadTensor(gpu, w, [N, K], dtype);
+      // 6 rows per chunk (an even count keeps f16 chunks 4-byte aligned).
+      const split = uploadTensor(gpu, w, [N, K], dtype, { chunkBytes: 6 * K * (f16 ? 2 : 4) });
+      assert.equal(split.chunks.length, Math.ceil(N / 6));
+      const rec = beginRecording(gpu);
+      beginCapture(rec);
+      const yWhole = linear(rec, tx, whole, tbias);
+      const ySplit = linear(rec, tx, split, tbias);
+      const labels = endCapture(rec).commands.flatMap((c) =>
+        "pipeline" in c ? [c.pipeline.label] : []
+      );
+      await submit(rec);
+      assert.ok(labels.every((l) => l.startsWith("gemv:")), `case ${i}: ${labels}`);
+      assert.equal(labels.length, 1 + split.chunks.length);
+      const got = await readTensor(ySplit);
+      assert.deepEqual(got, await readTensor(yWhole));
+      const want = matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true, bias });
+      assert.ok(relError(got, want) < 1e-5, `case ${i}: rel error ${relError(got, want)}`);
+      for (const t of [tx, tbias, whole, split, yWhole, ySplit]) releaseTensor(t);
+    }
+  },
+);
+
 Deno.test("matmul: clear errors for mismatched shapes and dtypes", () => {
   const a = uploadTensor(gpu, new Float32Array(6), [2, 3]);
   const b = uploadTensor(gpu, new Float32Array(8), [4, 2]);

@@ -36,20 +36,26 @@ const LANES = 64;
 const MAX_BATCH = 65535;
 
 const GemvParams = uniformLayout({
+  /** Columns of this dispatch (a weight chunk's rows when B is chunked). */
   N: "u32",
   K: "u32",
   groups: "u32",
   aBatch: "u32",
   bBatch: "u32",
   cBatch: "u32",
+  /** The output's row stride (all of N) and this dispatch's first column in it. */
+  ldc: "u32",
+  colOffset: "u32",
 });
 
 /**
  * Whether the kernel takes the problem: a few rows (after folding a shared B's batch into M),
- * nothing chunked.
+ * A and the output unchunked, B unchunked or a row-chunked 2-D [N, K] weight (one dispatch per
+ * chunk, as the tiled kernels do).
  */
 export function gemvFits(p: MatmulProblem, a: Tensor, b: Tensor, out: Tensor): boolean {
-  if (a.chunks.length > 1 || b.chunks.length > 1 || out.chunks.length > 1) return false;
+  if (a.chunks.length > 1 || out.chunks.length > 1) return false;
+  if (b.chunks.length > 1 && !(p.sharedB && p.transposeB)) return false;
   const { rows, batch } = rowsOf(p);
   return rows <= GEMV_MAX_ROWS && batch <= MAX_BATCH;
 }
@@ -85,16 +91,16 @@ fn main(${WG_BUILTINS}) {
   let bBase = wid.z * P.bBatch;
   ${loop.body}
   ${
-    cs.map((j) => `let bias${j} = ${bias ? `ld_bias(min(col0 + ${j}u, P.N - 1u))` : "0.0"};`).join(
-      "\n  ",
-    )
+    cs.map((j) =>
+      `let bias${j} = ${bias ? `ld_bias(P.colOffset + min(col0 + ${j}u, P.N - 1u))` : "0.0"};`
+    ).join("\n  ")
   }
   let cBase = wid.z * P.cBatch;
   ${
     ms.map((m) =>
       cs.map((j) =>
         `{ let s = wg_sum(${loop.sum(m, j)}, t) + bias${j};
-    if (t == 0u && col0 + ${j}u < P.N) { C[cBase + ${m}u * P.N + col0 + ${j}u] = s; } }`
+    if (t == 0u && col0 + ${j}u < P.N) { C[cBase + ${m}u * P.ldc + P.colOffset + col0 + ${j}u] = s; } }`
       ).join("\n  ")
     ).join("\n  ")
   }
@@ -203,22 +209,30 @@ export function recordGemv(
     key,
     () => gemvCode(rows, p, bDtype, bias?.dtype ?? "", plan, vector),
   );
-  const groups = Math.ceil(p.N / COLS);
-  const resources: GPUBindingResource[] = [bindingOf(a), bindingOf(b), bindingOf(out)];
-  if (bias) resources.push(bindingOf(bias));
-  const [x, y] = plan.workgroups(groups);
-  recordDispatch(
-    rec,
-    pipeline,
-    GemvParams.pack({
-      N: p.N,
-      K: p.K,
-      groups,
-      aBatch: p.M * p.K,
-      bBatch: p.sharedB ? 0 : p.K * p.N,
-      cBatch: p.M * p.N,
-    }),
-    resources,
-    [x, y, batch],
-  );
+  // A chunked weight (rows of [N, K]): one dispatch per chunk, its columns placed by colOffset.
+  b.chunks.forEach((chunk, bc) => {
+    const chunked = b.chunks.length > 1;
+    const N = chunked ? chunk.rows : p.N;
+    if (N === 0) return;
+    const groups = Math.ceil(N / COLS);
+    const resources: GPUBindingResource[] = [bindingOf(a), bindingOf(b, bc), bindingOf(out)];
+    if (bias) resources.push(bindingOf(bias));
+    const [x, y] = plan.workgroups(groups);
+    recordDispatch(
+      rec,
+      pipeline,
+      GemvParams.pack({
+        N,
+        K: p.K,
+        groups,
+        aBatch: p.M * p.K,
+        bBatch: p.sharedB ? 0 : p.K * p.N,
+        cBatch: p.M * p.N,
+        ldc: p.N,
+        colOffset: chunked ? chunk.rowStart : 0,
+      }),
+      resources,
+      [x, y, batch],
+    );
+  });
 }
