@@ -21,6 +21,8 @@
  * huge pages costs more than the faults it saves).
  */
 
+import { type Libc, libc } from "./libc.ts";
+
 /** Allocations smaller than this are left alone (a huge page is 2 MiB). */
 const MIN_BYTES = 8 * 2 ** 20;
 const MADV_HUGEPAGE = 14;
@@ -28,32 +30,25 @@ const MADV_HUGEPAGE = 14;
 const FREE_MARGIN_BYTES = 2 * 2 ** 30;
 const HUGE = 2n ** 21n;
 
-interface Libc {
-  symbols: { madvise(addr: bigint, length: bigint, advice: number): number };
-}
-
-let libc: Libc | null | undefined;
+let advising: Libc | null | undefined;
 
 function madviseLib(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
+  if (advising !== undefined) return advising;
+  advising = null;
   try {
     if (Deno.build.os !== "linux") return null;
     const env = Deno.permissions.querySync({ name: "env", variable: "MEDGLM_NO_HUGE_PAGES" });
     if (env.state === "granted" && Deno.env.get("MEDGLM_NO_HUGE_PAGES") === "1") return null;
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
     const maps = Deno.permissions.querySync({ name: "read", path: "/proc/self/maps" });
     if (maps.state !== "granted") return null;
     const mode = Deno.readTextFileSync("/sys/kernel/mm/transparent_hugepage/enabled");
     // "[always]": every mapping gets them already; "[never]": none may.
     if (!mode.includes("[madvise]")) return null;
-    libc = Deno.dlopen("libc.so.6", {
-      madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
-    }) as unknown as Libc;
+    advising = libc();
   } catch {
-    libc = null;
+    advising = null;
   }
-  return libc;
+  return advising;
 }
 
 /** MemFree (memory the kernel has not handed out at all, page cache excluded); 0 if unknown. */
