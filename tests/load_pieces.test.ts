@@ -59,7 +59,18 @@ Deno.test("tensor layout: pieces tile the rows in order, within chunks, aligned 
   );
 });
 
-Deno.test("chunk reader: the reads ahead give the planned bytes; a read out of plan or past the end fails naming the file", async () => {
+Deno.test("chunk reader, mapped and read: the pieces ahead give the planned bytes; a read out of plan or past the end fails naming the file", async () => {
+  for (const mapped of [true, false]) await chunkReaderCase(mapped);
+});
+
+/** Whether this process can map files (Linux, FFI allowed, MEDGLM_NO_MMAP unset). */
+function canMap(): boolean {
+  return Deno.build.os === "linux" && Deno.permissions.querySync({ name: "ffi" }).state ===
+      "granted" &&
+    Deno.env.get("MEDGLM_NO_MMAP") !== "1";
+}
+
+async function chunkReaderCase(mapped: boolean) {
   const dir = await Deno.makeTempDir({ prefix: "medglm-load-pieces-" });
   try {
     const path = `${dir}/shard.bin`;
@@ -74,13 +85,22 @@ Deno.test("chunk reader: the reads ahead give the planned bytes; a read out of p
       { offset: 5, length: 3 },
     ];
     assert.ok(ranges.length > READS_AHEAD + 1, "more ranges than the ring holds");
-    const reader = new ChunkReader();
+    const reader = new ChunkReader({ mapped });
     await reader.begin(path, ranges);
+    const isMapped = reader.mapped;
+    assert.equal(isMapped, mapped && canMap(), "mapped where asked and available");
+    let previous: Uint8Array | null = null;
     for (const r of ranges) {
       const got = await reader.take(r.offset, r.length);
-      assert.deepEqual(got, data.subarray(r.offset, r.offset + r.length));
+      assert.deepEqual(got, data.subarray(r.offset, r.offset + r.length), `mapped ${mapped}`);
+      // A mapped piece is unmapped at the next take: its view is detached, never dangling.
+      if (isMapped && previous) assert.equal(previous.length, 0, "previous piece detached");
+      previous = got.length ? got : null;
     }
     await reader.end();
+    if (isMapped && previous) {
+      assert.equal(previous.length, 0, "the last piece unmapped at the end");
+    }
 
     await reader.begin(path, ranges);
     await assert.rejects(
@@ -98,7 +118,7 @@ Deno.test("chunk reader: the reads ahead give the planned bytes; a read out of p
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
 
 function thpMode(): string | null {
   try {
