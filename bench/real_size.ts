@@ -15,6 +15,9 @@
  *   before the streaming load); `none` skips it.
  * - MEDGLM_REAL_SIZE_LAYERS=N (default 2), MEDGLM_REAL_SIZE_DECODE=N tokens (default 4),
  *   MEDGLM_REAL_SIZE_REPEAT=N runs of each (default 1).
+ * - MEDGLM_REAL_SIZE_READ=0: skip the third run of each round, this checkout with
+ *   `MEDGLM_NO_MMAP=1` (its shards read into buffers instead of mapped), which gives the
+ *   mapped ÷ read ratio of the same code in the same run.
  * - MEDGLM_REAL_SIZE_DTYPE=f16|f32|default (default f16, the targets' dtype, for both codes: a
  *   software adapter's own default is f32 for models whose f32 weights fit half of memory, which
  *   a 2-layer full-width checkpoint does, and would measure twice the bytes against the
@@ -62,17 +65,27 @@ async function baselineCore(ref: string, into: string): Promise<string> {
   return new URL(`file://${into}/core/mod.ts`).href;
 }
 
-function measure(
+async function measure(
   coreUrl: string,
   dir: string,
   decode: number,
   dtype: string,
+  noMmap = false,
 ): Promise<Measured> {
-  return runJsonChild<Measured>(
-    CHILD,
-    [coreUrl, dir, String(decode), dtype === "default" ? "" : dtype],
-    `measuring ${dir} with ${coreUrl}`,
-  );
+  // The child inherits this process's environment: MEDGLM_NO_MMAP=1 makes its load read.
+  const before = env("MEDGLM_NO_MMAP");
+  if (noMmap) Deno.env.set("MEDGLM_NO_MMAP", "1");
+  else Deno.env.delete("MEDGLM_NO_MMAP");
+  try {
+    return await runJsonChild<Measured>(
+      CHILD,
+      [coreUrl, dir, String(decode), dtype === "default" ? "" : dtype],
+      `measuring ${dir} with ${coreUrl}${noMmap ? " (MEDGLM_NO_MMAP=1)" : ""}`,
+    );
+  } finally {
+    if (before === undefined) Deno.env.delete("MEDGLM_NO_MMAP");
+    else Deno.env.set("MEDGLM_NO_MMAP", before);
+  }
 }
 
 /** Reads every file once so that both runs read from the page cache. */
@@ -142,6 +155,7 @@ export async function bench(): Promise<void> {
   const decode = Number(env("MEDGLM_REAL_SIZE_DECODE") ?? 4);
   const repeat = Number(env("MEDGLM_REAL_SIZE_REPEAT") ?? 1);
   const dtype = env("MEDGLM_REAL_SIZE_DTYPE") ?? "f16";
+  const readToo = env("MEDGLM_REAL_SIZE_READ") !== "0";
   if (!["f16", "f32", "default"].includes(dtype)) {
     throw new Error(`MEDGLM_REAL_SIZE_DTYPE: expected f16, f32 or default, got ${dtype}`);
   }
@@ -180,10 +194,11 @@ export async function bench(): Promise<void> {
     for (const { label, dir } of dirs) {
       const weights = await weightBytes(dir);
       await warmCache(dir);
-      const olds: Measured[] = [], news: Measured[] = [];
+      const olds: Measured[] = [], news: Measured[] = [], reads: Measured[] = [];
       for (let r = 0; r < repeat; r++) {
         if (oldCore) olds.push(await measure(oldCore, dir, decode, dtype));
         news.push(await measure(newCore, dir, decode, dtype));
+        if (readToo) reads.push(await measure(newCore, dir, decode, dtype, true));
       }
       const n = medianOf(news);
       console.log(
@@ -191,6 +206,16 @@ export async function bench(): Promise<void> {
       );
       if (olds.length) console.log(row(`${label}, ${ref}`, medianOf(olds), weights));
       console.log(row(`${label}, this checkout`, n, weights));
+      if (reads.length) {
+        const rd = medianOf(reads);
+        console.log(row(`${label}, this checkout read (MEDGLM_NO_MMAP=1)`, rd, weights));
+        ratios.push(
+          `${label}: mapped ÷ read (this checkout): load ×${(rd.loadS / n.loadS).toFixed(2)} ` +
+            `faster (CPU ×${(rd.loadCpuS / n.loadCpuS).toFixed(2)}), runs ${
+              news.map((m) => m.loadS.toFixed(2)).join("/")
+            } s mapped, ${reads.map((m) => m.loadS.toFixed(2)).join("/")} s read`,
+        );
+      }
       if (!n.logitsFinite) console.log(`WARNING: ${label}: non-finite logits`);
       for (const m of news) if (m.loadSplit) splits.push(`${label}: ${m.loadSplit}`);
       if (olds.length) {
@@ -204,7 +229,9 @@ export async function bench(): Promise<void> {
             (o.startToFirstTokenS / n.startToFirstTokenS).toFixed(2)
           } faster, peak RSS ${(n.peakRss / weights).toFixed(2)}× the weights (was ${
             (o.peakRss / weights).toFixed(2)
-          }×)`,
+          }×); load runs ${olds.map((m) => m.loadS.toFixed(2)).join("/")} s (${ref}), ${
+            news.map((m) => m.loadS.toFixed(2)).join("/")
+          } s (this checkout)`,
         );
       }
     }
