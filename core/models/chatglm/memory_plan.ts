@@ -209,7 +209,8 @@ export function planMemoryOf(arch: PlanArch, options: MemoryPlanOptions): Memory
     options.largestStoredTensorBytes ?? 0,
   );
   // The load reads in pieces of READ_PIECE_BYTES (never more than the largest tensor): it holds
-  // the piece being uploaded and READS_AHEAD being read, in reused buffers. It hands them to the
+  // the piece being uploaded and READS_AHEAD being read, as mapped file pages (resident while
+  // mapped, like a buffer) or in reused buffers where it reads instead. It hands them to the
   // GPU in pieces of WRITE_PIECE_BYTES, each submitted, whose staging copies the runtime recycles
   // (measured on a mid-size checkpoint: the load's peak is the read pieces and two staging
   // pieces). Weights never exist twice while loading.
