@@ -13,6 +13,7 @@ import {
   tensorLayout,
 } from "../core/models/chatglm/weights.ts";
 import { withHugePages } from "../core/io/huge_pages.ts";
+import { MappedFile } from "../core/io/mapped_file.ts";
 import type { StoredTensor } from "../core/io/stored_tensor.ts";
 import type { Dtype } from "../core/io/dtype.ts";
 
@@ -61,6 +62,47 @@ Deno.test("tensor layout: pieces tile the rows in order, within chunks, aligned 
 
 Deno.test("chunk reader, mapped and read: the pieces ahead give the planned bytes; a read out of plan or past the end fails naming the file", async () => {
   for (const mapped of [true, false]) await chunkReaderCase(mapped);
+});
+
+Deno.test("chunk reader: a piece the kernel refuses to map is read instead, same bytes", async () => {
+  if (!canMap()) {
+    console.log("skipped: this process cannot map files (not Linux, no ffi, or MEDGLM_NO_MMAP=1)");
+    return;
+  }
+  const dir = await Deno.makeTempDir({ prefix: "medglm-load-pieces-" });
+  try {
+    const path = `${dir}/shard.bin`;
+    const data = new Uint8Array(50_000).map((_, i) => (i * 11 + 1) & 255);
+    await Deno.writeFile(path, data);
+    const ranges = Array.from({ length: 9 }, (_, i) => ({ offset: i * 5_000 + 3, length: 4_999 }));
+    let refused = 0;
+    // Every other mapping fails, as mmap may (no memory for the mapping, a filesystem without it).
+    const reader = new ChunkReader({
+      openMapped: (p) => {
+        const file = MappedFile.open(p)!;
+        let n = 0;
+        return {
+          map: (offset, length) =>
+            n++ % 2 ? (refused++, Promise.resolve(null)) : file.map(offset, length),
+          close: () => file.close(),
+        };
+      },
+    });
+    await reader.begin(path, ranges);
+    assert.ok(reader.mapped);
+    const got: Uint8Array[] = [];
+    for (const r of ranges) {
+      const bytes = await reader.take(r.offset, r.length);
+      assert.deepEqual(bytes, data.subarray(r.offset, r.offset + r.length));
+      got.push(bytes);
+    }
+    await reader.end();
+    assert.equal(refused, 4, "every other piece refused");
+    // Mapped pieces are unmapped (detached); the refused ones were read into the ring.
+    assert.deepEqual(got.map((b) => b.length === 0), ranges.map((_, i) => i % 2 === 0));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /** Whether this process can map files (Linux, FFI allowed, MEDGLM_NO_MMAP unset). */

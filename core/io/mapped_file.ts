@@ -41,6 +41,12 @@ export interface MappedPiece {
   unmap(): void;
 }
 
+/** What a reader needs of a mapped file ({@link MappedFile}; tests give others). */
+export interface PieceMapper {
+  map(offset: number, length: number): Promise<MappedPiece | null>;
+  close(): void;
+}
+
 /** False when `MEDGLM_NO_MMAP=1` (to measure against, or to rule mapping out). */
 export function mmapWanted(): boolean {
   try {
@@ -52,7 +58,7 @@ export function mmapWanted(): boolean {
 }
 
 /** A checkpoint file opened for mapping pieces of it (see the module doc). */
-export class MappedFile {
+export class MappedFile implements PieceMapper {
   #lib: Libc;
   #fd: number;
   #page: number;

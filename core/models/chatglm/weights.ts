@@ -33,7 +33,7 @@ import {
 } from "../../io/dtype.ts";
 import { readInto } from "../../io/file_range.ts";
 import { withHugePages } from "../../io/huge_pages.ts";
-import { MappedFile } from "../../io/mapped_file.ts";
+import { MappedFile, type PieceMapper } from "../../io/mapped_file.ts";
 import { readStoredTensor, type StoredTensor } from "../../io/stored_tensor.ts";
 import { createProgress } from "../../../base/mod.ts";
 import {
@@ -432,7 +432,7 @@ interface Piece {
 /** A shard's planned ranges and how they are read (mapped, or through one handle per slot). */
 interface ReadPlan {
   handles: (Deno.FsFile | undefined)[];
-  mapped: MappedFile | null;
+  mapped: PieceMapper | null;
   path: string;
   ranges: ByteRange[];
   taken: number;
@@ -465,11 +465,16 @@ export class ChunkReader {
   #unflushed = 0;
   #unsubmitted = 0;
   #inflight: Promise<unknown> = Promise.resolve();
-  readonly #mapping: boolean;
+  readonly #open: ((path: string) => PieceMapper | null) | null;
   readonly timing: LoadTiming = { readMs: 0, uploadMs: 0, submitMs: 0, waitMs: 0 };
-  /** `mapped: false` reads every range (default: map where available, see the class doc). */
-  constructor(options: { mapped?: boolean } = {}) {
-    this.#mapping = options.mapped ?? true;
+  /**
+   * `mapped: false` reads every range (default: map where available, see the class doc);
+   * `openMapped` opens a shard for mapping instead of {@link MappedFile.open} (tests).
+   */
+  constructor(
+    options: { mapped?: boolean; openMapped?: (path: string) => PieceMapper | null } = {},
+  ) {
+    this.#open = options.mapped === false ? null : options.openMapped ?? MappedFile.open;
   }
   /** Whether the current plan's ranges are mapped (not read). */
   get mapped(): boolean {
@@ -477,7 +482,7 @@ export class ChunkReader {
   }
   /** Starts reading `ranges` of the file at `path`, in this order (see {@link take}). */
   async begin(path: string, ranges: ByteRange[]): Promise<void> {
-    const mapped = this.#mapping ? MappedFile.open(path) : null;
+    const mapped = this.#open ? this.#open(path) : null;
     const handles: (Deno.FsFile | undefined)[] = [];
     if (!mapped) {
       try {
