@@ -13,6 +13,13 @@
  * MEDGLM_MATMUL_BASELINE=REF with `deno task bench matmul`) also times the kernels of git ref REF
  * (its core/ and base/, extracted to a temporary folder, on their own device) in the same rounds,
  * for a before/after table from one run. `--only TEXT` keeps the shapes whose label contains TEXT.
+ *
+ * `--small`: the decode shapes of bench/engine.ts's small ChatGLM (hidden 1024, 4h 4096, vocab
+ * 32000: K×N 1024×3072 qkv, 1024×1024 dense, 1024×4096 h→4h, 4096×1024 4h→h, 1024×32000 the head)
+ * at M = 1 and 4, with two more columns: the small-M kernel (gemv.ts) reading the weight from its
+ * storage buffer, f32 and f16 (`kernel: "gemv"`), beside the texture design that `auto` takes for
+ * these sizes on software adapters (at M = 1, weight GB/s = 2 × GFLOP/s with f32 weights, 1 × with
+ * f16).
  */
 
 import { parseArgs } from "node:util";
@@ -22,6 +29,7 @@ import {
   getGpu,
   type Gpu,
   linear,
+  matmul,
   readTensor,
   releaseTensor,
   submit,
@@ -52,6 +60,20 @@ function targetOf(s: Shape): Target | null {
   return null; // small shapes: no target, reported for the trend
 }
 
+/** bench/engine.ts's small ChatGLM (bench/small_model.ts): its decode matmuls. */
+function smallShapes(): Shape[] {
+  const layers: [string, number, number][] = [
+    ["qkv 1024x3072", 1024, 3072],
+    ["dense 1024x1024", 1024, 1024],
+    ["h→4h 1024x4096", 1024, 4096],
+    ["4h→h 4096x1024", 4096, 1024],
+    ["head 1024x32000", 1024, 32000],
+  ];
+  return layers.flatMap(([name, K, N]) =>
+    [1, 4].map((M) => ({ label: `${name} M=${M}`, M, K, N }))
+  );
+}
+
 function shapes(quick: boolean): Shape[] {
   const out: Shape[] = [];
   for (const n of quick ? [256, 1024] : [256, 1024, 2048]) {
@@ -75,13 +97,34 @@ function shapes(quick: boolean): Shape[] {
 interface CoreApi {
   beginRecording: typeof beginRecording;
   linear: typeof linear;
+  matmul: typeof matmul;
   submit: typeof submit;
   sync: typeof sync;
   readTensor: typeof readTensor;
   releaseTensor: typeof releaseTensor;
 }
 
-const THIS_CORE: CoreApi = { beginRecording, linear, submit, sync, readTensor, releaseTensor };
+const THIS_CORE: CoreApi = {
+  beginRecording,
+  linear,
+  matmul,
+  submit,
+  sync,
+  readTensor,
+  releaseTensor,
+};
+
+/** Seconds of one empty submit and wait (the least of three): the fixed cost of a round trip. */
+async function emptyRoundTrip(gpu: Gpu): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    gpu.device.queue.submit([]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  return best;
+}
 
 /** A timer for our kernel: the first call warms up (compile, weight packing) and sizes reps. */
 function ourTimer(
@@ -90,15 +133,21 @@ function ourTimer(
   w: Tensor,
   budget: number,
   core: CoreApi = THIS_CORE,
+  kernel?: "gemv",
 ): () => Promise<number> {
+  // `linear` (auto: the texture design for these weights on software adapters) or a forced kernel.
+  const call = (rec: ReturnType<CoreApi["beginRecording"]>) =>
+    kernel ? core.matmul(rec, x, w, { transposeB: true, kernel }) : core.linear(rec, x, w);
   const run = async (reps: number) => {
     const rec = core.beginRecording(gpu);
     const outs: Tensor[] = [];
-    for (let i = 0; i < reps; i++) outs.push(core.linear(rec, x, w));
+    for (let i = 0; i < reps; i++) outs.push(call(rec));
     const t0 = performance.now();
     await core.submit(rec);
     await core.sync(gpu);
-    const dt = (performance.now() - t0) / 1000;
+    // Less one empty submit's round trip: on llvmpipe it is ~11 ms whatever the work (issue
+    // #20), which at the small shapes' sub-millisecond dispatches was most of what was timed.
+    const dt = Math.max(1e-6, (performance.now() - t0) / 1000 - await emptyRoundTrip(gpu));
     await core.readTensor(outs[0]); // surfaces errors; values are checked by the tests
     for (const o of outs) core.releaseTensor(o);
     return dt;
@@ -200,7 +249,7 @@ const pad = (s: string, n: number) => s.padStart(n);
 const gf = (flop: number, sec: number) => (flop / sec / 1e9).toFixed(1);
 
 export async function bench(
-  options: { quick?: boolean; baseline?: string; only?: string } = {},
+  options: { quick?: boolean; baseline?: string; only?: string; small?: boolean } = {},
 ): Promise<void> {
   const gpu = await getGpu();
   let baselineRef = options.baseline;
@@ -223,20 +272,44 @@ export async function bench(
     "ratio = ORT time / our time (higher is better); target = DESIGN.md's minimum ratio for the\n" +
       "column named (f32: f32 weights, f16w: f16 weights); met = that column reaches the target",
   );
-  const baseHeader = base ? `${pad("base f32", 10)}${pad("base f16w", 11)}` : "";
-  const baseRatioHeader = base ? `${pad("b32/ORT", 9)}${pad("b16w/ORT", 10)}` : "";
+  // Columns: ours (texture design under auto) f32 and f16 weights, with --small the small-M
+  // kernel on the storage buffer too, then the baseline's (auto) f32 and f16.
+  const small = options.small ?? false;
+  const columns: {
+    label: string;
+    ratio: string;
+    contender: number;
+    f16: boolean;
+    gemv: boolean;
+  }[] = [
+    { label: "ours f32", ratio: "f32/ORT", contender: 0, f16: false, gemv: false },
+    { label: "ours f16w", ratio: "f16w/ORT", contender: 0, f16: true, gemv: false },
+    ...(small
+      ? [
+        { label: "gemv f32", ratio: "gv32/ORT", contender: 0, f16: false, gemv: true },
+        { label: "gemv f16w", ratio: "gv16/ORT", contender: 0, f16: true, gemv: true },
+      ]
+      : []),
+    ...(base
+      ? [
+        { label: "base f32", ratio: "b32/ORT", contender: 1, f16: false, gemv: false },
+        { label: "base f16w", ratio: "b16w/ORT", contender: 1, f16: true, gemv: false },
+      ]
+      : []),
+  ];
   if (base) {
     console.log(`base = the kernels of ${base.ref} in the same rounds, on their own device`);
   }
+  const width = (c: string) => Math.max(9, c.length + 2);
   console.log(
-    `${"shape".padEnd(24)}${pad("ours f32", 10)}${pad("ours f16w", 11)}${baseHeader}${
+    `${"shape".padEnd(24)}${columns.map((c) => pad(c.label, width(c.label))).join("")}${
       pad("ORT", 9)
-    }${pad("f32/ORT", 9)}${pad("f16w/ORT", 10)}${baseRatioHeader}${pad("target", 14)}${
+    }${columns.map((c) => pad(c.ratio, width(c.ratio))).join("")}${pad("target", 14)}${
       pad("met", 5)
     }`,
   );
   const misses: string[] = [];
-  const all = shapes(options.quick ?? false).filter((s) =>
+  const all = (small ? smallShapes() : shapes(options.quick ?? false)).filter((s) =>
     !options.only || s.label.includes(options.only)
   );
   const budget = options.quick ? 0.1 : 0.25;
@@ -275,10 +348,11 @@ export async function bench(
       const flop = 2 * s.M * s.K * s.N;
       // The machine may be shared: alternate the contenders over a few rounds and keep each
       // one's best time, so a burst of load hits them alike.
-      const timers = contenders.flatMap(({ gpu, core }, i) => [
-        ourTimer(gpu, xs[i], weights[i].w32, budget, core),
-        ourTimer(gpu, xs[i], weights[i].w16, budget, core),
-      ]);
+      const timers = columns.map((c) => {
+        const { gpu, core } = contenders[c.contender];
+        const w = weights[c.contender][c.f16 ? "w16" : "w32"];
+        return ourTimer(gpu, xs[c.contender], w, budget, core, c.gemv ? "gemv" : undefined);
+      });
       const theirs = typeof ort === "string" ? null : await ortTimer(ort, s, bData!, budget);
       const times = timers.map(() => Infinity);
       let tOrt = theirs ? Infinity : NaN;
@@ -292,28 +366,26 @@ export async function bench(
       xs.forEach((x, i) => contenders[i].core.releaseTensor(x));
       const [t32, t16] = times;
       const ratio = (t: number) => Number.isNaN(tOrt) ? "-" : (tOrt / t).toFixed(3);
-      const target = targetOf(s);
+      const target = small ? null : targetOf(s);
       let met = "-";
       if (target && !Number.isNaN(tOrt)) {
         const got = tOrt / (target.column === "f32" ? t32 : t16);
         met = got >= target.ratio ? "yes" : "NO";
         if (met === "NO") misses.push(`${s.label} (${target.column} ${got.toFixed(3)})`);
       }
-      const baseCols = base ? `${pad(gf(flop, times[2]), 10)}${pad(gf(flop, times[3]), 11)}` : "";
-      const baseRatios = base ? `${pad(ratio(times[2]), 9)}${pad(ratio(times[3]), 10)}` : "";
       console.log(
-        `${s.label.padEnd(24)}${pad(gf(flop, t32), 10)}${pad(gf(flop, t16), 11)}${baseCols}${
-          pad(Number.isNaN(tOrt) ? "-" : gf(flop, tOrt), 9)
-        }${pad(ratio(t32), 9)}${pad(ratio(t16), 10)}${baseRatios}${
-          pad(target ? `≥${target.ratio.toFixed(2)} ${target.column}` : "-", 14)
-        }${pad(met, 5)}`,
+        `${s.label.padEnd(24)}${
+          columns.map((c, i) => pad(gf(flop, times[i]), width(c.label))).join("")
+        }${pad(Number.isNaN(tOrt) ? "-" : gf(flop, tOrt), 9)}${
+          columns.map((c, i) => pad(ratio(times[i]), width(c.ratio))).join("")
+        }${pad(target ? `≥${target.ratio.toFixed(2)} ${target.column}` : "-", 14)}${pad(met, 5)}`,
       );
     }
   } finally {
     dropWeights();
     if (base) await Deno.remove(base.dir, { recursive: true });
   }
-  if (typeof ort !== "string") {
+  if (typeof ort !== "string" && !small) {
     console.log(
       misses.length === 0
         ? "all DESIGN.md targets met in this run"
@@ -329,7 +401,13 @@ if (import.meta.main) {
       quick: { type: "boolean", default: false },
       baseline: { type: "string" },
       only: { type: "string" },
+      small: { type: "boolean", default: false },
     },
   });
-  await bench({ quick: values.quick, baseline: values.baseline, only: values.only });
+  await bench({
+    quick: values.quick,
+    baseline: values.baseline,
+    only: values.only,
+    small: values.small,
+  });
 }

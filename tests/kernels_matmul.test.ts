@@ -24,7 +24,7 @@ import { rowDesignTest } from "./helpers/row_designs.ts";
 const gpu = await getGpu();
 
 interface Case {
-  kernel?: "generic" | "shared";
+  kernel?: "generic" | "shared" | "gemv";
   batch: number[];
   M: number;
   N: number;
@@ -135,7 +135,11 @@ function kernelsOf(c: Case): string[] {
   );
   const rec = beginRecording(gpu);
   beginCapture(rec);
-  const out = matmul(rec, ta, tb, { transposeA: c.transposeA, transposeB: c.transposeB });
+  const out = matmul(rec, ta, tb, {
+    transposeA: c.transposeA,
+    transposeB: c.transposeB,
+    kernel: c.kernel,
+  });
   const labels = endCapture(rec).commands.flatMap((cmd) =>
     "pipeline" in cmd ? [cmd.pipeline.label] : []
   );
@@ -185,6 +189,41 @@ rowDesignTest("matmul small-M kernel (gemv): odd shapes, layouts, bias, batches,
     !kernelsOf({ batch: [3], M: 2, N: 8, K: 8, transposeB: true, sharedB: true })[0]
       .startsWith("gemv:"),
   );
+});
+
+// kernel: "gemv" forces the small-M kernel for a weight of any size (bench/matmul.ts --small puts
+// it beside the texture design on the small model's shapes); past its row limit it is refused.
+Deno.test('matmul kernel "gemv": forced on a weight above the texture threshold, f32 and f16', async () => {
+  const cases: Case[] = [
+    {
+      kernel: "gemv",
+      batch: [],
+      M: 1,
+      N: 300,
+      K: 256,
+      transposeB: true,
+      sharedB: true,
+      bias: true,
+    },
+    { kernel: "gemv", batch: [], M: 4, N: 260, K: 264, transposeB: true, sharedB: true, f16: true },
+  ];
+  for (const [i, c] of cases.entries()) {
+    assert.ok(c.N * c.K >= 1 << 16, "above TEXTURE_MIN_WEIGHT: auto would take the texture design");
+    const kernels = kernelsOf(c);
+    assert.ok(kernels.length === 1 && kernels[0].startsWith("gemv:"), `case ${i}: ${kernels}`);
+    const err = await runCase(c, 740 + i);
+    assert.ok(err < 1e-5, `case ${i} ${JSON.stringify(c)}: rel error ${err}`);
+  }
+  const rec = beginRecording(gpu);
+  const x = uploadTensor(gpu, new Float32Array(5 * 8), [5, 8]);
+  const w = uploadTensor(gpu, new Float32Array(8 * 8), [8, 8]);
+  assert.throws(
+    () => matmul(rec, x, w, { transposeB: true, kernel: "gemv" }),
+    /the gemv kernel takes at most 4 rows/,
+  );
+  discardRecording(rec);
+  releaseTensor(x);
+  releaseTensor(w);
 });
 
 Deno.test("matmul f16 storage of B and bias, f32 accumulation", async () => {

@@ -115,8 +115,13 @@ for (const kernel of ["rows", "workgroup"] as const) {
   });
 }
 
+// d = 8 takes the kernel's 4-wide loads (d % 4 == 0), d = 6 its scalar form.
 rowDesignTest("attentionSlots: grouped-query heads over each slot's own length", async () => {
-  const nh = 4, nkv = 2, d = 8, cap = 6, slots = 3;
+  for (const d of [8, 6]) await attentionSlotsCase(d);
+});
+
+async function attentionSlotsCase(d: number): Promise<void> {
+  const nh = 4, nkv = 2, cap = 6, slots = 3;
   const k = randomArray(slots * nkv * cap * d, 7), v = randomArray(slots * nkv * cap * d, 8);
   const q = randomArray(2 * nh * d, 9);
   const info = [2, 3, 0, 5]; // (slot, length): keys 0..length
@@ -149,9 +154,9 @@ rowDesignTest("attentionSlots: grouped-query heads over each slot's own length",
       S,
       d,
     }, [0]);
-    close(`row ${r}`, got.subarray(r * nh * d, (r + 1) * nh * d), want);
+    close(`d ${d} row ${r}`, got.subarray(r * nh * d, (r + 1) * nh * d), want);
   }
-});
+}
 
 rowDesignTest(
   "rmsNorm backward (dx and the weight gradient) matches float64 differences",

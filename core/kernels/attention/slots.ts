@@ -286,13 +286,15 @@ export function attentionSlots(
   const out = outputTensor(rec, kernel, [b, 1, heads * d]);
   if (b === 0) return out;
   const wg = lanesOf(rec.gpu);
-  const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}:${wg}`, () => `
+  const vec4 = d % 4 === 0;
+  const kv = vec4 ? "vec4<f32>" : "f32";
+  const pipeline = getPipeline(rec.gpu, `attentionSlots:${maxS}:${wg}${vec4 ? ":v4" : ""}`, () => `
 ${AttentionSlotsParams.wgsl}${declareInput(1, "Q", "f32")}
-${declareInput(2, "K", "f32")}
-${declareInput(3, "V", "f32")}
+@group(0) @binding(2) var<storage, read> K: array<${kv}>;
+@group(0) @binding(3) var<storage, read> V: array<${kv}>;
 ${declareInput(4, "SI", "i32")}
 ${declareOutput(5, "O")}
-${attendWgsl(wg, maxS, "Q[row * P.d + k]", "")}`);
+${attendWgsl(wg, maxS, (k) => `Q[row * P.d + ${k}]`, "", vec4)}`);
   recordDispatch(
     rec,
     pipeline,
@@ -315,14 +317,30 @@ function scoreRows(kernel: string, maxKeys: number, cap: number): number {
 
 /**
  * The attention of one (row, head) per workgroup over its slot's keys [0, length] in `K`, `V`
- * (`SI`: slot, length): `query` is element k of the head's query (WGSL); `store` runs first,
+ * (`SI`: slot, length): `query(k)` is element k of the head's query (WGSL); `store` runs first,
  * with `bi`, `n`, `slot` and `at` (the new token's position) defined (the fused kernel writes
  * the new key and value there).
+ *
+ * With `vec4` (d a multiple of 4) the caller declares `K` and `V` as `array<vec4<f32>>` and the
+ * query, keys and values are read four elements per load: on llvmpipe each storage or workgroup
+ * load at a per-lane address is a loop over the lanes whatever its width, so this does a quarter
+ * of the loads. The arithmetic is the scalar form's, in the same order (each dot product element
+ * by element, each output element a sum over the keys in order), so both give the same bits.
  */
-function attendWgsl(wg: number, maxS: number, query: string, store: string): string {
-  return `
+function attendWgsl(
+  wg: number,
+  maxS: number,
+  query: (k: string) => string,
+  store: string,
+  vec4: boolean,
+): string {
+  const head = `
 var<workgroup> sc: array<f32, ${maxS}>;
-var<workgroup> qv: array<f32, ${MAX_D}>;
+${
+    vec4
+      ? `var<workgroup> qv: array<vec4<f32>, ${MAX_D / 4}>;`
+      : `var<workgroup> qv: array<f32, ${MAX_D}>;`
+  }
 ${workgroupReduce(wg)}
 @compute @workgroup_size(${wg})
 fn main(${WG_BUILTINS}) {
@@ -335,10 +353,19 @@ fn main(${WG_BUILTINS}) {
   let at = u32(SI[bi * 2u + 1u]);
   let S = min(at + 1u, min(P.cap, ${maxS}u));
   let inv = 1.0 / (sqrt(f32(P.d)) * P.c);
-  ${store}
-  for (var k = t; k < P.d; k += ${wg}u) { qv[k] = ${query} * inv; }
+  ${store}`;
+  const softmax = `m = wg_reduce(m, t, true);
+  var sum = 0.0;
+  for (var j = t; j < S; j += ${wg}u) { let e = exp(sc[j] - m); sc[j] = e; sum += e; }
+  let total = wg_reduce(sum, t, false);
+  let norm = 1.0 / total;
+  let outBase = row * P.d;`;
+  const kvBase = "let kvBase = (slot * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;";
+  if (!vec4) {
+    return `${head}
+  for (var k = t; k < P.d; k += ${wg}u) { qv[k] = ${query("k")} * inv; }
   workgroupBarrier();
-  let kvBase = (slot * P.kvHeads + n / (P.heads / P.kvHeads)) * P.cap * P.d;
+  ${kvBase}
   var m = -3.4028234e38;
   for (var j = t; j < S; j += ${wg}u) {
     var dot = 0.0;
@@ -348,16 +375,43 @@ fn main(${WG_BUILTINS}) {
     sc[j] = sv;
     m = max(m, sv);
   }
-  m = wg_reduce(m, t, true);
-  var sum = 0.0;
-  for (var j = t; j < S; j += ${wg}u) { let e = exp(sc[j] - m); sc[j] = e; sum += e; }
-  let total = wg_reduce(sum, t, false);
-  let norm = 1.0 / total;
-  let outBase = row * P.d;
+  ${softmax}
   for (var k = t; k < P.d; k += ${wg}u) {
     var acc = 0.0;
     for (var j = 0u; j < S; j++) { acc += sc[j] * V[kvBase + j * P.d + k]; }
     O[outBase + k] = acc * norm;
+  }
+}
+`;
+  }
+  const q4 = (c: number) => `${query(`4u * k4 + ${c}u`)} * inv`;
+  return `${head}
+  let d4 = P.d / 4u;
+  for (var k4 = t; k4 < d4; k4 += ${wg}u) { qv[k4] = vec4<f32>(${
+    [0, 1, 2, 3].map(q4).join(", ")
+  }); }
+  workgroupBarrier();
+  ${kvBase}
+  let kv4 = kvBase / 4u;
+  var m = -3.4028234e38;
+  for (var j = t; j < S; j += ${wg}u) {
+    var dot = 0.0;
+    let kb = kv4 + j * d4;
+    for (var k4 = 0u; k4 < d4; k4++) {
+      let q = qv[k4];
+      let kk = K[kb + k4];
+      dot += q.x * kk.x; dot += q.y * kk.y; dot += q.z * kk.z; dot += q.w * kk.w;
+    }
+    let sv = dot * P.c;
+    sc[j] = sv;
+    m = max(m, sv);
+  }
+  ${softmax}
+  for (var k4 = t; k4 < d4; k4 += ${wg}u) {
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < S; j++) { acc += sc[j] * V[kv4 + j * d4 + k4]; }
+    let o = outBase + 4u * k4;
+    O[o] = acc.x * norm; O[o + 1u] = acc.y * norm; O[o + 2u] = acc.z * norm; O[o + 3u] = acc.w * norm;
   }
 }
 `;
@@ -390,24 +444,30 @@ export function qkvAttentionSlots(
   const table = rotaryTable(rec, d / 2, options.base ?? 10000, true, maxPos);
   const layout = options.layout ?? "interleaved";
   const wg = lanesOf(rec.gpu);
-  const pipeline = getPipeline(rec.gpu, `qkvAttentionSlots:${layout}:${maxS}:${wg}`, () => `
-${AttentionSlotsParams.wgsl}${rotatedWgsl(layout)}
-${declareOutput(5, "K")}
-${declareOutput(6, "V")}
-${declareOutput(7, "O")}
-${
-    attendWgsl(
-      wg,
-      maxS,
-      "rotated(0u, bi, n, k)",
-      `let ci = ((slot * P.heads + n) * P.cap + at) * P.d;
+  const vec4 = d % 4 === 0;
+  const rot = (which: number) => (k: string) => `rotated(${which}u, bi, n, ${k})`;
+  const rot4 = (which: number) =>
+    `vec4<f32>(${[0, 1, 2, 3].map((c) => rot(which)(`4u * k4 + ${c}u`)).join(", ")})`;
+  const store = vec4
+    ? `let ci = ((slot * P.heads + n) * P.cap + at) * P.d / 4u;
+  for (var k4 = t; k4 < P.d / 4u; k4 += ${wg}u) {
+    K[ci + k4] = ${rot4(1)};
+    V[ci + k4] = ${rot4(2)};
+  }
+  storageBarrier();`
+    : `let ci = ((slot * P.heads + n) * P.cap + at) * P.d;
   for (var k = t; k < P.d; k += ${wg}u) {
     K[ci + k] = rotated(1u, bi, n, k);
     V[ci + k] = rotated(2u, bi, n, k);
   }
-  storageBarrier();`,
-    )
-  }`);
+  storageBarrier();`;
+  const key = `qkvAttentionSlots:${layout}:${maxS}:${wg}${vec4 ? ":v4" : ""}`;
+  const pipeline = getPipeline(rec.gpu, key, () => `
+${AttentionSlotsParams.wgsl}${rotatedWgsl(layout)}
+${declareOutput(5, "K", vec4 ? "vec4<f32>" : "f32")}
+${declareOutput(6, "V", vec4 ? "vec4<f32>" : "f32")}
+${declareOutput(7, "O")}
+${attendWgsl(wg, maxS, rot(0), store, vec4)}`);
   recordDispatch(
     rec,
     pipeline,

@@ -14,6 +14,10 @@
  * Measured on llvmpipe in a demo decode step (`deno run -A bench/dispatch.ts --step`, each
  * dispatch alone, a busy 2-core machine): qkv 384 × 128 ~480 → 90–190 µs, dense 128 × 128
  * ~200 → 55–95 µs; the vector loop took the qkv from ~330 (scalar loads) to ~190 in one run.
+ * Above the texture threshold it loses to the texture design on llvmpipe (`deno run -A
+ * bench/matmul.ts --small`, forced with `kernel: "gemv"`: 0.2–0.7× its speed at M = 1 and 4 on
+ * the small model's 1024–32000-wide weights), since each storage load at a per-lane address is
+ * a loop over the lanes there.
  */
 
 import { recordDispatch, type Recording } from "../../gpu/recording.ts";

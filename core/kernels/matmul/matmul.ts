@@ -35,7 +35,7 @@ import { SHARED_TILE, sharedCode } from "./shared.ts";
 import { recordTextureMatmul, textureKernelFor } from "./texture.ts";
 import { storeTile4x4, TiledParams } from "./store.ts";
 import { quantLinear } from "./quant.ts";
-import { gemvFits, recordGemv } from "./gemv.ts";
+import { GEMV_MAX_ROWS, gemvFits, recordGemv } from "./gemv.ts";
 
 export { type MatmulOptions, type MatmulProblem, matmulProblem };
 
@@ -70,9 +70,15 @@ export function matmul(rec: Recording, a: Tensor, b: Tensor, options: MatmulOpti
   }
   // A few rows with a weight below the texture threshold: the small-M kernel (gemv.ts), on
   // every adapter (the tiled kernels waste most of their invocations at M = 1).
-  if (choice === "auto" && !big && gemvFits(p, a, b, out)) {
+  if ((choice === "gemv" || (choice === "auto" && !big)) && gemvFits(p, a, b, out)) {
     recordGemv(rec, a, b, p, options.bias, out);
     return out;
+  }
+  if (choice === "gemv") {
+    throw new GpuError(
+      `matmul: the gemv kernel takes at most ${GEMV_MAX_ROWS} rows (batch × M for a shared B), ` +
+        "an unchunked A and output, and B unchunked or a row-chunked 2-D weight",
+    );
   }
   // A shape the texture design cannot take falls back to the adapter's default kernel.
   const shared = choice === "shared" || (choice !== "generic" && !rec.gpu.isSoftware);
@@ -91,11 +97,12 @@ export function linear(rec: Recording, x: Tensor, w: Tensor, bias?: Tensor, out?
  * Environment variable forcing the kernel choice of every `matmul` call that does not pass
  * `kernel`: "generic", "shared" (the hardware-GPU design, so that whole models can be checked on
  * it without a GPU), "texture" (wherever the shape fits, any adapter and size; other shapes get
- * the adapter's default) or "auto". Read on each call; ignored without env permission.
+ * the adapter's default), "gemv" (the small-M kernel of gemv.ts on a storage buffer; throws where
+ * it does not fit) or "auto". Read on each call; ignored without env permission.
  */
 export const MATMUL_KERNEL_ENV = "MEDGLM_MATMUL_KERNEL";
 
-const KERNEL_CHOICES = ["auto", "generic", "shared", "texture"] as const;
+const KERNEL_CHOICES = ["auto", "generic", "shared", "texture", "gemv"] as const;
 function envKernel(): MatmulOptions["kernel"] {
   return kernelEnvChoice(MATMUL_KERNEL_ENV, KERNEL_CHOICES);
 }

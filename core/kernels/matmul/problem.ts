@@ -22,11 +22,11 @@ export interface MatmulOptions {
    * fits it and the weight has ≥ `TEXTURE_MIN_WEIGHT` elements (matmul.ts; see texture.ts), the
    * small-M kernel (gemv.ts) for at most 4 rows with a smaller weight on any adapter, the
    * generic tiled kernel on software adapters otherwise, and the shared-memory tiled kernel on
-   * hardware adapters; "generic", "shared" and "texture" force one (tests, benchmarks; "texture"
-   * throws when the shape does not fit). Without this option the environment variable
+   * hardware adapters; "generic", "shared", "texture" and "gemv" force one (tests, benchmarks;
+   * "texture" and "gemv" throw when the shape does not fit). Without this option the environment variable
    * `MATMUL_KERNEL_ENV` (matmul.ts) may force the choice for a whole process (see there).
    */
-  kernel?: "auto" | "generic" | "shared" | "texture";
+  kernel?: "auto" | "generic" | "shared" | "texture" | "gemv";
 }
 
 /** Parsed problem: rows/cols per batch and strides in elements. */

@@ -34,6 +34,16 @@
  * - Both textures are bound as read-only storage textures: llvmpipe's image-load path is much
  *   cheaper per fetch than its sampler path (measured, same run: M = 1 2.1–2.7×, M = 16 1.3–2.3×
  *   over the sampled `texture_2d` reads this design began with).
+ * - Decode (M = 1) is bound by that image load itself: one 8-lane load of rgba32float texels is
+ *   ~45 x86 instructions in llvmpipe's code (bounds mask, y·stride, eight 16-byte loads and
+ *   inserts, a 4×8 transpose; read from its JIT code with perf), against 4 multiply-adds per
+ *   texel. Measured (standalone kernels, same run, f32 weights 1024×4096 … 1024×16384): a kernel
+ *   that only sums the same texels is no faster than the matmul; 1–8 column groups per
+ *   workgroup, two K texels per iteration, a fully unrolled K loop (no loop mask), lanes split
+ *   over N with one shared activation texel, and explicit fma() were all equal or slower. With
+ *   f16x8 texels the same loads carry twice the weights, but unpacking them (vpmovdw +
+ *   vcvtph2ps per half, plus the multiply-adds, which LLVM does not contract) costs about as much
+ *   again: without the unpack (wrong values, timing only) f16 ran 1.3–2.5× faster.
  */
 
 import type { Gpu } from "../../gpu/device.ts";
