@@ -364,6 +364,9 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
     [1, 24, 520],
     [25, 40, 300],
     [16, 8, 1030],
+    // Decode rows with K not whole texels (f32 K % 4, f16 K % 8): the activation texture's path.
+    [2, 16, 37],
+    [1, 16, 44],
   ];
   for (const [i, [M, N, K]] of shapes.entries()) {
     for (const dtype of ["f32", "f16"] as const) {
@@ -387,6 +390,41 @@ Deno.test("matmul texture kernels (software-adapter design): tile and rows varia
       const e1 = relError(await readTensor(y), want);
       const e2 = relError(await readTensor(y2), want2);
       assert.ok(e1 < 1e-5 && e2 < 1e-5, `[${M}, ${N}, ${K}] ${dtype}: ${e1} ${e2}`);
+    }
+  }
+});
+
+Deno.test("matmul texture kernels: decode with f32 weights reads whole-texel activations from their buffer, no pack dispatch", async () => {
+  // Only one row, f32 weights and K a whole number of texels skip the activation-pack dispatch;
+  // the results are checked either way.
+  const cases: [number, "f32" | "f16", boolean][] = [
+    [48, "f32", false],
+    [48, "f16", true],
+    [45, "f32", true],
+  ];
+  for (const [K, dtype, packs] of cases) {
+    for (const M of [1, 3]) {
+      const N = 24;
+      const x = randomArray(M * K, 61 + K + M);
+      const w = randomArray(N * K, 71 + K).map((v) => dtype === "f16" ? f16Round(v) : v);
+      const tx = uploadTensor(gpu, x, [M, K]);
+      const tw = uploadTensor(gpu, w, [N, K], dtype);
+      const rec = beginRecording(gpu);
+      matmul(rec, tx, tw, { transposeB: true, kernel: "texture" }); // packs the weight
+      beginCapture(rec);
+      const y = matmul(rec, tx, tw, { transposeB: true, kernel: "texture" });
+      const labels = endCapture(rec).commands.flatMap((c) =>
+        "pipeline" in c ? [(c.pipeline as GPUComputePipeline).label] : []
+      );
+      await submit(rec);
+      const packed = labels.some((l) => l.startsWith("matmul-texture:act"));
+      assert.equal(packed, packs || M > 1, `K ${K} ${dtype} M ${M}: ${labels.join(", ")}`);
+      const e = relError(
+        await readTensor(y),
+        matmulRef(x, w, 1, M, N, K, { transposeB: true, sharedB: true }),
+      );
+      assert.ok(e < 1e-5, `K ${K} ${dtype} M ${M}: ${e}`);
+      for (const t of [tx, tw, y]) releaseTensor(t);
     }
   }
 });

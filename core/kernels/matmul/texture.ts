@@ -95,6 +95,8 @@ const TextureParams = uniformLayout({
   colOffset: "u32",
   hasBias: "u32",
   accumulate: "u32",
+  /** vec4s per activation row, when the kernel reads them from the storage buffer. */
+  AK4: "u32",
 });
 
 /** One texture kernel variant: `R` rows × `4·C4` columns of the output per workgroup. */
@@ -524,7 +526,7 @@ function knBody(f16: boolean, R: number, C4: number): string[] {
  * the activation texels (`a · B`): again one accumulator update per 4 k-steps. Column groups are
  * emitted one after the other so that only one group's weights are live at a time.
  */
-function nkBody(f16: boolean, R: number, C4: number): string[] {
+function nkBody(f16: boolean, R: number, C4: number, aLoad: ALoad): string[] {
   const body: string[] = [];
   const n = (c: number, i: number) => `min(n0 + ${4 * c + i}u, P.N - 1u)`;
   const mat = (v: string, c: number) =>
@@ -550,7 +552,7 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
     for (let r = 0; r < R; r++) {
       const row = `min(m0 + ${r}u, P.M - 1u)`;
       const x = sfx ? "2u * kk + 1u" : "2u * kk";
-      body.push(`let a${r}${sfx} = textureLoad(At, vec2<u32>(${x}, ${row}));`);
+      body.push(`let a${r}${sfx} = ${aLoad(x, row)};`);
     }
     for (let c = 0; c < C4; c++) {
       for (let i = 0; i < 4; i++) {
@@ -569,8 +571,23 @@ function nkBody(f16: boolean, R: number, C4: number): string[] {
   return body;
 }
 
-function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias: DType): string {
+/**
+ * Where the kernels read the activations: the packed texture, or (the rows kernels in the nk form,
+ * {@link actFromBuffer}) the f32 storage buffer itself, `P.AK4` vec4s per row.
+ */
+type ALoad = (x: string, row: string) => string;
+const textureALoad: ALoad = (x, row) => `textureLoad(At, vec2<u32>(${x}, ${row}))`;
+const bufferALoad: ALoad = (x, row) => `A[${row} * P.AK4 + ${x}]`;
+
+function kernelCode(
+  kind: TextureKernel,
+  layout: WeightLayout,
+  form: Form,
+  bias: DType,
+  actBuffer = false,
+): string {
   const f16 = layout === "f16x8";
+  const aLoad = actBuffer ? bufferALoad : textureALoad;
   const { R, C4 } = kind;
   const cols = C4 * 4;
   const accDecl: string[] = [];
@@ -581,11 +598,15 @@ function kernelCode(kind: TextureKernel, layout: WeightLayout, form: Form, bias:
   // (nk f16 loads its two activation texels per row inside its body.)
   const aLoads: string[] = [];
   for (let r = 0; r < R && !(form === "nk" && f16); r++) {
-    aLoads.push(`let a${r} = textureLoad(At, vec2<u32>(kk, min(m0 + ${r}u, P.M - 1u)));`);
+    aLoads.push(`let a${r} = ${aLoad("kk", `min(m0 + ${r}u, P.M - 1u)`)};`);
   }
-  const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4) : knBody(f16, R, C4))];
+  const body = [...aLoads, ...(form === "nk" ? nkBody(f16, R, C4, aLoad) : knBody(f16, R, C4))];
   return `
-${TextureParams.wgsl}@group(0) @binding(1) var At: texture_storage_2d<rgba32float, read>;
+${TextureParams.wgsl}@group(0) @binding(1) ${
+    actBuffer
+      ? "var<storage, read> A: array<vec4<f32>>;"
+      : "var At: texture_storage_2d<rgba32float, read>;"
+  }
 @group(0) @binding(2) var Bt: texture_storage_2d<rgba32float, read>;
 ${declareOutput(3, "C")}
 ${declareInput(4, "bias", bias)}
@@ -671,6 +692,28 @@ function splitKStores(R: number, C4: number): string {
 }
 
 /**
+ * Whether the kernel reads the activations straight from their storage buffer instead of a packed
+ * texture: decode (one row, {@link ROWS_KERNEL}) with f32 weights in the layer form, when the row is
+ * whole texels of one column slice. There the weight texels are 32 of the kernel's 33 loads per
+ * step, so the activation's load path hardly matters to the kernel, while its pack was one more
+ * dispatch per matmul (33 of the ~100 of the small model's decode step; llvmpipe pays ~40 µs to
+ * start one). Not at 2–8 rows (4 of 36 loads; the per-lane storage loads were slower than the
+ * texture's there: h→4h and the head at M = 4, 1024 wide, 0.5–0.6× in the same run) nor for f16
+ * weights (2 of 18 loads; mixed results at M = 1).
+ */
+function actFromBuffer(
+  kind: TextureKernel,
+  layout: WeightLayout,
+  form: Form,
+  a: Tensor,
+  p: MatmulProblem,
+  slices: number,
+): boolean {
+  return kind === ROWS_KERNEL && layout === "f32" && form === "nk" && !p.transposeA &&
+    slices === 1 && p.K % 4 === 0 && a.dtype === "f32";
+}
+
+/**
  * Records the texture matmul `out = op(A) · op(B) (+ bias)`; the caller checked
  * {@link textureKernelFor}.
  */
@@ -687,7 +730,9 @@ export function recordTextureMatmul(
   const layout = weightLayout(b.dtype);
   const per = texelWidth(layout);
   const form: Form = p.transposeB ? "nk" : "kn";
-  const variant = `${kind.name}${kind.R}x${kind.C4}`;
+  const g = packedWeight(rec, b, layout);
+  const actBuffer = actFromBuffer(kind, layout, form, a, p, g.cols.length);
+  const variant = `${kind.name}${kind.R}x${kind.C4}${actBuffer ? ":abuf" : ""}`;
   // No bias: bind a zero word in its place (zero in either dtype), so both cases share the
   // pipeline of the weight's dtype: every variant costs seconds of cold compile on llvmpipe.
   const biasBinding = bias ? bindingOf(bias) : zeroWord(rec);
@@ -695,12 +740,11 @@ export function recordTextureMatmul(
   const pipeline = getPipeline(
     rec.gpu,
     `matmul-texture:${variant}:${layout}:${form}:${biasDtype}`,
-    () => kernelCode(kind, layout, form, biasDtype),
+    () => kernelCode(kind, layout, form, biasDtype, actBuffer),
   );
   const cols = kind.C4 * 4;
-  const g = packedWeight(rec, b, layout);
   let first = true;
-  const dispatch = (texture: GPUTexture, act: GPUTexture, n: number, start: number, params: {
+  const dispatch = (texture: GPUTexture, act: GPUTexture | null, n: number, start: number, params: {
     K4: number;
     G: number;
     KB: number;
@@ -716,8 +760,9 @@ export function recordTextureMatmul(
         colOffset: start,
         hasBias: bias && first ? 1 : 0,
         accumulate: first ? 0 : 1,
+        AK4: actBuffer ? p.K / 4 : 0,
       }),
-      [act.createView(), texture.createView(), bindingOf(out), biasBinding],
+      [act ? act.createView() : bindingOf(a), texture.createView(), bindingOf(out), biasBinding],
       [Math.ceil(n / (kind.splitK ? cols : cols * WG)), Math.ceil(rows / kind.R)],
     );
   };
@@ -725,7 +770,9 @@ export function recordTextureMatmul(
     // Column slices of W are K slices (each adds into the output); row blocks are output columns.
     g.cols.forEach((slice, ci) => {
       const texels = Math.ceil(slice.len / per);
-      const act = activationTexture(rec, a, rows, p.K, p.transposeA, slice, texels * (per / 4));
+      const act = actBuffer
+        ? null
+        : activationTexture(rec, a, rows, p.K, p.transposeA, slice, texels * (per / 4));
       g.rows.forEach((r, ri) => {
         dispatch(g.textures[ri * g.cols.length + ci], act, r.count, r.start, {
           K4: texels,
