@@ -14,6 +14,7 @@ import { readChatGLMConfig } from "../core/models/chatglm/config.ts";
 import { loadModel, type LoadModelOptions } from "../core/models/chatglm/load.ts";
 import { uploadChatGLMWeights } from "../core/models/chatglm/weights.ts";
 import { readRaw, releaseTensor } from "../core/tensor/tensor.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
 
 const TINY = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
 const quiet = { log: () => {}, progressBar: false } satisfies LoadModelOptions;
@@ -40,14 +41,7 @@ async function withNoMmap<T>(value: string | undefined, fn: () => Promise<T>): P
   }
 }
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "medglm-mmap-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("medglm-mmap-", fn);
 
 Deno.test("mapped file: pieces at any offset are the file's bytes; unmapped views are detached; past the end fails naming the file", async () => {
   const why = noMapping();

@@ -34,6 +34,7 @@ import {
   uploadTensor,
 } from "../core/tensor/tensor.ts";
 import { loadTokenizer } from "../data/mod.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
 
 const TINY = new URL("./fixtures/chatglm6b-tiny", import.meta.url).pathname;
 const TOKENIZER = new URL("./fixtures/chatglm-tokenizer/ice_text.model", import.meta.url).pathname;
@@ -49,14 +50,7 @@ const SMALL: ChatGLMSizes = {
   maxSequenceLength: 256,
 };
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "medglm-real-size-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("medglm-real-size-", fn);
 
 /** The rgba32 texels of a 2-D texture, row by row. */
 async function readTexture(gpu: Gpu, texture: GPUTexture): Promise<Uint8Array> {
