@@ -3,9 +3,9 @@
  * ({@link ./mapped_file.ts}) and advising the memory they are written into ({@link
  * ./huge_pages.ts}). One library handle for both, opened at first use.
  *
- * The calls that may wait on the disk or fill page tables (`mmapAhead`, `madviseAhead`) are
- * declared `nonblocking`: the runtime runs them on its blocking threads and returns a promise,
- * so that work overlaps the main thread's (as the positioned reads did).
+ * The call that may wait on the disk and fills page tables (`mmapAhead`) is declared
+ * `nonblocking`: the runtime runs it on its blocking threads and returns a promise, so that work
+ * overlaps the main thread's (as the positioned reads did).
  */
 
 export interface LibcSymbols {
@@ -21,7 +21,6 @@ export interface LibcSymbols {
   ): Promise<Deno.PointerValue>;
   munmap(addr: Deno.PointerValue, length: bigint): number;
   madvise(addr: bigint, length: bigint, advice: number): number;
-  madviseAhead(addr: bigint, length: bigint, advice: number): Promise<number>;
   sysconf(name: number): number | bigint;
 }
 
@@ -62,12 +61,6 @@ export function libc(): Libc | null {
       mmapAhead: mmap,
       munmap: { parameters: ["pointer", "usize"], result: "i32" },
       madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
-      madviseAhead: {
-        name: "madvise",
-        parameters: ["usize", "usize", "i32"],
-        result: "i32",
-        nonblocking: true,
-      },
       sysconf: { parameters: ["i32"], result: "i64" },
     }) as unknown as Libc;
   } catch {
