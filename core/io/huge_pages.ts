@@ -21,6 +21,7 @@
  * huge pages costs more than the faults it saves).
  */
 
+import { envSwitch } from "./env_switch.ts";
 import { type Libc, libc } from "./libc.ts";
 
 /** Allocations smaller than this are left alone (a huge page is 2 MiB). */
@@ -37,8 +38,7 @@ function madviseLib(): Libc | null {
   advising = null;
   try {
     if (Deno.build.os !== "linux") return null;
-    const env = Deno.permissions.querySync({ name: "env", variable: "MEDGLM_NO_HUGE_PAGES" });
-    if (env.state === "granted" && Deno.env.get("MEDGLM_NO_HUGE_PAGES") === "1") return null;
+    if (envSwitch("MEDGLM_NO_HUGE_PAGES")) return null;
     const maps = Deno.permissions.querySync({ name: "read", path: "/proc/self/maps" });
     if (maps.state !== "granted") return null;
     const mode = Deno.readTextFileSync("/sys/kernel/mm/transparent_hugepage/enabled");

@@ -23,6 +23,7 @@
  * instead.
  */
 
+import { envSwitch } from "./env_switch.ts";
 import {
   type Libc,
   libc,
@@ -49,12 +50,7 @@ export interface PieceMapper {
 
 /** False when `MEDGLM_NO_MMAP=1` (to measure against, or to rule mapping out). */
 export function mmapWanted(): boolean {
-  try {
-    const env = Deno.permissions.querySync({ name: "env", variable: "MEDGLM_NO_MMAP" });
-    return !(env.state === "granted" && Deno.env.get("MEDGLM_NO_MMAP") === "1");
-  } catch {
-    return true;
-  }
+  return !envSwitch("MEDGLM_NO_MMAP");
 }
 
 /** A checkpoint file opened for mapping pieces of it (see the module doc). */
