@@ -88,7 +88,7 @@ Deno.test("chunk reader: a piece the kernel refuses to map is read instead, same
         };
       },
     });
-    await reader.begin(path, ranges);
+    reader.begin(path, ranges);
     assert.ok(reader.mapped);
     const got: Uint8Array[] = [];
     for (const r of ranges) {
@@ -128,7 +128,7 @@ async function chunkReaderCase(mapped: boolean) {
     ];
     assert.ok(ranges.length > READS_AHEAD + 1, "more ranges than the ring holds");
     const reader = new ChunkReader({ mapped });
-    await reader.begin(path, ranges);
+    reader.begin(path, ranges);
     const isMapped = reader.mapped;
     assert.equal(isMapped, mapped && canMap(), "mapped where asked and available");
     let previous: Uint8Array | null = null;
@@ -144,14 +144,14 @@ async function chunkReaderCase(mapped: boolean) {
       assert.equal(previous.length, 0, "the last piece unmapped at the end");
     }
 
-    await reader.begin(path, ranges);
+    reader.begin(path, ranges);
     await assert.rejects(
       () => reader.take(10, 40_000),
       /shard\.bin: internal error: read of 40000/,
     );
     await reader.end();
 
-    await reader.begin(path, [{ offset: 99_990, length: 20 }]);
+    reader.begin(path, [{ offset: 99_990, length: 20 }]);
     await assert.rejects(
       () => reader.take(99_990, 20),
       /shard\.bin: unexpected end of file reading 20 bytes at offset 99990/,

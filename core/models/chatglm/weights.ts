@@ -263,7 +263,7 @@ async function streamWeights(
       );
       const file = await Deno.open(shard.path, { read: true });
       try {
-        await reader.begin(
+        reader.begin(
           shard.path,
           names.flatMap((name, j) => pieceRanges(shard.tensors.get(name)!, layouts[j])),
         );
@@ -481,20 +481,11 @@ export class ChunkReader {
     return this.#plan?.mapped != null;
   }
   /** Starts reading `ranges` of the file at `path`, in this order (see {@link take}). */
-  async begin(path: string, ranges: ByteRange[]): Promise<void> {
+  begin(path: string, ranges: ByteRange[]): void {
+    // Read slots open their own handle at their first read (#read), mapped or not: a mapped
+    // plan reads only the pieces the kernel refuses to map.
     const mapped = this.#open ? this.#open(path) : null;
-    const handles: (Deno.FsFile | undefined)[] = [];
-    if (!mapped) {
-      try {
-        for (let i = 0; i < Math.min(this.#ring.length, ranges.length); i++) {
-          handles.push(await Deno.open(path, { read: true }));
-        }
-      } catch (err) {
-        handles.forEach((h) => h?.close());
-        throw err;
-      }
-    }
-    this.#plan = { handles, mapped, path, ranges, taken: 0 };
+    this.#plan = { handles: [], mapped, path, ranges, taken: 0 };
     for (let k = 0; k < READS_AHEAD; k++) this.#issue(k);
   }
   /**
