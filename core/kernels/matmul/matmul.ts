@@ -12,8 +12,7 @@
  * for weights of at least `TEXTURE_MIN_WEIGHT` elements (or `TEXTURE_MIN_WORK` multiply-adds) and
  * shapes it fits; below that, problems of at most 4 rows (decode steps) take the small-M kernel
  * of gemv.ts on every adapter; the generic tiled kernel here for the rest (it runs everywhere).
- * The two tiled
- * kernels share their parameters and store epilogue (store.ts); all three share the problem
+ * The two tiled kernels share their parameters and store epilogue (store.ts); all share the problem
  * (problem.ts). Backward: linear_grad.ts, built on this matmul, with the cached Wᵀ of
  * transpose.ts for frozen weights.
  */
